@@ -1,0 +1,32 @@
+from accounts.models.base import (  # noqa: F401
+    LEGACY_NAMESPACE,
+    AllOrgsManager,
+    LegacyRecordModel,
+    OrgOwnedModel,
+    OrgScopedManager,
+    OrgScopedQuerySet,
+    TimestampedModel,
+    legacy_uuid,
+    org_foreign_key,
+    org_index,
+)
+from accounts.models.directory import (  # noqa: F401
+    Department,
+    Group,
+    GroupMembership,
+    GroupRole,
+    Permission,
+    Role,
+    RolePermission,
+)
+from accounts.models.organizations import AuthProvider, Organization  # noqa: F401
+from accounts.models.users import (  # noqa: F401
+    MFASettings,
+    PasswordHistory,
+    User,
+    UserManager,
+    UserQuerySet,
+    UserRole,
+    UserSession,
+    normalize_email_address,
+)

@@ -1,0 +1,158 @@
+"""Abstract bases shared by every AgentForge table: legacy ids and organization scoping."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+
+# Namespace for deterministic ids of legacy records whose ids are not UUIDs.
+LEGACY_NAMESPACE = uuid.UUID("6f1c7a1e-9d0b-4c55-8a43-3b8f2a0e5d17")
+
+
+def legacy_uuid(table: str, legacy_id: str) -> uuid.UUID:
+    """Deterministic primary key for a legacy record.
+
+    A legacy id that already is a UUID (users, agents, conversations...) is kept as the
+    primary key, so the application's references keep working; any other id
+    (``org_default``, ``role_admin``, ``demo-kb-1a2b3c4d``) maps through uuid5 per table,
+    the same on every run.
+    """
+    try:
+        return uuid.UUID(str(legacy_id))
+    except ValueError:
+        return uuid.uuid5(LEGACY_NAMESPACE, f"{table}:{legacy_id}")
+
+
+class LegacyRecordModel(models.Model):
+    """A row that may come from the legacy JSON files.
+
+    ``legacy_id`` keeps the original id (unique per table, so imports can be re-run);
+    ``legacy_extra`` keeps keys the importer does not map (fields of a newer or older
+    era, dangling references) so export writes them back unchanged.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    legacy_id = models.CharField(max_length=128, null=True, blank=True, unique=True, editable=False)
+    legacy_extra = models.JSONField(default=dict, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class TimestampedModel(models.Model):
+    # Not auto_now/auto_now_add: those overwrite imported timestamps in bulk_create.
+    created_at = models.DateTimeField(default=timezone.now, db_index=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            self.updated_at = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "updated_at"}
+        super().save(*args, **kwargs)
+
+
+def check_org_for_write(obj) -> None:
+    """Fill the active organization on a new row; refuse a row of another organization."""
+    active = current_org()
+    if active is ALL_ORGS:
+        return
+    if obj.org_id is None:
+        if active is None:
+            raise OrgScopeError(
+                f"{type(obj).__name__}: no organization set and none active (use org_scope(org))"
+            )
+        obj.org_id = active
+    elif active is not None and obj.org_id != active:
+        raise OrgScopeError(
+            f"{type(obj).__name__}: row belongs to organization {obj.org_id}, active is {active}"
+        )
+
+
+class OrgScopedQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for obj in objs:
+            check_org_for_write(obj)
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def for_org(self, org):
+        from accounts.tenancy import _resolve
+
+        return self.filter(org_id=_resolve(org))
+
+
+class OrgScopedManager(models.Manager.from_queryset(OrgScopedQuerySet)):
+    """``Model.objects``: only the active organization's rows; raises when none is active."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        active = current_org()
+        if active is None:
+            raise OrgScopeError(
+                f"{self.model.__name__}.objects used with no active organization: "
+                "wrap the code in org_scope(org) or use .all_orgs"
+            )
+        if active is ALL_ORGS:
+            return queryset
+        return queryset.filter(org_id=active)
+
+
+class AllOrgsManager(models.Manager.from_queryset(OrgScopedQuerySet)):
+    """``Model.all_orgs``: every organization's rows, for system work."""
+
+
+class OrgOwnedModel(models.Model):
+    """A tenant row. Subclasses declare ``org = org_foreign_key(related_name=...)``."""
+
+    objects = OrgScopedManager()
+    all_orgs = AllOrgsManager()
+
+    class Meta:
+        abstract = True
+        # Related managers (org.agents, agent.conversations) derive from the default
+        # manager, so they are scoped too; Django's internals use the base manager.
+        default_manager_name = "objects"
+        base_manager_name = "all_orgs"
+
+    def save(self, *args, **kwargs):
+        check_org_for_write(self)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        check_org_for_write(self)
+        return super().delete(*args, **kwargs)
+
+    def validate_unique(self, exclude=None):
+        # Uniqueness is global in the database, so check it across organizations.
+        with unscoped():
+            super().validate_unique(exclude=exclude)
+
+    def validate_constraints(self, exclude=None):
+        with unscoped():
+            super().validate_constraints(exclude=exclude)
+
+
+def org_foreign_key(related_name: str, null: bool = False) -> models.ForeignKey:
+    return models.ForeignKey(
+        "accounts.Organization",
+        on_delete=models.CASCADE,
+        related_name=related_name,
+        db_column="org_id",
+        null=null,
+        blank=null,
+        editable=True,
+    )
+
+
+def org_index(table: str, *fields: str) -> models.Index:
+    """An index leading with org_id, named within Oracle's 30-character limit."""
+    suffix = "_".join(f.replace("_at", "").replace("_id", "")[:6] for f in fields)
+    return models.Index(fields=["org", *fields], name=f"{table[:14]}_org_{suffix}"[:30])

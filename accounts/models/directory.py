@@ -1,0 +1,155 @@
+"""Departments, groups, roles and the permission catalog."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from accounts.models.base import (
+    LegacyRecordModel,
+    OrgOwnedModel,
+    TimestampedModel,
+    org_foreign_key,
+    org_index,
+)
+
+
+class Department(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
+    org = org_foreign_key("departments")
+    name = models.CharField(max_length=255)
+    description = models.TextField(null=True, blank=True)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    manager = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="managed_departments"
+    )
+
+    class Meta:
+        db_table = "departments"
+        ordering = ["name"]
+        indexes = [org_index("departments", "name")]
+
+    def __str__(self):
+        return self.name
+
+
+class Permission(models.Model):
+    """A permission string (``resource:action``) as used by roles; a global catalog.
+
+    The vocabulary changed several times in the JSON era, so any string is accepted.
+    """
+
+    codename = models.CharField(max_length=150, unique=True)
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "permissions"
+        ordering = ["codename"]
+        verbose_name = "AgentForge permission"
+
+    def __str__(self):
+        return self.codename
+
+    @property
+    def resource(self) -> str:
+        return self.codename.partition(":")[0]
+
+    @property
+    def action(self) -> str:
+        return self.codename.partition(":")[2]
+
+
+class Role(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
+    org = org_foreign_key("roles")
+    name = models.CharField(max_length=255)
+    description = models.TextField(null=True, blank=True)
+    permissions = models.ManyToManyField(Permission, through="RolePermission", related_name="roles", blank=True)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    level = models.IntegerField(default=100, help_text="Lower is more privileged (0 = super admin).")
+    is_system = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        db_table = "roles"
+        ordering = ["level", "name"]
+        indexes = [org_index("roles", "level")]
+
+    def __str__(self):
+        return self.name
+
+    def effective_permissions(self) -> set[str]:
+        """This role's permission strings and those of every ancestor role."""
+        codes: set[str] = set()
+        seen = set()
+        role = self
+        while role is not None and role.pk not in seen:
+            seen.add(role.pk)
+            codes.update(
+                RolePermission.all_orgs.filter(role=role).values_list("permission__codename", flat=True)
+            )
+            role = Role.all_orgs.filter(pk=role.parent_id).first() if role.parent_id else None
+        return codes
+
+
+class RolePermission(OrgOwnedModel):
+    org = org_foreign_key("+")
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="role_permissions")
+    permission = models.ForeignKey(Permission, on_delete=models.CASCADE, related_name="role_permissions")
+
+    class Meta:
+        db_table = "role_permissions"
+        constraints = [models.UniqueConstraint(fields=["role", "permission"], name="role_permissions_uniq")]
+        indexes = [org_index("role_permissions", "role")]
+
+    def save(self, *args, **kwargs):
+        if self.org_id is None and self.role_id:
+            self.org_id = Role.all_orgs.filter(pk=self.role_id).values_list("org_id", flat=True).first()
+        super().save(*args, **kwargs)
+
+
+class Group(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
+    """An AgentForge user group (not django.contrib.auth's Group)."""
+
+    org = org_foreign_key("user_groups")
+    name = models.CharField(max_length=255)
+    description = models.TextField(null=True, blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="GroupMembership", related_name="member_groups", blank=True
+    )
+    roles = models.ManyToManyField(Role, through="GroupRole", related_name="groups", blank=True)
+
+    class Meta:
+        db_table = "groups"
+        ordering = ["name"]
+        indexes = [org_index("groups", "name")]
+
+    def __str__(self):
+        return self.name
+
+
+class GroupMembership(OrgOwnedModel):
+    """Membership, the union of users[].group_ids and groups[].user_ids/member_ids."""
+
+    org = org_foreign_key("+")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="group_memberships")
+
+    class Meta:
+        db_table = "group_members"
+        constraints = [models.UniqueConstraint(fields=["group", "user"], name="group_members_uniq")]
+        indexes = [org_index("group_members", "group")]
+
+
+class GroupRole(OrgOwnedModel):
+    """Roles a group's members inherit (legacy ``groups[].role_ids``)."""
+
+    org = org_foreign_key("+")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="group_roles")
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="group_roles")
+
+    class Meta:
+        db_table = "group_roles"
+        constraints = [models.UniqueConstraint(fields=["group", "role"], name="group_roles_uniq")]
+        indexes = [org_index("group_roles", "group")]

@@ -1,0 +1,289 @@
+"""The user model (logs in by email, unique per organization) and its satellites."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models
+from django.utils import timezone
+
+from accounts.models.base import (
+    LegacyRecordModel,
+    OrgOwnedModel,
+    TimestampedModel,
+    org_foreign_key,
+    org_index,
+)
+from accounts.models.organizations import AuthProvider, Organization
+from security.fields import EncryptedTextField
+
+
+def normalize_email_address(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+class UserQuerySet(models.QuerySet):
+    def for_org(self, org):
+        """One organization's users (object, UUID or legacy id)."""
+        from accounts.tenancy import _resolve
+
+        return self.filter(org_id=_resolve(org))
+
+    def in_current_org(self):
+        """The active organization's users; raises OrgScopeError when none is active."""
+        from accounts.tenancy import current_org_id
+
+        return self.filter(org_id=current_org_id())
+
+    def by_email(self, email: str):
+        return self.filter(email_normalized=normalize_email_address(email))
+
+
+class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
+    """Unscoped on purpose: authentication finds users by email before any organization is known."""
+
+    use_in_migrations = True
+
+    def _create_user(self, email, password, **extra):
+        if not email:
+            raise ValueError("an email address is required")
+        if extra.get("org") is None and extra.get("org_id") is None:
+            from accounts.tenancy import ALL_ORGS, current_org
+
+            active = current_org()
+            if active is not None and active is not ALL_ORGS:
+                extra["org_id"] = active
+            else:
+                extra["org"] = Organization.get_default()
+        user = self.model(email=email.strip(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email, password=None, **extra):
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email, password=None, **extra):
+        extra.update(is_staff=True, is_superuser=True, has_admin_access=True)
+        return self._create_user(email, password, **extra)
+
+    def get_by_natural_key(self, email):
+        # Natural keys must be unique; an email alone is unique only within an organization.
+        return self.get(email_normalized=normalize_email_address(email))
+
+
+class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedModel):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        INACTIVE = "inactive"
+        PENDING = "pending"
+        LOCKED = "locked"
+        SUSPENDED = "suspended"
+
+    org = org_foreign_key("users")
+    email = models.EmailField(max_length=254, help_text="As entered; compared case-insensitively.")
+    # Lower-cased copy that carries the per-organization uniqueness on every backend
+    # (MariaDB and SQL Server have no functional unique indexes).
+    email_normalized = models.CharField(max_length=254, editable=False, db_index=True)
+    # Room for Django's pbkdf2_sha256 form of the legacy hashes (about 130 characters).
+    password = models.CharField("password", max_length=255)
+    auth_provider = models.CharField(max_length=20, choices=AuthProvider.choices, default=AuthProvider.LOCAL)
+    external_id = models.CharField(max_length=255, null=True, blank=True)
+
+    first_name = models.CharField(max_length=150, blank=True, default="")
+    last_name = models.CharField(max_length=150, blank=True, default="")
+    display_name = models.CharField(max_length=255, null=True, blank=True)
+    avatar_url = models.TextField(null=True, blank=True)
+    phone = models.CharField(max_length=50, null=True, blank=True)
+    job_title = models.CharField(max_length=255, null=True, blank=True)
+    location = models.CharField(max_length=255, null=True, blank=True)
+    bio = models.TextField(null=True, blank=True)
+
+    department = models.ForeignKey(
+        "accounts.Department", on_delete=models.SET_NULL, null=True, blank=True, related_name="users"
+    )
+    manager = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reports")
+    employee_id = models.CharField(max_length=100, null=True, blank=True)
+    roles = models.ManyToManyField("accounts.Role", through="accounts.UserRole", related_name="users", blank=True)
+    direct_permissions = models.JSONField(default=list, blank=True)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    email_verified = models.BooleanField(default=False)
+    # One-time tokens are stored only as SHA-256 digests.
+    verification_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    verification_token_expires = models.DateTimeField(null=True, blank=True)
+    reset_password_token_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    reset_password_expires = models.DateTimeField(null=True, blank=True)
+
+    failed_login_attempts = models.IntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    password_changed_at = models.DateTimeField(null=True, blank=True)
+    must_change_password = models.BooleanField(default=False)
+    last_active = models.DateTimeField(null=True, blank=True)
+    last_login_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_by = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    has_admin_access = models.BooleanField(default=False)
+    has_enduser_access = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False, help_text="May sign in to the admin console.")
+
+    objects = UserManager()
+    all_orgs = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        db_table = "users"
+        ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "email_normalized"], name="users_org_email_uniq"),
+        ]
+        indexes = [
+            models.Index(fields=["email"], name="users_email_idx"),
+            models.Index(fields=["org", "email"], name="users_org_email_idx"),
+            models.Index(fields=["org", "status"], name="users_org_status_idx"),
+        ]
+
+    def __str__(self):
+        return self.email
+
+    def save(self, *args, **kwargs):
+        self.email_normalized = normalize_email_address(self.email)
+        if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}
+        super().save(*args, **kwargs)
+
+    @property
+    def is_active(self) -> bool:
+        # Django's auth refuses inactive users; pending (unverified) users may sign in
+        # as in the JSON era. Locks are time-bound and checked by the auth backend.
+        return self.status in (self.Status.ACTIVE, self.Status.PENDING, self.Status.LOCKED)
+
+    @is_active.setter
+    def is_active(self, value: bool) -> None:
+        self.status = self.Status.ACTIVE if value else self.Status.INACTIVE
+
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_until is not None and self.locked_until > timezone.now()
+
+    def get_full_name(self) -> str:
+        """The legacy display-name rule."""
+        if self.display_name:
+            return self.display_name
+        full = f"{self.first_name} {self.last_name}".strip()
+        return full or self.email.split("@")[0]
+
+    def get_short_name(self) -> str:
+        return self.first_name or self.email.split("@")[0]
+
+    def effective_permissions(self) -> set[str]:
+        """direct_permissions ∪ roles (with their ancestors) ∪ the roles of the user's groups."""
+        from accounts.models.directory import GroupRole, Role
+
+        codes = set(self.direct_permissions or [])
+        role_ids = set(UserRole.all_orgs.filter(user=self).values_list("role_id", flat=True))
+        role_ids |= set(
+            GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True)
+        )
+        for role in Role.all_orgs.filter(pk__in=role_ids):
+            codes |= role.effective_permissions()
+        return codes
+
+    def has_agentforge_permission(self, codename: str) -> bool:
+        codes = self.effective_permissions()
+        return "system:admin" in codes or codename in codes
+
+
+class UserRole(OrgOwnedModel):
+    org = org_foreign_key("+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="user_roles")
+    role = models.ForeignKey("accounts.Role", on_delete=models.CASCADE, related_name="user_roles")
+    position = models.PositiveIntegerField(default=0, help_text="Order in the legacy role_ids list.")
+
+    class Meta:
+        db_table = "user_roles"
+        constraints = [models.UniqueConstraint(fields=["user", "role"], name="user_roles_uniq")]
+        indexes = [org_index("user_roles", "user")]
+
+
+class UserSession(OrgOwnedModel):
+    """A login session. Only the SHA-256 of the session token is stored."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = org_foreign_key("user_sessions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True, default="")
+    remember_me = models.BooleanField(default=False)
+    mfa_verified = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "user_sessions"
+        indexes = [org_index("user_sessions", "user"), models.Index(fields=["expires_at"], name="user_sess_expires_idx")]
+
+    @classmethod
+    def hash_token(cls, token: str) -> str:
+        from security.crypto import sha256_hex
+
+        return sha256_hex(token)
+
+
+class MFASettings(OrgOwnedModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = org_foreign_key("+")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mfa")
+    enabled = models.BooleanField(default=False)
+    methods = models.JSONField(default=list, blank=True)
+    totp_secret = EncryptedTextField(null=True, blank=True)
+    totp_verified = models.BooleanField(default=False)
+    # Hashed like passwords (Django hasher format); a code is used up once it matches.
+    backup_codes = models.JSONField(default=list, blank=True)
+    backup_codes_generated_at = models.DateTimeField(null=True, blank=True)
+    phone_number = models.CharField(max_length=50, null=True, blank=True)
+    phone_verified = models.BooleanField(default=False)
+    email_code_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    email_code_expires = models.DateTimeField(null=True, blank=True)
+    sms_code_hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    sms_code_expires = models.DateTimeField(null=True, blank=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    recovery_email = models.EmailField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "mfa_settings"
+        verbose_name = "MFA settings"
+        verbose_name_plural = "MFA settings"
+        indexes = [org_index("mfa_settings", "enabled")]
+
+    @property
+    def is_active(self) -> bool:
+        """MFA counts only when enabled and, for TOTP, verified: a stale secret is not MFA."""
+        if not self.enabled:
+            return False
+        return self.methods != ["totp"] or self.totp_verified
+
+
+class PasswordHistory(OrgOwnedModel):
+    org = org_foreign_key("+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="password_history")
+    password_hash = models.CharField(max_length=255)
+    position = models.PositiveIntegerField(default=0, help_text="0 = oldest, as in the legacy list.")
+    created_at = models.DateTimeField(null=True, blank=True, help_text="Unknown for imported entries.")
+
+    class Meta:
+        db_table = "password_history"
+        ordering = ["user", "position"]
+        verbose_name_plural = "password history"
+        indexes = [org_index("password_history", "user")]

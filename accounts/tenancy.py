@@ -1,0 +1,112 @@
+"""Organization scoping: the guide's "automatic filtering by org_id", failing closed.
+
+The active organization lives in a ContextVar, so it follows the current thread and
+asyncio task (and Django's async ORM, whose sync_to_async copies the context). Scoped
+managers read it on every query; no active organization means OrgScopeError, never
+"all rows". System work (import, maintenance, superuser admin) uses ``Model.all_orgs``
+or runs inside :func:`unscoped`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import uuid
+from contextlib import ContextDecorator
+
+from django.core.exceptions import PermissionDenied
+
+
+class OrgScopeError(PermissionDenied):
+    """A tenant query or write without an active organization, or across organizations."""
+
+
+class _AllOrganizations:
+    """Sentinel for an explicit, deliberate unscoped block."""
+
+    def __repr__(self):
+        return "<all organizations>"
+
+
+ALL_ORGS = _AllOrganizations()
+
+_active_org: contextvars.ContextVar = contextvars.ContextVar("agentforge_active_org", default=None)
+
+
+def _resolve(org) -> uuid.UUID:
+    """Accept an Organization, its UUID (object or string) or its legacy id ("org_default")."""
+    from accounts.models import Organization
+
+    if isinstance(org, Organization):
+        if org.pk is None:
+            raise OrgScopeError("cannot scope to an unsaved organization")
+        return org.pk
+    if isinstance(org, uuid.UUID):
+        return org
+    if isinstance(org, str) and org:
+        try:
+            return uuid.UUID(org)
+        except ValueError:
+            pk = Organization.objects.filter(legacy_id=org).values_list("pk", flat=True).first()
+            if pk is None:
+                raise OrgScopeError(f"no organization with id {org!r}") from None
+            return pk
+    raise OrgScopeError(f"not an organization: {org!r}")
+
+
+def current_org():
+    """The active organization's id (UUID), or None when none is active.
+
+    Inside :func:`unscoped` this returns ``ALL_ORGS``.
+    """
+    return _active_org.get()
+
+
+def current_org_id() -> uuid.UUID:
+    """The active organization's id; raise OrgScopeError when none is active."""
+    value = _active_org.get()
+    if value is None or value is ALL_ORGS:
+        raise OrgScopeError("no organization is active: wrap the code in org_scope(org)")
+    return value
+
+
+class _Scope(ContextDecorator):
+    def __init__(self, value_factory):
+        self._value_factory = value_factory
+        self._tokens: list = []
+
+    def __enter__(self):
+        self._tokens.append(_active_org.set(self._value_factory()))
+        return _active_org.get()
+
+    def __exit__(self, *exc):
+        _active_org.reset(self._tokens.pop())
+        return False
+
+    def _recreate_cm(self):
+        # A fresh object per call keeps a decorated function safe across threads.
+        return _Scope(self._value_factory)
+
+    def __call__(self, func):
+        # ContextDecorator does not cover coroutine functions: the scope must be held
+        # while the coroutine runs, not while it is created.
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_inner(*args, **kwargs):
+                with self._recreate_cm():
+                    return await func(*args, **kwargs)
+
+            return async_inner
+        return super().__call__(func)
+
+
+def org_scope(org) -> _Scope:
+    """Activate ``org`` (object, UUID or legacy id) for the block or decorated function."""
+    return _Scope(lambda: _resolve(org))
+
+
+def unscoped() -> _Scope:
+    """Deliberately lift scoping for system work (import, maintenance commands)."""
+    return _Scope(lambda: ALL_ORGS)

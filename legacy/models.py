@@ -1,0 +1,31 @@
+"""A home for legacy records that have no table of their own.
+
+Policies, invitations, knowledge-base and database permissions and Demo-Lab files are
+kept here verbatim (one row per record, secrets removed), so nothing is dropped and
+``export_json`` can write them back.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import OrgOwnedModel, org_foreign_key, org_index
+
+
+class LegacyRecord(OrgOwnedModel):
+    org = org_foreign_key("legacy_records")
+    collection = models.CharField(max_length=64, help_text='Legacy file, e.g. "security/policies".')
+    legacy_id = models.CharField(max_length=128)
+    data = models.JSONField(default=dict)
+    imported_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "legacy_records"
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "legacy_id"], name="legacy_records_uniq"),
+        ]
+        indexes = [org_index("legacy_records", "collection")]
+
+    def __str__(self):
+        return f"{self.collection}/{self.legacy_id}"

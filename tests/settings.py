@@ -1,0 +1,14 @@
+"""Test settings: the real settings, driven by the same DB_* variables, with fixed test keys."""
+
+import os
+
+os.environ["ENV_FILE"] = ""  # a developer's .env must not leak into the tests
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+# Two keys, so every test also exercises a key list (the first encrypts).
+os.environ.setdefault(
+    "ENCRYPTION_KEY",
+    "dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q=,dGVzdC1rZXktdHdvLWZvci1hZ2VudGZvcmdlLXRlc3Q=",
+)
+os.environ.setdefault("DB_NAME", "agentforge")
+
+from agentforge_site.settings import *  # noqa: E402,F401,F403

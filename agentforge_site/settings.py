@@ -19,10 +19,15 @@ if _env_file and os.path.isfile(_env_file):
 
 
 def _bool(name: str, default: bool) -> bool:
-    try:
-        return env.bool(name, default=default)
-    except Exception:  # django-environ raises a bare ValueError/KeyError mix
-        raise ConfigurationError(name, f"expected true/false, got {os.environ.get(name)!r}") from None
+    # django-environ reads any unknown word as False; a typo must not silently flip a switch.
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(name, f"expected true/false, got {os.environ.get(name)!r}")
 
 
 DEBUG = _bool("DEBUG", False)

@@ -1,0 +1,168 @@
+"""DB_* variables → DATABASES, for every DB_TYPE, and one-line configuration errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentforge_site.dbconfig import ConfigurationError, build_database
+
+BASE = Path(__file__).resolve().parent.parent
+SERVER = {"DB_HOST": "db.example.com", "DB_NAME": "agentforge", "DB_USER": "af", "DB_PASSWORD": "s3cret"}
+
+
+def test_sqlite_is_the_default_with_wal_busy_timeout_and_persistent_connections():
+    db = build_database({}, BASE)
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == str(BASE / "data" / "agentforge.db")
+    assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
+    assert db["OPTIONS"]["timeout"] == 20
+    assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert db["CONN_MAX_AGE"] == 3600 and db["CONN_HEALTH_CHECKS"] is True
+
+
+def test_sqlite_path_and_recycle():
+    db = build_database({"SQLITE_PATH": "/var/lib/af.db", "DB_POOL_RECYCLE": "120"}, BASE)
+    assert db["NAME"] == "/var/lib/af.db"
+    assert db["CONN_MAX_AGE"] == 120
+
+
+def test_postgresql_maps_pool_variables_onto_the_native_psycopg_pool():
+    env = dict(SERVER, DB_TYPE="postgresql", DB_POOL_SIZE="4", DB_MAX_OVERFLOW="6",
+               DB_POOL_TIMEOUT="7", DB_POOL_RECYCLE="900", DB_SSL_MODE="verify-full")
+    db = build_database(env, BASE)
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
+        "db.example.com", "5432", "agentforge", "af", "s3cret")
+    assert db["OPTIONS"]["pool"] == {"min_size": 4, "max_size": 10, "timeout": 7, "max_lifetime": 900}
+    assert db["OPTIONS"]["sslmode"] == "verify-full"
+    # Django refuses persistent connections together with its pool.
+    assert db["CONN_MAX_AGE"] == 0
+
+
+def test_postgresql_without_pool_uses_persistent_connections():
+    db = build_database(dict(SERVER, DB_TYPE="postgresql", DB_POOL_SIZE="0", DB_POOL_RECYCLE="60"), BASE)
+    assert "pool" not in db["OPTIONS"] and "sslmode" not in db["OPTIONS"]
+    assert db["CONN_MAX_AGE"] == 60
+
+
+def test_mysql_utf8mb4_strict_mode_and_ssl():
+    env = dict(SERVER, DB_TYPE="mysql", DB_PORT="3307", DB_SSL_MODE="require", DB_SSL_CA="/etc/ca.pem")
+    db = build_database(env, BASE)
+    assert db["ENGINE"] == "django.db.backends.mysql" and db["PORT"] == "3307"
+    assert db["OPTIONS"]["charset"] == "utf8mb4"
+    assert "STRICT_TRANS_TABLES" in db["OPTIONS"]["init_command"]
+    assert db["OPTIONS"]["ssl_mode"] == "REQUIRED"
+    assert db["OPTIONS"]["ssl"] == {"ca": "/etc/ca.pem"}
+    assert db["CONN_MAX_AGE"] == 3600 and db["CONN_HEALTH_CHECKS"] is True
+    assert db["TEST"]["CHARSET"] == "utf8mb4"
+
+
+def test_mysql_without_ssl_has_no_ssl_options():
+    db = build_database(dict(SERVER, DB_TYPE="mysql"), BASE)
+    assert "ssl" not in db["OPTIONS"] and "ssl_mode" not in db["OPTIONS"]
+    assert db["PORT"] == "3306"
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("require", "Encrypt=yes;TrustServerCertificate=yes"),
+    ("verify-full", "Encrypt=yes;TrustServerCertificate=no"),
+    ("disable", "Encrypt=no;TrustServerCertificate=yes"),
+])
+def test_sqlserver_uses_mssql_python_and_maps_ssl_to_encrypt(mode, expected):
+    db = build_database(dict(SERVER, DB_TYPE="sqlserver", DB_SSL_MODE=mode), BASE)
+    assert db["ENGINE"] == "mssql" and db["PORT"] == "1433"
+    assert db["OPTIONS"]["python_driver"] == "mssql_python"
+    assert db["OPTIONS"]["extra_params"] == expected
+
+
+def test_sqlserver_without_ssl():
+    db = build_database(dict(SERVER, DB_TYPE="sqlserver", DB_POOL_RECYCLE="30"), BASE)
+    assert "extra_params" not in db["OPTIONS"]
+    assert db["CONN_MAX_AGE"] == 30
+
+
+def test_oracle_pool_option():
+    db = build_database(dict(SERVER, DB_TYPE="oracle", DB_NAME="FREEPDB1", DB_POOL_SIZE="2",
+                             DB_MAX_OVERFLOW="3", DB_POOL_TIMEOUT="5", DB_POOL_RECYCLE="600"), BASE)
+    assert db["ENGINE"] == "django.db.backends.oracle" and db["PORT"] == "1521"
+    assert db["OPTIONS"]["pool"] == {"min": 2, "max": 5, "increment": 1, "wait_timeout": 5000,
+                                     "max_lifetime_session": 600}
+    db = build_database(dict(SERVER, DB_TYPE="oracle", DB_POOL_SIZE="0"), BASE)
+    assert "pool" not in db["OPTIONS"] and db["CONN_MAX_AGE"] == 3600
+
+
+def test_database_url_is_an_alternative():
+    db = build_database({"DATABASE_URL": "postgres://u:p%40ss@pg.local:6543/afdb?sslmode=require"}, BASE)
+    assert (db["ENGINE"], db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
+        "django.db.backends.postgresql", "pg.local", "6543", "afdb", "u", "p@ss")
+    assert db["OPTIONS"]["sslmode"] == "require"
+    db = build_database({"DATABASE_URL": "mysql://root@127.0.0.1/af"}, BASE)
+    assert db["ENGINE"] == "django.db.backends.mysql" and db["PORT"] == "3306"
+    db = build_database({"DATABASE_URL": "sqlite:////tmp/x.db"}, BASE)
+    assert db["NAME"] == "/tmp/x.db"
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"DB_TYPE": "mongodb"}, "DB_TYPE"),
+    ({"DB_TYPE": "postgresql", "DB_NAME": "a", "DB_USER": "b"}, "DB_HOST"),
+    ({"DB_TYPE": "mysql", "DB_HOST": "h", "DB_USER": "b"}, "DB_NAME"),
+    ({"DB_TYPE": "oracle", "DB_HOST": "h", "DB_NAME": "a"}, "DB_USER"),
+    (dict(SERVER, DB_TYPE="postgresql", DB_PORT="five"), "DB_PORT"),
+    (dict(SERVER, DB_TYPE="postgresql", DB_POOL_SIZE="-1"), "DB_POOL_SIZE"),
+    (dict(SERVER, DB_TYPE="postgresql", DB_SSL_MODE="sometimes"), "DB_SSL_MODE"),
+    ({"DATABASE_URL": "redis://localhost/0"}, "DATABASE_URL"),
+])
+def test_bad_configuration_names_the_variable(env, variable):
+    with pytest.raises(ConfigurationError) as excinfo:
+        build_database(env, BASE)
+    assert excinfo.value.variable == variable
+    assert str(excinfo.value).startswith(f"{variable}: ")
+
+
+def _manage(env_overrides, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL", "SQLITE"))}
+    env.update({"ENV_FILE": "", "DJANGO_SETTINGS_MODULE": "agentforge_site.settings"})
+    env.pop("SECRET_KEY", None)
+    env.pop("ENCRYPTION_KEY", None)
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, str(BASE / "manage.py"), *args], env=env, cwd=BASE,
+                          capture_output=True, text=True, timeout=60)
+
+
+GOOD = {"SECRET_KEY": "x" * 50, "ENCRYPTION_KEY": "dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q="}
+
+
+@pytest.mark.parametrize("env, message", [
+    (dict(GOOD, DB_TYPE="db2"), "configuration error: DB_TYPE: unknown value 'db2'"),
+    (dict(GOOD, DB_TYPE="postgresql", DB_NAME="a", DB_USER="b"), "configuration error: DB_HOST: is required"),
+    (dict(GOOD, ENCRYPTION_KEY="not-a-key"), "configuration error: ENCRYPTION_KEY: key #1 is not a Fernet key"),
+    (dict(GOOD, ENCRYPTION_KEY=GOOD["ENCRYPTION_KEY"] + ",short"), "configuration error: ENCRYPTION_KEY: key #2"),
+    ({"ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"]}, "configuration error: SECRET_KEY: is required when DEBUG is off"),
+    ({"SECRET_KEY": "x" * 50}, "configuration error: ENCRYPTION_KEY: is required when DEBUG is off"),
+    (dict(GOOD, DEBUG="perhaps"), "configuration error: DEBUG: expected true/false"),
+])
+def test_bad_configuration_stops_startup_with_one_line(env, message):
+    result = _manage(env, "check")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(message)
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_gives_development_defaults():
+    result = _manage({"DEBUG": "1", "SQLITE_PATH": ":memory:"}, "check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_env_file_is_read(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("DB_TYPE=oracle\nDB_HOST=ora.example.com\nDB_NAME=FREEPDB1\nDB_USER=af\n"
+                        f"SECRET_KEY={'y' * 50}\nENCRYPTION_KEY={GOOD['ENCRYPTION_KEY']}\n")
+    result = _manage({"ENV_FILE": str(env_file)}, "shell", "-c",
+                     "from django.conf import settings; print(settings.DB_TYPE, settings.DATABASES['default']['HOST'])")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "oracle ora.example.com"

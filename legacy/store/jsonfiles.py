@@ -1,0 +1,238 @@
+"""The JSON side of the store: AgentForge's legacy files, read and written as the old app did.
+
+Every write is a read-modify-write of the whole file, as in the JSON era, made safe for
+several processes:
+
+* an exclusive ``fcntl.flock`` on a sidecar lock file (``agents.json.lock`` next to
+  ``agents.json``) is held from the read to the rename, so two writers never lose each
+  other's records;
+* the new content goes to a temporary file in the same directory, which is flushed and
+  fsync'ed, then ``os.replace``'d over the old file, and the directory is fsync'ed, so a
+  crash leaves either the old file or the new one, never a torn one. Readers therefore
+  need no lock.
+
+Formatting is the legacy one (§2 of the format reference): ``indent=2``; security files
+``ensure_ascii=False``, app files ``ensure_ascii=True``; ``chunks_index.json`` on one
+line; no trailing newline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from legacy.errors import LegacyDataError
+
+# Files that hold a JSON object keyed by record id.
+DICT_COLLECTIONS = (
+    "security/organizations",
+    "security/users",
+    "security/departments",
+    "security/groups",
+    "security/roles",
+    "security/policies",
+    "security/tool_permissions",
+    "security/kb_permissions",
+    "security/db_permissions",
+    "security/ldap_configs",
+    "security/oauth_configs",
+    "security/invitations",
+    "agents",
+    "tools",
+    "documents",
+    "scraped_pages",
+    "conversations",
+)
+# Files that hold a JSON list; records are found by their key (see ``record_key``).
+LIST_COLLECTIONS = ("security/audit_logs", "chunks_index")
+COLLECTIONS = DICT_COLLECTIONS + LIST_COLLECTIONS
+UNCHANGED = object()
+
+
+class UnknownCollection(KeyError):
+    def __init__(self, collection):
+        super().__init__(collection)
+        self.collection = collection
+
+    def __str__(self):
+        return (
+            f"unknown collection {self.collection!r}; the store handles: {', '.join(COLLECTIONS)} "
+            "(single-object files security/settings, settings and integrations are not record collections)"
+        )
+
+
+def check_collection(collection: str) -> str:
+    if collection not in COLLECTIONS:
+        raise UnknownCollection(collection)
+    return collection
+
+
+def chunk_key(record: dict) -> str:
+    """The key of a ``chunks_index.json`` entry: ``<doc_id|page_id|source>:<chunk_id>``.
+
+    A chunk id is unique only within its document or page (format §4.6).
+    """
+    owner = record.get("doc_id") or record.get("page_id") or record.get("source") or ""
+    return f"{owner}:{record.get('chunk_id')}"
+
+
+def record_key(collection: str, record: dict) -> str:
+    """The id a record is stored under: its ``id`` (a composite key for chunks)."""
+    if not isinstance(record, dict):
+        raise TypeError(f"{collection}: a record is a dict, got {type(record).__name__}")
+    if collection == "chunks_index":
+        return chunk_key(record)
+    rid = record.get("id")
+    if rid is None or rid == "":
+        raise ValueError(f"{collection}: the record has no id")
+    return str(rid)
+
+
+def is_security(collection: str) -> bool:
+    return collection.startswith("security/")
+
+
+def dumps(collection: str, data) -> str:
+    """The whole file's text in the legacy formatting."""
+    if collection == "chunks_index":
+        return json.dumps(data, ensure_ascii=True)
+    return json.dumps(data, ensure_ascii=not is_security(collection), indent=2)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+class LegacyFiles:
+    """One legacy data directory: locked, atomic access to its record files."""
+
+    def __init__(self, data_dir):
+        self.data_dir = Path(data_dir)
+
+    def path(self, collection: str) -> Path:
+        return self.data_dir / f"{check_collection(collection)}.json"
+
+    @contextlib.contextmanager
+    def locked(self, collection: str) -> Iterator[None]:
+        """Hold the collection's cross-process write lock (``<file>.lock``, flock)."""
+        path = self.path(collection)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def load(self, collection: str):
+        """The file's container: a dict (id -> record) or a list; empty when the file is missing."""
+        path = self.path(collection)
+        is_list = collection in LIST_COLLECTIONS
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return [] if is_list else {}
+        except json.JSONDecodeError as exc:
+            raise LegacyDataError(
+                f"{collection}.json", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        if is_list and not isinstance(data, list):
+            raise LegacyDataError(f"{collection}.json", "expected a list at the top level")
+        if not is_list and not isinstance(data, dict):
+            raise LegacyDataError(f"{collection}.json", "expected an object keyed by id at the top level")
+        return data
+
+    def records(self, collection: str) -> dict:
+        """``{key: record}`` for any collection (list files indexed by ``record_key``)."""
+        data = self.load(collection)
+        if isinstance(data, dict):
+            # The inner id is authoritative (format §2); fall back to the outer key.
+            return {str(rec.get("id", key)) if isinstance(rec, dict) else key: rec for key, rec in data.items()}
+        return {record_key(collection, rec): rec for rec in data if isinstance(rec, dict)}
+
+    def write(self, collection: str, data) -> None:
+        """Replace the whole file (caller holds the lock when it read the data under it)."""
+        atomic_write_text(self.path(collection), dumps(collection, data))
+
+    def update(self, collection: str, change: Callable[[object], object]) -> None:
+        """Locked read-modify-write: ``change(container)`` returns the new container,
+        or ``UNCHANGED`` to leave the file alone."""
+        with self.locked(collection):
+            data = self.load(collection)
+            new = change(data)
+            if new is not UNCHANGED:
+                self.write(collection, new)
+
+    # --- single-record edits, used by both JsonStore and the dual store -----------------
+
+    def put(self, collection: str, record: dict) -> None:
+        key = record_key(collection, record)
+
+        def change(data):
+            if isinstance(data, dict):
+                for outer, inner in list(data.items()):
+                    # An outer key that differs from the inner id is still the same record.
+                    if outer != key and isinstance(inner, dict) and str(inner.get("id")) == key:
+                        del data[outer]
+                data[key] = record
+                return data
+            for index, item in enumerate(data):
+                if isinstance(item, dict) and record_key(collection, item) == key:
+                    data[index] = record
+                    return data
+            data.append(record)
+            return data
+
+        self.update(collection, change)
+
+    def remove(self, collection: str, key: str) -> bool:
+        removed = []
+
+        def change(data):
+            if isinstance(data, dict):
+                for outer, inner in list(data.items()):
+                    inner_id = str(inner.get("id", outer)) if isinstance(inner, dict) else outer
+                    if inner_id == key:
+                        removed.append(data.pop(outer))
+                return data if removed else UNCHANGED
+            kept = [i for i in data if not (isinstance(i, dict) and record_key(collection, i) == key)]
+            removed.extend(range(len(data) - len(kept)))
+            return kept if removed else UNCHANGED
+
+        self.update(collection, change)
+        return bool(removed)

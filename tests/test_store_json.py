@@ -15,7 +15,8 @@ import pytest
 from legacy.store import JsonStore, UnknownCollection, get_store
 from legacy.store import jsonfiles
 
-SAMPLE = Path("/work/shared/legacy-sample")
+PROJECT_SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
+SAMPLE = PROJECT_SAMPLE
 PROJECT = Path(__file__).resolve().parent.parent
 
 

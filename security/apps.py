@@ -5,3 +5,9 @@ class SecurityConfig(AppConfig):
     name = "security"
     verbose_name = "Security"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from security.audit import register_models
+
+        register_models()
+        import accounts.signals  # noqa: F401  (auth events, password history, MFA changes)

@@ -1,7 +1,18 @@
-"""API keys: only a visible prefix and the SHA-256 of the key are stored."""
+"""API keys: only a visible prefix and the SHA-256 of the key are stored.
+
+A key reads ``afk_<8 hex>_<43 url-safe chars>``: the first 12 characters are the stored,
+visible prefix (how a user recognises a key, and how it is found); the rest carries 256
+random bits. ``APIKey.objects.create_key(...)`` returns ``(api_key, plaintext)`` once;
+``APIKey.objects.get_from_key(plaintext)`` returns the key when it is valid, not revoked
+and not expired (comparing digests in constant time) and records its use. Both also exist
+on ``APIKey.all_orgs`` (system work); ``objects`` is scoped to the active organization.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import hmac
+import secrets
 import uuid
 
 from django.conf import settings
@@ -11,10 +22,123 @@ from django.utils import timezone
 from accounts.models import OrgOwnedModel, OrgScopedManager, AllOrgsManager, OrgScopedQuerySet, org_foreign_key, org_index
 
 
+KEY_PREFIX = "afk_"
+DEFAULT_EXPIRY_DAYS = 365
+_NOT_GIVEN = object()
+
+
+def default_expiry_days(org_id) -> int:
+    """The organization's ``security.api_key_expiry_days`` (365 by default; 0 = no expiry)."""
+    from settings_app.models import OrgSetting
+
+    value = (
+        OrgSetting.all_orgs.filter(org_id=org_id, key="security.api_key_expiry_days")
+        .values_list("value", flat=True)
+        .first()
+    )
+    try:
+        return DEFAULT_EXPIRY_DAYS if value is None else max(int(value), 0)
+    except (TypeError, ValueError):
+        return DEFAULT_EXPIRY_DAYS
+
+
+def _split(plaintext: str):
+    """(prefix, digest) of a presented key, or None when it is not shaped like one."""
+    from security.crypto import sha256_hex
+
+    if not isinstance(plaintext, str) or not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 256:
+        return None
+    prefix = plaintext[: len(KEY_PREFIX) + 8]
+    if len(plaintext) < len(prefix) + 2 or plaintext[len(prefix)] != "_":
+        return None
+    return prefix, sha256_hex(plaintext)
+
+
 class APIKeyQuerySet(OrgScopedQuerySet):
     def active(self):
         now = timezone.now()
         return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+    def create_key(self, *, org=None, name: str, user=None, expires_at=_NOT_GIVEN, scopes=None, created_by=None):
+        """Create a key; returns ``(api_key, plaintext)``. The plaintext is never stored.
+
+        ``expires_at`` defaults to now + the organization's ``api_key_expiry_days``;
+        pass ``None`` explicitly for a key that never expires.
+        """
+        from accounts.tenancy import current_org, ALL_ORGS
+        from security.crypto import sha256_hex
+
+        org_id = getattr(org, "pk", org)
+        if org_id is None and user is not None:
+            org_id = user.org_id
+        if org_id is None:
+            active = current_org()
+            org_id = None if active is ALL_ORGS else active
+        if org_id is None:
+            raise ValueError("create_key needs an organization (org=..., a user, or an active org_scope)")
+        if user is not None and user.org_id != org_id:
+            raise ValueError("the key's user belongs to another organization")
+        if expires_at is _NOT_GIVEN:
+            days = default_expiry_days(org_id)
+            expires_at = timezone.now() + dt.timedelta(days=days) if days else None
+        prefix = KEY_PREFIX + secrets.token_hex(4)
+        plaintext = f"{prefix}_{secrets.token_urlsafe(32)}"
+        key = self.model(
+            org_id=org_id,
+            name=name,
+            prefix=prefix,
+            key_hash=sha256_hex(plaintext),
+            user=user,
+            scopes=list(scopes or []),
+            created_by=created_by,
+            expires_at=expires_at,
+        )
+        key.save(force_insert=True, using=self.db)
+        return key, plaintext
+
+    def get_from_key(self, plaintext: str, *, ip: str | None = None, record_use: bool = True):
+        """The valid key for ``plaintext`` (not revoked, not expired), else None.
+
+        Records the time and the client IP (``ip`` or the current request's) of the use.
+        A key that exists but is wrong, revoked or expired writes a security event.
+        """
+        from security.middleware import request_context
+
+        parts = _split(plaintext)
+        if parts is None:
+            return None
+        prefix, digest = parts
+        match = None
+        for candidate in self.filter(prefix=prefix).select_related("user"):
+            if hmac.compare_digest(candidate.key_hash, digest):
+                match = candidate
+        if match is None or match.is_revoked or match.is_expired:
+            candidates = list(self.filter(prefix=prefix)[:1]) if match is None else [match]
+            if candidates:
+                reason = "wrong_secret" if match is None else ("revoked" if match.is_revoked else "expired")
+                _reject(candidates[0], reason)
+            return None
+        if match.user_id is not None and not match.user.is_active:
+            _reject(match, "user_inactive")
+            return None
+        if record_use:
+            now = timezone.now()
+            ip = ip or request_context().get("ip_address")
+            type(match).all_orgs.filter(pk=match.pk).update(last_used_at=now, last_used_ip=ip)
+            match.last_used_at, match.last_used_ip = now, ip
+        return match
+
+
+def _reject(key, reason: str) -> None:
+    from security.audit import record_security_event
+    from security.models.events import SecurityEvent
+
+    record_security_event(
+        SecurityEvent.EventType.API_KEY_REJECTED,
+        user=key.user if key.user_id else None,
+        org_id=key.org_id,
+        details={"prefix": key.prefix, "key_id": str(key.pk), "reason": reason},
+    )
 
 
 class APIKeyManager(OrgScopedManager.from_queryset(APIKeyQuerySet)):
@@ -66,3 +190,15 @@ class APIKey(OrgOwnedModel):
     @property
     def is_expired(self) -> bool:
         return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_valid(self) -> bool:
+        return not self.is_revoked and not self.is_expired
+
+    def revoke(self, by=None) -> None:
+        """Revoke the key (idempotent); the change is audited like any save."""
+        if self.revoked_at is not None:
+            return
+        self.revoked_at = timezone.now()
+        self.revoked_by = by
+        self.save(update_fields=["revoked_at", "revoked_by"])

@@ -1,0 +1,651 @@
+"""The audit trail: registration with django-auditlog, auth events, the hash chain, retention.
+
+Public functions others call:
+
+- ``record_auth_event(action, ...)``: an authentication/security entry (login, logout,
+  login_failed, password_change, password_reset, mfa_enabled, mfa_disabled).
+- ``record_security_event(event_type, ...)``: a ``security_events`` row.
+- ``rechain(org_id=None)``: give bulk-inserted entries (the legacy importer) their hashes.
+  ``AuditLog.all_orgs.bulk_create`` already calls it; calling it again is harmless.
+- ``verify_chain(org_id)`` / ``verify_all()``: the first broken link, if any.
+- ``purge_expired(org)``: the retention purge (``security.audit_retention_days``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from django.apps import apps
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connections, models, router, transaction
+from django.utils import timezone
+
+from accounts.tenancy import ALL_ORGS, current_org, unscoped
+from security.crypto import sha256_hex
+from security.middleware import client_ip, request_context
+
+SYSTEM_CHAIN = "system"
+HASH_VERSION = 1
+DEFAULT_RETENTION_DAYS = 365
+
+# Apps whose models are audited (create/update/delete through the ORM).
+AUDITED_APPS = ("accounts", "agents", "knowledge", "conversations", "security", "settings_app", "legacy")
+# Not audited: the trail itself, security events (their own log), login sessions (login and
+# logout are audited as events), and the two high-volume content tables (chat messages and
+# document chunks with embeddings), whose rows would double the storage of every chat.
+NOT_AUDITED_MODELS = frozenset(
+    {
+        "security.AuditLog",
+        "security.AuditChainHead",
+        "security.SecurityEvent",
+        "accounts.UserSession",
+        "conversations.Message",
+        "knowledge.DocumentChunk",
+    }
+)
+# Never in a diff, on any model: credentials and their hashes, and fields that change on
+# every request (a save that changes only these writes no entry).
+ALWAYS_EXCLUDED_FIELDS = frozenset(
+    {
+        "password",
+        "backup_codes",
+        "updated_at",
+        "last_login",
+        "last_active",
+        "last_seen_at",
+        "last_used_at",
+        "last_used_ip",
+    }
+)
+
+# Legacy vocabulary (legacy-format.md §7).
+LEGACY_ACTION_FOR = {0: "create", 1: "update", 2: "delete", 3: "read"}
+RESOURCE_TYPES = {
+    "accounts.User": "user",
+    "accounts.Role": "role",
+    "accounts.Organization": "organization",
+    "accounts.Department": "department",
+    "accounts.Group": "group",
+    "accounts.UserSession": "session",
+    "agents.Agent": "agent",
+    "agents.Tool": "tool",
+    "knowledge.Document": "document",
+    "conversations.Conversation": "conversation",
+    "settings_app.SystemSetting": "settings",
+    "settings_app.OrgSetting": "settings",
+}
+# Numeric auditlog action for each auth event.
+AUTH_EVENT_ACTIONS = {
+    "login": 3,
+    "logout": 3,
+    "login_failed": 3,
+    "password_change": 1,
+    "password_reset": 1,
+    "mfa_enabled": 1,
+    "mfa_disabled": 1,
+}
+
+
+class AuditChainError(Exception):
+    """The chain cannot be extended or repaired without hiding a change."""
+
+
+# --------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------
+
+
+def excluded_fields(model) -> list[str]:
+    """Fields of ``model`` never written to an audit diff: secrets are excluded, not masked."""
+    from security.fields import encrypted_fields
+
+    names = {f.name for f in encrypted_fields(model)}
+    for f in model._meta.concrete_fields:
+        if f.name in ALWAYS_EXCLUDED_FIELDS or f.name.endswith("_hash") or f.name.endswith("_token"):
+            names.add(f.name)
+    return sorted(names)
+
+
+def audited_models() -> list:
+    return [
+        model
+        for model in apps.get_models()
+        if model._meta.app_label in AUDITED_APPS
+        and model._meta.label not in NOT_AUDITED_MODELS
+        and not model._meta.proxy
+    ]
+
+
+def register_models() -> None:
+    """Register our models with django-auditlog (called from SecurityConfig.ready)."""
+    from auditlog.registry import auditlog
+
+    for model in audited_models():
+        if auditlog.contains(model):
+            auditlog.unregister(model)
+        auditlog.register(model, exclude_fields=excluded_fields(model))
+
+
+def org_id_of(instance):
+    """The organization an audited row belongs to (the organization itself for Organization)."""
+    if instance._meta.label == "accounts.Organization":
+        return instance.pk
+    return getattr(instance, "org_id", None)
+
+
+def resource_type_of(model) -> str:
+    return RESOURCE_TYPES.get(model._meta.label, model._meta.model_name)[:40]
+
+
+# --------------------------------------------------------------------------------------
+# Filling entries
+# --------------------------------------------------------------------------------------
+
+
+def _active_org_id():
+    active = current_org()
+    if active is None or active is ALL_ORGS:
+        return None
+    return active
+
+
+def fill_request_context(entry) -> None:
+    """Organization, user agent, session, path, method and IP from the current request."""
+    ctx = request_context()
+    if entry.org_id is None and not entry.legacy_id:
+        entry.org_id = _active_org_id()
+    if entry.remote_addr is None and ctx.get("ip_address"):
+        entry.remote_addr = ctx["ip_address"]
+    if entry.user_agent is None and ctx.get("user_agent") is not None:
+        entry.user_agent = ctx["user_agent"]
+    if entry.request_path is None and ctx.get("request_path"):
+        entry.request_path = ctx["request_path"]
+    if entry.request_method is None and ctx.get("request_method"):
+        entry.request_method = ctx["request_method"]
+    if entry.request_id is None and ctx.get("request_id"):
+        entry.request_id = ctx["request_id"][:128]
+    if entry.session_id is None and ctx.get("session_key"):
+        entry.session_id = session_digest(ctx["session_key"])
+    if entry.actor_id is not None and not entry.actor_email:
+        try:
+            actor = entry.actor
+        except Exception:  # a dangling id (imported entries)
+            actor = None
+        if actor is not None:
+            entry.actor_email = actor.email
+            if not entry.user_name:
+                entry.user_name = actor.get_full_name()[:255]
+    if not entry.legacy_action and entry.action is not None:
+        entry.legacy_action = LEGACY_ACTION_FOR.get(entry.action, "")
+    if entry.resource_name is None and entry.object_repr:
+        entry.resource_name = entry.object_repr
+    if entry.timestamp is None:
+        entry.timestamp = timezone.now()
+
+
+def session_digest(session_key: str | None) -> str | None:
+    """Session keys are bearer credentials: the trail keeps only their SHA-256."""
+    return sha256_hex(session_key) if session_key else None
+
+
+def prepare_bulk_entry(entry) -> None:
+    """Before a bulk insert: hashes are computed afterwards by :func:`rechain`."""
+    entry.prev_hash = ""
+    entry.entry_hash = ""
+    if entry.timestamp is None:
+        entry.timestamp = timezone.now()
+
+
+# --------------------------------------------------------------------------------------
+# The hash chain
+# --------------------------------------------------------------------------------------
+
+
+def _hashed_fields():
+    from security.models import AuditLog
+
+    return [f for f in AuditLog._meta.concrete_fields if f.name not in ("id", "prev_hash", "entry_hash")]
+
+
+def _canonical_value(f, value):
+    if value is None:
+        return None
+    if isinstance(f, models.DateTimeField):
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(f, models.JSONField):
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    if isinstance(f, models.GenericIPAddressField):
+        return f.get_prep_value(value) or None
+    if isinstance(f, models.BooleanField):
+        return bool(value)
+    if isinstance(f, (models.IntegerField, models.BigIntegerField, models.SmallIntegerField)) and not f.is_relation:
+        return int(value)
+    if f.is_relation:
+        if f.name == "content_type":
+            from django.contrib.contenttypes.models import ContentType
+
+            ct = ContentType.objects.get_for_id(value)
+            return f"{ct.app_label}.{ct.model}"
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            return str(value)
+    value = str(value)
+    return value or None  # Oracle stores "" as NULL
+
+
+def canonical_bytes(entry, prev_hash: str) -> bytes:
+    """The serialisation the hash covers: every stored column but id and the hashes."""
+    data = {"v": HASH_VERSION, "prev_hash": prev_hash or ""}
+    for f in _hashed_fields():
+        data[f.column] = _canonical_value(f, getattr(entry, f.attname))
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def compute_hash(entry, prev_hash: str) -> str:
+    return hashlib.sha256(canonical_bytes(entry, prev_hash)).hexdigest()
+
+
+def chain_key(org_id) -> str:
+    return SYSTEM_CHAIN if org_id is None else str(org_id)
+
+
+def _chain_queryset(key: str):
+    from security.models import AuditLog
+
+    base = AuditLog.all_orgs.all()
+    return base.filter(org_id__isnull=True) if key == SYSTEM_CHAIN else base.filter(org_id=uuid.UUID(key))
+
+
+def _lock_head(key: str, using: str):
+    from security.models import AuditChainHead
+
+    heads = AuditChainHead.objects.using(using).select_for_update()
+    head = heads.filter(chain_key=key).first()
+    if head is None:
+        try:
+            with transaction.atomic(using=using):
+                AuditChainHead.objects.using(using).create(chain_key=key)
+        except IntegrityError:
+            pass  # created concurrently
+        head = heads.get(chain_key=key)
+    return head
+
+
+def _set_pg_flag(using: str, name: str, on: bool) -> None:
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, %s, true)", [f"agentforge.{name}", "on" if on else "off"])
+
+
+def _write_hashes(entry, prev_hash: str, entry_hash: str, using: str) -> None:
+    from security.models import AuditLog
+
+    models.QuerySet.update(
+        AuditLog.all_orgs.using(using).filter(pk=entry.pk), prev_hash=prev_hash, entry_hash=entry_hash
+    )
+    entry.prev_hash, entry.entry_hash = prev_hash, entry_hash
+
+
+def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
+    """Fill missing hashes of one chain whose head is locked; returns entries (re)hashed."""
+    qs = _chain_queryset(head.chain_key).using(using)
+    starts = [
+        qs.filter(entry_hash="").order_by("id").values_list("id", flat=True).first(),
+        qs.filter(id__gt=head.last_id).order_by("id").values_list("id", flat=True).first(),
+    ]
+    starts = [s for s in starts if s is not None]
+    if not starts:
+        return 0
+    start = min(starts)
+    before = qs.filter(id__lt=start).order_by("-id").values_list("id", "entry_hash").first()
+    prev = before[1] if before else head.anchor_hash
+    last_id = before[0] if before else head.anchor_id
+    changed = 0
+    _set_pg_flag(using, "audit_rechain", True)
+    try:
+        cursor_id = start - 1
+        while True:
+            batch = list(qs.filter(id__gt=cursor_id).order_by("id")[:batch_size])
+            if not batch:
+                break
+            for entry in batch:
+                if not entry.entry_hash:
+                    new = compute_hash(entry, prev)
+                    _write_hashes(entry, prev, new, using)
+                    changed += 1
+                else:
+                    if compute_hash(entry, entry.prev_hash) != entry.entry_hash:
+                        raise AuditChainError(
+                            f"audit entry {entry.pk} (chain {head.chain_key}) does not match its hash: "
+                            "it was altered; refusing to rechain over it (run verify_audit_log)"
+                        )
+                    new = entry.entry_hash
+                    if entry.prev_hash != prev:
+                        new = compute_hash(entry, prev)
+                        _write_hashes(entry, prev, new, using)
+                        changed += 1
+                prev, last_id = new, entry.pk
+            cursor_id = batch[-1].pk
+    finally:
+        _set_pg_flag(using, "audit_rechain", False)
+    head.last_id, head.last_hash, head.updated_at = last_id, prev, timezone.now()
+    head.save(using=using)
+    return changed
+
+
+@contextlib.contextmanager
+def append_to_chain(entry, using: str | None = None):
+    """Around the INSERT of one entry: lock the chain, set the hashes, move the head."""
+    using = using or router.db_for_write(type(entry))
+    head = _lock_head(chain_key(entry.org_id), using)
+    if _chain_queryset(head.chain_key).using(using).filter(id__gt=head.last_id).exists():
+        _rechain_locked(head, using)  # bulk-inserted entries go first
+    entry.prev_hash = head.last_hash
+    entry.entry_hash = compute_hash(entry, entry.prev_hash)
+    yield
+    head.last_id, head.last_hash, head.updated_at = entry.pk, entry.entry_hash, timezone.now()
+    head.save(using=using)
+
+
+def _chain_keys_with_entries(using: str) -> list[str]:
+    from security.models import AuditChainHead, AuditLog
+
+    keys = {chain_key(org_id) for org_id in AuditLog.all_orgs.using(using).values_list("org_id", flat=True).distinct()}
+    keys |= set(AuditChainHead.objects.using(using).values_list("chain_key", flat=True))
+    return sorted(keys)
+
+
+def _key_for(org_id) -> str:
+    if org_id == SYSTEM_CHAIN:
+        return SYSTEM_CHAIN
+    from accounts.models import Organization
+
+    if isinstance(org_id, Organization):
+        return str(org_id.pk)
+    try:
+        return str(uuid.UUID(str(org_id)))
+    except ValueError:
+        from accounts.tenancy import _resolve
+
+        return str(_resolve(org_id))
+
+
+def rechain(org_id=None, using: str = "default") -> int:
+    """Compute the hashes of entries that lack one (bulk inserts); returns how many changed.
+
+    ``org_id=None`` does every chain; pass an organization (object, UUID or legacy id) or
+    ``SYSTEM_CHAIN`` for one. Entries already hashed are never rewritten unless their own
+    hash still matches their content (then only their link is updated); an altered entry
+    raises AuditChainError instead of being blessed.
+    """
+    keys = _chain_keys_with_entries(using) if org_id is None else [_key_for(org_id)]
+    total = 0
+    for key in keys:
+        with transaction.atomic(using=using):
+            head = _lock_head(key, using)
+            total += _rechain_locked(head, using)
+    return total
+
+
+@dataclass
+class ChainReport:
+    chain: str
+    checked: int = 0
+    broken_id: int | None = None
+    reason: str = ""
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_id is None and not self.reason
+
+
+def verify_chain(org_id, using: str = "default", batch_size: int = 1000) -> ChainReport:
+    """Walk one chain in id order and report the first broken link."""
+    from security.models import AuditChainHead
+
+    key = _key_for(org_id) if org_id is not None else SYSTEM_CHAIN
+    report = ChainReport(chain=key)
+    head = AuditChainHead.objects.using(using).filter(chain_key=key).first()
+    prev = head.anchor_hash if head else ""
+    last_id = head.anchor_id if head else 0
+    qs = _chain_queryset(key).using(using)
+    cursor_id = 0
+    while True:
+        batch = list(qs.filter(id__gt=cursor_id).order_by("id")[:batch_size])
+        if not batch:
+            break
+        for entry in batch:
+            report.checked += 1
+            if not entry.entry_hash:
+                report.broken_id, report.reason = entry.pk, "entry has no hash (bulk insert not rechained?)"
+                return report
+            if entry.prev_hash != prev:
+                report.broken_id = entry.pk
+                report.reason = (
+                    f"prev_hash does not match the previous entry ({last_id or 'chain start'}): "
+                    "an entry was removed, inserted or reordered"
+                )
+                return report
+            if compute_hash(entry, entry.prev_hash) != entry.entry_hash:
+                report.broken_id, report.reason = entry.pk, "content does not match entry_hash: the entry was altered"
+                return report
+            prev, last_id = entry.entry_hash, entry.pk
+        cursor_id = batch[-1].pk
+    if head is not None and (head.last_id != last_id or head.last_hash != prev):
+        report.reason = (
+            f"chain head expects entry {head.last_id} last, found {last_id or 'none'}: "
+            "entries were removed from the end"
+        )
+        report.broken_id = last_id or head.last_id
+    return report
+
+
+def verify_all(using: str = "default") -> list[ChainReport]:
+    return [verify_chain(key, using=using) for key in _chain_keys_with_entries(using)]
+
+
+# --------------------------------------------------------------------------------------
+# Retention
+# --------------------------------------------------------------------------------------
+
+
+def retention_days(org_id) -> int:
+    """``security.audit_retention_days`` of the organization (365 by default, 0 = keep forever)."""
+    if org_id is None:
+        from settings_app.models import SystemSetting
+
+        row = SystemSetting.objects.filter(key="security.audit_retention_days").values_list("value", flat=True).first()
+    else:
+        from settings_app.models import OrgSetting
+
+        row = (
+            OrgSetting.all_orgs.filter(org_id=org_id, key="security.audit_retention_days")
+            .values_list("value", flat=True)
+            .first()
+        )
+    try:
+        return DEFAULT_RETENTION_DAYS if row is None else max(int(row), 0)
+    except (TypeError, ValueError):
+        return DEFAULT_RETENTION_DAYS
+
+
+_purging = contextvars.ContextVar("agentforge_audit_purging", default=False)
+
+
+def purge_expired(org, now=None, using: str = "default") -> int:
+    """Delete the organization's entries older than its retention; returns how many.
+
+    Only a prefix of the chain is removed (entries up to the oldest one still within
+    retention), so what stays verifies: the last removed entry becomes the chain's anchor.
+    ``org=None`` purges the chain of entries without an organization.
+    """
+    from security.models import AuditLog
+
+    org_id = None if org is None else uuid.UUID(_key_for(org))
+    days = retention_days(org_id)
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - dt.timedelta(days=days)
+    key = chain_key(org_id)
+    with transaction.atomic(using=using):
+        head = _lock_head(key, using)
+        _rechain_locked(head, using)
+        qs = _chain_queryset(key).using(using)
+        keep_from = qs.filter(timestamp__gte=cutoff).order_by("id").values_list("id", flat=True).first()
+        doomed = qs if keep_from is None else qs.filter(id__lt=keep_from)
+        last = doomed.order_by("-id").values_list("id", "entry_hash").first()
+        if last is None:
+            return 0
+        _set_pg_flag(using, "audit_purge", True)
+        token = _purging.set(True)
+        try:
+            deleted, _ = models.QuerySet.delete(doomed)
+        finally:
+            _purging.reset(token)
+            _set_pg_flag(using, "audit_purge", False)
+        head.anchor_id, head.anchor_hash = last
+        head.save(using=using)
+    record_system_event(
+        "delete",
+        org_id=org_id,
+        details={"event": "audit_purge", "deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": days},
+    )
+    return deleted
+
+
+# --------------------------------------------------------------------------------------
+# Writing events
+# --------------------------------------------------------------------------------------
+
+
+def _request_fields(request) -> dict:
+    if request is None:
+        return {}
+    session = getattr(request, "session", None)
+    return {
+        "remote_addr": client_ip(request),
+        "user_agent": request.META.get("HTTP_USER_AGENT", ""),
+        "request_path": request.path,
+        "request_method": request.method,
+        "session_id": session_digest(getattr(session, "session_key", None)),
+    }
+
+
+def record_auth_event(
+    action: str,
+    *,
+    user=None,
+    email: str = "",
+    org_id=None,
+    success: bool = True,
+    request=None,
+    error: str | None = None,
+    details: dict | None = None,
+    actor=None,
+):
+    """One authentication entry (legacy action names: login, logout, login_failed, ...)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from accounts.models import User
+    from security.models import AuditLog
+
+    if action not in AUTH_EVENT_ACTIONS:
+        raise ValueError(f"unknown auth event {action!r}")
+    if actor is None and action in SELF_EVENTS:
+        actor = user
+    elif actor is None:
+        actor = _context_actor() or user
+    entry = AuditLog(
+        action=AUTH_EVENT_ACTIONS[action],
+        legacy_action=action,
+        content_type=ContentType.objects.get_for_model(User),
+        object_pk=str(user.pk) if user is not None else "",
+        object_repr=(user.email if user is not None else email)[:2000],
+        resource_type="user",
+        resource_id=str(user.pk) if user is not None else None,
+        resource_name=(user.email if user is not None else email) or None,
+        actor=actor,
+        actor_email=(user.email if user is not None else email) or None,
+        user_name=(user.get_full_name() if user is not None else "")[:255],
+        legacy_user_id=getattr(user, "legacy_id", None) if user is not None else None,
+        org_id=org_id if org_id is not None else getattr(user, "org_id", None),
+        success=success,
+        error_message=error,
+        additional_data=details or None,
+        **_request_fields(request),
+    )
+    with unscoped():
+        entry.save()
+    return entry
+
+
+SELF_EVENTS = frozenset({"login", "logout", "login_failed"})
+
+
+def _context_actor():
+    """The signed-in user of the current request, as django-auditlog's middleware saw it."""
+    from auditlog.context import auditlog_value
+
+    try:
+        actor = auditlog_value.get().get("actor")
+    except LookupError:
+        return None
+    return actor if getattr(actor, "is_authenticated", False) else None
+
+
+def record_system_event(legacy_action: str, *, org_id=None, details=None, success=True):
+    from security.models import AuditLog
+
+    entry = AuditLog(
+        action=LEGACY_ACTION_FOR_REVERSE.get(legacy_action, 3),
+        legacy_action=legacy_action,
+        org_id=org_id,
+        success=success,
+        additional_data=details or None,
+    )
+    with unscoped():
+        entry.save()
+    return entry
+
+
+LEGACY_ACTION_FOR_REVERSE = {v: k for k, v in LEGACY_ACTION_FOR.items()}
+
+
+def record_security_event(
+    event_type: str,
+    *,
+    user=None,
+    email: str = "",
+    org_id=None,
+    severity: str = "warning",
+    request=None,
+    details: dict | None = None,
+):
+    """A ``security_events`` row with the request's IP and user agent."""
+    from security.models import SecurityEvent
+
+    ctx = request_context()
+    ip = client_ip(request) if request is not None else ctx.get("ip_address")
+    agent = request.META.get("HTTP_USER_AGENT", "") if request is not None else ctx.get("user_agent") or ""
+    with unscoped():
+        return SecurityEvent.objects.create(
+            org_id=org_id if org_id is not None else getattr(user, "org_id", None),
+            event_type=event_type,
+            severity=severity,
+            user=user,
+            email=(email or getattr(user, "email", "") or "")[:254],
+            ip_address=ip,
+            user_agent=agent or "",
+            details=details or {},
+        )

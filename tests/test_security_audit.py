@@ -1,0 +1,222 @@
+"""The audit trail: registration, context, append-only, hash chain, verification, purge."""
+
+import datetime as dt
+import io
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.tenancy import org_scope, unscoped
+from security import audit
+from security.models import AuditChainHead, AuditLog, AuditLogImmutableError
+
+
+def entries(org):
+    return list(AuditLog.all_orgs.filter(org_id=org.pk).order_by("id"))
+
+
+@pytest.mark.django_db
+def test_model_changes_are_audited_with_org_and_chain(make_org):
+    from agents.models import Tool
+
+    org = make_org()
+    with org_scope(org):
+        tool = Tool.objects.create(type="api", name="Weather", credentials={"api_key": "sk-live-123"})
+        tool.name = "Weather 2"
+        tool.save()
+        tool.delete()
+    rows = [e for e in entries(org) if e.resource_type == "tool"]
+    assert [e.legacy_action for e in rows] == ["create", "update", "delete"]
+    assert all(e.org_id == org.pk for e in rows)
+    # The encrypted field is excluded from the diff, not masked.
+    for e in rows:
+        assert "credentials" not in (e.changes or {})
+        assert "sk-live" not in str(e.changes)
+    assert rows[1].changes["name"] == ["Weather", "Weather 2"]
+    # Chained: each entry points at the previous one of the organization.
+    chain = entries(org)
+    for before, after in zip(chain, chain[1:]):
+        assert after.prev_hash == before.entry_hash
+    assert all(len(e.entry_hash) == 64 for e in chain)
+    assert audit.verify_chain(org).ok
+
+
+@pytest.mark.django_db
+def test_orm_refuses_update_and_delete(make_org):
+    org = make_org()
+    entry = AuditLog.all_orgs.filter(org_id=org.pk).first()
+    assert entry is not None  # the organization's own "create"
+    entry.object_repr = "changed"
+    with pytest.raises(AuditLogImmutableError):
+        entry.save()
+    with pytest.raises(AuditLogImmutableError):
+        entry.delete()
+    with pytest.raises(AuditLogImmutableError):
+        AuditLog.all_orgs.filter(pk=entry.pk).update(object_repr="x")
+    with pytest.raises(AuditLogImmutableError):
+        AuditLog.all_orgs.filter(pk=entry.pk).delete()
+    with pytest.raises(AuditLogImmutableError):
+        AuditLog._base_manager.filter(pk=entry.pk).delete()
+    assert AuditLog.all_orgs.get(pk=entry.pk).object_repr != "changed"
+
+
+def _raw_update(entry_id, value):
+    table = connection.ops.quote_name("audit_logs")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET object_repr = %s WHERE id = %s", [value, entry_id])
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("sqlite", "mysql")
+def test_edited_row_is_detected_by_verify_audit_log(make_org):
+    org = make_org()
+    with org_scope(org):
+        from agents.models import Agent
+
+        for n in range(3):
+            Agent.objects.create(name=f"Agent {n}")
+    chain = entries(org)
+    call_command("verify_audit_log", "--org", str(org.pk), stdout=io.StringIO())
+    victim = chain[2]
+    _raw_update(victim.pk, "forged")
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
+    assert f"BROKEN at entry {victim.pk}" in out.getvalue()
+    assert "altered" in out.getvalue()
+    # All chains at once also fails.
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("sqlite", "mysql")
+def test_removed_rows_are_detected(make_org):
+    org = make_org()
+    from agents.models import Agent
+
+    with org_scope(org):
+        for n in range(4):
+            Agent.objects.create(name=f"Agent {n}")
+    chain = entries(org)
+    table = connection.ops.quote_name("audit_logs")
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [chain[1].pk])
+    report = audit.verify_chain(org)
+    assert report.broken_id == chain[2].pk and "removed" in report.reason
+    # Removing the newest entry is caught by the chain head.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [chain[-1].pk])
+    report = audit.verify_chain(org)
+    assert not report.ok
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("postgresql")
+def test_postgresql_trigger_rejects_raw_update_and_delete(make_org):
+    from django.db import DatabaseError
+
+    org = make_org()
+    entry = entries(org)[0]
+    table = connection.ops.quote_name("audit_logs")
+    for sql, params in (
+        (f"UPDATE {table} SET object_repr = %s WHERE id = %s", ["forged", entry.pk]),
+        (f"UPDATE {table} SET entry_hash = %s WHERE id = %s", ["0" * 64, entry.pk]),
+        (f"DELETE FROM {table} WHERE id = %s", [entry.pk]),
+    ):
+        with pytest.raises(DatabaseError, match="append-only"):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+    assert AuditLog.all_orgs.get(pk=entry.pk).entry_hash == entry.entry_hash
+
+
+@pytest.mark.django_db
+def test_bulk_inserted_legacy_entries_are_chained(make_org):
+    org = make_org()
+    from agents.models import Agent
+
+    with org_scope(org):
+        Agent.objects.create(name="before")
+    legacy = [
+        AuditLog(
+            org_id=org.pk,
+            action=3,
+            legacy_action="login",
+            legacy_id=str(uuid.uuid4()),
+            timestamp=timezone.now() - dt.timedelta(days=30 - n),
+            remote_addr="127.0.0.1",
+            additional_data={"remember_me": True, "n": n},
+            changes=None,
+        )
+        for n in range(5)
+    ]
+    AuditLog.all_orgs.bulk_create(legacy)
+    assert all(e.entry_hash for e in entries(org))
+    assert audit.verify_chain(org).ok
+    # An append after the import continues the chain; rechain again changes nothing.
+    with org_scope(org):
+        Agent.objects.create(name="after")
+    assert audit.rechain(org_id=org.pk) == 0
+    assert audit.rechain() == 0
+    assert audit.verify_chain(org).ok
+
+
+@pytest.mark.django_db
+def test_rechain_fills_entries_inserted_without_hashes_and_refuses_altered_ones(make_org):
+    """Entries written around the ORM (raw INSERT) get hashes from rechain()."""
+    from agents.models import Agent
+
+    org = make_org()
+    with org_scope(org):
+        Agent.objects.create(name="a")
+    # A raw insert, as a bulk path that forgot to rechain would leave it.
+    models_qs = AuditLog.all_orgs.filter(org_id=org.pk)
+    before = models_qs.count()
+    from django.db.models import QuerySet
+
+    QuerySet.bulk_create(AuditLog.all_orgs.all(), [AuditLog(org_id=org.pk, action=3, legacy_action="logout")])
+    assert models_qs.count() == before + 1
+    assert not audit.verify_chain(org).ok
+    assert audit.rechain(org_id=str(org.pk)) == 1
+    assert audit.verify_chain(org).ok
+
+
+@pytest.mark.django_db
+def test_purge_expired_keeps_a_verifiable_chain(make_org):
+    from settings_app.models import OrgSetting
+
+    org = make_org()
+    OrgSetting.all_orgs.create(org=org, key="security.audit_retention_days", value=30)
+    old = timezone.now() - dt.timedelta(days=40)
+    AuditLog.all_orgs.bulk_create(
+        [AuditLog(org_id=org.pk, action=3, legacy_action="login", timestamp=old) for _ in range(3)]
+    )
+    AuditLog.all_orgs.create(org_id=org.pk, action=3, legacy_action="logout")
+    total = AuditLog.all_orgs.filter(org_id=org.pk).count()
+    expired = AuditLog.all_orgs.filter(org_id=org.pk, timestamp__lt=timezone.now() - dt.timedelta(days=30)).count()
+    # The organization's own "create" entry is recent and older in the chain than the
+    # imported ones, so nothing can go yet: only a prefix of the chain is ever removed.
+    assert audit.purge_expired(org) == 0
+    later = timezone.now() + dt.timedelta(days=400)
+    deleted = audit.purge_expired(org, now=later)
+    assert deleted == total
+    assert expired == 3
+    remaining = entries(org)
+    assert [e.additional_data["event"] for e in remaining] == ["audit_purge"]
+    head = AuditChainHead.objects.get(chain_key=str(org.pk))
+    assert remaining[0].prev_hash == head.anchor_hash != ""
+    assert audit.verify_chain(org).ok
+
+
+@pytest.mark.django_db
+def test_org_delete_keeps_entries(make_org):
+    org = make_org()
+    org_id = org.pk
+    with unscoped():
+        org.delete()
+    assert AuditLog.all_orgs.filter(org_id=org_id).count() >= 2
+    assert audit.verify_chain(org_id).ok

@@ -1,3 +1,9 @@
 from django.urls import path
 
-urlpatterns: list = []
+from operations import views
+
+app_name = "operations"
+
+urlpatterns: list = [
+    path("health/", views.health, name="health"),
+]

@@ -1,14 +1,49 @@
-"""Sign-in by email. An email is unique per organization, so several accounts may match."""
+"""Sign-in by email, with failure counting and account lockout.
+
+An email is unique per organization, so several accounts may match; the password is
+checked against each and the first account it opens wins. When none opens, every
+matching account that was tried counts a failure; after the organization's
+``account_lockout_attempts`` failures (5 by default) it is locked for
+``account_lockout_duration_minutes`` (30). A failure older than
+``account_lockout_reset_after_minutes`` (30) starts the count again. Every failure,
+lockout and attempt on a locked account writes an audit entry (``login_failed``) and a
+security event. The admin login goes through here too.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib.auth.backends import ModelBackend
+from django.db.models import F
+from django.utils import timezone
 
 from accounts.models import User
+from accounts.passwords import password_policy
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def lockout_policy(org_id) -> dict:
+    policy = password_policy(org_id)
+    return {
+        "enabled": bool(policy.get("account_lockout_enabled", True)),
+        "attempts": max(_int(policy.get("account_lockout_attempts"), 5), 1),
+        "minutes": max(_int(policy.get("account_lockout_duration_minutes"), 30), 1),
+        "reset_after": max(_int(policy.get("account_lockout_reset_after_minutes"), 30), 0),
+    }
 
 
 class EmailBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, email=None, org=None, **kwargs):
+        from accounts.signals import failure_recorded
+
+        failure_recorded.set(False)
         email = email or username or kwargs.get(User.USERNAME_FIELD)
         if not email or password is None:
             return None
@@ -20,9 +55,26 @@ class EmailBackend(ModelBackend):
             # Spend the same time as a real check, so response times do not reveal emails.
             User().set_password(password)
             return None
+        tried, locked = [], []
         for user in candidates:
-            if user.check_password(password) and self.user_can_authenticate(user):
+            if user.is_locked:
+                locked.append(user)
+                continue
+            if not self.user_can_authenticate(user):
+                continue
+            tried.append(user)
+            if user.check_password(password):
+                self._succeeded(user)
                 return user
+        if not tried:
+            User().set_password(password)  # same time as a real check
+        if not tried and not locked:
+            return None
+        for user in tried:
+            self._failed(user, request)
+        for user in locked:
+            self._refused_locked(user, request)
+        failure_recorded.set(True)
         return None
 
     def user_can_authenticate(self, user):
@@ -31,3 +83,78 @@ class EmailBackend(ModelBackend):
     def get_user(self, user_id):
         user = User.all_orgs.filter(pk=user_id).first()
         return user if user is not None and self.user_can_authenticate(user) else None
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    @staticmethod
+    def _succeeded(user) -> None:
+        if user.failed_login_attempts or user.locked_until is not None or user.status == User.Status.LOCKED:
+            changes = {"failed_login_attempts": 0, "locked_until": None}
+            if user.status == User.Status.LOCKED:
+                changes["status"] = User.Status.ACTIVE
+            User.all_orgs.filter(pk=user.pk).update(**changes)
+            for name, value in changes.items():
+                setattr(user, name, value)
+
+    @staticmethod
+    def _last_failure(user):
+        from security.models import SecurityEvent
+
+        return (
+            SecurityEvent.all_orgs.filter(user_id=user.pk, event_type=SecurityEvent.EventType.LOGIN_FAILED)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+
+    def _failed(self, user, request) -> None:
+        from security.audit import record_auth_event, record_security_event
+        from security.models import SecurityEvent
+
+        policy = lockout_policy(user.org_id)
+        now = timezone.now()
+        rows = User.all_orgs.filter(pk=user.pk)
+        last = self._last_failure(user)
+        if policy["reset_after"] and user.failed_login_attempts and (
+            last is None or last < now - dt.timedelta(minutes=policy["reset_after"])
+        ):
+            rows.update(failed_login_attempts=0)
+        rows.update(failed_login_attempts=F("failed_login_attempts") + 1)
+        attempts = rows.values_list("failed_login_attempts", flat=True).first() or 0
+        user.failed_login_attempts = attempts
+        details = {"reason": "invalid_password", "attempts": attempts}
+        record_auth_event(
+            "login_failed", user=user, success=False, request=request, error="invalid password", details=details
+        )
+        record_security_event(SecurityEvent.EventType.LOGIN_FAILED, user=user, request=request, details=details)
+        if policy["enabled"] and attempts >= policy["attempts"]:
+            until = now + dt.timedelta(minutes=policy["minutes"])
+            rows.update(locked_until=until, status=User.Status.LOCKED)
+            user.locked_until, user.status = until, User.Status.LOCKED
+            lock = {
+                "reason": "lockout",
+                "attempts": attempts,
+                "locked_until": until.isoformat(),
+                "lockout_minutes": policy["minutes"],
+            }
+            record_auth_event(
+                "login_failed", user=user, success=False, request=request, error="account locked", details=lock
+            )
+            record_security_event(
+                SecurityEvent.EventType.ACCOUNT_LOCKED,
+                user=user,
+                request=request,
+                severity=SecurityEvent.Severity.CRITICAL,
+                details=lock,
+            )
+
+    @staticmethod
+    def _refused_locked(user, request) -> None:
+        from security.audit import record_auth_event, record_security_event
+        from security.models import SecurityEvent
+
+        details = {"reason": "account_locked", "locked_until": user.locked_until.isoformat()}
+        record_auth_event(
+            "login_failed", user=user, success=False, request=request, error="account locked", details=details
+        )
+        record_security_event(SecurityEvent.EventType.LOCKED_LOGIN_ATTEMPT, user=user, request=request, details=details)

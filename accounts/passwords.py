@@ -27,13 +27,21 @@ def password_policy(org_id) -> dict:
     return policy
 
 
+def _int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 class OrganizationPasswordPolicyValidator:
     """Minimum/maximum length and history reuse, per organization. No composition rules."""
 
     def validate(self, password, user=None):
         policy = password_policy(getattr(user, "org_id", None))
-        minimum = int(policy.get("password_min_length") or 8)
-        maximum = max(int(policy.get("password_max_length") or 128), 64)
+        minimum = max(_int(policy.get("password_min_length"), 8), 1)
+        # ASVS: at least 64 characters must be allowed, whatever the organization says.
+        maximum = max(_int(policy.get("password_max_length"), 128), 64, minimum)
         if len(password) < minimum:
             raise ValidationError(
                 f"This password is too short. It must contain at least {minimum} characters.",
@@ -41,7 +49,7 @@ class OrganizationPasswordPolicyValidator:
             )
         if len(password) > maximum:
             raise ValidationError(f"This password is longer than {maximum} characters.", code="password_too_long")
-        history = int(policy.get("password_history_count") or 0)
+        history = max(_int(policy.get("password_history_count"), 0), 0)
         if user is not None and user.pk and history > 0:
             from django.contrib.auth.hashers import check_password
 

@@ -1,0 +1,26 @@
+"""Account operations that must keep the security bookkeeping right."""
+
+from __future__ import annotations
+
+from django.contrib.auth import password_validation
+
+
+def change_password(user, new_password: str, actor=None, *, action: str = "password_change", save: bool = True):
+    """Validate ``new_password`` against the organization's policy and set it.
+
+    Raises django.core.exceptions.ValidationError when the policy refuses it (length,
+    reuse of the last N passwords, common or too similar). The superseded hash goes to
+    ``password_history`` (trimmed to the policy's count), ``password_changed_at`` is set
+    and an audit entry (``password_change``, or ``password_reset`` for the reset flow)
+    names ``actor`` (default: the signed-in user of the request, else the user). The
+    history and the audit entry come from the User save signals, so Django's own
+    password forms (admin, SetPasswordForm) get the same treatment.
+    """
+    password_validation.validate_password(new_password, user)
+    user.set_password(new_password)
+    user.must_change_password = False
+    user._agentforge_password_action = action
+    user._agentforge_password_actor = actor
+    if save:
+        user.save()
+    return user

@@ -1,0 +1,168 @@
+"""One-time tokens and login sessions, stored only as SHA-256 digests.
+
+The plaintext is returned once, to be mailed or handed to the client; the database keeps
+``sha256_hex(token)`` and an expiry. Tokens carry 256 random bits, so a digest lookup is
+safe (no timing oracle on the secret) and the stored digest is useless to a reader.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+
+from django.utils import timezone
+
+from accounts.models import User, UserSession
+from security.crypto import sha256_hex
+
+RESET_TOKEN_TTL = dt.timedelta(hours=1)
+VERIFICATION_TOKEN_TTL = dt.timedelta(hours=48)
+SESSION_TTL = dt.timedelta(minutes=480)  # the legacy session_timeout_minutes default
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _matches(stored: str | None, token: str) -> bool:
+    return bool(stored) and hmac.compare_digest(stored, sha256_hex(token))
+
+
+# --- password reset --------------------------------------------------------------------
+
+
+def issue_password_reset_token(user, ttl: dt.timedelta = RESET_TOKEN_TTL, request=None) -> str:
+    """A new reset token for ``user`` (replacing any earlier one); returns the plaintext."""
+    from security.audit import record_security_event
+    from security.models import SecurityEvent
+
+    token = new_token()
+    user.reset_password_token_hash = sha256_hex(token)
+    user.reset_password_expires = timezone.now() + ttl
+    User.all_orgs.filter(pk=user.pk).update(
+        reset_password_token_hash=user.reset_password_token_hash, reset_password_expires=user.reset_password_expires
+    )
+    record_security_event(
+        SecurityEvent.EventType.PASSWORD_RESET_REQUESTED,
+        user=user,
+        request=request,
+        severity=SecurityEvent.Severity.INFO,
+        details={"expires": user.reset_password_expires.isoformat()},
+    )
+    return token
+
+
+def user_for_reset_token(token: str):
+    """The user whose unexpired reset token this is, or None."""
+    if not token:
+        return None
+    user = User.all_orgs.filter(reset_password_token_hash=sha256_hex(token)).first()
+    if user is None or not _matches(user.reset_password_token_hash, token):
+        return None
+    if user.reset_password_expires is None or user.reset_password_expires <= timezone.now():
+        return None
+    return user
+
+
+def reset_password(token: str, new_password: str):
+    """Set a new password with a reset token; returns the user, or None for a bad token.
+
+    Raises ValidationError when the policy refuses the password (the token stays valid).
+    The token is used up; a successful reset also lifts a lockout.
+    """
+    from accounts.services import change_password
+
+    user = user_for_reset_token(token)
+    if user is None:
+        return None
+    change_password(user, new_password, actor=user, action="password_reset", save=False)
+    user.reset_password_token_hash = None
+    user.reset_password_expires = None
+    user.failed_login_attempts = 0
+    user.locked_until = None
+    if user.status == User.Status.LOCKED:
+        user.status = User.Status.ACTIVE
+    user.save()
+    return user
+
+
+# --- email verification ----------------------------------------------------------------
+
+
+def issue_verification_token(user, ttl: dt.timedelta = VERIFICATION_TOKEN_TTL) -> str:
+    token = new_token()
+    user.verification_token_hash = sha256_hex(token)
+    user.verification_token_expires = timezone.now() + ttl
+    User.all_orgs.filter(pk=user.pk).update(
+        verification_token_hash=user.verification_token_hash,
+        verification_token_expires=user.verification_token_expires,
+    )
+    return token
+
+
+def verify_email(token: str):
+    """Mark the email of the token's user verified (pending -> active); None for a bad token."""
+    if not token:
+        return None
+    user = User.all_orgs.filter(verification_token_hash=sha256_hex(token)).first()
+    if user is None or not _matches(user.verification_token_hash, token):
+        return None
+    if user.verification_token_expires is None or user.verification_token_expires <= timezone.now():
+        return None
+    user.email_verified = True
+    user.verification_token_hash = None
+    user.verification_token_expires = None
+    if user.status == User.Status.PENDING:
+        user.status = User.Status.ACTIVE
+    user.save()
+    return user
+
+
+# --- login sessions ----------------------------------------------------------------------
+
+
+def create_session(user, *, ttl: dt.timedelta = SESSION_TTL, remember_me: bool = False, mfa_verified: bool = False):
+    """A UserSession for ``user``; returns ``(session, plaintext_token)``."""
+    from security.middleware import request_context
+
+    ctx = request_context()
+    token = new_token()
+    now = timezone.now()
+    session = UserSession.all_orgs.create(
+        org_id=user.org_id,
+        user=user,
+        token_hash=sha256_hex(token),
+        ip_address=ctx.get("ip_address"),
+        user_agent=ctx.get("user_agent") or "",
+        remember_me=remember_me,
+        mfa_verified=mfa_verified,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + ttl,
+    )
+    return session, token
+
+
+def get_session(token: str):
+    """The live (not expired, not revoked) session of this token, or None; touches last_seen_at."""
+    if not token:
+        return None
+    now = timezone.now()
+    session = (
+        UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True, expires_at__gt=now)
+        .select_related("user")
+        .first()
+    )
+    if session is None or not _matches(session.token_hash, token):
+        return None
+    UserSession.all_orgs.filter(pk=session.pk).update(last_seen_at=now)
+    return session
+
+
+def revoke_session(token: str) -> bool:
+    return bool(
+        UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+    )

@@ -1,0 +1,834 @@
+"""Shared building blocks of the AgentForge admin console.
+
+* :class:`OrgScopedAdmin` - every page of a tenant model sees only the signed-in staff
+  user's organization (querysets, foreign-key and many-to-many choices, autocompletes,
+  list filters, object URLs); superusers see every organization, with an organization
+  filter, and their views run :func:`accounts.tenancy.unscoped`.
+* :class:`SecretFieldsMixin` - encrypted fields are masked on display and write-only in
+  forms: the input renders empty, a blank submission keeps the stored value and a
+  "clear" checkbox empties it. ``EncryptedJSONField`` dicts show their keys only.
+* :class:`EstimatedCountPaginator` - no full ``COUNT(*)`` on big tables.
+* :func:`masked` and :func:`json_block` - display helpers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.filters import RelatedFieldListFilter
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db import connections, models
+from django.http import Http404
+from django.template.response import SimpleTemplateResponse
+from django.urls import URLPattern
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from accounts.tenancy import unscoped
+from security.fields import EncryptedJSONField, EncryptedTextField
+
+MASK = "••••••"
+
+admin.site.site_header = "AgentForge DB"
+admin.site.site_title = "AgentForge DB admin"
+admin.site.index_title = "Administration"
+
+
+# --------------------------------------------------------------------------------------
+# Display helpers
+# --------------------------------------------------------------------------------------
+
+
+def masked(value) -> str:
+    """How a secret looks anywhere in the admin: never its value."""
+    if value in (None, "", {}, []):
+        return "— (not set)"
+    if isinstance(value, dict):
+        keys = ", ".join(sorted(str(k) for k in value)) or "—"
+        return f"{MASK} (set: {keys})"
+    return f"{MASK} (set)"
+
+
+def json_block(value):
+    """Pretty JSON in a <pre>, escaped."""
+    if value in (None, ""):
+        return "—"
+    return format_html(
+        '<pre class="af-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    )
+
+
+def truncate(text, length: int = 80) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------
+# Organization scoping
+# --------------------------------------------------------------------------------------
+
+
+def model_has_org(model) -> bool:
+    try:
+        field = model._meta.get_field("org")
+    except Exception:
+        return False
+    return getattr(field, "related_model", None) is not None and field.related_model._meta.label == "accounts.Organization"
+
+
+def is_superuser(request) -> bool:
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_superuser)
+
+
+def org_queryset(model, request):
+    """Rows of ``model`` the signed-in user may see, built on the unscoped manager.
+
+    Superusers: every row. Others: their organization's rows (an Organization: their
+    own). Global models (the permission catalog, system settings) are returned whole;
+    their admins restrict them through permissions instead.
+    """
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    queryset = manager.all()
+    if is_superuser(request):
+        return queryset
+    org_id = getattr(request.user, "org_id", None)
+    if model._meta.label == "accounts.Organization":
+        return queryset.filter(pk=org_id)
+    if model_has_org(model):
+        return queryset.filter(org_id=org_id)
+    return queryset
+
+
+def _superuser_unscoped(view):
+    """Run a superuser's admin view with scoping lifted (and render inside the scope).
+
+    The request middleware activates the signed-in user's own organization; a superuser
+    working on another organization's row needs the unscoped writes and related managers.
+    """
+
+    @functools.wraps(view)
+    def inner(request, *args, **kwargs):
+        if not is_superuser(request):
+            return view(request, *args, **kwargs)
+        with unscoped():
+            response = view(request, *args, **kwargs)
+            if isinstance(response, SimpleTemplateResponse) and not response.is_rendered:
+                response.render()
+            return response
+
+    return inner
+
+
+class ScopedRelatedFieldListFilter(RelatedFieldListFilter):
+    """A foreign-key list filter whose choices come from the user's organization only."""
+
+    def field_choices(self, field, request, model_admin):
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        queryset = org_queryset(field.related_model, request)
+        if ordering:
+            queryset = queryset.order_by(*ordering)
+        return [(obj.pk, str(obj)) for obj in queryset]
+
+
+class OrganizationListFilter(admin.SimpleListFilter):
+    """The organization filter, shown to superusers only."""
+
+    title = "organization"
+    parameter_name = "org"
+
+    def lookups(self, request, model_admin):
+        from accounts.models import Organization
+
+        return [(str(pk), name) for pk, name in Organization.objects.order_by("name").values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        try:
+            return queryset.filter(org_id=value)
+        except (ValueError, ValidationError):
+            return queryset.none()
+
+
+class OrgConsistencyFormMixin:
+    """Refuse a row whose related rows belong to another organization (superusers pick any).
+
+    Also validates unique constraints that include the organization even when the org
+    is not a form field (org admins never choose it; it is preset on the instance).
+    """
+
+    forced_org_id = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.forced_org_id is not None and hasattr(self.instance, "org_id") and self.instance.org_id is None:
+            self.instance.org_id = self.forced_org_id
+
+    def _get_validation_exclusions(self):
+        exclude = super()._get_validation_exclusions()
+        if getattr(self.instance, "org_id", None) is not None and "org" in exclude:
+            exclude.discard("org")
+        return exclude
+
+    def clean(self):
+        cleaned = super().clean()
+        org = cleaned.get("org") if "org" in cleaned else None
+        org_id = getattr(org, "pk", None) or getattr(self.instance, "org_id", None)
+        if org_id is None:
+            return cleaned
+        for name, value in cleaned.items():
+            if name == "org":
+                continue
+            values = value if isinstance(value, (list, tuple, models.QuerySet)) else [value]
+            for item in values:
+                if isinstance(item, models.Model) and getattr(item, "org_id", org_id) not in (org_id, None):
+                    self.add_error(name, f"{item} belongs to another organization.")
+                    break
+        return cleaned
+
+
+class OrgScopedAdmin(admin.ModelAdmin):
+    """A ModelAdmin for a tenant model (works for global models too).
+
+    Non-superusers see and edit their organization's rows only and never choose the
+    organization (it is filled in on save); other organizations' objects are 404s.
+    """
+
+    org_field = "org"
+    # Many-to-many fields with a ``through`` model, edited as a plain multiple choice
+    # (name -> widget class); the through rows are written with the parent's org.
+    through_m2m: dict = {}
+    # Like ``fieldsets`` but may name ``through_m2m`` fields (Django's system checks
+    # refuse those in ``fields``/``fieldsets``, though the form handles them fine).
+    all_fieldsets = None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @cached_property
+    def has_org(self) -> bool:
+        return bool(self.org_field) and model_has_org(self.model)
+
+    def restrict(self, request, queryset):
+        if is_superuser(request) or not self.has_org:
+            return queryset
+        return queryset.filter(org_id=request.user.org_id)
+
+    # -- views -----------------------------------------------------------------------
+
+    def get_urls(self):
+        urls = super().get_urls()
+        for pattern in urls:
+            if isinstance(pattern, URLPattern):
+                pattern.callback = _superuser_unscoped(pattern.callback)
+        return urls
+
+    def get_queryset(self, request):
+        queryset = org_queryset(self.model, request)
+        ordering = self.get_ordering(request)
+        if ordering:
+            queryset = queryset.order_by(*ordering)
+        return queryset
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None and not is_superuser(request):
+            # Another organization's object (or none at all): the same answer, a 404.
+            raise Http404("No such object.")
+        return obj
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        return self.restrict(request, queryset), may_have_duplicates
+
+    def get_list_filter(self, request):
+        filters = []
+        for item in super().get_list_filter(request):
+            if item in ("org", self.org_field) or item is OrganizationListFilter:
+                continue
+            if isinstance(item, str) and "__" not in item:
+                try:
+                    field = self.model._meta.get_field(item)
+                except Exception:
+                    field = None
+                if field is not None and field.is_relation and field.related_model is not None:
+                    item = (item, ScopedRelatedFieldListFilter)
+            filters.append(item)
+        if is_superuser(request) and self.has_org:
+            filters.insert(0, OrganizationListFilter)
+        return filters
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if not is_superuser(request) and self.has_org:
+            columns = [c for c in columns if c not in ("org", "org_link")]
+        return columns
+
+    # -- forms -----------------------------------------------------------------------
+
+    def get_fieldsets(self, request, obj=None):
+        if self.all_fieldsets is not None and not (obj is None and getattr(self, "add_fieldsets", None)):
+            fieldsets = [(title, dict(opts)) for title, opts in self.all_fieldsets]
+        else:
+            fieldsets = super().get_fieldsets(request, obj)
+        if is_superuser(request) or not self.has_org:
+            return fieldsets
+        cleaned = []
+        for name, options in fieldsets:
+            options = dict(options)
+            options["fields"] = [f for f in options.get("fields", ()) if f != self.org_field]
+            if options["fields"]:
+                cleaned.append((name, options))
+        return cleaned
+
+    def get_exclude(self, request, obj=None):
+        exclude = list(super().get_exclude(request, obj) or [])
+        if self.has_org and not is_superuser(request):
+            exclude.append(self.org_field)
+        return exclude
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        attrs = {"__module__": form.__module__}
+        if self.has_org and not is_superuser(request):
+            attrs["forced_org_id"] = request.user.org_id
+        return type(form.__name__, (OrgConsistencyFormMixin, form), attrs)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "queryset" not in kwargs and db_field.related_model is not None:
+            queryset = org_queryset(db_field.related_model, request)
+            related_admin = self.admin_site._registry.get(db_field.related_model)
+            ordering = related_admin.get_ordering(request) if related_admin else None
+            kwargs["queryset"] = queryset.order_by(*ordering) if ordering else queryset
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if "queryset" not in kwargs:
+            queryset = org_queryset(db_field.related_model, request)
+            related_admin = self.admin_site._registry.get(db_field.related_model)
+            ordering = related_admin.get_ordering(request) if related_admin else None
+            kwargs["queryset"] = queryset.order_by(*ordering) if ordering else queryset
+        if db_field.name in self.through_m2m:
+            widget = self.through_m2m[db_field.name]
+            if isinstance(widget, type) and issubclass(widget, admin.widgets.FilteredSelectMultiple):
+                widget = widget(db_field.verbose_name, False)
+            elif isinstance(widget, type):
+                widget = widget()
+            return forms.ModelMultipleChoiceField(
+                queryset=kwargs["queryset"],
+                required=False,
+                widget=widget,
+                label=kwargs.get("label", db_field.verbose_name.capitalize()),
+                help_text=kwargs.get("help_text", ""),
+            )
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if self.has_org and not is_superuser(request):
+            current = getattr(obj, f"{self.org_field}_id", None)
+            if current is None:
+                setattr(obj, f"{self.org_field}_id", request.user.org_id)
+            elif current != request.user.org_id:
+                raise PermissionDenied
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        chosen = {name: form.cleaned_data.pop(name) for name in self.through_m2m if name in form.cleaned_data}
+        super().save_related(request, form, formsets, change)
+        for name, targets in chosen.items():
+            sync_through(form.instance, name, targets)
+
+    # -- permissions -----------------------------------------------------------------
+
+    def _owns(self, request, obj) -> bool:
+        if obj is None or is_superuser(request):
+            return True
+        if self.model._meta.label == "accounts.Organization":
+            return obj.pk == request.user.org_id
+        if self.has_org:
+            return getattr(obj, f"{self.org_field}_id", None) == request.user.org_id
+        return True
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self._owns(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._owns(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._owns(request, obj)
+
+
+class OrgScopedInlineMixin:
+    """Inline formsets: same scoping for the rows and the foreign-key choices."""
+
+    def get_queryset(self, request):
+        queryset = org_queryset(self.model, request)
+        ordering = self.get_ordering(request)
+        return queryset.order_by(*ordering) if ordering else queryset
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "queryset" not in kwargs and db_field.related_model is not None:
+            kwargs["queryset"] = org_queryset(db_field.related_model, request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_exclude(self, request, obj=None):
+        exclude = list(super().get_exclude(request, obj) or [])
+        if model_has_org(self.model):
+            exclude.append("org")  # filled from the parent row
+        return exclude
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        org_id = getattr(obj, "org_id", None)
+
+        class OrgFillingFormSet(formset):
+            def save_new(self, form, commit=True):
+                instance = form.instance
+                setattr(instance, self.fk.name, self.instance)
+                if model_has_org(instance.__class__) and instance.org_id is None:
+                    instance.org_id = self.instance.org_id or org_id
+                return super().save_new(form, commit=commit)
+
+        OrgFillingFormSet.__name__ = formset.__name__
+        return OrgFillingFormSet
+
+
+class ScopedTabularInline(OrgScopedInlineMixin, admin.TabularInline):
+    pass
+
+
+class ScopedStackedInline(OrgScopedInlineMixin, admin.StackedInline):
+    pass
+
+
+class ReadOnlyInlineMixin:
+    can_delete = False
+    extra = 0
+    max_num = 0
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def sync_through(obj, field_name: str, targets) -> None:
+    """Make ``obj``'s through rows for ``field_name`` exactly ``targets`` (org from obj)."""
+    field = obj._meta.get_field(field_name)
+    through = field.remote_field.through
+    source = field.m2m_field_name()
+    target = field.m2m_reverse_field_name()
+    manager = getattr(through, "all_orgs", None) or through._base_manager
+    existing = set(manager.filter(**{source: obj}).values_list(f"{target}_id", flat=True))
+    wanted = {t.pk for t in targets}
+    if existing - wanted:
+        manager.filter(**{source: obj, f"{target}_id__in": existing - wanted}).delete()
+    extra = {}
+    if model_has_org(through):
+        extra["org_id"] = obj.org_id
+    for pk in sorted(wanted - existing, key=str):
+        through(**extra, **{source: obj, f"{target}_id": pk}).save()
+
+
+# --------------------------------------------------------------------------------------
+# Secrets: masked and write-only
+# --------------------------------------------------------------------------------------
+
+
+class _Marker:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+KEEP = _Marker("keep stored secret")
+CLEAR = _Marker("clear stored secret")
+
+
+class SecretInput(forms.Widget):
+    """A password input that never renders a value, with a "set"/"not set" note and "clear"."""
+
+    def __init__(self, attrs=None, allow_clear=True):
+        super().__init__(attrs)
+        self.allow_clear = allow_clear
+
+    def render(self, name, value, attrs=None, renderer=None):
+        is_set = value not in (None, "", KEEP, CLEAR) and value is not False
+        attrs = self.build_attrs(self.attrs, attrs)
+        input_id = attrs.get("id", f"id_{name}")
+        status = f"{MASK} (set)" if is_set else "(not set)"
+        clear = ""
+        if is_set and self.allow_clear:
+            clear = format_html(
+                ' <label class="af-secret-clear"><input type="checkbox" name="{}__clear" id="{}__clear"> clear</label>',
+                name,
+                input_id,
+            )
+        return format_html(
+            '<div class="af-secret"><input type="password" name="{}" id="{}" value="" autocomplete="new-password" '
+            'class="vTextField" placeholder="{}"> <span class="af-secret-status">{}</span>{}</div>',
+            name,
+            input_id,
+            "leave blank to keep the current value" if is_set else "enter a value",
+            status,
+            clear,
+        )
+
+    def value_from_datadict(self, data, files, name):
+        if data.get(f"{name}__clear"):
+            return CLEAR
+        value = data.get(name)
+        if value in (None, ""):
+            return KEEP
+        return value
+
+    def value_omitted_from_data(self, data, files, name):
+        return False
+
+
+class SecretField(forms.Field):
+    """Write-only text secret; cleans to KEEP, CLEAR or the new plaintext."""
+
+    widget = SecretInput
+
+    def __init__(self, *, max_length=None, empty_value=None, **kwargs):
+        kwargs["required"] = False
+        kwargs.pop("strip", None)
+        self.empty_value = empty_value
+        super().__init__(**kwargs)
+
+    def bound_data(self, data, initial):
+        if data is KEEP:
+            return initial
+        if data is CLEAR:
+            return None
+        return data
+
+    def clean(self, value):
+        if value is KEEP or value is CLEAR:
+            return value
+        return super().clean(value)
+
+    def has_changed(self, initial, data):
+        if data is KEEP:
+            return False
+        if data is CLEAR:
+            return bool(initial)
+        return data != initial
+
+
+class SecretJSONPatch:
+    """Changes to a dict of secrets: new values per existing key, removed keys, added keys."""
+
+    def __init__(self, set_values=None, delete=None, replace=None):
+        self.set_values = set_values or {}
+        self.delete = set(delete or ())
+        self.replace = replace  # a whole new JSON value (for non-dict secrets)
+
+    def __bool__(self):
+        return bool(self.set_values or self.delete or self.replace is not None)
+
+    def apply(self, current):
+        if self.replace is not None:
+            return self.replace
+        result = dict(current) if isinstance(current, dict) else {}
+        for key in self.delete:
+            result.pop(key, None)
+        result.update(self.set_values)
+        return result
+
+
+class SecretJSONWidget(forms.Widget):
+    """A dict of secrets: keys listed, values masked and write-only, per-key remove, new rows."""
+
+    new_rows = 3
+
+    def render(self, name, value, attrs=None, renderer=None):
+        current = value if isinstance(value, dict) else ({} if value in (None, "", KEEP) else None)
+        rows = []
+        if current is None:
+            # Not a dict: a single write-only JSON replacement.
+            return format_html(
+                '<div class="af-secret"><span class="af-secret-status">{} (set)</span> '
+                '<input type="password" name="{}__replace" class="vTextField" autocomplete="new-password" '
+                'placeholder="new JSON value; blank keeps the current one"></div>',
+                MASK,
+                name,
+            )
+        for index, key in enumerate(sorted(current)):
+            rows.append(
+                format_html(
+                    "<tr><td><code>{key}</code><input type=\"hidden\" name=\"{n}__key__{i}\" value=\"{key}\"></td>"
+                    "<td><span class=\"af-secret-status\">{mask} (set)</span></td>"
+                    "<td><input type=\"password\" name=\"{n}__val__{i}\" value=\"\" autocomplete=\"new-password\" "
+                    "placeholder=\"new value; blank keeps it\"></td>"
+                    "<td><label><input type=\"checkbox\" name=\"{n}__del__{i}\"> remove</label></td></tr>",
+                    key=key,
+                    n=name,
+                    i=index,
+                    mask=MASK,
+                )
+            )
+        for index in range(self.new_rows):
+            rows.append(
+                format_html(
+                    "<tr class=\"af-secret-new\"><td><input type=\"text\" name=\"{n}__newkey__{i}\" placeholder=\"new key\"></td>"
+                    "<td>(new)</td><td><input type=\"password\" name=\"{n}__newval__{i}\" value=\"\" "
+                    "autocomplete=\"new-password\" placeholder=\"value\"></td><td></td></tr>",
+                    n=name,
+                    i=index,
+                )
+            )
+        return format_html(
+            '<table class="af-secret-json" id="id_{}"><thead><tr><th>Key</th><th>Value</th><th>Set a new value</th>'
+            "<th></th></tr></thead><tbody>{}</tbody></table>",
+            name,
+            mark_safe("".join(rows)),
+        )
+
+    def value_from_datadict(self, data, files, name):
+        replace = data.get(f"{name}__replace")
+        if replace:
+            return SecretJSONPatch(replace=replace)
+        set_values, delete = {}, set()
+        index = 0
+        while f"{name}__key__{index}" in data:
+            key = data.get(f"{name}__key__{index}")
+            if data.get(f"{name}__del__{index}"):
+                delete.add(key)
+            elif data.get(f"{name}__val__{index}"):
+                set_values[key] = data.get(f"{name}__val__{index}")
+            index += 1
+        for index in range(self.new_rows + 50):
+            key = (data.get(f"{name}__newkey__{index}") or "").strip()
+            value = data.get(f"{name}__newval__{index}") or ""
+            if key and value:
+                set_values[key] = value
+            elif value and not key:
+                set_values[("", index)] = value  # reported by the field
+        return SecretJSONPatch(set_values, delete)
+
+    def value_omitted_from_data(self, data, files, name):
+        return False
+
+
+class SecretJSONField(forms.Field):
+    widget = SecretJSONWidget
+
+    def __init__(self, **kwargs):
+        kwargs["required"] = False
+        for extra in ("max_length", "empty_value", "strip"):
+            kwargs.pop(extra, None)
+        super().__init__(**kwargs)
+
+    def bound_data(self, data, initial):
+        return initial
+
+    def clean(self, value):
+        if not isinstance(value, SecretJSONPatch):
+            return SecretJSONPatch()
+        if any(isinstance(k, tuple) for k in value.set_values):
+            raise ValidationError("Every new value needs a key.")
+        if value.replace is not None:
+            try:
+                value.replace = json.loads(value.replace)
+            except ValueError:
+                raise ValidationError("The replacement must be valid JSON.") from None
+        return value
+
+    def has_changed(self, initial, data):
+        return bool(data)
+
+
+class SecretAwareFormMixin:
+    """Turns KEEP/CLEAR/patches into the value to store, so construct_instance just works."""
+
+    secret_field_names: tuple = ()
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in self.secret_field_names:
+            if name not in cleaned:
+                continue
+            value = cleaned[name]
+            stored = getattr(self.instance, name, None)
+            model_field = self.instance._meta.get_field(name)
+            if value is KEEP:
+                cleaned[name] = stored
+            elif value is CLEAR:
+                cleaned[name] = None if model_field.null else ""
+            elif isinstance(value, SecretJSONPatch):
+                cleaned[name] = value.apply(stored) if value else stored
+        return cleaned
+
+
+def secret_fields(model) -> list:
+    return [f for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+
+
+class SecretFieldsMixin:
+    """Every EncryptedTextField / EncryptedJSONField masked on display, write-only in forms."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, EncryptedJSONField):
+            return SecretJSONField(label=db_field.verbose_name.capitalize(), help_text=db_field.help_text)
+        if isinstance(db_field, EncryptedTextField):
+            return SecretField(label=db_field.verbose_name.capitalize(), help_text=db_field.help_text)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        names = tuple(f.name for f in secret_fields(self.model) if f.name in form.base_fields)
+        if names:
+            form = type(
+                form.__name__,
+                (SecretAwareFormMixin, form),
+                {"secret_field_names": names, "__module__": form.__module__},
+            )
+        return form
+
+    def _masked_name(self, name: str) -> str:
+        masked_name = f"masked_{name}"
+        if not hasattr(self, masked_name):
+            field = self.model._meta.get_field(name)
+
+            def display(obj, _name=name):
+                return masked(getattr(obj, _name, None)) if obj is not None else "—"
+
+            display.short_description = field.verbose_name.capitalize()
+            setattr(self, masked_name, display)
+        return masked_name
+
+    def _mask_names(self, names):
+        secret = {f.name for f in secret_fields(self.model)}
+        return [self._masked_name(n) if isinstance(n, str) and n in secret else n for n in names]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self._mask_names(super().get_readonly_fields(request, obj))
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            # Readonly fields named in fieldsets must match the masked readonly names.
+            readonly = set(super().get_readonly_fields(request, obj))
+            secret = {f.name for f in secret_fields(self.model)}
+            swap = readonly & secret
+            if not swap:
+                return fieldsets
+        else:
+            swap = {f.name for f in secret_fields(self.model)}
+        return [
+            (title, {**opts, "fields": [self._masked_name(f) if f in swap else f for f in opts.get("fields", ())]})
+            for title, opts in fieldsets
+        ]
+
+
+# --------------------------------------------------------------------------------------
+# A paginator for big tables
+# --------------------------------------------------------------------------------------
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts exactly up to ``exact_limit`` rows, estimates above it.
+
+    An unfiltered query on PostgreSQL reads ``pg_class.reltuples``; a filtered one the
+    planner's row estimate (EXPLAIN). MariaDB/MySQL use information_schema's estimate for
+    an unfiltered table. Elsewhere (or when no estimate is available) it counts.
+    """
+
+    exact_limit = 10_000
+
+    @cached_property
+    def count(self):
+        queryset = self.object_list
+        if not isinstance(queryset, models.QuerySet):
+            return super().count
+        capped = queryset.order_by()[: self.exact_limit + 1]
+        exact = capped.count()
+        if exact <= self.exact_limit:
+            return exact
+        estimate = self._estimate(queryset)
+        return max(estimate or 0, exact) if estimate is not None else queryset.count()
+
+    def _estimate(self, queryset):
+        connection = connections[queryset.db]
+        table = queryset.model._meta.db_table
+        unfiltered = not queryset.query.where
+        try:
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    if unfiltered:
+                        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+                        row = cursor.fetchone()
+                        return int(row[0]) if row and row[0] and row[0] > 0 else None
+                    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+                    cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+                    plan = cursor.fetchone()[0]
+                    if isinstance(plan, str):
+                        plan = json.loads(plan)
+                    return int(plan[0]["Plan"]["Plan Rows"])
+                if connection.vendor == "mysql" and unfiltered:
+                    cursor.execute(
+                        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                        [table],
+                    )
+                    row = cursor.fetchone()
+                    return int(row[0]) if row and row[0] else None
+        except Exception:  # an estimate is a nicety: fall back to counting
+            return None
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# Small shared pieces
+# --------------------------------------------------------------------------------------
+
+
+def count_subquery(model, fk_name: str, **filters):
+    """``Coalesce((SELECT COUNT(*) FROM model WHERE fk = outer.pk), 0)``: no GROUP BY on the list."""
+    from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+    from django.db.models.functions import Coalesce
+
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    sub = (
+        manager.filter(**{fk_name: OuterRef("pk")}, **filters)
+        .order_by()
+        .values(fk_name)
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return Coalesce(Subquery(sub, output_field=IntegerField()), Value(0))
+
+
+class ReadOnlyAdminMixin:
+    """View-only for everyone, superusers included."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def org_column(obj):
+    return obj.org if getattr(obj, "org_id", None) else "—"
+
+
+org_column.short_description = "organization"
+org_column.admin_order_field = "org__name"

@@ -1,0 +1,329 @@
+"""``import_directory(path, options) -> ImportReport``: the engine behind ``import_json``.
+
+One transaction, all or nothing. Small files are loaded whole (their ids are needed to
+check references); the big ones (audit logs, conversations, documents, scraped pages,
+chunk index) are streamed record by record and written in batches (see legacy.writer),
+so memory stays flat whatever their size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from django.db import connection, transaction
+
+from accounts.models import (
+    Department,
+    Group,
+    Organization,
+    Permission,
+    Role,
+    User,
+    normalize_email_address,
+)
+from agents.models import Agent, Tool
+from legacy.errors import LegacyDataError
+from legacy.jsonio import file_label, read_records
+from legacy.mappers import ORDER, Context, lab, registry
+from legacy.mappers.security import permission_codes
+from legacy.writer import Stats, Writer
+from security.models import LDAPConfig
+
+MAX_WARNINGS_KEPT = 200
+SOURCE_MODELS = {
+    "security/organizations": Organization, "security/roles": Role, "security/departments": Department,
+    "security/users": User, "security/groups": Group, "security/ldap_configs": LDAPConfig, "tools": Tool,
+    "agents": Agent,
+}
+
+
+class ImportAborted(Exception):
+    """The import stopped on bad data; ``report`` has what was found (nothing was written)."""
+
+    def __init__(self, error: LegacyDataError, report: "ImportReport"):
+        self.error = error
+        self.report = report
+        super().__init__(str(error))
+
+
+@dataclass
+class ImportOptions:
+    dry_run: bool = False
+    skip_existing: bool = False
+    check: bool = False
+    backup: bool = False
+    progress: Callable[[str, int], None] | None = None
+
+
+@dataclass
+class ImportReport:
+    data_dir: str = ""
+    stats: dict = field(default_factory=dict)  # table -> Stats
+    warnings: list = field(default_factory=list)  # first messages
+    warning_counts: Counter = field(default_factory=Counter)  # collection -> count
+    notes: Counter = field(default_factory=Counter)  # normalisation -> count
+    not_imported: dict = field(default_factory=dict)  # what has no home -> count
+    errors: list = field(default_factory=list)  # --check: blocking problems
+    differences: dict = field(default_factory=dict)  # --check: table -> [(key, fields)]
+    files: list = field(default_factory=list)
+    records: Counter = field(default_factory=Counter)  # collection -> records read
+    backup_path: str | None = None
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def rows_written(self) -> int:
+        return sum(s.created + s.updated for s in self.stats.values())
+
+    @property
+    def total_warnings(self) -> int:
+        return sum(self.warning_counts.values())
+
+    def warn(self, collection: str, message: str) -> None:
+        self.warning_counts[collection] += 1
+        if len(self.warnings) < MAX_WARNINGS_KEPT:
+            self.warnings.append(message)
+
+
+def _backup() -> str:
+    try:
+        from operations.backup import backup_database
+    except ImportError:
+        raise LegacyDataError("--backup", "operations.backup is not available in this installation; "
+                                          "back the database up by hand or run without --backup") from None
+    return str(backup_database())
+
+
+def import_directory(path, options: ImportOptions | None = None) -> ImportReport:
+    options = options or ImportOptions()
+    root = Path(path)
+    report = ImportReport(data_dir=str(root), dry_run=options.dry_run or options.check)
+    if not root.is_dir():
+        raise LegacyDataError(str(root), "is not a directory")
+    started = time.monotonic()
+    if options.backup and not (options.dry_run or options.check):
+        report.backup_path = _backup()
+
+    ctx = Context()
+    ctx.dry_run = options.dry_run or options.check
+    writer = Writer(dry_run=ctx.dry_run, skip_existing=options.skip_existing, now=ctx.now, check=options.check)
+
+    def fail(error: LegacyDataError):
+        if options.check:
+            report.errors.append(str(error))
+        else:
+            raise ImportAborted(error, report)
+
+    # 1. small files, loaded whole: their ids are what references are checked against
+    loaded: dict[str, object] = {}
+    for collection in ORDER:
+        mapper = registry[collection]
+        file_path = root / file_label(collection)
+        if mapper.stream or not file_path.is_file():
+            continue
+        try:
+            container = "dict" if mapper.container == "dict" else "list" if mapper.container == "list" else None
+            if container:
+                data = dict(read_records(file_path, mapper.file, container, stream=False))
+            else:
+                from legacy.jsonio import load_json
+
+                data = load_json(file_path, mapper.file)
+                if not isinstance(data, dict):
+                    raise LegacyDataError(mapper.file, "expected an object at the top level")
+        except LegacyDataError as exc:
+            fail(exc)
+            continue
+        loaded[collection] = data
+        model = SOURCE_MODELS.get(collection)
+        if model is not None:
+            ctx.add_source_ids(model, mapper.source_ids(data))
+    ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
+    ctx.raw["org_ldap"] = {
+        r.get("ldap_config_id") for r in (loaded.get("security/organizations") or {}).values()
+        if isinstance(r, dict) and r.get("ldap_config_id")
+    }
+    for error in _duplicate_emails(loaded.get("security/users"), ctx):
+        fail(error)
+
+    with transaction.atomic():
+        if connection.vendor == "mysql":
+            with connection.cursor() as cursor:
+                # References are checked by the mappers; rows arrive in file order.
+                cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+        try:
+            ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
+            for collection in ORDER:
+                mapper = registry[collection]
+                file_path = root / file_label(collection)
+                if not file_path.is_file():
+                    continue
+                report.files.append(mapper.file)
+                _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
+                writer.flush()
+            _import_lab(root, ctx, writer, report, options, fail)
+            writer.flush()
+        finally:
+            if connection.vendor == "mysql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+        if ctx.dry_run or report.errors:
+            transaction.set_rollback(True)
+
+    for folder in ("uploads", "demo_assets"):
+        if (root / folder).is_dir():
+            count = sum(1 for p in (root / folder).rglob("*") if p.is_file())
+            report.not_imported[f"{folder}/ (binary files, left on disk)"] = count
+    report.stats = dict(writer.stats)
+    report.differences = dict(writer.differences)
+    for table, key in writer.duplicates[:MAX_WARNINGS_KEPT]:
+        report.warnings.append(f"{table}: duplicate id {key[0]!r} in the input; the later record wins")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _import_collection(mapper, file_path, data, ctx, writer, report, options, fail):
+    collection = mapper.collection
+    main_table = mapper.model._meta.db_table
+    progress = options.progress
+    count = 0
+
+    def handle(mapped):
+        for message in mapped.warnings:
+            report.warn(collection, message)
+            writer.stats[main_table].warnings += 1
+        for note in mapped.notes:
+            report.notes[note] += 1
+        writer.add(mapped)
+
+    if mapper.container == "object":
+        try:
+            handle(mapper.to_rows(data, ctx))
+        except LegacyDataError as exc:
+            fail(exc)
+        report.records[collection] += 1
+        return
+    if data is not None:
+        records = data.items() if mapper.container == "dict" else ((None, item) for item in data)
+    else:
+        records = read_records(file_path, mapper.file, mapper.container, stream=True)
+    model = SOURCE_MODELS.get(collection)
+    is_docs = collection in ("documents", "scraped_pages")
+    try:
+        for outer_key, record in records:
+            try:
+                if collection == "chunks_index":
+                    mapped = mapper.to_rows(record, ctx, outer_key, position=count)
+                else:
+                    mapped = mapper.to_rows(record, ctx, outer_key)
+            except LegacyDataError as exc:
+                fail(exc)
+                count += 1
+                continue
+            if is_docs:
+                from knowledge.models import Document
+
+                ctx.add_source_ids(Document, [mapped.legacy_id])
+            handle(mapped)
+            count += 1
+            if progress is not None and count % 1000 == 0:
+                progress(collection, count)
+    except LegacyDataError as exc:  # malformed JSON while streaming
+        fail(exc)
+    report.records[collection] += count
+    if progress is not None:
+        progress(collection, count)
+    if model is None and collection.startswith("security/") and mapper.model.__name__ == "LegacyRecord":
+        report.notes[f"{mapper.file}: kept verbatim in legacy_records (no table of its own)"] += count
+
+
+def _import_lab(root: Path, ctx, writer, report, options, fail):
+    folder = root / "lab"
+    if not folder.is_dir():
+        return
+    binaries = 0
+    from legacy.jsonio import load_json
+
+    for file_path in sorted(folder.iterdir()):
+        if not file_path.is_file():
+            continue
+        if file_path.suffix != ".json":
+            binaries += 1
+            continue
+        try:
+            data = load_json(file_path, f"lab/{file_path.name}")
+        except LegacyDataError as exc:
+            fail(exc)
+            continue
+        writer.add(lab.map_file(file_path.name, data, ctx))
+        report.records["lab"] += 1
+    report.files.append("lab/")
+    if binaries:
+        report.not_imported["lab/ binary files (generated documents/images, left on disk)"] = binaries
+
+
+def _user_groups(users) -> dict:
+    out = defaultdict(list)
+    for user_id, record in (users or {}).items():
+        if isinstance(record, dict) and isinstance(record.get("group_ids"), list):
+            for gid in record["group_ids"]:
+                if isinstance(gid, str):
+                    out[gid].append(record.get("id", user_id))
+    return dict(out)
+
+
+def _duplicate_emails(users, ctx) -> list:
+    """Two users of one organization with the same email (case-insensitive) cannot coexist."""
+    errors = []
+    seen = {}
+    for outer, record in (users or {}).items():
+        if not isinstance(record, dict) or not isinstance(record.get("email"), str):
+            continue
+        key = (record.get("org_id"), normalize_email_address(record["email"]))
+        rid = record.get("id", outer)
+        if key in seen:
+            errors.append(LegacyDataError("security/users.json", f"duplicate email {record['email']!r} in organization "
+                                          f"{key[0]!r} (also record {seen[key]})", rid, "email"))
+        else:
+            seen[key] = rid
+    # against users already in the database (another id, same org and email)
+    if seen and User.all_orgs.exists():
+        from accounts.models import legacy_uuid
+
+        for (org_legacy, email), rid in seen.items():
+            org_pk = ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None
+            if org_pk is None:
+                continue
+            clash = (User.all_orgs.filter(org_id=org_pk, email_normalized=email)
+                     .exclude(pk=legacy_uuid("users", str(rid))).values_list("legacy_id", "pk").first())
+            if clash:
+                errors.append(LegacyDataError("security/users.json", f"email {email!r} already belongs to user "
+                                              f"{clash[0] or clash[1]} in the database", rid, "email"))
+    return errors
+
+
+def _permission_catalog(loaded, dry_run, writer) -> dict:
+    codes = permission_codes(loaded.get("security/roles")) | permission_codes(loaded.get("security/users"))
+    existing = dict(Permission.objects.filter(codename__in=codes).values_list("codename", "id")) if codes else {}
+    stats = writer.stats["permissions"]
+    stats.unchanged += len(existing)
+    missing = sorted(codes - set(existing))
+    stats.created += len(missing)
+    if missing and not dry_run:
+        Permission.objects.bulk_create([Permission(codename=c) for c in missing], batch_size=500)
+        existing.update(Permission.objects.filter(codename__in=missing).values_list("codename", "id"))
+    for index, code in enumerate(missing):
+        existing.setdefault(code, -(index + 1))
+    return existing
+
+
+def summary_rows(report: ImportReport) -> list[tuple]:
+    rows = []
+    for table in sorted(report.stats):
+        s: Stats = report.stats[table]
+        rows.append((table, s.created, s.updated, s.unchanged, s.skipped, s.warnings))
+    return rows

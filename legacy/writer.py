@@ -1,0 +1,276 @@
+"""Batched upserts of mapped rows by the fastest path each backend offers.
+
+New rows go in with PostgreSQL ``COPY``, a multi-row ``INSERT`` on MariaDB/MySQL
+(mysqlclient's ``executemany`` folds the rows into one statement) or ``executemany`` on
+SQLite. Rows that exist already (found by their key, normally the deterministic UUID
+primary key) are compared with the database: unchanged ones are left alone, changed
+ones updated column by column, or left untouched with ``skip_existing``. Child sets
+(user roles, role permissions, memberships, agent tools, password history) are replaced
+per parent when they differ. Nothing is executed in dry-run mode.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import defaultdict
+
+from django.db import connection, models
+from django.db.models import AutoField, BigAutoField
+
+from legacy.mappers.base import ChildSet, Mapped, Row
+
+BATCH = 2000
+UTC = dt.timezone.utc
+
+
+class Stats:
+    __slots__ = ("created", "updated", "unchanged", "skipped", "warnings")
+
+    def __init__(self):
+        self.created = self.updated = self.unchanged = self.skipped = self.warnings = 0
+
+
+class _ModelPlan:
+    """Column list and per-column converters (Python value -> DB parameter) of a model."""
+
+    def __init__(self, model, now):
+        self.model = model
+        self.table = model._meta.db_table
+        vendor = connection.vendor
+        self.fields = [f for f in model._meta.concrete_fields if not isinstance(f, (AutoField, BigAutoField))]
+        self.by_attname = {f.attname: f for f in model._meta.concrete_fields}
+        self.columns = [f.column for f in self.fields]
+        self.attnames = [f.attname for f in self.fields]
+        self.prep = {f.attname: _converter(f, vendor) for f in model._meta.concrete_fields}
+        self.defaults = {}
+        for f in self.fields:
+            if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False):
+                self.defaults[f.attname] = lambda now=now: now
+            elif f.has_default():
+                default = f.default
+                self.defaults[f.attname] = default if callable(default) else (lambda d=default: d)
+            else:
+                self.defaults[f.attname] = lambda: None
+        self.prepped_defaults = {}
+
+    def insert_tuple(self, values: dict) -> tuple:
+        out = []
+        for attname in self.attnames:
+            if attname in values:
+                value = values[attname]
+            else:
+                value = self.defaults[attname]()
+            out.append(self.prep[attname](value))
+        return tuple(out)
+
+
+def _converter(field, vendor):
+    internal = field.get_internal_type()
+    target = field.target_field if field.is_relation else field
+    target_type = target.get_internal_type()
+    if getattr(field, "encrypted", False) or internal in ("BinaryField", "GenericIPAddressField", "DecimalField"):
+        return lambda value: field.get_db_prep_save(value, connection)
+    if internal == "JSONField":
+        if vendor == "postgresql":
+            from psycopg.types.json import Jsonb
+
+            return lambda value: None if value is None else Jsonb(value)
+        return lambda value: None if value is None else json.dumps(value)
+    if target_type == "UUIDField":
+        if vendor == "postgresql":
+            return lambda value: value
+        return lambda value: None if value is None else (value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex)
+    if internal == "DateTimeField":
+        if vendor == "postgresql":
+            return lambda value: value
+        return lambda value: field.get_db_prep_save(value, connection)
+    if internal == "BooleanField" and vendor != "postgresql":
+        return lambda value: None if value is None else bool(value)
+    return lambda value: value
+
+
+def _norm(value):
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
+
+
+class Writer:
+    def __init__(self, *, dry_run=False, skip_existing=False, now=None, check=False):
+        self.dry_run = dry_run
+        self.skip_existing = skip_existing
+        self.check = check
+        self.now = now
+        self.stats: dict[str, Stats] = defaultdict(Stats)
+        self.differences: dict[str, list] = defaultdict(list)
+        self._rows: dict[type, list[Row]] = defaultdict(list)
+        self._children: dict[type, list[ChildSet]] = defaultdict(list)
+        self._plans: dict[type, _ModelPlan] = {}
+        self._skipped_parents: set = set()
+        self.duplicates: list = []
+
+    def plan(self, model) -> _ModelPlan:
+        if model not in self._plans:
+            self._plans[model] = _ModelPlan(model, self.now)
+        return self._plans[model]
+
+    # --- collecting ------------------------------------------------------------------------
+    def add(self, mapped: Mapped) -> None:
+        for row in mapped.rows:
+            buffer = self._rows[row.model]
+            buffer.append(row)
+            if len(buffer) >= BATCH:
+                self._flush_rows(row.model)
+        for child in mapped.children:
+            buffer = self._children[child.model]
+            buffer.append(child)
+            if len(buffer) >= BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        for model in list(self._rows):
+            self._flush_rows(model)
+        for model in list(self._children):
+            self._flush_children(model)
+        self._skipped_parents.clear()
+
+    # --- rows ------------------------------------------------------------------------------
+    def _flush_rows(self, model) -> None:
+        rows = self._rows.pop(model, None)
+        if not rows:
+            return
+        plan = self.plan(model)
+        stats = self.stats[plan.table]
+        key_fields = rows[0].key_fields
+        unique: dict[tuple, Row] = {}
+        for row in rows:
+            key = row.key
+            earlier = unique.get(key)
+            if earlier is not None:
+                if row.merge is not None:
+                    row = Row(model, {**earlier.values, **row.merge(earlier.values, row.values)}, key_fields, row.merge)
+                else:
+                    stats.warnings += 1
+                    self.duplicates.append((plan.table, key))
+            unique[key] = row
+        existing = self._fetch_existing(plan, key_fields, list(unique), rows)
+        inserts, updates = [], defaultdict(list)
+        for key, row in unique.items():
+            current = existing.get(key)
+            if current is None:
+                inserts.append(plan.insert_tuple(row.values))
+                stats.created += 1
+                continue
+            if self.skip_existing:
+                stats.skipped += 1
+                self._skipped_parents.add(current.get("_pk"))
+                continue
+            target = row.merge(current, row.values) if row.merge else row.values
+            diff = {k: v for k, v in target.items() if k not in key_fields and _norm(v) != _norm(current.get(k))}
+            if not diff:
+                stats.unchanged += 1
+                continue
+            stats.updated += 1
+            if self.check and len(self.differences[plan.table]) < 20:
+                self.differences[plan.table].append((key, sorted(diff)))
+            columns = tuple(sorted(diff))
+            updates[columns].append(
+                tuple(plan.prep[c](diff[c]) for c in columns) + tuple(plan.prep[k](v) for k, v in zip(key_fields, key))
+            )
+        if self.dry_run:
+            return
+        if inserts:
+            self._insert(plan, inserts)
+        for columns, params in updates.items():
+            qn = connection.ops.quote_name
+            sets = ", ".join(f"{qn(plan.by_attname[c].column)} = %s" for c in columns)
+            where = " AND ".join(f"{qn(plan.by_attname[k].column)} = %s" for k in key_fields)
+            with connection.cursor() as cursor:
+                cursor.executemany(f"UPDATE {qn(plan.table)} SET {sets} WHERE {where}", params)
+
+    def _fetch_existing(self, plan, key_fields, keys, rows) -> dict:
+        model = plan.model
+        wanted = set(key_fields)
+        for row in rows:
+            wanted.update(row.values)
+        wanted = [a for a in wanted if a in plan.by_attname]
+        pk_name = model._meta.pk.attname
+        first = key_fields[0]
+        values = list({k[0] for k in keys})
+        found = {}
+        for start in range(0, len(values), 900):
+            chunk = values[start:start + 900]
+            query = model._base_manager.filter(**{f"{first}__in": chunk}).values(*wanted, pk_name)
+            for item in query:
+                key = tuple(item[k] for k in key_fields)
+                item["_pk"] = item[pk_name]
+                found[key] = item
+        return found
+
+    def _insert(self, plan, tuples) -> None:
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(c) for c in plan.columns)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                raw = cursor.cursor
+                with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
+                    for item in tuples:
+                        copy.write_row(item)
+            else:
+                marks = ", ".join(["%s"] * len(plan.columns))
+                cursor.executemany(f"INSERT INTO {qn(plan.table)} ({columns}) VALUES ({marks})", tuples)
+
+    # --- child sets -------------------------------------------------------------------------
+    def _flush_children(self, model) -> None:
+        sets = self._children.pop(model, None)
+        if not sets:
+            return
+        plan = self.plan(model)
+        stats = self.stats[plan.table]
+        parent_field = sets[0].parent_field
+        compare = sets[0].compare
+        by_parent = {}
+        for child in sets:
+            by_parent[child.parent_value] = child
+        parents = [p for p in by_parent if not self._skipped(p)]
+        for p in by_parent:
+            if p not in parents:
+                stats.skipped += len(by_parent[p].rows)
+        current = defaultdict(list)
+        for start in range(0, len(parents), 900):
+            query = model._base_manager.filter(**{f"{parent_field}__in": parents[start:start + 900]}).values(parent_field, *compare)
+            for item in query:
+                current[item[parent_field]].append(tuple(_norm(item[c]) for c in compare))
+        replace, inserts = [], []
+        for parent in parents:
+            child = by_parent[parent]
+            wanted = sorted((tuple(_norm(r.get(c)) for c in compare) for r in child.rows), key=repr)
+            have = sorted(current.get(parent, []), key=repr)
+            if wanted == have:
+                stats.unchanged += len(child.rows)
+                continue
+            if have:
+                replace.append(parent)
+                stats.updated += len(child.rows)
+            else:
+                stats.created += len(child.rows)
+            inserts.extend(plan.insert_tuple(r) for r in child.rows)
+        if self.dry_run:
+            return
+        qn = connection.ops.quote_name
+        column = plan.by_attname[parent_field].column
+        prep = plan.prep[parent_field]
+        with connection.cursor() as cursor:
+            for start in range(0, len(replace), 500):
+                chunk = replace[start:start + 500]
+                marks = ", ".join(["%s"] * len(chunk))
+                cursor.execute(f"DELETE FROM {qn(plan.table)} WHERE {qn(column)} IN ({marks})", [prep(p) for p in chunk])
+        if inserts:
+            self._insert(plan, inserts)
+
+    def _skipped(self, parent) -> bool:
+        return parent in self._skipped_parents

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -78,7 +79,7 @@ def _cached_keys(value: str) -> tuple[EncryptionKey, ...]:
 
 
 def is_encrypted(value: str | None) -> bool:
-    return bool(value) and value.split(SEPARATOR, 1)[0] in SCHEMES and value.count(SEPARATOR) >= 2
+    return isinstance(value, str) and value.split(SEPARATOR, 1)[0] in SCHEMES and value.count(SEPARATOR) >= 2
 
 
 def key_id_of(ciphertext: str) -> str | None:
@@ -121,7 +122,7 @@ def decrypt(ciphertext: str, label: str = "value") -> str:
             return key.fernet.decrypt(body.encode("ascii")).decode("utf-8")
         blob = base64.urlsafe_b64decode(body.encode("ascii"))
         return key.aes.decrypt(blob[:12], blob[12:], key_id.encode()).decode("utf-8")
-    except (InvalidToken, ValueError, binascii.Error) as exc:
+    except (InvalidToken, InvalidTag, ValueError, binascii.Error) as exc:
         raise DecryptionError(f"{label}: cannot decrypt with key {key_id} ({type(exc).__name__})") from None
 
 

@@ -85,6 +85,11 @@ class EncryptedJSONField(EncryptedTextField):
     def value_to_string(self, obj):
         return self.to_plain(self.value_from_object(obj))
 
+    def formfield(self, **kwargs):
+        from django import forms
+
+        return models.Field.formfield(self, **{"form_class": forms.JSONField, **kwargs})
+
 
 def encrypted_fields(model) -> list[EncryptedTextField]:
     return [f for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]

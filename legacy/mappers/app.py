@@ -492,7 +492,11 @@ class ChunkIndexMapper(Mapper):
         dangling = extra.get(DANGLING) or {}
         doc_key, doc_value = None, None
         if chunk.document_id:
-            source = Document.all_orgs.filter(pk=chunk.document_id).values_list("source", flat=True).first()
+            sources = getattr(ctx, "document_sources", None)
+            if sources is not None and chunk.document_id in sources:
+                source = sources[chunk.document_id]
+            else:
+                source = Document.all_orgs.filter(pk=chunk.document_id).values_list("source", flat=True).first()
             doc_key = "page_id" if source == Document.Source.WEB else "doc_id"
             doc_value = ctx.legacy_id_of(Document, chunk.document_id)
         elif "doc_id" in dangling or "page_id" in dangling:

@@ -1,0 +1,88 @@
+"""``export_directory(out_dir)``: write the legacy layout back from the database.
+
+Secrets are decrypted; formatting follows the legacy writers (security files with
+``ensure_ascii=False``, app files with ``ensure_ascii=True``, indent 2, ``chunks_index``
+on one line, no trailing newline). Big collections are streamed from the database.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from accounts.models import Department, Group, Organization, Role, User
+from agents.models import Agent, Tool
+from conversations.models import Message
+from knowledge.models import Document
+from legacy.jsonio import JSONWriter, file_label, is_security, write_object
+from legacy.mappers import ORDER, Context, lab, registry
+from security.models import LDAPConfig
+
+SECURITY_FILES = [
+    "security/organizations", "security/users", "security/departments", "security/groups", "security/roles",
+    "security/policies", "security/tool_permissions", "security/kb_permissions", "security/db_permissions",
+    "security/ldap_configs", "security/oauth_configs", "security/invitations", "security/settings",
+    "security/audit_logs",
+]
+APP_FILES = ["agents", "tools", "documents", "scraped_pages", "conversations", "chunks_index", "settings", "integrations"]
+
+
+def export_directory(out_dir, progress=None) -> Counter:
+    """Write every legacy file under ``out_dir``; return records written per file."""
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    ctx = Context()
+    for model in (Organization, User, Role, Group, Department, Tool, Agent, LDAPConfig):
+        ctx.preload(model)
+    ctx.preload(Document)
+    ctx.document_sources = dict(Document.all_orgs.values_list("pk", "source"))
+    counts = Counter()
+    for collection in [*SECURITY_FILES, *APP_FILES]:
+        mapper = registry[collection]
+        path = root / file_label(collection)
+        ensure_ascii = not is_security(collection)
+        if mapper.container == "object":
+            data = mapper.export(ctx)
+            if data is None:
+                continue
+            write_object(path, data, ensure_ascii)
+            counts[mapper.file] = 1
+            continue
+        writer = JSONWriter(path, mapper.container, ensure_ascii, one_line=(collection == "chunks_index"))
+        try:
+            if collection == "conversations":
+                _write_conversations(mapper, writer, ctx)
+            else:
+                for instance in mapper.export_queryset().iterator(chunk_size=2000):
+                    record = mapper.to_legacy(instance, ctx)
+                    writer.add(record, mapper.export_key(instance, record))
+                    if progress and writer.count % 1000 == 0:
+                        progress(collection, writer.count)
+        finally:
+            writer.close()
+        counts[mapper.file] = writer.count
+    for row in lab.export_queryset():
+        write_object(root / "lab" / row.legacy_id, lab.to_legacy(row), ensure_ascii=False)
+        counts["lab/"] += 1
+    return counts
+
+
+def _write_conversations(mapper, writer, ctx, batch=500):
+    pending = []
+
+    def flush():
+        if not pending:
+            return
+        messages = defaultdict(list)
+        for message in Message.all_orgs.filter(conversation_id__in=[c.pk for c in pending]).order_by("conversation_id", "position"):
+            messages[message.conversation_id].append(message)
+        for conv in pending:
+            record = mapper.to_legacy(conv, ctx, messages=messages.get(conv.pk, []))
+            writer.add(record, record["id"])
+        pending.clear()
+
+    for conv in mapper.export_queryset().iterator(chunk_size=batch):
+        pending.append(conv)
+        if len(pending) >= batch:
+            flush()
+    flush()

@@ -1,0 +1,29 @@
+"""``python manage.py export_json OUT_DIR``: write the legacy JSON layout back (rollback plan)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.tenancy import unscoped
+from legacy.exporter import export_directory
+from security.crypto import DecryptionError
+
+
+class Command(BaseCommand):
+    help = "Export the database as AgentForge legacy JSON files (secrets decrypted)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("out_dir", help="Directory to write (created if missing; files are replaced).")
+
+    def handle(self, *args, **options):
+        try:
+            with unscoped():
+                counts = export_directory(options["out_dir"])
+        except DecryptionError as exc:
+            raise CommandError(f"cannot decrypt a secret: {exc}") from None
+        except OSError as exc:
+            raise CommandError(f"{options['out_dir']}: {exc.strerror or exc}") from None
+        if options["verbosity"] > 0:
+            for name, count in counts.items():
+                self.stdout.write(f"{name}: {count} record(s)")
+            self.stdout.write(f"Exported to {options['out_dir']}")

@@ -1,0 +1,97 @@
+"""API keys: create, verify, wrong key, expired, revoked; only prefix and digest stored."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts.tenancy import OrgScopeError, org_scope
+from security.crypto import sha256_hex
+from security.models import APIKey, AuditLog, SecurityEvent
+
+
+@pytest.mark.django_db
+def test_life_cycle(make_org, make_user):
+    org = make_org()
+    user = make_user(org)
+    key, plaintext = APIKey.all_orgs.create_key(org=org, name="CI", user=user)
+    # A visible prefix plus 256 random bits; only the prefix and the SHA-256 are stored.
+    assert plaintext.startswith(key.prefix + "_") and key.prefix.startswith("afk_")
+    assert len(plaintext) - len(key.prefix) - 1 >= 22  # >= 128 bits in url-safe base64
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM api_keys")
+        stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
+    assert plaintext not in stored and plaintext[len(key.prefix):] not in stored
+    assert key.key_hash == sha256_hex(plaintext)
+    # Default expiry: 365 days.
+    assert timezone.now() + dt.timedelta(days=364) < key.expires_at <= timezone.now() + dt.timedelta(days=365)
+
+    found = APIKey.all_orgs.get_from_key(plaintext, ip="192.0.2.10")
+    assert found == key and found.last_used_ip == "192.0.2.10"
+    key.refresh_from_db()
+    assert key.last_used_at is not None and key.last_used_ip == "192.0.2.10"
+
+    assert APIKey.all_orgs.get_from_key(plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B")) is None
+    assert APIKey.all_orgs.get_from_key("afk_00000000_" + "x" * 43) is None
+    assert APIKey.all_orgs.get_from_key("") is None
+    assert APIKey.all_orgs.get_from_key(None) is None
+    assert SecurityEvent.all_orgs.filter(event_type="api_key_rejected", details__reason="wrong_secret").count() == 1
+
+    key.revoke(by=user)
+    assert key.is_revoked and key.revoked_by == user
+    assert APIKey.all_orgs.get_from_key(plaintext) is None
+    assert SecurityEvent.all_orgs.filter(event_type="api_key_rejected", details__reason="revoked").count() == 1
+    # Creation and revocation are audited; the digest never is.
+    entries = AuditLog.all_orgs.filter(resource_type="apikey").order_by("id")
+    assert [e.legacy_action for e in entries] == ["create", "update"]
+    assert all("key_hash" not in (e.changes or {}) for e in entries)
+    assert "revoked_at" in entries[1].changes
+
+
+@pytest.mark.django_db
+def test_expired_and_expiry_setting(make_org):
+    from settings_app.models import OrgSetting
+
+    org = make_org()
+    OrgSetting.all_orgs.create(org=org, key="security.api_key_expiry_days", value=30)
+    key, plaintext = APIKey.all_orgs.create_key(org=org, name="short")
+    assert key.expires_at <= timezone.now() + dt.timedelta(days=30)
+    APIKey.all_orgs.filter(pk=key.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert APIKey.all_orgs.get_from_key(plaintext) is None
+    forever, plain2 = APIKey.all_orgs.create_key(org=org, name="forever", expires_at=None)
+    assert forever.expires_at is None and APIKey.all_orgs.get_from_key(plain2) == forever
+    assert set(APIKey.all_orgs.active()) == {forever}
+
+
+@pytest.mark.django_db
+def test_scoped_manager(make_org, make_user):
+    a, b = make_org(), make_org()
+    with org_scope(a):
+        key, plaintext = APIKey.objects.create_key(name="in scope")
+        assert key.org_id == a.pk
+        assert APIKey.objects.get_from_key(plaintext) == key
+        with pytest.raises(OrgScopeError):
+            APIKey.objects.create_key(org=b, name="other org")
+    with org_scope(b):
+        assert APIKey.objects.get_from_key(plaintext) is None  # another organization's key
+    with pytest.raises(OrgScopeError):
+        APIKey.objects.get_from_key(plaintext)  # no organization active: fail closed
+    with pytest.raises(ValueError):
+        APIKey.all_orgs.create_key(org=a, name="x", user=make_user(b))
+
+
+@pytest.mark.django_db
+def test_request_ip_recorded(make_org, client):
+    """Inside a request the client IP comes from the audit context."""
+    from security.middleware import _request_context
+
+    org = make_org()
+    key, plaintext = APIKey.all_orgs.create_key(org=org, name="ctx")
+    token = _request_context.set({"ip_address": "198.51.100.77"})
+    try:
+        APIKey.all_orgs.get_from_key(plaintext)
+    finally:
+        _request_context.reset(token)
+    key.refresh_from_db()
+    assert key.last_used_ip == "198.51.100.77"

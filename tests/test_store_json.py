@@ -100,8 +100,8 @@ def test_chunks_index_is_one_line_list(tmp_path):
     assert "\n" not in text
     data = json.loads(text)
     assert [(c["chunk_id"], c["text"]) for c in data] == [(0, "a2"), (1, "b")]
-    assert store.get("chunks_index", "d1:1")["text"] == "b"
-    assert store.delete("chunks_index", "d1:0")
+    assert store.get("chunks_index", "d1#1")["text"] == "b"
+    assert store.delete("chunks_index", "d1#0")
     assert [c["chunk_id"] for c in store.all("chunks_index")] == [1]
 
 

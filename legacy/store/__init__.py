@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from legacy.store.jsonfiles import COLLECTIONS, DICT_COLLECTIONS, LIST_COLLECTIONS, UnknownCollection
 from legacy.store.json_store import JsonStore
-from legacy.store.failures import dual_write_failures, recent_dual_write_failures
+from legacy.store.failures import dual_write_failures, fallback_reads, recent_dual_write_failures
 
 MODES = ("json", "dual", "database")
 
@@ -39,6 +39,7 @@ __all__ = [
     "JsonStore",
     "UnknownCollection",
     "dual_write_failures",
+    "fallback_reads",
     "get_store",
     "legacy_data_dir",
     "recent_dual_write_failures",

@@ -26,6 +26,20 @@ def record_failure(operation: str, collection: str, record_id, error: BaseExcept
         )
 
 
+_fallbacks: collections.Counter = collections.Counter()
+
+
+def record_fallback_read(collection: str, count: int = 1) -> None:
+    with _lock:
+        _fallbacks[collection] += count
+
+
+def fallback_reads() -> dict:
+    """Records the dual store read from JSON because the database lacked them, per collection."""
+    with _lock:
+        return dict(_fallbacks)
+
+
 def dual_write_failures() -> int:
     """How many JSON writes of the dual store failed since this process started.
 
@@ -46,3 +60,4 @@ def _reset_for_tests() -> None:
     with _lock:
         _count = 0
         _recent.clear()
+        _fallbacks.clear()

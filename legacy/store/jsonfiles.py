@@ -73,12 +73,12 @@ def check_collection(collection: str) -> str:
 
 
 def chunk_key(record: dict) -> str:
-    """The key of a ``chunks_index.json`` entry: ``<doc_id|page_id|source>:<chunk_id>``.
+    """The key of a ``chunks_index.json`` entry: ``<doc_id|page_id|source>#<chunk_id>``
+    (the import mapper's record id).
 
     A chunk id is unique only within its document or page (format §4.6).
     """
-    owner = record.get("doc_id") or record.get("page_id") or record.get("source") or ""
-    return f"{owner}:{record.get('chunk_id')}"
+    return f"{record.get('doc_id') or record.get('page_id') or record.get('source')}#{record.get('chunk_id')}"
 
 
 def record_key(collection: str, record: dict) -> str:
@@ -201,38 +201,47 @@ class LegacyFiles:
     # --- single-record edits, used by both JsonStore and the dual store -----------------
 
     def put(self, collection: str, record: dict) -> None:
-        key = record_key(collection, record)
-
-        def change(data):
-            if isinstance(data, dict):
-                for outer, inner in list(data.items()):
-                    # An outer key that differs from the inner id is still the same record.
-                    if outer != key and isinstance(inner, dict) and str(inner.get("id")) == key:
-                        del data[outer]
-                data[key] = record
-                return data
-            for index, item in enumerate(data):
-                if isinstance(item, dict) and record_key(collection, item) == key:
-                    data[index] = record
-                    return data
-            data.append(record)
-            return data
-
-        self.update(collection, change)
+        self.update(collection, lambda data: put_record(collection, data, record))
 
     def remove(self, collection: str, key: str) -> bool:
         removed = []
 
         def change(data):
-            if isinstance(data, dict):
-                for outer, inner in list(data.items()):
-                    inner_id = str(inner.get("id", outer)) if isinstance(inner, dict) else outer
-                    if inner_id == key:
-                        removed.append(data.pop(outer))
-                return data if removed else UNCHANGED
-            kept = [i for i in data if not (isinstance(i, dict) and record_key(collection, i) == key)]
-            removed.extend(range(len(data) - len(kept)))
-            return kept if removed else UNCHANGED
+            new = remove_record(collection, data, key)
+            removed.append(new is not UNCHANGED)
+            return new
 
         self.update(collection, change)
-        return bool(removed)
+        return removed[0]
+
+
+def put_record(collection: str, data, record: dict):
+    """Insert or replace ``record`` in a loaded container (a dict keyed by id, or a list)."""
+    key = record_key(collection, record)
+    if isinstance(data, dict):
+        for outer, inner in list(data.items()):
+            # An outer key that differs from the inner id is still the same record.
+            if outer != key and isinstance(inner, dict) and str(inner.get("id")) == key:
+                del data[outer]
+        data[key] = record
+        return data
+    for index, item in enumerate(data):
+        if isinstance(item, dict) and record_key(collection, item) == key:
+            data[index] = record
+            return data
+    data.append(record)  # the old audit logger appended: the list stays oldest first
+    return data
+
+
+def remove_record(collection: str, data, key: str):
+    """``data`` without the record ``key``, or UNCHANGED when it is not there."""
+    if isinstance(data, dict):
+        found = False
+        for outer, inner in list(data.items()):
+            inner_id = str(inner.get("id", outer)) if isinstance(inner, dict) else outer
+            if inner_id == key:
+                del data[outer]
+                found = True
+        return data if found else UNCHANGED
+    kept = [i for i in data if not (isinstance(i, dict) and record_key(collection, i) == key)]
+    return kept if len(kept) != len(data) else UNCHANGED

@@ -1,0 +1,255 @@
+"""``STORAGE_MODE=database``: the database only, through the import mappers.
+
+A save maps the legacy dict with the same mapper ``import_json`` uses
+(``legacy.mappers.registry[collection].to_rows``) and writes the rows with the importer's
+writer; a read turns the rows back into a legacy dict with the mapper's ``to_legacy``, the
+exact form ``export_json`` writes.
+
+Organization scoping (``accounts.tenancy``):
+
+* inside ``org_scope(org)``: reads return only that organization's records (others look
+  missing), and saving or deleting a record of another organization raises
+  ``OrgScopeError``. App records (agents, tools, documents, conversations...) carry no
+  ``org_id`` in the legacy format and belong to ``org_default``;
+* inside ``unscoped()``: every organization, deliberately;
+* with no organization active: system use, as in the JSON-era application (which had no
+  tenancy for its app files): every organization. Pass ``strict=True`` (or use
+  ``get_store`` inside request code, where the middleware sets a scope) to fail closed
+  instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+from django.db.models import Q
+
+from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
+
+# Collections the database side handles record by record. ``chunks_index`` is a derived
+# retrieval index whose entries share rows with documents[].chunks: JSON mode only.
+DB_COLLECTIONS = tuple(c for c in COLLECTIONS if c != "chunks_index")
+APPEND_ONLY = {"security/audit_logs"}
+
+
+class AppendOnlyError(Exception):
+    """Audit log entries are append-only in the database: no update, no delete."""
+
+
+def write_mapped(mapped) -> None:
+    """Write one mapped record with the importer's writer (``legacy.writer.Writer``).
+
+    The writer upserts by key (unchanged columns are left alone) and replaces child sets
+    that differ. It writes with raw SQL, so audit entries get their place in the hash
+    chain afterwards, as after ``import_json``.
+    """
+    from django.utils import timezone
+
+    from legacy.writer import Writer
+
+    writer = Writer(now=timezone.now())
+    writer.add(mapped)
+    writer.flush()
+
+
+def context_for(collection: str, record: dict):
+    """A mapper Context for one record: what ``import_json`` gathers from whole files,
+    taken from the database instead.
+
+    * roles: the permission catalog rows for the role's permission strings (created
+      when new, as the importer does);
+    * groups: members that name the group in their own ``group_ids`` (membership is
+      two-sided, format §3.5), so saving a group keeps them.
+    """
+    from legacy.mappers import Context
+
+    ctx = Context()
+    if collection == "security/roles":
+        from accounts.models import Permission
+        from legacy.mappers.security import permission_codes
+
+        from django.utils import timezone
+
+        from legacy.mappers import Mapped, Row
+        from legacy.writer import Writer
+
+        codes = sorted(permission_codes({"record": record}))
+        known = dict(Permission.objects.filter(codename__in=codes).values_list("codename", "pk"))
+        missing = [code for code in codes if code not in known]
+        if missing:
+            # Through the importer's writer, like import_json (no audit entries for the catalog).
+            writer = Writer(now=timezone.now())
+            writer.add(Mapped("permissions", rows=[Row(Permission, {"codename": c}, key_fields=("codename",)) for c in missing]))
+            writer.flush()
+            known.update(Permission.objects.filter(codename__in=missing).values_list("codename", "pk"))
+        ctx.permission_ids.update(known)
+    elif collection == "security/groups" and isinstance(record.get("id"), str):
+        from accounts.models import GroupMembership, User
+        from legacy.mappers.common import LISTS
+
+        group_pk = mapper_pk(collection, record["id"])
+        claimed = []
+        members = GroupMembership.all_orgs.filter(group_id=group_pk).values("user_id")
+        for legacy_id, book in User.all_orgs.filter(pk__in=members).values_list("legacy_id", "legacy_extra"):
+            if legacy_id and record["id"] in (((book or {}).get(LISTS) or {}).get("group_ids") or ()):
+                claimed.append(legacy_id)
+        ctx.raw["user_groups"] = {record["id"]: claimed}
+    return ctx
+
+
+def mapper_pk(collection: str, legacy_id: str):
+    from legacy.mappers import registry
+
+    return registry[collection].pk(legacy_id)
+
+
+class DatabaseStore:
+    mode = "database"
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def mapper(self, collection: str):
+        from legacy.mappers import registry
+
+        if collection not in DB_COLLECTIONS or collection not in registry:
+            raise UnknownCollection(collection)
+        return registry[collection]
+
+    def _active(self):
+        """The active organization's id, ALL_ORGS, or None for unscoped system use."""
+        active = current_org()
+        if active is None and self.strict:
+            raise OrgScopeError("the store is strict and no organization is active: use org_scope(org)")
+        return None if active is ALL_ORGS else active
+
+    @staticmethod
+    def _org_of_instance(instance):
+        from accounts.models import Organization
+
+        if isinstance(instance, Organization):
+            return instance.pk
+        return getattr(instance, "org_id", None)
+
+    @staticmethod
+    def _org_of_mapped(mapper, mapped):
+        from accounts.models import Organization
+
+        main = mapped.rows[0].values
+        if mapper.model is Organization:
+            return main["id"]
+        return main.get("org_id")
+
+    def _queryset(self, mapper, active):
+        from accounts.models import Organization
+
+        queryset = mapper.model._base_manager.all()
+        if mapper.model.__name__ == "LegacyRecord":
+            queryset = queryset.filter(collection=mapper.collection)
+        if active is not None:
+            queryset = queryset.filter(pk=active) if mapper.model is Organization else queryset.filter(org_id=active)
+        return queryset
+
+    def _find(self, mapper, record_id, active):
+        record_id = str(record_id)
+        queryset = self._queryset(mapper, active)
+        match = Q(legacy_id=record_id)
+        pk_field = mapper.model._meta.pk
+        if pk_field.get_internal_type() == "UUIDField":
+            try:
+                match |= Q(pk=uuid.UUID(record_id), legacy_id__isnull=True)
+            except ValueError:
+                pass
+        return queryset.filter(match).first()
+
+    # --- the store API ------------------------------------------------------------------------
+
+    def save(self, collection: str, record: dict) -> str:
+        """Map and write one record in a transaction; return its legacy id."""
+        from legacy.mappers import Context
+
+        mapper = self.mapper(collection)
+        active = self._active()
+        with transaction.atomic(), unscoped():
+            ctx = context_for(collection, record)
+            mapped = mapper.to_rows(record, ctx)
+        if active is not None and self._org_of_mapped(mapper, mapped) != active:
+            raise OrgScopeError(f"{collection}: record {mapped.legacy_id} belongs to another organization")
+        with transaction.atomic(), unscoped():
+            if collection in APPEND_ONLY:
+                existing = self._find(mapper, mapped.legacy_id, None)
+                if existing is not None:
+                    # The JSON-era logger only appended: saving an entry again is a no-op,
+                    # changing one is refused.
+                    stored = mapper.to_legacy(existing, Context())
+                    if any(stored.get(key) != value for key, value in record.items()):
+                        raise AppendOnlyError(
+                            f"{collection}: entry {mapped.legacy_id} exists and differs; audit entries are append-only"
+                        )
+                    return mapped.legacy_id
+            if active is not None:
+                # Refuse to take over a row of another organization under the same id.
+                other = mapper.model._base_manager.filter(legacy_id=mapped.legacy_id)
+                if mapper.model.__name__ == "LegacyRecord":
+                    other = other.filter(collection=collection)
+                other = other.first()
+                if other is not None and self._org_of_instance(other) != active:
+                    raise OrgScopeError(f"{collection}: record {mapped.legacy_id} belongs to another organization")
+            write_mapped(mapped)
+            if collection in APPEND_ONLY:
+                from security.audit import SYSTEM_CHAIN, rechain
+
+                rechain(org_id=self._org_of_mapped(mapper, mapped) or SYSTEM_CHAIN)
+        return mapped.legacy_id
+
+    def get(self, collection: str, record_id) -> dict | None:
+        from legacy.mappers import Context
+
+        mapper = self.mapper(collection)
+        active = self._active()
+        with unscoped():
+            instance = self._find(mapper, record_id, active)
+            return None if instance is None else mapper.to_legacy(instance, Context())
+
+    def exists(self, collection: str, record_id) -> bool:
+        mapper = self.mapper(collection)
+        active = self._active()
+        with unscoped():
+            return self._find(mapper, record_id, active) is not None
+
+    def delete(self, collection: str, record_id) -> bool:
+        mapper = self.mapper(collection)
+        if collection in APPEND_ONLY:
+            raise AppendOnlyError(f"{collection}: audit entries are append-only")
+        active = self._active()
+        with transaction.atomic(), unscoped():
+            instance = self._find(mapper, record_id, active)
+            if instance is None:
+                return False
+            instance.delete()
+            return True
+
+    def all(self, collection: str) -> list[dict]:
+        from legacy.mappers import Context
+
+        mapper = self.mapper(collection)
+        ctx = Context()
+        active = self._active()
+        with unscoped():
+            queryset = mapper.export_queryset()
+            if active is not None:
+                allowed = self._queryset(mapper, active).values("pk")
+                queryset = queryset.filter(pk__in=allowed)
+            return [mapper.to_legacy(instance, ctx) for instance in queryset.iterator(chunk_size=500)]
+
+    def ids(self, collection: str) -> list[str]:
+        """Legacy ids of every visible record (without building the records)."""
+        return [self.key_of(collection, r) for r in self.all(collection)]
+
+    @staticmethod
+    def key_of(collection: str, record: dict) -> str:
+        return str(record["id"])

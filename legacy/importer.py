@@ -157,6 +157,12 @@ def import_directory(path, options: ImportOptions | None = None) -> ImportReport
                 cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
         try:
             ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
+            if not ctx.dry_run and (root / "security" / "audit_logs.json").is_file():
+                from security.audit import rechain
+                from legacy.writer import AuditChain
+
+                rechain()  # entries bulk-inserted earlier get their hashes before ours follow
+                writer.chain = AuditChain(writer)
             for collection in ORDER:
                 mapper = registry[collection]
                 file_path = root / file_label(collection)
@@ -167,6 +173,8 @@ def import_directory(path, options: ImportOptions | None = None) -> ImportReport
                 writer.flush()
             _import_lab(root, ctx, writer, report, options, fail)
             writer.flush()
+            if writer.chain is not None:
+                writer.chain.finish()
         finally:
             if connection.vendor == "mysql":
                 with connection.cursor() as cursor:
@@ -180,6 +188,9 @@ def import_directory(path, options: ImportOptions | None = None) -> ImportReport
             report.not_imported[f"{folder}/ (binary files, left on disk)"] = count
     report.stats = dict(writer.stats)
     report.differences = dict(writer.differences)
+    for table, key, fields in writer.immutable_conflicts[:MAX_WARNINGS_KEPT]:
+        report.warn("security/audit_logs", f"{table}: entry {key} differs from the database ({', '.join(fields)}); "
+                    "audit entries are append-only, left as they are")
     for table, key in writer.duplicates[:MAX_WARNINGS_KEPT]:
         report.warnings.append(f"{table}: duplicate id {key[0]!r} in the input; the later record wins")
     report.seconds = time.monotonic() - started

@@ -53,7 +53,7 @@ class _ModelPlan:
                 self.defaults[f.attname] = default if callable(default) else (lambda d=default: d)
             else:
                 self.defaults[f.attname] = lambda: None
-        self.prepped_defaults = {}
+        self.immutable = model._meta.db_table == "audit_logs"  # append-only, hash-chained
 
     def insert_tuple(self, values: dict) -> tuple:
         out = []
@@ -112,6 +112,8 @@ class Writer:
         self._plans: dict[type, _ModelPlan] = {}
         self._skipped_parents: set = set()
         self.duplicates: list = []
+        self.immutable_conflicts: list = []
+        self.chain = None  # AuditChain: hashes of new audit entries, computed in insert order
 
     def plan(self, model) -> _ModelPlan:
         if model not in self._plans:
@@ -162,10 +164,22 @@ class Writer:
         for key, row in unique.items():
             current = existing.get(key)
             if current is None:
+                if self.chain is not None and model is self.chain.model:
+                    self.chain.assign(row.values)
                 inserts.append(plan.insert_tuple(row.values))
                 stats.created += 1
                 continue
-            if self.skip_existing:
+            if self.skip_existing or (plan.immutable and not row.values.get("_force")):
+                if plan.immutable and not self.skip_existing:
+                    differs = [k for k, v in row.values.items() if _norm(v) != _norm(current.get(k))]
+                    if differs:
+                        stats.warnings += 1
+                        self.immutable_conflicts.append((plan.table, key[0], differs))
+                        if self.check and len(self.differences[plan.table]) < 20:
+                            self.differences[plan.table].append((key, sorted(differs)))
+                    else:
+                        stats.unchanged += 1
+                    continue
                 stats.skipped += 1
                 self._skipped_parents.add(current.get("_pk"))
                 continue
@@ -274,3 +288,51 @@ class Writer:
 
     def _skipped(self, parent) -> bool:
         return parent in self._skipped_parents
+
+
+class _Entry:
+    """Attribute access over a values dict, for security.audit.compute_hash."""
+
+    def __init__(self, values, plan):
+        self.__dict__.update({a: plan.defaults[a]() for a in plan.attnames if a not in values})
+        self.__dict__.update(values)
+
+
+class AuditChain:
+    """Extends each organization's audit hash chain over the imported entries.
+
+    New entries are inserted in file order, so their ids follow that order and the chain
+    (ordered by id) can be computed before the insert; ``finish`` moves the chain heads.
+    Pending bulk entries of the database are rechained first (``security.audit.rechain``).
+    """
+
+    def __init__(self, writer: Writer):
+        from security import audit
+        from security.models import AuditLog
+
+        self.audit = audit
+        self.model = AuditLog
+        self.plan = writer.plan(AuditLog)
+        self.heads = {}
+        self.last = {}
+
+    def assign(self, values: dict) -> None:
+        key = self.audit.chain_key(values.get("org_id"))
+        if key not in self.heads:
+            head = self.audit._lock_head(key, "default")
+            self.heads[key] = head
+            self.last[key] = head.last_hash
+        values["prev_hash"] = self.last[key]
+        values["entry_hash"] = self.audit.compute_hash(_Entry(values, self.plan), values["prev_hash"])
+        self.last[key] = values["entry_hash"]
+
+    def finish(self) -> None:
+        from django.db.models import Max
+        from django.utils import timezone
+
+        for key, head in self.heads.items():
+            last_id = self.audit._chain_queryset(key).aggregate(m=Max("id"))["m"]
+            if last_id is None:
+                continue
+            head.last_id, head.last_hash, head.updated_at = last_id, self.last[key], timezone.now()
+            head.save(using="default")

@@ -46,7 +46,8 @@ class TypedSettingForm(forms.ModelForm):
                 self.initial["value_boolean"] = "true" if instance.value else "false"
             elif kind in TYPED_FIELDS:
                 self.initial[TYPED_FIELDS[kind]] = instance.value
-        self.fields["value_type"].widget.attrs["class"] = "af-value-type"
+        if "value_type" in self.fields:
+            self.fields["value_type"].widget.attrs["class"] = "af-value-type"
 
     def clean(self):
         cleaned = super().clean()
@@ -93,6 +94,17 @@ class TypedSettingAdminMixin:
     search_fields = ("key", "description")
     readonly_fields = ("updated_at", "updated_by")
     typed_fields = tuple(TYPED_FIELDS.values())
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # View-only: the typed inputs make no sense; show the (masked) value.
+            typed = set(self.typed_fields)
+            fieldsets = [
+                (title, {**opts, "fields": ["shown_value" if f == "value_string" else f for f in opts["fields"] if f not in typed or f == "value_string"]})
+                for title, opts in fieldsets
+            ]
+        return fieldsets
 
     @admin.display(description="value")
     def shown_value(self, obj):

@@ -122,3 +122,48 @@ def grant_all_model_permissions(user) -> None:
     """Every Django permission on AgentForge models: what an organization admin gets."""
     perms = DjangoPermission.objects.filter(content_type__app_label__in=ORG_ADMIN_APPS)
     user.user_permissions.add(*perms)
+
+
+def form_data(response) -> dict:
+    """POST data that re-submits an admin change/add page as rendered (secrets left blank)."""
+    import datetime
+
+    from django import forms
+
+    from agentforge_site.admin_base import SecretInput, SecretJSONWidget
+
+    data = {}
+
+    def add_form(form):
+        for bf in form:
+            widget = bf.field.widget
+            while hasattr(widget, "widget") and not isinstance(widget, forms.MultiWidget):
+                widget = widget.widget  # RelatedFieldWidgetWrapper
+            if isinstance(widget, (SecretInput, SecretJSONWidget)):
+                continue
+            value = bf.value()
+            if isinstance(widget, forms.CheckboxInput):
+                if value:
+                    data[bf.html_name] = "on"
+                continue
+            if isinstance(widget, forms.SplitDateTimeWidget):
+                if isinstance(value, datetime.datetime):
+                    data[bf.html_name + "_0"] = value.strftime("%Y-%m-%d")
+                    data[bf.html_name + "_1"] = value.strftime("%H:%M:%S")
+                continue
+            if isinstance(value, (list, tuple)):
+                data[bf.html_name] = [str(v) for v in value]
+            elif value is None:
+                data[bf.html_name] = ""
+            else:
+                data[bf.html_name] = str(value)
+
+    add_form(response.context["adminform"].form)
+    for inline in response.context.get("inline_admin_formsets", []):
+        formset = inline.formset
+        management = formset.management_form
+        for name in ("TOTAL_FORMS", "INITIAL_FORMS", "MIN_NUM_FORMS", "MAX_NUM_FORMS"):
+            data[f"{formset.prefix}-{name}"] = str(management[name].value())
+        for form in formset.forms:
+            add_form(form)
+    return data

@@ -392,7 +392,7 @@ class UserMapper(Mapper):
         role_ids = rec.list("role_ids", [], of=str)
         resolved = split_refs(ctx, Role, role_ids, "role_ids", dangling, mapped.warnings, where)
         group_ids = rec.list("group_ids", [], of=str)
-        if group_ids:
+        if group_ids or record.get("group_ids") == []:
             bookkeeping[LISTS] = {"group_ids": group_ids}
         for gid in group_ids:
             if not ctx.exists(Group, gid):
@@ -495,8 +495,17 @@ class UserMapper(Mapper):
         member_of = [ctx.legacy_id_of(Group, g) for g in
                      GroupMembership.all_orgs.filter(user_id=user.pk).order_by("group__created_at", "group__legacy_id").values_list("group_id", flat=True)]
         original_groups = (extra.get(LISTS) or {}).get("group_ids")
-        resolvable = {g for g in (original_groups or ()) if ctx.legacy_id_of(Group, ctx.ref(Group, g)) == g} if original_groups else set()
-        group_ids = original_or_current(original_groups, resolvable, member_of)
+        # Membership is the union of both sides: groups naming this user explain the rest.
+        explained = {g for g in (original_groups or ()) if ctx.ref(Group, g) is not None}
+        uid = user.legacy_id or str(user.pk)
+        for gid, book in Group.all_orgs.filter(memberships__user_id=user.pk).values_list("legacy_id", "legacy_extra"):
+            lists = (book or {}).get(LISTS) or {}
+            if uid in (lists.get("user_ids") or ()) or uid in (lists.get("member_ids") or ()):
+                explained.add(gid)
+        if original_groups is not None and explained == set(member_of):
+            group_ids = list(original_groups)
+        else:
+            group_ids = member_of
         history = [_hash_out(h, salts) for h in
                    PasswordHistory.all_orgs.filter(user_id=user.pk).order_by("position").values_list("password_hash", flat=True)]
 

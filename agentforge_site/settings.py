@@ -163,6 +163,9 @@ BACKUP_DIR = env.str("BACKUP_DIR", default=str(BASE_DIR / "data" / "backups"))
 
 # --- Audit trail (django-auditlog with our own log entry model) ---------------------------
 AUDITLOG_LOGENTRY_MODEL = "security.AuditLog"
+# auditlog's own migrations create its (swapped-out) auditlog_logentry table anyway; that
+# orphan references django_content_type and breaks TRUNCATE-based flushes on PostgreSQL.
+MIGRATION_MODULES = {"auditlog": None}
 # Our default managers are organization-scoped and fail closed; auditlog must read old
 # versions of rows through the unscoped base manager.
 AUDITLOG_USE_BASE_MANAGER = True

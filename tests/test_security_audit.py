@@ -220,3 +220,80 @@ def test_org_delete_keeps_entries(make_org):
         org.delete()
     assert AuditLog.all_orgs.filter(org_id=org_id).count() >= 2
     assert audit.verify_chain(org_id).ok
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("postgresql")
+def test_postgresql_edit_with_trigger_disabled_is_still_detected(make_org):
+    """A database owner can disable the trigger; the chain still shows the edit."""
+    from agents.models import Agent
+
+    org = make_org()
+    with org_scope(org):
+        Agent.objects.create(name="a")
+    victim = entries(org)[-1]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")  # superuser: triggers off
+        cursor.execute("UPDATE audit_logs SET object_repr = %s WHERE id = %s", ["forged", victim.pk])
+        cursor.execute("SET LOCAL session_replication_role = origin")
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
+    assert f"BROKEN at entry {victim.pk}" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_auditlog_admin_search_by_actor_email(make_org, make_user, client):
+    """django-auditlog's LogEntryAdmin search fields work with our user model, and so does ours."""
+    from auditlog.admin import LogEntryAdmin
+    from django.contrib.admin.sites import AdminSite
+    from django.test import RequestFactory
+
+    org = make_org()
+    user = make_user(org, email="searcher@example.com", first_name="Sea", last_name="Rcher",
+                     is_staff=True, is_superuser=True)
+    audit.record_auth_event("login", user=user)
+    request = RequestFactory().get("/admin/security/auditlog/", {"q": "searcher@"})
+    request.user = user
+    model_admin = LogEntryAdmin(AuditLog, AdminSite())
+    for term in ("searcher@example", "Rcher", "Sea"):
+        found, _ = model_admin.get_search_results(request, AuditLog.all_orgs.all(), term)
+        assert found.filter(legacy_action="login", actor=user).exists(), term
+    client.force_login(user)
+    response = client.get("/admin/security/auditlog/", {"q": "searcher@example.com"})
+    assert response.status_code == 200
+    assert b"searcher@example.com" in response.content
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.backends("postgresql", "mysql")
+def test_concurrent_appends_keep_one_chain(make_org):
+    """Writers in parallel transactions serialise on the chain head: no forks."""
+    import threading
+
+    from django.db import connections
+
+    from agents.models import Agent
+
+    org = make_org()
+    errors = []
+
+    def work(n):
+        try:
+            for i in range(5):
+                with org_scope(org), transaction.atomic():
+                    Agent.objects.create(name=f"agent {n}-{i}")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert AuditLog.all_orgs.filter(org_id=org.pk, resource_type="agent").count() == 20
+    report = audit.verify_chain(org)
+    assert report.ok, report

@@ -183,7 +183,7 @@ class OrgConsistencyFormMixin:
         org_id = getattr(org, "pk", None) or getattr(self.instance, "org_id", None)
         if org_id is None:
             return cleaned
-        for name, value in cleaned.items():
+        for name, value in list(cleaned.items()):
             if name == "org":
                 continue
             values = value if isinstance(value, (list, tuple, models.QuerySet)) else [value]

@@ -150,7 +150,7 @@ def build_corpus() -> tuple[dict, dict]:
                   verification_token="stale-token-verified-user", password_history=[history_hash, legacy_hash("x2")],
                   mfa=_mfa(totp_secret="JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", email_code="283299",
                            email_code_expires=PAST, backup_codes=[legacy_hash(facts["backup_code"]), legacy_hash("FFFF0000")]),
-                  profile=_profile("Ädmin", "Üser", avatar_url="https://lh3.googleusercontent.com/" + "a" * 1094,
+                  profile=_profile("Ädmin", "Üser", avatar_url="https://lh3.googleusercontent.com/" + "a" * 1092,
                                    custom_attributes={"team": "core"}, pronouns="they")),
         U2: _user(U2, "pending@example.com", legacy_hash(facts["passwords"][U2]), status="pending", email_verified=False,
                   verification_token="valid-verification-token", reset_password_token="valid-reset-token",

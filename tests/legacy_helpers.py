@@ -1,0 +1,85 @@
+"""Shared helpers of the import/export tests: table dumps, wiping, running the commands."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from django.core.management import call_command
+from django.db import connection
+
+from accounts.models import (
+    Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Permission, Role,
+    RolePermission, User, UserRole,
+)
+from agents.models import Agent, AgentTool, Tool, ToolPermission
+from conversations.models import Conversation, Message
+from knowledge.models import Document, DocumentChunk
+from legacy.models import LegacyRecord
+from security.models import AuditLog, LDAPConfig, OAuthConfig
+from settings_app.models import OrgSetting, SystemSetting, UserPreference
+
+SAMPLE = Path("/work/shared/legacy-sample")
+
+MODELS = [Organization, User, Department, Group, GroupMembership, GroupRole, MFASettings, PasswordHistory, Permission,
+          Role, RolePermission, UserRole, Agent, AgentTool, Tool, ToolPermission, Conversation, Message, Document,
+          DocumentChunk, LegacyRecord, AuditLog, LDAPConfig, OAuthConfig, OrgSetting, SystemSetting, UserPreference]
+# Columns filled with the import time (no legacy source) and database-assigned ids.
+IMPORT_TIME = {("document_chunks", "created_at"), ("documents", "updated_at"), ("tools", "updated_at"),
+               ("legacy_records", "imported_at"), ("permissions", "created_at"), ("user_preferences", "updated_at"),
+               ("mfa_settings", "updated_at"), ("org_settings", "updated_at"), ("system_settings", "updated_at"),
+               ("messages", "updated_at")}
+
+
+def dump(include_import_time=True) -> dict:
+    """Every row of every legacy-fed table (decrypted), without auto ids, sorted."""
+    out = {}
+    for model in MODELS:
+        table = model._meta.db_table
+        fields = []
+        for f in model._meta.concrete_fields:
+            if f.primary_key and f.get_internal_type() in ("AutoField", "BigAutoField"):
+                continue
+            if not include_import_time and (table, f.attname) in IMPORT_TIME:
+                continue
+            fields.append(f.attname)
+        if model is RolePermission:
+            fields = [f for f in fields if f != "permission_id"] + ["permission__codename"]
+        rows = [json.dumps(r, sort_keys=True, default=str) for r in model._base_manager.values(*fields)]
+        out[table] = sorted(rows)
+    return out
+
+
+def run_import(path, **options) -> str:
+    out = io.StringIO()
+    call_command("import_json", str(path), stdout=out, verbosity=options.pop("verbosity", 1), **options)
+    return out.getvalue()
+
+
+def run_export(path) -> None:
+    call_command("export_json", str(path), stdout=io.StringIO(), verbosity=0)
+
+
+def wipe() -> None:
+    """Empty every table the import fills (a fresh database, within the test transaction)."""
+    from security.models import AuditChainHead
+
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT set_config('agentforge.audit_purge', 'on', true)")
+        if connection.vendor == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for model in [*reversed(MODELS), AuditChainHead]:
+            cursor.execute(f"DELETE FROM {qn(model._meta.db_table)}")
+        if connection.vendor == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT set_config('agentforge.audit_purge', 'off', true)")
+
+
+def load_dir(root) -> dict:
+    """{relative path: parsed JSON} of a legacy directory (JSON files only)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): json.loads(p.read_text(encoding="utf-8")) for p in sorted(root.rglob("*.json"))}

@@ -62,6 +62,14 @@ class AuditContextMiddleware(AuditlogMiddleware):
     def _get_remote_addr(request):
         return client_ip(request)
 
+    @staticmethod
+    def _get_remote_port(request):
+        # auditlog believes X-Forwarded-Port from anyone; only a trusted proxy may set it.
+        remote = request.META.get("REMOTE_ADDR") or ""
+        if not _in_networks(remote, getattr(settings, "TRUSTED_PROXIES", [])):
+            return None
+        return AuditlogMiddleware._get_remote_port(request)
+
     def __call__(self, request):
         session = getattr(request, "session", None)
         context = {

@@ -90,13 +90,27 @@ def test_unknown_email_failure_is_audited(make_org):
 @override_settings(TRUSTED_PROXIES=["10.0.0.0/8"])
 def test_x_forwarded_for_only_from_trusted_proxies(staff):
     spoofing = Client(REMOTE_ADDR="203.0.113.50")
-    admin_login(spoofing, "admin@example.com", "bad", HTTP_X_FORWARDED_FOR="1.2.3.4")
+    admin_login(spoofing, "admin@example.com", "bad", HTTP_X_FORWARDED_FOR="1.2.3.4", HTTP_X_FORWARDED_PORT="4444")
     proxied = Client(REMOTE_ADDR="10.1.2.3")
     admin_login(proxied, "admin@example.com", "bad", HTTP_X_FORWARDED_FOR="1.2.3.4, 10.9.9.9")
     first, second = auth_entries(staff, "login_failed")
     assert first.remote_addr == "203.0.113.50"  # the header of an untrusted client is ignored
     assert second.remote_addr == "1.2.3.4"  # behind trusted proxies: the last untrusted hop
     assert first.remote_port is None
+    staff.refresh_from_db()
+    assert staff.last_login_ip is None
+    # Model changes made in the request carry the same address (auditlog's context).
+    from security.middleware import AuditContextMiddleware
+    from django.test import RequestFactory
+
+    spoofed = RequestFactory().get("/", REMOTE_ADDR="203.0.113.50", HTTP_X_FORWARDED_FOR="1.2.3.4",
+                                   HTTP_X_FORWARDED_PORT="4444")
+    assert AuditContextMiddleware._get_remote_addr(spoofed) == "203.0.113.50"
+    assert AuditContextMiddleware._get_remote_port(spoofed) is None
+    trusted = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4",
+                                   HTTP_X_FORWARDED_PORT="4444")
+    assert AuditContextMiddleware._get_remote_addr(trusted) == "1.2.3.4"
+    assert AuditContextMiddleware._get_remote_port(trusted) == 4444
 
 
 @pytest.mark.django_db

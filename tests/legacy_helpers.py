@@ -29,7 +29,10 @@ MODELS = [Organization, User, Department, Group, GroupMembership, GroupRole, MFA
 IMPORT_TIME = {("document_chunks", "created_at"), ("documents", "updated_at"), ("tools", "updated_at"),
                ("legacy_records", "imported_at"), ("permissions", "created_at"), ("user_preferences", "updated_at"),
                ("mfa_settings", "updated_at"), ("org_settings", "updated_at"), ("system_settings", "updated_at"),
-               ("messages", "updated_at")}
+               ("messages", "updated_at"),
+               # valid one-time tokens/codes are stored only as SHA-256, so an export cannot carry them
+               ("users", "verification_token_hash"), ("users", "reset_password_token_hash"),
+               ("mfa_settings", "email_code_hash"), ("mfa_settings", "sms_code_hash")}
 
 
 def dump(include_import_time=True) -> dict:

@@ -749,9 +749,8 @@ class LegacyRecordMapper(Mapper):
         return mapped
 
     def to_legacy(self, row, ctx=None):
-        data = dict(row.data)
-        data.pop("token_sha256", None)
-        return data
+        # An invitation keeps "token_sha256" next to "token": null, so a re-import keeps it.
+        return dict(row.data)
 
     def export_queryset(self):
         return LegacyRecord.all_orgs.filter(collection=self.collection).order_by("id")

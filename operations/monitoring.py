@@ -7,7 +7,8 @@ Installed by ``OperationsConfig.ready()`` on every backend:
   times each statement. A statement slower than ``DB_SLOW_QUERY_MS`` is logged on the
   ``agentforge.slow_query`` logger with its duration, its *shape* (the SQL with literals
   and numbers replaced by ``?``), its parameters redacted to their types and lengths, the
-  active organization and the request path; it is counted, and recorded as a
+  active organization and the request path; it is counted, and (for SELECT, INSERT, UPDATE,
+  DELETE, WITH, MERGE, REPLACE: not transaction control, DDL or TRUNCATE) recorded as a
   ``SecurityEvent(event_type="slow_query")`` at most once a minute per statement shape.
 * every statement that raises a database error is counted as a failed transaction: the
   error aborts the transaction it ran in (or, in autocommit mode, its own implicit
@@ -150,6 +151,7 @@ _PLACEHOLDER = re.compile(r"%s|%\(\w+\)s|:\w+|\$\d+|\?")
 _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _VALUES_ROWS = re.compile(r"(\(\?\))(?:\s*,\s*\(\?\))+")
 _SPACE = re.compile(r"\s+")
+_RECORDED_STATEMENTS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "MERGE", "REPLACE", "VALUES"})
 
 
 def statement_shape(sql: str) -> str:
@@ -291,7 +293,12 @@ class QueryMonitor:
             shape,
             f" failed={type(failed).__name__}" if failed is not None else "",
         )
-        if conn is not None and counters.claim_event(key):
+        # Only the application's statements become events. Transaction control (BEGIN,
+        # SAVEPOINT, COMMIT) runs while Django is between states, where an insert would nest
+        # transactions; DDL and TRUNCATE are migrations and flushes. Those are logged and
+        # counted only.
+        recordable = shape.split(" ", 1)[0].lstrip("(").upper() in _RECORDED_STATEMENTS
+        if conn is not None and recordable and counters.claim_event(key):
             self.record_event(conn, shape, key, elapsed_ms, threshold, org_id, path, method, redacted, failed)
 
     def record_event(self, conn, shape, key, elapsed_ms, threshold, org_id, path, method, redacted, failed=None) -> None:
@@ -329,7 +336,7 @@ class QueryMonitor:
         except Exception as exc:  # table missing during migrate, read-only replica...
             with counters._lock:
                 counters.event_errors += 1
-            slow_logger.debug("could not record slow_query event: %s", exc)
+            slow_logger.info("could not record a slow_query event: %s", exc)
         finally:
             _recording.reset(token)
 

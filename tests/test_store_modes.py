@@ -311,8 +311,17 @@ def test_crashed_child_process_is_repaired(imported, tmp_path):
 
     from django.db import connection
 
-    if connection.vendor == "sqlite" and "memory" in str(connection.settings_dict["NAME"]):
-        pytest.skip("the SQLite test database is in memory (set SQLITE_TEST_PATH); see test_store_concurrency")
+    name = str(connection.settings_dict["NAME"])
+    in_memory = connection.vendor == "sqlite" and "memory" in name
+    if in_memory:
+        # The child cannot see an in-memory database: give it a file copy, read it back after.
+        import sqlite3
+
+        name = str(tmp_path / "child.sqlite3")
+        connection.ensure_connection()
+        copy = sqlite3.connect(name)
+        connection.connection.backup(copy)
+        copy.close()
     script = tmp_path / "crash.py"
     script.write_text(
         "import os, sys\n"
@@ -324,10 +333,13 @@ def test_crashed_child_process_is_repaired(imported, tmp_path):
         f"get_store().save('agents', {agent(name='Saved then killed')!r})\n"
     )
     env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(imported),
-               DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=str(connection.settings_dict["NAME"]),
-               SQLITE_PATH=str(connection.settings_dict["NAME"]))
+               DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=name, SQLITE_PATH=name)
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
     assert result.returncode == 9, result.stderr.decode()
+    if in_memory:
+        back = sqlite3.connect(name)
+        back.backup(connection.connection)
+        back.close()
     assert DatabaseStore().get("agents", AGENT_ID)["name"] == "Saved then killed"
     assert not (imported / "agents.json").exists()
     status, report = parity(imported)

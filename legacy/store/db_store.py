@@ -246,10 +246,3 @@ class DatabaseStore:
                 queryset = queryset.filter(pk__in=allowed)
             return [mapper.to_legacy(instance, ctx) for instance in queryset.iterator(chunk_size=500)]
 
-    def ids(self, collection: str) -> list[str]:
-        """Legacy ids of every visible record (without building the records)."""
-        return [self.key_of(collection, r) for r in self.all(collection)]
-
-    @staticmethod
-    def key_of(collection: str, record: dict) -> str:
-        return str(record["id"])

@@ -37,7 +37,7 @@ from django.db import transaction
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.store import failures
 from legacy.store.db_store import DB_COLLECTIONS, DatabaseStore
-from legacy.store.jsonfiles import UNCHANGED, LegacyFiles, UnknownCollection, put_record, record_key, remove_record
+from legacy.store.jsonfiles import LegacyFiles, UnknownCollection, put_record, record_key, remove_record
 
 logger = logging.getLogger("agentforge.legacy.store")
 
@@ -169,4 +169,4 @@ class DualStore:
         return records + extra
 
 
-__all__ = ["DualStore", "UNCHANGED", "legacy_org_of"]
+__all__ = ["DualStore", "legacy_org_of"]

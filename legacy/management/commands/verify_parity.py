@@ -13,6 +13,8 @@ except audit entries, which are append-only).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 
 from legacy.errors import LegacyDataError
@@ -44,7 +46,7 @@ class Command(BaseCommand):
             raise CommandError(f"unknown collection(s): {', '.join(unknown)} (known: {', '.join(known)})")
         collections = [c for c in known if c in collections]  # import order: referenced first
         data_dir = options["data_dir"] or legacy_data_dir()
-        if not data_dir or not __import__("pathlib").Path(data_dir).is_dir():
+        if not Path(data_dir).is_dir():
             raise CommandError(f"legacy data directory {data_dir} does not exist (set LEGACY_DATA_DIR or --data-dir)")
         parity = Parity(data_dir)
         verbosity = options["verbosity"]

@@ -30,7 +30,7 @@ def test_check_connection_json_counts_applied_migrations():
     call_command("check_connection", "--json", stdout=out)
     report = json.loads(out.getvalue())
     assert report["ok"] is True and report["pending_migrations"] == []
-    assert report["applied_migrations"] >= 40
+    assert report["applied_migrations"] >= 20  # auditlog's own migrations are off (MIGRATION_MODULES)
     assert report["latency_ms"] >= 0
 
 

@@ -183,10 +183,13 @@ def test_backup_and_restore_commands(make_org, make_user, tmp_path):
 
     buf = StringIO()
     call_command("backup", "--output", str(out), stdout=buf)
-    assert f"backup written to {out}" in buf.getvalue() and "KB" in buf.getvalue() or "MB" in buf.getvalue()
-    with pytest.raises(Exception, match="not empty"):
+    message = buf.getvalue()
+    assert message.startswith(f"backup written to {out} (") and (" KB)" in message or " MB)" in message), message
+    assert out.is_file()
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="not empty.*--force"):
         call_command("restore", str(out), stdout=StringIO())
-    Path  # (keep flake quiet)
     buf = StringIO()
     call_command("restore", str(out), "--force", stdout=buf)
     assert "restored" in buf.getvalue()

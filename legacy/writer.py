@@ -45,25 +45,51 @@ class _ModelPlan:
         self.attnames = [f.attname for f in self.fields]
         self.prep = {f.attname: _converter(f, vendor) for f in model._meta.concrete_fields}
         self.defaults = {}
+        static = {}
         for f in self.fields:
             if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False):
                 self.defaults[f.attname] = lambda now=now: now
+                static[f.attname] = now
             elif f.has_default():
                 default = f.default
                 self.defaults[f.attname] = default if callable(default) else (lambda d=default: d)
+                if not callable(default) or default in (dict, list):
+                    static[f.attname] = default() if callable(default) else default
             else:
                 self.defaults[f.attname] = lambda: None
+                static[f.attname] = None
         self.immutable = model._meta.db_table == "audit_logs"  # append-only, hash-chained
+        # (attname, prep or None for identity, True + prepped default | False + default factory)
+        self._slots = []
+        for attname in self.attnames:
+            prep = self.prep[attname]
+            identity = getattr(prep, "identity", False)
+            if attname in static:
+                value = static[attname]
+                self._slots.append((attname, None if identity else prep, True, value if identity else prep(value)))
+            else:
+                self._slots.append((attname, None if identity else prep, False, self.defaults[attname]))
 
     def insert_tuple(self, values: dict) -> tuple:
         out = []
-        for attname in self.attnames:
+        append = out.append
+        for attname, prep, is_static, default in self._slots:
             if attname in values:
                 value = values[attname]
+                append(value if prep is None else prep(value))
+            elif is_static:
+                append(default)
             else:
-                value = self.defaults[attname]()
-            out.append(self.prep[attname](value))
+                value = default()
+                append(value if prep is None else prep(value))
         return tuple(out)
+
+
+def _identity(value):
+    return value
+
+
+_identity.identity = True
 
 
 def _converter(field, vendor):
@@ -80,15 +106,25 @@ def _converter(field, vendor):
         return lambda value: None if value is None else json.dumps(value)
     if target_type == "UUIDField":
         if vendor == "postgresql":
-            return lambda value: value
+            return _identity
         return lambda value: None if value is None else (value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex)
     if internal == "DateTimeField":
         if vendor == "postgresql":
-            return lambda value: value
+            return _identity
+        if vendor in ("sqlite", "mysql"):
+            # What Django's adapt_datetimefield_value does with USE_TZ (connection time zone UTC).
+            def naive_utc(value):
+                if value is None:
+                    return None
+                if value.tzinfo is not None:
+                    value = value.astimezone(UTC).replace(tzinfo=None)
+                return str(value)
+
+            return naive_utc
         return lambda value: field.get_db_prep_save(value, connection)
     if internal == "BooleanField" and vendor != "postgresql":
         return lambda value: None if value is None else bool(value)
-    return lambda value: value
+    return _identity
 
 
 def _norm(value):
@@ -315,6 +351,54 @@ class AuditChain:
         self.plan = writer.plan(AuditLog)
         self.heads = {}
         self.last = {}
+        self._kinds = []
+        for f in audit._hashed_fields():
+            if isinstance(f, models.DateTimeField):
+                kind = "dt"
+            elif isinstance(f, models.JSONField):
+                kind = "json"
+            elif isinstance(f, models.GenericIPAddressField):
+                kind = "ip"
+            elif isinstance(f, models.BooleanField):
+                kind = "bool"
+            elif f.is_relation:
+                kind = "ct" if f.name == "content_type" else "rel"
+            elif isinstance(f, (models.IntegerField, models.BigIntegerField, models.SmallIntegerField)):
+                kind = "int"
+            else:
+                kind = "str"
+            self._kinds.append((f, f.column, f.attname, kind))
+
+    def hash(self, values: dict, prev_hash: str) -> str:
+        """security.audit.compute_hash, specialised for plain imported values (same bytes)."""
+        import hashlib
+
+        data = {"v": self.audit.HASH_VERSION, "prev_hash": prev_hash or ""}
+        defaults = self.plan.defaults
+        for f, column, attname, kind in self._kinds:
+            value = values[attname] if attname in values else defaults[attname]()
+            if value is None:
+                data[column] = None
+            elif kind == "dt":
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=UTC)
+                data[column] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            elif kind == "json":
+                data[column] = value if isinstance(value, (dict, list, str, int, float, bool)) else self.audit._canonical_value(f, value)
+            elif kind == "ip":
+                data[column] = (f.get_prep_value(value) if ":" in value else value) or None
+            elif kind == "bool":
+                data[column] = bool(value)
+            elif kind == "int":
+                data[column] = int(value)
+            elif kind == "rel":
+                data[column] = str(value) if isinstance(value, uuid.UUID) else self.audit._canonical_value(f, value)
+            elif kind == "ct":
+                data[column] = self.audit._canonical_value(f, value)
+            else:
+                data[column] = str(value) or None
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def assign(self, values: dict) -> None:
         key = self.audit.chain_key(values.get("org_id"))
@@ -323,7 +407,7 @@ class AuditChain:
             self.heads[key] = head
             self.last[key] = head.last_hash
         values["prev_hash"] = self.last[key]
-        values["entry_hash"] = self.audit.compute_hash(_Entry(values, self.plan), values["prev_hash"])
+        values["entry_hash"] = self.hash(values, values["prev_hash"])
         self.last[key] = values["entry_hash"]
 
     def finish(self) -> None:

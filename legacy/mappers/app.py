@@ -529,6 +529,7 @@ class ChunkIndexMapper(Mapper):
 
 # --- conversations ------------------------------------------------------------------------------
 
+MESSAGE_ROLES = tuple(Message.Role.values)
 CONV_DEFAULTS = {"user_id": None, "title": "New Conversation", "messages": [], "access_cache": None}
 MESSAGE_DEFAULTS = {"tool_calls": [], "sources": [], "content": ""}
 
@@ -576,7 +577,7 @@ class ConversationMapper(Mapper):
                 mid = f"{lid}:{position}"
             values = {
                 "id": legacy_uuid("messages", mid), "legacy_id": mid, "org_id": org_id, "conversation_id": pk,
-                "role": mrec.enum("role", Message.Role.choices), "content": mrec.str("content", ""),
+                "role": mrec.enum("role", MESSAGE_ROLES), "content": mrec.str("content", ""),
                 "tool_calls": mrec.list("tool_calls", []), "sources": mrec.list("sources", []), "position": position,
             }
             stamp = mrec.ts("timestamp", None)

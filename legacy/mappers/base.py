@@ -78,6 +78,7 @@ class Context:
         self.permission_ids: dict[str, int] = {}
         self.dry_run = False
         self._pk_to_legacy: dict[type, dict] = {}
+        self._ref_cache: dict = {}
 
     # import direction
     def add_source_ids(self, model, ids: Iterable[str]) -> None:
@@ -108,8 +109,16 @@ class Context:
         """The primary key a legacy reference points to, or None when it dangles."""
         if legacy_id is None or not isinstance(legacy_id, str):
             return None
+        cache_key = (model, legacy_id)
+        pk = self._ref_cache.get(cache_key)
+        if pk is not None:
+            return pk
         if legacy_id in self.source_ids.get(model, ()):
-            return legacy_uuid(model._meta.db_table, legacy_id)
+            pk = legacy_uuid(model._meta.db_table, legacy_id)
+            if len(self._ref_cache) > 100_000:
+                self._ref_cache.clear()
+            self._ref_cache[cache_key] = pk
+            return pk
         return self.db_pk(model, legacy_id)
 
     def default_org_id(self):
@@ -252,7 +261,7 @@ class Rec:
         value = self.str(key, default, null=null)
         if value is None or value is default and key not in self.data:
             return value
-        allowed = [c[0] if isinstance(c, tuple) else c for c in choices]
+        allowed = choices if isinstance(choices, tuple) else [c[0] if isinstance(c, tuple) else c for c in choices]
         if value not in allowed:
             self.fail(key, f"unknown value {describe(value)} (expected one of {', '.join(allowed)})")
         return value

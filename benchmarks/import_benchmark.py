@@ -1,0 +1,158 @@
+"""Import benchmark: ``import_json`` against Django's ``loaddata`` of the same rows.
+
+    DEBUG=1 DB_TYPE=postgresql DB_HOST=127.0.0.1 DB_USER=postgres DB_NAME=af_import \\
+        .venv/bin/python benchmarks/import_benchmark.py --rows 100000
+
+Generates a legacy data directory (N audit-log entries and N chat messages in N/10
+conversations, plus the organization, users and agent they refer to) under
+``benchmarks/out/`` (git-ignored), then on the configured database, in the same run:
+
+1. ``flush`` + ``import_json`` (timed, in a child process);
+2. ``dumpdata`` of the imported rows (not timed), ``flush`` + ``loaddata`` (timed).
+
+Each contender runs in its own child process; its peak RSS comes from ``os.wait4``.
+THE DATABASE NAMED BY DB_NAME IS EMPTIED (flush). Use a scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+USERS = 20
+
+
+def generate(out: Path, rows: int) -> int:
+    """Write the data directory; return the number of rows an import creates."""
+    (out / "security").mkdir(parents=True, exist_ok=True)
+    ts = "2026-01-10T12:00:00.123456"
+    org = {"org_default": {"id": "org_default", "name": "Default Organization", "slug": "default", "settings": {},
+                           "allowed_auth_providers": ["local"], "require_mfa": False, "allowed_email_domains": [],
+                           "max_users": 100, "max_agents": 50, "max_tools": 100, "status": "active",
+                           "created_at": ts, "updated_at": ts}}
+    user_ids = [str(uuid.UUID(int=i + 1, version=4)) for i in range(USERS)]
+    users = {uid: {"id": uid, "org_id": "org_default", "email": f"user{i}@example.com", "password_hash": None,
+                   "profile": {"first_name": f"U{i}", "last_name": "Bench"}, "role_ids": [], "created_at": ts,
+                   "updated_at": ts} for i, uid in enumerate(user_ids)}
+    (out / "security/organizations.json").write_text(json.dumps(org, indent=2))
+    (out / "security/users.json").write_text(json.dumps(users, indent=2))
+    agent_id = str(uuid.UUID(int=10**6, version=4))
+    agents = {agent_id: {"id": agent_id, "name": "Bench agent", "tool_ids": [], "created_at": ts, "updated_at": ts,
+                         "status": "published"}}
+    (out / "agents.json").write_text(json.dumps(agents, indent=2, ensure_ascii=True))
+    actions = ["login", "logout", "login_failed", "create", "update"]
+    with open(out / "security/audit_logs.json", "w") as fh:
+        fh.write("[")
+        for i in range(rows):
+            entry = {"id": str(uuid.UUID(int=2 * 10**7 + i, version=4)), "org_id": "org_default",
+                     "user_id": user_ids[i % USERS], "user_email": f"user{i % USERS}@example.com",
+                     "user_name": f"U{i % USERS} Bench", "session_id": f"s{i % 977}", "action": actions[i % 5],
+                     "resource_type": "user", "resource_id": user_ids[(i + 1) % USERS], "resource_name": None,
+                     "details": {"remember_me": bool(i % 2), "n": i}, "changes": None, "ip_address": "10.0.%d.%d" % (i % 250, i % 199),
+                     "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "request_id": None, "request_path": None,
+                     "request_method": None, "success": i % 7 != 0, "error_message": None,
+                     "timestamp": f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}.{i % 999999 + 1:06d}"}
+            fh.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry))
+        fh.write("\n]")
+    conversations = max(1, rows // 10)
+    with open(out / "conversations.json", "w") as fh:
+        fh.write("{")
+        written = 0
+        for c in range(conversations):
+            cid = str(uuid.UUID(int=3 * 10**7 + c, version=4))
+            count = rows // conversations + (1 if c < rows % conversations else 0)
+            messages = [{"id": str(uuid.UUID(int=4 * 10**8 + written + m, version=4)), "role": "user" if m % 2 == 0 else "assistant",
+                         "content": f"message {written + m} " + "lorem ipsum dolor sit amet " * 4,
+                         "timestamp": ts, "tool_calls": [], "sources": [] if m % 2 == 0 else [{"source": "doc.pdf", "type": "document", "relevance": 80}]}
+                        for m in range(count)]
+            written += count
+            conv = {"id": cid, "agent_id": agent_id, "user_id": user_ids[c % USERS], "title": f"Chat {c}",
+                    "messages": messages, "created_at": ts, "updated_at": ts, "access_cache": None}
+            fh.write(("\n  " if c == 0 else ",\n  ") + json.dumps(cid) + ": " + json.dumps(conv, ensure_ascii=True))
+        fh.write("\n}")
+    # organization + users + their preferences/MFA rows, the agent, audit, conversations, messages
+    return 1 + USERS * 3 + 1 + rows + conversations + rows
+
+
+def manage(*args, env=None, capture=False):
+    cmd = [sys.executable, str(ROOT / "manage.py"), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    started = time.perf_counter()
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - started
+    # communicate() reaped the child; its rusage is gone, so measure with wait4 ourselves.
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{err.decode(errors='replace')[-3000:]}")
+    return elapsed, out
+
+
+def timed(*args, env=None):
+    """Run manage.py in a child; return (seconds, peak RSS in MiB) of that child."""
+    cmd = [sys.executable, str(ROOT / "manage.py"), *args]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err_chunks = []
+    # stderr is small (errors only); read it after wait4 to keep rusage for this child.
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    err_chunks.append(proc.stderr.read())
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{b''.join(err_chunks).decode(errors='replace')[-3000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def count_rows(env) -> int:
+    code = ("import django; django.setup()\n"
+            "from accounts.tenancy import unscoped\n"
+            "from django.apps import apps\n"
+            "with unscoped():\n"
+            "    print(sum(apps.get_model(m)._base_manager.count() for m in "
+            "['accounts.Organization','accounts.User','settings_app.UserPreference','accounts.MFASettings',"
+            "'agents.Agent','security.AuditLog','conversations.Conversation','conversations.Message']))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, check=True)
+    return int(out.stdout.strip())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000, help="audit-log entries, and as many messages")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="where generated data goes")
+    parser.add_argument("--skip-loaddata", action="store_true")
+    args = parser.parse_args()
+    env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "DJANGO_SETTINGS_MODULE": "agentforge_site.settings"}
+    out = Path(args.out) / f"legacy-{args.rows}"
+    if not (out / "conversations.json").is_file():
+        print(f"generating {out} ...", flush=True)
+        generate(out, args.rows)
+    size = sum(p.stat().st_size for p in out.rglob("*.json")) / 2**20
+    manage("migrate", "-v0", env=env)
+    manage("flush", "--no-input", "-v0", env=env)
+    seconds, rss = timed("import_json", str(out), "-v0", env=env)
+    rows = count_rows(env)
+    db = os.environ.get("DB_TYPE", "sqlite")
+    print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
+    print(f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  peak RSS {rss:6.0f} MiB")
+    if args.skip_loaddata:
+        return
+    fixture = out.parent / f"fixture-{args.rows}-{db}.json"
+    manage("dumpdata", "--all", "accounts.Organization", "accounts.User", "settings_app.UserPreference",
+           "accounts.MFASettings", "agents.Agent", "security.AuditLog", "conversations.Conversation",
+           "conversations.Message", "-o", str(fixture), "-v0", env=env)
+    manage("flush", "--no-input", "-v0", env=env)
+    seconds_ld, rss_ld = timed("loaddata", str(fixture), "-v0", env=env)
+    print(f"loaddata:    {seconds_ld:7.1f} s  {rows / seconds_ld:9,.0f} rows/s  peak RSS {rss_ld:6.0f} MiB")
+    print(f"speed-up: {seconds_ld / seconds:.1f}x")
+    fixture.unlink()
+
+
+if __name__ == "__main__":
+    main()

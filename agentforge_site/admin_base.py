@@ -749,7 +749,7 @@ class EstimatedCountPaginator(Paginator):
     an unfiltered table. Elsewhere (or when no estimate is available) it counts.
     """
 
-    exact_limit = 10_000
+    exact_limit = 1_000
 
     @cached_property
     def count(self):

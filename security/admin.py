@@ -116,6 +116,7 @@ class AuditLogAdmin(OrgScopedAdmin):
     ordering = ("-timestamp",)
     list_per_page = 50
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facet counts would COUNT the whole table
     paginator = EstimatedCountPaginator
     actions = ("export_csv",)
     fieldsets = (
@@ -286,6 +287,7 @@ class SecurityEventAdmin(OrgScopedAdmin):
     search_fields = ("email", "=ip_address", "user__email")
     ordering = ("-created_at",)
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     fields = ("created_at", "org", "event_type", "severity", "user", "email", "ip_address", "user_agent", "details_pretty", "resolved")
     readonly_fields = ("created_at", "org", "event_type", "severity", "user", "email", "ip_address", "user_agent", "details_pretty")

@@ -103,7 +103,16 @@ def _converter(field, vendor):
             from psycopg.types.json import Jsonb
 
             return lambda value: None if value is None else Jsonb(value)
-        return lambda value: None if value is None else json.dumps(value)
+        dumps = json.dumps
+
+        def to_json(value):
+            if value is None:
+                return None
+            if not value and isinstance(value, (list, dict)):
+                return "[]" if isinstance(value, list) else "{}"
+            return dumps(value)
+
+        return to_json
     if target_type == "UUIDField":
         if vendor == "postgresql":
             return _identity

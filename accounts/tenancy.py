@@ -39,9 +39,10 @@ def _resolve(org) -> uuid.UUID:
     from accounts.models import Organization
 
     if isinstance(org, Organization):
-        if org.pk is None:
+        # UUID primary keys are set on construction: "unsaved" is _state.adding.
+        if org.pk is None or org._state.adding:
             raise OrgScopeError("cannot scope to an unsaved organization")
-        return org.pk
+        return org.pk if isinstance(org.pk, uuid.UUID) else uuid.UUID(str(org.pk))
     if isinstance(org, uuid.UUID):
         return org
     if isinstance(org, str) and org:

@@ -15,7 +15,7 @@ import inspect
 import uuid
 from contextlib import ContextDecorator
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, SynchronousOnlyOperation
 
 
 class OrgScopeError(PermissionDenied):
@@ -49,11 +49,29 @@ def _resolve(org) -> uuid.UUID:
         try:
             return uuid.UUID(org)
         except ValueError:
-            pk = Organization.objects.filter(legacy_id=org).values_list("pk", flat=True).first()
+            try:
+                pk = Organization.objects.filter(legacy_id=org).values_list("pk", flat=True).first()
+            except SynchronousOnlyOperation as exc:
+                raise OrgScopeError(
+                    f"org_scope({org!r}) looks the legacy id up in the database: in async code "
+                    "use `async with org_scope(...)`, or pass the organization or its UUID"
+                ) from exc
             if pk is None:
                 raise OrgScopeError(f"no organization with id {org!r}") from None
             return pk
     raise OrgScopeError(f"not an organization: {org!r}")
+
+
+async def _aresolve(org) -> uuid.UUID:
+    """:func:`_resolve` for async code: a legacy id is looked up through sync_to_async."""
+    if isinstance(org, str) and org:
+        try:
+            return uuid.UUID(org)
+        except ValueError:
+            from asgiref.sync import sync_to_async
+
+            return await sync_to_async(_resolve)(org)
+    return _resolve(org)
 
 
 def current_org():
@@ -73,8 +91,11 @@ def current_org_id() -> uuid.UUID:
 
 
 class _Scope(ContextDecorator):
-    def __init__(self, value_factory):
+    """``with``, ``async with``, and a decorator for sync and async functions."""
+
+    def __init__(self, value_factory, async_value_factory=None):
         self._value_factory = value_factory
+        self._async_value_factory = async_value_factory
         self._tokens: list = []
 
     def __enter__(self):
@@ -85,9 +106,21 @@ class _Scope(ContextDecorator):
         _active_org.reset(self._tokens.pop())
         return False
 
+    async def __aenter__(self):
+        if self._async_value_factory is not None:
+            value = await self._async_value_factory()
+        else:
+            value = self._value_factory()
+        # __aenter__ runs in the awaiting task's context, so the body sees the value.
+        self._tokens.append(_active_org.set(value))
+        return value
+
+    async def __aexit__(self, *exc):
+        return self.__exit__(*exc)
+
     def _recreate_cm(self):
         # A fresh object per call keeps a decorated function safe across threads.
-        return _Scope(self._value_factory)
+        return _Scope(self._value_factory, self._async_value_factory)
 
     def __call__(self, func):
         # ContextDecorator does not cover coroutine functions: the scope must be held
@@ -96,7 +129,7 @@ class _Scope(ContextDecorator):
 
             @functools.wraps(func)
             async def async_inner(*args, **kwargs):
-                with self._recreate_cm():
+                async with self._recreate_cm():
                     return await func(*args, **kwargs)
 
             return async_inner
@@ -104,8 +137,12 @@ class _Scope(ContextDecorator):
 
 
 def org_scope(org) -> _Scope:
-    """Activate ``org`` (object, UUID or legacy id) for the block or decorated function."""
-    return _Scope(lambda: _resolve(org))
+    """Activate ``org`` (object, UUID or legacy id) for the block or decorated function.
+
+    In async code, ``async with org_scope("org_default")`` looks a legacy id up without
+    blocking the event loop; an Organization or a UUID works with a plain ``with`` too.
+    """
+    return _Scope(lambda: _resolve(org), lambda: _aresolve(org))
 
 
 def unscoped() -> _Scope:

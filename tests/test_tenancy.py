@@ -818,3 +818,31 @@ def test_threads_with_different_scopes_do_not_see_each_other(make_org):
         assert fa.result() == ((a.pk, ["a1"]),) * 2
         assert fb.result() == ((b.pk, ["b1", "b2"]),) * 2
     assert current_org() is None
+
+
+@pytest.mark.django_db(transaction=True)
+@run_async
+async def test_async_with_resolves_a_legacy_id_without_blocking(make_org):
+    org = await sync_to_async(make_org)(legacy_id="org_async")
+    other = await sync_to_async(make_org)()
+    await Agent.all_orgs.acreate(org=org, name="mine")
+    await Agent.all_orgs.acreate(org=other, name="theirs")
+
+    async with org_scope("org_async") as active:
+        assert active == org.pk
+        assert [x.name async for x in Agent.objects.all()] == ["mine"]
+    assert current_org() is None
+    async with unscoped():
+        assert await Agent.objects.acount() == 2
+
+    @org_scope("org_async")
+    async def decorated():
+        return [x.name async for x in Agent.objects.all()]
+
+    assert await decorated() == ["mine"]
+    # A plain `with` would query the database from the event loop: a clear error instead.
+    with pytest.raises(OrgScopeError, match="async with"):
+        with org_scope("org_async"):
+            pass  # pragma: no cover
+    with org_scope(org.pk):  # a UUID needs no lookup
+        assert await Agent.objects.acount() == 1

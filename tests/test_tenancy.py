@@ -822,7 +822,9 @@ def test_threads_with_different_scopes_do_not_see_each_other(make_org):
 
 @pytest.mark.django_db(transaction=True)
 @run_async
-async def test_async_with_resolves_a_legacy_id_without_blocking(make_org):
+async def test_async_with_resolves_a_legacy_id_without_blocking(make_org, monkeypatch):
+    # Another test module switches Django's async-safety check off for the session.
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
     org = await sync_to_async(make_org)(legacy_id="org_async")
     other = await sync_to_async(make_org)()
     await Agent.all_orgs.acreate(org=org, name="mine")

@@ -1,6 +1,7 @@
 """The admin console in a real browser: Playwright driving Debian's Chromium (headless).
 
-Screenshots of the main pages go to docs/screenshots/ (or $ADMIN_SCREENSHOT_DIR).
+Screenshots of the main pages go to tests/screenshots/ (or $ADMIN_SCREENSHOT_DIR); the
+README shows copies kept in docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs a
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(os.environ.get("ADMIN_SCREENSHOT_DIR") or Path(__file__).resolve().parent.parent / "docs" / "screenshots")
+SHOTS = Path(os.environ.get("ADMIN_SCREENSHOT_DIR") or Path(__file__).resolve().parent / "screenshots")
 PASSWORD = "Browser-test-passphrase-81"
 
 

@@ -16,7 +16,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.models import OrgScopedQuerySet
-from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from accounts.models.base import apply_org_scope
+from accounts.tenancy import unscoped
 
 
 class AuditLogImmutableError(Exception):
@@ -55,11 +56,8 @@ class AuditLogManager(LogEntryManager.from_queryset(AuditLogQuerySet)):
     """Reads are organization-scoped and fail closed; auditlog's writers run unscoped."""
 
     def get_queryset(self):
-        queryset = super().get_queryset()
-        active = current_org()
-        if active is None:
-            raise OrgScopeError("AuditLog.objects used with no active organization (use AuditLog.all_orgs)")
-        return queryset if active is ALL_ORGS else queryset.filter(org_id=active)
+        # Same rule as every tenant model: filtered inside a scope, failing when run without one.
+        return apply_org_scope(super().get_queryset())
 
     def log_create(self, instance, force_log: bool = False, **kwargs):
         _describe(instance, kwargs)
@@ -160,6 +158,9 @@ class AuditLog(AbstractLogEntry):
             models.Index(fields=["org", "legacy_action"], name="audit_logs_org_action_idx"),
             # The hash chain of an organization is its entries in id order.
             models.Index(fields=["org", "id"], name="audit_logs_org_id_idx"),
+            # The admin's searches by IP and by resource id.
+            models.Index(fields=["remote_addr"], name="audit_logs_ip_idx"),
+            models.Index(fields=["resource_id"], name="audit_logs_resource_idx"),
         ]
 
     def save(self, *args, **kwargs):

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,8 +22,15 @@ PASSWORD = "Browser-test-passphrase-81"
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread, which Django's ORM guard
+    # mistakes for async code; allow it for this module only.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
     with sync_playwright() as p:
         chromium = p.chromium.launch(
@@ -35,6 +40,10 @@ def browser():
         )
         yield chromium
         chromium.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import json
 import uuid
 from collections import defaultdict
 
-from django.db import connection, models
+from django.db import connection, models, reset_queries
 from django.db.models import AutoField, BigAutoField
 
 from legacy.mappers.base import ChildSet, Mapped, Row
@@ -190,6 +190,8 @@ class Writer:
         rows = self._rows.pop(model, None)
         if not rows:
             return
+        if connection.queries_logged:
+            reset_queries()  # with DEBUG on, the query log would grow with the input
         plan = self.plan(model)
         stats = self.stats[plan.table]
         key_fields = rows[0].key_fields
@@ -429,3 +431,20 @@ class AuditChain:
                 continue
             head.last_id, head.last_hash, head.updated_at = last_id, self.last[key], timezone.now()
             head.save(using="default")
+
+
+def write_mapped(mapped_records, *, skip_existing=False) -> dict:
+    """Write one or more :class:`Mapped` (e.g. from ``registry[c].to_rows(record)``) now.
+
+    For single-record callers such as the dual-write store; returns stats per table.
+    Audit entries go through the import (``AuditChain``) or ``security.audit``, not here.
+    """
+    from django.utils import timezone
+
+    if isinstance(mapped_records, Mapped):
+        mapped_records = [mapped_records]
+    writer = Writer(skip_existing=skip_existing, now=timezone.now())
+    for mapped in mapped_records:
+        writer.add(mapped)
+    writer.flush()
+    return dict(writer.stats)

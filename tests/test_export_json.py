@@ -121,3 +121,16 @@ def test_single_record_api_round_trips():
     assert [row.model.__name__ for row in mapped.rows] == ["User", "MFASettings", "UserPreference"]
     exported = mapper.to_legacy(User.all_orgs.get(legacy_id=record["id"]))
     assert {**exported, "verification_token": record["verification_token"]} == record
+
+
+def test_single_record_write_mapped_updates_one_user():
+    from accounts.models import User
+    from legacy.writer import write_mapped
+
+    run_import(SAMPLE, verbosity=0)
+    raw = json.loads((SAMPLE / "security/users.json").read_text())
+    record = dict(raw["85900a07-fe70-473b-99d2-795a46862009"])
+    record["profile"] = {**record["profile"], "first_name": "Renamed"}
+    stats = write_mapped(registry["security/users"].to_rows(record))
+    assert stats["users"].updated == 1 and stats["mfa_settings"].unchanged == 1
+    assert User.all_orgs.get(legacy_id=record["id"]).first_name == "Renamed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -16,6 +17,8 @@ from legacy.jsonio import file_label, format_timestamp, parse_timestamp
 
 MISSING_KEY = "__missing__"  # legacy_extra: keys absent in the source (older era); export omits them
 _ABSENT = object()
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -270,6 +273,8 @@ class Rec:
         value = self.str(key, None, null=True)
         if value is None:
             return None, None
+        if _IPV4.fullmatch(value):
+            return value, None  # already canonical
         try:
             return str(ipaddress.ip_address(value)), None
         except ValueError:

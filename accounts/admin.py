@@ -30,10 +30,12 @@ from accounts.models import (
     normalize_email_address,
 )
 from agentforge_site.admin_base import (
+    CreatedByAdminMixin,
     OrgScopedAdmin,
     ReadOnlyAdminMixin,
     ScopedTabularInline,
     SecretFieldsMixin,
+    SuperuserWritesMixin,
     count_subquery,
     is_superuser,
     truncate,
@@ -118,7 +120,7 @@ class DepartmentAdmin(OrgScopedAdmin):
 
 
 @admin.register(Permission)
-class PermissionAdmin(admin.ModelAdmin):
+class PermissionAdmin(SuperuserWritesMixin, admin.ModelAdmin):
     """The global permission catalog: readable by org admins, edited by superusers."""
 
     list_display = ("codename", "resource", "action", "description", "role_count")
@@ -134,18 +136,9 @@ class PermissionAdmin(admin.ModelAdmin):
     def role_count(self, obj):
         return obj._roles
 
-    def has_add_permission(self, request):
-        return is_superuser(request)
-
-    def has_change_permission(self, request, obj=None):
-        return is_superuser(request)
-
-    def has_delete_permission(self, request, obj=None):
-        return is_superuser(request)
-
 
 @admin.register(Role)
-class RoleAdmin(OrgScopedAdmin):
+class RoleAdmin(CreatedByAdminMixin, OrgScopedAdmin):
     list_display = ("name", "org", "level", "is_system", "parent", "permission_count", "user_count")
     list_select_related = ("org", "parent")
     list_filter = ("is_system",)
@@ -184,11 +177,6 @@ class RoleAdmin(OrgScopedAdmin):
     @admin.display(description="users", ordering="_users")
     def user_count(self, obj):
         return obj._users
-
-    def save_model(self, request, obj, form, change):
-        if not change and obj.created_by_id is None:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
 
 class GroupMembershipInline(ScopedTabularInline):

@@ -813,6 +813,28 @@ def count_subquery(model, fk_name: str, **filters):
     return Coalesce(Subquery(sub, output_field=IntegerField()), Value(0))
 
 
+class SuperuserWritesMixin:
+    """Global catalogs: everyone with view rights may look, only superusers add, change or delete."""
+
+    def has_add_permission(self, request, *args):
+        return is_superuser(request)
+
+    def has_change_permission(self, request, obj=None):
+        return is_superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_superuser(request)
+
+
+class CreatedByAdminMixin:
+    """Record the admin who created a row in its ``created_by``."""
+
+    def save_model(self, request, obj, form, change):
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
 class ReadOnlyAdminMixin:
     """View-only for everyone, superusers included."""
 

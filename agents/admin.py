@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from agentforge_site.admin_base import (
+    CreatedByAdminMixin,
     OrgScopedAdmin,
     ReadOnlyAdminMixin,
     ReadOnlyInlineMixin,
@@ -82,7 +83,7 @@ class AgentToolInline(ScopedTabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(OrgScopedAdmin):
+class AgentAdmin(CreatedByAdminMixin, OrgScopedAdmin):
     list_display = ("icon_name", "org", "agent_type", "status", "is_active", "model_id", "owner", "tool_count", "version_count", "updated_at")
     list_display_links = ("icon_name",)
     list_select_related = ("org", "owner")
@@ -118,11 +119,6 @@ class AgentAdmin(OrgScopedAdmin):
     @admin.display(description="versions", ordering="_versions")
     def version_count(self, obj):
         return obj._versions
-
-    def save_model(self, request, obj, form, change):
-        if not change and obj.created_by_id is None:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(AgentVersion)

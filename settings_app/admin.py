@@ -11,6 +11,7 @@ from agentforge_site.admin_base import (
     KEEP,
     OrgScopedAdmin,
     SecretField,
+    SuperuserWritesMixin,
     is_superuser,
     masked,
     truncate,
@@ -122,7 +123,7 @@ class TypedSettingAdminMixin:
 
 
 @admin.register(SystemSetting)
-class SystemSettingAdmin(TypedSettingAdminMixin, admin.ModelAdmin):
+class SystemSettingAdmin(SuperuserWritesMixin, TypedSettingAdminMixin, admin.ModelAdmin):
     """Platform-wide settings: superusers only."""
 
     fieldsets = (
@@ -135,15 +136,6 @@ class SystemSettingAdmin(TypedSettingAdminMixin, admin.ModelAdmin):
         return is_superuser(request)
 
     def has_view_permission(self, request, obj=None):
-        return is_superuser(request)
-
-    def has_add_permission(self, request):
-        return is_superuser(request)
-
-    def has_change_permission(self, request, obj=None):
-        return is_superuser(request)
-
-    def has_delete_permission(self, request, obj=None):
         return is_superuser(request)
 
 

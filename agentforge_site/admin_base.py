@@ -26,7 +26,7 @@ from django.http import Http404
 from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern
 from django.utils.functional import cached_property
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from accounts.tenancy import unscoped

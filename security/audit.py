@@ -490,7 +490,6 @@ def purge_expired(org, now=None, using: str = "default") -> int:
     retention), so what stays verifies: the last removed entry becomes the chain's anchor.
     ``org=None`` purges the chain of entries without an organization.
     """
-    from security.models import AuditLog
 
     org_id = None if org is None else uuid.UUID(_key_for(org))
     days = retention_days(org_id)

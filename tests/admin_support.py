@@ -167,3 +167,21 @@ def form_data(response) -> dict:
         for form in formset.forms:
             add_form(form)
     return data
+
+
+def admin_world(make_org, make_user, rows: bool = True) -> dict:
+    """Two organizations (Acme, Globex), a superuser and an organization admin of Acme, and,
+    with ``rows``, a member with a row of every model in each organization."""
+    org = make_org("Acme")
+    other = make_org("Globex")
+    world = {
+        "org": org,
+        "other": other,
+        "superuser": make_user(org, email="root@acme.test", is_staff=True, is_superuser=True),
+        "orgadmin": make_user(org, email="admin@acme.test", is_staff=True),
+    }
+    grant_all_model_permissions(world["orgadmin"])
+    if rows:
+        world["mine"] = populate(org, make_user(org, email="member@acme.test"))
+        world["theirs"] = populate(other, make_user(other, email="member@globex.test"), suffix="-g")
+    return world

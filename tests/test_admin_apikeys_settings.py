@@ -7,19 +7,14 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.admin_support import SECRET_MARKERS, form_data, grant_all_model_permissions, make_api_key
+from tests.admin_support import admin_world, SECRET_MARKERS, form_data, make_api_key
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def world(make_org, make_user):
-    org = make_org("Acme")
-    other = make_org("Globex")
-    superuser = make_user(org, email="root@acme.test", is_staff=True, is_superuser=True)
-    orgadmin = make_user(org, email="admin@acme.test", is_staff=True)
-    grant_all_model_permissions(orgadmin)
-    return {"org": org, "other": other, "superuser": superuser, "orgadmin": orgadmin}
+    return admin_world(make_org, make_user, rows=False)
 
 
 def _create_key(client, **extra):

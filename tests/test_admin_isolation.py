@@ -7,21 +7,14 @@ import json
 import pytest
 from django.urls import reverse
 
-from tests.admin_support import form_data, grant_all_model_permissions, populate
+from tests.admin_support import admin_world, form_data
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def world(make_org, make_user):
-    org = make_org("Acme")
-    other = make_org("Globex")
-    superuser = make_user(org, email="root@acme.test", is_staff=True, is_superuser=True)
-    orgadmin = make_user(org, email="admin@acme.test", is_staff=True)
-    grant_all_model_permissions(orgadmin)
-    mine = populate(org, make_user(org, email="member@acme.test"))
-    theirs = populate(other, make_user(other, email="member@globex.test"), suffix="-g")
-    return {"org": org, "other": other, "superuser": superuser, "orgadmin": orgadmin, "mine": mine, "theirs": theirs}
+    return admin_world(make_org, make_user)
 
 
 def test_other_orgs_object_urls_are_404(client, world):

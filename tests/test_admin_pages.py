@@ -6,7 +6,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from tests.admin_support import ORG_ADMIN_APPS, grant_all_model_permissions, populate
+from tests.admin_support import admin_world, ORG_ADMIN_APPS
 
 pytestmark = pytest.mark.django_db
 
@@ -20,14 +20,7 @@ def _url(model, view, *args):
 
 @pytest.fixture
 def world(make_org, make_user):
-    org = make_org("Acme")
-    other = make_org("Globex")
-    superuser = make_user(org, email="root@acme.test", is_staff=True, is_superuser=True)
-    orgadmin = make_user(org, email="admin@acme.test", is_staff=True)
-    grant_all_model_permissions(orgadmin)
-    mine = populate(org, make_user(org, email="member@acme.test"))
-    theirs = populate(other, make_user(other, email="member@globex.test"), suffix="-g")
-    return {"org": org, "other": other, "superuser": superuser, "orgadmin": orgadmin, "mine": mine, "theirs": theirs}
+    return admin_world(make_org, make_user)
 
 
 def test_every_agentforge_model_is_registered():

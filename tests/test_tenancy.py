@@ -37,7 +37,6 @@ from accounts.models import (
     OrgOwnedModel,
     OrgScopedManager,
     OrgScopedQuerySet,
-    Permission,
     Role,
     User,
     org_foreign_key,

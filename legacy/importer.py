@@ -151,6 +151,13 @@ def import_directory(path, options: ImportOptions | None = None) -> ImportReport
         fail(error)
 
     with transaction.atomic():
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA cache_size")
+                cache_size = cursor.fetchone()[0]
+                # The default 2 MiB page cache thrashes on the audit/message indexes (random
+                # UUID and legacy-id keys); this session gets 64 MiB, restored afterwards.
+                cursor.execute("PRAGMA cache_size = -65536")
         if connection.vendor == "mysql":
             with connection.cursor() as cursor:
                 # References are checked by the mappers; rows arrive in file order.
@@ -179,6 +186,9 @@ def import_directory(path, options: ImportOptions | None = None) -> ImportReport
             if connection.vendor == "mysql":
                 with connection.cursor() as cursor:
                     cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+            if connection.vendor == "sqlite":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"PRAGMA cache_size = {int(cache_size)}")
         if ctx.dry_run or report.errors:
             transaction.set_rollback(True)
 

@@ -23,6 +23,7 @@ from legacy.mappers.base import (
     omit_missing,
     ts_out,
 )
+from legacy.jsonio import parse_timestamp
 from legacy.mappers.common import DANGLING, ref_or_keep
 from legacy.mappers.security import _system_row
 from security.crypto import sha256_hex
@@ -534,6 +535,32 @@ CONV_DEFAULTS = {"user_id": None, "title": "New Conversation", "messages": [], "
 MESSAGE_DEFAULTS = {"tool_calls": [], "sources": [], "content": ""}
 
 
+MESSAGE_KEYS = frozenset(MESSAGE_DEFAULTS) | {"id", "role", "timestamp"}
+
+
+def _plain_message(message, org_id, conversation_id, position):
+    """The hot path: a message with exactly the usual keys, well-typed. Returns the values the
+    generic loop in ConversationMapper.map_record would build, or None for anything else (the
+    generic loop then validates and names the field)."""
+    if type(message) is not dict or message.keys() != MESSAGE_KEYS:
+        return None
+    mid, role, content, stamp = message["id"], message["role"], message["content"], message["timestamp"]
+    tool_calls, sources = message["tool_calls"], message["sources"]
+    if (type(mid) is not str or len(mid) > 128 or type(role) is not str or role not in MESSAGE_ROLES
+            or type(content) is not str or type(tool_calls) is not list or type(sources) is not list
+            or type(stamp) is not str):
+        return None
+    try:
+        created_at = parse_timestamp(stamp)
+    except ValueError:
+        return None
+    return {
+        "id": legacy_uuid("messages", mid), "legacy_id": mid, "org_id": org_id, "conversation_id": conversation_id,
+        "role": role, "content": content, "tool_calls": tool_calls, "sources": sources, "position": position,
+        "created_at": created_at, "legacy_extra": {},
+    }
+
+
 class ConversationMapper(Mapper):
     collection = "conversations"
     model = Conversation
@@ -569,6 +596,10 @@ class ConversationMapper(Mapper):
         v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None, "__org__": _org_book(rec)})
         mapped.rows.append(Row(Conversation, v))
         for position, message in enumerate(messages):
+            values = _plain_message(message, org_id, pk, position)
+            if values is not None:
+                mapped.rows.append(Row(Message, values))
+                continue
             if not isinstance(message, dict):
                 rec.fail(f"messages[{position}]", "expected an object")
             mrec = Rec(message, f"messages[{position}].")

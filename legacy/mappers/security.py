@@ -38,6 +38,8 @@ from legacy.mappers.base import (
     omit_missing,
     ts_out,
 )
+from legacy.jsonio import parse_timestamp
+from legacy.mappers.base import _IPV4
 from legacy.mappers.common import DANGLING, LISTS, original_or_current, rebuild_list, ref_or_keep, split_refs
 from security.crypto import sha256_hex
 from security.models import AuditLog, LDAPConfig, OAuthConfig
@@ -879,6 +881,7 @@ AUDIT_DEFAULTS = {"session_id": None, "resource_id": None, "resource_name": None
                   "ip_address": None, "user_agent": None, "request_id": None, "request_path": None,
                   "request_method": None, "success": True, "error_message": None, "user_email": "", "user_name": "",
                   "org_id": None}
+AUDIT_KEYS = frozenset(AUDIT_DEFAULTS) | {"id", "user_id", "action", "resource_type", "timestamp"}
 
 
 class AuditLogMapper(Mapper):
@@ -894,6 +897,9 @@ class AuditLogMapper(Mapper):
     stream = True
 
     def map_record(self, record, ctx):
+        mapped = self._map_plain(record, ctx)
+        if mapped is not None:
+            return mapped
         rec = Rec(record)
         lid = self.record_legacy_id(rec)
         mapped = Mapped(lid)
@@ -942,6 +948,66 @@ class AuditLogMapper(Mapper):
         v["serialized_data"] = {"legacy_extra": extra} if extra else None
         mapped.rows.append(Row(AuditLog, v, key_fields=("legacy_id",)))
         return mapped
+
+    def _map_plain(self, record, ctx):
+        """The hot path: an entry with exactly the usual keys, well-typed, resolving references,
+        canonical IPv4 or none, nothing to warn about. Returns the same Mapped as the generic
+        code below, or None for anything else (the generic code then validates and reports)."""
+        if record.keys() != AUDIT_KEYS:
+            return None
+        g = record.get
+        lid = g("id")
+        if type(lid) is not str or not lid or len(lid) > 128:
+            return None
+        org_legacy, user_legacy, action = g("org_id"), g("user_id"), g("action")
+        resource_id, resource_name, ip = g("resource_id"), g("resource_name"), g("ip_address")
+        user_email, user_name, stamp, success = g("user_email"), g("user_name"), g("timestamp"), g("success")
+        if (type(action) is not str or action not in AUDIT_ACTIONS or type(g("resource_type")) is not str or len(g("resource_type")) > 40
+                or type(user_name) is not str or len(user_name) > 255 or type(success) is not bool
+                or type(stamp) is not str):
+            return None
+        # optional strings: (value, max length or 0)
+        for value, limit in ((user_legacy, 128), (resource_id, 255), (resource_name, 0), (user_email, 254),
+                             (g("user_agent"), 0), (g("session_id"), 128), (g("request_id"), 128),
+                             (g("request_path"), 0), (g("request_method"), 10), (g("error_message"), 0)):
+            if value is not None and (type(value) is not str or (limit and len(value) > limit)):
+                return None
+        if ip is not None and (type(ip) is not str or not _IPV4.fullmatch(ip)):
+            return None
+        if org_legacy is None:
+            org_id = None
+        elif type(org_legacy) is not str or not org_legacy or (org_id := ctx.ref(Organization, org_legacy)) is None:
+            return None
+        actor_id = ctx.ref(User, user_legacy)
+        if user_legacy is not None and actor_id is None:
+            return None
+        try:
+            timestamp = parse_timestamp(stamp)
+        except ValueError:
+            return None
+        # same keys in the same order as the generic path (warnings list fields in this order)
+        v = {
+            "legacy_id": lid, "org_id": org_id, "content_type_id": None,
+            "object_pk": resource_id or "", "object_id": None, "object_repr": resource_name or "",
+            "serialized_data": None, "action": AUDITLOG_ACTION.get(action, 3), "changes_text": "",
+            "changes": record["changes"], "actor_id": actor_id,
+            "cid": None, "remote_addr": ip, "remote_port": None,
+            "timestamp": timestamp,
+            "additional_data": record["details"],
+            "actor_email": user_email,
+            "legacy_user_id": user_legacy, "legacy_action": action,
+            "resource_type": record["resource_type"],
+            "resource_id": resource_id, "resource_name": resource_name,
+            "user_name": user_name,
+            "user_agent": record["user_agent"],
+            "session_id": record["session_id"],
+            "request_id": record["request_id"],
+            "request_path": record["request_path"],
+            "request_method": record["request_method"],
+            "success": success,
+            "error_message": record["error_message"],
+        }
+        return Mapped(lid, rows=[Row(AuditLog, v, key_fields=("legacy_id",))])
 
     def to_legacy(self, entry, ctx=None):
         ctx = ctx or Context()

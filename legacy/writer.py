@@ -279,10 +279,7 @@ class Writer:
 
     def _fetch_existing(self, plan, key_fields, keys, rows) -> dict:
         model = plan.model
-        wanted = set(key_fields)
-        for row in rows:
-            wanted.update(row.values)
-        wanted = [a for a in wanted if a in plan.by_attname]
+        wanted = None  # the columns to compare, computed once something exists
         pk_name = model._meta.pk.attname
         first = key_fields[0]
         values = list({k[0] for k in keys})
@@ -294,11 +291,18 @@ class Writer:
             # A cheap raw probe first: a fresh import finds nothing, and then the ORM query
             # (per-value field preparation, model conversions) is not needed.
             with connection.cursor() as cursor:
-                marks = ", ".join(["%s"] * len(chunk))
-                cursor.execute(f"SELECT 1 FROM {qn(plan.table)} WHERE {probe_column} IN ({marks}) LIMIT 1",
-                               [prep(v) for v in chunk])
+                if connection.vendor == "postgresql":  # one array parameter, not 900
+                    condition, params = f"{probe_column} = ANY(%s)", [[prep(v) for v in chunk]]
+                else:
+                    condition, params = f"{probe_column} IN ({', '.join(['%s'] * len(chunk))})", [prep(v) for v in chunk]
+                cursor.execute(f"SELECT 1 FROM {qn(plan.table)} WHERE {condition} LIMIT 1", params)
                 if cursor.fetchone() is None:
                     continue
+            if wanted is None:
+                wanted = set(key_fields)
+                for row in rows:
+                    wanted.update(row.values)
+                wanted = [a for a in wanted if a in plan.by_attname]
             query = model._base_manager.filter(**{f"{first}__in": chunk}).values(*wanted, pk_name)
             for item in query:
                 key = tuple(item[k] for k in key_fields)

@@ -120,6 +120,15 @@ def _converter(field, vendor):
     internal = field.get_internal_type()
     target = field.target_field if field.is_relation else field
     target_type = target.get_internal_type()
+    if internal == "GenericIPAddressField" and vendor != "postgresql" and not getattr(field, "encrypted", False):
+        # Only IPv6 text is normalised by the field; an IPv4 string goes in as it is
+        # (adapt_ipaddressfield_value is `value or None` outside PostgreSQL).
+        def ip(value):
+            if type(value) is str and ":" not in value:
+                return value or None
+            return field.get_db_prep_save(value, connection)
+
+        return ip
     if getattr(field, "encrypted", False) or internal in ("BinaryField", "GenericIPAddressField", "DecimalField"):
         return lambda value: field.get_db_prep_save(value, connection)
     if internal == "JSONField":
@@ -149,6 +158,8 @@ def _converter(field, vendor):
             def naive_utc(value):
                 if value is None:
                     return None
+                if value.tzinfo is UTC:  # what the legacy timestamps parse to: skip the conversion
+                    return value.replace(tzinfo=None).isoformat(" ")
                 if value.tzinfo is not None:
                     value = value.astimezone(UTC).replace(tzinfo=None)
                 return str(value)

@@ -15,7 +15,7 @@ from agents.models import Agent, Tool
 from conversations.models import Message
 from knowledge.models import Document
 from legacy.jsonio import JSONWriter, file_label, is_security, write_object
-from legacy.mappers import ORDER, Context, lab, registry
+from legacy.mappers import Context, lab, registry
 from security.models import LDAPConfig
 
 SECURITY_FILES = [

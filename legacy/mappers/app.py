@@ -11,7 +11,6 @@ from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord
 from legacy.mappers.base import (
-    MISSING_KEY,
     ChildSet,
     Context,
     Mapped,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django.utils.text import slugify
 
 from accounts.models import (
@@ -15,7 +13,6 @@ from accounts.models import (
     MFASettings,
     Organization,
     PasswordHistory,
-    Permission,
     Role,
     RolePermission,
     User,
@@ -68,6 +65,14 @@ def _times(rec: Rec, values: dict, *names):
         value = rec.ts(name, None)
         if value is not None:
             values[name] = value
+
+
+def _finish_row(rec: Rec, values: dict, model, mapped, dangling: dict):
+    """The common end of a simple mapper: timestamps, leftovers and dangling ids, the row."""
+    _times(rec, values, "created_at", "updated_at")
+    values["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
+    mapped.rows.append(Row(model, values))
+    return mapped
 
 
 def _hash_in(value, salts: set):
@@ -246,10 +251,7 @@ class DepartmentMapper(Mapper):
             "parent_id": ref_or_keep(ctx, Department, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where),
             "manager_id": ref_or_keep(ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where),
         }
-        _times(rec, v, "created_at", "updated_at")
-        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
-        mapped.rows.append(Row(Department, v))
-        return mapped
+        return _finish_row(rec, v, Department, mapped, dangling)
 
     def to_legacy(self, dept, ctx=None):
         ctx = ctx or Context()
@@ -639,10 +641,7 @@ class OAuthConfigMapper(Mapper):
         v["default_role_id"] = ctx.ref(Role, role) if role else None
         if role is not None and v["default_role_id"] is None:
             dangling["default_role_id"] = role
-        _times(rec, v, "created_at", "updated_at")
-        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
-        mapped.rows.append(Row(OAuthConfig, v))
-        return mapped
+        return _finish_row(rec, v, OAuthConfig, mapped, dangling)
 
     def to_legacy(self, cfg, ctx=None):
         ctx = ctx or Context()
@@ -713,10 +712,7 @@ class LDAPConfigMapper(Mapper):
         org_ldap = ctx.raw.get("org_ldap")
         if org_ldap is not None:
             v["is_org_directory"] = lid in org_ldap
-        _times(rec, v, "created_at", "updated_at")
-        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
-        mapped.rows.append(Row(LDAPConfig, v))
-        return mapped
+        return _finish_row(rec, v, LDAPConfig, mapped, dangling)
 
     def to_legacy(self, cfg, ctx=None):
         ctx = ctx or Context()
@@ -771,10 +767,7 @@ class ToolPermissionMapper(Mapper):
             "data_scope": rec.dict("data_scope", None, null=True),
             "created_by_id": ref_or_keep(ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where),
         }
-        _times(rec, v, "created_at", "updated_at")
-        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
-        mapped.rows.append(Row(ToolPermission, v))
-        return mapped
+        return _finish_row(rec, v, ToolPermission, mapped, dangling)
 
     def to_legacy(self, perm, ctx=None):
         ctx = ctx or Context()

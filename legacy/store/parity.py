@@ -18,7 +18,7 @@ from pathlib import Path
 
 from accounts.tenancy import unscoped
 from legacy.store.db_store import DB_COLLECTIONS, AppendOnlyError, DatabaseStore
-from legacy.store.jsonfiles import LegacyFiles, atomic_write_text, dumps, record_key
+from legacy.store.jsonfiles import LegacyFiles, atomic_write_text, record_key
 
 # Single-object files: the whole file is one record (mapper.export / to_rows of the file).
 OBJECT_COLLECTIONS = ("security/settings", "settings", "integrations")

@@ -20,7 +20,8 @@ from legacy.models import LegacyRecord
 from security.models import AuditLog, LDAPConfig, OAuthConfig
 from settings_app.models import OrgSetting, SystemSetting, UserPreference
 
-SAMPLE = Path("/work/shared/legacy-sample")
+# A byte-for-byte copy of shared/legacy-sample, kept in the repository so a clone is self-contained.
+SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
 
 MODELS = [Organization, User, Department, Group, GroupMembership, GroupRole, MFASettings, PasswordHistory, Permission,
           Role, RolePermission, UserRole, Agent, AgentTool, Tool, ToolPermission, Conversation, Message, Document,

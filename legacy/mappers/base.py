@@ -208,8 +208,6 @@ class Rec:
             return default
         if value is None and null:
             return None
-        if isinstance(value, float) and value.is_integer():
-            self.fail(key, f"expected an integer, got {describe(value)}")
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(key, f"expected an integer, got {describe(value)}")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):

@@ -23,6 +23,7 @@ from django.db.models import AutoField, BigAutoField
 from legacy.mappers.base import ChildSet, Mapped, Row
 
 BATCH = 2000
+CHAIN_COLUMNS = ("prev_hash", "entry_hash")
 UTC = dt.timezone.utc
 # What json.dumps(ensure_ascii=False) uses for a str, and for anything nested (sorted keys).
 _json_str = json.encoder.encode_basestring
@@ -43,7 +44,11 @@ class _ModelPlan:
         self.model = model
         self.table = model._meta.db_table
         vendor = connection.vendor
-        self.fields = [f for f in model._meta.concrete_fields if not isinstance(f, (AutoField, BigAutoField))]
+        fields = [f for f in model._meta.concrete_fields if not isinstance(f, (AutoField, BigAutoField))]
+        # The audit chain's two columns go last: the import pipeline encodes every other
+        # column in its reader process and appends these once the chain is known.
+        self.fields = [f for f in fields if f.attname not in CHAIN_COLUMNS] + [f for f in fields if f.attname in CHAIN_COLUMNS]
+        self.chained = [f.attname for f in self.fields[-2:]] == list(CHAIN_COLUMNS)
         self.by_attname = {f.attname: f for f in model._meta.concrete_fields}
         self.columns = [f.column for f in self.fields]
         self.attnames = [f.attname for f in self.fields]
@@ -295,20 +300,12 @@ class Writer:
         first = key_fields[0]
         values = list({k[0] for k in keys})
         found = {}
-        qn = connection.ops.quote_name
-        probe_column, prep = qn(plan.by_attname[first].column), plan.prep[first]
         for start in range(0, len(values), 900):
             chunk = values[start:start + 900]
             # A cheap raw probe first: a fresh import finds nothing, and then the ORM query
             # (per-value field preparation, model conversions) is not needed.
-            with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":  # one array parameter, not 900
-                    condition, params = f"{probe_column} = ANY(%s)", [[prep(v) for v in chunk]]
-                else:
-                    condition, params = f"{probe_column} IN ({', '.join(['%s'] * len(chunk))})", [prep(v) for v in chunk]
-                cursor.execute(f"SELECT 1 FROM {qn(plan.table)} WHERE {condition} LIMIT 1", params)
-                if cursor.fetchone() is None:
-                    continue
+            if not self.any_existing(plan, first, chunk):
+                continue
             if wanted is None:
                 wanted = set(key_fields)
                 for row in rows:
@@ -320,6 +317,19 @@ class Writer:
                 item["_pk"] = item[pk_name]
                 found[key] = item
         return found
+
+    @staticmethod
+    def any_existing(plan, attname, values) -> bool:
+        """Whether a row with one of ``values`` (at most ~900) in column ``attname`` exists."""
+        qn = connection.ops.quote_name
+        column, prep = qn(plan.by_attname[attname].column), plan.prep[attname]
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":  # one array parameter, not 900
+                condition, params = f"{column} = ANY(%s)", [[prep(v) for v in values]]
+            else:
+                condition, params = f"{column} IN ({', '.join(['%s'] * len(values))})", [prep(v) for v in values]
+            cursor.execute(f"SELECT 1 FROM {qn(plan.table)} WHERE {condition} LIMIT 1", params)
+            return cursor.fetchone() is not None
 
     def _insert(self, plan, tuples) -> None:
         qn = connection.ops.quote_name
@@ -435,18 +445,32 @@ class AuditChain:
         self._version = json.dumps(audit.HASH_VERSION)
 
     def hash(self, values: dict, prev_hash: str) -> str:
-        """security.audit.compute_hash, specialised for plain imported values (same bytes).
+        """security.audit.compute_hash, specialised for plain imported values (same bytes)."""
+        head, tail = self.hash_parts(values)
+        return self.seal(head, tail, prev_hash)
+
+    @staticmethod
+    def seal(head: str, tail: str, prev_hash: str) -> str:
+        return hashlib.sha256((head + _json_str(prev_hash or "") + tail).encode("utf-8")).hexdigest()
+
+    def hash_parts(self, values: dict) -> tuple[str, str]:
+        """The canonical JSON of an entry around its ``prev_hash`` value: (text before, text after).
 
         compute_hash builds a dict and ``json.dumps(sort_keys=True, separators=(",", ":"),
         ensure_ascii=False)`` of it; here the members are written directly in the sorted
         order precomputed in ``__init__``, each with the encoder json.dumps would use for it:
-        about a third of the cost, which matters at one hash per imported entry."""
+        about a third of the cost, which matters at one hash per imported entry. The text
+        does not depend on the chain, so the import pipeline builds it in its reader process."""
         parts = []
         append = parts.append
         defaults = self.plan.defaults
+        head = None
         for prefix, f, attname, kind in self._sorted:
             if kind == "prev":
-                append(prefix + _json_str(prev_hash or ""))
+                append(prefix)
+                head = "{" + ",".join(parts)
+                parts = []
+                append = parts.append
                 continue
             if kind == "v":
                 append(prefix + self._version)
@@ -476,18 +500,21 @@ class AuditChain:
                 append(prefix + '"' + str(value) + '"')
             else:  # other relations, content type
                 append(prefix + _json_sorted(self.audit._canonical_value(f, value)))
-        text = "{" + ",".join(parts) + "}"
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        # prev_hash is a member of every entry, so head is set; its value goes between the two
+        return head, ("," if parts else "") + ",".join(parts) + "}"
+
+    def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
+        """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""
+        if key not in self.heads:
+            locked = self.audit._lock_head(key, "default")
+            self.heads[key] = locked
+            self.last[key] = locked.last_hash
+        prev = self.last[key]
+        self.last[key] = entry_hash = self.seal(head, tail, prev)
+        return prev, entry_hash
 
     def assign(self, values: dict) -> None:
-        key = self.audit.chain_key(values.get("org_id"))
-        if key not in self.heads:
-            head = self.audit._lock_head(key, "default")
-            self.heads[key] = head
-            self.last[key] = head.last_hash
-        values["prev_hash"] = self.last[key]
-        values["entry_hash"] = self.hash(values, values["prev_hash"])
-        self.last[key] = values["entry_hash"]
+        values["prev_hash"], values["entry_hash"] = self.link(self.audit.chain_key(values.get("org_id")), *self.hash_parts(values))
 
     def finish(self) -> None:
         from django.db.models import Max

@@ -57,7 +57,7 @@ MYSQL_SSL_MODES = {
 }
 
 
-def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+def read_int(env: dict, name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -127,10 +127,10 @@ def build_database(env: dict, base_dir: Path) -> dict:
             "DB_SSL_MODE", f"unknown value {ssl_mode!r} (expected one of: {', '.join(SSL_MODES)})"
         )
 
-    pool_size = _int(env, "DB_POOL_SIZE", 5)
-    max_overflow = _int(env, "DB_MAX_OVERFLOW", 10)
-    pool_timeout = _int(env, "DB_POOL_TIMEOUT", 30, minimum=1)
-    pool_recycle = _int(env, "DB_POOL_RECYCLE", 3600)
+    pool_size = read_int(env, "DB_POOL_SIZE", 5)
+    max_overflow = read_int(env, "DB_MAX_OVERFLOW", 10)
+    pool_timeout = read_int(env, "DB_POOL_TIMEOUT", 30, minimum=1)
+    pool_recycle = read_int(env, "DB_POOL_RECYCLE", 3600)
 
     if db_type == "sqlite":
         path = Path(env.get("SQLITE_PATH") or "data/agentforge.db")
@@ -147,7 +147,7 @@ def build_database(env: dict, base_dir: Path) -> dict:
                 # lock at BEGIN so concurrent writers wait (busy timeout) instead
                 # of failing half-way with "database is locked".
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "timeout": _int(env, "SQLITE_BUSY_TIMEOUT", 20, minimum=1),
+                "timeout": read_int(env, "SQLITE_BUSY_TIMEOUT", 20, minimum=1),
                 "transaction_mode": "IMMEDIATE",
             },
             "TEST": {"NAME": env.get("SQLITE_TEST_PATH") or None},
@@ -156,7 +156,7 @@ def build_database(env: dict, base_dir: Path) -> dict:
     database = {
         "ENGINE": ENGINES[db_type],
         "HOST": _require(env, "DB_HOST", db_type),
-        "PORT": str(_int(env, "DB_PORT", DEFAULT_PORTS[db_type], minimum=1)),
+        "PORT": str(read_int(env, "DB_PORT", DEFAULT_PORTS[db_type], minimum=1)),
         "NAME": _require(env, "DB_NAME", db_type),
         "USER": _require(env, "DB_USER", db_type),
         "PASSWORD": env.get("DB_PASSWORD") or "",

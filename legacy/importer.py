@@ -27,6 +27,7 @@ from accounts.models import (
     normalize_email_address,
 )
 from agents.models import Agent, Tool
+from legacy import pipeline
 from legacy.errors import LegacyDataError
 from legacy.jsonio import file_label, read_records
 from legacy.mappers import ORDER, Context, lab, registry
@@ -72,6 +73,8 @@ class ImportReport:
     differences: dict = field(default_factory=dict)  # --check: table -> [(key, fields)]
     files: list = field(default_factory=list)
     records: Counter = field(default_factory=Counter)  # collection -> records read
+    pipelined: list = field(default_factory=list)  # files read and mapped in a second process
+    pipeline_fallbacks: dict = field(default_factory=dict)  # file -> why it was imported in one process
     backup_path: str | None = None
     seconds: float = 0.0
     dry_run: bool = False
@@ -170,7 +173,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                 cache_size = cursor.fetchone()[0]
                 # The default 2 MiB page cache thrashes on the audit/message indexes (random
                 # UUID and legacy-id keys); this session gets 64 MiB, restored afterwards.
-                cursor.execute("PRAGMA cache_size = -65536")
+                cursor.execute("PRAGMA cache_size = -16384")
         if connection.vendor == "mysql":
             with connection.cursor() as cursor:
                 # References are checked by the mappers; rows arrive in file order.
@@ -226,12 +229,15 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
     progress = options.progress
     count = 0
 
-    def handle(mapped):
-        for message in mapped.warnings:
+    def on_messages(warnings, notes):
+        for message in warnings:
             report.warn(collection, message)
             writer.stats[main_table].warnings += 1
-        for note in mapped.notes:
+        for note in notes:
             report.notes[note] += 1
+
+    def handle(mapped):
+        on_messages(mapped.warnings, mapped.notes)
         writer.add(mapped)
 
     if mapper.container == "object":
@@ -241,6 +247,21 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
             fail(exc)
         report.records[collection] += 1
         return
+    if data is None and mapper.stream and pipeline.eligible(mapper, file_path, ctx) is None:
+        before = _Snapshot(writer, report)
+        try:
+            with transaction.atomic():  # a savepoint: an aborted lane leaves nothing behind
+                count = pipeline.import_pipelined(mapper, file_path, ctx, writer, on_messages=on_messages,
+                                                  fail=fail, progress=progress)
+        except pipeline.PipelineAbort as exc:
+            before.restore(writer, report)
+            report.pipeline_fallbacks[mapper.file] = str(exc)
+        else:
+            report.pipelined.append(mapper.file)
+            report.records[collection] += count
+            if progress is not None:
+                progress(collection, count)
+            return
     if data is not None:
         records = data.items() if mapper.container == "dict" else ((None, item) for item in data)
     else:
@@ -273,6 +294,31 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
         progress(collection, count)
     if model is None and collection.startswith("security/") and mapper.model.__name__ == "LegacyRecord":
         report.notes[f"{mapper.file}: kept verbatim in legacy_records (no table of its own)"] += count
+
+
+class _Snapshot:
+    """What importing a collection changes outside the database, to undo an aborted pipeline."""
+
+    def __init__(self, writer, report: ImportReport):
+        self.stats = {table: tuple(getattr(s, f) for f in Stats.__slots__) for table, s in writer.stats.items()}
+        self.warnings = len(report.warnings)
+        self.warning_counts = report.warning_counts.copy()
+        self.notes = report.notes.copy()
+        chain = writer.chain
+        self.chain = (dict(chain.heads), dict(chain.last)) if chain is not None else None
+
+    def restore(self, writer, report: ImportReport) -> None:
+        for table in list(writer.stats):
+            if table not in self.stats:
+                del writer.stats[table]
+        for table, values in self.stats.items():
+            for name, value in zip(Stats.__slots__, values):
+                setattr(writer.stats[table], name, value)
+        del report.warnings[self.warnings:]
+        report.warning_counts = self.warning_counts
+        report.notes = self.notes
+        if self.chain is not None:
+            writer.chain.heads, writer.chain.last = self.chain
 
 
 def _import_lab(root: Path, ctx, writer, report, options, fail):

@@ -68,46 +68,49 @@ class _ModelPlan:
                 self.defaults[f.attname] = lambda: None
                 static[f.attname] = None
         self.immutable = model._meta.db_table == "audit_logs"  # append-only, hash-chained
-        # (attname, prep or None for identity, True + prepped default | False + default factory)
-        self._slots = []
-        for attname in self.attnames:
-            prep = self.prep[attname]
-            identity = getattr(prep, "identity", False)
-            if attname in static:
-                value = static[attname]
-                self._slots.append((attname, None if identity else prep, True, value if identity else prep(value)))
-            else:
-                self._slots.append((attname, None if identity else prep, False, self.defaults[attname]))
+        self._static = static
+        self._builders = {}  # id(converters) -> {tuple of the attnames given: compiled builder}
+        prep = {a: (None if getattr(self.prep[a], "identity", False) else self.prep[a]) for a in self.attnames}
+        self.insert_tuple = self.tuple_builder(prep)
 
-        self._builders = {}  # tuple of the attnames given -> compiled tuple builder
+    def tuple_builder(self, converters: dict):
+        """``build(values) -> tuple`` of every column in ``attnames`` order: the given values
+        through ``converters[attname]`` (None: as they are), defaults for the others.
 
-    def insert_tuple(self, values: dict) -> tuple:
-        # Streamed collections repeat a handful of key shapes; a builder compiled once per
-        # shape avoids a Python loop with branches over every column of every row.
-        shape = tuple(values)
-        build = self._builders.get(shape)
-        if build is None:
-            build = self._builders[shape] = self._compile(shape)
-        return build(values)
+        Streamed collections repeat a handful of key shapes; a function compiled once per
+        shape avoids a Python loop with branches over every column of every row."""
+        builders = self._builders.setdefault(id(converters), {})
 
-    def _compile(self, shape: tuple):
-        """``lambda v: (p0(v["a"]), d1, p2(d2()), ...)``: the same values as a loop over
-        ``_slots`` would give (given value, static prepped default, or default factory)."""
+        def build(values):
+            shape = tuple(values)
+            compiled = builders.get(shape)
+            if compiled is None:
+                compiled = builders[shape] = self._compile(shape, converters)
+            return compiled(values)
+
+        build.converters = converters  # keeps id(converters) from being reused
+        return build
+
+    def _compile(self, shape: tuple, converters: dict):
+        """``lambda v: (c0(v["a"]), d1, c2(d2()), ...)``: each given value converted, a static
+        default converted once here, a default factory called per row."""
         given = set(shape)
         env, parts = {}, []
-        for i, (attname, prep, is_static, default) in enumerate(self._slots):
+        for i, attname in enumerate(self.attnames):
+            convert = converters.get(attname)
             if attname in given:
                 expr = f"v[{attname!r}]"
-            elif is_static:
-                env[f"d{i}"] = default
+            elif attname in self._static:
+                value = self._static[attname]
+                env[f"d{i}"] = convert(value) if convert is not None else value
                 parts.append(f"d{i}")
                 continue
             else:
-                env[f"d{i}"] = default
+                env[f"d{i}"] = self.defaults[attname]
                 expr = f"d{i}()"
-            if prep is not None:
-                env[f"p{i}"] = prep
-                expr = f"p{i}({expr})"
+            if convert is not None:
+                env[f"c{i}"] = convert
+                expr = f"c{i}({expr})"
             parts.append(expr)
         if not parts:
             return lambda v: ()
@@ -344,6 +347,42 @@ class Writer:
                 marks = ", ".join(["%s"] * len(plan.columns))
                 cursor.executemany(f"INSERT INTO {qn(plan.table)} ({columns}) VALUES ({marks})", tuples)
 
+    def insert_encoded(self, plan, payloads) -> None:
+        """Insert rows encoded by ``legacy.pipeline.RowEncoder``: COPY text lines on
+        PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameter tuples on SQLite."""
+        if connection.vendor == "sqlite":
+            self._insert(plan, payloads)
+            return
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(c) for c in plan.columns)
+        with connection.cursor() as cursor:
+            raw = cursor.cursor  # below Django's debug wrapper: statements of megabytes are not logged
+            if connection.vendor == "postgresql":
+                with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
+                    copy.write("".join(payloads))
+                return
+            prefix = f"INSERT INTO {qn(plan.table)} ({columns}) VALUES "
+            limit = self._statement_chars()
+            chunk, size = [], 0
+            for payload in payloads:
+                if chunk and size + len(payload) > limit:
+                    raw.execute(prefix + ",".join(chunk))
+                    chunk, size = [], 0
+                chunk.append(payload)
+                size += len(payload) + 1
+            if chunk:
+                raw.execute(prefix + ",".join(chunk))
+
+    def _statement_chars(self) -> int:
+        """Characters per multi-row INSERT: 4 MiB, within the server's max_allowed_packet
+        even if every character takes four bytes."""
+        if getattr(self, "_max_statement", None) is None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT @@max_allowed_packet")
+                packet = int(cursor.fetchone()[0])
+            self._max_statement = max(64 << 10, min(4 << 20, packet // 4 - 1024))
+        return self._max_statement
+
     # --- child sets -------------------------------------------------------------------------
     def _flush_children(self, model) -> None:
         sets = self._children.pop(model, None)
@@ -443,6 +482,7 @@ class AuditChain:
         members += [(column, f, attname, kind) for f, column, attname, kind in self._kinds]
         self._sorted = [(_json_str(key) + ":", f, attname, kind) for key, f, attname, kind in sorted(members, key=lambda m: m[0])]
         self._version = json.dumps(audit.HASH_VERSION)
+        self._hash_builders = {}
 
     def hash(self, values: dict, prev_hash: str) -> str:
         """security.audit.compute_hash, specialised for plain imported values (same bytes)."""
@@ -458,50 +498,98 @@ class AuditChain:
 
         compute_hash builds a dict and ``json.dumps(sort_keys=True, separators=(",", ":"),
         ensure_ascii=False)`` of it; here the members are written directly in the sorted
-        order precomputed in ``__init__``, each with the encoder json.dumps would use for it:
-        about a third of the cost, which matters at one hash per imported entry. The text
-        does not depend on the chain, so the import pipeline builds it in its reader process."""
-        parts = []
-        append = parts.append
-        defaults = self.plan.defaults
-        head = None
-        for prefix, f, attname, kind in self._sorted:
+        order precomputed in ``__init__``, each by a function for its kind, compiled once
+        per key shape: a fraction of the cost, which matters at one hash per imported entry.
+        The text does not depend on the chain, so the import pipeline builds it in its
+        reader process."""
+        shape = tuple(values)
+        build = self._hash_builders.get(shape)
+        if build is None:
+            build = self._hash_builders[shape] = self._compile_hash(shape)
+        return build(values)
+
+    def _compile_hash(self, shape: tuple):
+        given = set(shape)
+        env = {}
+        before, after = [], None
+        for i, (prefix, f, attname, kind) in enumerate(self._sorted):
             if kind == "prev":
-                append(prefix)
-                head = "{" + ",".join(parts)
-                parts = []
-                append = parts.append
+                after = []
                 continue
             if kind == "v":
-                append(prefix + self._version)
-                continue
-            value = values[attname] if attname in values else defaults[attname]()
-            if value is None:
-                append(prefix + "null")
-            elif kind == "str":
-                value = value if type(value) is str else str(value)
-                append(prefix + (_json_str(value) if value else "null"))  # "" is hashed as null
-            elif kind == "dt":
-                if value.tzinfo is None:
-                    value = value.replace(tzinfo=UTC)
-                append(prefix + '"' + value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") + '"')
-            elif kind == "json":
+                env[f"k{i}"] = prefix + self._version
+                expr = f"k{i}"
+            else:
+                env[f"m{i}"] = self._member(prefix, f, kind)
+                if attname in given:
+                    expr = f"m{i}(v[{attname!r}])"
+                else:
+                    env[f"d{i}"] = self.plan.defaults[attname]
+                    expr = f"m{i}(d{i}())"
+            (before if after is None else after).append(expr)
+        env["join"] = ",".join
+        env["prev_prefix"] = next(prefix for prefix, _f, _a, kind in self._sorted if kind == "prev")
+        head = f'"{{" + join(({"".join(e + ", " for e in before)}prev_prefix,))'
+        tail = f'"," + join(({"".join(e + ", " for e in after)})) + "}}"' if after else '"}"'
+        return eval(f"lambda v: ({head}, {tail})", env)  # noqa: S307 - built from our own field names
+
+    def _member(self, prefix: str, f, kind: str):
+        """value -> '"key":<canonical JSON of value>', as security.audit.compute_hash writes it."""
+        null = prefix + "null"
+        canonical = self.audit._canonical_value
+        if kind == "str":
+            def member(value):
+                if value is None:
+                    return null
+                if type(value) is not str:
+                    value = str(value)
+                return prefix + _json_str(value) if value else null  # "" is hashed as null
+        elif kind == "dt":
+            def member(value):
+                if value is None:
+                    return null
+                if value.tzinfo is not UTC:
+                    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+                if value.year < 1000:  # strftime does not pad the year everywhere
+                    return prefix + '"' + value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + '"'
+                return prefix + '"' + value.replace(tzinfo=None).isoformat(timespec="microseconds") + 'Z"'
+        elif kind == "json":
+            def member(value):
+                if value is None:
+                    return null
                 if not isinstance(value, (dict, list, str, int, float, bool)):
-                    value = self.audit._canonical_value(f, value)
-                append(prefix + _json_sorted(value))
-            elif kind == "ip":
+                    value = canonical(f, value)
+                return prefix + _json_sorted(value)
+        elif kind == "ip":
+            def member(value):
+                if value is None:
+                    return null
                 value = (f.get_prep_value(value) if ":" in value else value) or None
-                append(prefix + ("null" if value is None else _json_sorted(value)))
-            elif kind == "bool":
-                append(prefix + ("true" if value else "false"))
-            elif kind == "int":
-                append(prefix + int.__repr__(int(value)))
-            elif kind == "rel" and isinstance(value, uuid.UUID):
-                append(prefix + '"' + str(value) + '"')
-            else:  # other relations, content type
-                append(prefix + _json_sorted(self.audit._canonical_value(f, value)))
-        # prev_hash is a member of every entry, so head is set; its value goes between the two
-        return head, ("," if parts else "") + ",".join(parts) + "}"
+                return null if value is None else prefix + _json_sorted(value)
+        elif kind == "bool":
+            def member(value):
+                return null if value is None else prefix + ("true" if value else "false")
+        elif kind == "int":
+            def member(value):
+                return null if value is None else prefix + int.__repr__(int(value))
+        elif kind == "rel":
+            texts = {}  # a few users and organizations recur on every entry
+
+            def member(value):
+                if value is None:
+                    return null
+                if type(value) is uuid.UUID:
+                    text = texts.get(value)
+                    if text is None:
+                        if len(texts) > 10_000:
+                            texts.clear()
+                        text = texts[value] = prefix + '"' + str(value) + '"'
+                    return text
+                return prefix + _json_sorted(canonical(f, value))
+        else:  # the content type
+            def member(value):
+                return null if value is None else prefix + _json_sorted(canonical(f, value))
+        return member
 
     def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
         """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""

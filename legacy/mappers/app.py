@@ -564,6 +564,7 @@ class ConversationMapper(Mapper):
     collection = "conversations"
     model = Conversation
     stream = True
+    pipeline = True  # big and plain: read and mapped in a second process (legacy.pipeline)
     satellites = (("messages", Message),)
 
     def map_record(self, record, ctx):

@@ -82,6 +82,9 @@ class Context:
         self.dry_run = False
         self._pk_to_legacy: dict[type, dict] = {}
         self._ref_cache: dict = {}
+        # Models whose imported rows in the database are exactly source_ids (legacy.pipeline):
+        # an id outside source_ids is then known to dangle without asking the database.
+        self.db_matches_source: set = set()
 
     # import direction
     def add_source_ids(self, model, ids: Iterable[str]) -> None:
@@ -95,6 +98,8 @@ class Context:
         return self.db_pk(model, legacy_id) is not None
 
     def db_pk(self, model, legacy_id):
+        if model in self.db_matches_source:
+            return None
         cache_key = (model, legacy_id)
         if cache_key in self._db_cache:
             return self._db_cache[cache_key]
@@ -328,6 +333,8 @@ class Mapper:
     model = None
     container = "dict"  # "dict" (id → record), "list" or "object" (one settings object)
     stream = False
+    # Streamed and big: read and mapped in a second process on a fresh import (legacy.pipeline).
+    pipeline = False
     # Entity names for the summary table: (label, model) of every table this mapper fills.
     satellites: tuple = ()
 

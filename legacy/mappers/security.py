@@ -888,6 +888,7 @@ class AuditLogMapper(Mapper):
     model = AuditLog
     container = "list"
     stream = True
+    pipeline = True  # big and plain: read and mapped in a second process (legacy.pipeline)
 
     def map_record(self, record, ctx):
         mapped = self._map_plain(record, ctx)

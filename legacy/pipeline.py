@@ -1,0 +1,486 @@
+"""Two processes for the big streamed files of an import (audit logs, conversations).
+
+A forked *reader* process parses the JSON, validates and maps every record and encodes its
+rows as the database will receive them (COPY text lines on PostgreSQL, ``VALUES`` literals
+on MariaDB/MySQL, parameter tuples on SQLite), including the canonical text of each audit
+entry's hash. The importing process keeps the one transaction: it checks that the rows are
+new, extends the audit chain (one SHA-256 per entry) and writes. Reading and mapping cost
+more than writing, and the two now run side by side on two cores.
+
+It is a fast lane for a fresh import, not a second implementation:
+
+* a record the reader cannot map (bad data, a reference only the database can resolve) is
+  passed on raw and mapped by the importing process exactly as without the pipeline, so
+  errors and warnings are the same;
+* rows that exist already, duplicate ids, merged rows and child sets abort the lane
+  (:class:`PipelineAbort`): the collection's savepoint is rolled back and the collection is
+  imported again in one process by the ordinary path (``legacy.writer.Writer``).
+
+The reader never touches the database: its copy of the connection is replaced by an object
+that raises, and it leaves with ``os._exit`` so that no finaliser closes the importing
+process's connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import ipaddress
+import json
+import os
+import pickle
+import queue
+import signal
+import threading
+import traceback
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, connection, models
+
+from legacy.errors import LegacyDataError
+from legacy.jsonio import read_records
+from legacy.writer import BATCH
+
+ROWS_PER_MESSAGE = 1000  # rows per pickled message from the reader
+PIPE_SIZE = 1 << 20  # Linux caps an unprivileged pipe at 1 MiB by default
+QUEUED_MESSAGES = 4  # messages read ahead while the database works (a few MiB)
+DEFAULT_MIN_BYTES = 4 << 20  # below this a file imports faster than a process starts
+
+
+class PipelineAbort(Exception):
+    """The rows are not all plain new inserts: import the collection in one process."""
+
+
+class NeedsDatabase(Exception):
+    """The reader process tried to use the database, which belongs to the importing process."""
+
+
+# --- eligibility -----------------------------------------------------------------------------
+
+def models_of(mapper) -> list:
+    from django.apps import apps
+
+    models = [mapper.model]
+    for _label, model in mapper.satellites:
+        models.append(apps.get_model(model) if isinstance(model, str) else model)
+    return models
+
+
+def eligible(mapper, file_path, ctx) -> str | None:
+    """Why the pipeline cannot run for this file, or None when it can."""
+    if not mapper.pipeline:
+        return "not a pipelined collection"
+    if not getattr(settings, "LEGACY_IMPORT_PIPELINE", True):
+        return "disabled (LEGACY_IMPORT_PIPELINE)"
+    if not hasattr(os, "fork"):
+        return "no fork() on this platform"
+    if ctx.dry_run:
+        return "dry run"
+    if connection.vendor not in ("postgresql", "mysql", "sqlite"):
+        return f"no encoder for {connection.vendor}"
+    if file_path.stat().st_size < getattr(settings, "LEGACY_IMPORT_PIPELINE_MIN_BYTES", DEFAULT_MIN_BYTES):
+        return "small file"
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@SESSION.sql_mode")
+            if "NO_BACKSLASH_ESCAPES" in (cursor.fetchone()[0] or "").upper():
+                return "sql_mode NO_BACKSLASH_ESCAPES"
+    # A re-run finds its rows; the ordinary path compares and updates them.
+    for model in models_of(mapper):
+        if model._base_manager.filter(legacy_id__isnull=False).exists():
+            return f"{model._meta.db_table} holds imported rows already"
+    return None
+
+
+def complete_models(ctx) -> set:
+    """Models whose imported rows in the database are exactly the ids of the files read.
+
+    For these the reader resolves a reference the files do not know as dangling (what the
+    database would answer) instead of handing the record back."""
+    complete = set()
+    for model, ids in ctx.source_ids.items():
+        if model._base_manager.filter(legacy_id__isnull=False).count() == len(ids):
+            complete.add(model)
+    return complete
+
+
+# --- encoding rows for each backend ----------------------------------------------------------
+
+def _pg_text(value) -> str:
+    """One field of PostgreSQL's COPY text format."""
+    t = type(value)
+    if t is str:
+        return _pg_escape(value)
+    if value is None:
+        return "\\N"
+    if t is bool:
+        return "t" if value else "f"
+    if t is int or t is float or t is Decimal or t is uuid.UUID:
+        return str(value)
+    if t is dt.datetime or t is dt.date:
+        return value.isoformat()
+    if t is bytes or t is memoryview:
+        return "\\\\x" + bytes(value).hex()  # bytea hex format, its backslash escaped for COPY
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return str(value)
+    obj = getattr(value, "obj", _MISSING)  # psycopg's Jsonb wrapper, dumped as it would dump it
+    if obj is not _MISSING and type(value).__name__ == "Jsonb":
+        return _pg_text(json.dumps(obj))
+    raise TypeError(f"cannot encode {t.__name__} for COPY")
+
+
+_MISSING = object()
+_MYSQL_ESCAPES = (("\\", "\\\\"), ("\0", "\\0"), ("\n", "\\n"), ("\r", "\\r"), ("'", "\\'"), ('"', '\\"'), ("\x1a", "\\Z"))
+
+
+def _mysql_literal(value) -> str:
+    """A MariaDB/MySQL literal, escaped as mysql_real_escape_string does for utf8mb4."""
+    t = type(value)
+    if t is str:
+        return "'" + _mysql_escape(value) + "'"
+    if value is None:
+        return "NULL"
+    if t is bool:
+        return "1" if value else "0"
+    if t is int or t is float or t is Decimal:
+        return str(value)
+    if t is bytes or t is memoryview:
+        return "X'" + bytes(value).hex() + "'"
+    raise TypeError(f"cannot encode {t.__name__} as a MySQL literal")
+
+
+def _pg_escape(value: str) -> str:
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value:
+        value = value.replace("\t", "\\t")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if "\r" in value:
+        value = value.replace("\r", "\\r")
+    return value
+
+
+def _mysql_escape(value: str) -> str:
+    for char, escaped in _MYSQL_ESCAPES:
+        if char in value:
+            value = value.replace(char, escaped)
+    return value
+
+
+_PLAIN_TEXT_FIELDS = (models.CharField, models.TextField, models.EmailField, models.SlugField, models.URLField)
+_INTEGER_FIELDS = (models.IntegerField, models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
+                   models.PositiveSmallIntegerField, models.PositiveBigIntegerField)
+
+
+def _column_encoder(field, prep, vendor: str):
+    """value → its text in a COPY line (PostgreSQL) or a literal (MariaDB/MySQL).
+
+    The common column types are written directly; anything else goes through the
+    writer's converter (``prep``, what ``Writer`` binds as a parameter) and then the
+    generic encoder, so both paths store the same thing."""
+    generic = _pg_text if vendor == "postgresql" else _mysql_literal
+    null = "\\N" if vendor == "postgresql" else "NULL"
+
+    def through_prep(value):
+        return generic(prep(value))
+
+    if getattr(field, "encrypted", False):
+        return through_prep
+    kind = type(field.target_field if field.is_relation else field)
+    if kind is models.UUIDField:
+        if vendor == "postgresql":  # PostgreSQL reads the 32-digit form as well
+            return lambda v: v.hex if type(v) is uuid.UUID else through_prep(v)
+        return lambda v: "'" + v.hex + "'" if type(v) is uuid.UUID else through_prep(v)
+    if field.is_relation:
+        return through_prep
+    if kind in _PLAIN_TEXT_FIELDS:
+        if vendor == "postgresql":
+            return lambda v: _pg_escape(v) if type(v) is str else null if v is None else through_prep(v)
+        return lambda v: "'" + _mysql_escape(v) + "'" if type(v) is str else null if v is None else through_prep(v)
+    if kind is models.DateTimeField and vendor == "postgresql":
+        return lambda v: v.isoformat() if type(v) is dt.datetime and v.tzinfo is not None else through_prep(v)
+    if kind is models.JSONField:
+        if vendor == "postgresql":  # jsonb keeps no formatting: any valid text will do
+            dumps = json.dumps
+
+            def jsonb(v):
+                if v is None:
+                    return null
+                if not v and type(v) in (list, dict):
+                    return "[]" if type(v) is list else "{}"
+                return _pg_escape(dumps(v))
+
+            return jsonb
+        return through_prep  # the text is stored as it is: keep the writer's
+    if kind is models.BooleanField:
+        true, false = ("t", "f") if vendor == "postgresql" else ("1", "0")
+        return lambda v: true if v is True else false if v is False else through_prep(v)
+    if kind in _INTEGER_FIELDS:
+        return lambda v: str(v) if type(v) is int else null if v is None else through_prep(v)
+    if kind is models.GenericIPAddressField and vendor == "postgresql":
+        # canonical IPv4 text as given; anything else normalised by the field first
+        return lambda v: v if type(v) is str and ":" not in v and v else _pg_text(field.get_db_prep_save(v, connection))
+    return through_prep
+
+
+class RowEncoder:
+    """Rows of one model → ``(key, payload, chain key, hash head, hash tail, key attname)``.
+
+    The payload is a COPY text line (PostgreSQL), a ``(…)`` literal (MariaDB/MySQL) or the
+    parameter tuple (SQLite). An audit entry's payload stops before its two chain columns
+    (always the last two, see ``legacy.writer._ModelPlan``); :meth:`seal` appends them.
+    """
+
+    def __init__(self, plan, vendor: str, chain=None):
+        self.plan = plan
+        self.vendor = vendor
+        self.chain = chain if chain is not None and chain.model is plan.model else None
+        if self.chain is not None and not plan.chained:
+            raise ValueError(f"{plan.table}: the chain columns must come last")
+        if vendor in ("postgresql", "mysql"):
+            converters = {a: _column_encoder(plan.by_attname[a], plan.prep[a], vendor) for a in plan.attnames}
+            self.fields = plan.tuple_builder(converters)
+        else:
+            self.fields = plan.insert_tuple
+
+    def encode(self, row) -> tuple:
+        if row.merge is not None or len(row.key_fields) != 1:
+            raise PipelineAbort(f"{self.plan.table}: rows merged by key")
+        key = row.key[0]
+        if type(key) is uuid.UUID:
+            key = str(key)  # a str pickles several times faster
+        values = row.values
+        fields = self.fields(values)
+        if self.chain is None:
+            return key, self._payload(fields, closed=True), None, None, None, row.key_fields[0]
+        head, tail = self.chain.hash_parts(values)
+        chain_key = self.chain.audit.chain_key(values.get("org_id"))
+        return key, self._payload(fields[:-2], closed=False), chain_key, head, tail, row.key_fields[0]
+
+    def _payload(self, fields, closed: bool):
+        if self.vendor == "postgresql":
+            text = "\t".join(fields)
+            return text + "\n" if closed else text
+        if self.vendor == "mysql":
+            text = "(" + ",".join(fields)
+            return text + ")" if closed else text
+        return fields
+
+    def seal(self, payload, prev_hash, entry_hash):
+        if self.vendor == "postgresql":
+            return f"{payload}\t{_pg_text(prev_hash)}\t{entry_hash}\n"
+        if self.vendor == "mysql":
+            return f"{payload},{_mysql_literal(prev_hash)},'{entry_hash}')"
+        return payload + (prev_hash, entry_hash)
+
+
+def encode_mapped(mapped, encoders: dict) -> list:
+    """``[(model, item)]`` for the rows of a Mapped; PipelineAbort when it is not plain rows."""
+    if mapped.children:
+        raise PipelineAbort("child sets")
+    out = []
+    for row in mapped.rows:
+        encoder = encoders.get(row.model)
+        if encoder is None:
+            raise PipelineAbort(f"no encoder for {row.model.__name__}")
+        out.append((row.model, encoder.encode(row)))
+    return out
+
+
+# --- the reader process ------------------------------------------------------------------------
+
+class _NoDatabase:
+    def __getattr__(self, name):
+        raise NeedsDatabase(name)
+
+
+_inherited_connections = []  # kept referenced: freeing one would close the importer's socket
+
+
+def _forbid_database() -> None:
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        _inherited_connections.append(conn.connection)
+        conn.connection = _NoDatabase()
+
+
+def _reader_main(mapper, file_path, ctx, encoders, complete, write_fd) -> None:
+    status = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importing process's to handle
+        _forbid_database()
+        ctx.db_matches_source = complete
+        out = os.fdopen(write_fd, "wb", buffering=PIPE_SIZE)
+        batch, rows = [], 0
+        try:
+            for outer_key, record in read_records(file_path, mapper.file, mapper.container, stream=True):
+                try:
+                    mapped = mapper.to_rows(record, ctx, outer_key)
+                    items = encode_mapped(mapped, encoders)
+                except Exception:  # bad data, a reference for the database: the importer maps it
+                    batch.append(("r", outer_key, record))
+                    rows += 1
+                else:
+                    batch.append(("m", mapped.warnings, mapped.notes, items))
+                    rows += len(items)
+                if rows >= ROWS_PER_MESSAGE:
+                    pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    batch, rows = [], 0
+        except LegacyDataError as exc:  # malformed JSON: the stream ends here
+            batch.append(("e", exc.file, exc.detail, exc.record_id, exc.field))
+        except Exception:
+            batch.append(("x", traceback.format_exc(limit=6)))
+        pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(None, out)
+        out.flush()
+    except BaseException:  # the importer went away (broken pipe) or we were interrupted
+        status = 1
+    finally:
+        os._exit(status)
+
+
+# --- the importing process -------------------------------------------------------------------
+
+class _Sink:
+    """Buffers encoded rows per model in input order and writes them in batches."""
+
+    def __init__(self, writer, encoders):
+        self.writer = writer
+        self.encoders = encoders
+        self.buffers: dict = {}
+
+    def add(self, model, item) -> None:
+        buffer = self.buffers.get(model)
+        if buffer is None:
+            buffer = self.buffers[model] = []
+        buffer.append(item)
+        if len(buffer) >= BATCH:
+            self.flush(model)
+
+    def flush_all(self) -> None:
+        for model in list(self.buffers):
+            self.flush(model)
+
+    def flush(self, model) -> None:
+        items = self.buffers.pop(model, None)
+        if not items:
+            return
+        writer = self.writer
+        plan = writer.plan(model)
+        keys = [item[0] for item in items]
+        if len(set(keys)) != len(keys):
+            raise PipelineAbort(f"{plan.table}: an id occurs twice")
+        if not plan.by_attname[items[0][5]].unique:
+            raise PipelineAbort(f"{plan.table}: rows keyed by a column that is not unique")
+        encoder = self.encoders[model]
+        if encoder.chain is not None:
+            link, seal = encoder.chain.link, encoder.seal
+            payloads = [seal(item[1], *link(item[2], item[3], item[4])) for item in items]
+        else:
+            payloads = [item[1] for item in items]
+        # The key is unique in the database: a row that exists already (a re-run, an id
+        # repeated further apart than a batch) fails the insert, the lane is abandoned and
+        # the ordinary path compares and updates. No lookup per batch needed.
+        try:
+            writer.insert_encoded(plan, payloads)
+        except (IntegrityError, connection.Database.IntegrityError) as exc:
+            raise PipelineAbort(f"{plan.table}: {exc}".strip()) from exc
+        writer.stats[plan.table].created += len(items)
+
+
+def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progress=None) -> int:
+    """Import one streamed collection through a reader process; return the records read.
+
+    ``on_messages(warnings, notes)`` records a mapped record's warnings; ``fail(error)``
+    handles bad data (it raises). Raises PipelineAbort when the lane cannot finish; the
+    caller rolls back to its savepoint and imports the collection the ordinary way.
+    """
+    vendor = connection.vendor
+    encoders = {model: RowEncoder(writer.plan(model), vendor, writer.chain) for model in models_of(mapper)}
+    complete = complete_models(ctx)
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (OSError, AttributeError):
+        pass  # a smaller pipe only means more context switches
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the reader; coverage cannot follow os._exit
+        os.close(read_fd)
+        _reader_main(mapper, file_path, ctx, encoders, complete, write_fd)
+    os.close(write_fd)
+    # A thread empties the pipe while this one waits for the database, so the reader
+    # never stalls on a full pipe (1 MiB is a fraction of a second of its work).
+    messages: queue.Queue = queue.Queue(maxsize=QUEUED_MESSAGES)
+    stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
+    pump = threading.Thread(target=_pump, args=(stream, messages), name="import-pipeline", daemon=True)
+    pump.start()
+    sink = _Sink(writer, encoders)
+    count = 0
+    try:
+        while True:
+            message = messages.get()
+            if message is None:
+                break
+            if isinstance(message, str):
+                raise PipelineAbort(message)
+            for item in message:
+                kind = item[0]
+                if kind == "m":
+                    if item[1] or item[2]:
+                        on_messages(item[1], item[2])
+                    rows = item[3]
+                elif kind == "r":
+                    try:
+                        mapped = mapper.to_rows(item[2], ctx, item[1])
+                    except LegacyDataError as exc:
+                        fail(exc)
+                        count += 1
+                        continue
+                    on_messages(mapped.warnings, mapped.notes)
+                    rows = encode_mapped(mapped, encoders)
+                elif kind == "e":
+                    fail(LegacyDataError(item[1], item[2], item[3], item[4]))
+                    continue
+                else:
+                    raise PipelineAbort(f"the reader process failed:\n{item[1]}")
+                for model, row in rows:
+                    sink.add(model, row)
+                count += 1
+                if progress is not None and count % 1000 == 0:
+                    progress(mapper.collection, count)
+        sink.flush_all()
+    finally:
+        _stop(pid)  # its end of the pipe closes, so the pump stops after at most one message
+        while pump.is_alive():
+            try:
+                messages.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        stream.close()
+    return count
+
+
+def _pump(stream, messages: queue.Queue) -> None:
+    """Move the reader's messages into the queue: lists of items, then None; a str on failure."""
+    try:
+        while True:
+            message = pickle.load(stream)
+            messages.put(message)
+            if message is None:
+                return
+    except EOFError:
+        messages.put("the reader process ended early")
+    except Exception as exc:  # a message cut short when the reader was stopped
+        messages.put(f"reading from the reader process failed: {exc!r}")
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)

@@ -1,0 +1,239 @@
+"""The import pipeline (legacy.pipeline): big streamed files read and mapped in a second process.
+
+Every corpus and sample test runs again here with the pipeline forced on for files of any
+size; the tests below check that it really ran, that it stores exactly what the one-process
+import stores (special characters included, on every backend), and that each way out of it
+(bad data, an existing row, a duplicate id, a reader that fails) ends as without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+from django.core.management.base import CommandError
+from django.db import connection
+
+from accounts.models import User
+from legacy import pipeline
+from legacy.importer import ImportOptions, import_directory
+from security.audit import verify_all
+from security.models import AuditLog
+from tests import legacy_corpus as C
+from tests.legacy_helpers import SAMPLE, dump, wipe
+
+# The whole corpus and sample suites, collected again in this module (with the fixture below).
+from tests.test_import_corpus import *  # noqa: F401,F403,E402
+from tests.test_import_sample import *  # noqa: F401,F403,E402
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def force_pipeline(settings):
+    settings.LEGACY_IMPORT_PIPELINE = True
+    settings.LEGACY_IMPORT_PIPELINE_MIN_BYTES = 0
+
+
+def _chains_verify():
+    reports = verify_all()
+    assert reports and all(r.ok for r in reports), reports
+
+
+def _import(path, **options):
+    return import_directory(path, ImportOptions(**options))
+
+
+def _both_ways(settings, path):
+    """(report, dump) with the pipeline, then (report, dump) in one process, from a fresh database."""
+    wipe()
+    piped = _import(path)
+    piped_rows = dump(include_import_time=False)
+    wipe()
+    settings.LEGACY_IMPORT_PIPELINE = False
+    single = _import(path)
+    settings.LEGACY_IMPORT_PIPELINE = True
+    return piped, piped_rows, single, dump(include_import_time=False)
+
+
+def _write(root, relative, data):
+    target = root / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=2))
+
+
+@pytest.fixture
+def corpus_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("piped-corpus")
+    C.write_corpus(root)
+    return root
+
+
+def test_the_corpus_goes_through_the_pipeline_and_stores_the_same_rows(settings, corpus_dir):
+    piped, piped_rows, single, single_rows = _both_ways(settings, corpus_dir)
+    assert piped.pipelined == ["conversations.json", "security/audit_logs.json"], piped.pipeline_fallbacks
+    assert single.pipelined == []
+    assert piped_rows == single_rows
+    assert piped.warnings == single.warnings and piped.notes == single.notes
+    for table, stats in single.stats.items():
+        got = piped.stats[table]
+        assert (got.created, got.updated, got.unchanged, got.skipped, got.warnings) == (
+            stats.created, stats.updated, stats.unchanged, stats.skipped, stats.warnings), table
+    _chains_verify()
+
+
+def test_the_sample_stores_the_same_rows(settings):
+    piped, piped_rows, _single, single_rows = _both_ways(settings, SAMPLE)
+    assert "security/audit_logs.json" in piped.pipelined
+    assert piped_rows == single_rows
+
+
+AWKWARD = ["tab\there", "new\nline", "back\\slash", "quote ' and \"double\"", "carriage\rreturn", "ctrl-z \x1a",
+           "unicode é 中文 😀", "percent %s %(x)s", "\\N", "", "semi; DROP TABLE users; --"]
+
+
+def _awkward_dir(root):
+    """Organization, one user and big streamed files whose text has every character that
+    COPY text, SQL literals or parameters treat specially."""
+    ts = "2026-01-10T12:00:00.123456"
+    org = {"id": "org_default", "name": "Default Organization", "slug": "default", "created_at": ts, "updated_at": ts}
+    user = {"id": "u-1", "org_id": "org_default", "email": "a@example.com", "password_hash": None,
+            "profile": {"first_name": "A", "last_name": "B"}, "role_ids": [], "created_at": ts, "updated_at": ts}
+    _write(root, "security/organizations.json", {"org_default": org})
+    _write(root, "security/users.json", {"u-1": user})
+    entries = []
+    for i, text in enumerate(AWKWARD * 3):
+        entries.append({"id": f"e-{i}", "org_id": "org_default", "user_id": "u-1", "user_email": "a@example.com",
+                        "user_name": text, "session_id": None, "action": "login", "resource_type": "user",
+                        "resource_id": text or None, "resource_name": text, "details": {"text": text, text: [i, 1.5, None]},
+                        "changes": {"before": text} if i % 2 else None, "ip_address": "10.0.0.1" if i % 3 else "::ffff:10.0.0.2",
+                        "user_agent": text, "request_id": None, "request_path": None, "request_method": None,
+                        "success": bool(i % 2), "error_message": text or None,
+                        "timestamp": f"2026-01-{1 + i % 28:02d}T10:00:00.{i:06d}"})
+    _write(root, "security/audit_logs.json", entries)
+    messages = [{"id": f"m-{i}", "role": "user", "content": text, "timestamp": ts, "tool_calls": [{"name": text}],
+                 "sources": []} for i, text in enumerate(AWKWARD)]
+    _write(root, "conversations.json", {"c-1": {"id": "c-1", "agent_id": None, "user_id": "u-1", "title": "t\tq",
+                                                "messages": messages, "created_at": ts, "updated_at": ts}})
+    return root
+
+
+def test_special_characters_are_stored_exactly(settings, tmp_path):
+    root = _awkward_dir(tmp_path)
+    piped, piped_rows, _single, single_rows = _both_ways(settings, root)
+    assert piped.pipelined == ["conversations.json", "security/audit_logs.json"], piped.pipeline_fallbacks
+    assert piped_rows == single_rows
+    # and what was stored is what the file says, read back through the ORM
+    wipe()
+    _import(root)
+    stored = {e.legacy_id: e for e in AuditLog.all_orgs.all()}
+    for i, text in enumerate(AWKWARD):
+        entry = stored[f"e-{i}"]
+        assert (entry.user_agent, entry.resource_name, entry.additional_data) == (text, text, {"text": text, text: [i, 1.5, None]})
+    _chains_verify()
+
+
+def test_a_reference_only_the_database_knows_is_resolved(settings, tmp_path):
+    """The reader cannot ask the database; it hands such records back to the importer."""
+    root = _awkward_dir(tmp_path / "first")
+    users_only = tmp_path / "users"
+    for name in ("security/organizations.json", "security/users.json"):
+        (users_only / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, users_only / name)
+    wipe()
+    _import(users_only)
+    (root / "security/organizations.json").unlink()
+    (root / "security/users.json").unlink()
+    report = _import(root)
+    assert "security/audit_logs.json" in report.pipelined, report.pipeline_fallbacks
+    user = User.all_orgs.get(legacy_id="u-1")
+    assert AuditLog.all_orgs.filter(actor=user).count() == len(AWKWARD) * 3
+    _chains_verify()
+
+
+def test_a_rerun_takes_the_ordinary_path_and_changes_nothing(corpus_dir):
+    wipe()
+    _import(corpus_dir)
+    before = dump()
+    report = _import(corpus_dir)
+    assert report.pipelined == []
+    assert dump() == before
+
+
+def test_an_id_repeated_beyond_a_batch_falls_back_and_imports_like_one_process(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH", 4)  # batches of four: the repeat lands in a later one
+    root = _awkward_dir(tmp_path)
+    entries = json.loads((root / "security/audit_logs.json").read_text())
+    entries.append(dict(entries[0], user_agent="the later copy"))
+    _write(root, "security/audit_logs.json", entries)
+    piped, piped_rows, single, single_rows = _both_ways(settings, root)
+    assert "security/audit_logs.json" in piped.pipeline_fallbacks
+    assert "security/audit_logs.json" not in piped.pipelined
+    assert piped_rows == single_rows
+    assert piped.warnings == single.warnings
+    assert piped.stats["audit_logs"].created == single.stats["audit_logs"].created
+
+
+def test_a_failing_reader_falls_back(settings, tmp_path, monkeypatch):
+    original = pipeline.read_records
+
+    def breaks_midway(*args, **kwargs):
+        for n, item in enumerate(original(*args, **kwargs)):
+            if n == 5:
+                raise RuntimeError("disk on fire")
+            yield item
+
+    monkeypatch.setattr(pipeline, "read_records", breaks_midway)
+    root = _awkward_dir(tmp_path)
+    piped, piped_rows, _single, single_rows = _both_ways(settings, root)
+    assert "disk on fire" in piped.pipeline_fallbacks["security/audit_logs.json"]
+    assert piped_rows == single_rows
+
+
+def test_bad_data_in_a_pipelined_file_names_file_record_and_field(tmp_path):
+    root = _awkward_dir(tmp_path)
+    entries = json.loads((root / "security/audit_logs.json").read_text())
+    entries[20]["success"] = "yes"
+    _write(root, "security/audit_logs.json", entries)
+    wipe()
+    from tests.legacy_helpers import run_import
+
+    with pytest.raises(CommandError) as caught:
+        run_import(root, verbosity=0)
+    assert "security/audit_logs.json: record e-20: success: expected true or false" in str(caught.value)
+    assert User.all_orgs.count() == 0 and AuditLog.all_orgs.count() == 0
+
+
+def test_the_reader_cannot_use_the_importers_connection():
+    """In a forked reader every database call raises, and the importer's connection survives."""
+    connection.ensure_connection()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            pipeline._forbid_database()
+            try:
+                User.all_orgs.exists()
+                outcome = "queried"
+            except pipeline.NeedsDatabase:
+                outcome = "refused"
+            os.write(write_fd, pickle.dumps(outcome))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as stream:
+        outcome = pickle.loads(stream.read())
+    os.waitpid(pid, 0)
+    assert outcome == "refused"
+    assert User.all_orgs.count() >= 0  # the connection still answers
+
+
+def test_small_files_and_dry_runs_stay_in_one_process(settings, corpus_dir):
+    wipe()
+    settings.LEGACY_IMPORT_PIPELINE_MIN_BYTES = 1 << 40
+    assert _import(corpus_dir).pipelined == []
+    settings.LEGACY_IMPORT_PIPELINE_MIN_BYTES = 0
+    assert _import(corpus_dir, dry_run=True).pipelined == []

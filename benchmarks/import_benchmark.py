@@ -163,11 +163,78 @@ def count_rows(env) -> int:
     return int(out.stdout.strip())
 
 
+RAW_TABLES = ("conversations", "messages", "audit_logs")  # the bulk of the rows
+
+
+def raw_floor(env) -> tuple[float, int]:
+    """Time re-inserting the imported rows of RAW_TABLES with the bare driver (no Django, no
+    mapping), as the issue's raw floor: PostgreSQL COPY, MariaDB multi-row INSERT, SQLite
+    executemany. Runs in a child process; returns (seconds, rows)."""
+    code = r"""
+import io, sys, time, django
+django.setup()
+from django.db import connection
+tables = sys.argv[1].split(",")
+connection.ensure_connection()
+raw = connection.connection
+vendor = connection.vendor
+data, rows = {}, 0
+cur = raw.cursor()
+for t in tables:
+    if vendor == "postgresql":
+        buf = io.BytesIO()
+        with cur.copy(f'COPY "{t}" TO STDOUT') as copy:
+            for block in copy:
+                buf.write(block)
+        data[t] = buf.getvalue()
+        cur.execute(f'SELECT count(*) FROM "{t}"')
+        rows += cur.fetchone()[0]
+    else:
+        cur.execute(f"SELECT * FROM {t}")
+        data[t] = [tuple(r) for r in cur.fetchall()]
+        rows += len(data[t])
+columns = {}
+for t in tables:
+    cur.execute(f"SELECT * FROM {connection.ops.quote_name(t)} WHERE 1 = 0")
+    columns[t] = [d[0] for d in cur.description]
+if vendor == "postgresql":
+    cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")  # attachments: empty here
+else:
+    if vendor == "mysql":
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+    for t in reversed(tables):
+        cur.execute(f"DELETE FROM {connection.ops.quote_name(t)}")
+raw.commit()
+if vendor == "sqlite":
+    cur.execute("PRAGMA cache_size = -16384")  # what import_json sets for its session
+started = time.perf_counter()
+# Django's connections run in autocommit mode: one explicit transaction, as import_json has.
+cur.execute("START TRANSACTION" if vendor == "mysql" else "BEGIN")
+for t in tables:
+    cols = ", ".join(connection.ops.quote_name(c) for c in columns[t])
+    if vendor == "postgresql":
+        with cur.copy(f'COPY "{t}" ({cols}) FROM STDIN') as copy:
+            copy.write(data[t])
+    else:
+        marks = ", ".join(["%s" if vendor == "mysql" else "?"] * len(columns[t]))
+        cur.executemany(f"INSERT INTO {connection.ops.quote_name(t)} ({cols}) VALUES ({marks})", data[t])
+cur.execute("COMMIT")
+print(time.perf_counter() - started, rows)
+"""
+    out = subprocess.run([sys.executable, "-c", code, ",".join(RAW_TABLES)], cwd=ROOT, env=env, capture_output=True)
+    if out.returncode != 0:
+        raise SystemExit(f"raw floor failed:\n{out.stderr.decode(errors='replace')[-3000:]}")
+    seconds, rows = out.stdout.split()
+    return float(seconds), int(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="audit-log entries, and as many messages")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="where generated data goes")
     parser.add_argument("--skip-loaddata", action="store_true")
+    parser.add_argument("--raw-floor", action="store_true",
+                        help="also time the bare driver re-inserting the imported rows (COPY / multi-row INSERT / executemany)")
     args = parser.parse_args()
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "DJANGO_SETTINGS_MODULE": "agentforge_site.settings"}
     out = Path(args.out) / f"legacy-{args.rows}"
@@ -183,6 +250,12 @@ def main():
     print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
     print(f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  peak RSS {rss:6.0f} MiB"
           f"  (with its reader process: {total:.0f} MiB)")
+    if args.raw_floor:
+        raw_seconds, raw_rows = raw_floor(env)
+        print(f"raw floor:   {raw_seconds:7.1f} s  {raw_rows / raw_seconds:9,.0f} rows/s  "
+              f"(the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver; "
+              f"import_json reaches {rows / seconds / (raw_rows / raw_seconds):.0%} of it)")
+        reset(env)
     if args.skip_loaddata:
         return
     fixture = out.parent / f"fixture-{args.rows}-{db}.json"

@@ -23,7 +23,7 @@ from legacy.importer import ImportOptions, import_directory
 from security.audit import verify_all
 from security.models import AuditLog
 from tests import legacy_corpus as C
-from tests.legacy_helpers import SAMPLE, dump, wipe
+from tests.legacy_helpers import SAMPLE, dump, run_import, wipe
 
 # The whole corpus and sample suites, collected again in this module (with the fixture below).
 from tests.test_import_corpus import *  # noqa: F401,F403,E402
@@ -173,6 +173,10 @@ def test_an_id_repeated_beyond_a_batch_falls_back_and_imports_like_one_process(s
     assert "security/audit_logs.json" in piped.pipeline_fallbacks
     assert "security/audit_logs.json" not in piped.pipelined
     assert piped_rows == single_rows
+    wipe()
+    output = run_import(root, verbosity=2)
+    assert "Read and mapped in a second process: conversations.json" in output
+    assert "security/audit_logs.json: imported in one process instead (audit_logs: " in output
     assert piped.warnings == single.warnings
     assert piped.stats["audit_logs"].created == single.stats["audit_logs"].created
 
@@ -199,8 +203,6 @@ def test_bad_data_in_a_pipelined_file_names_file_record_and_field(tmp_path):
     entries[20]["success"] = "yes"
     _write(root, "security/audit_logs.json", entries)
     wipe()
-    from tests.legacy_helpers import run_import
-
     with pytest.raises(CommandError) as caught:
         run_import(root, verbosity=0)
     assert "security/audit_logs.json: record e-20: success: expected true or false" in str(caught.value)

@@ -88,6 +88,10 @@ class Command(BaseCommand):
             out.write("\nNormalised:")
             for note, count in sorted(report.notes.items()):
                 out.write(f"  {note}: {count}")
+        if verbosity > 1 and (report.pipelined or report.pipeline_fallbacks):
+            out.write("\nRead and mapped in a second process: " + (", ".join(report.pipelined) or "none"))
+            for file, reason in report.pipeline_fallbacks.items():
+                out.write(f"  {file}: imported in one process instead ({reason.splitlines()[0]})")
         if report.not_imported:
             out.write("\nNot imported (no home in the schema):")
             for what, count in report.not_imported.items():

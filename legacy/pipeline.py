@@ -46,7 +46,6 @@ from legacy.writer import BATCH
 ROWS_PER_MESSAGE = 1000  # rows per pickled message from the reader
 PIPE_SIZE = 1 << 20  # Linux caps an unprivileged pipe at 1 MiB by default
 QUEUED_MESSAGES = 4  # messages read ahead while the database works (a few MiB)
-DEFAULT_MIN_BYTES = 4 << 20  # below this a file imports faster than a process starts
 
 
 class PipelineAbort(Exception):
@@ -72,7 +71,7 @@ def eligible(mapper, file_path, ctx) -> str | None:
     """Why the pipeline cannot run for this file, or None when it can."""
     if not mapper.pipeline:
         return "not a pipelined collection"
-    if not getattr(settings, "LEGACY_IMPORT_PIPELINE", True):
+    if not settings.LEGACY_IMPORT_PIPELINE:
         return "disabled (LEGACY_IMPORT_PIPELINE)"
     if not hasattr(os, "fork"):
         return "no fork() on this platform"
@@ -80,7 +79,7 @@ def eligible(mapper, file_path, ctx) -> str | None:
         return "dry run"
     if connection.vendor not in ("postgresql", "mysql", "sqlite"):
         return f"no encoder for {connection.vendor}"
-    if file_path.stat().st_size < getattr(settings, "LEGACY_IMPORT_PIPELINE_MIN_BYTES", DEFAULT_MIN_BYTES):
+    if file_path.stat().st_size < settings.LEGACY_IMPORT_PIPELINE_MIN_BYTES:
         return "small file"
     if connection.vendor == "mysql":
         with connection.cursor() as cursor:
@@ -125,13 +124,9 @@ def _pg_text(value) -> str:
         return "\\\\x" + bytes(value).hex()  # bytea hex format, its backslash escaped for COPY
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
         return str(value)
-    obj = getattr(value, "obj", _MISSING)  # psycopg's Jsonb wrapper, dumped as it would dump it
-    if obj is not _MISSING and type(value).__name__ == "Jsonb":
-        return _pg_text(json.dumps(obj))
     raise TypeError(f"cannot encode {t.__name__} for COPY")
 
 
-_MISSING = object()
 _MYSQL_ESCAPES = (("\\", "\\\\"), ("\0", "\\0"), ("\n", "\\n"), ("\r", "\\r"), ("'", "\\'"), ('"', '\\"'), ("\x1a", "\\Z"))
 
 

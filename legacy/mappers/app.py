@@ -79,10 +79,7 @@ class AgentMapper(Mapper):
     satellites = (("agent_tools", AgentTool),)
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         pk = self.pk(lid)
         org_id = _org_of(rec, ctx)
@@ -174,10 +171,7 @@ class ToolMapper(Mapper):
     model = Tool
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         creds = {}
         configs = {}
@@ -295,10 +289,7 @@ class DocumentMapper(Mapper):
     satellites = (("document_chunks (embedded)", DocumentChunk),)
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         pk = self.pk(lid)
         org_id = _org_of(rec, ctx)
@@ -570,10 +561,7 @@ class ConversationMapper(Mapper):
     def map_record(self, record, ctx):
         from agents.models import Agent
 
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         pk = self.pk(lid)
         org_id = _org_of(rec, ctx)
@@ -762,14 +750,12 @@ class LegacyRecordMapper(Mapper):
         self.collection = collection
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
+        rec, lid, mapped, where = self.begin(record)
         org_legacy = record.get("org_id")
         org_id = ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None
         if org_id is None:
             if org_legacy is not None:
-                mapped.warnings.append(f"{self.file}: record {lid}: org_id: {org_legacy!r} refers to no organization (kept under org_default)")
+                mapped.warnings.append(f"{where}: org_id: {org_legacy!r} refers to no organization (kept under org_default)")
             org_id = ctx.default_org_id()
         data = dict(record)
         if self.collection == "security/invitations" and isinstance(data.get("token"), str):

@@ -370,6 +370,13 @@ class Mapper:
             )
         return mapped
 
+    def begin(self, record: dict) -> tuple[Rec, str, Mapped, str]:
+        """The common start of ``map_record``: the record's validator, its legacy id (checked),
+        the empty result and the ``"<file>: record <id>"`` prefix of warnings."""
+        rec = Rec(record)
+        lid = self.record_legacy_id(rec)
+        return rec, lid, Mapped(lid), f"{self.file}: record {lid}"
+
     def record_legacy_id(self, rec: Rec) -> str:
         value = rec.data.get("id")
         rec.used.add("id")

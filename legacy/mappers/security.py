@@ -100,8 +100,7 @@ class OrganizationMapper(Mapper):
                 "allowed_email_domains": []}
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
+        rec, lid, mapped, where = self.begin(record)
         name = rec.str("name", max_length=255)
         v = {
             "id": self.pk(lid), "legacy_id": lid, "name": name,
@@ -129,12 +128,11 @@ class OrganizationMapper(Mapper):
         if v["slug"] is None:
             v["slug"] = (slugify(name)[:100] or lid[:100])
         _times(rec, v, "created_at", "updated_at")
-        mapped = Mapped(lid)
         dangling = {}
         ldap_id = rec.str("ldap_config_id", None, null=True)
         if ldap_id is not None and not ctx.exists(LDAPConfig, ldap_id):
             dangling["ldap_config_id"] = ldap_id
-            mapped.warnings.append(f"{self.file}: record {lid}: ldap_config_id: {ldap_id!r} refers to no LDAP config")
+            mapped.warnings.append(f"{where}: ldap_config_id: {ldap_id!r} refers to no LDAP config")
         v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
         mapped.rows.append(Row(Organization, v))
         return mapped
@@ -171,10 +169,7 @@ class RoleMapper(Mapper):
                 "description": None}
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         org_id = _org(rec, ctx)
         v = {
@@ -239,10 +234,7 @@ class DepartmentMapper(Mapper):
     DEFAULTS = {"description": None, "parent_id": None, "manager_id": None}
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": _org(rec, ctx),
@@ -300,10 +292,7 @@ class UserMapper(Mapper):
     def map_record(self, record, ctx):
         from settings_app.models import UserPreference
 
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling, salts, bookkeeping = {}, set(), {}
         pk = self.pk(lid)
         org_id = _org(rec, ctx)
@@ -549,10 +538,7 @@ class GroupMapper(Mapper):
     DEFAULTS = {"description": None, "user_ids": [], "role_ids": [], "member_ids": []}
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         org_id = _org(rec, ctx)
         pk = self.pk(lid)
@@ -621,9 +607,7 @@ class OAuthConfigMapper(Mapper):
                 "client_secret": None}
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
+        rec, lid, mapped, _ = self.begin(record)
         dangling = {}
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": _org(rec, ctx),
@@ -684,9 +668,7 @@ class LDAPConfigMapper(Mapper):
     model = LDAPConfig
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
+        rec, lid, mapped, _ = self.begin(record)
         dangling = {}
         v = {"id": self.pk(lid), "legacy_id": lid, "org_id": _org(rec, ctx)}
         for key, attname, kind, default in LDAP_FIELDS:
@@ -744,10 +726,7 @@ class ToolPermissionMapper(Mapper):
                 "user_ids": [], "group_ids": [], "tool_name": ""}
 
     def map_record(self, record, ctx):
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
-        where = f"{self.file}: record {lid}"
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": _org(rec, ctx),
@@ -894,19 +873,17 @@ class AuditLogMapper(Mapper):
         mapped = self._map_plain(record, ctx)
         if mapped is not None:
             return mapped
-        rec = Rec(record)
-        lid = self.record_legacy_id(rec)
-        mapped = Mapped(lid)
+        rec, lid, mapped, where = self.begin(record)
         dangling = {}
         org_legacy = rec.str("org_id", None, null=True)
         org_id = ctx.ref(Organization, org_legacy) if org_legacy else None
         if org_legacy is not None and org_id is None:
             dangling["org_id"] = org_legacy
-            mapped.warnings.append(f"{self.file}: record {lid}: org_id: {org_legacy!r} refers to no organization")
+            mapped.warnings.append(f"{where}: org_id: {org_legacy!r} refers to no organization")
         user_legacy = rec.str("user_id", None, null=True, max_length=128)
         action = rec.str("action", max_length=40)
         if action not in AUDIT_ACTIONS:
-            mapped.warnings.append(f"{self.file}: record {lid}: action: unknown value {action!r} (kept)")
+            mapped.warnings.append(f"{where}: action: unknown value {action!r} (kept)")
         ip, bad_ip = rec.ip("ip_address")
         if bad_ip is not None:
             dangling["ip_address"] = bad_ip
@@ -937,7 +914,7 @@ class AuditLogMapper(Mapper):
             v["user_name"] = ""
             dangling["user_name"] = None
         if user_legacy is not None and v["actor_id"] is None:
-            mapped.warnings.append(f"{self.file}: record {lid}: user_id: {user_legacy!r} refers to no user")
+            mapped.warnings.append(f"{where}: user_id: {user_legacy!r} refers to no user")
         extra = legacy_extra(rec, **{DANGLING: dangling or None})
         v["serialized_data"] = {"legacy_extra": extra} if extra else None
         mapped.rows.append(Row(AuditLog, v, key_fields=("legacy_id",)))

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.admin_support import grant_all_model_permissions, make_audit
+from tests.admin_support import admin_world, make_audit
 
 pytestmark = pytest.mark.django_db
 
@@ -22,11 +22,8 @@ CHANGELIST = "admin:security_auditlog_changelist"
 
 @pytest.fixture
 def world(make_org, make_user):
-    org = make_org("Acme")
-    other = make_org("Globex")
-    superuser = make_user(org, email="root@acme.test", is_staff=True, is_superuser=True)
-    orgadmin = make_user(org, email="admin@acme.test", is_staff=True)
-    grant_all_model_permissions(orgadmin)
+    world = admin_world(make_org, make_user, rows=False)
+    org, other = world["org"], world["other"]
     alice = make_user(org, email="alice@acme.test")
     bob = make_user(other, email="bob@globex.test")
     entries = {
@@ -35,7 +32,7 @@ def world(make_org, make_user):
         "bob_login": make_audit(other, actor=bob, legacy_action="login", remote_addr="198.51.100.7"),
         "old": make_audit(org, actor=alice, legacy_action="export", timestamp=timezone.now() - timedelta(days=400), resource_id="res-42"),
     }
-    return {"org": org, "other": other, "superuser": superuser, "orgadmin": orgadmin, "alice": alice, "bob": bob, "entries": entries}
+    return {**world, "alice": alice, "bob": bob, "entries": entries}
 
 
 def _listed(response):

@@ -5,20 +5,17 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.admin_support import form_data, grant_all_model_permissions, populate
+from tests.admin_support import admin_world, form_data, populate
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def world(make_org, make_user):
-    org = make_org("Acme")
-    other = make_org("Globex")
-    superuser = make_user(org, email="root@acme.test", is_staff=True, is_superuser=True)
-    orgadmin = make_user(org, email="admin@acme.test", is_staff=True)
-    grant_all_model_permissions(orgadmin)
-    mine = populate(org, make_user(org, email="member@acme.test", first_name="Mem", last_name="Ber"))
-    return {"org": org, "other": other, "superuser": superuser, "orgadmin": orgadmin, "mine": mine}
+    world = admin_world(make_org, make_user, rows=False)
+    org = world["org"]
+    world["mine"] = populate(org, make_user(org, email="member@acme.test", first_name="Mem", last_name="Ber"))
+    return world
 
 
 def test_user_list_columns_filters_and_search(client, world):

@@ -61,6 +61,17 @@ def run_import(path, **options) -> str:
     return out.getvalue()
 
 
+def rerun_changes_nothing(path) -> str:
+    """Import ``path`` again, then again with --skip-existing: the database must not change.
+    Returns the first re-run's output."""
+    before = dump()
+    output = run_import(path)
+    assert dump() == before
+    run_import(path, skip_existing=True, verbosity=0)
+    assert dump() == before
+    return output
+
+
 def run_export(path) -> None:
     call_command("export_json", str(path), stdout=io.StringIO(), verbosity=0)
 

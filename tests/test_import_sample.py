@@ -11,7 +11,7 @@ from accounts.models import MFASettings, Organization, Permission, Role, RolePer
 from legacy import passwords
 from security.models import AuditLog
 from settings_app.models import OrgSetting, SystemSetting
-from tests.legacy_helpers import SAMPLE, dump, run_import
+from tests.legacy_helpers import SAMPLE, dump, rerun_changes_nothing, run_import
 
 pytestmark = pytest.mark.django_db
 
@@ -86,12 +86,7 @@ def test_sample_totp_secret_is_encrypted_at_rest():
 
 def test_sample_rerun_and_skip_existing_change_nothing():
     run_import(SAMPLE, verbosity=0)
-    before = dump()
-    output = run_import(SAMPLE)
-    assert dump() == before
-    assert "unchanged" in output
-    run_import(SAMPLE, skip_existing=True, verbosity=0)
-    assert dump() == before
+    assert "unchanged" in rerun_changes_nothing(SAMPLE)
 
 
 def test_sample_dry_run_writes_nothing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -59,6 +60,24 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Only these proxy addresses may set X-Forwarded-For (django-auditlog trusts it blindly).
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
+# --- HTTPS and cookies (docs/deploying.md); all off by default, for plain-HTTP development ----
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = read_int(os.environ, "SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", False)
+SESSION_COOKIE_AGE = read_int(os.environ, "SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
+# "X-Forwarded-Proto": the header a TLS-terminating proxy sets to "https". Anyone can send it,
+# so it is only read when the proxies are named.
+_proxy_ssl_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_ssl_header:
+    if not TRUSTED_PROXIES:
+        raise ConfigurationError("SECURE_PROXY_SSL_HEADER", "needs TRUSTED_PROXIES (the proxies that set it)")
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ConfigurationError("SECURE_PROXY_SSL_HEADER", f"expected a header name, got {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -78,7 +97,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "operations.requestlog.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin CSS and JS) straight from the application server, before sessions.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -146,7 +168,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "data" / "static"
+# collectstatic writes here (scripts/serve and the container's entry script run it).
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "data" / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed names (cached for a year by browsers) and gzip/brotli copies, served by WhiteNoise.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 LOGIN_URL = "admin:login"
 
@@ -176,12 +204,24 @@ AUDITLOG_USE_BASE_MANAGER = True
 AUDITLOG_STORE_JSON_CHANGES = True
 AUDITLOG_DISABLE_REMOTE_ADDR = False
 
+# LOG_FORMAT=json: one JSON object per line for log shippers. Every record carries the
+# request id; django.request logs failed requests (5xx) with theirs.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ConfigurationError("LOG_FORMAT", f"unknown value {LOG_FORMAT!r} (expected plain or json)")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "operations.requestlog.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "operations.requestlog.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
     "loggers": {
         "agentforge": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }

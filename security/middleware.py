@@ -30,6 +30,11 @@ def _in_networks(address: str, networks) -> bool:
     return False
 
 
+def from_trusted_proxy(request) -> bool:
+    """Whether the request's peer is one of TRUSTED_PROXIES (whose headers are believed)."""
+    return _in_networks(request.META.get("REMOTE_ADDR") or "", getattr(settings, "TRUSTED_PROXIES", []))
+
+
 def client_ip(request) -> str | None:
     """The client address; X-Forwarded-For is believed only from TRUSTED_PROXIES.
 
@@ -65,8 +70,7 @@ class AuditContextMiddleware(AuditlogMiddleware):
     @staticmethod
     def _get_remote_port(request):
         # auditlog believes X-Forwarded-Port from anyone; only a trusted proxy may set it.
-        remote = request.META.get("REMOTE_ADDR") or ""
-        if not _in_networks(remote, getattr(settings, "TRUSTED_PROXIES", [])):
+        if not from_trusted_proxy(request):
             return None
         return AuditlogMiddleware._get_remote_port(request)
 
@@ -78,7 +82,8 @@ class AuditContextMiddleware(AuditlogMiddleware):
             "request_path": request.path,
             "request_method": request.method,
             "session_key": getattr(session, "session_key", None),
-            "request_id": request.headers.get("X-Request-ID"),
+            # Set by operations.requestlog.RequestIdMiddleware (a proxy's id only when trusted).
+            "request_id": getattr(request, "request_id", None),
         }
         token = _request_context.set(context)
         try:

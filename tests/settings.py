@@ -12,3 +12,6 @@ os.environ.setdefault(
 os.environ.setdefault("DB_NAME", "agentforge")
 
 from agentforge_site.settings import *  # noqa: E402,F401,F403
+
+# The tests render admin pages without running collectstatic first (production serves hashed names).
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405

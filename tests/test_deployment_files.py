@@ -37,7 +37,7 @@ def test_compose_defaults_match_env_example():
         defaults = set(re.findall(r"\$\{" + variable + r":-([^}]*)\}", text))
         assert defaults == {env[variable]}, (variable, defaults, env[variable])
     ports = {name: s["ports"][0].split(":")[0] for name, s in compose()["services"].items() if "ports" in s}
-    assert ports == {"postgres": "5432", "mysql": "3306", "sqlserver": "1433", "oracle": "1521"}
+    assert ports == {"postgres": "5432", "mysql": "3306", "sqlserver": "1433", "oracle": "1521", "app": "8000"}
 
 
 def test_env_example_lists_every_guide_variable():
@@ -47,3 +47,61 @@ def test_env_example_lists_every_guide_variable():
                      "ENCRYPTION_KEY", "DATABASE_URL", "SECRET_KEY", "DEBUG", "STORAGE_MODE", "LEGACY_DATA_DIR",
                      "DB_SLOW_QUERY_MS", "DB_STORAGE_QUOTA_MB", "TRUSTED_PROXIES"):
         assert variable in env, variable
+
+
+def dockerfile_stages():
+    """The Dockerfile's stages: a list of (FROM line, instruction lines), continuation lines joined."""
+    text = (BASE / "Dockerfile").read_text().replace("\\\n", " ")
+    stages = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            stages.append((line, []))
+        else:
+            stages[-1][1].append(line)
+    return stages
+
+
+def test_app_service_waits_for_its_database_migrates_once_and_checks_health():
+    services = compose()["services"]
+    app, migrate = services["app"], services["migrate"]
+    assert app["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                 "migrate": {"condition": "service_completed_successfully"}}
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert (migrate["command"], migrate["restart"], app["command"]) == (["migrate"], "no", ["serve"])
+    assert app["image"] == migrate["image"] and migrate["build"] == "."
+    assert "http://127.0.0.1:8000/health/" in " ".join(app["healthcheck"]["test"])
+    for service in (app, migrate):
+        env = service["environment"]
+        assert (env["DB_TYPE"], env["DB_HOST"]) == ("postgresql", "postgres")
+        assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")  # no default key, ever
+
+
+def test_dockerfile_is_debian12_slim_multi_stage_non_root_without_compilers():
+    stages = dockerfile_stages()
+    assert [line for line, _ in stages] == ["FROM python:3.11-slim-bookworm AS build", "FROM python:3.11-slim-bookworm"]
+    build, final = stages[0][1], stages[1][1]
+    assert any("build-essential" in line for line in build)
+    final_text = "\n".join(final)
+    for compiler in ("build-essential", "gcc", "-dev ", "pkg-config"):
+        assert compiler not in final_text, compiler
+    assert "COPY --from=build /opt/venv /opt/venv" in final
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users == ["agentforge"]
+    assert "useradd --system --uid 10001" in final_text
+    assert 'ENTRYPOINT ["scripts/docker-entrypoint"]' in final and 'CMD ["serve"]' in final
+    assert any(line.startswith("HEALTHCHECK") and "/health/" in line for line in final)
+    entry = BASE / "scripts" / "docker-entrypoint"
+    assert entry.is_file() and entry.stat().st_mode & 0o111
+
+
+def test_the_image_installs_the_runtime_requirements_only():
+    # The Dockerfile keeps what stands above "# Tests" in requirements.txt.
+    lines = (BASE / "requirements.txt").read_text().split("# Tests")[0].splitlines()
+    names = {re.split(r"[\[<>=]", line)[0].lower() for line in lines if line and not line.startswith("#")}
+    assert {"django", "gunicorn", "whitenoise", "psycopg", "mysqlclient"} <= names
+    assert not names & {"pytest", "pytest-django", "playwright", "hypothesis", "uvicorn"}
+    ignored = (BASE / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env", "data"} <= set(ignored)

@@ -267,16 +267,26 @@ CREATE_ADMIN = (
 )
 
 
-@pytest.mark.backends("sqlite")
-def test_the_entry_script_migrates_then_serves_a_styled_admin(tmp_path):
-    port = free_port()
-    env = production_env(tmp_path, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1", WEB_THREADS="2",
-                         LOG_FORMAT="json", DB_WAIT_SECONDS="20")
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory):
+    """A SQLite database migrated by the entry script (as docker-compose's one-shot service does), with an admin."""
+    tmp_path = tmp_path_factory.mktemp("served")
+    env = production_env(tmp_path, DB_WAIT_SECONDS="20")
     migrate = subprocess.run(["scripts/docker-entrypoint", "migrate"], cwd=PROJECT_DIR, env=env,
                              capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    assert manage(env, "shell", "-c", CREATE_ADMIN).returncode == 0
-    log_path = tmp_path / "serve.log"
+    assert "Applying accounts.0001_initial... OK" in migrate.stdout
+    created = manage(env, "shell", "-c", CREATE_ADMIN)
+    assert created.returncode == 0, created.stderr
+    return tmp_path, env
+
+
+@pytest.mark.backends("sqlite")
+def test_the_entry_script_serves_a_styled_admin(migrated):
+    tmp_path, env = migrated
+    port = free_port()
+    env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "WEB_THREADS": "2", "LOG_FORMAT": "json"}
+    log_path = tmp_path / "entry.log"
     server = start(["scripts/docker-entrypoint"], env, log_path)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -305,11 +315,10 @@ def test_the_entry_script_gives_up_on_an_unreachable_database_naming_it(tmp_path
 
 
 @pytest.mark.backends("sqlite")
-def test_scripts_serve_starts_the_workers_asked_for(tmp_path):
+def test_scripts_serve_starts_the_workers_asked_for(migrated):
+    tmp_path, env = migrated
     port = free_port()
-    env = production_env(tmp_path, BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="3", WEB_THREADS="2")
-    assert manage(env, "migrate", "--verbosity", "0").returncode == 0
-    assert manage(env, "shell", "-c", CREATE_ADMIN).returncode == 0
+    env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "3", "WEB_THREADS": "2"}
     log_path = tmp_path / "serve.log"
     server = start(["scripts/serve"], env, log_path)
     try:

@@ -33,6 +33,15 @@ from pathlib import Path
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+def load_env_file() -> None:
+    """Read ``.env`` (or ``ENV_FILE``) into the environment; variables already set win."""
+    import environ
+
+    env_file = os.environ.get("ENV_FILE", str(_PROJECT_DIR / ".env"))
+    if env_file and os.path.isfile(env_file):
+        environ.Env.read_env(env_file, overwrite=False)
+
+
 def setup(env_file: str | None = None, **environment: str) -> None:
     """Configure Django from the environment (or ``env_file``) for use outside a web server.
 

@@ -9,6 +9,11 @@ measures both; docs/deploying.md has the figures). Each worker process has its o
 import logging
 import os
 
+from agentforge_site import load_env_file
+
+# The same .env as the application's settings, so BIND and WEB_* may live there too.
+load_env_file()
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import environ
 
+from agentforge_site import load_env_file
 from agentforge_site.dbconfig import ConfigurationError, build_database, read_int
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # The process environment wins over .env; ENV_FILE lets tests and operators pick another file.
-_env_file = os.environ.get("ENV_FILE", str(BASE_DIR / ".env"))
-if _env_file and os.path.isfile(_env_file):
-    environ.Env.read_env(_env_file, overwrite=False)
+load_env_file()
 
 
 def _bool(name: str, default: bool) -> bool:

@@ -34,3 +34,28 @@ def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
         assert re.search(rf"^{contender}\s+[\d.]+ s\s+[\d,]+ rows/s", out, re.M), out
     assert "the 630 rows of conversations, messages, audit_logs" in out, out
     assert re.search(r"with its reader process: \d+ MiB", out), out
+
+
+@pytest.mark.backends("sqlite")  # it starts its own PostgreSQL cluster: once per suite run is enough
+@pytest.mark.skipif(not Path("/usr/lib/postgresql/15/bin/initdb").exists(), reason="needs PostgreSQL 15's server binaries")
+def test_serve_benchmark_survives_a_database_outage_without_500s_or_lost_writes():
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL", "DJANGO_"))}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/serve_benchmark.py", "--clients", "2", "--rounds", "1", "--quick",
+         "--workers", "2", "--threads", "2", "--outage", "2"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    # Both servers answered every request of the load run; gunicorn's workers reported their pool.
+    for server in ("runserver", "gunicorn WSGI"):
+        line = re.search(rf"^{server}\s+2\s+(\d+)\s+[\d.]+\s+\d+\s+\d+\s+(\d+)\s+(\d+)  (.*)$", out, re.M)
+        assert line, out
+        assert (int(line.group(1)), line.group(2), line.group(3)) == (16, "0", "2"), line.group(0)
+    assert re.search(r"^gunicorn WSGI .* \d+ of \d+ checkouts waited", out, re.M), out
+    # The outage: /health/ said 503, failures were 503s only, it came back, and nothing acknowledged was lost.
+    assert re.search(r"first 503 answered [\d.]+ s after the server was gone", out), out
+    statuses = re.search(r"all failed requests by status: \{([^}]*)\}", out).group(1)
+    assert set(re.findall(r"(\d+):", statuses)) <= {"503"}, statuses
+    assert re.search(r"back: /health/ 200 [\d.]+ s after PostgreSQL restarted; 0 errors in [1-9]\d* requests", out), out
+    assert re.search(r"worker timeouts: 0; acknowledged edits: ([1-9]\d*), found in the audit trail: \1, lost: 0", out), out

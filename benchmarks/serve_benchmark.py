@@ -327,7 +327,10 @@ class Server:
 def servers(args, base: Path, quick: bool):
     """(name, command, extra environment) of each contender."""
     py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
-    yield "runserver", lambda port: [py, "manage.py", "runserver", "--noreload", f"{HOST}:{port}"], {}
+    # One process: its pool gets the connections of all of gunicorn's workers together.
+    total = args.workers * (2 + args.threads)
+    yield ("runserver", lambda port: [py, "manage.py", "runserver", "--noreload", f"{HOST}:{port}"],
+           {"DB_MAX_OVERFLOW": str(total - 2)})
     yield ("gunicorn WSGI", lambda port: ["scripts/serve"],
            {"WEB_CONCURRENCY": str(args.workers), "WEB_THREADS": str(args.threads), "DB_MAX_OVERFLOW": str(args.threads)})
     if not quick:
@@ -479,7 +482,8 @@ def main():
         print(f"PostgreSQL 15 cluster on {HOST}:{PG_PORT} ({base}); {len(agents)} agents, 61 users, 300+ audit entries")
         print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
         print(f"gunicorn: {args.workers} workers x {args.threads} threads; uvicorn: {args.workers} workers; "
-              f"pool per worker: min 2, max 2+{args.threads}, wait 2 s; {args.rounds} rounds per client "
+              f"pool per worker: min 2, max 2+{args.threads}, wait 2 s (runserver, one process: max "
+              f"{args.workers * (2 + args.threads)}); {args.rounds} rounds per client "
               f"(4 pages + 1 edit each), cap {args.seconds:.0f} s")
         print(f"{'server':<15}{'clients':>8}{'requests':>10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
               f"{'edits':>7}  pool waits")

@@ -85,7 +85,10 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record):
         if not hasattr(record, "request_id"):
-            record.request_id = current_request_id() or "-"
+            # django.request logs a 4xx/5xx response after the middleware returned it, so
+            # outside the request's context; the record carries the request itself.
+            request = getattr(record, "request", None)
+            record.request_id = current_request_id() or getattr(request, "request_id", None) or "-"
         return True
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from django import db
+from django.http import HttpResponse
 from django.urls import path
 
 from operations.requestlog import JsonFormatter, RequestIdFilter
@@ -112,7 +113,11 @@ def database_gone(request):
     raise db.OperationalError("connection refused")
 
 
-urlpatterns = [path("boom/", boom), path("db-gone/", database_gone)]
+def unhealthy(request):
+    return HttpResponse("down", status=503)  # returned, not raised, as /health/ does
+
+
+urlpatterns = [path("boom/", boom), path("db-gone/", database_gone), path("unhealthy/", unhealthy)]
 handler500 = "operations.requestlog.server_error"
 
 
@@ -184,6 +189,15 @@ def test_an_unreachable_database_answers_503_with_retry_after(client, request_lo
     [record] = request_log()
     assert (record["status"], record["request_id"]) == (503, response["X-Request-ID"])
     assert "OperationalError: connection refused" in record["exception"]
+
+
+@pytest.mark.urls(__name__)
+def test_an_error_response_a_view_returns_is_logged_with_its_request_id(client, request_log):
+    # Django logs it after the middleware returned, outside the request's context.
+    response = client.get("/unhealthy/")
+    [record] = request_log()
+    assert (record["status"], record["message"], record["request_id"]) == (
+        503, "Service Unavailable: /unhealthy/", response["X-Request-ID"])
 
 
 def test_plain_log_lines_carry_the_request_id():

@@ -60,16 +60,17 @@ class RequestIdMiddleware:
 
 def _database_down(exc: BaseException | None) -> bool:
     # A pool that cannot hand out a connection, a refused connection and a connection lost
-    # mid-query all arrive as Django's OperationalError/InterfaceError.
+    # mid-query all arrive as Django's OperationalError/InterfaceError; so do a deadlock and a
+    # serialization failure, which are worth retrying too.
     return isinstance(exc, (db.OperationalError, db.InterfaceError))
 
 
 def server_error(request, *args, **kwargs):
-    """handler500: 503 when the database is unreachable, else 500; both name the request id."""
+    """handler500: 503 when the database is not answering, else 500; both name the request id."""
     exc = sys.exc_info()[1]
     request_id = getattr(request, "request_id", None) or current_request_id() or "-"
     if _database_down(exc):
-        status, title = 503, "Service unavailable: the database cannot be reached. Try again shortly."
+        status, title = 503, "Service unavailable: the database is not answering. Try again shortly."
     else:
         status, title = 500, "Server error."
     body = (f"<!doctype html><title>{status}</title><h1>{escape(title)}</h1>"

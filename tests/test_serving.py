@@ -185,7 +185,7 @@ def test_an_unreachable_database_answers_503_with_retry_after(client, request_lo
     response = client.get("/db-gone/")
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
-    assert "the database cannot be reached" in response.content.decode()
+    assert "the database is not answering" in response.content.decode()
     [record] = request_log()
     assert (record["status"], record["request_id"]) == (503, response["X-Request-ID"])
     assert "OperationalError: connection refused" in record["exception"]

@@ -24,9 +24,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BIND=0.0.0.0:8000 \
-    STATIC_ROOT=/app/static
-# Static files are collected into the image (hashed and compressed); the settings need some
-# keys to load, none of which ends up in the image.
+    STATIC_ROOT=/app/static \
+    COLLECTSTATIC=false
+# Static files are collected into the image (hashed and compressed), owned by root, so
+# scripts/serve does not collect again (COLLECTSTATIC=false). The settings need some keys to
+# load: DEBUG=true gives them development ones, none of which ends up in the image.
 RUN DEBUG=true ENV_FILE= python manage.py collectstatic --noinput --verbosity 0 \
  && mkdir -p /app/data && chown agentforge /app/data
 USER agentforge

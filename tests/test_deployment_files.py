@@ -92,6 +92,9 @@ def test_dockerfile_is_debian12_slim_multi_stage_non_root_without_compilers():
     assert users == ["agentforge"]
     assert "useradd --system --uid 10001" in final_text
     assert 'ENTRYPOINT ["scripts/docker-entrypoint"]' in final and 'CMD ["serve"]' in final
+    # Collected at build time into a directory the unprivileged user cannot write: not again at start.
+    assert any("collectstatic" in line for line in final if line.startswith("RUN "))
+    assert "COLLECTSTATIC=false" in final_text
     assert any(line.startswith("HEALTHCHECK") and "/health/" in line for line in final)
     entry = BASE / "scripts" / "docker-entrypoint"
     assert entry.is_file() and entry.stat().st_mode & 0o111

@@ -316,9 +316,14 @@ def serve_and_browse(command, env, port, log_path, workers) -> str:
 def test_the_entry_script_serves_a_styled_admin(migrated):
     tmp_path, env = migrated
     port = free_port()
-    env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "WEB_THREADS": "2", "LOG_FORMAT": "json"}
+    # As in the image: static files collected beforehand, not again at start (COLLECTSTATIC=false).
+    env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "WEB_THREADS": "2", "LOG_FORMAT": "json",
+           "STATIC_ROOT": str(tmp_path / "image-static"), "COLLECTSTATIC": "false"}
+    assert manage(env, "collectstatic", "--noinput", "--verbosity", "0").returncode == 0
+    manifest = tmp_path / "image-static" / "staticfiles.json"
+    collected = manifest.stat().st_mtime_ns
     log = serve_and_browse(["scripts/docker-entrypoint"], env, port, tmp_path / "entry.log", workers=1)
-    assert (tmp_path / "static" / "staticfiles.json").is_file()  # collectstatic ran before serving
+    assert manifest.stat().st_mtime_ns == collected
     assert "Using worker: gthread" in log
     assert re.search(r'"GET /admin/accounts/user/ HTTP/1.1" 200 \d+ \d+ms request_id=[0-9a-f]{32}', log), log[-3000:]
 
@@ -346,4 +351,7 @@ def test_scripts_serve_starts_the_workers_asked_for(migrated):
     # From a .env file, as an operator would write them (gunicorn reads the same file as the settings).
     env_file = tmp_path / "serve.env"
     env_file.write_text(f"BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=3\nWEB_THREADS=2\n")
-    serve_and_browse(["scripts/serve"], {**env, "ENV_FILE": str(env_file)}, port, tmp_path / "serve.log", workers=3)
+    static_root = tmp_path / "serve-static"
+    serve_and_browse(["scripts/serve"], {**env, "ENV_FILE": str(env_file), "STATIC_ROOT": str(static_root)}, port,
+                     tmp_path / "serve.log", workers=3)
+    assert (static_root / "staticfiles.json").is_file()  # scripts/serve collected them before serving

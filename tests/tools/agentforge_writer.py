@@ -529,6 +529,7 @@ class Driver:
         return self.mail_token(email, r"Temporary Password:</strong>\s*<code[^>]*>([^<]+)</code>")
 
     def create_tools(self):
+        # Every type the tool wizard of the UI offers (its formTypes list).
         specs = [
             {"type": "api", "name": "Weather API", "description": "Current weather by city",
              "api_config": {"base_url": "https://api.weather.example", "http_method": "GET",
@@ -547,7 +548,20 @@ class Driver:
             {"type": "email", "name": "Notify by e-mail", "description": "Sends notifications",
              "config": {"provider": "sendgrid", "from_email": "noreply@acme.example"}},
             {"type": "webhook", "name": "Slack webhook", "config": {"url": "https://hooks.slack.example/T000"}},
-            {"type": "spreadsheet", "name": "Price list", "config": {"sheet": "prices"}},
+            {"type": "spreadsheet", "name": "Price list", "config": {"sheet_id": "1AbCfixture", "range": "A1:D50"}},
+            {"type": "slack", "name": "Slack bot", "config": {"bot_token": "xoxb-fixture", "channel": "#support"}},
+            {"type": "calendar", "name": "Team calendar", "config": {"provider": "google", "calendar_id": "primary"}},
+            {"type": "websearch", "name": "Web search", "config": {"provider": "tavily", "max_results": 3}},
+            {"type": "crm", "name": "CRM", "config": {"provider": "hubspot", "api_key": "hub-fixture"}},
+            {"type": "imagegen", "name": "Image generator", "config": {"model": "dall-e-3", "size": "1024x1024"}},
+            {"type": "code", "name": "Code runner", "config": {"language": "python", "timeout": 10}},
+            {"type": "calculator", "name": "Calculator", "config": {}},
+            {"type": "storage", "name": "File storage", "config": {"provider": "s3", "bucket": "acme-files"}},
+            {"type": "stt", "name": "Speech to text", "config": {"model": "whisper-1"}},
+            {"type": "tts", "name": "Text to speech", "config": {"voice": "alloy"}},
+            {"type": "translate", "name": "Translator", "config": {"target_language": "fr"}},
+            {"type": "ocr", "name": "OCR", "config": {"languages": ["en", "ar"]}},
+            {"type": "hitl", "name": "Human approval", "config": {"approvers": ["alice.admin@acme.example"]}},
         ]
         created = {}
         for spec in specs:

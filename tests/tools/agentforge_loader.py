@@ -1,0 +1,143 @@
+"""Load a data directory with AgentForge's own loaders and models; verify a password its way.
+
+Run it with the Python of a virtualenv that has AgentForge's requirements installed (not ours):
+
+    /tmp/af-venv/bin/python tests/tools/agentforge_loader.py AGENTFORGE_CHECKOUT DATA_DIR \
+        [--email E --password P]...
+
+It copies DATA_DIR to a scratch directory (AgentForge writes into its data directory while it
+starts), imports the checkout's ``core.security`` (its ``SecurityState`` loads ``security/``) and
+``api.main`` (its ``AppState`` loads the app files), then compares each file with what the loaders
+kept. Every record a loader dropped is reported with the error its Pydantic model raises. Each
+``--email/--password`` pair is checked with AgentForge's ``PasswordService.verify_password``.
+
+Prints one JSON report on stdout; the exit status is 1 when a record was skipped or a password
+did not verify, 0 otherwise.
+"""
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+UNREACHABLE_DB = "postgresql://agentforge:unused@127.0.0.1:9/agentforge?sslmode=disable"
+
+SECURITY_FILES = {
+    "organizations.json": ("Organization", "organizations"),
+    "users.json": ("User", "users"),
+    "departments.json": ("Department", "departments"),
+    "groups.json": ("UserGroup", "groups"),
+    "roles.json": ("Role", "roles"),
+    "policies.json": ("Policy", "policies"),
+    "tool_permissions.json": ("ToolPermission", "tool_permissions"),
+    "kb_permissions.json": ("KnowledgeBasePermission", "kb_permissions"),
+    "db_permissions.json": ("DatabasePermission", "db_permissions"),
+    "ldap_configs.json": ("LDAPConfig", "ldap_configs"),
+    "oauth_configs.json": ("OAuthConfig", "oauth_configs"),
+    "invitations.json": ("Invitation", "invitations"),
+}
+APP_FILES = {
+    "agents.json": ("AgentData", "agents"),
+    "tools.json": ("ToolConfiguration", "tools"),
+    "documents.json": ("Document", "documents"),
+    "scraped_pages.json": ("ScrapedPage", "scraped_pages"),
+    "conversations.json": ("Conversation", "conversations"),
+}
+
+
+def load_quietly(checkout, data_dir):
+    """Import AgentForge against ``data_dir``; returns (security module, app module, captured output)."""
+    os.environ.update({
+        "DATA_PATH": data_dir, "UPLOAD_PATH": os.path.join(data_dir, "uploads"),
+        "DATABASE_URL": UNREACHABLE_DB, "DB_SSL_MODE": "disable", "DB_POOL_TIMEOUT": "2",
+        "JWT_SECRET_KEY": "loader-only",
+    })
+    sys.path.insert(0, checkout)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        import core.security as security
+        import api.main as app
+        app.app_state.load_from_disk()  # the app calls it in its startup hook, not on import
+    return security, app, output.getvalue()
+
+
+def rejection(model, record):
+    """The error AgentForge's model raises for ``record``, or None when it loads."""
+    try:
+        model(**copy.deepcopy(record))
+    except Exception as error:  # the loaders catch everything, so do we
+        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return None
+
+
+def compare(path, model, loaded):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        records = json.load(handle)
+    skipped = {}
+    for key, record in records.items():
+        if key not in loaded:
+            skipped[key] = rejection(model, record) or "dropped by the loader"
+    return {"in_file": len(records), "loaded": len([k for k in records if k in loaded]), "skipped": skipped}
+
+
+def report(checkout, data_dir, logins):
+    scratch = tempfile.mkdtemp(prefix="agentforge-loader-")
+    copy_dir = os.path.join(scratch, "data")
+    shutil.copytree(data_dir, copy_dir)
+    cwd = os.getcwd()
+    os.chdir(scratch)
+    try:
+        security, app, _ = load_quietly(os.path.abspath(checkout), copy_dir)
+        state = security.security_state
+        collections = {}
+        for name, (model, attr) in SECURITY_FILES.items():
+            result = compare(os.path.join(copy_dir, "security", name), getattr(security, model), getattr(state, attr))
+            if result is not None:
+                collections[f"security/{name}"] = result
+        audit_path = os.path.join(copy_dir, "security", "audit_logs.json")
+        if os.path.exists(audit_path):
+            with open(audit_path, encoding="utf-8") as handle:
+                in_file = len(json.load(handle))
+            collections["security/audit_logs.json"] = {"in_file": in_file, "loaded": len(state.audit_logs),
+                                                       "skipped": {} if len(state.audit_logs) == in_file else
+                                                       {"count": in_file - len(state.audit_logs)}}
+        for name, (model, attr) in APP_FILES.items():
+            result = compare(os.path.join(copy_dir, name), getattr(app, model), getattr(app.app_state, attr))
+            if result is not None:
+                collections[name] = result
+        passwords = {}
+        for email, password in logins:
+            user = next((u for u in state.users.values() if u.email.lower() == email.lower()), None)
+            passwords[email] = bool(user and user.password_hash
+                                    and security.PasswordService.verify_password(password, user.password_hash))
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"collections": collections, "passwords": passwords}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkout")
+    parser.add_argument("data_dir")
+    parser.add_argument("--email", action="append", default=[])
+    parser.add_argument("--password", action="append", default=[])
+    args = parser.parse_args(argv)
+    if len(args.email) != len(args.password):
+        parser.error("give one --password per --email")
+    result = report(args.checkout, os.path.abspath(args.data_dir), list(zip(args.email, args.password)))
+    json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    failed = any(c["skipped"] for c in result["collections"].values()) or not all(result["passwords"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

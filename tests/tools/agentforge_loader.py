@@ -71,7 +71,8 @@ def rejection(model, record):
     try:
         model(**copy.deepcopy(record))
     except Exception as error:  # the loaders catch everything, so do we
-        return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return f"{type(error).__name__}: " + "; ".join(lines[:3])
     return None
 
 

@@ -24,40 +24,18 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
-UNREACHABLE_DB = "postgresql://agentforge:unused@127.0.0.1:9/agentforge?sslmode=disable"
+from agentforge_env import FILES, point_agentforge_at
 
-SECURITY_FILES = {
-    "organizations.json": ("Organization", "organizations"),
-    "users.json": ("User", "users"),
-    "departments.json": ("Department", "departments"),
-    "groups.json": ("UserGroup", "groups"),
-    "roles.json": ("Role", "roles"),
-    "policies.json": ("Policy", "policies"),
-    "tool_permissions.json": ("ToolPermission", "tool_permissions"),
-    "kb_permissions.json": ("KnowledgeBasePermission", "kb_permissions"),
-    "db_permissions.json": ("DatabasePermission", "db_permissions"),
-    "ldap_configs.json": ("LDAPConfig", "ldap_configs"),
-    "oauth_configs.json": ("OAuthConfig", "oauth_configs"),
-    "invitations.json": ("Invitation", "invitations"),
-}
-APP_FILES = {
-    "agents.json": ("AgentData", "agents"),
-    "tools.json": ("ToolConfiguration", "tools"),
-    "documents.json": ("Document", "documents"),
-    "scraped_pages.json": ("ScrapedPage", "scraped_pages"),
-    "conversations.json": ("Conversation", "conversations"),
-}
+# Files a loader keeps in a dict named after the file; audit logs (a list) are counted apart.
+DICT_FILES = {path: model for path, model in FILES.items()
+              if "#" not in path and path not in ("security/audit_logs.json", "settings.json")}
 
 
 def load_quietly(checkout, data_dir):
     """Import AgentForge against ``data_dir``; returns (security module, app module, captured output)."""
-    os.environ.update({
-        "DATA_PATH": data_dir, "UPLOAD_PATH": os.path.join(data_dir, "uploads"),
-        "DATABASE_URL": UNREACHABLE_DB, "DB_SSL_MODE": "disable", "DB_POOL_TIMEOUT": "2",
-        "JWT_SECRET_KEY": "loader-only",
-    })
-    sys.path.insert(0, checkout)
+    point_agentforge_at(checkout, data_dir)
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         import core.security as security
@@ -98,10 +76,12 @@ def report(checkout, data_dir, logins):
         security, app, _ = load_quietly(os.path.abspath(checkout), copy_dir)
         state = security.security_state
         collections = {}
-        for name, (model, attr) in SECURITY_FILES.items():
-            result = compare(os.path.join(copy_dir, "security", name), getattr(security, model), getattr(state, attr))
+        for path, (module, model) in DICT_FILES.items():
+            owner = state if module == "core.security" else app.app_state
+            models = security if module == "core.security" else app
+            result = compare(os.path.join(copy_dir, path), getattr(models, model), getattr(owner, Path(path).stem))
             if result is not None:
-                collections[f"security/{name}"] = result
+                collections[path] = result
         audit_path = os.path.join(copy_dir, "security", "audit_logs.json")
         if os.path.exists(audit_path):
             with open(audit_path, encoding="utf-8") as handle:
@@ -109,10 +89,6 @@ def report(checkout, data_dir, logins):
             collections["security/audit_logs.json"] = {"in_file": in_file, "loaded": len(state.audit_logs),
                                                        "skipped": {} if len(state.audit_logs) == in_file else
                                                        {"count": in_file - len(state.audit_logs)}}
-        for name, (model, attr) in APP_FILES.items():
-            result = compare(os.path.join(copy_dir, name), getattr(app, model), getattr(app.app_state, attr))
-            if result is not None:
-                collections[name] = result
         passwords = {}
         for email, password in logins:
             user = next((u for u in state.users.values() if u.email.lower() == email.lower()), None)

@@ -20,30 +20,7 @@ import subprocess
 import sys
 import typing
 
-UNREACHABLE_DB = "postgresql://agentforge:unused@127.0.0.1:9/agentforge?sslmode=disable"
-
-FILES = {
-    "security/organizations.json": ("core.security", "Organization"),
-    "security/users.json": ("core.security", "User"),
-    "security/departments.json": ("core.security", "Department"),
-    "security/groups.json": ("core.security", "UserGroup"),
-    "security/roles.json": ("core.security", "Role"),
-    "security/policies.json": ("core.security", "Policy"),
-    "security/tool_permissions.json": ("core.security", "ToolPermission"),
-    "security/kb_permissions.json": ("core.security", "KnowledgeBasePermission"),
-    "security/db_permissions.json": ("core.security", "DatabasePermission"),
-    "security/ldap_configs.json": ("core.security", "LDAPConfig"),
-    "security/oauth_configs.json": ("core.security", "OAuthConfig"),
-    "security/invitations.json": ("core.security", "Invitation"),
-    "security/audit_logs.json": ("core.security", "AuditLog"),
-    "security/settings.json#settings": ("core.security", "SecuritySettings"),
-    "agents.json": ("api.main", "AgentData"),
-    "tools.json": ("api.main", "ToolConfiguration"),
-    "documents.json": ("api.main", "Document"),
-    "scraped_pages.json": ("api.main", "ScrapedPage"),
-    "conversations.json": ("api.main", "Conversation"),
-    "settings.json": ("api.main", "SystemSettings"),
-}
+from agentforge_env import FILES, point_agentforge_at
 
 
 def describe(annotation, models):
@@ -83,9 +60,7 @@ def describe_model(model, models):
 
 
 def one_checkout(checkout):
-    os.environ.update({"DATA_PATH": os.path.join(os.getcwd(), "data"), "DATABASE_URL": UNREACHABLE_DB,
-                       "DB_SSL_MODE": "disable", "JWT_SECRET_KEY": "shapes-only"})
-    sys.path.insert(0, checkout)
+    point_agentforge_at(checkout, os.path.join(os.getcwd(), "data"))
     import contextlib
     import importlib
     import io

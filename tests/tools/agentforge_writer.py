@@ -18,7 +18,6 @@ creates no admin) and adding a second organization (no era has an endpoint that 
 """
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -28,9 +27,8 @@ import tempfile
 import time
 from urllib.parse import parse_qs, urlparse
 
-# The checkout's database layer (late era) must never reach a server of this machine: an address
-# that refuses connections makes it fall back to the JSON files, which is what we want written.
-UNREACHABLE_DB = "postgresql://agentforge:unused@127.0.0.1:9/agentforge?sslmode=disable"
+from agentforge_env import point_agentforge_at
+
 JWT_SECRET = "fixture-jwt-secret-not-used-anywhere-else"
 
 GOOGLE_USER = {
@@ -244,7 +242,6 @@ class Driver:
     def run(self):
         import pyotp
 
-        defaults = self.main  # noqa: F841  (kept for symmetry with the app module)
         admin_email, admin_password = self.bootstrap_admin()
         admin = self.login(admin_email, admin_password)
         if not admin:
@@ -655,15 +652,10 @@ def main(argv=None):
     os.makedirs(out_dir)
 
     scratch = tempfile.mkdtemp(prefix="agentforge-writer-")
-    os.environ.update({
-        "DATA_PATH": out_dir, "UPLOAD_PATH": os.path.join(out_dir, "uploads"),
-        "JWT_SECRET_KEY": JWT_SECRET, "DATABASE_URL": UNREACHABLE_DB, "DB_SSL_MODE": "disable",
-        "SQLITE_PATH": os.path.join(scratch, "unused.db"), "DB_POOL_TIMEOUT": "2",
-        "OPENAI_API_KEY": "sk-stub-not-a-key", "ANTHROPIC_API_KEY": "stub", "SENDGRID_API_KEY": "SG.stub",
-        "BASE_URL": "http://agentforge.test", "APP_URL": "http://agentforge.test",
-    })
+    point_agentforge_at(checkout, out_dir, JWT_SECRET_KEY=JWT_SECRET, SQLITE_PATH=os.path.join(scratch, "unused.db"),
+                        OPENAI_API_KEY="sk-stub-not-a-key", ANTHROPIC_API_KEY="stub", SENDGRID_API_KEY="SG.stub",
+                        BASE_URL="http://agentforge.test", APP_URL="http://agentforge.test")
     os.chdir(scratch)  # relative defaults of the app ("data/…") land in the scratch dir, not the checkout
-    sys.path.insert(0, checkout)
 
     internet = FakeInternet()
     internet.install()

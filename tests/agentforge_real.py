@@ -67,11 +67,11 @@ def totp(secret: str, at: float | None = None, digits: int = 6, step: int = 30) 
 
 def value_problems(shape: dict, value, models: dict, where: str) -> list[str]:
     """Why ``value`` would not load into a field of this shape (empty when it loads)."""
+    kind = shape["type"]
+    if kind == "any":  # typing.Any: Pydantic takes anything, null included
+        return []
     if value is None:
         return [] if shape.get("nullable") else [f"{where}: null where AgentForge requires a value"]
-    kind = shape["type"]
-    if kind == "any":
-        return []
     if kind == "enum":
         return [] if value in shape["enum"] else [f"{where}: {value!r} is not one of {shape['enum']}"]
     if kind == "model":

@@ -130,6 +130,16 @@ def test_the_shape_check_rejects_what_agentforges_loader_rejects(era):
         "inv.role_ids[0]: null where AgentForge requires a value"]
 
 
+@pytest.mark.parametrize("era", ERAS.values())
+def test_the_shape_check_takes_any_value_where_agentforge_declares_any(era):
+    models = shapes(era)["models"]
+    condition = {"attribute": "time.hour", "operator": "eq", "value": None}
+    assert models["PolicyCondition"]["fields"]["value"]["type"] == "any"
+    assert record_problems(models["PolicyCondition"], condition, models, "cond") == []
+    assert record_problems(models["PolicyCondition"], dict(condition, operator=None), models, "cond") == [
+        "cond.operator: null where AgentForge requires a value"]
+
+
 def test_both_eras_describe_every_file_and_the_late_fields():
     first, last = shapes("57dc2c9"), shapes("effb5d0")
     assert first["files"].keys() == last["files"].keys()

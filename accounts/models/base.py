@@ -390,7 +390,11 @@ class ScopedQuerySet(models.QuerySet):
             )
 
     def _drop_stale_results(self) -> None:
-        if self._result_cache is not None and self.__dict__.get("_results_org", current_org()) != current_org():
+        if (
+            self._result_cache is not None
+            and self.__dict__.get("_results_org", current_org()) != current_org()
+            and is_org_scoped(self.query)
+        ):
             self._result_cache = None
             self._prefetch_done = False
 

@@ -286,10 +286,14 @@ def test_import_json_keeps_an_organizations_chunks_in_that_organization(tmp_path
 
     files, _ = C.build_corpus()
     other = "org_abc123def456"
-    files["documents.json"][C.D1]["org_id"] = other
+    # D1 becomes a document of the other organization (outside any tool of the default one).
+    files["documents.json"][C.D1].update(org_id=other, tool_id=None)
+    for entry in files["chunks_index.json"]:
+        if entry.get("doc_id") == C.D1:
+            entry["tool_id"] = None
     for relative, data in files.items():
         C.dump(tmp_path / relative, data, relative)
-    run_import(tmp_path)
+    output = run_import(tmp_path, verbosity=2)
 
     other_pk = Organization.all_orgs.get(legacy_id=other).pk
     default_pk = Organization.all_orgs.get(legacy_id="org_default").pk
@@ -304,6 +308,12 @@ def test_import_json_keeps_an_organizations_chunks_in_that_organization(tmp_path
         assert not DocumentChunk.objects.filter(document_id=document.pk).exists()
     with org_scope(other_pk):
         assert DocumentChunk.objects.filter(document_id=document.pk).count() == chunks.count()
+    # The JSON era's identity configs of the other organization name the default
+    # organization's role: imported as they are, and reported.
+    assert sorted((m._meta.db_table, f.name, lid) for m, f, _, lid, _ in cross_org_links()) == [
+        ("ldap_configs", "default_role", "ldap_aaaaaaaaaaaa"), ("oauth_configs", "default_role", "oauth_bbbbbbbbbbbb")]
+    assert "ldap_configs: record ldap_aaaaaaaaaaaa: default_role: refers to" in output
+    assert "oauth_configs: record oauth_bbbbbbbbbbbb: default_role: refers to" in output
 
 
 # --- 6. an organization admin never acts as a more privileged user -------------------------------

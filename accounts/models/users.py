@@ -95,8 +95,8 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
             org_id = _resolve(org)
         elif current_org() not in (None, ALL_ORGS):
             org_id = current_org()
-        else:
-            org_id = Organization.get_default().pk
+        else:  # looked up, not created: a read does not make the default organization
+            org_id = Organization.all_orgs.filter(legacy_id="org_default").values_list("pk", flat=True).first()
         return self.model.all_orgs.db_manager(self.db).get(
             org_id=org_id, email_normalized=normalize_email_address(email)
         )

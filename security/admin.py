@@ -17,7 +17,6 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
 from agentforge_site.admin_base import (
-    EstimatedCountPaginator,
     OrgScopedAdmin,
     SecretFieldsMixin,
     is_superuser,
@@ -25,6 +24,7 @@ from agentforge_site.admin_base import (
     masked,
     truncate,
 )
+from agentforge_site.paginator import EstimatedCountPaginator
 from security import crypto
 from security.fields import encrypted_fields
 from security.models import APIKey, AuditLog, LDAPConfig, OAuthConfig, SecurityEvent

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from accounts.tenancy import OrgScopeError, org_scope, unscoped
 from legacy.store import DatabaseStore, DualStore, get_store
 from legacy.store import failures, jsonfiles
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
 AGENT_ID = "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b"
 
 
@@ -37,29 +35,6 @@ def agent(agent_id=AGENT_ID, name="Helper", **more) -> dict:
     }
     record.update(more)
     return record
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    target = tmp_path / "data"
-    shutil.copytree(SAMPLE, target)
-    for path in target.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
-
-
-@pytest.fixture
-def default_org(db):
-    from accounts.models import Organization
-
-    return Organization.get_default()
-
-
-@pytest.fixture
-def imported(data_dir, default_org):
-    """The real sample imported with import_json, as at the start of the parallel run."""
-    call_command("import_json", str(data_dir), verbosity=0)
-    return data_dir
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ file's text the legacy formatting, byte for byte, however it was reached."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from legacy.store import DatabaseStore, DualStore, jsonfiles
 from legacy.store.jsonfiles import _Image, dumps
-from tests.test_store_modes import AGENT_ID, agent, data_dir, default_org, imported, json_file, parity  # noqa: F401
+from tests.test_store_modes import AGENT_ID, agent, json_file, parity
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -182,10 +182,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         try:
             ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
             if not ctx.dry_run and (root / "security" / "audit_logs.json").is_file():
-                from security.audit import rechain
                 from legacy.writer import AuditChain
 
-                rechain()  # entries bulk-inserted earlier get their hashes before ours follow
                 writer.chain = AuditChain(writer)
             for collection in ORDER:
                 mapper = registry[collection]

@@ -489,14 +489,18 @@ def write_mapped(mapped_records, *, skip_existing=False) -> dict:
     """Write one or more :class:`Mapped` (e.g. from ``registry[c].to_rows(record)``) now.
 
     For single-record callers such as the dual-write store; returns stats per table.
-    Audit entries go through the import (``AuditChain``) or ``security.audit``, not here.
     """
     from django.utils import timezone
 
     if isinstance(mapped_records, Mapped):
         mapped_records = [mapped_records]
+    mapped_records = list(mapped_records)
     writer = Writer(skip_existing=skip_existing, now=timezone.now())
+    if any(row.model._meta.db_table == "audit_logs" for mapped in mapped_records for row in mapped.rows):
+        writer.chain = AuditChain(writer)  # an entry is hashed as it is written
     for mapped in mapped_records:
         writer.add(mapped)
     writer.flush()
+    if writer.chain is not None:
+        writer.chain.finish()
     return dict(writer.stats)

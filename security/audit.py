@@ -5,8 +5,10 @@ Public functions others call:
 - ``record_auth_event(action, ...)``: an authentication/security entry (login, logout,
   login_failed, password_change, password_reset, mfa_enabled, mfa_disabled).
 - ``record_security_event(event_type, ...)``: a ``security_events`` row.
-- ``rechain(org_id=None)``: give bulk-inserted entries (the legacy importer) their hashes.
-  ``AuditLog.all_orgs.bulk_create`` already calls it; calling it again is harmless.
+- ``rechain(org_id=None, accept=())``: the operator's repair (``rechain_audit_log``): adopt
+  entries that were written without a hash, named one by one, and re-link what follows.
+  Every write path hashes its entries (``append_to_chain``, ``bulk_append``, the importer's
+  ``legacy.writer.AuditChain``); an entry without a hash is reported broken, never chained.
 - ``verify_chain(org_id)`` / ``verify_all()``: the first broken link, if any.
 - ``purge_expired(org)``: the retention purge (``security.audit_retention_days``).
 """
@@ -194,14 +196,6 @@ def session_digest(session_key: str | None) -> str | None:
     return sha256_hex(session_key) if session_key else None
 
 
-def prepare_bulk_entry(entry) -> None:
-    """Before a bulk insert: hashes are computed afterwards by :func:`rechain`."""
-    entry.prev_hash = ""
-    entry.entry_hash = ""
-    if entry.timestamp is None:
-        entry.timestamp = timezone.now()
-
-
 # --------------------------------------------------------------------------------------
 # The hash chain
 # --------------------------------------------------------------------------------------
@@ -379,8 +373,13 @@ def _write_hashes(entry, prev_hash: str, entry_hash: str, using: str) -> None:
     entry.prev_hash, entry.entry_hash = prev_hash, entry_hash
 
 
-def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
-    """Fill missing hashes of one chain whose head is locked; returns entries (re)hashed."""
+def _rechain_locked(head, using: str, accept=frozenset(), batch_size: int = 500) -> tuple[list, int]:
+    """Re-link one chain whose head is locked: hash the entries of ``accept`` that have no
+    hash, recompute the links of intact entries after them; returns (adopted ids, relinked).
+
+    An entry without a hash that the operator did not name, and an entry whose content no
+    longer matches its hash, stop the rechain (AuditChainError): blessing either would hide
+    a forged or altered row."""
     qs = _chain_queryset(head.chain_key).using(using)
     starts = [
         qs.filter(entry_hash="").order_by("id").values_list("id", flat=True).first(),
@@ -388,12 +387,12 @@ def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
     ]
     starts = [s for s in starts if s is not None]
     if not starts:
-        return 0
+        return [], 0
     start = min(starts)
     before = qs.filter(id__lt=start).order_by("-id").values_list("id", "entry_hash").first()
     prev = before[1] if before else head.anchor_hash
     last_id = before[0] if before else head.anchor_id
-    changed = 0
+    adopted, relinked = [], 0
     _set_pg_flag(using, "audit_rechain", True)
     try:
         cursor_id = start - 1
@@ -403,9 +402,15 @@ def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
                 break
             for entry in batch:
                 if not entry.entry_hash:
+                    if entry.pk not in accept:
+                        raise AuditChainError(
+                            f"audit entry {entry.pk} (chain {head.chain_key}) has no hash: it was written around "
+                            "the application or its hash was removed; check it, then name it with --accept "
+                            f"{entry.pk} to adopt it"
+                        )
                     new = compute_hash(entry, prev)
                     _write_hashes(entry, prev, new, using)
-                    changed += 1
+                    adopted.append(entry.pk)
                 else:
                     if compute_hash(entry, entry.prev_hash) != entry.entry_hash:
                         raise AuditChainError(
@@ -416,28 +421,50 @@ def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
                     if entry.prev_hash != prev:
                         new = compute_hash(entry, prev)
                         _write_hashes(entry, prev, new, using)
-                        changed += 1
+                        relinked += 1
                 prev, last_id = new, entry.pk
             cursor_id = batch[-1].pk
     finally:
         _set_pg_flag(using, "audit_rechain", False)
     head.last_id, head.last_hash, head.updated_at = last_id, prev, timezone.now()
     head.save(using=using)
-    return changed
+    return adopted, relinked
 
 
 @contextlib.contextmanager
 def append_to_chain(entry, using: str | None = None):
-    """Around the INSERT of one entry: lock the chain, set the hashes, move the head."""
+    """Around the INSERT of one entry: lock the chain, set the hashes, move the head.
+
+    The entry follows the head, not whatever was inserted around the application since:
+    such a row keeps its missing or wrong hash and ``verify_audit_log`` reports it."""
     using = using or router.db_for_write(type(entry))
     head = _lock_head(chain_key(entry.org_id), using)
-    if _chain_queryset(head.chain_key).using(using).filter(id__gt=head.last_id).exists():
-        _rechain_locked(head, using)  # bulk-inserted entries go first
     entry.prev_hash = head.last_hash
     entry.entry_hash = compute_hash(entry, entry.prev_hash)
     yield
     head.last_id, head.last_hash, head.updated_at = entry.pk, entry.entry_hash, timezone.now()
     head.save(using=using)
+
+
+def bulk_append(entries, insert, using: str):
+    """``AuditLog.all_orgs.bulk_create``: hash ``entries`` in list order, chain by chain, then
+    ``insert(entries)`` (ids follow the list order) and move each chain's head."""
+    entries = list(entries)
+    with transaction.atomic(using=using):
+        heads = {key: _lock_head(key, using) for key in sorted({chain_key(e.org_id) for e in entries})}
+        last = {key: head.last_hash for key, head in heads.items()}
+        for entry in entries:
+            if entry.timestamp is None:
+                entry.timestamp = timezone.now()
+            key = chain_key(entry.org_id)
+            entry.prev_hash = last[key]
+            entry.entry_hash = last[key] = compute_hash(entry, entry.prev_hash)
+        created = insert(entries)
+        for key, head in heads.items():
+            head.last_id = _chain_queryset(key).using(using).aggregate(m=models.Max("id"))["m"] or head.last_id
+            head.last_hash, head.updated_at = last[key], timezone.now()
+            head.save(using=using)
+    return created
 
 
 def _chain_keys_with_entries(using: str) -> list[str]:
@@ -463,20 +490,29 @@ def _key_for(org_id) -> str:
         return str(_resolve(org_id))
 
 
-def rechain(org_id=None, using: str = "default") -> int:
-    """Compute the hashes of entries that lack one (bulk inserts); returns how many changed.
+def rechain(org_id=None, accept=(), using: str = "default") -> int:
+    """The operator's repair of a chain: adopt the entries without a hash listed in ``accept``
+    (ids, after checking them) and re-link what follows; returns how many entries changed.
 
     ``org_id=None`` does every chain; pass an organization (object, UUID or legacy id) or
-    ``SYSTEM_CHAIN`` for one. Entries already hashed are never rewritten unless their own
-    hash still matches their content (then only their link is updated); an altered entry
-    raises AuditChainError instead of being blessed.
+    ``SYSTEM_CHAIN`` for one. An altered entry, or one without a hash that is not in
+    ``accept``, raises AuditChainError and nothing changes. A rechain that changed anything
+    is itself recorded in the chain (``audit_rechain``).
     """
+    accept = frozenset(int(pk) for pk in accept)
     keys = _chain_keys_with_entries(using) if org_id is None else [_key_for(org_id)]
     total = 0
     for key in keys:
         with transaction.atomic(using=using):
             head = _lock_head(key, using)
-            total += _rechain_locked(head, using)
+            adopted, relinked = _rechain_locked(head, using, accept)
+            if adopted or relinked:
+                record_system_event(
+                    "update",
+                    org_id=None if key == SYSTEM_CHAIN else uuid.UUID(key),
+                    details={"event": "audit_rechain", "adopted": adopted, "relinked": relinked},
+                )
+        total += len(adopted) + relinked
     return total
 
 
@@ -511,7 +547,7 @@ def verify_chain(org_id, using: str = "default", batch_size: int = 1000) -> Chai
         for entry in batch:
             report.checked += 1
             if not entry.entry_hash:
-                report.broken_id, report.reason = entry.pk, "entry has no hash (bulk insert not rechained?)"
+                report.broken_id, report.reason = entry.pk, "entry has no hash: written around the application, or its hash was removed"
                 return report
             if entry.prev_hash != prev:
                 report.broken_id = entry.pk
@@ -582,7 +618,6 @@ def purge_expired(org, now=None, using: str = "default") -> int:
     key = chain_key(org_id)
     with transaction.atomic(using=using):
         head = _lock_head(key, using)
-        _rechain_locked(head, using)
         qs = _chain_queryset(key).using(using)
         keep_from = qs.filter(timestamp__gte=cutoff).order_by("id").values_list("id", flat=True).first()
         doomed = qs if keep_from is None else qs.filter(id__lt=keep_from)

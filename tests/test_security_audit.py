@@ -247,33 +247,6 @@ def test_rechain_refuses_an_edited_entry_whose_hash_was_blanked_unless_named(mak
 
 
 @pytest.mark.django_db
-def test_purge_expired_keeps_a_verifiable_chain(make_org):
-    from settings_app.models import OrgSetting
-
-    org = make_org()
-    OrgSetting.all_orgs.create(org=org, key="security.audit_retention_days", value=30)
-    old = timezone.now() - dt.timedelta(days=40)
-    AuditLog.all_orgs.bulk_create(
-        [AuditLog(org_id=org.pk, action=3, legacy_action="login", timestamp=old) for _ in range(3)]
-    )
-    AuditLog.all_orgs.create(org_id=org.pk, action=3, legacy_action="logout")
-    total = AuditLog.all_orgs.filter(org_id=org.pk).count()
-    expired = AuditLog.all_orgs.filter(org_id=org.pk, timestamp__lt=timezone.now() - dt.timedelta(days=30)).count()
-    # The organization's own "create" entry is recent and older in the chain than the
-    # imported ones, so nothing can go yet: only a prefix of the chain is ever removed.
-    assert audit.purge_expired(org) == 0
-    later = timezone.now() + dt.timedelta(days=400)
-    deleted = audit.purge_expired(org, now=later)
-    assert deleted == total
-    assert expired == 3
-    remaining = entries(org)
-    assert [e.additional_data["event"] for e in remaining] == ["audit_purge"]
-    head = AuditChainHead.objects.get(chain_key=str(org.pk))
-    assert remaining[0].prev_hash == head.anchor_hash != ""
-    assert audit.verify_chain(org).ok
-
-
-@pytest.mark.django_db
 def test_org_delete_keeps_entries(make_org):
     org = make_org()
     org_id = org.pk

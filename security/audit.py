@@ -626,13 +626,17 @@ def verify_chain(org_id, using: str = "default", batch_size: int = 1000) -> Chai
     return report
 
 
-def verify_all(using: str = "default") -> list[ChainReport]:
+def chain_keys(using: str = "default") -> list[str]:
     """Every chain of the database, and every chain with a signed checkpoint (a chain deleted
     with its head still has its checkpoints)."""
     keys = set(_chain_keys_with_entries(using))
     if checkpoints.verify_key() is not None:
         keys |= set(checkpoints.CheckpointStore().chains())
-    return [verify_chain(key, using=using) for key in sorted(keys)]
+    return sorted(keys)
+
+
+def verify_all(using: str = "default") -> list[ChainReport]:
+    return [verify_chain(key, using=using) for key in chain_keys(using)]
 
 
 # --------------------------------------------------------------------------------------

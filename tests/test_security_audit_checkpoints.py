@@ -313,3 +313,20 @@ def test_keys_are_read_from_base64_or_pem_and_a_bad_one_names_the_variable():
         parse_signing_key("c2hvcnQ=", "AUDIT_SIGNING_KEY")
     with pytest.raises(ConfigurationError, match="AUDIT_VERIFY_KEY"):
         parse_verify_key("not base64!", "AUDIT_VERIFY_KEY")
+
+
+def test_checkpoint_audit_log_signs_every_chain_and_makes_keys(make_org, signing, settings):
+    org = make_org()
+    add_agents(org, 1)
+    out = io.StringIO()
+    call_command("checkpoint_audit_log", stdout=out)
+    assert f"{org.pk}: checkpoint #1, 2 entries up to {entries(org.pk)[-1].pk}" in out.getvalue()
+    out = io.StringIO()
+    call_command("checkpoint_audit_log", "--new-key", stdout=out)
+    signing_line, verify_line = out.getvalue().splitlines()
+    private = parse_signing_key(signing_line.split("=", 1)[1], "AUDIT_SIGNING_KEY")
+    public = parse_verify_key(verify_line.split("=", 1)[1], "AUDIT_VERIFY_KEY")
+    assert public_key_text(private.public_key()) == public_key_text(public)
+    settings.AUDIT_SIGNING_KEY = None
+    with pytest.raises(CommandError, match="no AUDIT_SIGNING_KEY"):
+        call_command("checkpoint_audit_log", "--org", str(org.pk), stdout=io.StringIO())

@@ -212,3 +212,20 @@ def test_no_full_count_on_the_changelist(client, world):
     counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]
     # Only the capped count (a subquery with LIMIT) is allowed.
     assert all("LIMIT" in sql.upper() for sql in counts), counts
+
+
+@pytest.mark.parametrize(
+    "url, params",
+    [
+        (CHANGELIST, {"action": "\x00"}),
+        (CHANGELIST, {"q": "x\x00y"}),
+        (CHANGELIST, {"success__exact": "1\x00"}),
+        ("admin:agents_agent_changelist", {"q": "\x00"}),
+        ("admin:autocomplete", {"app_label": "agents", "model_name": "agent", "field_name": "owner", "term": "\x00"}),
+    ],
+)
+def test_a_nul_byte_in_a_filter_search_or_autocomplete_is_a_400(client, world, url, params):
+    client.force_login(world["superuser"])
+    response = client.get(reverse(url), params)
+    assert response.status_code == 400
+    assert client.get(reverse(url), {k: v.replace("\x00", "") for k, v in params.items() if k != "action"}).status_code == 200

@@ -17,6 +17,7 @@ from typing import IO, Iterator
 
 import ijson
 
+from agentforge_site.files import open_private, private_dir
 from legacy.errors import LegacyDataError
 
 UTC = dt.timezone.utc
@@ -182,10 +183,10 @@ class JSONWriter:
     """Write one legacy file incrementally, formatted like ``json.dump(obj, indent=2)``."""
 
     def __init__(self, path: Path, container: str, ensure_ascii: bool, one_line: bool = False):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # exports hold decrypted secrets
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
-        self.fh = open(self.tmp, "w", encoding="utf-8")
+        self.fh = open_private(self.tmp)
         self.container = container
         self.ensure_ascii = ensure_ascii
         self.one_line = one_line
@@ -218,6 +219,6 @@ class JSONWriter:
 
 
 def write_object(path: Path, obj, ensure_ascii: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    private_dir(path.parent)
+    with open_private(path) as fh:
         fh.write(json.dumps(obj, ensure_ascii=ensure_ascii, indent=2))

@@ -26,6 +26,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 
+from agentforge_site.files import private_dir
+
 # Signed bytes start with this, so a signature over anything else never passes for one.
 DOMAIN = b"agentforge-audit-checkpoint-v1\n"
 _CHAIN_NAME = re.compile(r"^(system|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -69,11 +71,6 @@ def verify_key():
 
 def key_id(public_key) -> str:
     return hashlib.sha256(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
 
 
 class CheckpointStore:
@@ -147,7 +144,7 @@ class CheckpointStore:
         signature = base64.b64encode(private_key.sign(checkpoint.signed_bytes())).decode("ascii")
         line = json.dumps({**asdict(checkpoint), "sig": signature}, sort_keys=True, separators=(",", ":")) + "\n"
         try:
-            _private_dir(self.directory)
+            private_dir(self.directory)
             fd = os.open(self.path(chain), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line.encode("utf-8"))

@@ -29,7 +29,7 @@ from accounts.models import (
 from agents.models import Agent, Tool
 from legacy import pipeline
 from legacy.errors import LegacyDataError
-from legacy.jsonio import file_label, read_records
+from legacy.jsonio import confined, file_label, read_records
 from legacy.mappers import ORDER, Context, lab, registry
 from legacy.mappers.security import permission_codes
 from legacy.writer import Stats, Writer
@@ -142,6 +142,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         if mapper.stream or not file_path.is_file():
             continue
         try:
+            confined(root, file_path, mapper.file)
             container = "dict" if mapper.container == "dict" else "list" if mapper.container == "list" else None
             if container:
                 data = dict(read_records(file_path, mapper.file, container, stream=False))
@@ -189,6 +190,11 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                 mapper = registry[collection]
                 file_path = root / file_label(collection)
                 if not file_path.is_file():
+                    continue
+                try:
+                    confined(root, file_path, mapper.file)
+                except LegacyDataError as exc:
+                    fail(exc)
                     continue
                 report.files.append(mapper.file)
                 _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
@@ -334,6 +340,7 @@ def _import_lab(root: Path, ctx, writer, report, options, fail):
             binaries += 1
             continue
         try:
+            confined(root, file_path, f"lab/{file_path.name}")
             data = load_json(file_path, f"lab/{file_path.name}")
         except LegacyDataError as exc:
             fail(exc)

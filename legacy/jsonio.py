@@ -32,6 +32,15 @@ def file_label(collection: str) -> str:
     return f"{collection}.json"
 
 
+def confined(root: Path, path: Path, label: str) -> Path:
+    """``path`` when its real location is inside the data directory ``root``; a symbolic
+    link out of it (``lab/x.json`` -> any JSON file of the machine) is refused."""
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise LegacyDataError(label, f"links outside the data directory (to {real}); refused")
+    return path
+
+
 # --- timestamps -----------------------------------------------------------------------
 
 def parse_timestamp(value) -> dt.datetime:

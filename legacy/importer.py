@@ -32,7 +32,7 @@ from legacy.errors import LegacyDataError
 from legacy.jsonio import confined, file_label, read_records
 from legacy.mappers import ORDER, Context, lab, registry
 from legacy.mappers.security import permission_codes
-from legacy.writer import Stats, Writer
+from legacy.writer import CaseTwinError, Stats, Writer
 from security.models import LDAPConfig
 
 MAX_WARNINGS_KEPT = 200
@@ -197,8 +197,13 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                     fail(exc)
                     continue
                 report.files.append(mapper.file)
-                _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
-                writer.flush()
+                try:
+                    _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
+                    writer.flush()
+                except CaseTwinError as exc:
+                    raise ImportAborted(LegacyDataError(
+                        mapper.file, f"the id differs from {exc.other!r} only in case (one row on MariaDB)", exc.key
+                    ), report) from None
             _import_lab(root, ctx, writer, report, options, fail)
             writer.flush()
             if writer.chain is not None:

@@ -183,6 +183,32 @@ def _norm(value):
     return value
 
 
+class CaseTwinError(Exception):
+    """Two ids that differ only in case: one row on MariaDB/MySQL (case-insensitive
+    collation), two elsewhere. Refused on every backend, so files import the same way."""
+
+    def __init__(self, table: str, key, other):
+        self.table, self.key, self.other = table, key, other
+        super().__init__(f"{table}: id {key!r} differs from {other!r} only in case")
+
+
+def _fold(key: tuple) -> tuple:
+    return tuple(part.lower() if isinstance(part, str) else part for part in key)
+
+
+def _refuse_case_twins(plan, unique: dict, existing: dict) -> None:
+    """Raise CaseTwinError for a new key whose case-folded form is already taken, by a row
+    of this batch or of the database (MariaDB's lookup finds those case-insensitively)."""
+    taken = {_fold(key): key for key in existing}
+    for key in unique:
+        if key in existing:
+            continue
+        folded = _fold(key)
+        other = taken.setdefault(folded, key)
+        if other != key:
+            raise CaseTwinError(plan.table, key[-1], other[-1])
+
+
 class Writer:
     def __init__(self, *, dry_run=False, skip_existing=False, now=None, check=False):
         self.dry_run = dry_run
@@ -246,6 +272,7 @@ class Writer:
                     self.duplicates.append((plan.table, key))
             unique[key] = row
         existing = self._fetch_existing(plan, key_fields, list(unique), rows)
+        _refuse_case_twins(plan, unique, existing)
         inserts, updates = [], defaultdict(list)
         for key, row in unique.items():
             current = existing.get(key)

@@ -19,6 +19,15 @@ def entries(org):
     return list(AuditLog.all_orgs.filter(org_id=org.pk).order_by("id"))
 
 
+def verify_command_fails_at(org, entry_id) -> str:
+    """``verify_audit_log --org`` exits non-zero naming ``entry_id``; returns its output."""
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
+    assert f"BROKEN at entry {entry_id}" in out.getvalue()
+    return out.getvalue()
+
+
 @pytest.mark.django_db
 def test_model_changes_are_audited_with_org_and_chain(make_org):
     from agents.models import Tool
@@ -83,11 +92,7 @@ def test_edited_row_is_detected_by_verify_audit_log(make_org):
     call_command("verify_audit_log", "--org", str(org.pk), stdout=io.StringIO())
     victim = chain[2]
     _raw_update(victim.pk, "forged")
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
-    assert f"BROKEN at entry {victim.pk}" in out.getvalue()
-    assert "altered" in out.getvalue()
+    assert "altered" in verify_command_fails_at(org, victim.pk)
     # All chains at once also fails.
     with pytest.raises(CommandError):
         call_command("verify_audit_log", stdout=io.StringIO())
@@ -187,10 +192,7 @@ def test_an_entry_without_a_hash_is_reported_and_never_chained_by_later_writes(m
     assert AuditLog.all_orgs.get(pk=raw.pk).entry_hash == ""
     report = audit.verify_chain(org)
     assert report.broken_id == raw.pk and "no hash" in report.reason
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
-    assert f"BROKEN at entry {raw.pk}" in out.getvalue()
+    verify_command_fails_at(org, raw.pk)
 
 
 @pytest.mark.django_db
@@ -270,10 +272,7 @@ def test_postgresql_edit_with_trigger_disabled_is_still_detected(make_org):
         cursor.execute("SET LOCAL session_replication_role = replica")  # superuser: triggers off
         cursor.execute("UPDATE audit_logs SET object_repr = %s WHERE id = %s", ["forged", victim.pk])
         cursor.execute("SET LOCAL session_replication_role = origin")
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
-    assert f"BROKEN at entry {victim.pk}" in out.getvalue()
+    verify_command_fails_at(org, victim.pk)
 
 
 @pytest.mark.django_db

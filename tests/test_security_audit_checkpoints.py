@@ -21,6 +21,7 @@ from agentforge_site.dbconfig import ConfigurationError
 from security import audit, checkpoints
 from security.crypto import parse_signing_key, parse_verify_key, public_key_text
 from security.models import AuditChainHead, AuditLog
+from tests.test_security_audit import verify_command_fails_at
 
 pytestmark = pytest.mark.django_db
 
@@ -86,10 +87,7 @@ def test_a_rewrite_with_recomputed_hashes_passes_the_chain_but_not_the_checkpoin
     settings.AUDIT_VERIFY_KEY = signing.public_key()  # a verifier holds only the public key
     report = audit.verify_chain(org)
     assert report.broken_id == checkpoint.last_id and "rewritten" in report.reason
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
-    assert f"BROKEN at entry {checkpoint.last_id}" in out.getvalue()
+    verify_command_fails_at(org, checkpoint.last_id)
 
 
 def test_truncation_with_a_forged_head_is_reported(make_org, signing):

@@ -10,6 +10,8 @@ it connects as the owner, the owner can drop the trigger anyway and the signed
 checkpoints (security.checkpoints) are what detects a purge nobody signed.
 """
 
+import importlib
+
 from django.db import migrations
 
 CREATE = r"""
@@ -58,25 +60,7 @@ END;
 $$;
 """
 
-# Back to 0002's guard.
-DROP = r"""
-DROP FUNCTION IF EXISTS agentforge_audit_purge(uuid, bigint, timestamptz);
-CREATE OR REPLACE FUNCTION agentforge_audit_logs_guard() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        IF current_setting('agentforge.audit_purge', true) = 'on' THEN
-            RETURN OLD;
-        END IF;
-        RAISE EXCEPTION 'audit_logs is append-only: DELETE refused (only the retention purge may delete)';
-    END IF;
-    IF current_setting('agentforge.audit_rechain', true) = 'on'
-       AND (to_jsonb(NEW) - 'prev_hash' - 'entry_hash') = (to_jsonb(OLD) - 'prev_hash' - 'entry_hash') THEN
-        RETURN NEW;
-    END IF;
-    RAISE EXCEPTION 'audit_logs is append-only: UPDATE refused';
-END;
-$$ LANGUAGE plpgsql;
-"""
+DROP = "DROP FUNCTION IF EXISTS agentforge_audit_purge(uuid, bigint, timestamptz);"
 
 
 def _run(schema_editor, sql):
@@ -91,6 +75,8 @@ def create(apps, schema_editor):
 
 def drop(apps, schema_editor):
     _run(schema_editor, DROP)
+    # Back to 0002's guard (the flag alone lets a DELETE through).
+    _run(schema_editor, importlib.import_module("security.migrations.0002_audit_logs_append_only").CREATE)
 
 
 class Migration(migrations.Migration):

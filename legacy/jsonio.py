@@ -99,8 +99,9 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant)
 # Decodes what _DECODER refuses, only to find the id of the record to name in the error.
 _LENIENT = json.JSONDecoder(parse_int=str, parse_constant=str)
 _WHITESPACE = json.decoder.WHITESPACE.match
-# Cheap signs, in a record's text, that its values need the full check (_problem).
-_SUSPECT = re.compile(r"\\u0000|\\u[dD][89abcdefABCDEF]|\d{19}|[eE][+-]?\d{3}")
+# In a record's text, the escapes of a NUL or a surrogate: a sign that its values need the
+# full check (_problem). A regex with a literal start: the search skips ahead in C.
+_ESCAPES = re.compile(r"\\u(?:0000|[dD][89abcdefABCDEF])")
 
 
 def _text_problem(text: str) -> str | None:
@@ -161,15 +162,22 @@ class _Records:
         self.path, self.label, self.container = path, label, container
         self.keys = set() if unique_keys and container == "dict" else None
         self.buf, self.pos, self.offset, self.eof = "", 0, 0, False  # offset: characters before buf
+        self.long_number = False  # the record being decoded has an integer of 19+ digits
+        self.scan = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant, parse_int=self._int).scan_once
 
-    def _fill(self, raw, decoder, at_least: int = STREAM_CHUNK) -> bool:
+    def _int(self, digits: str) -> int:
+        if len(digits) > 18:
+            self.long_number = True
+        return int(digits)  # more than 4,300 digits: ValueError, reported as too large
+
+    def _fill(self, raw, decoder, at_least: int = 0) -> bool:
         """Read more; False at the end of the file."""
         if self.eof:
             return False
         pending = len(self.buf) - self.pos
         if pending > MAX_RECORD:
             return False
-        block = raw.read(max(at_least, pending))  # doubling: a big record is re-decoded O(log n) times
+        block = raw.read(max(at_least, pending, STREAM_CHUNK))  # doubling: a big record is re-decoded O(log n) times
         self.eof = not block
         self.offset += self.pos
         self.buf = self.buf[self.pos:] + decoder.decode(block, final=self.eof)
@@ -193,9 +201,14 @@ class _Records:
         while True:
             start = self.pos
             try:
-                value, end = _DECODER.raw_decode(self.buf, start)
+                try:
+                    value, end = self.scan(self.buf, start)
+                except StopIteration as stop:  # what raw_decode turns into "Expecting value"
+                    raise json.JSONDecodeError("Expecting value", self.buf, stop.value) from None
             except json.JSONDecodeError as exc:
-                cut = exc.pos >= len(self.buf) - 1 or exc.msg.startswith("Unterminated string")
+                # Near the end of the buffer the text may just be cut (in a literal like
+                # "tr|ue", an escape, a string): read more and decode again.
+                cut = len(self.buf) - exc.pos <= 16 or exc.msg.startswith("Unterminated string")
                 if cut and self._fill(raw, decoder, at_least=len(self.buf)):
                     continue
                 if cut and len(self.buf) - self.pos > MAX_RECORD:
@@ -248,9 +261,15 @@ class _Records:
                         raise self._malformed(self.pos, "Expecting ':' delimiter")
                     self.pos += 1
                     self._skip(raw, decoder)
+                self.long_number = False
                 record, start, end = self._value(raw, decoder, index, outer_key)
                 text = self.buf[start:end]
-                if text.count("{") + text.count("[") > MAX_DEPTH or len(text) > MAX_TEXT or _SUSPECT.search(text):
+                if (
+                    self.long_number
+                    or len(text) > MAX_TEXT
+                    or text.count("{") + text.count("[") > MAX_DEPTH
+                    or ("\\u" in text and _ESCAPES.search(text))
+                ):
                     found = _problem(record)
                     if found is not None:
                         raise LegacyDataError(self.label, found[1], _record_name(outer_key, record, index), found[0] or None)

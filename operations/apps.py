@@ -7,13 +7,16 @@ class OperationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
-        from operations import monitoring
-
-        monitoring.install()
-        # migrate ends with fresh planner statistics (SQLite has none until asked).
+        from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
         from agentforge_site.db_statistics import optimize_after_migrate
+        from agentforge_site.files import private_sqlite_files
+        from operations import monitoring
 
+        # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
+        monitoring.install()
+        # migrate ends with fresh planner statistics (SQLite has none until asked).
         post_migrate.connect(optimize_after_migrate, dispatch_uid="agentforge_optimize_after_migrate")
+        # The SQLite database holds every secret: 0600 whatever the umask.
+        connection_created.connect(private_sqlite_files, dispatch_uid="agentforge_private_sqlite")

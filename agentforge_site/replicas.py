@@ -252,6 +252,12 @@ class ReplicaMonitor:
         except Exception as exc:
             status.reason = "unreachable"
             status.error = " ".join(str(exc).split())[:300] or type(exc).__name__
+            # Its pooled connections are dead and the pool would retry with a growing backoff:
+            # drop it, so a fresh pool connects as soon as the replica is back.
+            try:
+                connections[alias].close_pool()
+            except Exception:
+                pass
             return status
         status.reachable = True
         status.replay_paused = paused

@@ -57,36 +57,31 @@ MYSQL_SSL_MODES = {
 }
 
 
-def read_int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+def _read_number(env: dict, name: str, default, minimum, kind, expected: str):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(str(raw).strip())
+        value = kind(str(raw).strip())
     except ValueError:
-        raise ConfigurationError(name, f"expected a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(name, f"must be at least {minimum}, got {value}")
+        raise ConfigurationError(name, f"expected {expected}, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigurationError(name, f"must be at least {minimum:g}, got {value:g}")
     return value
+
+
+def read_int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    return _read_number(env, name, default, minimum, int, "a whole number")
+
+
+def read_float(env: dict, name: str, default: float, minimum: float = 0.0) -> float:
+    return _read_number(env, name, default, minimum, float, "a number of seconds")
 
 
 def _require(env: dict, name: str, db_type: str) -> str:
     value = (env.get(name) or "").strip()
     if not value:
         raise ConfigurationError(name, f"is required when DB_TYPE={db_type}")
-    return value
-
-
-def read_float(env: dict, name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise ConfigurationError(name, f"expected a number of seconds, got {raw!r}") from None
-    if not value >= minimum:  # also refuses nan
-        raise ConfigurationError(name, f"must be at least {minimum:g}, got {raw!r}")
     return value
 
 

@@ -119,7 +119,7 @@ def test_bad_replica_setting_stops_startup_with_one_line():
     result = _manage(dict(GOOD, DB_TYPE="postgresql", DB_HOST="h", DB_NAME="n", DB_USER="u",
                           DB_REPLICA_HOSTS="r1", DB_REPLICA_MAX_LAG="-1"), "check")
     assert result.returncode == 2
-    assert result.stderr.strip() == "configuration error: DB_REPLICA_MAX_LAG: must be at least 0, got '-1'"
+    assert result.stderr.strip() == "configuration error: DB_REPLICA_MAX_LAG: must be at least 0, got -1"
 
 
 # --- routing decisions (a replica that is reported healthy but does not exist) ----------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import random
 import threading
 import time
@@ -189,6 +190,8 @@ class ReplicaMonitor:
         self._statuses: dict[str, ReplicaStatus] = {}
         self._expires = 0.0
         self._conns: dict[str, object] = {}
+        self._pid = os.getpid()
+        self._inherited: list = []
 
     def statuses(self, refresh: bool = False) -> list[ReplicaStatus]:
         if refresh or time.monotonic() >= self._expires:
@@ -220,10 +223,15 @@ class ReplicaMonitor:
     def _query(self, alias: str, sql: str):
         import psycopg
 
+        if self._pid != os.getpid():
+            # A forked worker (a preloading server) must not talk on its parent's sockets, nor
+            # let them be freed (which would end the parent's sessions): keep them, unused.
+            self._inherited.extend(self._conns.values())
+            self._conns, self._pid = {}, os.getpid()
         conn = self._conns.get(alias)
         if conn is None or conn.closed:
             params = direct_connect_params(connections[alias], CHECK_TIMEOUT_S)
-            params["options"] = f"-c statement_timeout={CHECK_TIMEOUT_S * 1000}"
+            params["options"] = f"{params.get('options', '')} -c statement_timeout={CHECK_TIMEOUT_S * 1000}".strip()
             conn = psycopg.connect(autocommit=True, **params)
             self._conns[alias] = conn
         try:

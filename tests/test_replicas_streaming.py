@@ -283,3 +283,25 @@ def test_a_browser_that_just_signed_in_stays_signed_in(org, make_user, client):
     wait_caught_up()
     assert same_session_without_marker().status_code == 200
     assert client.get("/admin/").status_code == 200
+
+
+def test_a_forked_worker_measures_on_its_own_connections():
+    import os
+
+    (status,) = replicas.monitor.statuses(refresh=True)
+    assert status.in_use
+    parent_sessions = {conn.info.backend_pid for conn in replicas.monitor._conns.values()}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a worker of a preloading server
+        try:
+            (child,) = replicas.monitor.statuses(refresh=True)
+            mine = {conn.info.backend_pid for conn in replicas.monitor._conns.values()}
+            os.write(write, b"ok" if child.in_use and not mine & parent_sessions else b"shared")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 10) == b"ok"
+    (status,) = replicas.monitor.statuses(refresh=True)  # the parent's sessions still work
+    assert status.in_use
+    assert {conn.info.backend_pid for conn in replicas.monitor._conns.values()} == parent_sessions

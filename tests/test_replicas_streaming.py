@@ -305,3 +305,43 @@ def test_a_forked_worker_measures_on_its_own_connections():
     (status,) = replicas.monitor.statuses(refresh=True)  # the parent's sessions still work
     assert status.in_use
     assert {conn.info.backend_pid for conn in replicas.monitor._conns.values()} == parent_sessions
+
+
+def test_per_connection_hooks_apply_to_replica_connections():
+    from operations.monitoring import QueryMonitor
+
+    def hooks(alias):
+        connections[alias].ensure_connection()
+        return [getattr(w, "marker", type(w).__name__) for w in connections[alias].execute_wrappers]
+
+    # The query monitor is installed on every alias when its connection opens; per-connection
+    # settings (row-level security among them) go the same way.
+    assert QueryMonitor.marker in hooks(REPLICA)
+    assert hooks(REPLICA) == hooks("default")
+    assert connections[REPLICA].settings_dict["OPTIONS"] == connections["default"].settings_dict["OPTIONS"]
+
+
+def test_the_replica_benchmark_runs_end_to_end():
+    import json
+    import os
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_"))}
+    env["DB_NAME"] = connections["default"].settings_dict["NAME"] + "_bench"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/replica_benchmark.py", "--seconds", "0.5", "--workers", "1", "--messages", "300",
+         "--audit", "300", "--write-rate", "5", "--json"],
+        cwd=BASE, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["rows"]["messages"] == 300 and summary["rows"]["agents"] == 2000
+    alone, replicated = summary["results"]
+    assert (alone["mode"], replicated["mode"]) == ("primary alone", "primary + replica")
+    # Figures are not checked (a loaded machine may fit no admin page in a window), only that both modes read.
+    assert set(alone["per_second"]) == set(replicated["per_second"]) == {
+        "newest messages", "agent list", "admin audit log", "admin agents"}
+    assert sum(alone["per_second"].values()) > 0 and sum(replicated["per_second"].values()) > 0
+    # Where the reads went: the replica only in the second mode (beyond the lag sampler's checks).
+    assert replicated["transactions_replica"] > alone["transactions_replica"] + 10
+    assert _raw("default", f"SELECT count(*) FROM pg_database WHERE datname = '{env['DB_NAME']}'", "postgres")[0] == 0

@@ -6,6 +6,7 @@ assert the resulting dictionary for every backend.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -292,7 +293,9 @@ def build_replicas(env: dict, base_dir: Path, primary: dict) -> dict:
         try:
             database = build_database(replica_env, base_dir)
         except ConfigurationError as exc:
-            raise ConfigurationError(variable, f"replica {item!r}: {exc}") from None
+            # The URL without its user and password: configuration errors end up in logs.
+            shown = re.sub(r"//[^@/]*@", "//", item)
+            raise ConfigurationError(variable, f"replica {shown!r}: {exc}") from None
         # Django's test runner points a mirror at the test database instead of creating one.
         database["TEST"] = {"MIRROR": "default"}
         replicas[REPLICA_ALIAS.format(number)] = database

@@ -78,12 +78,15 @@ def test_a_primary_from_database_url_gives_its_fields_to_host_replicas():
     (dict(PG, DATABASE_REPLICA_URLS="mysql://r1/x"), "DATABASE_REPLICA_URLS", "must be postgres://"),
     (dict(PG, DATABASE_REPLICA_URLS="postgres://r1:99999999/x"), "DATABASE_REPLICA_URLS", "bad port"),
     (dict(PG, DB_REPLICA_HOSTS="r1", DB_REPLICA_SSL_MODE="sometimes"), "DB_REPLICA_HOSTS", "replica 'r1': DB_SSL_MODE"),
+    (dict(PG, DATABASE_REPLICA_URLS="postgres://ro:secretpw@r1:5432/x", DB_REPLICA_SSL_MODE="sometimes"),
+     "DATABASE_REPLICA_URLS", "replica 'postgres://r1:5432/x': DB_SSL_MODE: unknown value 'sometimes'"),
 ])
 def test_bad_replica_configuration_names_the_variable(env, variable, text):
     with pytest.raises(ConfigurationError) as excinfo:
         _replicas(env)
     assert excinfo.value.variable == variable
     assert str(excinfo.value).startswith(f"{variable}: ") and text in str(excinfo.value)
+    assert "secretpw" not in str(excinfo.value) and "s3cret" not in str(excinfo.value)
 
 
 def test_read_your_writes_time_covers_the_lag_limit_and_the_check_interval():

@@ -189,6 +189,22 @@ def test_export_json_reads_the_primary(routed, tmp_path, make_org):
     assert counts["security/organizations.json"] == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_verify_parity_reads_the_primary(routed, tmp_path, make_org):
+    from legacy.store.parity import Parity
+
+    with replicas.primary_only():
+        make_org("Compared")
+    token = replicas.new_read_state()
+    try:
+        with pytest.raises(ConnectionDoesNotExist):
+            Agent.all_orgs.count()
+        side = Parity(tmp_path).db_side("security/organizations")
+    finally:
+        replicas.end_read_state(token)
+    assert [record["name"] for record in side.values()] == ["Compared"]
+
+
 def test_marker_pins_until_the_write_is_sticky_seconds_old(routed, monkeypatch):
     assert replicas.write_marker() is None  # nothing written yet
     router.db_for_write(Agent)

@@ -14,19 +14,18 @@ import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connections
 from django.test import override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from accounts.models import Organization
 from accounts.tenancy import OrgScopeError, org_scope
 from agents.models import Tool
 from knowledge import vectors
 from knowledge.fulltext import keyword_search, query_terms
 from knowledge.models import Document, DocumentChunk, VectorSet
-from knowledge.retrieval import hybrid_search, keyword_hits, search_knowledge
+from knowledge.retrieval import asearch_knowledge, hybrid_search, keyword_hits, search_knowledge
 from knowledge.vectors import EmbeddingError, aset_embeddings, semantic_search, set_embeddings
 
 _seq = itertools.count(1)
@@ -127,9 +126,13 @@ def test_async_code_stores_and_searches_inside_org_scope(make_org):
     _, _, chunks = make_kb(org, chunks=[("a", ""), ("b", "")])
 
     async def main():
-        async with org_scope(org):
-            await aset_embeddings(chunks, [[1, 0], [0, 1]], "m")
-            return await sync_to_async(semantic_search)([0.9, 0.1])
+        try:
+            async with org_scope(org):
+                await aset_embeddings(chunks, [[1, 0], [0, 1]], "m")
+                return await asearch_knowledge(chunks[0].tool_id, "", [0.9, 0.1], search_type="semantic")
+        finally:
+            # The ORM ran in asgiref's worker thread: close its connection.
+            await sync_to_async(connections.close_all)()
 
     assert ids(asyncio.run(main())) == ["a", "b"]
 
@@ -275,3 +278,148 @@ def test_rebuild_writes_files_that_a_new_process_starts_from_and_dbhealth_checks
     assert report["ok"] is False and "is ahead of the database" in report["problems"][0]
     with org_scope(org):
         assert ids(semantic_search([-1, 0], limit=1)) == ["c3"]
+
+
+# --- keyword search (committed rows: MariaDB's FULLTEXT index sees them at commit) -------------
+
+
+def test_query_terms_are_plain_words_never_search_syntax():
+    assert query_terms('Alpha "bravo" OR alpha; DROP TABLE x; -- NEAR(charlie) text:delta*') == [
+        "alpha", "bravo", "or", "drop", "table", "x", "near", "charlie", "text", "delta"]
+    assert query_terms("  ¿?!  ") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keyword_search_ranks_by_relevance_inside_the_organization(make_org):
+    mine, other = make_org(), make_org()
+    tool, doc, _ = make_kb(mine, chunks=[
+        ("both", "The invoice approval workflow for vendors"),
+        ("one", "Vendor onboarding checklist and approval"),
+        ("none", "Holiday calendar"),
+    ])
+    other_tool, _, _ = make_kb(mine, chunks=[("elsewhere", "invoice archive")])
+    make_kb(other, chunks=[("theirs", "invoice approval invoice approval")])
+    with org_scope(mine):
+        assert ids(keyword_hits("invoice approval", 10, tool=tool)) == ["both", "one"]
+        assert {h for h in ids(keyword_hits("invoice approval", 10))} == {"both", "one", "elsewhere"}
+        assert ids(keyword_hits("archive", 10, document=doc)) == []
+        hits = keyword_hits("holiday", 10)
+        assert ids(hits) == ["none"] and hits[0].document == doc and hits[0].score > 0
+        for hostile in ('"invoice', "invoice OR", "NEAR(invoice", "org:*", "text : invoice", "invoice'; --", "\\"):
+            assert set(ids(keyword_hits(hostile, 10))) <= {"both", "elsewhere"}
+        assert keyword_hits("", 10) == [] and keyword_hits("invoice", 0) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_full_text_index_follows_updates_and_deletes(make_org):
+    org = make_org()
+    _, _, chunks = make_kb(org, chunks=[("a", "quarterly revenue report"), ("b", "staff handbook")])
+    with org_scope(org):
+        DocumentChunk.objects.filter(chunk_id="a").update(text="travel expenses policy")
+        assert ids(keyword_hits("revenue", 10)) == []
+        assert ids(keyword_hits("expenses", 10)) == ["a"]
+        DocumentChunk.objects.filter(chunk_id="b").delete()
+        assert ids(keyword_hits("handbook", 10)) == []
+        DocumentChunk.objects.create(chunk_id="c", text="new handbook edition")
+        assert ids(keyword_hits("handbook", 10)) == ["c"]
+
+
+# --- hybrid and kb_config ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hybrid_search_fuses_both_lists_by_reciprocal_rank(make_org):
+    org = make_org()
+    _, _, chunks = make_kb(org, chunks=[("a", "zulu yankee"), ("b", "alpha report"), ("c", "yankee xray")])
+    with org_scope(org):
+        set_embeddings(chunks, [[1, 0], [0.8, 0.6], [0, 1]], "m")
+        hits = hybrid_search("alpha", [1, 0], limit=3)
+    assert ids(hits) == ["b", "a", "c"]
+    assert [h.score for h in hits] == pytest.approx([1 / 62 + 1 / 61, 1 / 61, 1 / 63])
+    assert hits[0].semantic == pytest.approx(0.8) and hits[0].keyword > 0
+    assert hits[1].keyword is None and hits[2].semantic == pytest.approx(0.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_search_knowledge_follows_the_tools_kb_config(make_org):
+    org, other = make_org(), make_org()
+    config = {"search_type": "semantic", "top_k": 2, "similarity_threshold": 0.5, "embedding": {"model": "m"}}
+    tool, doc, chunks = make_kb(org, kb_config=config, chunks=[
+        ("a", "refund policy"), ("b", "refund window"), ("c", "office map"), ("d", "parking")])
+    their_tool, _, _ = make_kb(other)
+    with org_scope(org):
+        set_embeddings(chunks, [[1, 0], [0.9, 0.1], [0.7, 0.7], [0, 1]], "m")
+        set_embeddings([DocumentChunk.objects.create(chunk_id="other model", tool=tool, document=doc)], [[1, 0]], "x")
+        hits = search_knowledge(tool, "refund", [1, 0])
+        assert ids(hits) == ["a", "b"] and hits[0].document == doc
+        assert ids(search_knowledge(tool, "refund", [1, 0], top_k=10)) == ["a", "b", "c"]
+        assert ids(search_knowledge(tool.pk, "refund", [0, 1], search_type="semantic", top_k=10)) == ["d", "c"]
+        tool.kb_config = {**config, "search_type": "keyword", "top_k": 5}
+        tool.save()
+        assert sorted(ids(search_knowledge(tool, "refund"))) == ["a", "b"]
+        tool.kb_config = {**config, "search_type": "hybrid"}
+        tool.save()
+        assert ids(search_knowledge(tool, "parking", [1, 0])) == ["a", "d"]
+        with pytest.raises(EmbeddingError, match="hybrid search needs the query's embedding"):
+            search_knowledge(tool, "refund")
+        with pytest.raises(ValueError, match="unknown search_type 'fuzzy'"):
+            search_knowledge(tool, "refund", search_type="fuzzy")
+        with pytest.raises(OrgScopeError, match="not a tool of the active organization"):
+            search_knowledge(their_tool, "refund", [1, 0])
+        with pytest.raises(Tool.DoesNotExist):
+            search_knowledge(their_tool.pk, "refund", [1, 0])
+
+
+# --- never a hit from another organization ------------------------------------------------------
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+_chunk = st.tuples(
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=4),
+    st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3)).filter(any),
+)
+_world = st.lists(st.lists(_chunk, max_size=6), min_size=3, max_size=3)
+_probe = st.tuples(st.lists(st.sampled_from(WORDS), min_size=1, max_size=2),
+                   st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(1, 3)), st.booleans())
+
+
+@pytest.mark.django_db(transaction=True)
+@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(world=_world, probe=_probe)
+def test_no_search_returns_another_organizations_chunk_whatever_the_cache_holds(make_org, world, probe):
+    words, query_vector, poison = probe
+    vectors.clear_cache()
+    orgs = [make_org() for _ in range(3)]
+    try:
+        mine = {}
+        for org, specs in zip(orgs, world):
+            _, _, chunks = make_kb(org, chunks=[(str(i), " ".join(text)) for i, (text, _) in enumerate(specs)])
+            with org_scope(org):
+                set_embeddings(chunks, [vector for _, vector in specs], "m")
+            mine[org.pk] = {c.pk: (set(text), np.array(vector, dtype=np.float64)) for c, (text, vector) in zip(chunks, specs)}
+        for org in orgs:
+            with org_scope(org):
+                semantic_search([1, 0, 0])  # load this organization's caches
+        if poison:
+            # Whatever a cache holds (here: every other organization's vectors), results
+            # come from the active organization's rows only.
+            for (org_id, key, model, dim), index in list(vectors._indexes.items()):
+                for other_id, chunks in mine.items():
+                    if other_id != org_id and chunks:
+                        index.upsert([pk.bytes for pk in chunks], vectors.normalised(
+                            np.array([v for _, v in chunks.values()], dtype=np.float32)))
+        q = np.array(query_vector, dtype=np.float64)
+        for org in orgs:
+            own = mine[org.pk]
+            with org_scope(org):
+                semantic = semantic_search(query_vector, limit=100)
+                keyword = keyword_hits(" ".join(words), 100)
+                hybrid = hybrid_search(" ".join(words), query_vector, limit=100)
+            for hits in (semantic, keyword, hybrid):
+                assert all(h.chunk.org_id == org.pk for h in hits)
+            cosines = sorted((float(v @ q / (np.linalg.norm(v) * np.linalg.norm(q))) for _, v in own.values()), reverse=True)
+            assert [h.score for h in semantic] == pytest.approx(cosines, abs=1e-6)
+            assert {h.chunk.pk for h in keyword} == {pk for pk, (text, _) in own.items() if text & set(words)}
+            assert {h.chunk.pk for h in hybrid} == set(own)
+    finally:
+        for org in orgs:
+            org.delete()

@@ -8,8 +8,8 @@ from asgiref.sync import sync_to_async
 from accounts.tenancy import OrgScopeError, current_org_id
 from agents.models import Tool
 from knowledge.fulltext import keyword_search
-from knowledge.models import DocumentChunk, as_pk
-from knowledge.vectors import EmbeddingError, Hit, semantic_search
+from knowledge.models import as_pk
+from knowledge.vectors import EmbeddingError, Hit, load_chunks, semantic_search
 
 SEARCH_TYPES = ("hybrid", "semantic", "keyword")
 # AgentForge's defaults for a knowledge tool.
@@ -24,7 +24,7 @@ FUSION_DEPTH = 4
 def keyword_hits(query: str, limit: int = 10, *, tool=None, document=None) -> list[Hit]:
     """Keyword search (the backend's full-text engine) as hits with their documents."""
     ranked = keyword_search(query, limit, tool=tool, document=document)
-    chunks = DocumentChunk.objects.select_related("document").in_bulk([pk for pk, _ in ranked])
+    chunks = load_chunks(pk for pk, _ in ranked)
     return [Hit(chunks[pk], score, keyword=score) for pk, score in ranked if pk in chunks]
 
 

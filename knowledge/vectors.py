@@ -391,6 +391,22 @@ class Hit:
         return self.chunk.document
 
 
+def load_chunks(ids, **filters) -> dict:
+    """The active organization's chunks (with their documents) among ``ids``, by id.
+
+    Looked up by primary key, then kept only when they belong to the active organization:
+    with the organization in the WHERE clause, SQLite's planner walks the organization's
+    index (every chunk of a big organization) instead of the primary key.
+    """
+    org_id = current_org_id()
+    found = {}
+    for batch in _batches(list(ids)):
+        for chunk in DocumentChunk.all_orgs.filter(pk__in=batch, **filters).select_related("document"):
+            if chunk.org_id == org_id:
+                found[chunk.pk] = chunk
+    return found
+
+
 def _query(vector) -> tuple[np.ndarray, np.ndarray]:
     q = as_matrix([vector])[0]
     return q, normalised(q[None, :])[0]
@@ -431,9 +447,9 @@ def semantic_search(vector, limit: int = 10, *, model: str | None = None, tool=N
     if not sets:
         return []
     model = found[0]
-    base = DocumentChunk.objects.filter(embedding_model=model, embedding_dim=dimension).select_related("document")
     if document is not None:
-        return _search_document(base.filter(document_id=as_pk(document)), unit, limit, tool, threshold)
+        rows = DocumentChunk.objects.filter(embedding_model=model, embedding_dim=dimension, document_id=as_pk(document))
+        return _search_document(rows.select_related("document"), unit, limit, tool, threshold)
     indexes = {key: cached_index(org_id, key, model, dimension, version) for key, _, version in sets}
     hits: list[Hit] = []
     for attempt in range(8):
@@ -444,7 +460,7 @@ def semantic_search(vector, limit: int = 10, *, model: str | None = None, tool=N
         candidates.sort(key=lambda c: -c[0])
         candidates = candidates[:limit]
         wanted = {uuid.UUID(bytes=pk): key for _, pk, key in candidates}
-        chunks = {c.pk: c for batch in _batches(list(wanted)) for c in base.filter(pk__in=batch)}
+        chunks = load_chunks(wanted, embedding_model=model, embedding_dim=dimension)
         # A chunk deleted, moved to another tool or re-embedded by another model since the
         # cache saw it is dropped from that cache and the search runs again.
         stale = [pk for pk, key in wanted.items() if pk not in chunks or tool_key(chunks[pk].tool_id) != key]

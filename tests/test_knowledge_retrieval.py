@@ -263,9 +263,19 @@ def test_rebuild_writes_files_that_a_new_process_starts_from_and_dbhealth_checks
         assert ids(semantic_search([-1, 0], limit=1)) == ["c1"]
     report = vectors.freshness()
     assert report["ok"] is False and report["unversioned_vectors"] == 1
+    call_command("dbhealth", "--json")
+    health = json.loads(capsys.readouterr().out)
+    assert health["checks"]["vector_index"]["unversioned_vectors"] == 1
+    assert health["status"] == "degraded"
+    assert [a["message"] for a in health["alerts"] if a["check"] == "vector_index"] == [
+        "1 chunk vectors have no version (written around set_embeddings) (run manage.py rebuild_vector_index)"]
     call_command("rebuild_vector_index")
     out = capsys.readouterr().out
-    assert f"organization {org.pk}" in out and "4 vectors" in out
+    assert out.splitlines() == [
+        "1 unversioned vectors stamped",
+        f"organization {org.pk} tool {tool.pk} model m: 4 vectors at version 2 (exact)",
+        "1 vector sets written",
+    ]
     assert vectors.freshness() == {"ok": True, "sets": 1, "files": 1, "unversioned_vectors": 0, "problems": [],
                                    "directory": str(tmp_path / "vector-index")}
     vectors.clear_cache()

@@ -497,7 +497,7 @@ def stamp_unversioned() -> int:
     with unscoped():
         groups = (
             DocumentChunk.all_orgs.filter(vector_version__isnull=True).exclude(embedding=None)
-            .values_list("org_id", "tool_id", "embedding_model", "embedding_dim").distinct()
+            .order_by().values_list("org_id", "tool_id", "embedding_model", "embedding_dim").distinct()
         )
         for org_id, tool_id, model, dimension in list(groups):
             with transaction.atomic():

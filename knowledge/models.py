@@ -106,6 +106,8 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
         indexes = [
             models.Index(fields=["tool", "document", "chunk_id"], name="doc_chunks_tool_doc_idx"),
             org_index("document_chunks", "tool"),
+            # The search caches' delta: the rows of one set newer than a version.
+            org_index("document_chunks", "tool", "vector_version"),
         ]
 
     def save(self, *args, **kwargs):

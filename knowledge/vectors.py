@@ -109,7 +109,9 @@ def set_embeddings(chunks, vectors, model: str, *, using: str | None = None) -> 
     with transaction.atomic(using=alias):
         tools: dict[uuid.UUID, object] = {}
         for batch in _batches(ids):
-            tools.update(DocumentChunk.objects.using(alias).filter(pk__in=batch).values_list("pk", "tool_id"))
+            # By primary key, then the organization checked here (see load_chunks).
+            rows = DocumentChunk.all_orgs.using(alias).filter(pk__in=batch).values_list("pk", "tool_id", "org_id")
+            tools.update((pk, tool_id) for pk, tool_id, owner in rows if owner == org_id)
         missing = [pk for pk in ids if pk not in tools]
         if missing:
             raise EmbeddingError(f"chunk {missing[0]} does not exist in this organization ({len(missing)} missing)")
@@ -345,7 +347,10 @@ def cached_index(org_id, key: str, model: str, dimension: int, version: int) -> 
         if index is None:
             index = _indexes[cache_key] = VectorIndex(dimension)
     with index.lock:
-        if index.loaded and index.version >= version:
+        if index.loaded and index.version > version:
+            # The database went back in time (a restore): start again from it.
+            index = _replace(cache_key, index, VectorIndex(dimension))
+        if index.loaded and index.version == version:
             return index
         rows = _set_rows(org_id, key, model, dimension)
         if not index.loaded:

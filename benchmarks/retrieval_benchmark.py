@@ -42,8 +42,10 @@ import psutil  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 
-WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "po", "ru", "sa", "ti", "vu", "ze") for b in
-         ("ban", "cor", "dex", "fal", "gim", "hov", "jut", "kel", "lum", "mor", "nib", "pex", "quo", "ros", "sil")]
+# Synthetic text: common words drawn with a Zipf law from a 20,000-word vocabulary, plus a
+# few words of the chunk's own topic (its cluster), which queries then ask for.
+VOCABULARY = [f"w{i:05d}" for i in range(20_000)]
+TOPIC_WORDS = 6
 
 
 def parse_args():
@@ -245,7 +247,9 @@ def bench_database(args, rng):
     n, dim = args.db_chunks, args.dim
     centres = rng.standard_normal((max(10, n // 1000), dim)).astype(np.float32)
     matrix, labels = clustered(n, dim, rng, centres)
-    topic = rng.integers(0, len(WORDS), (len(centres), 4))  # each centre's own words
+    topic = [[f"topic{c}x{k}" for k in range(TOPIC_WORDS)] for c in range(len(centres))]
+    zipf = 1.0 / np.arange(1, len(VOCABULARY) + 1)
+    zipf /= zipf.sum()
     print(f"\n== {settings.DB_TYPE}: {n:,} chunks x {dim} with text, one organization ==")
     org = Organization.objects.create(name="Retrieval bench", slug="retrieval-bench")
     start = time.perf_counter()
@@ -256,7 +260,8 @@ def bench_database(args, rng):
         for first in range(0, n, batch):
             rows = []
             for i in range(first, min(n, first + batch)):
-                words = list(rng.choice(WORDS, 40)) + [WORDS[w] for w in topic[labels[i]][rng.integers(0, 4, 3)]]
+                words = [VOCABULARY[w] for w in rng.choice(len(VOCABULARY), 60, p=zipf)]
+                words += [topic[labels[i]][k] for k in rng.integers(0, TOPIC_WORDS, 3)]
                 rows.append(DocumentChunk(
                     tool=tool, document=doc, chunk_id=str(i), index_position=i, text=" ".join(words),
                     embedding=matrix[i].astype("<f4").tobytes(), embedding_dim=dim, embedding_model="bench",
@@ -266,7 +271,10 @@ def bench_database(args, rng):
     stamp_unversioned()  # bulk_create bypasses set_embeddings: stamp them the supported way
     print(f"fill: {time.perf_counter() - start:.1f} s")
     queries, q_labels = clustered(args.queries, dim, rng, centres)
-    texts = [" ".join(WORDS[w] for w in topic[label][:2]) for label in q_labels]
+    texts = [" ".join(topic[label][k] for k in rng.integers(0, TOPIC_WORDS, 2)) for label in q_labels]
+    with connection.cursor() as cursor:
+        _, t = timed(lambda _: cursor.execute("SELECT 1"), range(50))
+    print(f"reference, one round trip (SELECT 1): {percentiles(t)}")
     with org_scope(org):
         start = time.perf_counter()
         semantic_search(queries[0], 10)
@@ -296,7 +304,8 @@ def main():
 
     django.setup()
     rng = np.random.default_rng(args.seed)
-    print(f"machine: {os.cpu_count()} cores, numpy {np.__version__}; 1 thread per search")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}; "
+          "1 thread per search")
     for n in (int(v) for v in args.vectors.split(",") if int(v) > 0):
         bench_memory(n, args, rng)
     if args.db_chunks:

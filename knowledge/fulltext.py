@@ -5,8 +5,8 @@
 - MariaDB/MySQL: an InnoDB ``FULLTEXT`` index, natural-language mode (its own relevance).
 - SQLite: an FTS5 table kept in sync by triggers, ranked by ``bm25``. It is keyed by its
   own INTEGER PRIMARY KEY map (``document_chunks_fts_ids``), not by the chunk table's
-  implicit rowid, which VACUUM may renumber. The organization is an indexed FTS column,
-  so a search intersects the terms with the organization inside the index.
+  implicit rowid, which VACUUM may renumber. The organization, tool and document are words
+  of an indexed column, so a search intersects them with the terms inside the index.
 - SQL Server and Oracle: no full-text catalog is assumed; a portable fallback matches the
   terms with ``icontains`` and ranks a bounded candidate set by term frequency.
 
@@ -33,6 +33,10 @@ MAX_TERMS = 32
 # The fallback ranks at most this many matching rows (it has no index to rank with).
 FALLBACK_CANDIDATES = 2000
 
+# SQLite: the organization, tool and document as words of an FTS column ("o<hex> t<hex>
+# d<hex>"), so that the index itself narrows a search and ranks only the rows in scope.
+_SQLITE_SCOPE = "'o' || {row}.org_id || coalesce(' t' || {row}.tool_id, '') || coalesce(' d' || {row}.document_id, '')"
+
 _SQL = {
     "postgresql": (
         [
@@ -49,22 +53,24 @@ _SQL = {
     "sqlite": (
         [
             "CREATE TABLE document_chunks_fts_ids (rowid INTEGER PRIMARY KEY, chunk_id char(32) NOT NULL UNIQUE)",
-            "CREATE VIRTUAL TABLE document_chunks_fts USING fts5(text, org, tokenize = 'unicode61 remove_diacritics 2')",
+            "CREATE VIRTUAL TABLE document_chunks_fts USING fts5(text, scope, tokenize = 'unicode61 remove_diacritics 2')",
             "INSERT INTO document_chunks_fts_ids (chunk_id) SELECT id FROM document_chunks",
-            "INSERT INTO document_chunks_fts (rowid, text, org) SELECT i.rowid, c.text, c.org_id "
+            f"INSERT INTO document_chunks_fts (rowid, text, scope) SELECT i.rowid, c.text, {_SQLITE_SCOPE.format(row='c')} "
             "FROM document_chunks_fts_ids i JOIN document_chunks c ON c.id = i.chunk_id",
             "CREATE TRIGGER document_chunks_fts_ai AFTER INSERT ON document_chunks BEGIN "
             "INSERT INTO document_chunks_fts_ids (chunk_id) VALUES (new.id); "
-            "INSERT INTO document_chunks_fts (rowid, text, org) VALUES (last_insert_rowid(), new.text, new.org_id); "
+            "INSERT INTO document_chunks_fts (rowid, text, scope) "
+            f"VALUES (last_insert_rowid(), new.text, {_SQLITE_SCOPE.format(row='new')}); "
             "END",
             "CREATE TRIGGER document_chunks_fts_ad AFTER DELETE ON document_chunks BEGIN "
             "DELETE FROM document_chunks_fts WHERE rowid = "
             "(SELECT rowid FROM document_chunks_fts_ids WHERE chunk_id = old.id); "
             "DELETE FROM document_chunks_fts_ids WHERE chunk_id = old.id; "
             "END",
-            "CREATE TRIGGER document_chunks_fts_au AFTER UPDATE OF id, text, org_id ON document_chunks BEGIN "
+            "CREATE TRIGGER document_chunks_fts_au "
+            "AFTER UPDATE OF id, text, org_id, tool_id, document_id ON document_chunks BEGIN "
             "UPDATE document_chunks_fts_ids SET chunk_id = new.id WHERE chunk_id = old.id; "
-            "UPDATE document_chunks_fts SET text = new.text, org = new.org_id WHERE rowid = "
+            f"UPDATE document_chunks_fts SET text = new.text, scope = {_SQLITE_SCOPE.format(row='new')} WHERE rowid = "
             "(SELECT rowid FROM document_chunks_fts_ids WHERE chunk_id = new.id); "
             "END",
         ],
@@ -108,13 +114,13 @@ def query_terms(query: str) -> list[str]:
     return list(seen)[:MAX_TERMS]
 
 
-def _filters(column_prefix: str, tool_id, document_id) -> tuple[str, list]:
+def _filters(tool_id, document_id) -> tuple[str, list]:
     sql, params = "", []
     if tool_id is not None:
-        sql += f" AND {column_prefix}tool_id = %s"
+        sql += " AND tool_id = %s"
         params.append(tool_id)
     if document_id is not None:
-        sql += f" AND {column_prefix}document_id = %s"
+        sql += " AND document_id = %s"
         params.append(document_id)
     return sql, params
 
@@ -140,14 +146,14 @@ def keyword_search(query: str, limit: int = 10, *, tool=None, document=None, usi
     org = field.get_db_prep_value(org_id, connection)
     vendor = connection.vendor
     if vendor == "postgresql":
-        extra, params = _filters("", tool_id, document_id)
+        extra, params = _filters(tool_id, document_id)
         sql = (
             "SELECT id, ts_rank(search_vector, q) AS score FROM document_chunks, to_tsquery('simple', %s) q "
             f"WHERE org_id = %s AND search_vector @@ q{extra} ORDER BY score DESC, id LIMIT %s"
         )
         params = [" | ".join(_pg_lexeme(t) for t in terms), org, *params, limit]
     elif vendor == "mysql":
-        extra, params = _filters("", tool_id, document_id)
+        extra, params = _filters(tool_id, document_id)
         words = " ".join(terms)
         sql = (
             "SELECT id, MATCH (text) AGAINST (%s IN NATURAL LANGUAGE MODE) AS score FROM document_chunks "
@@ -156,14 +162,15 @@ def keyword_search(query: str, limit: int = 10, *, tool=None, document=None, usi
         )
         params = [words, org, words, *params, limit]
     elif vendor == "sqlite":
-        extra, params = _filters("c.", tool_id, document_id)
-        match = f'org : "{org}" AND text : (' + " OR ".join(f'"{t}"' for t in terms) + ")"
+        scope = [f'scope : "o{org}"'] + [f'scope : "{p}{v}"' for p, v in (("t", tool_id), ("d", document_id)) if v]
+        match = " AND ".join(scope) + " AND text : (" + " OR ".join(f'"{t}"' for t in terms) + ")"
+        # Ranked and cut inside the FTS index; only the top rows are mapped to chunk ids.
         sql = (
-            "SELECT c.id, -bm25(document_chunks_fts, 1.0, 0.0) AS score FROM document_chunks_fts f "
-            "JOIN document_chunks_fts_ids i ON i.rowid = f.rowid JOIN document_chunks c ON c.id = i.chunk_id "
-            f"WHERE document_chunks_fts MATCH %s AND c.org_id = %s{extra} ORDER BY score DESC, c.id LIMIT %s"
+            "SELECT i.chunk_id, r.score FROM (SELECT rowid, -bm25(document_chunks_fts, 1.0, 0.0) AS score "
+            "FROM document_chunks_fts WHERE document_chunks_fts MATCH %s ORDER BY score DESC, rowid LIMIT %s) r "
+            "JOIN document_chunks_fts_ids i ON i.rowid = r.rowid ORDER BY r.score DESC, r.rowid"
         )
-        params = [match, org, *params, limit]
+        params = [match, limit]
     else:
         return _fallback_search(terms, limit, tool, document, alias)
     with connection.cursor() as cursor:

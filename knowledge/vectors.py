@@ -406,7 +406,9 @@ def load_chunks(ids, **filters) -> dict:
     org_id = current_org_id()
     found = {}
     for batch in _batches(list(ids)):
-        for chunk in DocumentChunk.all_orgs.filter(pk__in=batch, **filters).select_related("document"):
+        rows = DocumentChunk.all_orgs.filter(pk__in=batch, **filters).select_related("document")
+        # A document's full text loads only if asked for (hits name their document, rarely read it).
+        for chunk in rows.defer("document__content"):
             if chunk.org_id == org_id:
                 found[chunk.pk] = chunk
     return found

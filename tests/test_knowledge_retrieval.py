@@ -323,11 +323,15 @@ def test_keyword_search_ranks_by_relevance_inside_the_organization(make_org):
 @pytest.mark.django_db(transaction=True)
 def test_the_full_text_index_follows_updates_and_deletes(make_org):
     org = make_org()
-    _, _, chunks = make_kb(org, chunks=[("a", "quarterly revenue report"), ("b", "staff handbook")])
+    tool, _, chunks = make_kb(org, chunks=[("a", "quarterly revenue report"), ("b", "staff handbook")])
+    other_tool, _, _ = make_kb(org)
     with org_scope(org):
         DocumentChunk.objects.filter(chunk_id="a").update(text="travel expenses policy")
         assert ids(keyword_hits("revenue", 10)) == []
         assert ids(keyword_hits("expenses", 10)) == ["a"]
+        DocumentChunk.objects.filter(chunk_id="a").update(tool=other_tool)
+        assert ids(keyword_hits("expenses", 10, tool=tool)) == []
+        assert ids(keyword_hits("expenses", 10, tool=other_tool)) == ["a"]
         DocumentChunk.objects.filter(chunk_id="b").delete()
         assert ids(keyword_hits("handbook", 10)) == []
         DocumentChunk.objects.create(chunk_id="c", text="new handbook edition")

@@ -180,7 +180,7 @@ def bench_memory(n: int, args, rng):
         targets = rng.integers(0, args.orgs, len(queries))
         _, t = timed(lambda pair: sets[pair[0]].search(pair[1], 10), list(zip(targets, queries)))
         print(f"spread over {args.orgs} organizations ({per_org:,} each, exact): {percentiles(t)}")
-    del index, matrix
+    index = matrix = view = None  # free them before the next size
     gc.collect()
 
 

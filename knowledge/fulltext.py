@@ -17,7 +17,6 @@ retrieval engine expects; the words never reach the SQL as syntax.
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from functools import reduce
 from operator import or_

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import math
 import struct
-import uuid
 
 import numpy as np
 import pytest

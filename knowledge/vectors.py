@@ -220,12 +220,14 @@ class VectorIndex:
 
     def compact(self):
         """Drop dead rows (and the approximate index, which numbers rows)."""
+        self.ann = None
+        if self.live == self.size:
+            return  # nothing to drop: no copy of a big matrix
         keep = np.flatnonzero(self.alive[: self.size])
         self.matrix, self.ids = self.matrix[keep].copy(), self.ids[keep].copy()
         self.alive = np.ones(len(keep), dtype=bool)
         self.size = len(keep)
         self.rows = {key: row for row, key in enumerate(self.ids.tolist())}
-        self.ann = None
 
     def build_ann(self, nlist: int | None = None):
         """A faiss IVF (inverted lists over k-means cells) over the live rows."""

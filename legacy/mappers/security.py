@@ -723,7 +723,7 @@ class ToolPermissionMapper(Mapper):
                 "denied_actions": [], "rate_limit_per_hour": None, "rate_limit_per_day": None,
                 "allowed_hours_start": None, "allowed_hours_end": None, "allowed_days": [0, 1, 2, 3, 4, 5, 6],
                 "allowed_ips": [], "denied_ips": [], "data_scope": None, "created_by": None, "role_ids": [],
-                "user_ids": [], "group_ids": [], "tool_name": ""}
+                "user_ids": [], "group_ids": [], "tool_name": None}
 
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
@@ -731,7 +731,7 @@ class ToolPermissionMapper(Mapper):
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": _org(rec, ctx),
             "tool_id": ref_or_keep(ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where),
-            "tool_name": rec.str("tool_name", "", max_length=255) ,
+            "tool_name": rec.str("tool_name", None, null=True, max_length=255),
             "role_ids": rec.list("role_ids", [], of=str), "user_ids": rec.list("user_ids", [], of=str),
             "group_ids": rec.list("group_ids", [], of=str),
             "can_view": rec.bool("can_view", True), "can_execute": rec.bool("can_execute", True),

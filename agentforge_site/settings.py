@@ -7,6 +7,7 @@ from pathlib import Path
 
 import environ
 
+from accounts.hashers import password_hashers
 from agentforge_site.dbconfig import ConfigurationError, build_database, read_int
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -122,14 +123,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = ["accounts.backends.EmailBackend"]
 
-# Bcrypt first (the SHA-256 variant, because plain bcrypt truncates at 72 bytes); legacy
-# AgentForge hashes are stored as Django's pbkdf2_sha256 and upgraded on the next login.
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.ScryptPasswordHasher",
-]
+# While the move can be rolled back to AgentForge's JSON files, passwords are hashed with
+# PBKDF2-SHA256, which AgentForge verifies after export; once the move is declared final,
+# bcrypt-SHA256 (plain bcrypt truncates at 72 bytes) and PBKDF2 hashes upgrade on sign-in.
+LEGACY_ROLLBACK_POSSIBLE = _bool("LEGACY_ROLLBACK_POSSIBLE", True)
+PASSWORD_HASHERS = password_hashers(LEGACY_ROLLBACK_POSSIBLE)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "accounts.passwords.OrganizationPasswordPolicyValidator"},
@@ -159,6 +157,11 @@ LEGACY_IMPORT_PIPELINE_MIN_BYTES = read_int(os.environ, "LEGACY_IMPORT_PIPELINE_
 STORAGE_MODE = env.str("STORAGE_MODE", default="database").lower()
 if STORAGE_MODE not in ("json", "dual", "database"):
     raise ConfigurationError("STORAGE_MODE", f"unknown value {STORAGE_MODE!r} (expected json, dual or database)")
+if STORAGE_MODE in ("json", "dual") and not LEGACY_ROLLBACK_POSSIBLE:
+    # AgentForge still reads the JSON files: a bcrypt hash written there would lock users out.
+    raise ConfigurationError(
+        "LEGACY_ROLLBACK_POSSIBLE", f"cannot be false while STORAGE_MODE is {STORAGE_MODE} (the JSON files are live)"
+    )
 
 # --- Operations ---------------------------------------------------------------------------
 DB_SLOW_QUERY_MS = env.float("DB_SLOW_QUERY_MS", default=1000.0)

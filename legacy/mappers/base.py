@@ -130,9 +130,14 @@ class Context:
         return self.db_pk(model, legacy_id)
 
     def default_org_id(self):
+        """The pk of ``org_default``, which owns every record without an org_id."""
         from accounts.models import Organization
 
-        return self.ref(Organization, "org_default") or legacy_uuid("organizations", "org_default")
+        pk = self.ref(Organization, "org_default")
+        if pk is None:
+            raise LegacyFieldError("org_id", "none given, and the default organization 'org_default' is neither "
+                                             "in security/organizations.json nor in the database")
+        return pk
 
     def permission_id(self, codename: str):
         return self.permission_ids.get(codename)

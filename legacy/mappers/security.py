@@ -159,6 +159,18 @@ class OrganizationMapper(Mapper):
         return omit_missing(out, extra, self.DEFAULTS)
 
 
+def default_organization_record(now) -> dict:
+    """``org_default`` as AgentForge's SecurityState creates it on first start (both eras: the
+    fields of its first Organization model, with their defaults)."""
+    stamp = ts_out(now)
+    return {"id": "org_default", "name": "Default Organization", "slug": "default", "domain": None, "logo_url": None,
+            "settings": {}, "allowed_auth_providers": ["local", "google", "microsoft"], "require_mfa": False,
+            "allowed_email_domains": [], "google_client_id": None, "google_client_secret": None,
+            "microsoft_client_id": None, "microsoft_client_secret": None, "microsoft_tenant_id": None,
+            "ldap_config_id": None, "max_users": 100, "max_agents": 50, "max_tools": 100, "status": "active",
+            "created_at": stamp, "updated_at": stamp}
+
+
 # --- roles -------------------------------------------------------------------------------------
 
 class RoleMapper(Mapper):

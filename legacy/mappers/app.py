@@ -184,13 +184,17 @@ class ToolMapper(Mapper):
         system_owned = owner == "system"
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": _org_of(rec, ctx),
-            "type": rec.enum("type", Tool.Type.choices), "name": rec.str("name", max_length=255),
+            # AgentForge's ToolConfiguration.type is a free string (its UI also makes "spreadsheet" tools).
+            "type": rec.str("type", max_length=Tool._meta.get_field("type").max_length),
+            "name": rec.str("name", max_length=255),
             "description": rec.str("description", ""), **configs, "credentials": creds,
             "is_active": rec.bool("is_active", True),
             "owner_id": None if system_owned else ref_or_keep(ctx, User, owner, "owner_id", dangling, mapped.warnings, where),
             "system_owned": system_owned,
             "access_type": rec.enum("access_type", Tool.AccessType.choices, "owner_only"),
         }
+        if v["type"] not in Tool.Type.values:
+            mapped.warnings.append(f"{where}: type: {v['type']!r} is not a known tool type (kept)")
         for key in ("allowed_user_ids", "allowed_group_ids", "can_edit_user_ids", "can_delete_user_ids", "can_execute_user_ids"):
             v[key] = rec.list(key, [])
         created = rec.ts("created_at", None)

@@ -3,12 +3,10 @@ invitations (a required token), a directory without organizations.json, sign-in 
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 from django.contrib.auth import authenticate
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
@@ -18,21 +16,12 @@ from agents.models import Agent
 from legacy.models import LegacyRecord
 from security.crypto import sha256_hex
 from tests import legacy_corpus as C
-from tests.legacy_helpers import load_dir, run_export, run_import
+from tests.legacy_helpers import run_parity, load_dir, run_export, run_import
 
 pytestmark = pytest.mark.django_db
 
 INVITATION = "abababab-0000-4000-8000-000000000001"
 TOKEN = "0123456789abcdef0123456789abcdef"
-
-
-def _parity(root, *extra) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("verify_parity", "--data-dir", str(root), *extra, stdout=out, stderr=out)
-        return 0, out.getvalue()
-    except CommandError as exc:
-        return 1, out.getvalue() + str(exc)
 
 
 # --- invitations ------------------------------------------------------------------------------------
@@ -56,11 +45,11 @@ def test_invitation_token_is_encrypted_at_rest_and_exported_as_it_was(tmp_path):
 def test_parity_is_clean_and_a_repair_writes_invitations_agentforge_loads(tmp_path):
     C.write_corpus(tmp_path / "in")
     run_import(tmp_path / "in", verbosity=0)
-    assert _parity(tmp_path / "in", "--collection", "security/invitations") == (0, "No drift: 1 collection(s) match.\n")
+    assert run_parity(tmp_path / "in", "--collection", "security/invitations") == (0, "No drift: 1 collection(s) match.\n")
     path = tmp_path / "in" / "security" / "invitations.json"
     path.write_text("{}", encoding="utf-8")  # a lost JSON side
-    assert _parity(tmp_path / "in", "--collection", "security/invitations")[0] == 1
-    assert _parity(tmp_path / "in", "--collection", "security/invitations", "--fix-from", "db")[0] == 0
+    assert run_parity(tmp_path / "in", "--collection", "security/invitations")[0] == 1
+    assert run_parity(tmp_path / "in", "--collection", "security/invitations", "--fix-from", "db")[0] == 0
     assert json.loads(path.read_text(encoding="utf-8"))[INVITATION]["token"] == TOKEN
 
 

@@ -68,3 +68,21 @@ NULLABLE = {
 }
 # security/settings.json: one SecuritySettings per organization under "settings".
 SETTINGS_NULLABLE = ["updated_by"]
+
+# AuditLog (both eras): these fields are required strings, and action / resource_type are enums.
+AUDIT_REQUIRED_STRINGS = ("id", "org_id", "user_id", "user_email", "user_name", "timestamp")
+AUDIT_ACTIONS = {"login", "logout", "login_failed", "password_change", "password_reset", "mfa_enabled", "mfa_disabled",
+                 "create", "read", "update", "delete", "execute", "export", "import", "share", "publish", "invite",
+                 "settings_change"}
+RESOURCE_TYPES = {"user", "role", "policy", "agent", "tool", "knowledge_base", "database", "document", "conversation",
+                  "settings", "organization", "department", "group", "invitation", "session"}
+
+
+def audit_entry_problems(entry: dict) -> list[str]:
+    """Why AgentForge's AuditLog model would refuse ``entry`` (its loader then skips it)."""
+    problems = [f"{name}: {entry.get(name)!r}" for name in AUDIT_REQUIRED_STRINGS if not isinstance(entry.get(name), str)]
+    if entry.get("action") not in AUDIT_ACTIONS:
+        problems.append(f"action: {entry.get('action')!r}")
+    if entry.get("resource_type") not in RESOURCE_TYPES:
+        problems.append(f"resource_type: {entry.get('resource_type')!r}")
+    return problems

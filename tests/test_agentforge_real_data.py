@@ -23,7 +23,7 @@ from knowledge.models import Document
 from legacy.models import LegacyRecord
 from legacy.store import DualStore
 from security.models import AuditLog
-from tests.agentforge_scheme import NULLABLE, agentforge_backup_code_matches, agentforge_verify
+from tests.agentforge_scheme import NULLABLE, agentforge_backup_code_matches, agentforge_verify, audit_entry_problems
 from tests.legacy_helpers import run_parity, load_dir, rerun_changes_nothing, run_export, run_import
 
 pytestmark = pytest.mark.django_db
@@ -199,6 +199,8 @@ def test_full_rollback_after_sign_ins_and_password_changes(imported, tmp_path):
     passwords = {email: f["password"] for email, f in users.items() if f.get("password")}
     for email, password in passwords.items():
         _sign_in(email, password)  # sign-ins upgrade the stored hashes
+    _sign_in("henry.accepts@acme.example", "a wrong password")
+    _sign_in("nobody@acme.example", "a wrong password")  # entries of our own, without a user
     carol = User.all_orgs.get(email_normalized="carol.creator@acme.example")
     change_password(carol, "Carol after the move 3")
     passwords["carol.creator@acme.example"] = "Carol after the move 3"
@@ -212,6 +214,10 @@ def test_full_rollback_after_sign_ins_and_password_changes(imported, tmp_path):
     bob = exported["bob.builder@acme.example"]["mfa"]
     assert all(agentforge_backup_code_matches(code, bob["backup_codes"]) for code in users["bob.builder@acme.example"]["backup_codes"])
     assert exported["gina.google@gmail.com"]["password_hash"] is None
+    # the audit trail, with the entries written here since the import, loads in AgentForge's model
+    entries = _file(tmp_path / "rollback", "security/audit_logs.json")
+    assert len(entries) > len(_file(root, "security/audit_logs.json"))
+    assert {e["id"]: audit_entry_problems(e) for e in entries if audit_entry_problems(e)} == {}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -866,6 +866,25 @@ AUDIT_DEFAULTS = {"session_id": None, "resource_id": None, "resource_name": None
                   "request_method": None, "success": True, "error_message": None, "user_email": "", "user_name": "",
                   "org_id": None}
 AUDIT_KEYS = frozenset(AUDIT_DEFAULTS) | {"id", "user_id", "action", "resource_type", "timestamp"}
+# AgentForge's ResourceType; an entry written here about another table is exported under its parent.
+AGENTFORGE_RESOURCE_TYPES = {"user", "role", "policy", "agent", "tool", "knowledge_base", "database", "document",
+                             "conversation", "settings", "organization", "department", "group", "invitation", "session"}
+RESOURCE_PARENTS = {"passwordhistory": "user", "mfasettings": "user", "userrole": "user", "userpreference": "user",
+                    "groupmembership": "group", "grouprole": "group", "rolepermission": "role", "permission": "role",
+                    "toolpermission": "tool", "agenttool": "agent", "agentversion": "agent", "documentchunk": "document",
+                    "message": "conversation", "attachment": "conversation"}
+
+
+def _agentforge_shaped(out: dict) -> None:
+    """An entry written here (a sign-in, a model change) in the shape AgentForge's AuditLog model
+    accepts, so its loader keeps it after a rollback: required strings and its resource types
+    (the table's own type stays in ``details``). Entries imported from AgentForge never need this."""
+    out["org_id"] = out["org_id"] or "org_default"  # a sign-in with an unknown email has no organization
+    for key in ("user_id", "user_email", "user_name"):
+        out[key] = out[key] or ""
+    if out["resource_type"] not in AGENTFORGE_RESOURCE_TYPES:
+        out["details"] = {**(out["details"] or {}), "resource_type": out["resource_type"]}
+        out["resource_type"] = RESOURCE_PARENTS.get(out["resource_type"], "settings")
 
 
 class AuditLogMapper(Mapper):
@@ -1010,6 +1029,8 @@ class AuditLogMapper(Mapper):
             "request_id": entry.request_id, "request_path": entry.request_path, "request_method": entry.request_method,
             "success": entry.success, "error_message": entry.error_message, "timestamp": ts_out(entry.timestamp),
         }
+        if entry.legacy_id is None:
+            _agentforge_shaped(out)
         out.update(extra_items(extra))
         return omit_missing(out, extra, AUDIT_DEFAULTS)
 

@@ -36,8 +36,10 @@ from agentforge_site.admin_base import (
     ScopedTabularInline,
     SecretFieldsMixin,
     SuperuserWritesMixin,
+    UserCredentialsAdminMixin,
     count_subquery,
     is_superuser,
+    outranking_ids,
     truncate,
 )
 
@@ -421,21 +423,25 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
 
     # -- permissions -------------------------------------------------------------
 
+    def _outranks_admin(self, request, obj) -> bool:
+        # An org admin never edits (password included) a user with more privileges
+        # than their own, a superuser above all: that would be an escalation path.
+        return obj is not None and not is_superuser(request) and obj.pk in outranking_ids(request)
+
     def has_change_permission(self, request, obj=None):
-        # An org admin never edits a superuser (that would be an escalation path).
-        if obj is not None and obj.is_superuser and not is_superuser(request):
+        if self._outranks_admin(request, obj):
             return False
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not is_superuser(request):
+        if self._outranks_admin(request, obj):
             return False
         return super().has_delete_permission(request, obj)
 
     # -- actions -----------------------------------------------------------------
 
     def _actionable(self, request, queryset):
-        return queryset if is_superuser(request) else queryset.filter(is_superuser=False)
+        return queryset if is_superuser(request) else queryset.exclude(pk__in=outranking_ids(request))
 
     @admin.action(description="Lock the selected users", permissions=["change"])
     def lock_users(self, request, queryset):
@@ -478,7 +484,7 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
 
 
 @admin.register(MFASettings)
-class MFASettingsAdmin(SecretFieldsMixin, OrgScopedAdmin):
+class MFASettingsAdmin(UserCredentialsAdminMixin, SecretFieldsMixin, OrgScopedAdmin):
     list_display = ("user", "org", "enabled", "method_list", "totp_verified", "phone_verified", "last_used")
     list_select_related = ("user", "org")
     list_filter = ("enabled", "totp_verified", "phone_verified")
@@ -511,7 +517,7 @@ class MFASettingsAdmin(SecretFieldsMixin, OrgScopedAdmin):
 
 
 @admin.register(PasswordHistory)
-class PasswordHistoryAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
+class PasswordHistoryAdmin(UserCredentialsAdminMixin, ReadOnlyAdminMixin, OrgScopedAdmin):
     list_display = ("user", "org", "position", "algorithm", "created_at")
     list_select_related = ("user", "org")
     search_fields = ("user__email",)
@@ -525,7 +531,7 @@ class PasswordHistoryAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
 
 
 @admin.register(UserSession)
-class UserSessionAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
+class UserSessionAdmin(UserCredentialsAdminMixin, ReadOnlyAdminMixin, OrgScopedAdmin):
     list_display = ("user", "org", "ip_address", "agent", "created_at", "last_seen_at", "expires_at", "revoked_at", "mfa_verified")
     list_select_related = ("user", "org")
     list_filter = ("mfa_verified", "remember_me", ("revoked_at", admin.EmptyFieldListFilter), "created_at")

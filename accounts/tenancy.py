@@ -50,7 +50,7 @@ def _resolve(org) -> uuid.UUID:
             return uuid.UUID(org)
         except ValueError:
             try:
-                pk = Organization.objects.filter(legacy_id=org).values_list("pk", flat=True).first()
+                pk = Organization.all_orgs.filter(legacy_id=org).values_list("pk", flat=True).first()
             except SynchronousOnlyOperation as exc:
                 raise OrgScopeError(
                     f"org_scope({org!r}) looks the legacy id up in the database: in async code "

@@ -145,7 +145,7 @@ class OrganizationListFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         from accounts.models import Organization
 
-        return [(str(pk), name) for pk, name in Organization.objects.order_by("name").values_list("pk", "name")]
+        return [(str(pk), name) for pk, name in Organization.all_orgs.order_by("name").values_list("pk", "name")]
 
     def queryset(self, request, queryset):
         value = self.value()
@@ -180,18 +180,22 @@ class OrgConsistencyFormMixin:
     def clean(self):
         cleaned = super().clean()
         org = cleaned.get("org") if "org" in cleaned else None
-        org_id = getattr(org, "pk", None) or getattr(self.instance, "org_id", None)
-        if org_id is None:
-            return cleaned
-        for name, value in list(cleaned.items()):
-            if name == "org":
-                continue
-            values = value if isinstance(value, (list, tuple, models.QuerySet)) else [value]
-            for item in values:
-                if isinstance(item, models.Model) and getattr(item, "org_id", org_id) not in (org_id, None):
-                    self.add_error(name, f"{item} belongs to another organization.")
-                    break
+        refuse_foreign_rows(self, getattr(org, "pk", None) or getattr(self.instance, "org_id", None))
         return cleaned
+
+
+def refuse_foreign_rows(form, org_id, skip=()) -> None:
+    """Add a form error for each chosen row (foreign key or many-to-many) of another organization."""
+    if org_id is None:
+        return
+    for name, value in list(form.cleaned_data.items()):
+        if name == "org" or name in skip:
+            continue
+        values = value if isinstance(value, (list, tuple, models.QuerySet)) else [value]
+        for item in values:
+            if isinstance(item, models.Model) and getattr(item, "org_id", org_id) not in (org_id, None):
+                form.add_error(name, f"{item} belongs to another organization.")
+                break
 
 
 class OrgScopedAdmin(admin.ModelAdmin):
@@ -365,6 +369,56 @@ class OrgScopedAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj) and self._owns(request, obj)
 
 
+def outranking_ids(request) -> set:
+    """Users of the signed-in admin's organization with more privileges (once per request)."""
+    from accounts.privileges import outranking_user_ids
+
+    if not hasattr(request, "_af_outranking_ids"):
+        request._af_outranking_ids = outranking_user_ids(request.user)
+    return request._af_outranking_ids
+
+
+class UserCredentialsAdminMixin:
+    """Admin of a user's credentials (API keys, MFA, sessions, password history).
+
+    Nobody creates, sees or changes the credentials of a user with more privileges
+    than their own (see ``accounts.privileges``): such rows are left out of lists and
+    choices, their pages are 404s, and a form naming such a user is refused.
+    """
+
+    credential_user_field = "user"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if is_superuser(request):
+            return queryset
+        return queryset.exclude(**{f"{self.credential_user_field}_id__in": outranking_ids(request)})
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == self.credential_user_field and field is not None and not is_superuser(request):
+            field.queryset = field.queryset.exclude(pk__in=outranking_ids(request))
+        return field
+
+    def _may_touch(self, request, obj) -> bool:
+        user_id = getattr(obj, f"{self.credential_user_field}_id", None) if obj is not None else None
+        return is_superuser(request) or user_id is None or user_id not in outranking_ids(request)
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self._may_touch(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._may_touch(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._may_touch(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if not self._may_touch(request, obj):
+            raise PermissionDenied
+        super().save_model(request, obj, form, change)
+
+
 class OrgScopedInlineMixin:
     """Inline formsets: same scoping for the rows and the foreign-key choices."""
 
@@ -389,6 +443,15 @@ class OrgScopedInlineMixin:
         org_id = getattr(obj, "org_id", None)
 
         class OrgFillingFormSet(formset):
+            def clean(self):
+                # The rows take the parent's organization (superusers included): a row
+                # may not link it to another organization's user, role or tool.
+                super().clean()
+                parent_org = getattr(self.instance, "org_id", None) or org_id
+                for form in self.forms:
+                    if getattr(form, "cleaned_data", None) and not form.cleaned_data.get("DELETE"):
+                        refuse_foreign_rows(form, parent_org, skip=(self.fk.name,))
+
             def save_new(self, form, commit=True):
                 instance = form.instance
                 setattr(instance, self.fk.name, self.instance)

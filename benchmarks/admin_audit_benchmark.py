@@ -71,10 +71,10 @@ def make_people():
 
     from accounts.models import Organization, User
 
-    orgs = list(Organization.objects.filter(slug__startswith="bench-").order_by("slug"))
+    orgs = list(Organization.all_orgs.filter(slug__startswith="bench-").order_by("slug"))
     if len(orgs) < ORGS:
         orgs = [
-            Organization.objects.get_or_create(slug=f"bench-{i:02d}", defaults={"name": f"Bench org {i:02d}"})[0]
+            Organization.all_orgs.get_or_create(slug=f"bench-{i:02d}", defaults={"name": f"Bench org {i:02d}"})[0]
             for i in range(ORGS)
         ]
     users = []
@@ -88,12 +88,12 @@ def make_people():
                 for j in range(USERS_PER_ORG)
             ]
         users.extend(existing)
-    root = User.all_orgs.filter(email_normalized="root@bench.test").first() or User.objects.create_superuser(
+    root = User.all_orgs.filter(email_normalized="root@bench.test").first() or User.all_orgs.create_superuser(
         email="root@bench.test", org=orgs[0]
     )
     orgadmin = User.all_orgs.filter(email_normalized="orgadmin@bench.test").first()
     if orgadmin is None:
-        orgadmin = User.objects.create_user(email="orgadmin@bench.test", org=orgs[0], is_staff=True)
+        orgadmin = User.all_orgs.create_user(email="orgadmin@bench.test", org=orgs[0], is_staff=True)
         orgadmin.user_permissions.add(DjangoPermission.objects.get(codename="view_auditlog"))
     return orgs, users, root, orgadmin
 

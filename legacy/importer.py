@@ -199,6 +199,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
             writer.flush()
             if writer.chain is not None:
                 writer.chain.finish()
+            if not ctx.dry_run:
+                _report_cross_org_links(writer, report)
         finally:
             if connection.vendor == "mysql":
                 with connection.cursor() as cursor:
@@ -320,6 +322,24 @@ class _Snapshot:
         report.notes = self.notes
         if self.chain is not None:
             writer.chain.heads, writer.chain.last = self.chain
+
+
+def _report_cross_org_links(writer, report) -> None:
+    """Warn about imported links between organizations (JSON-era identity configs naming
+    the default organization's roles): the ORM refuses to write such links and scoped
+    queries and accessors do not follow them, so an admin should re-point them."""
+    from django.apps import apps
+
+    from accounts.models.base import cross_org_links
+
+    tables = {table for table, stats in writer.stats.items() if stats.created or stats.updated}
+    written = [m for m in apps.get_models() if m._meta.db_table in tables]
+    for model, field, pk, legacy_id, target in cross_org_links(written):
+        report.warn(
+            "organization links",
+            f"{model._meta.db_table}: record {legacy_id or pk}: {field.name}: refers to {target}, a row of "
+            "another organization; organization-scoped queries will not follow this link",
+        )
 
 
 def _import_lab(root: Path, ctx, writer, report, options, fail):

@@ -8,6 +8,7 @@ import ipaddress
 import json
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import connections
 from django.db.models import Q
 from django.http import HttpResponseRedirect, StreamingHttpResponse
@@ -20,6 +21,7 @@ from agentforge_site.admin_base import (
     EstimatedCountPaginator,
     OrgScopedAdmin,
     SecretFieldsMixin,
+    UserCredentialsAdminMixin,
     is_superuser,
     json_block,
     masked,
@@ -416,7 +418,7 @@ class APIKeyStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(APIKey)
-class APIKeyAdmin(OrgScopedAdmin):
+class APIKeyAdmin(UserCredentialsAdminMixin, OrgScopedAdmin):
     list_display = ("prefix_label", "name", "org", "user", "created_at", "last_used_at", "expires_at", "revoked")
     list_display_links = ("prefix_label", "name")
     list_select_related = ("org", "user")
@@ -480,6 +482,8 @@ class APIKeyAdmin(OrgScopedAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
+        if not self._may_touch(request, obj):
+            raise PermissionDenied  # a key for a more privileged user (the form already refuses it)
         org = obj.org if obj.org_id and is_superuser(request) else request.user.org
         options = {"scopes": obj.scopes or [], "created_by": request.user}
         if obj.expires_at is not None:

@@ -119,9 +119,12 @@ ORG_ADMIN_APPS = ("accounts", "agents", "knowledge", "conversations", "security"
 
 
 def grant_all_model_permissions(user) -> None:
-    """Every Django permission on AgentForge models: what an organization admin gets."""
+    """Every Django permission on AgentForge models, and AgentForge's own ``system:admin``
+    in its organization: what an organization admin gets."""
     perms = DjangoPermission.objects.filter(content_type__app_label__in=ORG_ADMIN_APPS)
     user.user_permissions.add(*perms)
+    user.direct_permissions = ["system:admin"]
+    user.save(update_fields=["direct_permissions"])
 
 
 def form_data(response) -> dict:

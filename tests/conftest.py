@@ -21,7 +21,7 @@ def make_org(db):
     def make(name=None, **fields):
         n = next(_counter)
         name = name or f"Org {n}"
-        return Organization.objects.create(name=name, slug=fields.pop("slug", f"org-{n}"), **fields)
+        return Organization.all_orgs.create(name=name, slug=fields.pop("slug", f"org-{n}"), **fields)
 
     return make
 
@@ -33,6 +33,6 @@ def make_user(db):
 
     def make(org, email=None, password=None, **fields):
         email = email or f"user{next(_counter)}@example.com"
-        return User.objects.create_user(email=email, password=password, org=org, **fields)
+        return User.all_orgs.create_user(email=email, password=password, org=org, **fields)
 
     return make

@@ -26,7 +26,7 @@ def _more(kind, org, user, rows):
 
     i = next(_n)
     if kind == "user":
-        u = User.objects.create_user(email=f"bulk{i}@x.test", org=org)
+        u = User.all_orgs.create_user(email=f"bulk{i}@x.test", org=org)
         UserRole.all_orgs.create(org=org, user=u, role=rows["role"])
         MFASettings.all_orgs.create(org=org, user=u, enabled=True, methods=["totp"])
     elif kind == "agent":

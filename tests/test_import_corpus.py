@@ -42,7 +42,7 @@ def imported(corpus):
 
 def test_counts_and_homes(imported):
     root, facts, output = imported
-    assert Organization.objects.count() == 2
+    assert Organization.all_orgs.count() == 2
     assert User.all_orgs.count() == 4
     assert Role.all_orgs.count() == 6 and Department.all_orgs.count() == 2 and Group.all_orgs.count() == 2
     assert Tool.all_orgs.count() == 5 and Agent.all_orgs.count() == 2
@@ -64,7 +64,7 @@ def test_non_uuid_ids_map_deterministically(imported):
 
     kit = Tool.all_orgs.get(legacy_id=C.T_KIT)
     assert kit.pk == legacy_uuid("tools", C.T_KIT)
-    assert Organization.objects.get(legacy_id="org_abc123def456").pk == legacy_uuid("organizations", "org_abc123def456")
+    assert Organization.all_orgs.get(legacy_id="org_abc123def456").pk == legacy_uuid("organizations", "org_abc123def456")
     assert str(User.all_orgs.get(legacy_id=C.U1).pk) == C.U1
 
 
@@ -171,7 +171,7 @@ def test_era_defaults_and_unknown_keys(imported):
     assert User.all_orgs.get(legacy_id=C.U4).legacy_extra["unknown_future_field"] == {"x": 1}
     assert Tool.all_orgs.get(legacy_id=C.T_OLD).access_type == "owner_only"
     assert Agent.all_orgs.get(legacy_id=C.A2).agent_type == "conversational"
-    assert Organization.objects.get(legacy_id="org_default").directory_source == "internal"
+    assert Organization.all_orgs.get(legacy_id="org_default").directory_source == "internal"
     assert Agent.all_orgs.get(legacy_id=C.A1).icon == "\U0001f916"
     prefs = UserPreference.all_orgs.get(user__legacy_id=C.U1)
     assert prefs.custom_attributes == {"team": "core"}

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def test_sample_imports_with_exact_counts():
     output = run_import(SAMPLE)
-    assert Organization.objects.count() == 1
+    assert Organization.all_orgs.count() == 1
     assert User.all_orgs.count() == 5
     assert Role.all_orgs.count() == 5
     assert Permission.objects.count() == 31
@@ -35,7 +35,7 @@ def test_sample_imports_with_exact_counts():
 
 def test_sample_ids_are_deterministic_and_legacy_ids_kept():
     run_import(SAMPLE, verbosity=0)
-    org = Organization.objects.get(legacy_id="org_default")
+    org = Organization.all_orgs.get(legacy_id="org_default")
     assert org == Organization.get_default()
     admin = User.all_orgs.get(email="admin@agentforge.to")
     assert str(admin.pk) == admin.legacy_id == "85900a07-fe70-473b-99d2-795a46862009"

@@ -138,7 +138,7 @@ def test_backup_flush_restore_gives_the_same_rows(make_org, make_user, tmp_path,
     # Login still works with the restored hash.
     from accounts.models import User
 
-    assert User.objects.get(email="alice@example.com").check_password("correct horse battery 9")
+    assert User.all_orgs.get(email="alice@example.com").check_password("correct horse battery 9")
 
     # A database with rows is refused without force, and replaced with it.
     with pytest.raises(RestoreRefused, match="--force"):

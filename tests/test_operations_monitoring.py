@@ -133,10 +133,10 @@ def test_failed_transactions_are_counted(counters):
 
     from accounts.models import Organization
 
-    Organization.objects.create(name="One", slug="dup-slug")
+    Organization.all_orgs.create(name="One", slug="dup-slug")
     with pytest.raises(IntegrityError):
         with transaction.atomic():
-            Organization.objects.create(name="Two", slug="dup-slug")
+            Organization.all_orgs.create(name="Two", slug="dup-slug")
     snap = counters.snapshot()
     assert snap["failed_transactions"] == before + 2
     assert snap["failed_by_class"].get("integrity") == 1

@@ -163,8 +163,8 @@ def test_email_is_unique_per_organization_case_insensitively(make_org, make_user
         make_user(a, email="  ALICE@example.com ")
     in_b = make_user(b, email="alice@example.com")  # another organization: fine
     assert in_b.email_normalized == "alice@example.com"
-    assert User.objects.by_email("ALICE@example.COM").count() == 2
-    assert User.objects.for_org(a).by_email("alice@example.com").get().email == "Alice@Example.com"
+    assert User.all_orgs.by_email("ALICE@example.COM").count() == 2
+    assert User.all_orgs.for_org(a).by_email("alice@example.com").get().email == "Alice@Example.com"
 
 
 @pytest.mark.django_db
@@ -199,7 +199,7 @@ def test_default_organization_gets_its_legacy_key():
     assert org.pk == legacy_uuid("organizations", "org_default")
     assert org.legacy_id == "org_default"
     assert Organization.get_default() == org
-    assert Organization.objects.count() == 1
+    assert Organization.all_orgs.count() == 1
 
 
 # --- migrations ----------------------------------------------------------------------------
@@ -227,6 +227,6 @@ def test_every_app_migrates_to_zero_and_back():
     finally:
         call_command("migrate", verbosity=0)
     assert set(ISSUE_TABLES) <= set(connection.introspection.table_names())
-    org = Organization.objects.create(name="After", slug="after")
+    org = Organization.all_orgs.create(name="After", slug="after")
     with org_scope(org):
         assert Tool.objects.create(name="t", type=Tool.Type.API).org_id == org.pk

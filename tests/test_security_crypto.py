@@ -84,7 +84,7 @@ def read_back(org):
     from security.models import LDAPConfig, OAuthConfig
     from settings_app.models import OrgSetting, SystemSetting
 
-    org = Organization.objects.get(pk=org.pk)
+    org = Organization.all_orgs.get(pk=org.pk)
     tool = Tool.all_orgs.get(org=org)
     return {
         "google": org.google_client_secret,
@@ -128,7 +128,7 @@ def test_empty_strings_stay_empty_and_none_stays_none(make_org):
 
     org = make_org(google_client_secret="", microsoft_client_secret=None)
     assert raw_values("organizations", "google_client_secret") == [""]
-    org = Organization.objects.get(pk=org.pk)
+    org = Organization.all_orgs.get(pk=org.pk)
     assert org.google_client_secret == "" and org.microsoft_client_secret is None
 
 
@@ -200,10 +200,10 @@ def test_plaintext_written_around_the_orm_is_refused_then_encrypted_by_rotation(
             ["plain-secret", org.pk.hex if connection.vendor in ("mysql", "sqlite") else org.pk],
         )
     with pytest.raises(crypto.DecryptionError, match="organizations.google_client_secret: stored value is not encrypted"):
-        Organization.objects.get(pk=org.pk)
+        Organization.all_orgs.get(pk=org.pk)
     out = io.StringIO()
     call_command("rotate_encryption_key", stdout=out)
-    assert Organization.objects.get(pk=org.pk).google_client_secret == "plain-secret"
+    assert Organization.all_orgs.get(pk=org.pk).google_client_secret == "plain-secret"
     assert raw_values("organizations", "google_client_secret")[0].startswith("fernet$")
 
 

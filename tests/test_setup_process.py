@@ -36,8 +36,8 @@ from accounts.tenancy import OrgScopeError, current_org, org_scope
 from agents.models import Agent
 
 out = {"database": str(settings.DATABASES["default"]["NAME"])}
-org = Organization.objects.create(name="Plain process", slug="plain-process", legacy_id="org_plain")
-other = Organization.objects.create(name="Other", slug="other")
+org = Organization.all_orgs.create(name="Plain process", slug="plain-process", legacy_id="org_plain")
+other = Organization.all_orgs.create(name="Other", slug="other")
 with org_scope(other):
     Agent.objects.create(name="not mine")
 

@@ -216,7 +216,7 @@ def test_dual_reads_fall_back_to_json(imported):
     # Scoped: a JSON-only app record belongs to org_default.
     from accounts.models import Organization
 
-    other = Organization.objects.create(name="Other", slug="other-fallback")
+    other = Organization.all_orgs.create(name="Other", slug="other-fallback")
     with org_scope(other):
         assert store.get("agents", only_json["id"]) is None
         assert store.all("agents") == []

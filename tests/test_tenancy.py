@@ -20,8 +20,9 @@ from django.apps import apps
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.management import CommandError, call_command
-from django.db import connection, connections, models, transaction
+from django.db import IntegrityError, connection, connections, models, transaction
 from django.db.models import Count, Exists, OuterRef, Sum
 from django.http import HttpResponse
 from django.test import RequestFactory
@@ -41,6 +42,8 @@ from accounts.models import (
     User,
     org_foreign_key,
 )
+from accounts.checks import tenant_model_errors
+from accounts.models.base import is_org_scoped, scope_field, tenant_links
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, current_org_id, org_scope, unscoped
 from agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
@@ -70,8 +73,8 @@ def org_models(registry=apps):
 # Tenant models whose default manager is not an OrgScopedManager, and why. They must
 # still pass the behavioural checks below (except the user model, tested separately).
 DOCUMENTED_EXCEPTIONS = {
-    # Django's auth finds users by email before any organization is known.
-    "accounts.User": "unscoped default manager for auth; for_org()/in_current_org() and all_orgs",
+    # Django's BaseUserManager (create_user, natural keys) scoped by ScopedUserManager.get_queryset.
+    "accounts.User": "ScopedUserManager: BaseUserManager with the scoped get_queryset",
     # django-auditlog writes through its own LogEntryManager; AuditLogManager scopes reads.
     "security.AuditLog": "django-auditlog's manager, scoped by AuditLogManager.get_queryset",
 }
@@ -134,6 +137,16 @@ def test_a_new_model_cannot_forget_scoping():
     assert scoping_problems(Remembers) == []
 
 
+def test_manage_py_check_refuses_an_unscoped_tenant_model(monkeypatch):
+    from accounts import checks as tenant_checks
+
+    assert tenant_model_errors(apps.get_models()) == []
+    monkeypatch.setattr(Agent._meta, "default_manager", Agent._base_manager)  # a plain Manager
+    monkeypatch.setattr(tenant_checks, "UNCHECKED_WRITES", {"accounts.User"})
+    errors = tenant_model_errors([Agent, Tool, User, SecurityEvent, apps.get_model("security", "AuditLog")])
+    assert [(e.obj, e.id) for e in errors] == [(Agent, "accounts.E001"), (apps.get_model("security", "AuditLog"), "accounts.E003")]
+
+
 # --- a generic row factory for every tenant model ----------------------------------------
 
 
@@ -160,7 +173,7 @@ def make_row(model, org):
     if model is Organization:
         return org
     if model is User:
-        return User.objects.create_user(email=f"u{next(_seq)}@example.com", org=org)
+        return User.all_orgs.create_user(email=f"u{next(_seq)}@example.com", org=org)
     values = {}
     for field in model._meta.concrete_fields:
         if field.primary_key or field.name == "org" or field.null or field.has_default():
@@ -208,19 +221,23 @@ def test_every_tenant_model_fails_closed_and_filters(model, make_org):
         assert model.all_orgs.filter(pk__in=[row_a.pk, row_b.pk]).count() == 2
 
 
-def test_the_user_model_is_usable_for_auth_and_lists_one_organization(make_org, make_user):
+def test_the_user_model_is_scoped_and_all_orgs_serves_authentication(make_org, make_user):
     a, b = make_org(), make_org(legacy_id="org_users_b")
     user_a, user_b = make_user(a), make_user(b)
-    # Auth finds users before any organization is known.
-    assert {user_a.pk, user_b.pk} <= set(User.objects.values_list("pk", flat=True))
-    assert list(User.objects.for_org(a)) == [user_a]
-    assert list(User.objects.for_org("org_users_b")) == [user_b]
-    assert list(User.all_orgs.for_org(b.pk)) == [user_b]
+    with pytest.raises(OrgScopeError):
+        list(User.objects.all())
     with pytest.raises(OrgScopeError):
         User.objects.in_current_org()
+    # Authentication and system work find users before any organization is known.
+    assert {user_a.pk, user_b.pk} <= set(User.all_orgs.values_list("pk", flat=True))
+    assert list(User.all_orgs.for_org(a)) == [user_a]
+    assert list(User.all_orgs.for_org("org_users_b")) == [user_b]
     with org_scope(a):
+        assert list(User.objects.all()) == [user_a]
         assert list(User.objects.in_current_org()) == [user_a]
         assert list(a.users.all()) == [user_a]
+        assert list(b.users.all()) == []
+        assert list(User.objects.for_org(b)) == []
 
 
 # --- org_scope itself --------------------------------------------------------------------
@@ -503,7 +520,7 @@ def _pks(queryset):
 @given(worlds=st.lists(_org_world, min_size=3, max_size=3))
 def test_no_scoped_query_related_manager_or_aggregate_leaks(worlds):
     with transaction.atomic():
-        orgs = [Organization.objects.create(name=f"P{i}", slug=f"prop-{next(_seq)}") for i in range(3)]
+        orgs = [Organization.all_orgs.create(name=f"P{i}", slug=f"prop-{next(_seq)}") for i in range(3)]
         wants = [_build_org(org, spec) for org, spec in zip(orgs, worlds)]
         pending_agents = Agent.objects.all()  # built with no organization active
         for org, want in zip(orgs, wants):
@@ -557,6 +574,114 @@ def test_no_scoped_query_related_manager_or_aggregate_leaks(worlds):
                     for conv in Conversation.all_orgs.filter(pk__in=other_want["conversations"]):
                         assert conv.messages.count() == 0
                 assert not Agent.objects.filter(org__in=others).exists()
+        transaction.set_rollback(True)
+
+
+# --- property: every relation path from every model, in three organizations ---------------
+
+
+def scoped_models():
+    """Every model whose default manager scopes its rows: tenant tables, User, Organization."""
+    return [m for m in apps.get_models() if scope_field(m) is not None and is_org_scoped(m._default_manager.all().query)]
+
+
+def relation_paths(model, depth=2, prefix=()):
+    """``(lookup path, model reached)`` for every relation into a tenant table, ``depth`` hops deep."""
+    found = []
+    for field in model._meta.get_fields():
+        if not field.is_relation or field.related_model is None or scope_field(field.related_model) is None:
+            continue
+        path = (*prefix, field.name)
+        found.append(("__".join(path), field.related_model))
+        if depth > 1:
+            found.extend(relation_paths(field.related_model, depth - 1, path))
+    return found
+
+
+PATHS = sorted({(model, path, target) for model in scoped_models() for path, target in relation_paths(model)},
+               key=lambda item: (item[0]._meta.label, item[1]))
+# Links a bug could plant between two organizations' rows: (model, foreign key). The audit
+# trail is append-only (no UPDATE can plant anything there).
+LINKS = sorted({(m, f.name) for m in scoped_models() if m._meta.label != "security.AuditLog" for f in tenant_links(m)},
+               key=lambda x: (x[0]._meta.label, x[1]))
+
+
+def _row(rows, model):
+    return rows["org"] if model is Organization else rows["user"] if model is User else rows.get(model._meta.model_name)
+
+
+def _org_of(model, pk):
+    field = scope_field(model)
+    return pk if field.primary_key else model._base_manager.filter(pk=pk).values_list(field.attname, flat=True).first()
+
+
+@pytest.fixture
+def three_worlds(make_org, make_user):
+    from tests.admin_support import populate
+
+    orgs = [make_org(f"W{i}") for i in range(3)]
+    return orgs, [populate(org, make_user(org), suffix=f"-w{i}") for i, org in enumerate(orgs)]
+
+
+def test_the_path_walk_covers_every_scoped_model_and_the_attacked_paths():
+    found = {(model, path) for model, path, _ in PATHS}
+    for attacked in [(User, "mfa"), (User, "owned_tools"), (User, "conversations__messages"), (Organization, "tools"),
+                     (Organization, "ldap_configs"), (Agent, "tools"), (Agent, "conversations__messages")]:
+        assert attacked in found
+    assert set(scoped_models()) == {model for model, _, _ in PATHS}
+    assert {User, Organization, DocumentChunk, Message} <= set(scoped_models())
+    assert (Conversation, "agent") in LINKS and (AgentTool, "tool") in LINKS
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    plants=st.lists(st.tuples(st.sampled_from(LINKS), st.integers(0, 2), st.integers(0, 2)), max_size=6),
+    paths=st.lists(st.sampled_from(PATHS), min_size=1, max_size=12, unique=True),
+    active=st.integers(0, 2),
+)
+def test_no_relation_path_from_any_model_leaves_the_active_organization(three_worlds, plants, paths, active):
+    orgs, worlds = three_worlds
+    with transaction.atomic():
+        # Bugs of the past: links from one organization's rows to another's, stored around the checks.
+        for (model, name), src, dst in plants:
+            row, target = _row(worlds[src], model), _row(worlds[dst], model._meta.get_field(name).related_model)
+            if row is not None and target is not None:
+                try:
+                    with transaction.atomic():
+                        model.all_orgs.filter(pk=row.pk).update(**{name: target.pk})
+                except IntegrityError:
+                    pass  # a unique key (one MFA row per user...) refuses this plant
+        org = orgs[active]
+        for model, path, target in paths:
+            # With no organization active, the query does not run.
+            with pytest.raises(OrgScopeError):
+                list(model.objects.values_list(f"{path}__pk"))
+            with org_scope(org):
+                reached = set(model.objects.values_list(f"{path}__pk", flat=True)) - {None}
+                assert {_org_of(target, pk) for pk in reached} <= {org.pk}, (model, path)
+                filtered = set(model.objects.filter(**{f"{path}__isnull": False}).values_list("pk", flat=True))
+                assert {_org_of(model, pk) for pk in filtered} <= {org.pk}, (model, path)
+                with pytest.raises(OrgScopeError, match="raw SQL"):
+                    model.objects.raw(f"SELECT * FROM {model._meta.db_table}")
+                if "__" in path:
+                    continue
+                # One hop: the accessor of every row, this organization's and (fetched the
+                # system way) the others'.
+                field = model._meta.get_field(path)
+                for world in worlds:
+                    row = _row(world, model)
+                    if row is None:
+                        continue
+                    row = type(row).all_orgs.get(pk=row.pk) if hasattr(type(row), "all_orgs") else row
+                    try:
+                        value = getattr(row, field.get_accessor_name() if field.auto_created and not field.concrete else path)
+                        objs = list(value.all()) if hasattr(value, "all") else [value]
+                    except (ObjectDoesNotExist, OrgScopeError):
+                        continue
+                    for obj in objs:
+                        if obj is not None and hasattr(obj, "pk"):
+                            assert _org_of(target, obj.pk) == org.pk, (model, path, obj)
         transaction.set_rollback(True)
 
 

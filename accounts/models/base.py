@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from django.core.exceptions import FullResultSet
+import functools
+
+from django.core.exceptions import FieldDoesNotExist, FullResultSet
 from django.db import models
 from django.db.models import F
-from django.db.models.lookups import Exact, Lookup
+from django.db.models.lookups import Exact, IsNull, Lookup
+from django.db.models.sql.constants import LOUTER
+from django.db.models.sql.datastructures import BaseTable
 from django.utils import timezone
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
@@ -94,60 +98,342 @@ def check_org_for_write(obj) -> None:
         )
 
 
+def scope_field(model):
+    """The field that says which organization a row of ``model`` belongs to, or None.
+
+    A tenant row: its ``org`` foreign key. An Organization: its primary key (a scoped
+    query on organizations shows the active one). Global tables (the permission
+    catalog, system settings, Django's own tables): None.
+    """
+    meta = model._meta
+    if meta.label == "accounts.Organization":
+        return meta.pk
+    try:
+        field = meta.get_field("org")
+    except FieldDoesNotExist:
+        return None
+    if not field.is_relation or field.many_to_many or field.one_to_many:
+        return None
+    target = field.remote_field.model
+    label = target if isinstance(target, str) else target._meta.label
+    return field if str(label).lower() == "accounts.organization" else None
+
+
+@functools.cache
+def _scoped_tables() -> dict:
+    """db_table -> (scoping field, primary key) of every tenant table, Organization included."""
+    from django.apps import apps
+
+    tables = {}
+    for model in apps.get_models():
+        field = scope_field(model)
+        if field is not None:
+            tables[model._meta.db_table] = (field, model._meta.pk)
+    return tables
+
+
+def _joined_tables_condition(compiler, base_alias, active):
+    """``alias.org_id = <active>`` for every other tenant table joined into the query.
+
+    A LEFT OUTER JOIN also keeps the rows that found nothing to join (``pk IS NULL``), so
+    ``values("mfa__totp_secret")`` still lists a user without MFA; a row linked to
+    another organization's row is left out. The aliases are read from the query being
+    compiled, so joins added after the scope was attached (values(), select_related,
+    ordering) are covered too.
+    """
+    query = compiler.query
+    sqls, params = [], []
+    for alias, join in query.alias_map.items():
+        if alias == base_alias or isinstance(join, BaseTable) or not query.alias_refcount.get(alias):
+            continue
+        scoped = _scoped_tables().get(join.table_name)
+        if scoped is None:
+            continue
+        field, pk = scoped
+        sql, sql_params = compiler.compile(Exact(field.get_col(alias), active))
+        if join.join_type == LOUTER:
+            null_sql, null_params = compiler.compile(IsNull(pk.get_col(alias), True))
+            sql, sql_params = f"({sql} OR {null_sql})", (*sql_params, *null_params)
+        sqls.append(sql)
+        params.extend(sql_params)
+    return sqls, params
+
+
 class ActiveOrgLookup(Lookup):
     """``org_id = <the organization active when the SQL is compiled>``; fails closed.
 
-    A queryset made while no organization is active (a ModelForm's choices built at
-    import time, a related manager read before the scope opens) carries this condition
-    instead of raising at once. It is compiled into every statement that queryset
-    produces (SELECT, COUNT, EXISTS, UPDATE, DELETE, subqueries, unions), so running it
-    with no organization active raises OrgScopeError, inside an organization it returns
-    that organization's rows, and inside ``unscoped()`` it matches every row.
+    The organization is read when the statement is compiled, never when the queryset is
+    built: a queryset made inside ``org_scope(B)`` or ``unscoped()`` (cached, pickled,
+    handed to other code) and run under A returns A's rows. It is compiled into every
+    statement the queryset produces (SELECT, COUNT, EXISTS, UPDATE, DELETE, subqueries,
+    unions); with no organization active it raises OrgScopeError, inside ``unscoped()``
+    it matches every row. Every other tenant table joined into the same statement
+    (``values("tools__credentials")``, ``select_related``, filters across relations) is
+    restricted to the active organization as well.
     """
 
     lookup_name = "active_org"
     prepare_rhs = False
 
+    def no_active_org(self, compiler):
+        model = getattr(compiler.query, "model", None)
+        name = model.__name__ if model is not None else "a tenant table"
+        raise OrgScopeError(
+            f"{name}.objects used with no active organization: "
+            "wrap the code in org_scope(org) or use .all_orgs"
+        )
+
     def as_sql(self, compiler, connection):
         active = current_org()
         if active is None:
-            model = getattr(compiler.query, "model", None)
-            name = model.__name__ if model is not None else "a tenant table"
-            raise OrgScopeError(
-                f"{name}.objects used with no active organization: "
-                "wrap the code in org_scope(org) or use .all_orgs"
-            )
+            self.no_active_org(compiler)
         if active is ALL_ORGS:
             raise FullResultSet
-        return compiler.compile(Exact(self.lhs, active))
+        sql, params = compiler.compile(Exact(self.lhs, active))
+        joined, joined_params = _joined_tables_condition(compiler, self.lhs.alias, active)
+        return " AND ".join([sql, *joined]), (*params, *joined_params)
 
 
-def apply_org_scope(queryset: models.QuerySet, field: str = "org") -> models.QuerySet:
-    """Restrict ``queryset`` to the active organization (the scoped managers' filter).
+class ActiveOrgIfAnyLookup(ActiveOrgLookup):
+    """:class:`ActiveOrgLookup` that matches every row when no organization is active.
 
-    Inside ``org_scope(org)`` the filter is bound at once; inside ``unscoped()`` nothing
-    is filtered; with no organization active the queryset is still built but raises
-    OrgScopeError when it is run (see :class:`ActiveOrgLookup`).
+    Used by the relation accessors (``message.conversation``, ``user.mfa``): inside
+    ``org_scope(A)`` they never reach another organization's row, while authentication
+    and system code, which run before any organization is known, keep working.
     """
-    active = current_org()
-    if active is ALL_ORGS:
-        return queryset
-    if active is not None:
-        return queryset.filter(**{f"{field}_id": active})
-    return queryset.filter(ActiveOrgLookup(F(field), None))
+
+    lookup_name = "active_org_if_any"
+
+    def no_active_org(self, compiler):
+        raise FullResultSet
 
 
-class OrgScopedQuerySet(models.QuerySet):
+def apply_org_scope(queryset: models.QuerySet, field: str = "org", lookup=ActiveOrgLookup) -> models.QuerySet:
+    """Restrict ``queryset`` to the organization active when it runs (the scoped managers' filter).
+
+    Nothing is bound when the queryset is built: each statement it produces reads the
+    active organization as it is compiled (see :class:`ActiveOrgLookup`).
+    """
+    return queryset.filter(lookup(F(field), None))
+
+
+def is_org_scoped(query) -> bool:
+    """Whether ``query`` carries the active-organization condition of a scoped manager."""
+    stack = [query.where]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ActiveOrgLookup) and not isinstance(node, ActiveOrgIfAnyLookup):
+            return True
+        stack.extend(getattr(node, "children", ()))
+    return False
+
+
+def _org_of_target(model, value):
+    """The organization of the row ``value`` (an instance or a primary key) of ``model``."""
+    field = scope_field(model)
+    if isinstance(value, models.Model):
+        if not value._state.adding:  # loaded from the database: its org is known
+            return getattr(value, field.attname)
+        value = value.pk
+    if field.primary_key:
+        return _as_uuid(value)
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    return manager.filter(pk=value).values_list(field.attname, flat=True).first()
+
+
+@functools.cache
+def tenant_links(model) -> tuple:
+    """The foreign keys of ``model`` that point at another tenant row (the org key aside)."""
+    own = scope_field(model)
+    return tuple(
+        f
+        for f in model._meta.concrete_fields
+        if f.is_relation and f.many_to_one and f is not own and scope_field(f.related_model) is not None
+    )
+
+
+def check_org_links(objs, fields=None) -> None:
+    """Refuse rows whose foreign keys point at another organization's rows.
+
+    The invariant behind every write path (save, create, bulk_create, bulk_update,
+    related add/set, through rows, admin forms): a link between tenant rows stays
+    inside one organization. One query per foreign key per batch looks the targets up.
+    """
+    objs = [obj for obj in objs if getattr(obj, "org_id", None) is not None]
+    if not objs:
+        return
+    model = type(objs[0])
+    for field in tenant_links(model):
+        if fields is not None and field.name not in fields and field.attname not in fields:
+            continue
+        pending = {}
+        for obj in objs:
+            target_id = getattr(obj, field.attname)
+            if target_id is None:
+                continue
+            cached = field.get_cached_value(obj, None) if field.is_cached(obj) else None
+            if cached is not None and not cached._state.adding and cached.pk == target_id:
+                target_org = getattr(cached, scope_field(field.related_model).attname)
+                _refuse_crossing(obj, field, target_id, target_org)
+            else:
+                pending.setdefault(_as_uuid(target_id), []).append(obj)
+        if not pending:
+            continue
+        target_field = scope_field(field.related_model)
+        manager = getattr(field.related_model, "all_orgs", None) or field.related_model._base_manager
+        found = dict(manager.filter(pk__in=list(pending)).values_list("pk", target_field.attname))
+        for target_id, owners in pending.items():
+            if target_id not in found:
+                continue  # a dangling id: the database's foreign key refuses it
+            for obj in owners:
+                _refuse_crossing(obj, field, target_id, found[target_id])
+
+
+def cross_org_links(models_to_check=None):
+    """Yield ``(model, field, row pk, row legacy id, target pk)`` for every stored link
+    from one organization's row to another's.
+
+    Writes through the ORM are checked as they happen (:func:`check_org_links`); this
+    looks at what is already in the database, for writers that bypass the ORM (the
+    importer's COPY / multi-row INSERT) and for audits. One query per foreign key.
+    """
+    from django.apps import apps
+
+    for model in models_to_check or apps.get_models():
+        own = scope_field(model)
+        if own is None or own.primary_key:
+            continue
+        manager = getattr(model, "all_orgs", None) or model._base_manager
+        has_legacy = any(f.name == "legacy_id" for f in model._meta.concrete_fields)
+        for field in tenant_links(model):
+            target_org = f"{field.name}__{scope_field(field.related_model).name}"
+            rows = (
+                manager.filter(**{f"{own.attname}__isnull": False, f"{target_org}__isnull": False})
+                .exclude(**{target_org: F(own.attname)})
+                .values_list("pk", "legacy_id" if has_legacy else "pk", field.attname)
+            )
+            for pk, legacy_id, target_id in rows.iterator():
+                yield model, field, pk, legacy_id, target_id
+
+
+def _refuse_crossing(obj, field, target_id, target_org) -> None:
+    if target_org is not None and _as_uuid(target_org) != _as_uuid(obj.org_id):
+        raise OrgScopeError(
+            f"{type(obj).__name__}.{field.name}: {field.related_model.__name__} {target_id} belongs to "
+            f"organization {target_org}, the row to organization {obj.org_id}"
+        )
+
+
+class ScopedQuerySet(models.QuerySet):
+    """What every organization-scoped queryset refuses or re-checks.
+
+    * ``raw()`` and ``extra()`` on a scoped queryset: SQL text the scoping cannot see
+      into. ``Model.all_orgs.raw()`` stays for system work, which filters ``org_id``
+      itself.
+    * ``update()`` that moves rows to another organization, or links them to another
+      organization's rows.
+    * Combining (``|``, ``&``, ``^``) a scoped queryset with an unscoped one.
+    * Results fetched under one organization and read again under another (a queryset
+      kept in a variable, a cache, a pickle): they are fetched again.
+    """
+
+    def raw(self, raw_query, params=(), translations=None, using=None):
+        if is_org_scoped(self.query):
+            raise OrgScopeError(
+                f"{self.model.__name__}.objects.raw(): raw SQL is not organization-scoped; "
+                f"use {self.model.__name__}.all_orgs.raw() and filter org_id yourself"
+            )
+        return super().raw(raw_query, params=params, translations=translations, using=using)
+
+    def extra(self, *args, **kwargs):
+        if is_org_scoped(self.query):
+            raise OrgScopeError(
+                f"{self.model.__name__}.objects.extra(): raw SQL is not organization-scoped; "
+                "use expressions, or all_orgs for system work"
+            )
+        return super().extra(*args, **kwargs)
+
+    def update(self, **kwargs):
+        if is_org_scoped(self.query):
+            self._check_update(kwargs)
+        return super().update(**kwargs)
+
+    def _check_update(self, values) -> None:
+        own = scope_field(self.model)
+        active = current_org()
+        for name, value in values.items():
+            field = self.model._meta.get_field(name)
+            if own is not None and field is own:
+                raise OrgScopeError(
+                    f"{self.model.__name__}.objects.update({name}=...): rows never move to another "
+                    "organization through a scoped queryset"
+                )
+            if active in (None, ALL_ORGS) or value is None or field not in tenant_links(self.model):
+                continue
+            if hasattr(value, "resolve_expression"):
+                raise OrgScopeError(
+                    f"{self.model.__name__}.objects.update({name}=<expression>): a link to another "
+                    "tenant row must be a row or a key, so its organization can be checked"
+                )
+            target_org = _org_of_target(field.related_model, value)
+            if target_org is not None and _as_uuid(target_org) != active:
+                raise OrgScopeError(
+                    f"{self.model.__name__}.objects.update({name}=...): the "
+                    f"{field.related_model.__name__} belongs to another organization"
+                )
+
+    def _merge_sanity_check(self, other):
+        super()._merge_sanity_check(other)
+        if is_org_scoped(self.query) != is_org_scoped(other.query):
+            raise OrgScopeError(
+                f"{self.model.__name__}: a scoped queryset cannot be combined with an unscoped one"
+            )
+
+    def _drop_stale_results(self) -> None:
+        if (
+            self._result_cache is not None
+            and self.__dict__.get("_results_org", current_org()) != current_org()
+            and is_org_scoped(self.query)
+        ):
+            self._result_cache = None
+            self._prefetch_done = False
+
+    def _fetch_all(self):
+        self._drop_stale_results()
+        if self._result_cache is None:
+            self._results_org = current_org()
+        super()._fetch_all()
+
+    def __getitem__(self, k):
+        self._drop_stale_results()
+        return super().__getitem__(k)
+
+    def count(self):
+        self._drop_stale_results()
+        return super().count()
+
+    def exists(self):
+        self._drop_stale_results()
+        return super().exists()
+
+    def contains(self, obj):
+        self._drop_stale_results()
+        return super().contains(obj)
+
+
+class OrgScopedQuerySet(ScopedQuerySet):
     def bulk_create(self, objs, *args, **kwargs):
         objs = list(objs)
         for obj in objs:
             check_org_for_write(obj)
+        check_org_links(objs)
         return super().bulk_create(objs, *args, **kwargs)
 
     def bulk_update(self, objs, fields, *args, **kwargs):
         objs = list(objs)
         for obj in objs:
             check_org_for_write(obj)
+        check_org_links(objs, fields)
         return super().bulk_update(objs, fields, *args, **kwargs)
 
     def for_org(self, org):
@@ -169,6 +455,48 @@ class _OrgQuerySetManagerMixin:
                 {"__module__": queryset_class.__module__, "__qualname__": queryset_class.__qualname__},
             )
         return super().from_queryset(queryset_class, class_name=class_name)
+
+
+class _ScopedAccessorMixin:
+    """A relation accessor that never reaches another organization's row (see below)."""
+
+    def get_queryset(self, **hints):
+        queryset = super().get_queryset(**hints)
+        field = scope_field(queryset.model)
+        if field is None:
+            return queryset
+        return apply_org_scope(queryset, field.name if not field.primary_key else "pk", ActiveOrgIfAnyLookup)
+
+
+@functools.cache
+def _scoped_accessor_class(descriptor_class):
+    return type(f"OrgScoped{descriptor_class.__name__}", (_ScopedAccessorMixin, descriptor_class), {})
+
+
+def scope_relation_accessors() -> None:
+    """Make ``message.conversation``, ``user.org`` and ``user.mfa`` respect the active organization.
+
+    Django reads these through the base manager, which is unscoped (deletion cascades,
+    ``refresh_from_db`` and foreign-key validation need every row). Inside
+    ``org_scope(A)`` the accessors now find only A's rows, so a row of A linked to B's
+    (or a B row obtained through ``all_orgs``) raises DoesNotExist instead of handing
+    B's row over; with no organization active (authentication) they work as before.
+    Called once from ``AccountsConfig.ready()``.
+    """
+    from django.apps import apps
+
+    for model in apps.get_models():
+        for field in model._meta.get_fields():
+            if not field.is_relation or not (field.many_to_one or field.one_to_one):
+                continue
+            target = field.related_model
+            if target is None or scope_field(target) is None:
+                continue
+            name = field.name if field.concrete else field.get_accessor_name()
+            descriptor = model.__dict__.get(name)
+            if descriptor is None or isinstance(descriptor, _ScopedAccessorMixin):
+                continue
+            descriptor.__class__ = _scoped_accessor_class(type(descriptor))
 
 
 class OrgScopedManager(_OrgQuerySetManagerMixin, models.Manager.from_queryset(OrgScopedQuerySet)):
@@ -205,6 +533,7 @@ class OrgOwnedModel(models.Model):
 
     def save(self, *args, **kwargs):
         check_org_for_write(self)
+        check_org_links([self], kwargs.get("update_fields"))
         super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.text import slugify
 
-from accounts.models.base import LegacyRecordModel, TimestampedModel
+from accounts.models.base import LegacyRecordModel, ScopedQuerySet, TimestampedModel, apply_org_scope
 from security.fields import EncryptedTextField
 
 
@@ -16,8 +16,19 @@ class AuthProvider(models.TextChoices):
     OIDC = "oidc"
 
 
+class OrganizationManager(models.Manager.from_queryset(ScopedQuerySet)):
+    """``Organization.objects``: the active organization only; raises when none is active.
+
+    A join from here into tenant tables (``values_list("tools__credentials")``) is
+    restricted to the active organization too. ``Organization.all_orgs`` lists them all.
+    """
+
+    def get_queryset(self):
+        return apply_org_scope(super().get_queryset(), "pk")
+
+
 class Organization(LegacyRecordModel, TimestampedModel):
-    """The tenant. Not itself scoped: every scoped row points here."""
+    """The tenant. Every scoped row points here; ``objects`` shows the active one only."""
 
     class Status(models.TextChoices):
         ACTIVE = "active"
@@ -52,6 +63,9 @@ class Organization(LegacyRecordModel, TimestampedModel):
     )
     hr_api_config = models.JSONField(null=True, blank=True)
 
+    objects = OrganizationManager()
+    all_orgs = models.Manager.from_queryset(ScopedQuerySet)()
+
     class Meta:
         db_table = "organizations"
         ordering = ["name"]
@@ -74,11 +88,11 @@ class Organization(LegacyRecordModel, TimestampedModel):
     @classmethod
     def get_default(cls) -> "Organization":
         """The organization the JSON-era single-tenant install used (``org_default``)."""
-        org = cls.objects.filter(legacy_id="org_default").first()
+        org = cls.all_orgs.filter(legacy_id="org_default").first()
         if org is None:
             from accounts.models.base import legacy_uuid
 
-            org, _ = cls.objects.get_or_create(
+            org, _ = cls.all_orgs.get_or_create(
                 id=legacy_uuid("organizations", "org_default"),
                 defaults={"legacy_id": "org_default", "name": "Default Organization", "slug": "default"},
             )

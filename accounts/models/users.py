@@ -13,7 +13,11 @@ from django.utils import timezone
 from accounts.models.base import (
     LegacyRecordModel,
     OrgOwnedModel,
+    ScopedQuerySet,
     TimestampedModel,
+    apply_org_scope,
+    check_org_for_write,
+    check_org_links,
     org_foreign_key,
     org_index,
 )
@@ -25,7 +29,7 @@ def normalize_email_address(email: str) -> str:
     return (email or "").strip().lower()
 
 
-class UserQuerySet(models.QuerySet):
+class UserQuerySet(ScopedQuerySet):
     def for_org(self, org):
         """One organization's users (object, UUID or legacy id)."""
         from accounts.tenancy import _resolve
@@ -43,7 +47,10 @@ class UserQuerySet(models.QuerySet):
 
 
 class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
-    """Unscoped on purpose: authentication finds users by email before any organization is known."""
+    """``User.all_orgs``: every organization's users, for authentication and system work.
+
+    Authentication finds users by email before any organization is known.
+    """
 
     use_in_migrations = True
 
@@ -72,9 +79,39 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
         extra.update(is_staff=True, is_superuser=True, has_admin_access=True)
         return self._create_user(email, password, **extra)
 
-    def get_by_natural_key(self, email):
-        # Natural keys must be unique; an email alone is unique only within an organization.
-        return self.get(email_normalized=normalize_email_address(email))
+    def get_by_natural_key(self, email, org=None):
+        """The user with this email in one organization: ``org``, else the active one, else the default.
+
+        An email is unique only within an organization, so the key is ``(email, org)``.
+        Given the email alone (Django's ``createsuperuser`` checks whether the address
+        is taken; fixtures of a single-tenant install), it names the user of the
+        organization in effect: the active one, or, with none active (or inside
+        ``unscoped()``), the default organization, where ``create_superuser`` puts a new
+        user. It never matches several users.
+        """
+        from accounts.tenancy import ALL_ORGS, _resolve, current_org
+
+        if org is not None:
+            org_id = _resolve(org)
+        elif current_org() not in (None, ALL_ORGS):
+            org_id = current_org()
+        else:  # looked up, not created: a read does not make the default organization
+            org_id = Organization.all_orgs.filter(legacy_id="org_default").values_list("pk", flat=True).first()
+        return self.model.all_orgs.db_manager(self.db).get(
+            org_id=org_id, email_normalized=normalize_email_address(email)
+        )
+
+
+class ScopedUserManager(UserManager):
+    """``User.objects``: the active organization's users only; raises when none is active.
+
+    Like every tenant table: joins from here (``values_list("mfa__totp_secret")``) stay
+    in the active organization. Sign-in, session lookups and system work use
+    ``User.all_orgs`` (see ``accounts.backends``).
+    """
+
+    def get_queryset(self):
+        return apply_org_scope(super().get_queryset())
 
 
 class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedModel):
@@ -131,7 +168,7 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
     has_enduser_access = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="May sign in to the admin console.")
 
-    objects = UserManager()
+    objects = ScopedUserManager()
     all_orgs = UserManager()
 
     USERNAME_FIELD = "email"
@@ -154,10 +191,16 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         return self.email
 
     def save(self, *args, **kwargs):
+        # The same organization checks as every tenant row (OrgOwnedModel.save).
+        check_org_for_write(self)
+        check_org_links([self], kwargs.get("update_fields"))
         self.email_normalized = normalize_email_address(self.email)
         if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
             kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}
         super().save(*args, **kwargs)
+
+    def natural_key(self):
+        return (self.email, str(self.org_id))
 
     @property
     def is_active(self) -> bool:

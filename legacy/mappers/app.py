@@ -180,8 +180,10 @@ class ToolMapper(Mapper):
             configs[key] = extract_secrets(value, key, creds) if isinstance(value, dict) else value
         owner = rec.str("owner_id", None, null=True)
         system_owned = owner == "system"
+        org_id = _org_of(rec, ctx)
+        ctx.note_org(Tool, self.pk(lid), org_id)
         v = {
-            "id": self.pk(lid), "legacy_id": lid, "org_id": _org_of(rec, ctx),
+            "id": self.pk(lid), "legacy_id": lid, "org_id": org_id,
             "type": rec.enum("type", Tool.Type.choices), "name": rec.str("name", max_length=255),
             "description": rec.str("description", ""), **configs, "credentials": creds,
             "is_active": rec.bool("is_active", True),
@@ -293,6 +295,7 @@ class DocumentMapper(Mapper):
         dangling = {}
         pk = self.pk(lid)
         org_id = _org_of(rec, ctx)
+        ctx.note_org(Document, pk, org_id)
         tool_id = ref_or_keep(ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where)
         v = {"id": pk, "legacy_id": lid, "org_id": org_id, "tool_id": tool_id, "source": self.source}
         if self.source == Document.Source.UPLOAD:
@@ -453,8 +456,11 @@ class ChunkIndexMapper(Mapper):
         if dangling:
             extra[DANGLING] = dangling
         extra.update(book)
+        # An index entry names no organization: the chunk belongs to its document's (or,
+        # without one, its tool's), so an organization's chunks never move to the default one.
+        org_id = ctx.org_of(Document, document_id) or ctx.org_of(Tool, tool_id) or ctx.default_org_id()
         v = {
-            "id": legacy_uuid("document_chunks", chunk_lid), "legacy_id": chunk_lid, "org_id": ctx.default_org_id(),
+            "id": legacy_uuid("document_chunks", chunk_lid), "legacy_id": chunk_lid, "org_id": org_id,
             "tool_id": tool_id, "document_id": document_id, "chunk_id": str(cid), "chunk_number": _chunk_number(cid),
             "text": text, "source": source or "", "chunk_type": rec.str("type", "document", null=True, max_length=50) or "",
             "table_data": table_data, "is_table": bool(is_table), "rows_count": rows_count, "in_index": True,

@@ -85,6 +85,9 @@ class Context:
         # Models whose imported rows in the database are exactly source_ids (legacy.pipeline):
         # an id outside source_ids is then known to dangle without asking the database.
         self.db_matches_source: set = set()
+        # Organization of rows mapped in this run (documents, tools), for the rows that
+        # belong to them but carry no org_id of their own (chunks_index entries).
+        self._row_orgs: dict[tuple, Any] = {}
 
     # import direction
     def add_source_ids(self, model, ids: Iterable[str]) -> None:
@@ -133,6 +136,18 @@ class Context:
         from accounts.models import Organization
 
         return self.ref(Organization, "org_default") or legacy_uuid("organizations", "org_default")
+
+    def note_org(self, model, pk, org_id) -> None:
+        self._row_orgs[(model, pk)] = org_id
+
+    def org_of(self, model, pk):
+        """The organization of row ``pk`` of ``model``: mapped in this run, else from the database."""
+        if pk is None:
+            return None
+        key = (model, pk)
+        if key not in self._row_orgs:
+            self._row_orgs[key] = model._base_manager.filter(pk=pk).values_list("org_id", flat=True).first()
+        return self._row_orgs[key]
 
     def permission_id(self, codename: str):
         return self.permission_ids.get(codename)

@@ -11,7 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         total = 0
-        for org in [None, *Organization.objects.all()]:
+        for org in [None, *Organization.all_orgs.all()]:
             deleted = purge_expired(org)
             total += deleted
             name = org.name if org else "(no organization)"

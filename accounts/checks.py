@@ -1,0 +1,47 @@
+"""System check: every model with an organization foreign key is organization-scoped.
+
+A model that declares ``org = ForeignKey(Organization)`` but keeps Django's plain manager
+would hand every organization's rows to ``Model.objects``; ``manage.py check`` (and so
+``runserver``, ``migrate`` and the test run) refuses it, like django.contrib.auth's checks.
+"""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.core import checks
+
+
+@checks.register(checks.Tags.models)
+def check_tenant_models_are_scoped(app_configs=None, **kwargs):
+    configs = app_configs or apps.get_app_configs()
+    return tenant_model_errors(m for config in configs for m in config.get_models())
+
+
+def tenant_model_errors(models) -> list:
+    from accounts.models.base import OrgOwnedModel, is_org_scoped, scope_field
+
+    errors = []
+    for model in models:
+        field = scope_field(model)
+        if field is None or field.primary_key:
+            continue
+        label = model._meta.label
+        if not is_org_scoped(model._default_manager.all().query):
+            errors.append(checks.Error(
+                f"{label}.{model._default_manager.name} is not organization-scoped",
+                hint="derive the model from accounts.models.OrgOwnedModel (objects = OrgScopedManager())",
+                obj=model, id="accounts.E001",
+            ))
+        if not hasattr(model, "all_orgs"):
+            errors.append(checks.Error(f"{label} has no all_orgs manager for system work", obj=model, id="accounts.E002"))
+        if not issubclass(model, OrgOwnedModel) and label not in UNCHECKED_WRITES:
+            errors.append(checks.Error(
+                f"{label}: save() does not check the organization of the row and its links",
+                hint="derive the model from accounts.models.OrgOwnedModel", obj=model, id="accounts.E003",
+            ))
+    return errors
+
+
+# Tenant models that write their own way: the user model checks in User.save(); audit
+# entries are written by django-auditlog, unscoped, naming the organization of the change.
+UNCHECKED_WRITES = {"accounts.User", "security.AuditLog"}

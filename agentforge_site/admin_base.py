@@ -7,7 +7,6 @@
 * :class:`SecretFieldsMixin` - encrypted fields are masked on display and write-only in
   forms: the input renders empty, a blank submission keeps the stored value and a
   "clear" checkbox empties it. ``EncryptedJSONField`` dicts show their keys only.
-* :class:`EstimatedCountPaginator` - no full ``COUNT(*)`` on big tables.
 * :func:`masked` and :func:`json_block` - display helpers.
 """
 
@@ -20,8 +19,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.filters import RelatedFieldListFilter
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
-from django.db import connections, models
+from django.db import models
 from django.http import Http404
 from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern
@@ -797,62 +795,6 @@ class SecretFieldsMixin:
             (title, {**opts, "fields": [self._masked_name(f) if f in swap else f for f in opts.get("fields", ())]})
             for title, opts in fieldsets
         ]
-
-
-# --------------------------------------------------------------------------------------
-# A paginator for big tables
-# --------------------------------------------------------------------------------------
-
-
-class EstimatedCountPaginator(Paginator):
-    """Counts exactly up to ``exact_limit`` rows, estimates above it.
-
-    An unfiltered query on PostgreSQL reads ``pg_class.reltuples``; a filtered one the
-    planner's row estimate (EXPLAIN). MariaDB/MySQL use information_schema's estimate for
-    an unfiltered table. Elsewhere (or when no estimate is available) it counts.
-    """
-
-    exact_limit = 1_000
-
-    @cached_property
-    def count(self):
-        queryset = self.object_list
-        if not isinstance(queryset, models.QuerySet):
-            return super().count
-        capped = queryset.order_by()[: self.exact_limit + 1]
-        exact = capped.count()
-        if exact <= self.exact_limit:
-            return exact
-        estimate = self._estimate(queryset)
-        return max(estimate or 0, exact) if estimate is not None else queryset.count()
-
-    def _estimate(self, queryset):
-        connection = connections[queryset.db]
-        table = queryset.model._meta.db_table
-        unfiltered = not queryset.query.where
-        try:
-            with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
-                    if unfiltered:
-                        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
-                        row = cursor.fetchone()
-                        return int(row[0]) if row and row[0] and row[0] > 0 else None
-                    sql, params = queryset.order_by().values("pk").query.sql_with_params()
-                    cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-                    plan = cursor.fetchone()[0]
-                    if isinstance(plan, str):
-                        plan = json.loads(plan)
-                    return int(plan[0]["Plan"]["Plan Rows"])
-                if connection.vendor == "mysql" and unfiltered:
-                    cursor.execute(
-                        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-                        [table],
-                    )
-                    row = cursor.fetchone()
-                    return int(row[0]) if row and row[0] else None
-        except Exception:  # an estimate is a nicety: fall back to counting
-            return None
-        return None
 
 
 # --------------------------------------------------------------------------------------

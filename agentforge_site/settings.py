@@ -186,6 +186,14 @@ LEGACY_IMPORT_PIPELINE_MIN_BYTES = read_int(os.environ, "LEGACY_IMPORT_PIPELINE_
 STORAGE_MODE = env.str("STORAGE_MODE", default="database").lower()
 if STORAGE_MODE not in ("json", "dual", "database"):
     raise ConfigurationError("STORAGE_MODE", f"unknown value {STORAGE_MODE!r} (expected json, dual or database)")
+# Dual mode: the JSON files follow the database within this many seconds, one rewrite per
+# file for all the saves of that time (legacy.store.write_behind); 0 writes each save through.
+try:
+    DUAL_WRITE_DELAY = float(os.environ.get("DUAL_WRITE_DELAY") or 0.25)
+except ValueError:
+    raise ConfigurationError("DUAL_WRITE_DELAY", f"not a number: {os.environ['DUAL_WRITE_DELAY']!r}") from None
+if not 0 <= DUAL_WRITE_DELAY <= 1:
+    raise ConfigurationError("DUAL_WRITE_DELAY", f"{DUAL_WRITE_DELAY} is outside 0 to 1 second")
 
 # --- Operations ---------------------------------------------------------------------------
 DB_SLOW_QUERY_MS = env.float("DB_SLOW_QUERY_MS", default=1000.0)

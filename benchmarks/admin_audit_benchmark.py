@@ -58,7 +58,9 @@ def setup_database(keep: bool):
 
     base = settings.DATABASES["default"]
     if settings.DB_TYPE == "sqlite":
-        name = str(Path(settings.BASE_DIR) / "data" / "admin_bench.sqlite3")
+        data_dir = Path(settings.BASE_DIR) / "data"
+        data_dir.mkdir(exist_ok=True)  # a fresh clone has no data/
+        name = str(data_dir / "admin_bench.sqlite3")
     else:
         name = f"{base['NAME']}_bench"
     base.setdefault("TEST", {})["NAME"] = name

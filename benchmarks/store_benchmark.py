@@ -13,7 +13,10 @@ Rows printed:
   legacy app   the JSON-era AppState: dict in memory, json.dump of the whole file, no lock,
                no fsync (the old application; not safe with several processes)
   json         STORAGE_MODE=json: locked read-modify-write, temp file + fsync + rename
-  dual         STORAGE_MODE=dual: database transaction, then the JSON file after commit
+  dual         STORAGE_MODE=dual: database transaction; the JSON file follows within
+               DUAL_WRITE_DELAY (0.25 s), one rewrite for all the saves of that time
+               ("json lag" is how far the file trailed the database, worst batch)
+  dual, each   DUAL_WRITE_DELAY=0: the JSON file rewritten after every commit (before)
   database     STORAGE_MODE=database: the database only, through the mappers
 """
 
@@ -93,7 +96,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from legacy.store import get_store
+    from legacy.store import get_store, write_behind
 
     rng = random.Random(args.seed)
     records = [make_agent(i, rng) for i in range(args.records)]
@@ -138,26 +141,41 @@ def main() -> int:
             samples.append(time.perf_counter() - start)
         results["legacy app"] = summarise(samples)
 
-        for mode in ("json", "dual", "database"):
-            store = get_store(mode, data_dir=fresh_dir(mode))
+        lags = {}
+        for label, mode, delay in (("json", "json", 0), ("dual", "dual", 0.25), ("dual, each", "dual", 0),
+                                   ("database", "database", 0)):
+            settings.DUAL_WRITE_DELAY = delay
+            store = get_store(mode, data_dir=fresh_dir(label.replace(", ", "-")))
             for n in range(5):  # warm-up (connections, caches)
                 store.save("agents", updated(plan[n], n))
+            if mode == "dual":
+                store.flush()
+                queue = write_behind.queue_for(store.data_dir, store.sync_many, delay)
+                queue.lags.clear()
             samples = []
             for n, index in enumerate(plan):
                 record = updated(index, n + 100_000)
                 start = time.perf_counter()
                 store.save("agents", record)
                 samples.append(time.perf_counter() - start)
-            results[mode] = summarise(samples)
+            results[label] = summarise(samples)
+            if mode == "dual":
+                store.flush()
+            if delay:
+                lags[label] = max(queue.lags)
             check = store.get("agents", ids[plan[-1]])
             assert check["name"].endswith(f"(edit {len(plan) - 1 + 100_000})"), check["name"]
+            if mode != "database":
+                on_disk = json.loads((store.data_dir / "agents.json").read_text())
+                assert on_disk[ids[plan[-1]]]["name"] == check["name"], "the JSON file missed the last save"
 
         print(f"backend: {settings.DB_TYPE} ({connection.vendor}), {args.records} agents "
               f"({size_kb:.0f} KiB agents.json), {args.saves} saves per mode, python {sys.version.split()[0]}")
-        print(f"{'mode':<12} {'median ms':>10} {'p95 ms':>10} {'ops/s':>10} {'vs json':>9}")
+        print(f"{'mode':<12} {'median ms':>10} {'p95 ms':>10} {'ops/s':>10} {'vs json':>9} {'json lag s':>11}")
         base = results["json"][0]
         for mode, (median, p95, ops) in results.items():
-            print(f"{mode:<12} {median:>10.2f} {p95:>10.2f} {ops:>10.0f} {median / base:>8.2f}x")
+            lag = f"{lags[mode]:>11.2f}" if mode in lags else f"{'':>11}"
+            print(f"{mode:<12} {median:>10.2f} {p95:>10.2f} {ops:>10.0f} {median / base:>8.2f}x {lag}")
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
         shutil.rmtree(work, ignore_errors=True)

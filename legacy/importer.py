@@ -17,6 +17,7 @@ from typing import Callable
 
 from django.db import connection, transaction
 
+from agentforge_site.db_statistics import refresh_statistics
 from accounts.models import (
     Department,
     Group,
@@ -210,6 +211,10 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                     cursor.execute(f"PRAGMA cache_size = {int(cache_size)}")
         if ctx.dry_run or report.errors:
             transaction.set_rollback(True)
+
+    if not ctx.dry_run and not report.errors:
+        # The planner must know the new rows before the first query (see db_statistics).
+        refresh_statistics(table for table, stats in writer.stats.items() if stats.created or stats.updated)
 
     for folder in ("uploads", "demo_assets"):
         if (root / folder).is_dir():

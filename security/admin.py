@@ -18,7 +18,6 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
 from agentforge_site.admin_base import (
-    EstimatedCountPaginator,
     OrgScopedAdmin,
     SecretFieldsMixin,
     UserCredentialsAdminMixin,
@@ -27,6 +26,7 @@ from agentforge_site.admin_base import (
     masked,
     truncate,
 )
+from agentforge_site.paginator import EstimatedCountPaginator
 from security import crypto
 from security.fields import encrypted_fields
 from security.models import APIKey, AuditLog, LDAPConfig, OAuthConfig, SecurityEvent

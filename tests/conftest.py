@@ -1,7 +1,10 @@
 import itertools
+import shutil
+from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 
 _counter = itertools.count(1)
 
@@ -36,3 +39,31 @@ def make_user(db):
         return User.all_orgs.create_user(email=email, password=password, org=org, **fields)
 
     return make
+
+
+# --- the parallel-run store: the real sample in a scratch data directory --------------------
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample-data"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    target = tmp_path / "data"
+    shutil.copytree(SAMPLE_DIR, target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+@pytest.fixture
+def default_org(db):
+    from accounts.models import Organization
+
+    return Organization.get_default()
+
+
+@pytest.fixture
+def imported(data_dir, default_org):
+    """The real sample imported with import_json, as at the start of the parallel run."""
+    call_command("import_json", str(data_dir), verbosity=0)
+    return data_dir

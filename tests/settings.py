@@ -10,6 +10,13 @@ os.environ.setdefault(
     "dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q=,dGVzdC1rZXktdHdvLWZvci1hZ2VudGZvcmdlLXRlc3Q=",
 )
 os.environ.setdefault("DB_NAME", "agentforge")
+# SQLite tests run on a file, as production does (WAL; other threads and processes can open
+# it), not on a shared-cache in-memory database, whose table locks no deployment has.
+os.environ.setdefault(
+    "SQLITE_TEST_PATH",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                 f"test_{os.environ['DB_NAME']}_{os.getpid()}.sqlite3"),  # one per run: runs may overlap
+)
 
 from agentforge_site.settings import *  # noqa: E402,F401,F403
 

@@ -198,3 +198,70 @@ def test_no_full_count_on_the_changelist(client, world):
     counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"].upper()]
     # Only the capped count (a subquery with LIMIT) is allowed.
     assert all("LIMIT" in sql.upper() for sql in counts), counts
+
+
+AUDIT_FILTERS = {
+    "unfiltered": {},
+    "action": {"action": "login"},
+    "failed": {"success__exact": "0"},
+    "succeeded": {"success__exact": "1"},
+    "since a day": {"timestamp__gte": "2000-01-01"},
+    "search IP": {"q": "192.0.2.10"},
+    "search email": {"q": "alice@acme.test"},
+}
+
+
+@pytest.mark.parametrize("label", list(AUDIT_FILTERS))
+def test_every_filter_runs_a_constant_number_of_queries_past_the_exact_count(client, world, label, monkeypatch):
+    """Above the exact-count limit (lowered here to 10) each filter and search still runs the
+    same queries however many rows match, and the count shown is the exact one where the
+    backend counts within its budget (SQLite, MariaDB) or PostgreSQL's planner estimate."""
+    from agentforge_site.paginator import EstimatedCountPaginator
+    from security.models import AuditLog
+
+    monkeypatch.setattr(EstimatedCountPaginator, "exact_limit", 10)
+    params = dict(AUDIT_FILTERS[label], org=str(world["org"].pk))
+    client.force_login(world["superuser"])
+    counts = []
+    for _ in range(2):
+        for i in range(60):
+            make_audit(world["org"], actor=world["alice"], legacy_action="login", remote_addr="192.0.2.10",
+                       success=bool(i % 3))
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE audit_logs")
+        queries, response = _queries_for_changelist(client, params)
+        counts.append(queries)
+    assert counts[0] == counts[1] <= 10, counts
+    matching = response.context["cl"].queryset.count()
+    shown = response.context["cl"].paginator.count
+    if connection.vendor == "postgresql" and matching > 10:
+        assert 10 < shown <= AuditLog.all_orgs.count() * 2  # an estimate, never below the exact floor
+    else:
+        assert shown == matching
+
+
+@pytest.mark.backends("mysql")
+def test_mariadb_count_past_its_time_budget_gives_the_estimate(world):
+    """A count the server cannot finish within the budget is interrupted, not waited for, and
+    the optimizer's estimate (rows × filtered of EXPLAIN) is shown instead."""
+    import json
+    import time
+
+    from agentforge_site.paginator import EstimatedCountPaginator
+    from security.models import AuditLog
+
+    for _ in range(30):
+        make_audit(world["org"], actor=world["alice"])
+    slow = AuditLog.all_orgs.filter(org=world["org"]).extra(where=["SLEEP(0.02) = 0"])  # 0.6 s to count
+    paginator = EstimatedCountPaginator(slow.order_by("-timestamp"), 50)
+    paginator.exact_limit, paginator.count_budget = 5, 0.1
+    start = time.monotonic()
+    count = paginator.count
+    assert time.monotonic() - start < 0.5  # the capped count sleeps 6 × 0.02 s, then at most 0.1 s
+    sql, params = slow.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN FORMAT=JSON " + sql, params)
+        block = json.loads(cursor.fetchone()[0])["query_block"]
+    table = (block.get("nested_loop") or [block])[0]["table"]
+    assert count == max(6, int(table["rows"] * float(table.get("filtered", 100)) / 100))

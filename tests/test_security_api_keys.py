@@ -95,3 +95,58 @@ def test_request_ip_recorded(make_org, client):
         _request_context.reset(token)
     key.refresh_from_db()
     assert key.last_used_ip == "198.51.100.77"
+
+
+def _updates(captured):
+    return [q["sql"] for q in captured.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+
+
+@pytest.mark.django_db
+def test_use_recorded_at_most_once_a_minute(make_org):
+    """Every API request checks its key: only the first use in a minute writes."""
+    from django.test.utils import CaptureQueriesContext
+
+    org = make_org()
+    key, plaintext = APIKey.all_orgs.create_key(org=org, name="busy")
+    with CaptureQueriesContext(connection) as first:
+        APIKey.all_orgs.get_from_key(plaintext, ip="192.0.2.1")
+    with CaptureQueriesContext(connection) as again:
+        for _ in range(5):
+            APIKey.all_orgs.get_from_key(plaintext, ip="192.0.2.1")
+    assert len(_updates(first)) == 1
+    assert _updates(again) == []
+    key.refresh_from_db()
+    recorded = key.last_used_at
+
+    # Another client address within the minute: still no write (load-balanced clients
+    # would otherwise write on every request).
+    with CaptureQueriesContext(connection) as other_ip:
+        APIKey.all_orgs.get_from_key(plaintext, ip="192.0.2.2")
+    assert _updates(other_ip) == []
+    key.refresh_from_db()
+    assert key.last_used_at == recorded and key.last_used_ip == "192.0.2.1"
+
+    # A minute later the same address is recorded again, so "last used" stays true to the minute.
+    old = timezone.now() - dt.timedelta(seconds=61)
+    APIKey.all_orgs.filter(pk=key.pk).update(last_used_at=old)
+    with CaptureQueriesContext(connection) as later:
+        APIKey.all_orgs.get_from_key(plaintext, ip="192.0.2.2")
+    assert len(_updates(later)) == 1
+    key.refresh_from_db()
+    assert key.last_used_at > old + dt.timedelta(seconds=60)
+
+
+@pytest.mark.django_db
+def test_concurrent_uses_write_once(make_org):
+    """Two workers that loaded the key before either recorded its use: the second write is a no-op."""
+    org = make_org()
+    key, plaintext = APIKey.all_orgs.create_key(org=org, name="race")
+    stale = APIKey.all_orgs.get(pk=key.pk)  # loaded before the first use, last_used_at is None
+    APIKey.all_orgs.get_from_key(plaintext, ip="192.0.2.9")
+    key.refresh_from_db()
+    first = key.last_used_at
+    from security.models.api_keys import _record_use
+
+    _record_use(stale, "192.0.2.9")
+    key.refresh_from_db()
+    assert key.last_used_at == first

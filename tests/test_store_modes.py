@@ -1,11 +1,14 @@
 """The database and dual stores on the configured backend: round trips, fallback reads,
-deletes on both sides, scoping, and a lost JSON write found and repaired by verify_parity."""
+deletes on both sides, scoping, and a lost JSON write found and repaired by verify_parity.
+
+The dual-mode tests here write each save through (``DUAL_WRITE_DELAY=0``), so the file can
+be read right after a save; the default, written behind, has tests/test_store_write_behind.py.
+"""
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,6 @@ from accounts.tenancy import OrgScopeError, org_scope, unscoped
 from legacy.store import DatabaseStore, DualStore, get_store
 from legacy.store import failures, jsonfiles
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
 AGENT_ID = "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b"
 
 
@@ -35,27 +37,9 @@ def agent(agent_id=AGENT_ID, name="Helper", **more) -> dict:
     return record
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    target = tmp_path / "data"
-    shutil.copytree(SAMPLE, target)
-    for path in target.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
-
-
-@pytest.fixture
-def default_org(db):
-    from accounts.models import Organization
-
-    return Organization.get_default()
-
-
-@pytest.fixture
-def imported(data_dir, default_org):
-    """The real sample imported with import_json, as at the start of the parallel run."""
-    call_command("import_json", str(data_dir), verbosity=0)
-    return data_dir
+@pytest.fixture(autouse=True)
+def _write_through(settings):
+    settings.DUAL_WRITE_DELAY = 0
 
 
 @pytest.fixture(autouse=True)
@@ -329,10 +313,10 @@ def test_crashed_child_process_is_repaired(imported, tmp_path):
         "import agentforge_site\nagentforge_site.setup()\n"
         "from legacy.store import get_store, jsonfiles\n"
         "def die(*a, **k):\n    os._exit(9)\n"
-        "jsonfiles.LegacyFiles.update = die\n"
+        "jsonfiles.LegacyFiles.apply = die\n"
         f"get_store().save('agents', {agent(name='Saved then killed')!r})\n"
     )
-    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(imported),
+    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(imported), DUAL_WRITE_DELAY="0",
                DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=name, SQLITE_PATH=name)
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
     assert result.returncode == 9, result.stderr.decode()

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
-from legacy.store import failures
+from legacy.store import failures, write_behind
 from legacy.store.db_store import DB_COLLECTIONS, DatabaseStore
-from legacy.store.jsonfiles import LegacyFiles, UnknownCollection, put_record, record_key, remove_record
+from legacy.store.jsonfiles import LegacyFiles, UnknownCollection, record_key
 
 logger = logging.getLogger("agentforge.legacy.store")
 
@@ -92,34 +93,46 @@ class DualStore:
         return deleted
 
     def _after_commit(self, operation: str, collection: str, key: str) -> None:
-        transaction.on_commit(lambda: self.sync_json(collection, key, operation))
+        queue = write_behind.queue_for(self.files.data_dir, self.sync_many, settings.DUAL_WRITE_DELAY)
+        transaction.on_commit(lambda: queue.enqueue(collection, key, operation))
+
+    def flush(self) -> None:
+        """Write the JSON changes still queued behind the database (see write_behind)."""
+        write_behind.queue_for(self.files.data_dir, self.sync_many, settings.DUAL_WRITE_DELAY).flush()
 
     def sync_json(self, collection: str, key: str, operation: str = "sync") -> bool:
-        """Make the JSON file's copy of one record equal the database's; never raises.
+        """Make the JSON file's copy of one record equal the database's; never raises."""
+        return self.sync_many(collection, {key: operation})
 
-        Returns False (after logging and counting) when the file could not be written.
+    def sync_many(self, collection: str, operations: dict[str, str]) -> bool:
+        """Make the JSON file's copies of ``operations``' keys equal the database's, in one
+        rewrite; never raises. Returns False (after logging and counting) when the file
+        could not be written.
         """
-        try:
-            def change(data):
-                # Read under the file lock, after the commit: the latest committed state.
-                with unscoped():
+        def read_changes():
+            # Read under the file lock, after the commits: the latest committed state, so
+            # concurrent writers converge whatever order their rewrites run in.
+            changes = {}
+            with unscoped():
+                for key in operations:
                     record = DatabaseStore().get(collection, key)
-                if record is None:
-                    return remove_record(collection, data, key)
-                if record_key(collection, record) != key:
-                    logger.warning("%s: record %s reads back with id %s", collection, key, record_key(collection, record))
-                return put_record(collection, data, record)
+                    if record is not None and record_key(collection, record) != key:
+                        logger.warning("%s: record %s reads back with id %s", collection, key, record_key(collection, record))
+                    changes[key] = record
+            return changes
 
-            self.files.update(collection, change)
+        try:
+            self.files.apply(collection, read_changes)
             return True
         except Exception as exc:  # noqa: BLE001 - the database has committed; report, count, go on
-            failures.record_failure(operation, collection, key, exc)
-            logger.error(
-                "dual write: the database has %s %s %s but the JSON file was not updated (%s: %s); "
-                "run manage.py verify_parity --fix-from db",
-                "saved" if operation == "save" else "deleted" if operation == "delete" else "changed",
-                collection, key, type(exc).__name__, exc,
-            )
+            for key, operation in operations.items():
+                failures.record_failure(operation, collection, key, exc)
+                logger.error(
+                    "dual write: the database has %s %s %s but the JSON file was not updated (%s: %s); "
+                    "run manage.py verify_parity --fix-from db",
+                    "saved" if operation == "save" else "deleted" if operation == "delete" else "changed",
+                    collection, key, type(exc).__name__, exc,
+                )
             return False
 
     # --- reads ------------------------------------------------------------------------------

@@ -104,6 +104,63 @@ def dumps(collection: str, data) -> str:
     return json.dumps(data, ensure_ascii=not is_security(collection), indent=2)
 
 
+class _Image:
+    """A file as this process last wrote it: its container and each record's text.
+
+    Re-serialising a whole file of 10,000 agents (``json.dumps`` with ``indent`` runs in
+    pure Python) costs over a second; a file rewritten from cached record texts, where
+    only the changed records are serialised again, costs a few milliseconds plus the
+    write. ``signature`` (inode, mtime, size) tells whether another process has replaced
+    the file since: every write is a rename, so the inode changes.
+    """
+
+    __slots__ = ("signature", "data", "texts")
+
+    def __init__(self, data):
+        self.signature = None
+        self.data = data
+        self.texts: dict[int, tuple[object, str]] = {}  # id(record) -> (record, its text)
+
+    def render(self, collection: str) -> str:
+        """The same text as ``dumps(collection, self.data)``, re-serialising only new records."""
+        data = self.data
+        ascii_only = collection == "chunks_index" or not is_security(collection)
+        indent = None if collection == "chunks_index" else 2
+        old, texts = self.texts, {}
+
+        def text(record):
+            cached = old.get(id(record))
+            if cached is None or cached[0] is not record:
+                body = json.dumps(record, ensure_ascii=ascii_only, indent=indent)
+                cached = (record, body.replace("\n", "\n  ") if indent else body)
+            texts[id(record)] = cached
+            return cached[1]
+
+        if not data:
+            rendered = "{}" if isinstance(data, dict) else "[]"
+        elif indent is None:
+            rendered = "[" + ", ".join(text(item) for item in data) + "]"
+        elif isinstance(data, dict):
+            items = ",\n".join(f"  {json.dumps(key, ensure_ascii=ascii_only)}: {text(value)}" for key, value in data.items())
+            rendered = "{\n" + items + "\n}"
+        else:
+            rendered = "[\n" + ",\n".join("  " + text(item) for item in data) + "\n]"
+        self.texts = texts
+        return rendered
+
+
+# One image per file and process, shared by every store object on the same directory.
+_images: dict[Path, _Image] = {}
+
+
+def _signature(path: Path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -187,7 +244,39 @@ class LegacyFiles:
 
     def write(self, collection: str, data) -> None:
         """Replace the whole file (caller holds the lock when it read the data under it)."""
-        atomic_write_text(self.path(collection), dumps(collection, data))
+        path = self.path(collection)
+        _images.pop(path, None)
+        atomic_write_text(path, dumps(collection, data))
+
+    def apply(self, collection: str, read_changes: Callable[[], dict]) -> bool:
+        """Locked: put or remove several records in one rewrite of the file.
+
+        ``read_changes()`` is called under the lock and returns ``{key: record or None}``
+        (None removes the record). Returns whether the file changed. The file is parsed
+        only when another process wrote it since this process last did, and only the
+        changed records are serialised again (see :class:`_Image`).
+        """
+        path = self.path(collection)
+        with self.locked(collection):
+            image = _images.get(path)
+            signature = _signature(path)
+            if image is None or image.signature != signature or signature is None:
+                image = _Image(self.load(collection))
+            data, changed = image.data, False
+            for key, record in read_changes().items():
+                new = remove_record(collection, data, key) if record is None else put_record(collection, data, record)
+                if new is not UNCHANGED:
+                    data, changed = new, True
+            image.data = data
+            if changed:
+                _images.pop(path, None)  # a failed write must not leave a cache ahead of the file
+                atomic_write_text(path, image.render(collection))
+                image.signature = _signature(path)
+                _images[path] = image
+            elif image.signature is None:
+                image.signature = signature
+                _images[path] = image
+            return changed
 
     def update(self, collection: str, change: Callable[[object], object]) -> None:
         """Locked read-modify-write: ``change(container)`` returns the new container,

@@ -171,6 +171,8 @@ class AuditLog(AbstractLogEntry):
             models.Index(fields=["object_pk"], name="audit_logs_object_pk_idx"),
             models.Index(fields=["cid"], name="audit_logs_cid_idx"),
             models.Index(fields=["legacy_action"], name="audit_logs_legacy_action_idx"),
+            # The admin's success filter: without it MariaDB counted a million rows per page.
+            models.Index(fields=["success", "timestamp"], name="audit_logs_success_idx"),
         ]
 
     def save(self, *args, **kwargs):

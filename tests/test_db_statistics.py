@@ -1,0 +1,91 @@
+"""Planner statistics are current after import_json and migrate, so the scoped newest-messages
+query uses the conversation index on every backend without anyone running ANALYZE."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from accounts.models import Organization
+from accounts.tenancy import org_scope
+from conversations.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _write_chats(root, conversations=20, messages=30):
+    agent_id = str(uuid.uuid4())
+    (root / "agents.json").write_text(json.dumps({agent_id: {"id": agent_id, "name": "Helper"}}))
+    chats = {}
+    for c in range(conversations):
+        cid = str(uuid.uuid4())
+        chats[cid] = {
+            "id": cid, "agent_id": agent_id, "title": f"Chat {c}",
+            "created_at": f"2026-01-{c + 1:02d}T10:00:00", "updated_at": f"2026-01-{c + 1:02d}T10:00:00",
+            "messages": [
+                {"id": str(uuid.uuid4()), "role": "user" if m % 2 == 0 else "assistant", "content": f"message {m}",
+                 "timestamp": f"2026-01-{c + 1:02d}T10:{m // 60:02d}:{m % 60:02d}"}
+                for m in range(messages)
+            ],
+        }
+    (root / "conversations.json").write_text(json.dumps(chats))
+
+
+def _analysed(table: str) -> bool:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")
+            if not cursor.fetchone()[0]:
+                return False
+            cursor.execute("SELECT count(*) FROM sqlite_stat1 WHERE tbl = %s", [table])
+        elif connection.vendor == "postgresql":
+            cursor.execute("SELECT count(*) FROM pg_stat_user_tables WHERE relname = %s "
+                           "AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)", [table])
+        else:
+            cursor.execute("SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = DATABASE() "
+                           "AND table_name = %s", [table])
+        row = cursor.fetchone()
+        return bool(row and row[0])
+
+
+def test_import_leaves_the_imported_tables_analysed(tmp_path):
+    _write_chats(tmp_path)
+    Organization.get_default()
+    assert not _analysed("messages") or connection.vendor == "mysql"  # InnoDB keeps some stats from birth
+    call_command("import_json", str(tmp_path), verbosity=0)
+    assert Message.all_orgs.count() == 600
+    assert _analysed("messages") and _analysed("conversations")
+    if connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = DATABASE() "
+                           "AND table_name = 'messages'")
+            assert cursor.fetchone()[0] == 600  # the import's rows, not the empty table's figure
+
+
+@pytest.mark.backends("sqlite")
+def test_sqlite_scoped_newest_messages_use_the_conversation_index(tmp_path):
+    _write_chats(tmp_path)
+    org = Organization.get_default()
+    call_command("import_json", str(tmp_path), verbosity=0)
+    with org_scope(org):
+        oldest = Conversation.objects.order_by("created_at").first()
+        query = Message.objects.filter(conversation=oldest).order_by("-created_at")[:50]
+        sql, params = query.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+        assert "messages_conv_created_idx" in plan, plan
+        assert len(list(query)) == 30
+
+
+@pytest.mark.backends("sqlite")
+def test_migrate_ends_with_sqlite_optimize():
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        call_command("migrate", verbosity=0)
+    assert [q["sql"] for q in ctx.captured_queries if "optimize" in q["sql"]] == ["PRAGMA optimize"]

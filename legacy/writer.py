@@ -20,6 +20,7 @@ from collections import defaultdict
 from django.db import connection, models, reset_queries
 from django.db.models import AutoField, BigAutoField
 
+from accounts import rls
 from legacy.mappers.base import ChildSet, Mapped, Row
 
 BATCH = 2000
@@ -340,6 +341,7 @@ class Writer:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 raw = cursor.cursor
+                rls.apply(connection)  # COPY goes below Django's cursor and its RLS wrapper
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
                     for item in tuples:
                         copy.write_row(item)
@@ -358,6 +360,7 @@ class Writer:
         with connection.cursor() as cursor:
             raw = cursor.cursor  # below Django's debug wrapper: statements of megabytes are not logged
             if connection.vendor == "postgresql":
+                rls.apply(connection)
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
                     copy.write("".join(payloads))
                 return

@@ -31,6 +31,7 @@ with BYPASSRLS) are left alone. Every bypassed statement is logged on ``agentfor
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import uuid
@@ -48,7 +49,8 @@ orm_statement: contextvars.ContextVar[bool] = contextvars.ContextVar("agentforge
 BYPASS = "*"
 _UNSET = object()  # nothing set in this transaction yet
 _UNKNOWN = object()  # a savepoint rollback may have restored an older setting
-_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+# Statements that touch no table; SET TRANSACTION must even come first in its transaction.
+_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET TRANSACTION")
 
 
 def bypass_role(settings_dict: dict) -> str:
@@ -238,18 +240,39 @@ def use_app_role(connection) -> None:
         _switch_user(connection, settings_dict["APP_USER"], settings_dict.get("APP_PASSWORD") or "")
 
 
+@contextlib.contextmanager
+def owner_connection(connection):
+    """Run the block connected as the owner role (schema changes, TRUNCATE), then go back.
+
+    Not inside ``atomic()``: switching roles means a new connection. There the block runs as
+    the current role.
+    """
+    previous = connection.settings_dict.get("USER")
+    switch = connection.vendor == "postgresql" and not connection.in_atomic_block
+    if switch:
+        use_owner_role(connection)
+    try:
+        yield switch
+    finally:
+        if switch and connection.settings_dict.get("USER") != previous:
+            use_app_role(connection)
+
+
 def app_role(connection) -> str:
     return connection.settings_dict.get("APP_USER") or connection.settings_dict["USER"]
 
 
 def grant_statements(connection) -> list[str]:
     """What the application role and the bypass role may do on the tables the owner made:
-    read and write rows, nothing else (no DDL, no TRUNCATE, no ownership)."""
+    read and write rows, nothing else (no DDL, no TRUNCATE, no ownership). The default
+    privileges give the same to tables the owner creates later (pg_restore --clean)."""
     quote = connection.ops.quote_name
     roles = ", ".join(quote(r) for r in dict.fromkeys((app_role(connection), bypass_role(connection.settings_dict))))
     return [
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {roles}",
         f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {roles}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {roles}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {roles}",
     ]
 
 

@@ -162,6 +162,10 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         if model is not None:
             ctx.add_source_ids(model, mapper.source_ids(data))
     ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
+    ctx.raw["role_orgs"] = {
+        r.get("id", key): r.get("org_id") or "org_default"
+        for key, r in (loaded.get("security/roles") or {}).items() if isinstance(r, dict)
+    }
     ctx.raw["org_ldap"] = {
         r.get("ldap_config_id") for r in (loaded.get("security/organizations") or {}).values()
         if isinstance(r, dict) and r.get("ldap_config_id")

@@ -8,6 +8,12 @@ class OperationsConfig(AppConfig):
 
     def ready(self):
         # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
+        from accounts import rls
         from operations import monitoring
 
         monitoring.install()
+        # PostgreSQL row-level security: each statement's transaction names its organization.
+        # Installed after the monitor, so its wrapper is the inner one: the transaction it opens
+        # around a statement closes before the monitor records a slow query in a transaction
+        # of its own.
+        rls.install()

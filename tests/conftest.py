@@ -32,18 +32,13 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 def django_db_setup(django_db_setup, django_db_blocker):
     """PostgreSQL: then every test runs as the application role, under row-level security.
 
-    The one grant beyond the application's is TRUNCATE, which Django's flush between
-    transactional tests needs; the owner drops the database at the end.
+    Django's flush between transactional tests runs as the owner (the flush command does,
+    like migrate); the owner drops the database at the end.
     """
     from accounts import rls
 
     with django_db_blocker.unblock():
         for connection in _postgresql_connections():
-            if rls.app_role(connection) != connection.settings_dict["USER"]:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        f"GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {connection.ops.quote_name(rls.app_role(connection))}"
-                    )
             rls.use_app_role(connection)
     yield
     with django_db_blocker.unblock():

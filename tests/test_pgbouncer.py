@@ -56,6 +56,7 @@ def through_pgbouncer(transactional_db):
     owner = connection.settings_dict.get("MIGRATION_USER") or connection.settings_dict["USER"]
     with psycopg.connect(host="127.0.0.1", port=PGBOUNCER_PORT, user=owner, dbname="pgbouncer", autocommit=True) as admin:
         admin.execute(f"KILL {connection.settings_dict['NAME']}")
+        admin.execute(f"RESUME {connection.settings_dict['NAME']}")  # KILL also pauses the database
 
 
 def _rows(client, sql):

@@ -11,14 +11,7 @@ from accounts import rls
 class Command(migrate.Command):
     def handle(self, *args, **options):
         connection = connections[options["database"]]
-        previous = connection.settings_dict.get("USER")
-        switch = connection.vendor == "postgresql" and not connection.in_atomic_block
-        if switch:
-            rls.use_owner_role(connection)
-        try:
+        with rls.owner_connection(connection) as as_owner:
             super().handle(*args, **options)
-            if switch:
+            if as_owner:
                 rls.grant_app_privileges(connection)
-        finally:
-            if switch and connection.settings_dict.get("USER") != previous:
-                rls.use_app_role(connection)

@@ -21,12 +21,13 @@ no organization, ORM-compiled statement    the bypass role: scoped managers have
 no organization, hand-written SQL          nothing: no tenant row is visible or writable
 ========================================  ===================================================
 
-Outside ``atomic()`` (Django's autocommit) a statement that needs a setting is wrapped in
-``BEGIN; set_config(...)`` … ``COMMIT``; inside ``atomic()`` the setting is sent once per
-transaction and again when the organization changes or a savepoint rollback undoes it.
-Connections whose role bypasses row-level security anyway (a superuser, the owner role
-with BYPASSRLS) are left alone. Every bypassed statement is logged on ``agentforge.rls``
-(DEBUG). Roles and what a compromised application role could still do: docs/security.md.
+Outside ``atomic()`` (Django's autocommit) a statement that needs a setting is sent as
+``BEGIN; SELECT set_config(...); <statement>; COMMIT`` in one round trip; inside
+``atomic()`` the setting is sent once per transaction and again when the organization
+changes or a savepoint rollback undoes it. Connections whose role bypasses row-level
+security anyway (a superuser, the owner role with BYPASSRLS) are left alone. Every bypassed
+statement is logged on ``agentforge.rls`` (DEBUG). Roles and what a compromised application
+role could still do: docs/row-level-security.md.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ import uuid
 import weakref
 
 from accounts.tenancy import ALL_ORGS, current_org
+
+try:
+    from psycopg import ClientCursor as _ClientCursor
+except ImportError:  # no psycopg 3: no PostgreSQL connection to wrap
+    _ClientCursor = ()
 
 logger = logging.getLogger("agentforge.rls")
 
@@ -160,8 +166,22 @@ class TenantStatementWrapper:
 
     @staticmethod
     def _in_own_transaction(connection, raw, state, execute, sql, params, many, context):
+        setting = state_sql(state, bypass_role(connection.settings_dict))
+        cursor = getattr(context.get("cursor"), "cursor", None)
+        if not many and isinstance(sql, str) and isinstance(cursor, _ClientCursor):
+            # One round trip: psycopg's client-side binding sends the four statements as one
+            # query; the cursor then moves past BEGIN and set_config to the statement's result.
+            try:
+                result = execute(f"BEGIN; {setting}; {sql}; COMMIT", params, many, context)
+            except BaseException:
+                if raw.info.transaction_status != 0:
+                    raw.execute("ROLLBACK")
+                raise
+            cursor.nextset()
+            cursor.nextset()
+            return result
         with connection.wrap_database_errors:
-            raw.execute("BEGIN; " + state_sql(state, bypass_role(connection.settings_dict)))
+            raw.execute(f"BEGIN; {setting}")
         try:
             result = execute(sql, params, many, context)
         except BaseException:

@@ -8,6 +8,7 @@ class OperationsConfig(AppConfig):
 
     def ready(self):
         # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
+        from accounts import rls
         from operations import monitoring
 
         monitoring.install()
@@ -17,3 +18,8 @@ class OperationsConfig(AppConfig):
         from agentforge_site.db_statistics import optimize_after_migrate
 
         post_migrate.connect(optimize_after_migrate, dispatch_uid="agentforge_optimize_after_migrate")
+        # PostgreSQL row-level security: each statement's transaction names its organization.
+        # Installed after the monitor, so its wrapper is the inner one: the transaction it opens
+        # around a statement closes before the monitor records a slow query in a transaction
+        # of its own.
+        rls.install()

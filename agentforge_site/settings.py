@@ -100,6 +100,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin CSS and JS) straight from the application server, before sessions.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "security.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -201,6 +202,28 @@ DB_STORAGE_QUOTA_MB = env.float("DB_STORAGE_QUOTA_MB", default=0.0)
 BACKUP_DIR = env.str("BACKUP_DIR", default=str(BASE_DIR / "data" / "backups"))
 
 # --- Audit trail (django-auditlog with our own log entry model) ---------------------------
+# Signed checkpoints of the hash chains (security.checkpoints): the Ed25519 keys live outside
+# the database, as the value or a file; a verifier needs only the public key.
+def _key_setting(name: str) -> str:
+    value, path = os.environ.get(name, "").strip(), os.environ.get(f"{name}_FILE", "").strip()
+    if value and path:
+        raise ConfigurationError(name, f"set {name} or {name}_FILE, not both")
+    if path:
+        try:
+            return Path(path).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(f"{name}_FILE", f"cannot read {path}: {exc}") from None
+    return value
+
+
+from security.crypto import parse_signing_key, parse_verify_key  # noqa: E402
+
+_signing = _key_setting("AUDIT_SIGNING_KEY")
+AUDIT_SIGNING_KEY = parse_signing_key(_signing, "AUDIT_SIGNING_KEY") if _signing else None
+_verify = _key_setting("AUDIT_VERIFY_KEY")
+AUDIT_VERIFY_KEY = parse_verify_key(_verify, "AUDIT_VERIFY_KEY") if _verify else None
+AUDIT_CHECKPOINT_DIR = env.str("AUDIT_CHECKPOINT_DIR", default=str(BASE_DIR / "data" / "audit-checkpoints"))
+AUDIT_CHECKPOINT_INTERVAL = read_int(os.environ, "AUDIT_CHECKPOINT_INTERVAL", 3600)
 AUDITLOG_LOGENTRY_MODEL = "security.AuditLog"
 # auditlog's own migrations create its (swapped-out) auditlog_logentry table anyway; that
 # orphan references django_content_type and breaks TRUNCATE-based flushes on PostgreSQL.

@@ -6,7 +6,81 @@ from django.conf import settings
 from django.db import models
 
 from accounts.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
+from accounts.models.base import AllOrgsManager, OrgScopedManager, OrgScopedQuerySet
 from security.fields import EncryptedJSONField
+
+
+# Credentials wherever they appear in a tool's config, api_config or kb_config; and the
+# header names that carry one in a ``headers`` object.
+SECRET_KEYS = frozenset(
+    {
+        "auth_value", "api_key", "apiKey", "smtp_pass", "password", "app_password", "bot_token",
+        "webhook_url", "access_token", "refresh_token", "connection_string", "pinecone_api_key",
+        "token", "secret", "client_secret",
+    }
+)
+HEADER_SECRETS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
+CONFIG_FIELDS = ("config", "api_config", "kb_config")
+
+
+def extract_secrets(obj: dict, path: str, creds: dict, in_headers=False) -> dict:
+    """A copy of ``obj`` without credentials; they go to ``creds`` keyed by dotted path."""
+    out = {}
+    for key, value in obj.items():
+        here = f"{path}.{key}"
+        if isinstance(value, dict):
+            out[key] = extract_secrets(value, here, creds, in_headers=(key == "headers"))
+        elif isinstance(value, str) and value and (key in SECRET_KEYS or (in_headers and key.lower() in HEADER_SECRETS)):
+            creds[here] = value
+        else:
+            out[key] = value
+    return out
+
+
+def merge_secrets(configs: dict, creds: dict) -> None:
+    """Put the credentials back at their paths in ``configs`` (the legacy form)."""
+    for path, value in (creds or {}).items():
+        parts = path.split(".")
+        target = configs.get(parts[0])
+        if not isinstance(target, dict):
+            continue
+        for part in parts[1:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+
+
+class ToolQuerySet(OrgScopedQuerySet):
+    """Every write path moves credentials out of the configs, as ``Tool.save`` does."""
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for tool in objs:
+            tool.move_secrets()
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        objs = list(objs)
+        if any(name in CONFIG_FIELDS for name in fields):
+            for tool in objs:
+                if tool.move_secrets() and "credentials" not in fields:
+                    fields = [*fields, "credentials"]
+        return super().bulk_update(objs, fields, *args, **kwargs)
+
+    def update(self, **kwargs):
+        # One value for many rows cannot be split per row: refuse rather than store it in clear.
+        for name in CONFIG_FIELDS:
+            value = kwargs.get(name)
+            if isinstance(value, dict):
+                creds = {}
+                extract_secrets(value, name, creds)
+                if creds:
+                    raise ValueError(
+                        f"tools.{name}: {', '.join(sorted(creds))} would be stored in clear; "
+                        "save each tool instead (the credentials move into the encrypted column)"
+                    )
+        return super().update(**kwargs)
+
+    update.alters_data = True
 
 
 class Tool(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
@@ -28,15 +102,9 @@ class Tool(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
         SPECIFIC_USERS = "specific_users"
         PUBLIC = "public"
 
-    # Keys whose values are credentials wherever they appear in config, api_config
-    # or kb_config. They live encrypted in ``credentials``, keyed by their path.
-    SECRET_KEYS = frozenset(
-        {
-            "auth_value", "api_key", "apiKey", "smtp_pass", "password", "app_password", "bot_token",
-            "webhook_url", "access_token", "refresh_token", "connection_string", "pinecone_api_key",
-            "token", "secret", "client_secret",
-        }
-    )
+    # Credentials found in config, api_config or kb_config live encrypted in
+    # ``credentials``, keyed by their path (``api_config.auth_value``).
+    SECRET_KEYS = SECRET_KEYS
 
     org = org_foreign_key("tools")
     type = models.CharField(max_length=30, choices=Type.choices)
@@ -65,8 +133,34 @@ class Tool(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
         ordering = ["name"]
         indexes = [org_index("tools", "type"), org_index("tools", "name")]
 
+    objects = OrgScopedManager.from_queryset(ToolQuerySet)()
+    all_orgs = AllOrgsManager.from_queryset(ToolQuerySet)()
+
     def __str__(self):
         return self.name
+
+    def move_secrets(self) -> bool:
+        """Move credentials typed into the configs (admin, ORM, API) into ``credentials``;
+        True when some moved. A credential already stored under the same path is replaced."""
+        moved = {}
+        for name in CONFIG_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                creds = {}
+                cleaned = extract_secrets(value, name, creds)
+                if creds:
+                    setattr(self, name, cleaned)
+                    moved.update(creds)
+        if moved:
+            self.credentials = {**(self.credentials or {}), **moved}
+        return bool(moved)
+
+    def save(self, *args, **kwargs):
+        # Before the audit trail compares old and new values (pre_save), so the diff never
+        # holds a credential either.
+        if self.move_secrets() and kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], *CONFIG_FIELDS, "credentials"}
+        super().save(*args, **kwargs)
 
 
 class ToolPermission(LegacyRecordModel, OrgOwnedModel, TimestampedModel):

@@ -8,12 +8,12 @@ on one line, no trailing newline). Big collections are streamed from the databas
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from accounts.models import Department, Group, Organization, Role, User
 from agents.models import Agent, Tool
 from conversations.models import Message
 from knowledge.models import Document
+from agentforge_site.files import private_dir
 from legacy.jsonio import JSONWriter, file_label, is_security, write_object
 from legacy.mappers import Context, lab, registry
 from security.models import LDAPConfig
@@ -29,8 +29,7 @@ APP_FILES = ["agents", "tools", "documents", "scraped_pages", "conversations", "
 
 def export_directory(out_dir, progress=None) -> Counter:
     """Write every legacy file under ``out_dir``; return records written per file."""
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = private_dir(out_dir)  # decrypted secrets: 0700 directories, 0600 files
     ctx = Context()
     for model in (Organization, User, Role, Group, Department, Tool, Agent, LDAPConfig):
         ctx.preload(model)

@@ -31,10 +31,10 @@ from accounts.tenancy import unscoped
 from agents.models import Agent, Tool
 from legacy import pipeline
 from legacy.errors import LegacyDataError
-from legacy.jsonio import file_label, read_records
+from legacy.jsonio import confined, file_label, read_records
 from legacy.mappers import ORDER, Context, lab, registry
 from legacy.mappers.security import permission_codes
-from legacy.writer import Stats, Writer
+from legacy.writer import CaseTwinError, Stats, Writer
 from security.models import LDAPConfig
 
 MAX_WARNINGS_KEPT = 200
@@ -146,6 +146,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         if mapper.stream or not file_path.is_file():
             continue
         try:
+            confined(root, file_path, mapper.file)
             container = "dict" if mapper.container == "dict" else "list" if mapper.container == "list" else None
             if container:
                 data = dict(read_records(file_path, mapper.file, container, stream=False))
@@ -190,19 +191,27 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         try:
             ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
             if not ctx.dry_run and (root / "security" / "audit_logs.json").is_file():
-                from security.audit import rechain
                 from legacy.writer import AuditChain
 
-                rechain()  # entries bulk-inserted earlier get their hashes before ours follow
                 writer.chain = AuditChain(writer)
             for collection in ORDER:
                 mapper = registry[collection]
                 file_path = root / file_label(collection)
                 if not file_path.is_file():
                     continue
+                try:
+                    confined(root, file_path, mapper.file)
+                except LegacyDataError as exc:
+                    fail(exc)
+                    continue
                 report.files.append(mapper.file)
-                _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
-                writer.flush()
+                try:
+                    _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
+                    writer.flush()
+                except CaseTwinError as exc:
+                    raise ImportAborted(LegacyDataError(
+                        mapper.file, f"the id differs from {exc.other!r} only in case (one row on MariaDB)", exc.key
+                    ), report) from None
             _import_lab(root, ctx, writer, report, options, fail)
             writer.flush()
             if writer.chain is not None:
@@ -368,6 +377,7 @@ def _import_lab(root: Path, ctx, writer, report, options, fail):
             binaries += 1
             continue
         try:
+            confined(root, file_path, f"lab/{file_path.name}")
             data = load_json(file_path, f"lab/{file_path.name}")
         except LegacyDataError as exc:
             fail(exc)

@@ -248,10 +248,10 @@ class RowEncoder:
         if type(key) is uuid.UUID:
             key = str(key)  # a str pickles several times faster
         values = row.values
-        fields = self.fields(values)
         if self.chain is None:
-            return key, self._payload(fields, closed=True), None, None, None, row.key_fields[0]
-        head, tail = self.chain.hash_parts(values)
+            return key, self._payload(self.fields(values), closed=True), None, None, None, row.key_fields[0]
+        head, tail = self.chain.hash_parts(values)  # first: it fills in the defaults the row is written with
+        fields = self.fields(values)
         chain_key = self.chain.audit.chain_key(values.get("org_id"))
         return key, self._payload(fields[:-2], closed=False), chain_key, head, tail, row.key_fields[0]
 

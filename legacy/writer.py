@@ -12,7 +12,6 @@ per parent when they differ. Nothing is executed in dry-run mode.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import uuid
 from collections import defaultdict
@@ -27,9 +26,6 @@ from legacy.mappers.base import ChildSet, Mapped, Row
 BATCH = 2000
 CHAIN_COLUMNS = ("prev_hash", "entry_hash")
 UTC = dt.timezone.utc
-# What json.dumps(ensure_ascii=False) uses for a str, and for anything nested (sorted keys).
-_json_str = json.encoder.encode_basestring
-_json_sorted = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Stats:
@@ -189,6 +185,32 @@ def _norm(value):
     return value
 
 
+class CaseTwinError(Exception):
+    """Two ids that differ only in case: one row on MariaDB/MySQL (case-insensitive
+    collation), two elsewhere. Refused on every backend, so files import the same way."""
+
+    def __init__(self, table: str, key, other):
+        self.table, self.key, self.other = table, key, other
+        super().__init__(f"{table}: id {key!r} differs from {other!r} only in case")
+
+
+def _fold(key: tuple) -> tuple:
+    return tuple(part.lower() if isinstance(part, str) else part for part in key)
+
+
+def _refuse_case_twins(plan, unique: dict, existing: dict) -> None:
+    """Raise CaseTwinError for a new key whose case-folded form is already taken, by a row
+    of this batch or of the database (MariaDB's lookup finds those case-insensitively)."""
+    taken = {_fold(key): key for key in existing}
+    for key in unique:
+        if key in existing:
+            continue
+        folded = _fold(key)
+        other = taken.setdefault(folded, key)
+        if other != key:
+            raise CaseTwinError(plan.table, key[-1], other[-1])
+
+
 class Writer:
     def __init__(self, *, dry_run=False, skip_existing=False, now=None, check=False):
         self.dry_run = dry_run
@@ -252,6 +274,7 @@ class Writer:
                     self.duplicates.append((plan.table, key))
             unique[key] = row
         existing = self._fetch_existing(plan, key_fields, list(unique), rows)
+        _refuse_case_twins(plan, unique, existing)
         inserts, updates = [], defaultdict(list)
         for key, row in unique.items():
             current = existing.get(key)
@@ -439,20 +462,12 @@ class Writer:
         return parent in self._skipped_parents
 
 
-class _Entry:
-    """Attribute access over a values dict, for security.audit.compute_hash."""
-
-    def __init__(self, values, plan):
-        self.__dict__.update({a: plan.defaults[a]() for a in plan.attnames if a not in values})
-        self.__dict__.update(values)
-
-
 class AuditChain:
     """Extends each organization's audit hash chain over the imported entries.
 
     New entries are inserted in file order, so their ids follow that order and the chain
     (ordered by id) can be computed before the insert; ``finish`` moves the chain heads.
-    Pending bulk entries of the database are rechained first (``security.audit.rechain``).
+    The hash is ``security.audit``'s, by its fast path for plain values (``EntryHasher``).
     """
 
     def __init__(self, writer: Writer):
@@ -462,138 +477,19 @@ class AuditChain:
         self.audit = audit
         self.model = AuditLog
         self.plan = writer.plan(AuditLog)
+        self.hasher = audit.EntryHasher()
+        self.seal = self.hasher.seal
         self.heads = {}
         self.last = {}
-        self._kinds = []
-        for f in audit._hashed_fields():
-            if isinstance(f, models.DateTimeField):
-                kind = "dt"
-            elif isinstance(f, models.JSONField):
-                kind = "json"
-            elif isinstance(f, models.GenericIPAddressField):
-                kind = "ip"
-            elif isinstance(f, models.BooleanField):
-                kind = "bool"
-            elif f.is_relation:
-                kind = "ct" if f.name == "content_type" else "rel"
-            elif isinstance(f, (models.IntegerField, models.BigIntegerField, models.SmallIntegerField)):
-                kind = "int"
-            else:
-                kind = "str"
-            self._kinds.append((f, f.column, f.attname, kind))
-        # ("<json key>:", field, attname, kind) in json.dumps(sort_keys=True) order
-        members = [("v", None, None, "v"), ("prev_hash", None, None, "prev")]
-        members += [(column, f, attname, kind) for f, column, attname, kind in self._kinds]
-        self._sorted = [(_json_str(key) + ":", f, attname, kind) for key, f, attname, kind in sorted(members, key=lambda m: m[0])]
-        self._version = json.dumps(audit.HASH_VERSION)
-        self._hash_builders = {}
-
-    def hash(self, values: dict, prev_hash: str) -> str:
-        """security.audit.compute_hash, specialised for plain imported values (same bytes)."""
-        head, tail = self.hash_parts(values)
-        return self.seal(head, tail, prev_hash)
-
-    @staticmethod
-    def seal(head: str, tail: str, prev_hash: str) -> str:
-        return hashlib.sha256((head + _json_str(prev_hash or "") + tail).encode("utf-8")).hexdigest()
 
     def hash_parts(self, values: dict) -> tuple[str, str]:
-        """The canonical JSON of an entry around its ``prev_hash`` value: (text before, text after).
-
-        compute_hash builds a dict and ``json.dumps(sort_keys=True, separators=(",", ":"),
-        ensure_ascii=False)`` of it; here the members are written directly in the sorted
-        order precomputed in ``__init__``, each by a function for its kind, compiled once
-        per key shape: a fraction of the cost, which matters at one hash per imported entry.
-        The text does not depend on the chain, so the import pipeline builds it in its
-        reader process."""
-        shape = tuple(values)
-        build = self._hash_builders.get(shape)
-        if build is None:
-            build = self._hash_builders[shape] = self._compile_hash(shape)
-        return build(values)
-
-    def _compile_hash(self, shape: tuple):
-        given = set(shape)
-        env = {}
-        before, after = [], None
-        for i, (prefix, f, attname, kind) in enumerate(self._sorted):
-            if kind == "prev":
-                after = []
-                continue
-            if kind == "v":
-                env[f"k{i}"] = prefix + self._version
-                expr = f"k{i}"
-            else:
-                env[f"m{i}"] = self._member(prefix, f, kind)
-                if attname in given:
-                    expr = f"m{i}(v[{attname!r}])"
-                else:
-                    env[f"d{i}"] = self.plan.defaults[attname]
-                    expr = f"m{i}(d{i}())"
-            (before if after is None else after).append(expr)
-        env["join"] = ",".join
-        env["prev_prefix"] = next(prefix for prefix, _f, _a, kind in self._sorted if kind == "prev")
-        head = f'"{{" + join(({"".join(e + ", " for e in before)}prev_prefix,))'
-        tail = f'"," + join(({"".join(e + ", " for e in after)})) + "}}"' if after else '"}"'
-        return eval(f"lambda v: ({head}, {tail})", env)  # noqa: S307 - built from our own field names
-
-    def _member(self, prefix: str, f, kind: str):
-        """value -> '"key":<canonical JSON of value>', as security.audit.compute_hash writes it."""
-        null = prefix + "null"
-        canonical = self.audit._canonical_value
-        if kind == "str":
-            def member(value):
-                if value is None:
-                    return null
-                if type(value) is not str:
-                    value = str(value)
-                return prefix + _json_str(value) if value else null  # "" is hashed as null
-        elif kind == "dt":
-            def member(value):
-                if value is None:
-                    return null
-                if value.tzinfo is not UTC:
-                    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-                if value.year < 1000:  # strftime does not pad the year everywhere
-                    return prefix + '"' + value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + '"'
-                return prefix + '"' + value.replace(tzinfo=None).isoformat(timespec="microseconds") + 'Z"'
-        elif kind == "json":
-            def member(value):
-                if value is None:
-                    return null
-                if not isinstance(value, (dict, list, str, int, float, bool)):
-                    value = canonical(f, value)
-                return prefix + _json_sorted(value)
-        elif kind == "ip":
-            def member(value):
-                if value is None:
-                    return null
-                value = (f.get_prep_value(value) if ":" in value else value) or None
-                return null if value is None else prefix + _json_sorted(value)
-        elif kind == "bool":
-            def member(value):
-                return null if value is None else prefix + ("true" if value else "false")
-        elif kind == "int":
-            def member(value):
-                return null if value is None else prefix + int.__repr__(int(value))
-        elif kind == "rel":
-            texts = {}  # a few users and organizations recur on every entry
-
-            def member(value):
-                if value is None:
-                    return null
-                if type(value) is uuid.UUID:
-                    text = texts.get(value)
-                    if text is None:
-                        if len(texts) > 10_000:
-                            texts.clear()
-                        text = texts[value] = prefix + '"' + str(value) + '"'
-                    return text
-                return prefix + _json_sorted(canonical(f, value))
-        else:  # the content type
-            def member(value):
-                return null if value is None else prefix + _json_sorted(canonical(f, value))
-        return member
+        """The entry's canonical text around its ``prev_hash``; missing columns get their
+        default here, once, so the row inserted is the row hashed."""
+        defaults = self.plan.defaults
+        for attname in self.hasher.attnames:
+            if attname not in values:
+                values[attname] = defaults[attname]()
+        return self.hasher.parts(values)
 
     def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
         """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""
@@ -624,17 +520,21 @@ def write_mapped(mapped_records, *, skip_existing=False) -> dict:
     """Write one or more :class:`Mapped` (e.g. from ``registry[c].to_rows(record)``) now.
 
     For single-record callers such as the dual-write store; returns stats per table.
-    Audit entries go through the import (``AuditChain``) or ``security.audit``, not here.
     """
     from django.utils import timezone
 
     if isinstance(mapped_records, Mapped):
         mapped_records = [mapped_records]
+    mapped_records = list(mapped_records)
     writer = Writer(skip_existing=skip_existing, now=timezone.now())
     # Mapped rows name their organizations: writing them is system work (and COPY needs the
     # database's bypass role under row-level security).
     with unscoped():
+        if any(row.model._meta.db_table == "audit_logs" for mapped in mapped_records for row in mapped.rows):
+            writer.chain = AuditChain(writer)  # an entry is hashed as it is written
         for mapped in mapped_records:
             writer.add(mapped)
         writer.flush()
+        if writer.chain is not None:
+            writer.chain.finish()
     return dict(writer.stats)

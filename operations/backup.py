@@ -40,6 +40,8 @@ from django.apps import apps
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 
+from agentforge_site.files import private_dir
+
 PORTABLE_FORMAT = "agentforge-portable-backup"
 PORTABLE_VERSION = 1
 
@@ -133,7 +135,8 @@ def _target(output: str | os.PathLike | None, method: str, name: str) -> Path:
         path = Path(output).expanduser()
         if path.is_dir() or str(output).endswith(os.sep):
             path = path / default.name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        private_dir(path.parent)  # a directory of backups is as secret as the database
     return path
 
 

@@ -98,10 +98,17 @@ class _Echo:
         return value
 
 
+# What a spreadsheet reads as the start of a formula, with the full-width forms some fold
+# into them (＝ becomes =). Spreadsheets skip leading blanks, so the test looks past them.
+_FORMULA_STARTERS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+
+
 def _csv_safe(value) -> str:
-    """Neutralise spreadsheet formulas (CSV injection)."""
+    """Neutralise spreadsheet formulas (CSV injection): a leading apostrophe."""
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    if text[:1] in ("\t", "\r") or text.lstrip()[:1] in _FORMULA_STARTERS:
+        return "'" + text
+    return text
 
 
 @admin.register(AuditLog)

@@ -5,8 +5,10 @@ Public functions others call:
 - ``record_auth_event(action, ...)``: an authentication/security entry (login, logout,
   login_failed, password_change, password_reset, mfa_enabled, mfa_disabled).
 - ``record_security_event(event_type, ...)``: a ``security_events`` row.
-- ``rechain(org_id=None)``: give bulk-inserted entries (the legacy importer) their hashes.
-  ``AuditLog.all_orgs.bulk_create`` already calls it; calling it again is harmless.
+- ``rechain(org_id=None, accept=())``: the operator's repair (``rechain_audit_log``): adopt
+  entries that were written without a hash, named one by one, and re-link what follows.
+  Every write path hashes its entries (``append_to_chain``, ``bulk_append``, the importer's
+  ``legacy.writer.AuditChain``); an entry without a hash is reported broken, never chained.
 - ``verify_chain(org_id)`` / ``verify_all()``: the first broken link, if any.
 - ``purge_expired(org)``: the retention purge (``security.audit_retention_days``).
 """
@@ -14,21 +16,26 @@ Public functions others call:
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime as dt
 import hashlib
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
 from django.apps import apps
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from accounts.tenancy import ALL_ORGS, current_org, unscoped
+from security import checkpoints
 from security.crypto import sha256_hex
 from security.middleware import client_ip, request_context
+
+logger = logging.getLogger("agentforge.audit")
 
 SYSTEM_CHAIN = "system"
 HASH_VERSION = 1
@@ -194,14 +201,6 @@ def session_digest(session_key: str | None) -> str | None:
     return sha256_hex(session_key) if session_key else None
 
 
-def prepare_bulk_entry(entry) -> None:
-    """Before a bulk insert: hashes are computed afterwards by :func:`rechain`."""
-    entry.prev_hash = ""
-    entry.entry_hash = ""
-    if entry.timestamp is None:
-        entry.timestamp = timezone.now()
-
-
 # --------------------------------------------------------------------------------------
 # The hash chain
 # --------------------------------------------------------------------------------------
@@ -254,6 +253,89 @@ def compute_hash(entry, prev_hash: str) -> str:
     return hashlib.sha256(canonical_bytes(entry, prev_hash)).hexdigest()
 
 
+# What json.dumps(ensure_ascii=False) writes for a str, and for anything nested (sorted keys).
+_json_str = json.encoder.encode_basestring
+_json_sorted = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+class EntryHasher:
+    """:func:`compute_hash` for entries given as dicts of plain values (the importer's bulk path).
+
+    The same text as :func:`canonical_bytes`, written member by member in sorted key order
+    from :func:`_canonical_value`, without a model instance or a dict per entry; the common
+    kinds (text, times, UUIDs) take a shortcut that writes the same characters. The text
+    before and after ``prev_hash`` does not depend on the chain, so the import pipeline
+    builds it in its reader process and only :meth:`seal` runs in chain order.
+    ``values`` must hold every hashed attribute (the writer fills in the defaults).
+    """
+
+    def __init__(self):
+        members = [("v", None), ("prev_hash", None)] + [(f.column, f) for f in _hashed_fields()]
+        self.attnames = [f.attname for _key, f in members if f is not None]
+        self._head, self._tail = [], []
+        side = self._head
+        for key, f in sorted(members, key=lambda m: m[0]):
+            prefix = _json_str(key) + ":"
+            if key == "prev_hash":
+                self._head_text, side = prefix, self._tail
+            elif key == "v":
+                side.append((None, prefix + json.dumps(HASH_VERSION)))
+            else:
+                side.append((f.attname, _member(prefix, f)))
+
+    def parts(self, values: dict) -> tuple[str, str]:
+        """The canonical JSON of an entry around its ``prev_hash`` value: (text before, text after)."""
+        head = [m if a is None else m(values[a]) for a, m in self._head]
+        tail = [m if a is None else m(values[a]) for a, m in self._tail]
+        return "{" + ",".join([*head, self._head_text]), ("," + ",".join(tail) if tail else "") + "}"
+
+    @staticmethod
+    def seal(head: str, tail: str, prev_hash: str) -> str:
+        return hashlib.sha256((head + _json_str(prev_hash or "") + tail).encode("utf-8")).hexdigest()
+
+    def hash(self, values: dict, prev_hash: str) -> str:
+        return self.seal(*self.parts(values), prev_hash)
+
+
+def _member(prefix: str, f):
+    """value -> '"column":<canonical JSON of value>', as canonical_bytes writes it."""
+    null = prefix + "null"
+
+    def member(value):
+        value = _canonical_value(f, value)
+        return null if value is None else prefix + _json_sorted(value)
+
+    if isinstance(f, models.DateTimeField):
+
+        def member_dt(value):
+            if value is None:
+                return null
+            if value.tzinfo is not dt.timezone.utc:
+                value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+            if value.year < 1000:  # strftime does not pad the year everywhere
+                return prefix + '"' + value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + '"'
+            return prefix + '"' + value.replace(tzinfo=None).isoformat(timespec="microseconds") + 'Z"'
+
+        return member_dt
+    if f.is_relation and f.name != "content_type":
+
+        def member_rel(value):
+            if type(value) is uuid.UUID:
+                return prefix + '"' + str(value) + '"'
+            return member(value)
+
+        return member_rel
+    if type(f) in (models.CharField, models.TextField):
+
+        def member_str(value):
+            if type(value) is not str:
+                return member(value)
+            return prefix + _json_str(value) if value else null  # "" is hashed as null
+
+        return member_str
+    return member
+
+
 def chain_key(org_id) -> str:
     return SYSTEM_CHAIN if org_id is None else str(org_id)
 
@@ -296,8 +378,13 @@ def _write_hashes(entry, prev_hash: str, entry_hash: str, using: str) -> None:
     entry.prev_hash, entry.entry_hash = prev_hash, entry_hash
 
 
-def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
-    """Fill missing hashes of one chain whose head is locked; returns entries (re)hashed."""
+def _rechain_locked(head, using: str, accept=frozenset(), batch_size: int = 500) -> tuple[list, int]:
+    """Re-link one chain whose head is locked: hash the entries of ``accept`` that have no
+    hash, recompute the links of intact entries after them; returns (adopted ids, relinked).
+
+    An entry without a hash that the operator did not name, and an entry whose content no
+    longer matches its hash, stop the rechain (AuditChainError): blessing either would hide
+    a forged or altered row."""
     qs = _chain_queryset(head.chain_key).using(using)
     starts = [
         qs.filter(entry_hash="").order_by("id").values_list("id", flat=True).first(),
@@ -305,12 +392,18 @@ def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
     ]
     starts = [s for s in starts if s is not None]
     if not starts:
-        return 0
+        return [], 0
     start = min(starts)
+    signed = _signed_checkpoint(head.chain_key, using)
+    if signed is not None and start <= signed.last_id:
+        raise AuditChainError(
+            f"audit entry {start} (chain {head.chain_key}) is covered by {signed.describe()}: "
+            "re-hashing it would rewrite signed history (run verify_audit_log)"
+        )
     before = qs.filter(id__lt=start).order_by("-id").values_list("id", "entry_hash").first()
     prev = before[1] if before else head.anchor_hash
     last_id = before[0] if before else head.anchor_id
-    changed = 0
+    adopted, relinked = [], 0
     _set_pg_flag(using, "audit_rechain", True)
     try:
         cursor_id = start - 1
@@ -320,9 +413,15 @@ def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
                 break
             for entry in batch:
                 if not entry.entry_hash:
+                    if entry.pk not in accept:
+                        raise AuditChainError(
+                            f"audit entry {entry.pk} (chain {head.chain_key}) has no hash: it was written around "
+                            "the application or its hash was removed; check it, then name it with --accept "
+                            f"{entry.pk} to adopt it"
+                        )
                     new = compute_hash(entry, prev)
                     _write_hashes(entry, prev, new, using)
-                    changed += 1
+                    adopted.append(entry.pk)
                 else:
                     if compute_hash(entry, entry.prev_hash) != entry.entry_hash:
                         raise AuditChainError(
@@ -333,28 +432,52 @@ def _rechain_locked(head, using: str, batch_size: int = 500) -> int:
                     if entry.prev_hash != prev:
                         new = compute_hash(entry, prev)
                         _write_hashes(entry, prev, new, using)
-                        changed += 1
+                        relinked += 1
                 prev, last_id = new, entry.pk
             cursor_id = batch[-1].pk
     finally:
         _set_pg_flag(using, "audit_rechain", False)
     head.last_id, head.last_hash, head.updated_at = last_id, prev, timezone.now()
     head.save(using=using)
-    return changed
+    return adopted, relinked
 
 
 @contextlib.contextmanager
 def append_to_chain(entry, using: str | None = None):
-    """Around the INSERT of one entry: lock the chain, set the hashes, move the head."""
+    """Around the INSERT of one entry: lock the chain, set the hashes, move the head.
+
+    The entry follows the head, not whatever was inserted around the application since:
+    such a row keeps its missing or wrong hash and ``verify_audit_log`` reports it."""
     using = using or router.db_for_write(type(entry))
     head = _lock_head(chain_key(entry.org_id), using)
-    if _chain_queryset(head.chain_key).using(using).filter(id__gt=head.last_id).exists():
-        _rechain_locked(head, using)  # bulk-inserted entries go first
     entry.prev_hash = head.last_hash
     entry.entry_hash = compute_hash(entry, entry.prev_hash)
     yield
     head.last_id, head.last_hash, head.updated_at = entry.pk, entry.entry_hash, timezone.now()
     head.save(using=using)
+    transaction.on_commit(lambda key=head.chain_key: _checkpoint_if_due(key, using), using=using)
+
+
+def bulk_append(entries, insert, using: str):
+    """``AuditLog.all_orgs.bulk_create``: hash ``entries`` in list order, chain by chain, then
+    ``insert(entries)`` (ids follow the list order) and move each chain's head."""
+    entries = list(entries)
+    with transaction.atomic(using=using):
+        heads = {key: _lock_head(key, using) for key in sorted({chain_key(e.org_id) for e in entries})}
+        last = {key: head.last_hash for key, head in heads.items()}
+        for entry in entries:
+            if entry.timestamp is None:
+                entry.timestamp = timezone.now()
+            key = chain_key(entry.org_id)
+            entry.prev_hash = last[key]
+            entry.entry_hash = last[key] = compute_hash(entry, entry.prev_hash)
+        created = insert(entries)
+        for key, head in heads.items():
+            head.last_id = _chain_queryset(key).using(using).aggregate(m=models.Max("id"))["m"] or head.last_id
+            head.last_hash, head.updated_at = last[key], timezone.now()
+            head.save(using=using)
+            transaction.on_commit(lambda key=key: _checkpoint_if_due(key, using), using=using)
+    return created
 
 
 def _chain_keys_with_entries(using: str) -> list[str]:
@@ -380,20 +503,31 @@ def _key_for(org_id) -> str:
         return str(_resolve(org_id))
 
 
-def rechain(org_id=None, using: str = "default") -> int:
-    """Compute the hashes of entries that lack one (bulk inserts); returns how many changed.
+def rechain(org_id=None, accept=(), using: str = "default") -> int:
+    """The operator's repair of a chain: adopt the entries without a hash listed in ``accept``
+    (ids, after checking them) and re-link what follows; returns how many entries changed.
 
     ``org_id=None`` does every chain; pass an organization (object, UUID or legacy id) or
-    ``SYSTEM_CHAIN`` for one. Entries already hashed are never rewritten unless their own
-    hash still matches their content (then only their link is updated); an altered entry
-    raises AuditChainError instead of being blessed.
+    ``SYSTEM_CHAIN`` for one. An altered entry, or one without a hash that is not in
+    ``accept``, raises AuditChainError and nothing changes. A rechain that changed anything
+    is itself recorded in the chain (``audit_rechain``).
     """
+    accept = frozenset(int(pk) for pk in accept)
     keys = _chain_keys_with_entries(using) if org_id is None else [_key_for(org_id)]
     total = 0
     for key in keys:
         with transaction.atomic(using=using):
             head = _lock_head(key, using)
-            total += _rechain_locked(head, using)
+            adopted, relinked = _rechain_locked(head, using, accept)
+            if adopted or relinked:
+                record_system_event(
+                    "update",
+                    org_id=None if key == SYSTEM_CHAIN else uuid.UUID(key),
+                    details={"event": "audit_rechain", "adopted": adopted, "relinked": relinked},
+                )
+        if (adopted or relinked) and checkpoints.signing_key() is not None:
+            checkpoint_chain(key, using=using, reason="rechain")
+        total += len(adopted) + relinked
     return total
 
 
@@ -404,55 +538,183 @@ class ChainReport:
     broken_id: int | None = None
     reason: str = ""
     details: dict = field(default_factory=dict)
+    last_id: int = 0  # the last entry walked and its hash (a verified chain's tip)
+    last_hash: str = ""
+    checkpoint: checkpoints.Checkpoint | None = None  # the latest signed one, if any
 
     @property
     def ok(self) -> bool:
         return self.broken_id is None and not self.reason
 
 
-def verify_chain(org_id, using: str = "default", batch_size: int = 1000) -> ChainReport:
-    """Walk one chain in id order and report the first broken link."""
-    from security.models import AuditChainHead
-
-    key = _key_for(org_id) if org_id is not None else SYSTEM_CHAIN
-    report = ChainReport(chain=key)
-    head = AuditChainHead.objects.using(using).filter(chain_key=key).first()
-    prev = head.anchor_hash if head else ""
-    last_id = head.anchor_id if head else 0
-    qs = _chain_queryset(key).using(using)
-    cursor_id = 0
+def _walk(report: ChainReport, qs, prev: str, last_id: int, after_id: int = 0, count: int = 0,
+          checkpoint=None, batch_size: int = 1000) -> int:
+    """Check the entries of ``qs`` after ``after_id`` in id order, the first expected to follow
+    ``prev`` (entry ``last_id``); stop at the first broken link (``report.reason``). Entry
+    number ``checkpoint.count`` must be the one the checkpoint signed. Returns the count."""
+    cursor_id = after_id
     while True:
         batch = list(qs.filter(id__gt=cursor_id).order_by("id")[:batch_size])
         if not batch:
             break
         for entry in batch:
             report.checked += 1
+            count += 1
             if not entry.entry_hash:
-                report.broken_id, report.reason = entry.pk, "entry has no hash (bulk insert not rechained?)"
-                return report
+                report.broken_id = entry.pk
+                report.reason = "entry has no hash: written around the application, or its hash was removed"
+                return count
             if entry.prev_hash != prev:
                 report.broken_id = entry.pk
                 report.reason = (
                     f"prev_hash does not match the previous entry ({last_id or 'chain start'}): "
                     "an entry was removed, inserted or reordered"
                 )
-                return report
+                return count
             if compute_hash(entry, entry.prev_hash) != entry.entry_hash:
                 report.broken_id, report.reason = entry.pk, "content does not match entry_hash: the entry was altered"
-                return report
+                return count
+            if checkpoint is not None and count == checkpoint.count and (
+                entry.pk != checkpoint.last_id or entry.entry_hash != checkpoint.head_hash
+            ):
+                report.broken_id = entry.pk
+                report.reason = (
+                    f"entry number {count} is {entry.pk}, {checkpoint.describe()} signed entry {checkpoint.last_id} "
+                    "with another hash: the chain was rewritten, or restored from an older backup and written since"
+                )
+                return count
             prev, last_id = entry.entry_hash, entry.pk
         cursor_id = batch[-1].pk
-    if head is not None and (head.last_id != last_id or head.last_hash != prev):
+    report.last_id, report.last_hash = last_id, prev
+    return count
+
+
+def verify_chain(org_id, using: str = "default", batch_size: int = 1000) -> ChainReport:
+    """Walk one chain in id order and report the first broken link; with a verify key, hold
+    it against its latest signed checkpoint (``security.checkpoints``)."""
+    from security.models import AuditChainHead
+
+    key = _key_for(org_id) if org_id is not None else SYSTEM_CHAIN
+    report = ChainReport(chain=key)
+    head = AuditChainHead.objects.using(using).filter(chain_key=key).first()
+    public = checkpoints.verify_key()
+    if public is not None:
+        report.checkpoint, problem = checkpoints.CheckpointStore().latest(key, public)
+        if problem:
+            report.reason = problem
+            return report
+    cp = report.checkpoint
+    if cp is not None:  # the anchor of the last purge is signed too; the database's may be forged
+        prev, last_id = cp.anchor_hash, cp.anchor_id
+    else:
+        prev, last_id = (head.anchor_hash, head.anchor_id) if head else ("", 0)
+    count = _walk(report, _chain_queryset(key).using(using), prev, last_id, checkpoint=cp, batch_size=batch_size)
+    if not report.ok:
+        return report
+    if cp is not None and count < cp.count:
+        report.broken_id = report.last_id or None
         report.reason = (
-            f"chain head expects entry {head.last_id} last, found {last_id or 'none'}: "
+            f"{count} entries where {cp.describe()} counts {cp.count} (up to entry {cp.last_id}): entries were "
+            "removed from the end, the chain was deleted, or the database was restored from an older backup"
+        )
+    elif head is not None and (head.last_id != report.last_id or head.last_hash != report.last_hash):
+        report.reason = (
+            f"chain head expects entry {head.last_id} last, found {report.last_id or 'none'}: "
             "entries were removed from the end"
         )
-        report.broken_id = last_id or head.last_id
+        report.broken_id = report.last_id or head.last_id
     return report
 
 
+def chain_keys(using: str = "default") -> list[str]:
+    """Every chain of the database, and every chain with a signed checkpoint (a chain deleted
+    with its head still has its checkpoints)."""
+    keys = set(_chain_keys_with_entries(using))
+    if checkpoints.verify_key() is not None:
+        keys |= set(checkpoints.CheckpointStore().chains())
+    return sorted(keys)
+
+
 def verify_all(using: str = "default") -> list[ChainReport]:
-    return [verify_chain(key, using=using) for key in _chain_keys_with_entries(using)]
+    return [verify_chain(key, using=using) for key in chain_keys(using)]
+
+
+# --------------------------------------------------------------------------------------
+# Signed checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def checkpoint_chain(org_id, using: str = "default", reason: str = "command") -> checkpoints.Checkpoint:
+    """Sign the chain's current state into the checkpoint store.
+
+    Only what is new since the latest checkpoint is walked; the chain must extend that
+    checkpoint (same entries before it, by count) or nothing is signed (AuditChainError)."""
+    key = _key_for(org_id) if org_id is not None else SYSTEM_CHAIN
+    private = checkpoints.signing_key()
+    if private is None:
+        raise checkpoints.CheckpointError("no AUDIT_SIGNING_KEY: checkpoints cannot be signed")
+    store = checkpoints.CheckpointStore()
+    with transaction.atomic(using=using):
+        head = _lock_head(key, using)
+        latest, problem = store.latest(key, private.public_key())
+        if problem:
+            raise checkpoints.CheckpointError(f"refusing to extend a damaged checkpoint file: {problem}")
+        qs = _chain_queryset(key).using(using)
+        report = ChainReport(chain=key)
+        if latest is None:  # the first checkpoint: the whole chain must verify
+            anchor = (head.anchor_id, head.anchor_hash)
+            count = _walk(report, qs, anchor[1], anchor[0])
+        else:
+            anchor = (latest.anchor_id, latest.anchor_hash)
+            start = (latest.last_id, latest.head_hash) if latest.count else anchor
+            count = _walk(report, qs, start[1], start[0], after_id=start[0], count=latest.count)
+            if report.ok and qs.count() != count:
+                report.reason = (
+                    f"{qs.count()} entries where {latest.describe()} and the entries since make {count}: "
+                    "entries before the checkpoint were removed or inserted"
+                )
+        if not report.ok:
+            raise AuditChainError(f"chain {key} does not verify, refusing to sign it: {report.reason} "
+                                  f"(entry {report.broken_id})")
+        return store.append(private, chain=key, reason=reason, count=count, last_id=report.last_id,
+                            head_hash=report.last_hash, anchor_id=anchor[0], anchor_hash=anchor[1])
+
+
+_last_signed: dict[str, float] = {}  # chain key -> when this process last saw it signed
+
+
+def _checkpoint_if_due(key: str, using: str) -> None:
+    """After a commit that extended chain ``key``: sign it when AUDIT_CHECKPOINT_INTERVAL
+    seconds have passed since its latest checkpoint. A failure is logged, never raised into
+    the request that wrote the entry."""
+    interval = settings.AUDIT_CHECKPOINT_INTERVAL
+    private = checkpoints.signing_key()
+    if private is None or interval <= 0:
+        return
+    now = time.time()
+    last = _last_signed.get(key)
+    if last is None:
+        latest, _problem = checkpoints.CheckpointStore().latest(key, private.public_key())
+        last = dt.datetime.fromisoformat(latest.time).timestamp() if latest else 0.0
+    if now - last < interval:
+        _last_signed[key] = last
+        return
+    _last_signed[key] = now  # one attempt per interval, even when it fails
+    try:
+        checkpoint_chain(key, using=using, reason="interval")
+    except Exception:
+        logger.exception("audit chain %s: the checkpoint is due and could not be signed", key)
+
+
+def _signed_checkpoint(key: str, using: str):
+    """The latest checkpoint of ``key`` when checkpoints are in use (for the rechain's refusal)."""
+    public = checkpoints.verify_key()
+    if public is None:
+        return None
+    latest, problem = checkpoints.CheckpointStore().latest(key, public)
+    if problem:
+        raise AuditChainError(problem)
+    return latest
 
 
 # --------------------------------------------------------------------------------------
@@ -480,17 +742,28 @@ def retention_days(org_id) -> int:
         return DEFAULT_RETENTION_DAYS
 
 
-_purging = contextvars.ContextVar("agentforge_audit_purging", default=False)
+def _delete_prefix(qs, org_id, last_id: int, cutoff, using: str) -> int:
+    """Delete the chain's entries up to ``last_id``. On PostgreSQL through the function the
+    owner role created (``security`` migration 0004), the only way past the trigger."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT agentforge_audit_purge(%s, %s, %s)", [org_id, last_id, cutoff])
+            return cursor.fetchone()[0]
+    deleted, _ = models.QuerySet.delete(qs.filter(id__lte=last_id))
+    return deleted
 
 
-def purge_expired(org, now=None, using: str = "default") -> int:
-    """Delete the organization's entries older than its retention; returns how many.
+def purge_expired(org, now=None, using: str = "default", dry_run: bool = False) -> int:
+    """Delete the organization's entries older than its retention; returns how many
+    (with ``dry_run``, how many would go, and nothing changes).
 
     Only a prefix of the chain is removed (entries up to the oldest one still within
     retention), so what stays verifies: the last removed entry becomes the chain's anchor.
+    The chain must verify first (a purge never removes the evidence of a break), and the
+    state after it is signed as a checkpoint when a signing key is set.
     ``org=None`` purges the chain of entries without an organization.
     """
-
     org_id = None if org is None else uuid.UUID(_key_for(org))
     days = retention_days(org_id)
     if days <= 0:
@@ -499,22 +772,28 @@ def purge_expired(org, now=None, using: str = "default") -> int:
     key = chain_key(org_id)
     with transaction.atomic(using=using):
         head = _lock_head(key, using)
-        _rechain_locked(head, using)
         qs = _chain_queryset(key).using(using)
         keep_from = qs.filter(timestamp__gte=cutoff).order_by("id").values_list("id", flat=True).first()
         doomed = qs if keep_from is None else qs.filter(id__lt=keep_from)
         last = doomed.order_by("-id").values_list("id", "entry_hash").first()
         if last is None:
             return 0
-        _set_pg_flag(using, "audit_purge", True)
-        token = _purging.set(True)
-        try:
-            deleted, _ = models.QuerySet.delete(doomed)
-        finally:
-            _purging.reset(token)
-            _set_pg_flag(using, "audit_purge", False)
+        if dry_run:
+            return doomed.count()
+        report = verify_chain(key, using=using)
+        if not report.ok:
+            raise AuditChainError(
+                f"chain {key} does not verify (entry {report.broken_id}: {report.reason}); refusing to purge it"
+            )
+        deleted = _delete_prefix(qs, org_id, last[0], cutoff, using)
         head.anchor_id, head.anchor_hash = last
         head.save(using=using)
+        private = checkpoints.signing_key()
+        if private is not None:
+            checkpoints.CheckpointStore().append(
+                private, chain=key, reason="purge", count=report.checked - deleted, last_id=report.last_id,
+                head_hash=report.last_hash, anchor_id=last[0], anchor_hash=last[1],
+            )
     record_system_event(
         "delete",
         org_id=org_id,

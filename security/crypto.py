@@ -135,3 +135,51 @@ def needs_rotation(ciphertext: str | None) -> bool:
 def sha256_hex(value: str) -> str:
     """Tokens (sessions, resets, verifications, API keys) are stored only as this digest."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+# --- Ed25519 keys of the audit checkpoints -----------------------------------------------------
+# Kept outside the database like ENCRYPTION_KEY: the signer holds the private key, a verifier
+# needs only the public one. Either the base64 of the raw 32 bytes or a PEM file's text.
+
+
+def parse_signing_key(value: str, name: str):
+    """An Ed25519 private key from ``value``; ConfigurationError naming ``name`` when bad."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return _parse_ed25519(value, name, Ed25519PrivateKey.from_private_bytes,
+                          lambda data: load_pem_private_key(data, password=None), Ed25519PrivateKey)
+
+
+def parse_verify_key(value: str, name: str):
+    """An Ed25519 public key from ``value``; ConfigurationError naming ``name`` when bad."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    return _parse_ed25519(value, name, Ed25519PublicKey.from_public_bytes, load_pem_public_key, Ed25519PublicKey)
+
+
+def _parse_ed25519(value, name, from_raw, from_pem, kind):
+    from agentforge_site.dbconfig import ConfigurationError
+
+    value = value.strip()
+    try:
+        if value.startswith("-----BEGIN"):
+            key = from_pem(value.encode("ascii"))
+        else:
+            raw = base64.b64decode(value, validate=True)
+            if len(raw) != 32:
+                raise ValueError(f"{len(raw)} bytes")
+            key = from_raw(raw)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ConfigurationError(name, f"not an Ed25519 key (base64 of 32 bytes, or PEM): {exc}") from None
+    if not isinstance(key, kind):
+        raise ConfigurationError(name, "not an Ed25519 key")
+    return key
+
+
+def public_key_text(public_key) -> str:
+    """The base64 of a public key's raw 32 bytes (what AUDIT_VERIFY_KEY takes)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return base64.b64encode(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")

@@ -7,6 +7,7 @@ from contextvars import ContextVar
 
 from auditlog.middleware import AuditlogMiddleware
 from django.conf import settings
+from django.http import HttpResponseBadRequest
 
 _request_context: ContextVar = ContextVar("agentforge_request_context", default=None)
 
@@ -90,3 +91,18 @@ class AuditContextMiddleware(AuditlogMiddleware):
             return super().__call__(request)
         finally:
             _request_context.reset(token)
+
+
+class RejectNulMiddleware:
+    """400 for a NUL character in the path or a query parameter (admin filters, searches,
+    autocompletes): PostgreSQL text cannot hold one, so the query would fail with a 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()
+        ):
+            return HttpResponseBadRequest("NUL character in the request", content_type="text/plain")
+        return self.get_response(request)

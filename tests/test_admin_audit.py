@@ -158,6 +158,20 @@ def test_csv_export_streams_selected_rows(client, world):
     assert any(row[8].startswith("'=cmd") for row in rows[1:])  # no live spreadsheet formula
 
 
+FORMULAS = [" =1+1", "  \u3000=HYPERLINK(\"x\")", "\uff1d1+1", "\uff0b1", "\uff0d1", "\uff20SUM(A1)", "\t=1", "\r=1",
+            "\n+1", "-2+3", "@SUM(A1)", "+1"]
+PLAIN = ["a=b", "1-2", "curl/8.7.1", ""]
+
+
+def test_csv_export_neutralises_every_formula_starter(client, world):
+    client.force_login(world["superuser"])
+    made = {make_audit(world["org"], legacy_action="login", user_agent=agent).pk: agent for agent in FORMULAS + PLAIN}
+    response = client.post(reverse(CHANGELIST), {"action": "export_csv", "index": "0", "_selected_action": list(map(str, made))})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode(), newline="")))
+    agents = sorted(row[8] for row in rows[1:])
+    assert agents == sorted(["'" + agent for agent in FORMULAS] + PLAIN)
+
+
 def test_csv_export_for_org_admin_is_scoped(client, world):
     client.force_login(world["orgadmin"])
     e = world["entries"]
@@ -265,3 +279,20 @@ def test_mariadb_count_past_its_time_budget_gives_the_estimate(world):
         block = json.loads(cursor.fetchone()[0])["query_block"]
     table = (block.get("nested_loop") or [block])[0]["table"]
     assert count == max(6, int(table["rows"] * float(table.get("filtered", 100)) / 100))
+
+
+@pytest.mark.parametrize(
+    "url, params",
+    [
+        (CHANGELIST, {"action": "\x00"}),
+        (CHANGELIST, {"q": "x\x00y"}),
+        (CHANGELIST, {"success__exact": "1\x00"}),
+        ("admin:agents_agent_changelist", {"q": "\x00"}),
+        ("admin:autocomplete", {"app_label": "agents", "model_name": "agent", "field_name": "owner", "term": "\x00"}),
+    ],
+)
+def test_a_nul_byte_in_a_filter_search_or_autocomplete_is_a_400(client, world, url, params):
+    client.force_login(world["superuser"])
+    response = client.get(reverse(url), params)
+    assert response.status_code == 400
+    assert client.get(reverse(url), {k: v.replace("\x00", "") for k, v in params.items() if k != "action"}).status_code == 200

@@ -19,6 +19,15 @@ def entries(org):
     return list(AuditLog.all_orgs.filter(org_id=org.pk).order_by("id"))
 
 
+def verify_command_fails_at(org, entry_id) -> str:
+    """``verify_audit_log --org`` exits non-zero naming ``entry_id``; returns its output."""
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
+    assert f"BROKEN at entry {entry_id}" in out.getvalue()
+    return out.getvalue()
+
+
 @pytest.mark.django_db
 def test_model_changes_are_audited_with_org_and_chain(make_org):
     from agents.models import Tool
@@ -83,11 +92,7 @@ def test_edited_row_is_detected_by_verify_audit_log(make_org):
     call_command("verify_audit_log", "--org", str(org.pk), stdout=io.StringIO())
     victim = chain[2]
     _raw_update(victim.pk, "forged")
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
-    assert f"BROKEN at entry {victim.pk}" in out.getvalue()
-    assert "altered" in out.getvalue()
+    assert "altered" in verify_command_fails_at(org, victim.pk)
     # All chains at once also fails.
     with pytest.raises(CommandError):
         call_command("verify_audit_log", stdout=io.StringIO())
@@ -166,51 +171,82 @@ def test_bulk_inserted_legacy_entries_are_chained(make_org):
     assert audit.verify_chain(org).ok
 
 
+def _insert_unhashed(org, **fields):
+    """A row written around the application (raw INSERT), as an attacker or a buggy bulk path would."""
+    from django.db.models import QuerySet
+
+    QuerySet.bulk_create(AuditLog.all_orgs.all(), [AuditLog(org_id=org.pk, action=3, legacy_action="logout", **fields)])
+    return AuditLog.all_orgs.filter(org_id=org.pk).order_by("-id").first()
+
+
 @pytest.mark.django_db
-def test_rechain_fills_entries_inserted_without_hashes_and_refuses_altered_ones(make_org):
-    """Entries written around the ORM (raw INSERT) get hashes from rechain()."""
+def test_an_entry_without_a_hash_is_reported_and_never_chained_by_later_writes(make_org, make_user):
+    from agents.models import Agent
+
+    org = make_org()
+    raw = _insert_unhashed(org, object_repr="forged sign-out")
+    assert raw.entry_hash == ""
+    # A sign-in and an admin edit after it append to the chain head, around the raw row.
+    audit.record_auth_event("login", user=make_user(org))
+    with org_scope(org):
+        Agent.objects.create(name="a")
+    assert AuditLog.all_orgs.get(pk=raw.pk).entry_hash == ""
+    report = audit.verify_chain(org)
+    assert report.broken_id == raw.pk and "no hash" in report.reason
+    verify_command_fails_at(org, raw.pk)
+
+
+@pytest.mark.django_db
+def test_rechain_audit_log_refuses_unnamed_and_altered_entries_and_is_audited(make_org):
+    from agents.models import Agent
+
+    org = make_org()
+    raw = _insert_unhashed(org)
+    with org_scope(org):
+        Agent.objects.create(name="after the raw row")
+    hashes = dict(AuditLog.all_orgs.filter(org_id=org.pk).values_list("id", "entry_hash"))
+    # Without naming the entry, nothing is hashed.
+    with pytest.raises(CommandError, match=f"entry {raw.pk} .*has no hash"):
+        call_command("rechain_audit_log", "--org", str(org.pk), stdout=io.StringIO())
+    assert dict(AuditLog.all_orgs.filter(org_id=org.pk).values_list("id", "entry_hash")) == hashes
+    # Named after checking it: adopted, the entry after it re-linked, and the repair recorded.
+    out = io.StringIO()
+    call_command("rechain_audit_log", "--org", str(org.pk), "--accept", str(raw.pk), stdout=out)
+    assert out.getvalue().strip() == "2 entries hashed or re-linked"
+    assert audit.verify_chain(org).ok
+    last = entries(org)[-1]
+    assert last.additional_data == {"event": "audit_rechain", "adopted": [raw.pk], "relinked": 1}
+    # Nothing left to do: no change and no new entry.
+    call_command("rechain_audit_log", "--org", str(org.pk), stdout=io.StringIO())
+    assert entries(org)[-1].pk == last.pk
+
+
+@pytest.mark.django_db
+@pytest.mark.backends("sqlite", "mysql")
+def test_rechain_refuses_an_edited_entry_whose_hash_was_blanked_unless_named(make_org):
+    """The forgery of the issue: edit a row, blank its hash; rechain does not bless it."""
     from agents.models import Agent
 
     org = make_org()
     with org_scope(org):
         Agent.objects.create(name="a")
-    # A raw insert, as a bulk path that forgot to rechain would leave it.
-    models_qs = AuditLog.all_orgs.filter(org_id=org.pk)
-    before = models_qs.count()
-    from django.db.models import QuerySet
-
-    QuerySet.bulk_create(AuditLog.all_orgs.all(), [AuditLog(org_id=org.pk, action=3, legacy_action="logout")])
-    assert models_qs.count() == before + 1
-    assert not audit.verify_chain(org).ok
-    assert audit.rechain(org_id=str(org.pk)) == 1
-    assert audit.verify_chain(org).ok
-
-
-@pytest.mark.django_db
-def test_purge_expired_keeps_a_verifiable_chain(make_org):
-    from settings_app.models import OrgSetting
-
-    org = make_org()
-    OrgSetting.all_orgs.create(org=org, key="security.audit_retention_days", value=30)
-    old = timezone.now() - dt.timedelta(days=40)
-    AuditLog.all_orgs.bulk_create(
-        [AuditLog(org_id=org.pk, action=3, legacy_action="login", timestamp=old) for _ in range(3)]
-    )
-    AuditLog.all_orgs.create(org_id=org.pk, action=3, legacy_action="logout")
-    total = AuditLog.all_orgs.filter(org_id=org.pk).count()
-    expired = AuditLog.all_orgs.filter(org_id=org.pk, timestamp__lt=timezone.now() - dt.timedelta(days=30)).count()
-    # The organization's own "create" entry is recent and older in the chain than the
-    # imported ones, so nothing can go yet: only a prefix of the chain is ever removed.
-    assert audit.purge_expired(org) == 0
-    later = timezone.now() + dt.timedelta(days=400)
-    deleted = audit.purge_expired(org, now=later)
-    assert deleted == total
-    assert expired == 3
-    remaining = entries(org)
-    assert [e.additional_data["event"] for e in remaining] == ["audit_purge"]
-    head = AuditChainHead.objects.get(chain_key=str(org.pk))
-    assert remaining[0].prev_hash == head.anchor_hash != ""
-    assert audit.verify_chain(org).ok
+        Agent.objects.create(name="b")
+    victim = entries(org)[1]
+    table = connection.ops.quote_name("audit_logs")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET object_repr = %s, entry_hash = '' WHERE id = %s", ["forged", victim.pk])
+    with pytest.raises(audit.AuditChainError, match=f"entry {victim.pk} .*has no hash"):
+        audit.rechain(org_id=org.pk)
+    with pytest.raises(audit.AuditChainError, match=f"entry {victim.pk} .*has no hash"):
+        audit.rechain()
+    assert AuditLog.all_orgs.get(pk=victim.pk).entry_hash == ""
+    assert audit.verify_chain(org).broken_id == victim.pk
+    # A row altered with its hash kept is refused even when named.
+    other = entries(org)[2]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET object_repr = %s WHERE id = %s", ["forged too", other.pk])
+    with pytest.raises(audit.AuditChainError, match=f"entry {other.pk} .*altered"):
+        audit.rechain(org_id=org.pk, accept=[victim.pk, other.pk])
 
 
 @pytest.mark.django_db
@@ -245,10 +281,7 @@ def test_postgresql_edit_with_trigger_disabled_is_still_detected(make_org):
     with psycopg.connect(**params, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None) as owner_conn:
         owner_conn.execute("SET LOCAL session_replication_role = replica")  # superuser: triggers off
         owner_conn.execute("UPDATE audit_logs SET object_repr = %s WHERE id = %s", ["forged", victim.pk])
-    out = io.StringIO()
-    with pytest.raises(CommandError):
-        call_command("verify_audit_log", "--org", str(org.pk), stdout=out)
-    assert f"BROKEN at entry {victim.pk}" in out.getvalue()
+    verify_command_fails_at(org, victim.pk)
 
 
 @pytest.mark.django_db

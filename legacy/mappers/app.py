@@ -6,7 +6,7 @@ import copy
 import hashlib
 
 from accounts.models import Organization, User, legacy_uuid
-from agents.models import Agent, AgentTool, Tool
+from agents.models import Agent, AgentTool, Tool, extract_secrets, merge_secrets
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord
@@ -135,35 +135,9 @@ class AgentMapper(Mapper):
 
 # --- tools --------------------------------------------------------------------------------------
 
-HEADER_SECRETS = {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
 TOOL_DEFAULTS = {"description": "", "config": {}, "api_config": None, "kb_config": None, "is_active": True,
                  "access_type": "owner_only", "allowed_user_ids": [], "allowed_group_ids": [], "can_edit_user_ids": [],
                  "can_delete_user_ids": [], "can_execute_user_ids": [], "owner_id": None}
-
-
-def extract_secrets(obj: dict, path: str, creds: dict, in_headers=False) -> dict:
-    """A copy of ``obj`` without credentials; they go to ``creds`` keyed by dotted path."""
-    out = {}
-    for key, value in obj.items():
-        here = f"{path}.{key}"
-        if isinstance(value, dict):
-            out[key] = extract_secrets(value, here, creds, in_headers=(key == "headers"))
-        elif isinstance(value, str) and value and (key in Tool.SECRET_KEYS or (in_headers and key.lower() in HEADER_SECRETS)):
-            creds[here] = value
-        else:
-            out[key] = value
-    return out
-
-
-def merge_secrets(configs: dict, creds: dict) -> None:
-    for path, value in (creds or {}).items():
-        parts = path.split(".")
-        target = configs.get(parts[0])
-        if not isinstance(target, dict):
-            continue
-        for part in parts[1:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = value
 
 
 class ToolMapper(Mapper):

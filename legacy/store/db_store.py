@@ -27,6 +27,7 @@ from django.db.models import Q
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
+from legacy.writer import write_mapped
 
 # Collections the database side handles record by record. ``chunks_index`` is a derived
 # retrieval index whose entries share rows with documents[].chunks: JSON mode only.
@@ -36,22 +37,6 @@ APPEND_ONLY = {"security/audit_logs"}
 
 class AppendOnlyError(Exception):
     """Audit log entries are append-only in the database: no update, no delete."""
-
-
-def write_mapped(mapped) -> None:
-    """Write one mapped record with the importer's writer (``legacy.writer.Writer``).
-
-    The writer upserts by key (unchanged columns are left alone) and replaces child sets
-    that differ. It writes with raw SQL, so audit entries get their place in the hash
-    chain afterwards, as after ``import_json``.
-    """
-    from django.utils import timezone
-
-    from legacy.writer import Writer
-
-    writer = Writer(now=timezone.now())
-    writer.add(mapped)
-    writer.flush()
 
 
 def context_for(collection: str, record: dict):
@@ -200,10 +185,6 @@ class DatabaseStore:
                 if other is not None and self._org_of_instance(other) != active:
                     raise OrgScopeError(f"{collection}: record {mapped.legacy_id} belongs to another organization")
             write_mapped(mapped)
-            if collection in APPEND_ONLY:
-                from security.audit import SYSTEM_CHAIN, rechain
-
-                rechain(org_id=self._org_of_mapped(mapper, mapped) or SYSTEM_CHAIN)
         return mapped.legacy_id
 
     def get(self, collection: str, record_id) -> dict | None:

@@ -40,16 +40,10 @@ class AuditLogQuerySet(OrgScopedQuerySet):
         raise AuditLogImmutableError("audit log entries cannot be updated")
 
     def bulk_create(self, objs, *args, **kwargs):
-        """Insert entries (the legacy importer), then give them their place in the hash chain."""
-        from security.audit import prepare_bulk_entry, rechain
+        """Insert entries hashed as they are written, each in its place in its chain."""
+        from security.audit import bulk_append
 
-        objs = list(objs)
-        for obj in objs:
-            prepare_bulk_entry(obj)
-        created = super().bulk_create(objs, *args, **kwargs)
-        for org_id in sorted({obj.org_id for obj in objs}, key=lambda value: str(value)):
-            rechain(org_id=org_id)
-        return created
+        return bulk_append(objs, lambda entries: super(AuditLogQuerySet, self).bulk_create(entries, *args, **kwargs), self.db)
 
 
 class AuditLogManager(LogEntryManager.from_queryset(AuditLogQuerySet)):

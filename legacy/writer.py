@@ -16,7 +16,7 @@ import json
 import uuid
 from collections import defaultdict
 
-from django.db import connection, models, reset_queries
+from django.db import connection, reset_queries
 from django.db.models import AutoField, BigAutoField
 
 from accounts import rls

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.tenancy import org_scope, unscoped
 from security import audit
-from security.models import AuditChainHead, AuditLog, AuditLogImmutableError
+from security.models import AuditLog, AuditLogImmutableError
 
 
 def entries(org):

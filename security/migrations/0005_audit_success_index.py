@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('accounts', '0001_initial'),
         ('contenttypes', '0002_remove_content_type_name'),
-        ('security', '0003_audit_logs_fewer_indexes'),
+        ('security', '0004_audit_purge_function'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -58,17 +58,25 @@ MYSQL_SSL_MODES = {
 }
 
 
-def read_int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+def _read_number(env: dict, name: str, default, minimum, kind, expected: str):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(str(raw).strip())
+        value = kind(str(raw).strip())
     except ValueError:
-        raise ConfigurationError(name, f"expected a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(name, f"must be at least {minimum}, got {value}")
+        raise ConfigurationError(name, f"expected {expected}, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigurationError(name, f"must be at least {minimum:g}, got {value:g}")
     return value
+
+
+def read_int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    return _read_number(env, name, default, minimum, int, "a whole number")
+
+
+def read_float(env: dict, name: str, default: float, minimum: float = 0.0) -> float:
+    return _read_number(env, name, default, minimum, float, "a number of seconds")
 
 
 def _require(env: dict, name: str, db_type: str) -> str:
@@ -85,12 +93,12 @@ def _role_name(env: dict, name: str, default: str) -> str:
     return value
 
 
-def _from_url(url: str) -> dict:
+def _from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     """Split DATABASE_URL into the same fields as the DB_* variables."""
     parsed = urlparse(url)
     scheme = parsed.scheme.split("+")[0].lower()
     if scheme not in URL_SCHEMES:
-        raise ConfigurationError("DATABASE_URL", f"unknown scheme {parsed.scheme!r}")
+        raise ConfigurationError(variable, f"unknown scheme {parsed.scheme!r}")
     db_type = URL_SCHEMES[scheme]
     values = {"DB_TYPE": db_type}
     if db_type == "sqlite":
@@ -98,9 +106,13 @@ def _from_url(url: str) -> dict:
         path = unquote(parsed.path)
         values["SQLITE_PATH"] = path[1:]
         return values
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ConfigurationError(variable, f"bad port in {parsed.netloc.rpartition('@')[2]!r}") from None
     values.update(
         DB_HOST=parsed.hostname or "",
-        DB_PORT=str(parsed.port or ""),
+        DB_PORT=str(port or ""),
         DB_NAME=unquote(parsed.path.lstrip("/")),
         DB_USER=unquote(parsed.username or ""),
         DB_PASSWORD=unquote(parsed.password or ""),
@@ -234,3 +246,96 @@ def build_database(env: dict, base_dir: Path) -> dict:
         else:
             database["CONN_MAX_AGE"] = pool_recycle
     return database
+
+
+# --- read replicas ---------------------------------------------------------------------------
+
+REPLICA_ALIAS = "replica{}"
+
+
+def _split_host(item: str) -> tuple[str, str]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or "")."""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        return host, rest.lstrip(":")
+    host, _, port = item.partition(":") if item.count(":") == 1 else (item, "", "")
+    return host, port
+
+
+def build_replicas(env: dict, base_dir: Path, primary: dict) -> dict:
+    """``DATABASES`` entries ``replica1``, ``replica2``… for the configured read replicas.
+
+    ``DB_REPLICA_HOSTS`` (``host[:port]``, comma-separated) reuses the primary's name, user,
+    password and port unless ``DB_REPLICA_NAME/USER/PASSWORD/PORT/SSL_MODE`` say otherwise;
+    ``DATABASE_REPLICA_URLS`` gives whole URLs. Each entry goes through :func:`build_database`,
+    as the primary does, so pool, SSL and per-connection settings are the same on every alias.
+    No replicas configured: an empty dictionary.
+    """
+    hosts = [h.strip() for h in (env.get("DB_REPLICA_HOSTS") or "").split(",") if h.strip()]
+    urls = [u.strip() for u in (env.get("DATABASE_REPLICA_URLS") or "").split(",") if u.strip()]
+    if hosts and urls:
+        raise ConfigurationError("DATABASE_REPLICA_URLS", "set either DB_REPLICA_HOSTS or DATABASE_REPLICA_URLS, not both")
+    variable = "DB_REPLICA_HOSTS" if hosts else "DATABASE_REPLICA_URLS"
+    if not hosts and not urls:
+        return {}
+    if primary["ENGINE"] != ENGINES["postgresql"]:
+        db_type = next(t for t, engine in ENGINES.items() if engine == primary["ENGINE"])
+        # Lag is read from PostgreSQL's recovery functions; no other backend is routed.
+        raise ConfigurationError(variable, f"read replicas need a PostgreSQL primary (DB_TYPE={db_type})")
+
+    base = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+    base.update(
+        DB_TYPE="postgresql",
+        DB_NAME=env.get("DB_REPLICA_NAME") or primary["NAME"],
+        DB_USER=env.get("DB_REPLICA_USER") or primary["USER"],
+        DB_PASSWORD=env.get("DB_REPLICA_PASSWORD") or primary["PASSWORD"],
+        DB_PORT=env.get("DB_REPLICA_PORT") or primary["PORT"],
+        DB_SSL_MODE=env.get("DB_REPLICA_SSL_MODE") or primary["OPTIONS"].get("sslmode", ""),
+    )
+    replicas = {}
+    for number, item in enumerate(hosts or urls, start=1):
+        replica_env = dict(base)
+        if hosts:
+            host, port = _split_host(item)
+            if not host or (port and not port.isdigit()):
+                raise ConfigurationError(variable, f"expected host or host:port, got {item!r}")
+            replica_env.update(DB_HOST=host, DB_PORT=port or base["DB_PORT"])
+        else:
+            url_values = _from_url(item, variable)
+            if url_values["DB_TYPE"] != "postgresql":
+                raise ConfigurationError(variable, f"a replica of a PostgreSQL primary must be postgres://, got {item.split(':')[0]!r}")
+            replica_env.update({k: v for k, v in url_values.items() if v})
+        try:
+            database = build_database(replica_env, base_dir)
+        except ConfigurationError as exc:
+            # The URL without its user and password: configuration errors end up in logs.
+            shown = re.sub(r"//[^@/]*@", "//", item)
+            raise ConfigurationError(variable, f"replica {shown!r}: {exc}") from None
+        # Django's test runner points a mirror at the test database instead of creating one.
+        database["TEST"] = {"MIRROR": "default"}
+        replicas[REPLICA_ALIAS.format(number)] = database
+    return replicas
+
+
+def replica_settings(env: dict, replicas: dict) -> dict:
+    """Lag limit, check interval and read-your-writes time (seconds).
+
+    A replica may be up to MAX_LAG behind when checked and fall further behind until the
+    next check, so a write is only guaranteed on every replica in use after
+    MAX_LAG + CHECK_INTERVAL: a shorter read-your-writes time would break the promise.
+    """
+    max_lag = read_float(env, "DB_REPLICA_MAX_LAG", 10.0)
+    interval = read_float(env, "DB_REPLICA_CHECK_INTERVAL", 2.0, minimum=0.05)
+    floor = max_lag + interval
+    sticky = read_float(env, "DB_REPLICA_STICKY_SECONDS", floor)
+    if sticky < floor:
+        raise ConfigurationError(
+            "DB_REPLICA_STICKY_SECONDS",
+            f"must be at least DB_REPLICA_MAX_LAG + DB_REPLICA_CHECK_INTERVAL = {floor:g}, got {sticky:g}",
+        )
+    return {
+        "DATABASE_REPLICAS": list(replicas),
+        "DB_REPLICA_MAX_LAG": max_lag,
+        "DB_REPLICA_CHECK_INTERVAL": interval,
+        "DB_REPLICA_STICKY_SECONDS": sticky,
+    }

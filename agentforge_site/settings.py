@@ -9,7 +9,7 @@ from pathlib import Path
 import environ
 
 from agentforge_site import load_env_file
-from agentforge_site.dbconfig import ConfigurationError, build_database, read_int
+from agentforge_site.dbconfig import ConfigurationError, build_database, build_replicas, read_int, replica_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -132,6 +132,21 @@ WSGI_APPLICATION = "agentforge_site.wsgi.application"
 ASGI_APPLICATION = "agentforge_site.asgi.application"
 
 DATABASES = {"default": build_database(dict(os.environ), BASE_DIR)}
+# Read replicas (replica1, replica2…): reads go to a healthy one, writes and migrations to
+# "default", and whoever just wrote reads from "default" for DB_REPLICA_STICKY_SECONDS.
+_replicas = build_replicas(dict(os.environ), BASE_DIR, DATABASES["default"])
+DATABASES.update(_replicas)
+_replica_settings = replica_settings(dict(os.environ), _replicas)
+DATABASE_REPLICAS = _replica_settings["DATABASE_REPLICAS"]
+DB_REPLICA_MAX_LAG = _replica_settings["DB_REPLICA_MAX_LAG"]
+DB_REPLICA_CHECK_INTERVAL = _replica_settings["DB_REPLICA_CHECK_INTERVAL"]
+DB_REPLICA_STICKY_SECONDS = _replica_settings["DB_REPLICA_STICKY_SECONDS"]
+DATABASE_ROUTERS = []
+if DATABASE_REPLICAS:
+    DATABASE_ROUTERS.append("agentforge_site.replicas.ReplicaRouter")
+    # Outside the session middleware, so loading the session and the user follows the cookie too.
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
+                      "agentforge_site.replicas.ReadYourWritesMiddleware")
 DB_TYPE = {
     "django.db.backends.sqlite3": "sqlite",
     "django.db.backends.postgresql": "postgresql",

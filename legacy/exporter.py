@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from accounts.models import Department, Group, Organization, Role, User
+from agentforge_site.replicas import primary_only
 from agents.models import Agent, Tool
 from conversations.models import Message
 from knowledge.models import Document
@@ -27,6 +28,7 @@ SECURITY_FILES = [
 APP_FILES = ["agents", "tools", "documents", "scraped_pages", "conversations", "chunks_index", "settings", "integrations"]
 
 
+@primary_only()
 def export_directory(out_dir, progress=None) -> Counter:
     """Write every legacy file under ``out_dir``; return records written per file."""
     root = private_dir(out_dir)  # decrypted secrets: 0700 directories, 0600 files

@@ -28,6 +28,7 @@ from accounts.models import (
     normalize_email_address,
 )
 from accounts.tenancy import unscoped
+from agentforge_site.replicas import primary_only
 from agents.models import Agent, Tool
 from legacy import pipeline
 from legacy.errors import LegacyDataError
@@ -104,6 +105,7 @@ def _backup() -> str:
     return str(backup_database())
 
 
+@primary_only()
 def import_directory(path, options: ImportOptions | None = None) -> ImportReport:
     # Streaming allocates a few dozen containers per record while a batch of 2,000 stays
     # alive; with the default gen-0 threshold (700) the collector runs every ~20 records and

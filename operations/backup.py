@@ -41,6 +41,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 
 from agentforge_site.files import private_dir
+from agentforge_site.replicas import primary_only
 
 PORTABLE_FORMAT = "agentforge-portable-backup"
 PORTABLE_VERSION = 1
@@ -557,6 +558,7 @@ def detect_format(path: Path) -> str:
     raise BackupError(f"{path}: not a backup this tool wrote (unknown format)")
 
 
+@primary_only()
 def backup_database(output: str | os.PathLike | None = None, *, alias: str = DEFAULT_DB_ALIAS,
                     method: str | None = None) -> Path:
     """Back up the database behind ``alias``; return the checked file's path.
@@ -599,6 +601,7 @@ def backup_database(output: str | os.PathLike | None = None, *, alias: str = DEF
     return path
 
 
+@primary_only()
 def restore_database(path: str | os.PathLike, force: bool = False, *, alias: str = DEFAULT_DB_ALIAS) -> RestoreResult:
     """Replace the database behind ``alias`` with the backup at ``path``.
 

@@ -23,6 +23,7 @@ import time
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from agentforge_site.replicas import direct_connect_params, monitor, replica_aliases
 from operations import monitoring
 from operations.connection import measure_latency, one_line_error, pool_status, server_version
 
@@ -50,13 +51,7 @@ def probe(conn, timeout: int = PROBE_TIMEOUT_S) -> float | None:
     if conn.vendor == "postgresql":
         import psycopg
 
-        params = {
-            k: v
-            for k, v in conn.get_connection_params().items()
-            if k not in ("context", "cursor_factory", "prepare_threshold")
-        }
-        params["connect_timeout"] = timeout
-        psycopg.connect(**params).close()
+        psycopg.connect(**direct_connect_params(conn, timeout)).close()
     elif conn.vendor == "mysql":
         import MySQLdb
 
@@ -439,6 +434,14 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
         alerts.append({"check": "queries", "level": "warning",
                        "message": f"{counters['failed_transactions']} failed transactions since start, "
                                   f"the last at {_iso(counters['last_failure_at'])}"})
+
+    if replica_aliases():
+        # A skipped replica is an alert, not a reason: the primary serves its reads.
+        checks["replicas"] = [status.as_dict() for status in monitor.statuses(refresh=True)]
+        for replica in checks["replicas"]:
+            if not replica["in_use"]:
+                alerts.append({"check": "replicas", "level": "warning",
+                               "message": f"read replica {replica['alias']} skipped: {replica['reason']}"})
 
     failures = dual_write_failures()
     checks["dual_write"] = {"ok": failures == 0, "failures": failures}

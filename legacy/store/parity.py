@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accounts.tenancy import unscoped
+from agentforge_site.replicas import primary_only
 from legacy.store.db_store import DB_COLLECTIONS, AppendOnlyError, DatabaseStore
 from legacy.store.jsonfiles import LegacyFiles, atomic_write_text, record_key
 
@@ -122,6 +123,7 @@ class Parity:
             return {collection: json.loads(path.read_text(encoding="utf-8"))}
         return {key: normalise(collection, rec) for key, rec in self.files.records(collection).items()}
 
+    @primary_only()
     def db_side(self, collection: str) -> dict:
         with unscoped():
             if collection in OBJECT_COLLECTIONS:

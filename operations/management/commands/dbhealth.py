@@ -78,6 +78,13 @@ class Command(BaseCommand):
         out(f"slow queries: {q['slow_queries']} over {q['slow_query_threshold_ms']:g} ms in this process since {q['since']}")
         out(f"failed tx:    {q['failed_transactions']} {q['failed_by_class'] or ''}".rstrip())
         out(f"dual-write:   {checks['dual_write']['failures']} failures")
+        for replica in checks.get("replicas", []):
+            name, host = describe_target(replica["alias"])
+            lag = "?" if replica["lag_s"] is None else f"{replica['lag_s']:g} s"
+            state = "in use" if replica["in_use"] else self.style.WARNING(f"SKIPPED ({replica['reason']})")
+            paused = ", replay paused" if replica["replay_paused"] else ""
+            error = f"\n  {replica['error']}" if replica["error"] else ""
+            out(f"replica:      {replica['alias']} ({host}) {state}, lag {lag}{paused}{error}")
         tables = checks.get("tables")
         if isinstance(tables, list) and tables:
             out("largest tables:")

@@ -216,6 +216,14 @@ DB_SLOW_QUERY_MS = env.float("DB_SLOW_QUERY_MS", default=1000.0)
 DB_STORAGE_QUOTA_MB = env.float("DB_STORAGE_QUOTA_MB", default=0.0)
 BACKUP_DIR = env.str("BACKUP_DIR", default=str(BASE_DIR / "data" / "backups"))
 
+# --- Knowledge retrieval (knowledge.vectors) -----------------------------------------------
+# The search caches' files (rebuild_vector_index writes them; processes start from them).
+VECTOR_INDEX_DIR = env.str("VECTOR_INDEX_DIR", default=str(BASE_DIR / "data" / "vector-index"))
+# From this many vectors in one (organization, tool, model) set, search goes through an
+# approximate index (faiss IVF) whose candidates are re-ranked exactly; below, exact only.
+VECTOR_ANN_MIN_VECTORS = read_int(os.environ, "VECTOR_ANN_MIN_VECTORS", 50_000)
+VECTOR_ANN_NPROBE = read_int(os.environ, "VECTOR_ANN_NPROBE", 24, minimum=1)
+
 # --- Audit trail (django-auditlog with our own log entry model) ---------------------------
 # Signed checkpoints of the hash chains (security.checkpoints): the Ed25519 keys live outside
 # the database, as the value or a file; a verifier needs only the public key.

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import array
-import math
 import sys
+import uuid
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from accounts.models import LegacyRecordModel, OrgOwnedModel, OrgScopedManager, TimestampedModel, org_foreign_key, org_index
+from accounts.tenancy import current_org_id
 
 
 class DocumentStatus(models.TextChoices):
@@ -63,24 +66,9 @@ def unpack_embedding(data: bytes) -> list[float]:
     return values.tolist()
 
 
-def cosine_similarity(a, b) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
-
-
 class DocumentChunkQuerySet(models.QuerySet):
     def with_embeddings(self):
         return self.exclude(embedding__isnull=True)
-
-    def most_similar(self, vector, limit: int = 5):
-        """Brute-force cosine search, portable to every backend; returns (score, chunk) pairs."""
-        scored = [
-            (cosine_similarity(vector, unpack_embedding(chunk.embedding)), chunk)
-            for chunk in self.with_embeddings().filter(embedding_dim=len(vector))
-        ]
-        scored.sort(key=lambda pair: pair[0], reverse=True)
-        return scored[:limit]
 
 
 class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
@@ -104,6 +92,10 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
     embedding = models.BinaryField(null=True, blank=True, help_text="float32 little-endian vector.")
     embedding_dim = models.PositiveIntegerField(null=True, blank=True)
     embedding_model = models.CharField(max_length=100, blank=True, default="")
+    vector_version = models.BigIntegerField(
+        null=True, blank=True, editable=False,
+        help_text="The vector set's version when this embedding was written: searches reload newer rows only.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = OrgScopedManager.from_queryset(DocumentChunkQuerySet)()
@@ -114,7 +106,27 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
         indexes = [
             models.Index(fields=["tool", "document", "chunk_id"], name="doc_chunks_tool_doc_idx"),
             org_index("document_chunks", "tool"),
+            # The search caches' delta: the rows of one set newer than a version.
+            org_index("document_chunks", "tool", "vector_version"),
         ]
+
+    def save(self, *args, **kwargs):
+        if self.embedding is None:
+            return super().save(*args, **kwargs)
+        # Stamp the row with its vector set's next version in the same transaction, so
+        # every process's search cache picks the new vector up (knowledge.vectors).
+        with transaction.atomic(using=kwargs.get("using")):
+            self._stamp_vector_version()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "vector_version"}
+            super().save(*args, **kwargs)
+
+    def _stamp_vector_version(self):
+        if self.embedding_dim is None:
+            self.embedding_dim = len(self.embedding) // 4
+        # A new row takes the active organization (OrgOwnedModel.save checks it next).
+        org_id = self.org_id if self.org_id is not None else current_org_id()
+        self.vector_version = VectorSet.bump(org_id, self.tool_id, self.embedding_model, self.embedding_dim)
 
     def set_embedding(self, vector, model: str = "") -> None:
         self.embedding = pack_embedding(vector)
@@ -123,3 +135,71 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
 
     def get_embedding(self) -> list[float] | None:
         return None if self.embedding is None else unpack_embedding(self.embedding)
+
+
+def as_pk(value) -> uuid.UUID:
+    """A row's id from the row, its UUID or the UUID as text."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, models.Model):
+        return value.pk
+    return uuid.UUID(str(value))
+
+
+def tool_key(tool_id) -> str:
+    """A vector set's tool as text: the tool's UUID, or "" for chunks of no tool."""
+    return "" if tool_id is None else str(tool_id)
+
+
+class VectorSet(OrgOwnedModel):
+    """One (organization, tool, embedding model) family of chunk vectors and its version.
+
+    Every write of a vector bumps ``version`` and stamps the chunk with it, in the writer's
+    transaction: the update holds this row's lock until commit, so versions are handed out
+    in commit order and a search cache that has seen version N has seen every vector up to
+    N. Vectors of different models or dimensions never share a set.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = org_foreign_key("vector_sets", db_index=False)
+    tool_key = models.CharField(max_length=36, blank=True, default="", help_text="Tool UUID, or empty for no tool.")
+    embedding_model = models.CharField(max_length=100, blank=True, default="")
+    dimension = models.PositiveIntegerField()
+    version = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "vector_sets"
+        constraints = [
+            models.UniqueConstraint(fields=["org", "tool_key", "embedding_model"], name="vector_sets_org_tool_model_uq"),
+        ]
+
+    def __str__(self):
+        return f"{self.embedding_model or '(no model)'} / {self.tool_key or '(no tool)'} v{self.version}"
+
+    @classmethod
+    def bump(cls, org_id, tool_id, embedding_model: str, dimension: int) -> int:
+        """The next version of a set (created on first use); call inside the writer's transaction.
+
+        Raises ValueError when the model already has another dimension in this organization.
+        """
+        other = (
+            cls.all_orgs.filter(org_id=org_id, embedding_model=embedding_model)
+            .exclude(dimension=dimension)
+            .values_list("dimension", flat=True)
+            .first()
+        )
+        if other is not None:
+            raise ValueError(
+                f"embedding model {embedding_model!r} has dimension {other} in this organization, got {dimension}"
+            )
+        key = {"org_id": org_id, "tool_key": tool_key(tool_id), "embedding_model": embedding_model}
+        sets = cls.all_orgs.filter(**key)
+        if not sets.update(version=F("version") + 1, updated_at=timezone.now()):
+            try:
+                with transaction.atomic():
+                    cls.all_orgs.create(**key, dimension=dimension, version=1)
+                return 1
+            except IntegrityError:  # another writer created it first: take the next one
+                sets.update(version=F("version") + 1, updated_at=timezone.now())
+        return sets.values_list("version", flat=True).get()

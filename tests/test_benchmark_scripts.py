@@ -59,3 +59,28 @@ def test_serve_benchmark_survives_a_database_outage_without_500s_or_lost_writes(
     assert set(re.findall(r"(\d+):", statuses)) <= {"503"}, statuses
     assert re.search(r"back: /health/ 200 [\d.]+ s after PostgreSQL restarted; 0 errors in [1-9]\d* requests", out), out
     assert re.search(r"worker timeouts: 0; acknowledged edits: ([1-9]\d*), found in the audit trail: \1, lost: 0", out), out
+
+
+@pytest.mark.backends("sqlite")  # its database part uses its own scratch SQLite file
+def test_retrieval_benchmark_runs_every_contender_on_the_same_vectors(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL"))}
+    env.update(DB_TYPE="sqlite", SQLITE_PATH=str(tmp_path / "bench.db"), DEBUG="1",
+               VECTOR_INDEX_DIR=str(tmp_path / "vector-index"), VECTOR_ANN_MIN_VECTORS="200")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/retrieval_benchmark.py", "--vectors", "2000", "--dim", "16", "--orgs", "4",
+         "--queries", "10", "--graph-max", "2000", "--db-chunks", "300", "--old-max", "100"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "== 2,000 vectors x 16 in one set" in out, out
+    assert re.search(r"^exact \(ours\):\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms\s+recall@10 1\.000$", out, re.M), out
+    for contender in (r"numpy brute force:", r"faiss IVF\d+ nprobe\s+\d+:", r"hnswlib M16 ef\s+\d+:",
+                      r"usearch M16 ef\s+\d+:"):
+        assert re.search(rf"^{contender}\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms\s+recall@10 [01]\.\d{{3}}", out, re.M), out
+    assert re.search(r"^spread over 4 organizations \(500 each, exact\): p50", out, re.M), out
+    assert "== sqlite: 300 chunks x 16 with text, one organization ==" in out, out
+    # 300 vectors with VECTOR_ANN_MIN_VECTORS=200: the database part goes through the approximate index.
+    assert re.search(r"^semantic_search \(approximate\): p50 .* recall@10 [01]\.\d{3}$", out, re.M), out
+    for contender in ("keyword_hits:", r"hybrid_search \(RRF\):", r"old most_similar on 100 chunks:"):
+        assert re.search(rf"^{contender}\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms", out, re.M), out

@@ -19,6 +19,7 @@ from accounts.models.base import LEGACY_NAMESPACE
 from accounts.tenancy import org_scope
 from agents.models import Tool
 from knowledge.models import Document, DocumentChunk
+from knowledge.vectors import semantic_search
 
 # The issue's tables and the app each belongs to.
 ISSUE_TABLES = {
@@ -125,7 +126,7 @@ def test_embeddings_round_trip_exactly_in_float32(make_org):
 
 
 @pytest.mark.django_db
-def test_most_similar_orders_by_cosine_within_the_organization(make_org):
+def test_semantic_search_orders_by_cosine_within_the_organization(make_org):
     mine, other = make_org(), make_org()
     vectors = {"same": [2, 0, 0], "close": [1, 0.2, 0], "orthogonal": [0, 1, 0], "opposite": [-1, 0, 0]}
     with org_scope(other):
@@ -140,14 +141,14 @@ def test_most_similar_orders_by_cosine_within_the_organization(make_org):
             chunk.set_embedding(vector)
             chunk.save()
         other_dim = DocumentChunk(chunk_id="4d")
-        other_dim.set_embedding([1, 0, 0, 0])
+        other_dim.set_embedding([1, 0, 0, 0], model="another model")
         other_dim.save()
         DocumentChunk.objects.create(chunk_id="no embedding")
-        ranked = DocumentChunk.objects.most_similar([1, 0, 0], limit=10)
-        top2 = DocumentChunk.objects.filter(tool=tool).most_similar([1, 0, 0], limit=2)
-    assert [c.chunk_id for _, c in ranked] == ["same", "close", "orthogonal", "opposite"]
-    assert [round(score, 6) for score, _ in ranked] == [1.0, round(1 / math.sqrt(1.04), 6), 0.0, -1.0]
-    assert [c.chunk_id for _, c in top2] == ["same", "close"]
+        ranked = semantic_search([1, 0, 0], limit=10)
+        top2 = semantic_search([1, 0, 0], limit=2, tool=tool)
+    assert [h.chunk.chunk_id for h in ranked] == ["same", "close", "orthogonal", "opposite"]
+    assert [round(h.score, 6) for h in ranked] == [1.0, round(1 / math.sqrt(1.04), 6), 0.0, -1.0]
+    assert [h.chunk.chunk_id for h in top2] == ["same", "close"]
 
 
 # --- users: unique email per organization, login by email ------------------------------------

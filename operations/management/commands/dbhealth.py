@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from knowledge.vectors import freshness as vector_index_freshness
 from operations.connection import describe_target, one_line_error
 from operations.health import BIG_TABLE_ROWS, build_report, index_efficiency
 
@@ -47,12 +48,26 @@ class Command(BaseCommand):
                 report["checks"]["indexes"] = index_efficiency(conn, options["big_rows"])
             except Exception as exc:
                 report["checks"]["indexes"] = {"available": False, "error": one_line_error(exc)}
+        self.check_vector_index(report)
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, default=str))
         else:
             self.print_report(report, alias)
         if not report["healthy"]:
             raise CommandError("unhealthy: " + "; ".join(report["reasons"]))
+
+    def check_vector_index(self, report):
+        # Here rather than in build_report: it counts chunk rows, too heavy for /health/ probes.
+        try:
+            check = vector_index_freshness()
+        except Exception as exc:
+            check = {"ok": False, "problems": [one_line_error(exc)]}
+        report["checks"]["vector_index"] = check
+        if not check["ok"]:
+            report["alerts"].append({"check": "vector_index", "level": "warning",
+                                     "message": "; ".join(check["problems"][:3]) + " (run manage.py rebuild_vector_index)"})
+            if report["status"] == "ok":
+                report["status"] = "degraded"
 
     def print_report(self, report, alias):
         out = self.stdout.write
@@ -111,6 +126,10 @@ class Command(BaseCommand):
                 out(f"  sequential scans on tables over {idx['big_table_rows']} rows: {len(seq)}")
                 for s in seq:
                     out("    " + s["table"] + ": " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "table"))
+        vec = checks.get("vector_index", {})
+        if "sets" in vec:
+            out(f"vector index: {vec['sets']} sets, {vec['files']} cache files in {vec['directory']}, "
+                f"{vec['unversioned_vectors']} unversioned vectors")
         if report["alerts"]:
             out("alerts:")
             for a in report["alerts"]:

@@ -1,0 +1,34 @@
+"""python manage.py rebuild_vector_index [--org ORG] : rewrite the vector search caches' files."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.tenancy import OrgScopeError
+from knowledge.vectors import rebuild, stamp_unversioned
+
+
+class Command(BaseCommand):
+    help = (
+        "Give a version to chunk vectors written around set_embeddings (bulk inserts, raw SQL, a restore), "
+        "then rebuild every vector set's cache file under VECTOR_INDEX_DIR (exact matrix, and the approximate "
+        "index from VECTOR_ANN_MIN_VECTORS vectors). Search processes start from these files."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--org", help="one organization (UUID or legacy id); default: all")
+
+    def handle(self, *args, org=None, **options):
+        def report(entry):
+            kind = "approximate + exact" if entry["approximate"] else "exact"
+            self.stdout.write(
+                f"organization {entry['org']} tool {entry['tool'] or '-'} model {entry['model'] or '-'}: "
+                f"{entry['vectors']} vectors at version {entry['version']} ({kind})"
+            )
+
+        stamped = stamp_unversioned()
+        if stamped:
+            self.stdout.write(f"{stamped} unversioned vectors stamped")
+        try:
+            done = rebuild(org, report=report)
+        except OrgScopeError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"{len(done)} vector sets written")

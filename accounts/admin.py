@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import (
     ReadOnlyPasswordHashField,
@@ -16,6 +17,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.backends import login_refusal
 from accounts.models import (
     Department,
     Group,
@@ -42,6 +44,22 @@ from agentforge_site.admin_base import (
     outranking_ids,
     truncate,
 )
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin login, with AgentForge's answer when the password was right but the account's
+    status refuses it (pending, suspended, inactive); anything else keeps Django's message."""
+
+    def clean(self):
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            reason = login_refusal.get()
+            if reason:
+                raise forms.ValidationError(reason, code="refused") from None
+            raise
+
+
+admin.site.login_form = AdminLoginForm
 
 # --------------------------------------------------------------------------------------
 # Organizations

@@ -8,10 +8,16 @@ matching account that was tried counts a failure; after the organization's
 ``account_lockout_reset_after_minutes`` (30) starts the count again. Every failure,
 lockout and attempt on a locked account writes an audit entry (``login_failed``) and a
 security event. The admin login goes through here too.
+
+Statuses follow AgentForge's login: a pending (email not verified), suspended or inactive
+account is refused even with the right password, and only then is the reason given
+(``login_refusal``, shown by the admin login form); a wrong password gets the same answer
+as an unknown email.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 
 from django.contrib.auth.backends import ModelBackend
@@ -39,11 +45,23 @@ def lockout_policy(org_id) -> dict:
     }
 
 
+# AgentForge's login refuses these statuses with these answers (403). They are given only to
+# whoever knows the password: otherwise the answer stays the one for an unknown email.
+REFUSED_STATUSES = {
+    User.Status.PENDING: "Please verify your email first.",
+    User.Status.SUSPENDED: "Account suspended. Contact administrator.",
+    User.Status.INACTIVE: "This account is inactive. Contact administrator.",
+}
+# The reason the last authenticate() refused a right password (None otherwise), for the login form.
+login_refusal: contextvars.ContextVar = contextvars.ContextVar("agentforge_login_refusal", default=None)
+
+
 class EmailBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, email=None, org=None, **kwargs):
         from accounts.signals import failure_recorded
 
         failure_recorded.set(False)
+        login_refusal.set(None)
         email = email or username or kwargs.get(User.USERNAME_FIELD)
         if not email or password is None:
             return None
@@ -55,25 +73,32 @@ class EmailBackend(ModelBackend):
             # Spend the same time as a real check, so response times do not reveal emails.
             User().set_password(password)
             return None
-        tried, locked = [], []
+        tried, locked, refused = [], [], []
         for user in candidates:
             if user.is_locked:
                 locked.append(user)
                 continue
-            if not self.user_can_authenticate(user):
+            if user.status not in REFUSED_STATUSES and not self.user_can_authenticate(user):
                 continue
-            tried.append(user)
             if user.check_password(password):
+                if user.status in REFUSED_STATUSES:
+                    refused.append(user)
+                    continue
                 self._succeeded(user)
                 return user
-        if not tried:
+            tried.append(user)
+        if not tried and not refused:
             User().set_password(password)  # same time as a real check
-        if not tried and not locked:
+        if not tried and not locked and not refused:
             return None
         for user in tried:
             self._failed(user, request)
         for user in locked:
             self._refused_locked(user, request)
+        for user in refused:
+            self._refused_status(user, request)
+        if refused:
+            login_refusal.set(REFUSED_STATUSES[refused[0].status])
         failure_recorded.set(True)
         return None
 
@@ -147,6 +172,16 @@ class EmailBackend(ModelBackend):
                 severity=SecurityEvent.Severity.CRITICAL,
                 details=lock,
             )
+
+    @staticmethod
+    def _refused_status(user, request) -> None:
+        from security.audit import record_auth_event, record_security_event
+        from security.models import SecurityEvent
+
+        details = {"reason": f"account_{user.status}"}
+        record_auth_event("login_failed", user=user, success=False, request=request,
+                          error=REFUSED_STATUSES[user.status], details=details)
+        record_security_event(SecurityEvent.EventType.LOGIN_FAILED, user=user, request=request, details=details)
 
     @staticmethod
     def _refused_locked(user, request) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import environ
 
+from accounts.hashers import password_hashers
 from agentforge_site import load_env_file
 from agentforge_site.dbconfig import ConfigurationError, build_database, build_replicas, read_int, replica_settings
 
@@ -159,14 +160,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = ["accounts.backends.EmailBackend"]
 
-# Bcrypt first (the SHA-256 variant, because plain bcrypt truncates at 72 bytes); legacy
-# AgentForge hashes are stored as Django's pbkdf2_sha256 and upgraded on the next login.
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.ScryptPasswordHasher",
-]
+# While the move can be rolled back to AgentForge's JSON files, passwords are hashed with
+# PBKDF2-SHA256, which AgentForge verifies after export; once the move is declared final,
+# bcrypt-SHA256 (plain bcrypt truncates at 72 bytes) and PBKDF2 hashes upgrade on sign-in.
+LEGACY_ROLLBACK_POSSIBLE = _bool("LEGACY_ROLLBACK_POSSIBLE", True)
+PASSWORD_HASHERS = password_hashers(LEGACY_ROLLBACK_POSSIBLE)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "accounts.passwords.OrganizationPasswordPolicyValidator"},
@@ -210,6 +208,11 @@ except ValueError:
     raise ConfigurationError("DUAL_WRITE_DELAY", f"not a number: {os.environ['DUAL_WRITE_DELAY']!r}") from None
 if not 0 <= DUAL_WRITE_DELAY <= 1:
     raise ConfigurationError("DUAL_WRITE_DELAY", f"{DUAL_WRITE_DELAY} is outside 0 to 1 second")
+if STORAGE_MODE in ("json", "dual") and not LEGACY_ROLLBACK_POSSIBLE:
+    # AgentForge still reads the JSON files: a bcrypt hash written there would lock users out.
+    raise ConfigurationError(
+        "LEGACY_ROLLBACK_POSSIBLE", f"cannot be false while STORAGE_MODE is {STORAGE_MODE} (the JSON files are live)"
+    )
 
 # --- Operations ---------------------------------------------------------------------------
 DB_SLOW_QUERY_MS = env.float("DB_SLOW_QUERY_MS", default=1000.0)

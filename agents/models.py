@@ -166,7 +166,8 @@ class Tool(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
 class ToolPermission(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
     org = org_foreign_key("tool_permissions")
     tool = models.ForeignKey(Tool, on_delete=models.CASCADE, null=True, blank=True, related_name="permissions")
-    tool_name = models.CharField(max_length=255, blank=True, default="")
+    # AgentForge's permission endpoint never sets it: real files hold null.
+    tool_name = models.CharField(max_length=255, null=True, blank=True, default=None)
     role_ids = models.JSONField(default=list, blank=True)
     user_ids = models.JSONField(default=list, blank=True)
     group_ids = models.JSONField(default=list, blank=True)

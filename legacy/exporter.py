@@ -15,6 +15,7 @@ from agents.models import Agent, Tool
 from conversations.models import Message
 from knowledge.models import Document
 from agentforge_site.files import private_dir
+from legacy import passwords
 from legacy.jsonio import JSONWriter, file_label, is_security, write_object
 from legacy.mappers import Context, lab, registry
 from security.models import LDAPConfig
@@ -66,6 +67,15 @@ def export_directory(out_dir, progress=None) -> Counter:
         write_object(root / "lab" / row.legacy_id, lab.to_legacy(row), ensure_ascii=False)
         counts["lab/"] += 1
     return counts
+
+
+def passwords_agentforge_cannot_verify() -> int:
+    """Users whose usable password hash has no AgentForge form (bcrypt and the like): after a
+    rollback they must reset it. PBKDF2 hashes convert (legacy.passwords.to_legacy)."""
+    from django.db.models import Q
+
+    return User.all_orgs.exclude(Q(password__startswith=passwords.DJANGO_ALGORITHM + "$") |
+                                 Q(password__startswith=passwords.UNUSABLE)).count()
 
 
 def _write_conversations(mapper, writer, ctx, batch=500):

@@ -165,6 +165,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         model = SOURCE_MODELS.get(collection)
         if model is not None:
             ctx.add_source_ids(model, mapper.source_ids(data))
+    default_org = _default_organization(root, ctx)
     ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
     ctx.raw["role_orgs"] = {
         r.get("id", key): r.get("org_id") or "org_default"
@@ -196,6 +197,10 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                 from legacy.writer import AuditChain
 
                 writer.chain = AuditChain(writer)
+            if default_org is not None:
+                writer.add(default_org)
+                writer.flush()
+                report.notes["security/organizations.json absent: created org_default as AgentForge does on first start"] += 1
             for collection in ORDER:
                 mapper = registry[collection]
                 file_path = root / file_label(collection)
@@ -389,6 +394,18 @@ def _import_lab(root: Path, ctx, writer, report, options, fail):
     report.files.append("lab/")
     if binaries:
         report.not_imported["lab/ binary files (generated documents/images, left on disk)"] = binaries
+
+
+def _default_organization(root: Path, ctx):
+    """Without security/organizations.json AgentForge's SecurityState created ``org_default`` on
+    its first start, and every record without an org_id belongs to it: do the same (mapped, not
+    yet written) unless the database has it already."""
+    if (root / file_label("security/organizations")).is_file() or ctx.exists(Organization, "org_default"):
+        return None
+    from legacy.mappers.security import default_organization_record
+
+    ctx.add_source_ids(Organization, ["org_default"])
+    return registry["security/organizations"].to_rows(default_organization_record(ctx.now), ctx)
 
 
 def _user_groups(users) -> dict:

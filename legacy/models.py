@@ -11,6 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from accounts.models import OrgOwnedModel, org_foreign_key, org_index
+from security.fields import EncryptedTextField
 
 
 class LegacyRecord(OrgOwnedModel):
@@ -18,6 +19,9 @@ class LegacyRecord(OrgOwnedModel):
     collection = models.CharField(max_length=64, help_text='Legacy file, e.g. "security/policies".')
     legacy_id = models.CharField(max_length=128)
     data = models.JSONField(default=dict)
+    # A pending invitation's token (AgentForge requires one and compares it in plaintext):
+    # kept encrypted so an invitation still works after a rollback; data keeps its SHA-256.
+    secret = EncryptedTextField(null=True, blank=True)
     imported_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -73,6 +73,18 @@ def rerun_changes_nothing(path) -> str:
     return output
 
 
+def run_parity(data_dir, *extra) -> tuple[int, str]:
+    """verify_parity on ``data_dir``: (0, report) when clean, (1, report and error) on drift."""
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    try:
+        call_command("verify_parity", "--data-dir", str(data_dir), *extra, stdout=out, stderr=out)
+        return 0, out.getvalue()
+    except CommandError as exc:
+        return 1, out.getvalue() + str(exc)
+
+
 def run_export(path) -> None:
     call_command("export_json", str(path), stdout=io.StringIO(), verbosity=0)
 

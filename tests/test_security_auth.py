@@ -179,7 +179,8 @@ def test_legacy_pbkdf2_hash_verified_and_upgraded_on_login(make_org, make_user):
     assert authenticate(None, username="legacy@example.com", password="wrong") is None
     assert authenticate(None, username="legacy@example.com", password="pässword-legacy") is not None
     user.refresh_from_db()
-    assert user.password.startswith("bcrypt_sha256$")
+    # re-hashed at Django's iteration count, still PBKDF2 while a rollback to AgentForge is possible
+    assert user.password.startswith("pbkdf2_sha256$1000000$")
     # An upgrade is not a password change: no history row, no password_change entry.
     assert not PasswordHistory.all_orgs.filter(user=user).exists()
     assert not auth_entries(user, "password_change")
@@ -205,7 +206,7 @@ def test_change_password_policy_history_and_audit(make_org, make_user):
     change_password(user, "first password 1")  # out of the window now
     history = list(PasswordHistory.all_orgs.filter(user=user).order_by("position"))
     assert len(history) == 2  # trimmed to the policy's count
-    assert all(h.password_hash.startswith("bcrypt_sha256$") for h in history)
+    assert all(h.password_hash.startswith("pbkdf2_sha256$") for h in history)
     user.refresh_from_db()
     assert user.password_changed_at is not None and user.check_password("first password 1")
     changes = auth_entries(user, "password_change")

@@ -23,6 +23,7 @@ EXPECTED = {
     ("tools", "credentials"): "fernet",
     ("system_settings", "secret_value"): "aesgcm",
     ("org_settings", "secret_value"): "aesgcm",
+    ("legacy_records", "secret"): "fernet",
 }
 
 SECRETS = {
@@ -35,6 +36,7 @@ SECRETS = {
     "smtp": "smtp-app-password-xyz",
     "llm": "sk-openai-system-llm-key",
     "org_llm": "sk-anthropic-org-key-42",
+    "invitation": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
 }
 
 
@@ -61,6 +63,10 @@ def make_secrets(make_org, make_user):
     org_setting = OrgSetting(org=org, key="llm.api_key")
     org_setting.set_value(SECRETS["org_llm"], secret=True)
     org_setting.save()
+    from legacy.models import LegacyRecord
+
+    LegacyRecord.all_orgs.create(org=org, collection="security/invitations", legacy_id="inv-1",
+                                 data={"token": None}, secret=SECRETS["invitation"])
     return org
 
 
@@ -82,6 +88,7 @@ def all_raw():
 def read_back(org):
     from accounts.models import MFASettings, Organization
     from agents.models import Tool
+    from legacy.models import LegacyRecord
     from security.models import LDAPConfig, OAuthConfig
     from settings_app.models import OrgSetting, SystemSetting
 
@@ -97,6 +104,7 @@ def read_back(org):
         "smtp": tool.credentials["config.smtp_pass"],
         "llm": SystemSetting.objects.get(key="openai_api_key").get_value(),
         "org_llm": OrgSetting.all_orgs.get(org=org, key="llm.api_key").get_value(),
+        "invitation": LegacyRecord.all_orgs.get(org=org, legacy_id="inv-1").secret,
     }
 
 
@@ -145,11 +153,11 @@ def test_rotation_two_keys_then_one_loses_nothing(make_org, make_user):
         assert read_back(org) == SECRETS  # old values still readable
         out = io.StringIO()
         call_command("rotate_encryption_key", "--dry-run", stdout=out)
-        assert "would re-encrypt 8 value(s)" in out.getvalue()
+        assert "would re-encrypt 9 value(s)" in out.getvalue()  # the invitation token too
         assert {crypto.key_id_of(v) for vs in all_raw().values() for v in vs if v} == {old_id}
         out = io.StringIO()
         call_command("rotate_encryption_key", "--batch-size", "1", stdout=out)
-        assert "re-encrypted 8 value(s)" in out.getvalue()
+        assert "re-encrypted 9 value(s)" in out.getvalue()
         assert "tools" in out.getvalue() and "org_settings" in out.getvalue()
         assert {crypto.key_id_of(v) for vs in all_raw().values() for v in vs if v} == {new_id}
         out = io.StringIO()

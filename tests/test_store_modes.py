@@ -7,7 +7,6 @@ be read right after a save; the default, written behind, has tests/test_store_wr
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from django.core.management.base import CommandError
 from accounts.tenancy import OrgScopeError, org_scope, unscoped
 from legacy.store import DatabaseStore, DualStore, get_store
 from legacy.store import failures, jsonfiles
+from tests.legacy_helpers import run_parity
 
 AGENT_ID = "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b"
 
@@ -49,13 +49,7 @@ def _reset_counters():
     failures._reset_for_tests()
 
 
-def parity(data_dir, *extra) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("verify_parity", "--data-dir", str(data_dir), *extra, stdout=out, stderr=out)
-        return 0, out.getvalue()
-    except CommandError as exc:
-        return 1, out.getvalue() + str(exc)
+parity = run_parity
 
 
 def json_file(data_dir, collection):

@@ -204,9 +204,10 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
 
     @property
     def is_active(self) -> bool:
-        # Django's auth refuses inactive users; pending (unverified) users may sign in
-        # as in the JSON era. Locks are time-bound and checked by the auth backend.
-        return self.status in (self.Status.ACTIVE, self.Status.PENDING, self.Status.LOCKED)
+        # As in AgentForge, only active accounts use the application: pending (email not
+        # verified), suspended and inactive ones are refused (accounts.backends says why).
+        # A lock is time-bound and checked by the auth backend; an expired one is lifted.
+        return self.status in (self.Status.ACTIVE, self.Status.LOCKED)
 
     @is_active.setter
     def is_active(self, value: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 
 from accounts.models import Organization, User, legacy_uuid
 from agents.models import Agent, AgentTool, Tool, extract_secrets, merge_secrets
@@ -22,6 +23,7 @@ from legacy.mappers.base import (
     omit_missing,
     ts_out,
 )
+from legacy.errors import LegacyDataError, LegacyFieldError
 from legacy.jsonio import parse_timestamp
 from legacy.mappers.common import DANGLING, ref_or_keep
 from legacy.mappers.security import _system_row
@@ -158,13 +160,17 @@ class ToolMapper(Mapper):
         ctx.note_org(Tool, self.pk(lid), org_id)
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": org_id,
-            "type": rec.enum("type", Tool.Type.choices), "name": rec.str("name", max_length=255),
+            # AgentForge's ToolConfiguration.type is a free string (its UI also makes "spreadsheet" tools).
+            "type": rec.str("type", max_length=Tool._meta.get_field("type").max_length),
+            "name": rec.str("name", max_length=255),
             "description": rec.str("description", ""), **configs, "credentials": creds,
             "is_active": rec.bool("is_active", True),
             "owner_id": None if system_owned else ref_or_keep(ctx, User, owner, "owner_id", dangling, mapped.warnings, where),
             "system_owned": system_owned,
             "access_type": rec.enum("access_type", Tool.AccessType.choices, "owner_only"),
         }
+        if v["type"] not in Tool.Type.values:
+            mapped.warnings.append(f"{where}: type: {v['type']!r} is not a known tool type (kept)")
         for key in ("allowed_user_ids", "allowed_group_ids", "can_edit_user_ids", "can_delete_user_ids", "can_execute_user_ids"):
             v[key] = rec.list(key, [])
         created = rec.ts("created_at", None)
@@ -641,10 +647,7 @@ class SystemSettingsMapper(Mapper):
         order = []
         for key, value in record.items():
             if not isinstance(key, str) or "." in key:
-                raise_bad = f"{key!r}: keys must not contain '.'"
-                from legacy.errors import LegacyFieldError
-
-                raise LegacyFieldError(str(key), raise_bad)
+                raise LegacyFieldError(str(key), f"{key!r}: keys must not contain '.'")
             order.append(key)
             self._rows(self.prefix + key, value, mapped, top=True)
         mapped.rows.append(_system_row(self.prefix + "__order__", order))
@@ -718,10 +721,24 @@ class IntegrationsMapper(SystemSettingsMapper):
 
 # --- records without a table of their own -> LegacyRecord ----------------------------------------
 
+INVITATIONS = "security/invitations"
+
+
+def revoked_invitation_token(digest: str) -> str:
+    """A token for an invitation whose plaintext was never kept (rows imported before tokens were
+    kept encrypted): AgentForge requires a string, and no old link may match it. Deterministic
+    (parity stays clean), and unguessable without SECRET_KEY."""
+    from django.conf import settings
+
+    return hmac.new(settings.SECRET_KEY.encode("utf-8"), digest.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+
 class LegacyRecordMapper(Mapper):
     """Policies, invitations, kb/db permissions: kept verbatim in ``legacy_records``.
 
-    An invitation's token is stored only as its SHA-256 (``token_sha256``); export writes null.
+    An invitation's token is a secret: ``data`` keeps only its SHA-256 (``token_sha256``) and the
+    plaintext is encrypted in ``secret``, so the export (and the dual-write store) hands AgentForge
+    the invitation as it was and a pending invitation still works after a rollback.
     """
 
     model = LegacyRecord
@@ -737,18 +754,24 @@ class LegacyRecordMapper(Mapper):
             if org_legacy is not None:
                 mapped.warnings.append(f"{where}: org_id: {org_legacy!r} refers to no organization (kept under org_default)")
             org_id = ctx.default_org_id()
-        data = dict(record)
-        if self.collection == "security/invitations" and isinstance(data.get("token"), str):
-            data["token_sha256"] = sha256_hex(data["token"])
+        data, secret = dict(record), None
+        if self.collection == INVITATIONS and isinstance(data.get("token"), str):
+            secret = data["token"]
+            data["token_sha256"] = sha256_hex(secret)
             data["token"] = None
-            mapped.notes.append("invitation token stored only as SHA-256")
-        mapped.rows.append(Row(LegacyRecord, {"org_id": org_id, "collection": self.collection, "legacy_id": lid, "data": data},
+            mapped.notes.append("invitation token kept encrypted (its SHA-256 beside it)")
+        mapped.rows.append(Row(LegacyRecord, {"org_id": org_id, "collection": self.collection, "legacy_id": lid,
+                                              "data": data, "secret": secret},
                                key_fields=("collection", "legacy_id")))
         return mapped
 
     def to_legacy(self, row, ctx=None):
-        # An invitation keeps "token_sha256" next to "token": null, so a re-import keeps it.
-        return dict(row.data)
+        data = dict(row.data)
+        if self.collection == INVITATIONS:
+            digest = data.pop("token_sha256", None)
+            if data.get("token") is None and (row.secret or digest):
+                data["token"] = row.secret or revoked_invitation_token(digest)
+        return data
 
     def export_queryset(self):
         return LegacyRecord.all_orgs.filter(collection=self.collection).order_by("id")
@@ -768,7 +791,12 @@ class LabMapper(Mapper):
     def map_file(self, name: str, data, ctx) -> Mapped:
         mapped = Mapped(name)
         org_legacy = data.get("org_id") if isinstance(data, dict) else None
-        org_id = (ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None) or ctx.default_org_id()
+        org_id = ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None
+        if org_id is None:
+            try:
+                org_id = ctx.default_org_id()
+            except LegacyFieldError as exc:
+                raise LegacyDataError(f"lab/{name}", exc.message, None, exc.field) from None
         mapped.rows.append(Row(LegacyRecord, {"org_id": org_id, "collection": "lab", "legacy_id": name, "data": data},
                                key_fields=("collection", "legacy_id")))
         return mapped

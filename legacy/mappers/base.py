@@ -133,9 +133,14 @@ class Context:
         return self.db_pk(model, legacy_id)
 
     def default_org_id(self):
+        """The pk of ``org_default``, which owns every record without an org_id."""
         from accounts.models import Organization
 
-        return self.ref(Organization, "org_default") or legacy_uuid("organizations", "org_default")
+        pk = self.ref(Organization, "org_default")
+        if pk is None:
+            raise LegacyFieldError("org_id", "none given, and the default organization 'org_default' is neither "
+                                             "in security/organizations.json nor in the database")
+        return pk
 
     def note_org(self, model, pk, org_id) -> None:
         self._row_orgs[(model, pk)] = org_id

@@ -174,6 +174,18 @@ class OrganizationMapper(Mapper):
         return omit_missing(out, extra, self.DEFAULTS)
 
 
+def default_organization_record(now) -> dict:
+    """``org_default`` as AgentForge's SecurityState creates it on first start (both eras: the
+    fields of its first Organization model, with their defaults)."""
+    stamp = ts_out(now)
+    return {"id": "org_default", "name": "Default Organization", "slug": "default", "domain": None, "logo_url": None,
+            "settings": {}, "allowed_auth_providers": ["local", "google", "microsoft"], "require_mfa": False,
+            "allowed_email_domains": [], "google_client_id": None, "google_client_secret": None,
+            "microsoft_client_id": None, "microsoft_client_secret": None, "microsoft_tenant_id": None,
+            "ldap_config_id": None, "max_users": 100, "max_agents": 50, "max_tools": 100, "status": "active",
+            "created_at": stamp, "updated_at": stamp}
+
+
 # --- roles -------------------------------------------------------------------------------------
 
 class RoleMapper(Mapper):
@@ -738,7 +750,7 @@ class ToolPermissionMapper(Mapper):
                 "denied_actions": [], "rate_limit_per_hour": None, "rate_limit_per_day": None,
                 "allowed_hours_start": None, "allowed_hours_end": None, "allowed_days": [0, 1, 2, 3, 4, 5, 6],
                 "allowed_ips": [], "denied_ips": [], "data_scope": None, "created_by": None, "role_ids": [],
-                "user_ids": [], "group_ids": [], "tool_name": ""}
+                "user_ids": [], "group_ids": [], "tool_name": None}
 
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
@@ -746,7 +758,7 @@ class ToolPermissionMapper(Mapper):
         v = {
             "id": self.pk(lid), "legacy_id": lid, "org_id": _org(rec, ctx),
             "tool_id": ref_or_keep(ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where),
-            "tool_name": rec.str("tool_name", "", max_length=255) ,
+            "tool_name": rec.str("tool_name", None, null=True, max_length=255),
             "role_ids": rec.list("role_ids", [], of=str), "user_ids": rec.list("user_ids", [], of=str),
             "group_ids": rec.list("group_ids", [], of=str),
             "can_view": rec.bool("can_view", True), "can_execute": rec.bool("can_execute", True),
@@ -869,6 +881,25 @@ AUDIT_DEFAULTS = {"session_id": None, "resource_id": None, "resource_name": None
                   "request_method": None, "success": True, "error_message": None, "user_email": "", "user_name": "",
                   "org_id": None}
 AUDIT_KEYS = frozenset(AUDIT_DEFAULTS) | {"id", "user_id", "action", "resource_type", "timestamp"}
+# AgentForge's ResourceType; an entry written here about another table is exported under its parent.
+AGENTFORGE_RESOURCE_TYPES = {"user", "role", "policy", "agent", "tool", "knowledge_base", "database", "document",
+                             "conversation", "settings", "organization", "department", "group", "invitation", "session"}
+RESOURCE_PARENTS = {"passwordhistory": "user", "mfasettings": "user", "userrole": "user", "userpreference": "user",
+                    "groupmembership": "group", "grouprole": "group", "rolepermission": "role", "permission": "role",
+                    "toolpermission": "tool", "agenttool": "agent", "agentversion": "agent", "documentchunk": "document",
+                    "message": "conversation", "attachment": "conversation"}
+
+
+def _agentforge_shaped(out: dict) -> None:
+    """An entry written here (a sign-in, a model change) in the shape AgentForge's AuditLog model
+    accepts, so its loader keeps it after a rollback: required strings and its resource types
+    (the table's own type stays in ``details``). Entries imported from AgentForge never need this."""
+    out["org_id"] = out["org_id"] or "org_default"  # a sign-in with an unknown email has no organization
+    for key in ("user_id", "user_email", "user_name"):
+        out[key] = out[key] or ""
+    if out["resource_type"] not in AGENTFORGE_RESOURCE_TYPES:
+        out["details"] = {**(out["details"] or {}), "resource_type": out["resource_type"]}
+        out["resource_type"] = RESOURCE_PARENTS.get(out["resource_type"], "settings")
 
 
 class AuditLogMapper(Mapper):
@@ -1013,6 +1044,8 @@ class AuditLogMapper(Mapper):
             "request_id": entry.request_id, "request_path": entry.request_path, "request_method": entry.request_method,
             "success": entry.success, "error_message": entry.error_message, "timestamp": ts_out(entry.timestamp),
         }
+        if entry.legacy_id is None:
+            _agentforge_shaped(out)
         out.update(extra_items(extra))
         return omit_missing(out, extra, AUDIT_DEFAULTS)
 

@@ -211,6 +211,11 @@ class DatabaseStore:
             instance = self._find(mapper, record_id, active)
             if instance is None:
                 return False
+            if collection == "agents":
+                # AgentForge's delete_agent dropped the agent's conversations with it.
+                from conversations.models import Conversation
+
+                Conversation.all_orgs.filter(agent_id=instance.pk).delete()
             instance.delete()
             return True
 

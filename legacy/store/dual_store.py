@@ -38,7 +38,7 @@ from django.db import transaction
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.store import failures, write_behind
 from legacy.store.db_store import DB_COLLECTIONS, DatabaseStore
-from legacy.store.jsonfiles import LegacyFiles, UnknownCollection, record_key
+from legacy.store.jsonfiles import UNCHANGED, LegacyFiles, UnknownCollection, record_key
 
 logger = logging.getLogger("agentforge.legacy.store")
 
@@ -90,7 +90,27 @@ class DualStore:
                 raise OrgScopeError(f"{collection}: record {key} belongs to another organization")
             deleted = record is not None
         self._after_commit("delete", collection, key)
+        if collection == "agents":
+            # The database side dropped the agent's conversations (as AgentForge did); so does the file.
+            transaction.on_commit(lambda: self.drop_conversations_of(key))
         return deleted
+
+    def drop_conversations_of(self, agent_id: str) -> bool:
+        """Remove every conversation of ``agent_id`` from conversations.json; never raises."""
+        def change(data):
+            if not isinstance(data, dict):
+                return UNCHANGED
+            kept = {k: r for k, r in data.items() if not (isinstance(r, dict) and r.get("agent_id") == agent_id)}
+            return UNCHANGED if len(kept) == len(data) else kept
+
+        try:
+            self.files.update("conversations", change)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the database has committed; report, count, go on
+            failures.record_failure("delete", "conversations", f"agent {agent_id}", exc)
+            logger.error("dual write: the conversations of deleted agent %s were not removed from the JSON file "
+                         "(%s: %s); run manage.py verify_parity --fix-from db", agent_id, type(exc).__name__, exc)
+            return False
 
     def _after_commit(self, operation: str, collection: str, key: str) -> None:
         queue = write_behind.queue_for(self.files.data_dir, self.sync_many, settings.DUAL_WRITE_DELAY)

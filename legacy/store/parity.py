@@ -54,8 +54,6 @@ def normalise(collection: str, record):
             for key in _MFA_NULLED:
                 if key in mfa:
                     mfa[key] = None
-    elif collection == "security/invitations" and "token" in record:
-        record["token"] = None
     return record
 
 

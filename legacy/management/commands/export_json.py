@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.tenancy import unscoped
-from legacy.exporter import export_directory
+from legacy.exporter import export_directory, passwords_agentforge_cannot_verify
 from security.crypto import DecryptionError
 
 
@@ -19,10 +19,16 @@ class Command(BaseCommand):
         try:
             with unscoped():
                 counts = export_directory(options["out_dir"])
+                locked_out = passwords_agentforge_cannot_verify()
         except DecryptionError as exc:
             raise CommandError(f"cannot decrypt a secret: {exc}") from None
         except OSError as exc:
             raise CommandError(f"{options['out_dir']}: {exc.strerror or exc}") from None
+        if locked_out:
+            self.stderr.write(
+                f"warning: {locked_out} user(s) have a password AgentForge cannot verify (bcrypt, written after "
+                "LEGACY_ROLLBACK_POSSIBLE was turned off); each signs in once with it back on, or resets it after the rollback"
+            )
         if options["verbosity"] > 0:
             for name, count in counts.items():
                 self.stdout.write(f"{name}: {count} record(s)")

@@ -23,7 +23,9 @@ def refresh_statistics(tables: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> 
     """ANALYZE ``tables`` on ``using``; returns the tables analysed (sorted)."""
     connection = connections[using]
     names = sorted(set(tables))
-    if not names:
+    if not names or (connection.vendor == "mysql" and connection.in_atomic_block):
+        # ANALYZE TABLE commits the open transaction implicitly on MariaDB/MySQL: never inside
+        # a caller's transaction (InnoDB also recalculates after a tenth of a table changed).
         return []
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:

@@ -231,6 +231,24 @@ def test_a_superusers_inline_formset_cannot_add_a_user_to_another_organizations_
     assert GroupMembership.all_orgs.filter(group=their_group, user=own).exists()
 
 
+def test_the_store_never_links_an_organizations_record_to_another_organizations_rows(make_org):
+    from legacy.store import DatabaseStore
+
+    default, other = Organization.get_default(), make_org()
+    theirs = Tool.all_orgs.create(org=other, name="theirs", type=Tool.Type.API, legacy_id="tool-theirs")
+    mine = Tool.all_orgs.create(org=default, name="mine", type=Tool.Type.API, legacy_id="tool-mine")
+    record = {"id": "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b", "name": "Helper", "goal": "", "tasks": [],
+              "tool_ids": ["tool-mine", "tool-theirs"], "status": "draft", "is_active": True,
+              "created_at": "2026-01-20T10:00:00", "updated_at": "2026-01-20T10:00:00"}
+    with org_scope(default):
+        with pytest.raises(OrgScopeError, match="belongs to organization"):
+            DatabaseStore().save("agents", record)
+        assert not Agent.objects.filter(pk=record["id"]).exists()
+        DatabaseStore().save("agents", {**record, "tool_ids": ["tool-mine"]})
+        assert list(Agent.objects.get(pk=record["id"]).tools.all()) == [mine]
+    assert not AgentTool.all_orgs.filter(tool=theirs).exists()
+
+
 # --- 4. the scope is bound when the query runs --------------------------------------------------
 
 

@@ -39,6 +39,21 @@ class AppendOnlyError(Exception):
     """Audit log entries are append-only in the database: no update, no delete."""
 
 
+def check_mapped_links(mapped) -> None:
+    """The organization invariant the ORM checks on save, for rows the writer puts in with SQL:
+    no row of the record (its child rows included) links to another organization's row."""
+    from accounts.models.base import check_org_links
+
+    def instances(model, rows):
+        names = {f.attname for f in model._meta.concrete_fields}
+        return [model(**{k: v for k, v in values.items() if k in names}) for values in rows]
+
+    for row in mapped.rows:
+        check_org_links(instances(row.model, [row.values]))
+    for child in mapped.children:
+        check_org_links(instances(child.model, child.rows))
+
+
 def context_for(collection: str, record: dict):
     """A mapper Context for one record: what ``import_json`` gathers from whole files,
     taken from the database instead.
@@ -184,6 +199,9 @@ class DatabaseStore:
                 other = other.first()
                 if other is not None and self._org_of_instance(other) != active:
                     raise OrgScopeError(f"{collection}: record {mapped.legacy_id} belongs to another organization")
+                # An organization's code never links its rows to another organization's
+                # (unscoped system work mirrors the JSON files as import_json does).
+                check_mapped_links(mapped)
             write_mapped(mapped)
         return mapped.legacy_id
 

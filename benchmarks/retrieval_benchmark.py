@@ -286,11 +286,17 @@ def bench_database(args, rng):
         found, t = timed(lambda q: semantic_search(q, 10), queries)
         kind = "approximate" if index.ann is not None else "exact"
         got = [[h.chunk.pk.bytes for h in hits] for hits in found]
-        print(f"semantic_search ({kind}): {percentiles(t)}  recall@10 {recall(got, exact):.3f}")
-        _, t = timed(lambda s: keyword_hits(s, 10), texts)
-        print(f"keyword_hits:          {percentiles(t)}")
-        _, t = timed(lambda pair: hybrid_search(pair[0], pair[1], 10), list(zip(texts, queries)))
-        print(f"hybrid_search (RRF):   {percentiles(t)}")
+        # Relevant: a chunk of the query's own topic (cluster).
+        def precision(results):
+            return np.mean([np.mean([labels[int(h.chunk.chunk_id)] == want for h in hits]) if hits else 0.0
+                            for hits, want in zip(results, q_labels)])
+
+        print(f"semantic_search ({kind}): {percentiles(t)}  recall@10 {recall(got, exact):.3f}"
+              f"  topic precision@10 {precision(found):.3f}")
+        found, t = timed(lambda s: keyword_hits(s, 10), texts)
+        print(f"keyword_hits:          {percentiles(t)}  topic precision@10 {precision(found):.3f}")
+        found, t = timed(lambda pair: hybrid_search(pair[0], pair[1], 10), list(zip(texts, queries)))
+        print(f"hybrid_search (RRF):   {percentiles(t)}  topic precision@10 {precision(found):.3f}")
         old_n = min(n, args.old_max)
         subset = DocumentChunk.objects.filter(index_position__lt=old_n)
         _, t = timed(lambda q: old_most_similar(subset, q.tolist()), queries[:5])

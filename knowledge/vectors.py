@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -30,6 +29,14 @@ from django.db import connections, router, transaction
 
 from accounts.tenancy import current_org_id, org_scope, unscoped
 from knowledge.models import DocumentChunk, VectorSet, as_pk, tool_key
+
+def _faiss():
+    # Imported on first use: about a second of start-up that commands such as dbhealth, and
+    # processes whose sets all stay under VECTOR_ANN_MIN_VECTORS, never need.
+    import faiss
+
+    return faiss
+
 
 # Ids are read and written in batches of this size (IN lists, executemany).
 BATCH = 1000
@@ -220,18 +227,21 @@ class VectorIndex:
 
     def compact(self):
         """Drop dead rows (and the approximate index, which numbers rows)."""
+        self.ann = None
+        if self.live == self.size:
+            return  # nothing to drop: no copy of a big matrix
         keep = np.flatnonzero(self.alive[: self.size])
         self.matrix, self.ids = self.matrix[keep].copy(), self.ids[keep].copy()
         self.alive = np.ones(len(keep), dtype=bool)
         self.size = len(keep)
         self.rows = {key: row for row, key in enumerate(self.ids.tolist())}
-        self.ann = None
 
     def build_ann(self, nlist: int | None = None):
         """A faiss IVF (inverted lists over k-means cells) over the live rows."""
         self.compact()
         n = self.size
         nlist = nlist or int(min(4096, max(16, np.sqrt(n))))
+        faiss = _faiss()
         quantizer = faiss.IndexFlatIP(self.dimension)
         ann = faiss.IndexIVFFlat(quantizer, self.dimension, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = self.matrix[: self.size]
@@ -276,7 +286,7 @@ class VectorIndex:
         os.replace(tmp, path.with_suffix(".npz"))
         ann_path = path.with_suffix(".ivf")
         if self.ann is not None:
-            faiss.write_index(self.ann, str(ann_path) + ".tmp")
+            _faiss().write_index(self.ann, str(ann_path) + ".tmp")
             os.replace(str(ann_path) + ".tmp", ann_path)
         elif ann_path.exists():
             ann_path.unlink()
@@ -297,7 +307,7 @@ class VectorIndex:
         index.version = meta["version"]
         ann_path = path.with_suffix(".ivf")
         if ann_path.exists():
-            index.ann = faiss.read_index(str(ann_path))
+            index.ann = _faiss().read_index(str(ann_path))
         return index, meta
 
 

@@ -199,7 +199,7 @@ wrapper = TenantStatementWrapper()
 
 
 def enabled_for(connection) -> bool:
-    return connection.vendor == "postgresql" and connection.settings_dict.get("ROW_LEVEL_SECURITY", True)
+    return connection.vendor == "postgresql"
 
 
 def install_on(connection) -> bool:

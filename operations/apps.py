@@ -8,7 +8,7 @@ class OperationsConfig(AppConfig):
 
     def ready(self):
         # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
-        from accounts import rls
+        from accounts import rls, tenant_schema
         from operations import monitoring
 
         monitoring.install()
@@ -17,3 +17,4 @@ class OperationsConfig(AppConfig):
         # around a statement closes before the monitor records a slow query in a transaction
         # of its own.
         rls.install()
+        tenant_schema.install()  # MariaDB: Django's loaddata checks leave the composite keys alone

@@ -57,6 +57,8 @@ _UNSET = object()  # nothing set in this transaction yet
 _UNKNOWN = object()  # a savepoint rollback may have restored an older setting
 # Statements that touch no table; SET TRANSACTION must even come first in its transaction.
 _CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET TRANSACTION")
+# Statements PostgreSQL refuses inside a transaction block (maintenance, not tenant data).
+_OUTSIDE_TRANSACTIONS = ("VACUUM", "CREATE DATABASE", "DROP DATABASE", "REINDEX", "CLUSTER")
 
 
 def bypass_role(settings_dict: dict) -> str:
@@ -144,14 +146,14 @@ class TenantStatementWrapper:
         state = wanted_state()
         if state == BYPASS and logger.isEnabledFor(logging.DEBUG):
             logger.debug("row-level security bypassed (%s): %.200s", connection.alias, sql)
+        head = sql.lstrip()[:21].upper() if isinstance(sql, str) else ""
         if raw.autocommit:
-            if state is None:
+            if state is None or head.startswith(_OUTSIDE_TRANSACTIONS):
                 return execute(sql, params, many, context)
             return self._in_own_transaction(connection, raw, state, execute, sql, params, many, context)
         status = raw.info.transaction_status
         if status == 0:  # IDLE: psycopg opens a transaction with this statement
             conn_state.applied = _UNSET
-        head = sql.lstrip()[:21].upper() if isinstance(sql, str) else ""
         if status != 3 and not head.startswith(_CONTROL):  # 3 = INERROR: only a rollback can run
             if conn_state.applied is _UNSET or conn_state.applied != state:
                 if not (state is None and conn_state.applied is _UNSET):
@@ -197,7 +199,7 @@ wrapper = TenantStatementWrapper()
 
 
 def enabled_for(connection) -> bool:
-    return connection.vendor == "postgresql" and connection.settings_dict.get("ROW_LEVEL_SECURITY", True)
+    return connection.vendor == "postgresql"
 
 
 def install_on(connection) -> bool:

@@ -201,3 +201,35 @@ class EnableRowLevelSecurity(_SchemaOperation):
         if vendor != "postgresql":
             return []
         return [sql for table in policy_tables(apps) for sql in drop_policy_statements(table, quote)]
+
+
+def _mysql_relations_without_composite_keys(self, cursor, table_name):
+    """MariaDB/MySQL ``get_relations`` leaving the composite tenant keys out.
+
+    Django's ``check_constraints`` (run by ``loaddata``) checks each foreign-key column on
+    its own: the ``org_id`` column of a composite key would be checked against the target's
+    ``org_id`` alone (wrong under MATCH SIMPLE) and would hide the real ``org_id`` key to
+    ``organizations``. Django's own single-column keys are still all checked.
+    """
+    cursor.execute(
+        """
+        SELECT column_name, referenced_column_name, referenced_table_name
+        FROM information_schema.key_column_usage
+        WHERE table_name = %s
+            AND table_schema = DATABASE()
+            AND referenced_table_schema = DATABASE()
+            AND referenced_table_name IS NOT NULL
+            AND referenced_column_name IS NOT NULL
+            AND constraint_name NOT LIKE %s
+        """,
+        [table_name, r"%\_ofk"],
+    )
+    return {field: (other_field, other_table) for field, other_field, other_table in cursor.fetchall()}
+
+
+def install() -> None:
+    try:
+        from django.db.backends.mysql.introspection import DatabaseIntrospection
+    except Exception:  # no mysqlclient: no MariaDB connection either
+        return
+    DatabaseIntrospection.get_relations = _mysql_relations_without_composite_keys

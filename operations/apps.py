@@ -11,7 +11,7 @@ class OperationsConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
-        from accounts import rls
+        from accounts import rls, tenant_schema
         from agentforge_site.db_statistics import optimize_after_migrate
         from agentforge_site.files import private_sqlite_files
         from operations import monitoring
@@ -26,3 +26,4 @@ class OperationsConfig(AppConfig):
         # around a statement closes before the monitor records a slow query in a transaction
         # of its own.
         rls.install()
+        tenant_schema.install()  # MariaDB: Django's loaddata checks leave the composite keys alone

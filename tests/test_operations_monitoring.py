@@ -94,7 +94,6 @@ def test_slow_query_is_logged_counted_and_recorded_once_a_minute(settings, caplo
     assert secret not in str(event.details)
     # The request's events carry the organization and the path.
     request_events = [e for e in slow_events() if e.details.get("request_path") == "/health/"]
-    print("DBG", [(e.org_id, e.details.get("request_path"), e.details.get("shape")[:60]) for e in slow_events()])
     assert request_events and all(e.org_id == org.pk for e in request_events)
 
     # A minute later, the same shape is recorded again.

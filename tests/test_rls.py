@@ -127,6 +127,27 @@ def test_writes_of_another_organizations_rows_are_refused_or_touch_nothing(three
         assert Agent.all_orgs.get(pk=agent_a.pk).org_id == a.pk
 
 
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_hand_written_writes_inside_a_scope_cannot_reach_or_make_another_organizations_rows(three_orgs, table):
+    orgs, _rows = three_orgs
+    a, b = orgs[0], orgs[1]
+    column = TABLES[table]
+    with org_scope(a):
+        with connection.cursor() as cursor:
+            cursor.execute(f'UPDATE "{table}" SET "{column}" = "{column}" WHERE "{column}" = %s', [b.pk])
+            assert cursor.rowcount == 0
+            cursor.execute(f'DELETE FROM "{table}" WHERE "{column}" = %s', [b.pk])
+            assert cursor.rowcount == 0
+        if column == "org_id":
+            # The audit trail's append-only trigger fires before the policy's check.
+            refusal = "append-only" if table == "audit_logs" else "row-level security"
+            with pytest.raises(DatabaseError, match=refusal), transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute(f'UPDATE "{table}" SET org_id = %s WHERE org_id = %s', [b.pk, a.pk])
+    with unscoped():
+        assert {a.pk, b.pk} <= _org_ids(table)
+
+
 def test_with_no_organization_hand_written_sql_sees_no_tenant_row(three_orgs):
     orgs, _rows = three_orgs
     for table in TABLES:
@@ -163,6 +184,9 @@ def test_autocommit_statements_each_carry_their_own_organization(transactional_d
             assert _all("SELECT id FROM agents") == [(agent_b.pk,)]
         assert _all("SELECT id FROM agents") == []
         assert connection.connection.info.transaction_status == 0  # idle: nothing left open
+    # Maintenance that PostgreSQL refuses inside a transaction block is sent as it is.
+    with unscoped(), connection.cursor() as cursor:
+        cursor.execute("VACUUM agents")
 
 
 def test_switching_organizations_and_rolling_back_savepoints_inside_one_transaction(three_orgs):

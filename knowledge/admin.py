@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
 
-from agentforge_site.admin_base import OrgScopedAdmin, count_subquery, json_block, truncate
-from knowledge.models import Document, DocumentChunk
+from agentforge_site.admin_base import OrgScopedAdmin, ReadOnlyAdminMixin, count_subquery, json_block, truncate
+from knowledge.models import Document, DocumentChunk, VectorSet
 
 
 @admin.register(Document)
@@ -64,3 +64,12 @@ class DocumentChunkAdmin(OrgScopedAdmin):
     @admin.display(description="table data")
     def table_pretty(self, obj):
         return json_block(obj.table_data)
+
+
+@admin.register(VectorSet)
+class VectorSetAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
+    """The vector families of an organization: written only by set_embeddings, shown for operators."""
+
+    list_display = ("__str__", "org", "embedding_model", "tool_key", "dimension", "version", "updated_at")
+    list_select_related = ("org",)
+    search_fields = ("embedding_model", "tool_key")

@@ -7,7 +7,6 @@ class OperationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
@@ -16,6 +15,7 @@ class OperationsConfig(AppConfig):
         from agentforge_site.files import private_sqlite_files
         from operations import monitoring
 
+        # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
         monitoring.install()
         # migrate ends with fresh planner statistics (SQLite has none until asked).
         post_migrate.connect(optimize_after_migrate, dispatch_uid="agentforge_optimize_after_migrate")

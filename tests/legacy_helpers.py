@@ -112,3 +112,23 @@ def load_dir(root) -> dict:
     """{relative path: parsed JSON} of a legacy directory (JSON files only)."""
     root = Path(root)
     return {str(p.relative_to(root)): json.loads(p.read_text(encoding="utf-8")) for p in sorted(root.rglob("*.json"))}
+
+
+def run_store_child(tmp_path, data_dir, body: str, delay: str):
+    """Run ``body`` in a real process with the dual store on the test database (``get_store``
+    and ``os`` imported, ``DUAL_WRITE_DELAY=delay``): what a crash or an exit does to the files."""
+    import os
+    import subprocess
+    import sys
+
+    name = str(connection.settings_dict["NAME"])  # SQLite tests use a file (tests/settings.py)
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "import agentforge_site\nagentforge_site.setup()\n"
+        "from legacy.store import get_store, jsonfiles\n" + body
+    )
+    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(data_dir), DUAL_WRITE_DELAY=delay,
+               DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=name, SQLITE_PATH=name)
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)

@@ -232,6 +232,7 @@ def test_dual_mode_saves_agentforge_shaped_records_and_stays_inrun_parity(import
     user = json.loads(json.dumps(next(u for u in users.values() if u["email"] == "henry.accepts@acme.example")))
     user["profile"]["first_name"] = "Hénri"
     store.save("security/users", user)
+    store.flush()  # the files follow the database within DUAL_WRITE_DELAY; now, for the test
     assert _file(root, "agents.json")[agent["id"]]["name"] == "Renamed in dual mode"
     assert _file(root, "security/users.json")[user["id"]]["profile"]["first_name"] == "Hénri"
     status, output = run_parity(root)
@@ -245,7 +246,9 @@ def test_deleting_an_agent_in_dual_mode_drops_its_conversations_on_both_sides(im
     agent_id = next(c["agent_id"] for c in conversations.values() if c.get("agent_id") in _file(root, "agents.json"))
     theirs = [k for k, c in conversations.items() if c.get("agent_id") == agent_id]
     assert theirs
-    assert DualStore(root).delete("agents", agent_id) is True
+    store = DualStore(root)
+    assert store.delete("agents", agent_id) is True
+    store.flush()
     assert not Conversation.all_orgs.filter(legacy_id__in=theirs).exists()
     left = _file(root, "conversations.json")
     assert not set(theirs) & set(left) and len(left) == len(conversations) - len(theirs)

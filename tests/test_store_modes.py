@@ -8,7 +8,6 @@ be read right after a save; the default, written behind, has tests/test_store_wr
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -17,7 +16,7 @@ from django.core.management.base import CommandError
 from accounts.tenancy import OrgScopeError, org_scope, unscoped
 from legacy.store import DatabaseStore, DualStore, get_store
 from legacy.store import failures, jsonfiles
-from tests.legacy_helpers import run_parity
+from tests.legacy_helpers import run_parity, run_store_child
 
 AGENT_ID = "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b"
 
@@ -283,41 +282,11 @@ def test_lost_json_write_is_counted_found_and_repaired(imported, monkeypatch, ca
 @pytest.mark.django_db(transaction=True)
 def test_crashed_child_process_is_repaired(imported, tmp_path):
     """A process killed after the database commit, before its JSON write."""
-    import os
-    import subprocess
-    import sys
-
-    from django.db import connection
-
-    name = str(connection.settings_dict["NAME"])
-    in_memory = connection.vendor == "sqlite" and "memory" in name
-    if in_memory:
-        # The child cannot see an in-memory database: give it a file copy, read it back after.
-        import sqlite3
-
-        name = str(tmp_path / "child.sqlite3")
-        connection.ensure_connection()
-        copy = sqlite3.connect(name)
-        connection.connection.backup(copy)
-        copy.close()
-    script = tmp_path / "crash.py"
-    script.write_text(
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-        "import agentforge_site\nagentforge_site.setup()\n"
-        "from legacy.store import get_store, jsonfiles\n"
-        "def die(*a, **k):\n    os._exit(9)\n"
-        "jsonfiles.LegacyFiles.apply = die\n"
-        f"get_store().save('agents', {agent(name='Saved then killed')!r})\n"
-    )
-    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(imported), DUAL_WRITE_DELAY="0",
-               DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=name, SQLITE_PATH=name)
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
+    body = ("def die(*a, **k):\n    os._exit(9)\n"
+            "jsonfiles.LegacyFiles.apply = die\n"
+            f"get_store().save('agents', {agent(name='Saved then killed')!r})\n")
+    result = run_store_child(tmp_path, imported, body, delay="0")
     assert result.returncode == 9, result.stderr.decode()
-    if in_memory:
-        back = sqlite3.connect(name)
-        back.backup(connection.connection)
-        back.close()
     assert DatabaseStore().get("agents", AGENT_ID)["name"] == "Saved then killed"
     assert not (imported / "agents.json").exists()
     status, report = parity(imported)

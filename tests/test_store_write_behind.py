@@ -5,18 +5,17 @@ file's text the legacy formatting, byte for byte, however it was reached."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from hypothesis import given, settings as hsettings, strategies as st
 
 from legacy.store import DatabaseStore, DualStore, jsonfiles
 from legacy.store.jsonfiles import _Image, dumps
+from tests.legacy_helpers import run_store_child
 from tests.test_store_modes import AGENT_ID, agent, json_file, parity
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -132,37 +131,9 @@ def test_a_file_replaced_by_another_process_is_read_again(imported, settings):
     assert (imported / "agents.json").read_text() == dumps("agents", after)
 
 
-def _run_child(tmp_path, data_dir, body: str, delay: str) -> subprocess.CompletedProcess:
-    """Run ``body`` in a real process on the test database (a file copy for in-memory SQLite,
-    copied back afterwards)."""
-    name = str(connection.settings_dict["NAME"])
-    in_memory = connection.vendor == "sqlite" and "memory" in name
-    if in_memory:
-        name = str(tmp_path / "child.sqlite3")
-        connection.ensure_connection()
-        copy = sqlite3.connect(name)
-        connection.connection.backup(copy)
-        copy.close()
-    script = tmp_path / "child.py"
-    script.write_text(
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(PROJECT)!r})\n"
-        "import agentforge_site\nagentforge_site.setup()\n"
-        "from legacy.store import get_store\n" + body
-    )
-    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(data_dir), DUAL_WRITE_DELAY=delay,
-               DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=name, SQLITE_PATH=name)
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
-    if in_memory:
-        back = sqlite3.connect(name)
-        back.backup(connection.connection)
-        back.close()
-    return result
-
-
 @pytest.mark.django_db(transaction=True)
 def test_queued_writes_are_flushed_at_exit(imported, tmp_path):
-    result = _run_child(tmp_path, imported, f"get_store().save('agents', {agent(name='Saved, then exit')!r})\n", "1")
+    result = run_store_child(tmp_path, imported, f"get_store().save('agents', {agent(name='Saved, then exit')!r})\n", "1")
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert json_file(imported, "agents")[AGENT_ID]["name"] == "Saved, then exit"
     assert parity(imported)[0] == 0
@@ -172,7 +143,7 @@ def test_queued_writes_are_flushed_at_exit(imported, tmp_path):
 def test_a_crash_inside_the_delay_is_found_and_repaired(imported, tmp_path):
     """Killed after the commit and before the rewrite: the durability rule's one gap."""
     body = f"get_store().save('agents', {agent(name='Saved, then killed')!r})\nos._exit(9)\n"
-    result = _run_child(tmp_path, imported, body, "1")
+    result = run_store_child(tmp_path, imported, body, "1")
     assert result.returncode == 9, result.stderr.decode()[-2000:]
     assert DatabaseStore().get("agents", AGENT_ID)["name"] == "Saved, then killed"
     assert not (imported / "agents.json").exists()  # the sample has no agents.json; nothing wrote one

@@ -7,16 +7,11 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentforge_site.settings")
-    from django.conf import settings
     from django.core.management import execute_from_command_line
 
     from agentforge_site.dbconfig import ConfigurationError
 
     try:
-        # Read the settings first: Django's command runner keeps a settings error aside and, for
-        # commands that run the system checks (migrate, makemigrations), fails later with an
-        # unrelated AppRegistryNotReady traceback instead.
-        settings.INSTALLED_APPS
         execute_from_command_line(sys.argv)
     except ConfigurationError as exc:
         # One line naming the variable, never a traceback.

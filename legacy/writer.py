@@ -360,7 +360,9 @@ class Writer:
     def _insert(self, plan, tuples) -> None:
         qn = connection.ops.quote_name
         columns = ", ".join(qn(c) for c in plan.columns)
-        with connection.cursor() as cursor:
+        # The driver's cursor is used below Django's wrapper: wrap_database_errors keeps its
+        # errors Django's (an IntegrityError, not psycopg's UniqueViolation) for callers.
+        with connection.cursor() as cursor, connection.wrap_database_errors:
             if connection.vendor == "postgresql":
                 raw = cursor.cursor
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
@@ -378,7 +380,7 @@ class Writer:
             return
         qn = connection.ops.quote_name
         columns = ", ".join(qn(c) for c in plan.columns)
-        with connection.cursor() as cursor:
+        with connection.cursor() as cursor, connection.wrap_database_errors:
             raw = cursor.cursor  # below Django's debug wrapper: statements of megabytes are not logged
             if connection.vendor == "postgresql":
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:

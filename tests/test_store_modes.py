@@ -87,6 +87,28 @@ def test_database_mode_round_trip_touches_no_file(default_org, tmp_path, setting
     assert not Agent.all_orgs.filter(legacy_id=AGENT_ID).exists()
 
 
+def test_database_mode_save_that_loses_an_insert_race_updates(default_org, tmp_path, settings, monkeypatch):
+    """Another process inserted the same new record between this save's read and its insert
+    (CI saw it with two dual writers on MariaDB): the save retries and updates that row."""
+    from agents.models import Agent
+    from legacy.writer import Writer
+
+    settings.LEGACY_DATA_DIR = str(tmp_path)
+    store = get_store("database")
+    store.save("agents", agent(name="Written by the other process"))
+    real_fetch = Writer._fetch_existing
+    blind = {"reads": 0}
+
+    def fetch_missing_the_other_insert(self, *args):
+        blind["reads"] += 1
+        return {} if blind["reads"] == 1 else real_fetch(self, *args)
+
+    monkeypatch.setattr(Writer, "_fetch_existing", fetch_missing_the_other_insert)
+    assert store.save("agents", agent(name="Written by this one")) == AGENT_ID
+    assert blind["reads"] >= 2
+    assert list(Agent.all_orgs.filter(legacy_id=AGENT_ID).values_list("name", flat=True)) == ["Written by this one"]
+
+
 def test_database_mode_sample_users_read_back_as_exported(imported):
     store = DatabaseStore()
     users = {u["id"]: u for u in store.all("security/users")}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
@@ -170,8 +170,6 @@ class DatabaseStore:
 
     def save(self, collection: str, record: dict) -> str:
         """Map and write one record in a transaction; return its legacy id."""
-        from legacy.mappers import Context
-
         mapper = self.mapper(collection)
         active = self._active()
         with transaction.atomic(), unscoped():
@@ -179,6 +177,16 @@ class DatabaseStore:
             mapped = mapper.to_rows(record, ctx)
         if active is not None and self._org_of_mapped(mapper, mapped) != active:
             raise OrgScopeError(f"{collection}: record {mapped.legacy_id} belongs to another organization")
+        try:
+            return self._write(collection, mapper, mapped, record, active)
+        except IntegrityError:
+            # Another process inserted the same record between our read and our insert
+            # (two writers saving one new agent): the second try finds it and updates.
+            return self._write(collection, mapper, mapped, record, active)
+
+    def _write(self, collection, mapper, mapped, record, active) -> str:
+        from legacy.mappers import Context
+
         with transaction.atomic(), unscoped():
             if collection in APPEND_ONLY:
                 existing = self._find(mapper, mapped.legacy_id, None)

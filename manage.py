@@ -7,11 +7,26 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentforge_site.settings")
+    from django.conf import settings
     from django.core.management import execute_from_command_line
+    from django.core.management.base import CommandError, CommandParser, handle_default_options
 
     from agentforge_site.dbconfig import ConfigurationError
 
+    # --settings / --pythonpath first, as Django's runner does, so the settings read below are the
+    # ones the command will use.
+    parser = CommandParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--settings")
+    parser.add_argument("--pythonpath")
     try:
+        handle_default_options(parser.parse_known_args(sys.argv[2:])[0])
+    except CommandError:
+        pass  # Django's runner reports malformed options itself
+    try:
+        # Read the settings before Django's runner: it keeps a settings error aside and, for
+        # commands that run the system checks (migrate, makemigrations), fails later with an
+        # unrelated AppRegistryNotReady traceback instead of this one line.
+        settings.INSTALLED_APPS
         execute_from_command_line(sys.argv)
     except ConfigurationError as exc:
         # One line naming the variable, never a traceback.

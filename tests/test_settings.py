@@ -153,6 +153,28 @@ def test_bad_configuration_stops_startup_with_one_line(env, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["migrate", "makemigrations", "import_json"])
+def test_every_command_reports_a_bad_configuration_in_one_line(command):
+    # A bare environment, as on a fresh server (from a shell with `env -i`, makemigrations used to
+    # end in an AppRegistryNotReady traceback: manage.py now reads the settings first).
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "ENV_FILE": "",
+           "ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"]}
+    result = subprocess.run([sys.executable, str(BASE / "manage.py"), command], env=env, cwd=BASE,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "configuration error: SECRET_KEY: is required when DEBUG is off"
+
+
+def test_settings_option_is_honoured_before_the_settings_are_read():
+    # The test settings need no SECRET_KEY: with --settings the bare environment runs the command.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "ENV_FILE": "", "DB_TYPE": "sqlite",
+           "SQLITE_PATH": ":memory:"}
+    result = subprocess.run([sys.executable, str(BASE / "manage.py"), "check", "--settings=tests.settings"],
+                            env=env, cwd=BASE, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
 def test_debug_gives_development_defaults():
     result = _manage({"DEBUG": "1", "SQLITE_PATH": ":memory:"}, "check")
     assert result.returncode == 0, result.stderr

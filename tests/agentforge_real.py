@@ -16,7 +16,6 @@ import struct
 import time
 from pathlib import Path
 
-from tests.legacy_corpus import legacy_hash
 
 ROOT = Path(__file__).resolve().parent / "fixtures" / "agentforge"
 # fixture directory -> the label of its era in shapes.json
@@ -37,22 +36,30 @@ def shapes(era: str) -> dict:
     return json.loads((ROOT / "shapes.json").read_text(encoding="utf-8"))["eras"][era]
 
 
-def agentforge_verifies(password: str, stored) -> bool:
-    """AgentForge's PasswordService.verify_password: PBKDF2-SHA256 over the salt's hex text.
+def agentforge_verify(password: str, stored) -> bool:
+    """AgentForge's PasswordService.verify_password: PBKDF2-SHA256 keyed by the salt's text.
 
-    ``salt$hash`` (100000 iterations) or ``salt$iterations$hash``; anything else is a mismatch.
+    ``<salt>$<iterations>$<hex>`` or ``<salt>$<hex>`` (100,000 iterations); anything else never
+    matches. Written from AgentForge's code, independently of ``legacy.passwords``.
     """
-    if not isinstance(stored, str):
-        return False
-    parts = stored.split("$")
     try:
+        parts = stored.split("$")
         if len(parts) == 2:
-            return legacy_hash(password, two_part=True, salt=parts[0]) == stored
-        if len(parts) == 3:
-            return legacy_hash(password, iterations=int(parts[1]), salt=parts[0]) == stored
-    except ValueError:
+            salt, key_hex = parts
+            iterations = 100_000
+        else:
+            salt, iterations_text, key_hex = parts
+            iterations = int(iterations_text)
+        key = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt.encode("utf-8"), iterations)
+        return hmac.compare_digest(key.hex(), key_hex)
+    except Exception:  # noqa: BLE001 - AgentForge treats every error as "no match"
         return False
-    return False
+
+
+def agentforge_backup_code_matches(code: str, stored_codes) -> bool:
+    """AgentForge normalises a backup code (upper case, no '-' or spaces) before checking it."""
+    normalised = code.upper().replace("-", "").replace(" ", "")
+    return any(agentforge_verify(normalised, stored) for stored in stored_codes or [])
 
 
 def totp(secret: str, at: float | None = None, digits: int = 6, step: int = 30) -> str:
@@ -116,4 +123,35 @@ def data_dir_problems(data_dir: Path, era: str) -> list[str]:
             records = [("settings", content)]
         for key, record in records:
             problems += record_problems(models[model_name], record, models, f"{name}: record {key}")
+    return problems
+
+
+def _nullable(model: dict, models: dict, prefix: str = "") -> set[str]:
+    found = set()
+    for field, shape in model["fields"].items():
+        if shape["type"] == "model" and not shape.get("nullable"):
+            found |= _nullable(models[shape["model"]], models, f"{prefix}{field}.")
+        elif shape.get("nullable") and shape["type"] != "any":
+            found.add(prefix + field)
+    return found
+
+
+def nullable_fields() -> dict[str, set[str]]:
+    """Per file (``security/settings.json#settings`` for the settings object), the dotted fields
+    AgentForge's models accept as ``null`` in either era: the only ones its loaders take as null."""
+    found: dict[str, set[str]] = {}
+    for era in ERAS.values():
+        described = shapes(era)
+        for name, model_name in described["files"].items():
+            found.setdefault(name, set()).update(_nullable(described["models"][model_name], described["models"]))
+    return {name: fields for name, fields in found.items() if fields}
+
+
+def audit_entry_problems(entry: dict) -> list[str]:
+    """Why AgentForge's AuditLog model (either era) would refuse ``entry`` (its loader then skips it);
+    ``id`` and ``timestamp`` have defaults there but an exported entry must carry its own."""
+    problems = [f"{name}: {entry.get(name)!r}" for name in ("id", "timestamp") if not isinstance(entry.get(name), str)]
+    for era in ERAS.values():
+        models = shapes(era)["models"]
+        problems += record_problems(models["AuditLog"], entry, models, f"{era} AuditLog")
     return problems

@@ -13,7 +13,7 @@ import base64
 import pytest
 
 from tests.agentforge_real import (
-    ERAS, agentforge_verifies, credentials, data_dir_problems, fixture, record_problems, shapes, totp,
+    ERAS, agentforge_verify, credentials, data_dir_problems, fixture, record_problems, shapes, totp,
 )
 
 SECURITY_DICTS = ["organizations", "users", "departments", "groups", "roles", "policies", "tool_permissions",
@@ -50,10 +50,10 @@ def test_the_recorded_passwords_verify_with_agentforges_rule_and_earlier_ones_do
         if entry["password"] is None:
             assert written[email]["password_hash"] is None  # the Google user
             continue
-        assert agentforge_verifies(entry["password"], written[email]["password_hash"]), email
-        assert not agentforge_verifies(entry["password"] + "x", written[email]["password_hash"]), email
+        assert agentforge_verify(entry["password"], written[email]["password_hash"]), email
+        assert not agentforge_verify(entry["password"] + "x", written[email]["password_hash"]), email
         for old in entry.get("previous_passwords", []):
-            assert not agentforge_verifies(old, written[email]["password_hash"]), email
+            assert not agentforge_verify(old, written[email]["password_hash"]), email
         checked += 1
     assert checked == 11
 
@@ -62,7 +62,7 @@ def test_the_recorded_passwords_verify_with_agentforges_rule_and_earlier_ones_do
 def test_password_history_holds_the_hash_of_the_changed_password(name):
     carol = by_email(name)["carol.creator@acme.example"]
     old = credentials(name)["users"]["carol.creator@acme.example"]["previous_passwords"]
-    assert [agentforge_verifies(old[0], h) for h in carol["password_history"]] == [True]
+    assert [agentforge_verify(old[0], h) for h in carol["password_history"]] == [True]
 
 
 @pytest.mark.parametrize("name", ERAS)
@@ -73,7 +73,7 @@ def test_the_mfa_user_has_the_recorded_totp_secret_and_hashed_backup_codes(name)
     assert bob["mfa"]["totp_secret"] == entry["totp_secret"]
     assert len(entry["backup_codes"]) == len(bob["mfa"]["backup_codes"]) == 10
     for code, stored in zip(entry["backup_codes"], bob["mfa"]["backup_codes"]):
-        assert agentforge_verifies(code, stored)
+        assert agentforge_verify(code, stored)
 
 
 def test_totp_matches_the_rfc_6238_vectors():

@@ -23,13 +23,14 @@ from knowledge.models import Document
 from legacy.models import LegacyRecord
 from legacy.store import DualStore
 from security.models import AuditLog
-from tests.agentforge_scheme import NULLABLE, agentforge_backup_code_matches, agentforge_verify, audit_entry_problems
+from tests.agentforge_real import agentforge_backup_code_matches, agentforge_verify, audit_entry_problems, nullable_fields
 from tests.legacy_helpers import run_parity, load_dir, rerun_changes_nothing, run_export, run_import
 
 pytestmark = pytest.mark.django_db
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agentforge"
 ERAS = ["first-57dc2c9", "last-json-effb5d0"]
+NULLABLE = nullable_fields()
 # AgentForge's answers (credentials.json, "agentforge_login") and ours for the same password.
 REFUSALS = {"Please verify your email first": "Please verify your email first.",
             "Account suspended. Contact administrator": "Account suspended. Contact administrator."}

@@ -1,7 +1,8 @@
 """``null`` wherever AgentForge's Pydantic models allow it: imported, and written back as null.
 
 AgentForge's writer (``.dict()``) emits ``null`` for every ``Optional[...]`` field and every
-field defaulting to ``None``; ``NULLABLE`` (tests/agentforge_scheme.py) is that list.
+field defaulting to ``None``; ``nullable_fields()`` (tests/agentforge_real.py, from its models' shapes)
+is that list.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import pytest
 
 from agents.models import ToolPermission
 from tests import legacy_corpus as C
-from tests.agentforge_scheme import NULLABLE, SETTINGS_NULLABLE
+from tests.agentforge_real import nullable_fields
 from tests.legacy_helpers import load_dir, run_export, run_import
 
 pytestmark = pytest.mark.django_db
+
+NULLABLE = nullable_fields()
+SETTINGS_NULLABLE = sorted(NULLABLE.pop("security/settings.json#settings"))
 
 
 

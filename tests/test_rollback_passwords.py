@@ -18,7 +18,7 @@ from accounts.services import change_password
 from accounts.tokens import issue_password_reset_token, reset_password
 from legacy.store.db_store import DatabaseStore
 from tests import legacy_corpus as C
-from tests.agentforge_scheme import agentforge_backup_code_matches, agentforge_verify
+from tests.agentforge_real import agentforge_backup_code_matches, agentforge_verify
 from tests.legacy_helpers import load_dir, run_export, run_import
 
 pytestmark = pytest.mark.django_db

@@ -882,6 +882,7 @@ def _agentforge_shaped(out: dict) -> None:
     out["org_id"] = out["org_id"] or "org_default"  # a sign-in with an unknown email has no organization
     for key in ("user_id", "user_email", "user_name"):
         out[key] = out[key] or ""
+    out["details"] = out["details"] or {}  # a dict there, never null
     if out["resource_type"] not in AGENTFORGE_RESOURCE_TYPES:
         out["details"] = {**(out["details"] or {}), "resource_type": out["resource_type"]}
         out["resource_type"] = RESOURCE_PARENTS.get(out["resource_type"], "settings")

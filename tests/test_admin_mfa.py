@@ -215,6 +215,8 @@ def test_staff_of_an_organization_that_requires_mfa_enrol_before_the_admin_opens
     assert row.totp_secret in page.content.decode()
     assert mfa.provisioning_uri(row.totp_secret, user.email) in page.content.decode().replace("&amp;", "&")
     assert row.totp_secret in client.get("/admin/mfa/enrol/").content.decode()  # a reload keeps the secret
+    issued = AuditLog.all_orgs.filter(content_type__model="mfasettings", object_pk=str(row.pk))
+    assert issued.count() == 1 and "totp_secret" not in (issued.get().changes or {})
     assert MFASettings.all_orgs.get(user=user).totp_secret == row.totp_secret
     assert client.post("/admin/mfa/enrol/", {"code": "000000"}).status_code == 200
     assert not MFASettings.all_orgs.get(user=user).is_active

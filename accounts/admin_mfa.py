@@ -78,6 +78,7 @@ def _start(request, user, step: str, next_url: str) -> None:
         "next": next_url,
         "failures": 0,
     }
+    request.session.save()  # the key now, so the audit entry names this session
     record_auth_event("login", user=user, success=False, request=request, error="second factor required",
                       details={"stage": "password", "next_step": step})
 

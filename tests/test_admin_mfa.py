@@ -14,6 +14,7 @@ from django.urls import URLResolver
 from accounts import admin_mfa, mfa
 from accounts.models import MFASettings, User
 from legacy import passwords as legacy_passwords
+from security.crypto import sha256_hex
 from security.models import AuditLog, SecurityEvent
 from tests.agentforge_real import totp
 from tests.agentforge_scheme import agentforge_backup_code_matches
@@ -78,6 +79,7 @@ def test_the_password_alone_does_not_sign_in_a_user_with_totp(staff):
     password_entry, = auth_entries(staff, "login")
     assert password_entry.success is False and password_entry.additional_data == {"stage": "password",
                                                                                    "next_step": "verify"}
+    assert password_entry.session_id == sha256_hex(client.cookies["sessionid"].value)
 
 
 def test_the_right_totp_code_signs_in_where_the_visitor_was_going_and_is_audited(staff):

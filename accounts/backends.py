@@ -132,7 +132,8 @@ class EmailBackend(ModelBackend):
             .first()
         )
 
-    def _failed(self, user, request) -> None:
+    def _failed(self, user, request, reason: str = "invalid_password", error: str = "invalid password") -> None:
+        """Count a failure toward the lockout (a wrong password, or a wrong second factor)."""
         from security.audit import record_auth_event, record_security_event
         from security.models import SecurityEvent
 
@@ -147,10 +148,8 @@ class EmailBackend(ModelBackend):
         rows.update(failed_login_attempts=F("failed_login_attempts") + 1)
         attempts = rows.values_list("failed_login_attempts", flat=True).first() or 0
         user.failed_login_attempts = attempts
-        details = {"reason": "invalid_password", "attempts": attempts}
-        record_auth_event(
-            "login_failed", user=user, success=False, request=request, error="invalid password", details=details
-        )
+        details = {"reason": reason, "attempts": attempts}
+        record_auth_event("login_failed", user=user, success=False, request=request, error=error, details=details)
         record_security_event(SecurityEvent.EventType.LOGIN_FAILED, user=user, request=request, details=details)
         if policy["enabled"] and attempts >= policy["attempts"]:
             until = now + dt.timedelta(minutes=policy["minutes"])

@@ -29,7 +29,10 @@ def audit_login(sender, request, user, **kwargs):
     ip = client_ip(request) if request is not None else None
     if ip and isinstance(user, User) and user.pk:
         User.all_orgs.filter(pk=user.pk).update(last_login_ip=ip)
-    record_auth_event("login", user=user, request=request)
+    # AgentForge's login entries say whether a second factor was used (``mfa_used``).
+    method = getattr(request, "mfa_used", None)
+    details = {"mfa_used": True, "mfa_method": method} if method else None
+    record_auth_event("login", user=user, request=request, details=details)
 
 
 @receiver(user_logged_out, dispatch_uid="agentforge_audit_logout")

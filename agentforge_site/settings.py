@@ -68,6 +68,8 @@ SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", False)
 SESSION_COOKIE_AGE = read_int(os.environ, "SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
+# The session table keeps only the SHA-256 of each key: a key read from it does not sign in.
+SESSION_ENGINE = "accounts.sessions"
 # "X-Forwarded-Proto": the header a TLS-terminating proxy sets to "https". Anyone can send it,
 # so it is only read when the proxies are named.
 _proxy_ssl_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
@@ -79,7 +81,7 @@ if _proxy_ssl_header:
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "agentforge_site.apps.AdminConfig",  # Django's admin with the second-factor step
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -52,6 +52,7 @@ NOT_AUDITED_MODELS = frozenset(
         "security.AuditChainHead",
         "security.SecurityEvent",
         "accounts.UserSession",
+        "accounts.HashedSession",
         "conversations.Message",
         "knowledge.DocumentChunk",
     }

@@ -191,3 +191,52 @@ def test_tool_credentials_and_transcript_pages(page, live_server, world):
     transcript = page.inner_text(".af-transcript")
     assert "Hello <b>agent</b>" in transcript  # escaped, shown as text
     shot(page, "conversation-transcript")
+
+
+def test_admin_sign_in_asks_for_the_totp_code_and_a_backup_code_works_once(browser, live_server, make_org, make_user, settings):
+    from accounts import mfa
+    from accounts.models import MFASettings
+    from tests.agentforge_real import totp
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    secret, backup = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "A1B2C3D4"
+    org = make_org("Acme")
+    user = make_user(org, email="mfa@acme.test", password=PASSWORD, is_staff=True, is_superuser=True)
+    MFASettings.all_orgs.create(org=org, user=user, enabled=True, methods=["totp"], totp_secret=secret,
+                                totp_verified=True, backup_codes=[mfa.hash_backup_code(backup)])
+
+    def password_then_code(code):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+        page.fill("#id_username", "mfa@acme.test")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_selector("#mfa-form")
+        assert page.url == f"{live_server.url}/admin/mfa/"
+        page.goto(f"{live_server.url}/admin/auth/")  # no admin page before the code
+        page.wait_for_selector("#mfa-form")
+        page.fill("#id_code", code)
+        page.click("#mfa-form input[type=submit]")
+        page.wait_for_load_state()
+        return context, page
+
+    context, page = password_then_code(totp(secret))
+    page.wait_for_selector("#site-name")
+    assert page.url == f"{live_server.url}/admin/"
+    shot(page, "mfa-signed-in")
+    context.close()
+
+    context, page = password_then_code("a1b2-c3d4")
+    page.wait_for_selector("#site-name")
+    assert page.url == f"{live_server.url}/admin/"
+    context.close()
+
+    context, page = password_then_code(backup)
+    page.wait_for_selector("#mfa-error")
+    assert "Wrong code" in page.inner_text("#mfa-error")
+    assert page.url == f"{live_server.url}/admin/mfa/"
+    shot(page, "mfa-backup-code-used")
+    context.close()

@@ -20,6 +20,7 @@ from accounts.models.directory import (  # noqa: F401
     RolePermission,
 )
 from accounts.models.organizations import AuthProvider, Organization  # noqa: F401
+from accounts.models.sessions import HashedSession  # noqa: F401
 from accounts.models.users import (  # noqa: F401
     MFASettings,
     PasswordHistory,

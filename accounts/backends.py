@@ -12,7 +12,8 @@ security event. The admin login goes through here too.
 Statuses follow AgentForge's login: a pending (email not verified), suspended or inactive
 account is refused even with the right password, and only then is the reason given
 (``login_refusal``, shown by the admin login form); a wrong password gets the same answer
-as an unknown email.
+as an unknown email, and every failure costs the same work whatever the account's hash
+(``accounts.hashers.pad_failure``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.hashers import pad_failure, verify_password_work
 from accounts.models import User
 from accounts.passwords import password_policy
 
@@ -69,26 +71,27 @@ class EmailBackend(ModelBackend):
         if org is not None:
             candidates = candidates.for_org(org)
         candidates = list(candidates)
-        if not candidates:
-            # Spend the same time as a real check, so response times do not reveal emails.
-            User().set_password(password)
-            return None
         tried, locked, refused = [], [], []
+        spent = 0.0  # verification work, in PBKDF2 iterations (accounts.hashers)
         for user in candidates:
             if user.is_locked:
                 locked.append(user)
                 continue
             if user.status not in REFUSED_STATUSES and not self.user_can_authenticate(user):
                 continue
-            if user.check_password(password):
+            correct, work = self.verify_password(user, password)
+            spent += work
+            if correct:
                 if user.status in REFUSED_STATUSES:
                     refused.append(user)
                     continue
                 self._succeeded(user)
                 return user
             tried.append(user)
-        if not tried and not refused:
-            User().set_password(password)  # same time as a real check
+        if not refused:
+            # Unknown email, locked or inactive account, cheap or foreign hash: every failure
+            # costs what the costliest verification does, so its time reveals nothing.
+            self.pad_failure(spent)
         if not tried and not locked and not refused:
             return None
         for user in tried:
@@ -101,6 +104,10 @@ class EmailBackend(ModelBackend):
             login_refusal.set(REFUSED_STATUSES[refused[0].status])
         failure_recorded.set(True)
         return None
+
+    # The two halves of equal-cost failures, methods so that a benchmark can swap them.
+    verify_password = staticmethod(verify_password_work)
+    pad_failure = staticmethod(pad_failure)
 
     def user_can_authenticate(self, user):
         return super().user_can_authenticate(user) and not user.is_locked

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from accounts.hashers import pad_failure, verify_password_work
 from accounts.models import User
+from accounts.throttle import SigninThrottle
 from accounts.passwords import password_policy
 
 
@@ -67,6 +68,13 @@ class EmailBackend(ModelBackend):
         email = email or username or kwargs.get(User.USERNAME_FIELD)
         if not email or password is None:
             return None
+        throttle = SigninThrottle(request, email)
+        refusal = throttle.refusal()
+        if refusal is not None:
+            self._refused_throttled(email, refusal, request)
+            login_refusal.set(refusal.message)
+            failure_recorded.set(True)
+            return None
         candidates = User.all_orgs.by_email(email).select_related("org")
         if org is not None:
             candidates = candidates.for_org(org)
@@ -86,12 +94,16 @@ class EmailBackend(ModelBackend):
                     refused.append(user)
                     continue
                 self._succeeded(user)
+                throttle.succeeded()
                 return user
             tried.append(user)
         if not refused:
             # Unknown email, locked or inactive account, cheap or foreign hash: every failure
             # costs what the costliest verification does, so its time reveals nothing.
             self.pad_failure(spent)
+        throttle.failed()
+        if throttle.started is not None:
+            self._throttle_started(email, throttle, tried + locked + refused, request)
         if not tried and not locked and not refused:
             return None
         for user in tried:
@@ -200,3 +212,27 @@ class EmailBackend(ModelBackend):
             "login_failed", user=user, success=False, request=request, error="account locked", details=details
         )
         record_security_event(SecurityEvent.EventType.LOCKED_LOGIN_ATTEMPT, user=user, request=request, details=details)
+
+    @staticmethod
+    def _refused_throttled(email, refusal, request) -> None:
+        # No account is looked up for a refused attempt: the entry names the email as typed.
+        from security.audit import record_auth_event
+
+        details = {"reason": "throttled", "scope": refusal.scope, "retry_after": refusal.retry_after}
+        record_auth_event("login_failed", email=str(email)[:254], success=False, request=request,
+                          error="too many failed sign-ins", details=details)
+
+    @staticmethod
+    def _throttle_started(email, throttle, users, request) -> None:
+        from security.audit import record_auth_event, record_security_event
+        from security.models import SecurityEvent
+
+        block = throttle.started
+        details = {"reason": "signin_throttled", "scope": block.scope, "blocked_seconds": block.retry_after,
+                   "address": throttle.address}
+        severity = SecurityEvent.Severity.CRITICAL if block.scope == "address" else SecurityEvent.Severity.WARNING
+        for user in users or [None]:
+            record_auth_event("login_failed", user=user, email=str(email)[:254], success=False, request=request,
+                              error="sign-in throttled", details=details)
+            record_security_event(SecurityEvent.EventType.SUSPICIOUS_ACTIVITY, user=user, email=str(email)[:254],
+                                  request=request, severity=severity, details=details)

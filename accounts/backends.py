@@ -28,6 +28,7 @@ from django.utils import timezone
 from accounts.hashers import pad_failure, verify_password_work
 from accounts.models import User
 from accounts.throttle import SigninThrottle
+from accounts.tokens import end_sessions
 from accounts.passwords import password_policy
 
 
@@ -175,6 +176,7 @@ class EmailBackend(ModelBackend):
             until = now + dt.timedelta(minutes=policy["minutes"])
             rows.update(locked_until=until, status=User.Status.LOCKED)
             user.locked_until, user.status = until, User.Status.LOCKED
+            end_sessions(user, "account_locked")
             lock = {
                 "reason": "lockout",
                 "attempts": attempts,

@@ -158,3 +158,15 @@ def test_ipv6_clients_are_counted_by_their_64_network():
     assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
     assert address_key("::ffff:203.0.113.5") == address_key("203.0.113.5") == "203.0.113.5"
+
+
+def test_a_throttle_that_lets_one_address_reach_the_lockout_is_reported(settings):
+    from accounts.checks import check_signin_throttle_comes_before_the_lockout as check
+
+    assert check() == []
+    settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES = 5
+    assert [w.id for w in check()] == ["accounts.W001"]
+    settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES, settings.SIGNIN_THROTTLE_ACCOUNT_WINDOW = 3, 600
+    assert [w.id for w in check()] == ["accounts.W001"]
+    settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES = 0  # off: the lockout alone, by choice
+    assert check() == []

@@ -27,9 +27,9 @@ from django.utils import timezone
 
 from accounts.hashers import pad_failure, verify_password_work
 from accounts.models import User
+from accounts.passwords import password_policy
 from accounts.throttle import SigninThrottle
 from accounts.tokens import end_sessions
-from accounts.passwords import password_policy
 
 
 def _int(value, default: int) -> int:
@@ -102,11 +102,6 @@ class EmailBackend(ModelBackend):
             # Unknown email, locked or inactive account, cheap or foreign hash: every failure
             # costs what the costliest verification does, so its time reveals nothing.
             self.pad_failure(spent)
-        throttle.failed()
-        if throttle.started is not None:
-            self._throttle_started(email, throttle, tried + locked + refused, request)
-        if not tried and not locked and not refused:
-            return None
         for user in tried:
             self._failed(user, request)
         for user in locked:
@@ -115,7 +110,12 @@ class EmailBackend(ModelBackend):
             self._refused_status(user, request)
         if refused:
             login_refusal.set(REFUSED_STATUSES[refused[0].status])
-        failure_recorded.set(True)
+        # After the accounts' own failures are recorded: the pair's quiet time runs from now.
+        throttle.failed()
+        if throttle.started is not None:
+            self._throttle_started(email, throttle, tried + locked + refused, request)
+        # An unknown email's failure is recorded by accounts.signals (user_login_failed).
+        failure_recorded.set(bool(tried or locked or refused))
         return None
 
     # The two halves of equal-cost failures, methods so that a benchmark can swap them.

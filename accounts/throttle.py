@@ -98,10 +98,14 @@ class SigninThrottle:
             return Refusal("address_account", int(until - time.time()) + 1)
         # Count now, before the password is checked: parallel attempts each see their own number.
         pair = self._increment(self._pair_count, _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
-        self._increment(self._address_count, _limit("SIGNIN_THROTTLE_ADDRESS_WINDOW"))
+        address = self._increment(self._address_count, _limit("SIGNIN_THROTTLE_ADDRESS_WINDOW"))
         self._counted = True
+        # Over a limit here: attempts counted in parallel took the last ones.
+        address_limit = _limit("SIGNIN_THROTTLE_ADDRESS_FAILURES")
+        if address_limit and address > address_limit:
+            return Refusal("address", _limit("SIGNIN_THROTTLE_BLOCK"))
         pair_limit = _limit("SIGNIN_THROTTLE_ACCOUNT_FAILURES")
-        if pair_limit and pair > pair_limit:  # others counted in parallel took the last ones
+        if pair_limit and pair > pair_limit:
             return Refusal("address_account", _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
         return None
 

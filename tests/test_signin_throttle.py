@@ -170,3 +170,21 @@ def test_a_throttle_that_lets_one_address_reach_the_lockout_is_reported(settings
     assert [w.id for w in check()] == ["accounts.W001"]
     settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES = 0  # off: the lockout alone, by choice
     assert check() == []
+
+
+@pytest.mark.django_db
+def test_attempts_in_parallel_get_no_more_password_checks_than_the_limit(staff, settings):
+    """Counted before the password is checked: the attempts past the limit are refused even
+    while the earlier ones are still being verified."""
+    from django.test import RequestFactory
+
+    from accounts.throttle import SigninThrottle
+
+    settings.SIGNIN_THROTTLE_ADDRESS_FAILURES = 5
+    request = RequestFactory().post("/", REMOTE_ADDR="203.0.113.18")
+    in_flight = [SigninThrottle(request, f"target{n}@example.com") for n in range(8)]
+    refusals = [throttle.refusal() for throttle in in_flight]  # none has failed yet
+    assert [r is None for r in refusals] == [True] * 5 + [False] * 3
+    assert {r.scope for r in refusals if r is not None} == {"address"}
+    pair = [SigninThrottle(request, staff.email) for _ in range(2)]
+    assert [throttle.refusal() for throttle in pair] == [refusals[-1]] * 2  # the address is spent

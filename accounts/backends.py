@@ -12,7 +12,8 @@ security event. The admin login goes through here too.
 Statuses follow AgentForge's login: a pending (email not verified), suspended or inactive
 account is refused even with the right password, and only then is the reason given
 (``login_refusal``, shown by the admin login form); a wrong password gets the same answer
-as an unknown email.
+as an unknown email, and every failure costs the same work whatever the account's hash
+(``accounts.hashers.pad_failure``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from django.contrib.auth.backends import ModelBackend
 from django.db.models import F
 from django.utils import timezone
 
+from accounts.hashers import pad_failure, verify_password_work
 from accounts.models import User
 from accounts.passwords import password_policy
+from accounts.throttle import SigninThrottle
+from accounts.tokens import end_sessions
 
 
 def _int(value, default: int) -> int:
@@ -65,32 +69,39 @@ class EmailBackend(ModelBackend):
         email = email or username or kwargs.get(User.USERNAME_FIELD)
         if not email or password is None:
             return None
+        throttle = SigninThrottle(request, email)
+        refusal = throttle.refusal()
+        if refusal is not None:
+            self._refused_throttled(email, refusal, request)
+            login_refusal.set(refusal.message)
+            failure_recorded.set(True)
+            return None
         candidates = User.all_orgs.by_email(email).select_related("org")
         if org is not None:
             candidates = candidates.for_org(org)
         candidates = list(candidates)
-        if not candidates:
-            # Spend the same time as a real check, so response times do not reveal emails.
-            User().set_password(password)
-            return None
         tried, locked, refused = [], [], []
+        spent = 0.0  # verification work, in PBKDF2 iterations (accounts.hashers)
         for user in candidates:
             if user.is_locked:
                 locked.append(user)
                 continue
             if user.status not in REFUSED_STATUSES and not self.user_can_authenticate(user):
                 continue
-            if user.check_password(password):
+            correct, work = self.verify_password(user, password)
+            spent += work
+            if correct:
                 if user.status in REFUSED_STATUSES:
                     refused.append(user)
                     continue
                 self._succeeded(user)
+                throttle.succeeded()
                 return user
             tried.append(user)
-        if not tried and not refused:
-            User().set_password(password)  # same time as a real check
-        if not tried and not locked and not refused:
-            return None
+        if not refused:
+            # Unknown email, locked or inactive account, cheap or foreign hash: every failure
+            # costs what the costliest verification does, so its time reveals nothing.
+            self.pad_failure(spent)
         for user in tried:
             self._failed(user, request)
         for user in locked:
@@ -99,8 +110,17 @@ class EmailBackend(ModelBackend):
             self._refused_status(user, request)
         if refused:
             login_refusal.set(REFUSED_STATUSES[refused[0].status])
-        failure_recorded.set(True)
+        # After the accounts' own failures are recorded: the pair's quiet time runs from now.
+        throttle.failed()
+        if throttle.started is not None:
+            self._throttle_started(email, throttle, tried + locked + refused, request)
+        # An unknown email's failure is recorded by accounts.signals (user_login_failed).
+        failure_recorded.set(bool(tried or locked or refused))
         return None
+
+    # The two halves of equal-cost failures, methods so that a benchmark can swap them.
+    verify_password = staticmethod(verify_password_work)
+    pad_failure = staticmethod(pad_failure)
 
     def user_can_authenticate(self, user):
         return super().user_can_authenticate(user) and not user.is_locked
@@ -155,6 +175,7 @@ class EmailBackend(ModelBackend):
             until = now + dt.timedelta(minutes=policy["minutes"])
             rows.update(locked_until=until, status=User.Status.LOCKED)
             user.locked_until, user.status = until, User.Status.LOCKED
+            end_sessions(user, "account_locked")
             lock = {
                 "reason": "lockout",
                 "attempts": attempts,
@@ -192,3 +213,27 @@ class EmailBackend(ModelBackend):
             "login_failed", user=user, success=False, request=request, error="account locked", details=details
         )
         record_security_event(SecurityEvent.EventType.LOCKED_LOGIN_ATTEMPT, user=user, request=request, details=details)
+
+    @staticmethod
+    def _refused_throttled(email, refusal, request) -> None:
+        # No account is looked up for a refused attempt: the entry names the email as typed.
+        from security.audit import record_auth_event
+
+        details = {"reason": "throttled", "scope": refusal.scope, "retry_after": refusal.retry_after}
+        record_auth_event("login_failed", email=str(email)[:254], success=False, request=request,
+                          error="too many failed sign-ins", details=details)
+
+    @staticmethod
+    def _throttle_started(email, throttle, users, request) -> None:
+        from security.audit import record_auth_event, record_security_event
+        from security.models import SecurityEvent
+
+        block = throttle.started
+        details = {"reason": "signin_throttled", "scope": block.scope, "blocked_seconds": block.retry_after,
+                   "address": throttle.address}
+        severity = SecurityEvent.Severity.CRITICAL if block.scope == "address" else SecurityEvent.Severity.WARNING
+        for user in users or [None]:
+            record_auth_event("login_failed", user=user, email=str(email)[:254], success=False, request=request,
+                              error="sign-in throttled", details=details)
+            record_security_event(SecurityEvent.EventType.SUSPICIOUS_ACTIVITY, user=user, email=str(email)[:254],
+                                  request=request, severity=severity, details=details)

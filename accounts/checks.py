@@ -8,7 +8,10 @@ would hand every organization's rows to ``Model.objects``; ``manage.py check`` (
 from __future__ import annotations
 
 from django.apps import apps
+from django.conf import settings
 from django.core import checks
+
+from accounts.passwords import DEFAULT_POLICY
 
 
 @checks.register(checks.Tags.models)
@@ -45,3 +48,19 @@ def tenant_model_errors(models) -> list:
 # Tenant models that write their own way: the user model checks in User.save(); audit
 # entries are written by django-auditlog, unscoped, naming the organization of the change.
 UNCHECKED_WRITES = {"accounts.User", "security.AuditLog"}
+
+
+@checks.register(checks.Tags.security)
+def check_signin_throttle_comes_before_the_lockout(app_configs=None, **kwargs):
+    """One address must not reach the default lockout (5 failures, 30-minute reset): the pair
+    throttle must stop it first and keep it out until the account's count starts again."""
+    failures, reset = settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES, 60 * DEFAULT_POLICY["account_lockout_reset_after_minutes"]
+    if failures and (failures >= DEFAULT_POLICY["account_lockout_attempts"]
+                     or settings.SIGNIN_THROTTLE_ACCOUNT_WINDOW < reset):
+        return [checks.Warning(
+            "one client address can lock an account: the sign-in throttle lets it reach the lockout",
+            hint=f"SIGNIN_THROTTLE_ACCOUNT_FAILURES below {DEFAULT_POLICY['account_lockout_attempts']} and "
+                 f"SIGNIN_THROTTLE_ACCOUNT_WINDOW at least {reset} (docs/security.md)",
+            id="accounts.W001",
+        )]
+    return []

@@ -11,6 +11,7 @@ DEFAULT_POLICY = {
     "account_lockout_enabled": True,
     "account_lockout_attempts": 5,
     "account_lockout_duration_minutes": 30,
+    "account_lockout_reset_after_minutes": 30,
 }
 
 

@@ -16,6 +16,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import MFASettings, PasswordHistory, User
+from accounts.tokens import end_sessions, session_end_reason
 
 # Set by EmailBackend when it has written the failure entries of the current authenticate().
 failure_recorded: contextvars.ContextVar = contextvars.ContextVar("agentforge_failure_recorded", default=False)
@@ -94,6 +95,18 @@ def _record_password_change(sender, instance, created, raw=False, **kwargs):
     actor = getattr(instance, "_agentforge_password_actor", None)
     instance._agentforge_password_actor = None
     record_auth_event(action, user=instance, actor=actor)
+    end_sessions(instance, action, actor=actor)
+
+
+@receiver(post_save, sender=User, dispatch_uid="agentforge_end_sessions_post_save")
+def _end_sessions_of_disabled_user(sender, instance, created, raw=False, **kwargs):
+    # Deactivated, suspended, back to pending or locked (the admin's lock action, a form, a
+    # store save): the platform sessions end now. accounts.tokens.get_session catches the rest.
+    if raw or created:
+        return
+    reason = session_end_reason(instance)
+    if reason is not None:
+        end_sessions(instance, reason)
 
 
 def record_password_history(user, encoded: str) -> None:

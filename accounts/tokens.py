@@ -145,7 +145,11 @@ def create_session(user, *, ttl: dt.timedelta = SESSION_TTL, remember_me: bool =
 
 
 def get_session(token: str):
-    """The live (not expired, not revoked) session of this token, or None; touches last_seen_at."""
+    """The live (not expired, not revoked) session of this token, or None; touches last_seen_at.
+
+    A session also ends here when its user may no longer hold one (``session_end_reason``):
+    a change made with ``update()`` or by the importer sends no signal to end it earlier.
+    """
     if not token:
         return None
     now = timezone.now()
@@ -156,8 +160,41 @@ def get_session(token: str):
     )
     if session is None or not _matches(session.token_hash, token):
         return None
+    reason = session_end_reason(session.user, since=session.created_at)
+    if reason is not None:
+        end_sessions(session.user, reason)
+        return None
     UserSession.all_orgs.filter(pk=session.pk).update(last_seen_at=now)
     return session
+
+
+def session_end_reason(user, since=None) -> str | None:
+    """Why ``user``'s sessions (those created at ``since``) must end, or None.
+
+    An account that is not active (inactive, suspended, pending) or is locked holds none;
+    neither does a session older than the user's last password change or reset.
+    """
+    if user.status not in (User.Status.ACTIVE, User.Status.LOCKED):
+        return f"account_{user.status}"
+    if user.is_locked:
+        return "account_locked"
+    if since is not None and user.password_changed_at is not None and user.password_changed_at > since:
+        return "password_changed"
+    return None
+
+
+def end_sessions(user, reason: str, *, actor=None) -> int:
+    """Revoke every live session of ``user``; when there were any, an audit entry
+    (``sessions_revoked``) gives ``reason`` and how many. Returns how many."""
+    from security.audit import record_auth_event
+
+    now = timezone.now()
+    ended = UserSession.all_orgs.filter(user_id=user.pk, revoked_at__isnull=True, expires_at__gt=now).update(
+        revoked_at=now
+    )
+    if ended:
+        record_auth_event("sessions_revoked", user=user, actor=actor, details={"reason": reason, "sessions": ended})
+    return ended
 
 
 def revoke_session(token: str) -> bool:

@@ -174,6 +174,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# Sign-in throttling (accounts.throttle), counted in the default cache: failures per client address
+# and per address + account, before the per-account lockout. 0 failures turns a counter off.
+SIGNIN_THROTTLE_ACCOUNT_FAILURES = read_int(os.environ, "SIGNIN_THROTTLE_ACCOUNT_FAILURES", 3)
+SIGNIN_THROTTLE_ACCOUNT_WINDOW = read_int(os.environ, "SIGNIN_THROTTLE_ACCOUNT_WINDOW", 1800, minimum=1)
+SIGNIN_THROTTLE_ADDRESS_FAILURES = read_int(os.environ, "SIGNIN_THROTTLE_ADDRESS_FAILURES", 20)
+SIGNIN_THROTTLE_ADDRESS_WINDOW = read_int(os.environ, "SIGNIN_THROTTLE_ADDRESS_WINDOW", 900, minimum=1)
+SIGNIN_THROTTLE_BLOCK = read_int(os.environ, "SIGNIN_THROTTLE_BLOCK", 60, minimum=1)
+SIGNIN_THROTTLE_MAX_BLOCK = read_int(os.environ, "SIGNIN_THROTTLE_MAX_BLOCK", 3600, minimum=1)
+
 # The user model's email is unique per organization, not globally; EmailBackend handles it.
 SILENCED_SYSTEM_CHECKS = ["auth.W004"]
 

@@ -97,6 +97,7 @@ AUTH_EVENT_ACTIONS = {
     "password_reset": 1,
     "mfa_enabled": 1,
     "mfa_disabled": 1,
+    "sessions_revoked": 1,  # accounts.tokens.end_sessions: details say why
 }
 
 

@@ -88,3 +88,16 @@ def test_retrieval_benchmark_runs_every_contender_on_the_same_vectors(tmp_path):
                          out, re.M), out
     assert re.search(r"^old most_similar on 100 chunks:\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms", out, re.M), out
     assert re.search(r"^reference, one round trip \(SELECT 1\): p50", out, re.M), out
+
+
+@pytest.mark.backends("sqlite")  # its own scratch SQLite file: once per suite run is enough
+def test_signin_timing_benchmark_prints_every_kind_beside_the_alternative(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL"))}
+    env.update(DB_TYPE="sqlite")
+    result = subprocess.run([sys.executable, "benchmarks/signin_timing_benchmark.py", "--repeat", "1"],
+                            cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert len(re.findall(r"^account +equalised clock +equalised CPU +before clock +before CPU$", out, re.M)) == 2, out
+    for kind in ("unknown email", "imported pbkdf2 100000", "bcrypt_sha256", "pbkdf2 1000000", "max / min"):
+        assert len(re.findall(rf"^{kind}(?: +[\d.]+x?){{4}}$", out, re.M)) == 2, (kind, out)

@@ -1,0 +1,148 @@
+"""Sign-in throttling per client address and per address + account, in Django's cache.
+
+The per-account lockout (``failed_login_attempts``, ``locked_until``, accounts.backends)
+stops guessing one account's password but not password spraying (a few guesses at each of
+many accounts from one address), and it lets anyone lock anyone out. Two counters more:
+
+* **address + account** (the email as typed, lower-cased, so an unknown email is counted
+  like a known one): after ``SIGNIN_THROTTLE_ACCOUNT_FAILURES`` (3) failures that pair is
+  refused until ``SIGNIN_THROTTLE_ACCOUNT_WINDOW`` (30 min) has passed since its last
+  failure. With fewer failures than the lockout's 5 and a quiet time at least the lockout's
+  30-minute reset window, one address can never lock an account: the account's count
+  has started again before the pair may try again.
+* **address**: ``SIGNIN_THROTTLE_ADDRESS_FAILURES`` (20) failures on any accounts within
+  ``SIGNIN_THROTTLE_ADDRESS_WINDOW`` (15 min) block the address for
+  ``SIGNIN_THROTTLE_BLOCK`` (60 s), doubled for each further block that day, up to
+  ``SIGNIN_THROTTLE_MAX_BLOCK`` (1 h).
+
+An attempt is counted before its password is checked (an atomic increment), so parallel
+requests cannot slip past the limit; a success takes its count back. A refused attempt
+checks no password and counts nothing. The client address is ``client_ip()``
+(X-Forwarded-For only from ``TRUSTED_PROXIES``); an IPv6 client is counted by its /64, which
+one host usually holds whole. Without a request (a sign-in from code) nothing is throttled.
+State lives in the default cache: Redis shares it between workers and servers; the local
+memory cache counts per process. docs/security.md has the reasoning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+from security.middleware import client_ip
+
+PREFIX = "signin-throttle"
+STRIKE_MEMORY = 24 * 3600  # how long earlier address blocks make the next one longer
+
+
+@dataclass(frozen=True)
+class Refusal:
+    scope: str  # "address" or "address_account"
+    retry_after: int  # seconds
+
+    @property
+    def message(self) -> str:
+        minutes = max(1, -(-self.retry_after // 60))
+        return f"Too many failed sign-ins. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def _limit(name: str) -> int:
+    return int(getattr(settings, name))
+
+
+def address_key(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class SigninThrottle:
+    """The throttle of one sign-in attempt: ``refusal()`` first, then ``succeeded()`` or ``failed()``."""
+
+    def __init__(self, request, email: str):
+        address = client_ip(request) if request is not None else None
+        try:
+            self.address = address_key(address) if address else None
+        except ValueError:
+            self.address = None
+        account = hashlib.sha256((email or "").strip().lower().encode()).hexdigest()[:32]
+        self._address_count = f"{PREFIX}:a:{self.address}"
+        self._address_block = f"{PREFIX}:ab:{self.address}"
+        self._address_strikes = f"{PREFIX}:as:{self.address}"
+        self._pair_count = f"{PREFIX}:p:{self.address}:{account}"
+        self._pair_block = f"{PREFIX}:pb:{self.address}:{account}"
+        self._counted = False
+        self.started: Refusal | None = None  # a block this attempt's failure started
+
+    @property
+    def active(self) -> bool:
+        return self.address is not None
+
+    def refusal(self) -> Refusal | None:
+        """Why this attempt is refused without checking its password, or None (then it is counted)."""
+        if not self.active:
+            return None
+        until = cache.get(self._address_block)
+        if until is not None and until > time.time():
+            return Refusal("address", int(until - time.time()) + 1)
+        until = cache.get(self._pair_block)
+        if until is not None and until > time.time():
+            return Refusal("address_account", int(until - time.time()) + 1)
+        # Count now, before the password is checked: parallel attempts each see their own number.
+        pair = self._increment(self._pair_count, _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
+        address = self._increment(self._address_count, _limit("SIGNIN_THROTTLE_ADDRESS_WINDOW"))
+        self._counted = True
+        # Over a limit here: attempts counted in parallel took the last ones.
+        address_limit = _limit("SIGNIN_THROTTLE_ADDRESS_FAILURES")
+        if address_limit and address > address_limit:
+            return Refusal("address", _limit("SIGNIN_THROTTLE_BLOCK"))
+        pair_limit = _limit("SIGNIN_THROTTLE_ACCOUNT_FAILURES")
+        if pair_limit and pair > pair_limit:
+            return Refusal("address_account", _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
+        return None
+
+    def succeeded(self) -> None:
+        """The password was right: the pair starts again and the address gets its attempt back."""
+        if self._counted:
+            cache.delete(self._pair_count)
+            try:
+                cache.decr(self._address_count)
+            except ValueError:  # expired meanwhile
+                pass
+
+    def failed(self) -> None:
+        """Record the failure; sets ``started`` when it starts a block."""
+        if not self._counted:
+            return
+        window = _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW")
+        # The pair's quiet time runs from its last failure, now (after the account recorded its own).
+        cache.touch(self._pair_count, window)
+        pair_limit = _limit("SIGNIN_THROTTLE_ACCOUNT_FAILURES")
+        if pair_limit and (cache.get(self._pair_count) or 0) >= pair_limit:
+            cache.set(self._pair_block, time.time() + window, window)
+            self.started = Refusal("address_account", window)
+        address_limit = _limit("SIGNIN_THROTTLE_ADDRESS_FAILURES")
+        if address_limit and (cache.get(self._address_count) or 0) >= address_limit:
+            strikes = self._increment(self._address_strikes, STRIKE_MEMORY)
+            seconds = min(_limit("SIGNIN_THROTTLE_BLOCK") * 2 ** (strikes - 1), _limit("SIGNIN_THROTTLE_MAX_BLOCK"))
+            cache.set(self._address_block, time.time() + seconds, seconds)
+            cache.delete(self._address_count)  # the next block takes as many failures again
+            self.started = Refusal("address", seconds)
+
+    @staticmethod
+    def _increment(key: str, timeout: int) -> int:
+        cache.add(key, 0, timeout)
+        try:
+            return cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout)
+            return 1
+

@@ -8,7 +8,7 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from operations.health import build_report, public_view
+from operations.health import build_report, database_switch, public_view
 
 logger = logging.getLogger("agentforge.health")
 
@@ -19,7 +19,8 @@ def health(request):
     """200 when healthy, 503 when not; staff also get the per-check breakdown and table sizes."""
     user = getattr(request, "user", None)
     try:
-        staff = bool(user is not None and user.is_authenticated and user.is_staff)
+        # Loading the user reads the session table: not while the database is known to be down.
+        staff = bool(not database_switch.is_down() and user is not None and user.is_authenticated and user.is_staff)
     except Exception:  # the session store itself is in the database that may be down
         staff = False
     try:

@@ -118,11 +118,12 @@ class APIKeyQuerySet(OrgScopedQuerySet):
             # A scoped (or filtered) queryset keeps the ORM, which compiles its org filter in.
             match = None
             # No ORDER BY: compiling the default ordering costs more than the indexed lookup.
-            for candidate in self.filter(prefix=prefix).select_related("user", "org").order_by():
+            rows = self.filter(prefix=prefix).select_related("user").annotate(org_status=models.F("org__status"))
+            for candidate in rows.order_by():
                 if hmac.compare_digest(candidate.key_hash, digest):
                     match = candidate
             user_active = match is not None and (match.user_id is None or match.user.is_active)
-            org_active = match is not None and match.org.status == match.org.Status.ACTIVE
+            org_active = match is not None and match.org_status == _org_model().Status.ACTIVE
         if match is None or match.is_revoked or match.is_expired:
             candidates = list(self.filter(prefix=prefix)[:1]) if match is None else [match]
             if candidates:
@@ -190,7 +191,11 @@ def _find_by_prefix(alias: str, prefix: str, digest: str):
     key = APIKey.from_db(alias, attnames, values)
     user_status, org_status = found[len(attnames):]
     user_active = key.user_id is None or user_status in APIKey._meta.get_field("user").related_model.ACTIVE_STATUSES
-    return key, user_active, org_status == APIKey._meta.get_field("org").related_model.Status.ACTIVE
+    return key, user_active, org_status == _org_model().Status.ACTIVE
+
+
+def _org_model():
+    return APIKey._meta.get_field("org").related_model
 
 
 # A key used by every API request would otherwise cost a write per request: its use (time

@@ -103,6 +103,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin CSS and JS) straight from the application server, before sessions.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database known to be down: 503 at once instead of every thread waiting on the pool.
+    "operations.requestlog.DatabaseDownMiddleware",
     "security.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

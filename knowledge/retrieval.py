@@ -34,15 +34,28 @@ def hybrid_search(query: str, vector, limit: int = 10, *, model: str | None = No
     semantic list (keyword relevance has no absolute scale)."""
     depth = max(limit * FUSION_DEPTH, 20)
     semantic = semantic_search(vector, depth, model=model, tool=tool, document=document, threshold=threshold)
-    keyword = keyword_hits(query, depth, tool=tool, document=document)
+    # The keyword list is fused by id: only the chunks that make the result are loaded.
+    keyword = keyword_search(query, depth, tool=tool, document=document)
     fused: dict = {}
     for rank, hit in enumerate(semantic, 1):
         fused[hit.chunk.pk] = Hit(hit.chunk, 1.0 / (rrf_k + rank), semantic=hit.score)
-    for rank, hit in enumerate(keyword, 1):
-        entry = fused.setdefault(hit.chunk.pk, Hit(hit.chunk, 0.0))
+    for rank, (pk, score) in enumerate(keyword, 1):
+        entry = fused.setdefault(pk, Hit(None, 0.0))
         entry.score += 1.0 / (rrf_k + rank)
-        entry.keyword = hit.score
-    return sorted(fused.values(), key=lambda h: (-h.score, str(h.chunk.pk)))[:limit]
+        entry.keyword = score
+    # Ties by id, as before; the keyword-only chunks among the best are loaded next.
+    ranked = sorted(fused.items(), key=lambda item: (-item[1].score, str(item[0])))
+    best: list[Hit] = []
+    while ranked and len(best) < limit:
+        head, ranked = ranked[: limit - len(best)], ranked[limit - len(best):]
+        chunks = load_chunks(pk for pk, hit in head if hit.chunk is None)
+        for pk, hit in head:
+            if hit.chunk is None:
+                if pk not in chunks:  # deleted since the keyword search saw it
+                    continue
+                hit.chunk = chunks[pk]
+            best.append(hit)
+    return best
 
 
 def kb_settings(tool: Tool) -> dict:

@@ -12,12 +12,15 @@
   dual_write) and, with ``tables=N``, the N largest tables.
 
 A dead server fails in seconds: before touching Django's (possibly pooled) connection,
-``probe()`` opens one direct connection with a short connect timeout.
+``probe()`` opens one direct connection with a short connect timeout. Once a probe has failed,
+``database_switch`` marks the database down in this process: /health/ and every request answer
+503 at once, without waiting on the pool, until a probe a second later finds it back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 from django.conf import settings
@@ -74,6 +77,74 @@ def ensure_reachable(alias: str = DEFAULT_DB_ALIAS) -> None:
             cursor.fetchone()
     except Exception as exc:
         raise DatabaseUnavailable(one_line_error(exc)) from None
+
+
+# --- the per-process "database down" switch ------------------------------------------------------
+
+# How long a process trusts "down" before one request probes again.
+DOWN_RECHECK_S = 1.0
+# libpq's smallest connect timeout; a refused connection fails at once anyway.
+RECHECK_TIMEOUT_S = 2
+
+
+class DatabaseSwitch:
+    """This process's belief that the default database is down, so requests stop waiting on it.
+
+    Under load, a dead server kept every worker thread waiting DB_POOL_TIMEOUT for a connection,
+    and /health/ queued behind them. Once a probe fails, ``is_down()`` is True without touching
+    the database: requests answer 503 at once (``DatabaseDownMiddleware``) and /health/ says so.
+    After DOWN_RECHECK_S, the first caller probes again (the others keep answering 503) and a
+    success flips the switch back. Backends without a probe (SQLite, SQL Server, Oracle) are
+    never marked down.
+    """
+
+    def __init__(self, alias: str = DEFAULT_DB_ALIAS):
+        self.alias = alias
+        self.down_since: float | None = None  # time.time() of the first failed probe
+        self.error = ""
+        self._recheck_at = 0.0  # time.monotonic()
+        self._probing = threading.Lock()
+
+    def is_down(self) -> bool:
+        if self.down_since is None:
+            return False
+        if time.monotonic() < self._recheck_at or not self._probing.acquire(blocking=False):
+            return True
+        try:
+            return not self._probe()
+        finally:
+            self._probing.release()
+
+    def confirm_down(self) -> bool:
+        """After a database error: probe (one thread at a time) and mark down if unreachable."""
+        if not self._probing.acquire(blocking=False):
+            return self.down_since is not None  # another thread is probing right now
+        try:
+            return not self._probe()
+        finally:
+            self._probing.release()
+
+    def _probe(self) -> bool:
+        try:
+            probe(connections[self.alias], RECHECK_TIMEOUT_S)
+        except Exception as exc:
+            self.mark_down(one_line_error(exc))
+            return False
+        self.mark_up()
+        return True
+
+    def mark_down(self, error: str) -> None:
+        if self.down_since is None:
+            self.down_since = time.time()
+        self.error = error
+        self._recheck_at = time.monotonic() + DOWN_RECHECK_S
+
+    def mark_up(self) -> None:
+        self.down_since = None
+        self.error = ""
+
+
+database_switch = DatabaseSwitch()
 
 
 # --- storage ------------------------------------------------------------------------------------
@@ -345,12 +416,20 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
 
     database: dict = {"ok": False, "vendor": conn.vendor}
     checks["database"] = database
-    try:
-        connect_ms = probe(conn)
-        if connect_ms is not None:
-            database["connect_ms"] = connect_ms
-    except Exception as exc:
-        database["error"] = one_line_error(exc)
+    switch = database_switch if alias == database_switch.alias else None
+    if switch is not None and switch.is_down():
+        # Known down in this process: answer now, the switch probes again once a second.
+        database["error"] = switch.error
+        database["down_since"] = _iso(switch.down_since)
+    else:
+        try:
+            connect_ms = probe(conn)
+            if connect_ms is not None:
+                database["connect_ms"] = connect_ms
+        except Exception as exc:
+            database["error"] = one_line_error(exc)
+            if switch is not None:
+                switch.mark_down(database["error"])
 
     # Pool status comes from the pool object, without taking a connection from it.
     try:

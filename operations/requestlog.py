@@ -5,7 +5,9 @@ one, a fresh UUID otherwise. It goes back in the response's ``X-Request-ID`` hea
 log record written while the request runs (``%(request_id)s``), and into the audit context
 (``security.middleware``). A request that fails is logged by Django's ``django.request`` logger
 with that id; a database that cannot be reached answers 503 with ``Retry-After`` instead of 500,
-so a load balancer retries elsewhere and the operator sees an outage, not a bug.
+so a load balancer retries elsewhere and the operator sees an outage, not a bug. Once such an error
+is confirmed by a probe, ``DatabaseDownMiddleware`` answers that 503 at once, before anything
+waits on the database, until the database is back (``operations.health.database_switch``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django import db
 from django.http import HttpResponse
 from django.utils.html import escape
 
+from operations.health import database_switch
 from security.middleware import from_trusted_proxy
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -65,20 +68,42 @@ def _database_down(exc: BaseException | None) -> bool:
     return isinstance(exc, (db.OperationalError, db.InterfaceError))
 
 
-def server_error(request, *args, **kwargs):
-    """handler500: 503 when the database is not answering, else 500; both name the request id."""
-    exc = sys.exc_info()[1]
+def unavailable_response(request, title: str = "Service unavailable: the database is not answering. Try again shortly.",
+                         status: int = 503) -> HttpResponse:
+    """The error page of a 503 (with Retry-After) or a 500, naming the request id."""
     request_id = getattr(request, "request_id", None) or current_request_id() or "-"
-    if _database_down(exc):
-        status, title = 503, "Service unavailable: the database is not answering. Try again shortly."
-    else:
-        status, title = 500, "Server error."
     body = (f"<!doctype html><title>{status}</title><h1>{escape(title)}</h1>"
             f"<p>Request id: <code>{escape(request_id)}</code></p>")
     response = HttpResponse(body, status=status)
     if status == 503:
         response["Retry-After"] = str(RETRY_AFTER_S)
     return response
+
+
+def server_error(request, *args, **kwargs):
+    """handler500: 503 when the database is not answering, else 500; both name the request id."""
+    exc = sys.exc_info()[1]
+    if _database_down(exc):
+        # A refused connection, or only a busy pool or a deadlock? The probe tells them apart.
+        database_switch.confirm_down()
+        return unavailable_response(request)
+    return unavailable_response(request, "Server error.", status=500)
+
+
+class DatabaseDownMiddleware:
+    """While this process knows the database is down, answer 503 before anything waits on it.
+
+    After WhiteNoise (static files need no database) and before the session and the user are
+    loaded. /health/ goes through: it reports the outage itself, also without waiting.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if database_switch.is_down() and request.path_info != "/health/":
+            return unavailable_response(request)
+        return self.get_response(request)
 
 
 class RequestIdFilter(logging.Filter):

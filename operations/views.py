@@ -12,7 +12,7 @@ from accounts.models import User
 from agents.models import Agent
 from conversations.models import Conversation
 from knowledge.models import Document
-from operations.health import build_report, public_view
+from operations.health import build_report, database_switch, public_view
 
 logger = logging.getLogger("agentforge.health")
 
@@ -20,6 +20,8 @@ logger = logging.getLogger("agentforge.health")
 def _audience(request) -> str:
     """``platform`` (an active superuser), ``organization`` (other staff) or ``public``."""
     user = getattr(request, "user", None)
+    if database_switch.is_down():  # loading the user reads the session table
+        return "public"
     try:
         if user is None or not user.is_authenticated or not user.is_active:
             return "public"

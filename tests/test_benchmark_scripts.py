@@ -83,7 +83,7 @@ def test_retrieval_benchmark_runs_every_contender_on_the_same_vectors(tmp_path):
     # 300 vectors with VECTOR_ANN_MIN_VECTORS=200: the database part goes through the approximate index.
     assert re.search(r"^semantic_search \(approximate\): p50 .* recall@10 [01]\.\d{3}  topic precision@10 [01]\.\d{3}$",
                      out, re.M), out
-    for contender in ("keyword_hits:", r"hybrid_search \(RRF\):"):
+    for contender in ("keyword_hits:", r"hybrid_search \(RRF\):", r"old hybrid \(both lists loaded\):"):
         assert re.search(rf"^{contender}\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms  topic precision@10 [01]\.\d{{3}}$",
                          out, re.M), out
     assert re.search(r"^old most_similar on 100 chunks:\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms", out, re.M), out

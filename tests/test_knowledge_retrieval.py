@@ -353,6 +353,21 @@ def test_hybrid_search_fuses_both_lists_by_reciprocal_rank(make_org):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_hybrid_search_loads_a_chunk_found_by_keyword_alone_and_ranks_it_by_relevance(make_org):
+    org = make_org()
+    _, doc, chunks = make_kb(org, chunks=[("a", "zulu"), ("b", "alpha report"), ("k", "alpha alpha alpha")])
+    with org_scope(org):
+        set_embeddings(chunks[:2], [[1, 0], [0.8, 0.6]], "m")  # "k" has no embedding: keyword only
+        hits = hybrid_search("alpha", [1, 0], limit=3)
+    assert ids(hits)[0] == "b" and set(ids(hits)[1:]) == {"a", "k"}
+    by_id = {hit.chunk.chunk_id: hit for hit in hits}
+    # Loaded after the fusion, with its document; three mentions rank above one.
+    assert by_id["k"].document == doc and by_id["k"].chunk.text == "alpha alpha alpha"
+    assert by_id["k"].semantic is None and by_id["k"].keyword > by_id["b"].keyword > 0
+    assert by_id["k"].score == pytest.approx(1 / 61) and by_id["b"].score == pytest.approx(2 / 62)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_search_knowledge_follows_the_tools_kb_config(make_org):
     org, other = make_org(), make_org()
     config = {"search_type": "semantic", "top_k": 2, "similarity_threshold": 0.5, "embedding": {"model": "m"}}
@@ -436,3 +451,13 @@ def test_no_search_returns_another_organizations_chunk_whatever_the_cache_holds(
     finally:
         for org in orgs:
             org.delete()
+
+
+@pytest.mark.backends("postgresql")
+@pytest.mark.django_db
+def test_the_postgresql_full_text_index_takes_entries_directly_without_a_pending_list():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'document_chunks_fts'")
+        assert cursor.fetchone()[0] == ["fastupdate=off"]

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
-from operations import monitoring
+from operations import health, monitoring
 from operations.health import PUBLIC_KEYS, build_report, storage_used_bytes
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -169,6 +170,61 @@ def test_health_in_process_with_the_port_closed(db):
     error = report["checks"]["database"]["error"]
     assert error and "\n" not in error
     assert "migrations" not in report["checks"]
+
+
+# --- the per-process "database down" switch ---------------------------------------------------
+
+
+def test_a_process_that_knows_the_database_is_down_answers_503_without_touching_it(client, db, monkeypatch):
+    monkeypatch.setattr(health, "DOWN_RECHECK_S", 60)
+    probes = []
+    monkeypatch.setattr(health, "probe", lambda *args: probes.append(args))
+    health.database_switch.mark_down("connection refused")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get("/admin/accounts/user/")
+            check = client.get("/health/")
+    finally:
+        health.database_switch.mark_up()
+    assert (page.status_code, page["Retry-After"]) == (503, "5")
+    assert "the database is not answering" in page.content.decode()
+    assert check.status_code == 503 and check.json()["reasons"] == ["database unreachable"]
+    assert probes == [] and len(queries) == 0
+
+
+def test_the_switch_marks_down_only_what_a_probe_cannot_reach_and_flips_back_after_the_interval(db, monkeypatch):
+    monkeypatch.setattr(health, "DOWN_RECHECK_S", 60)
+    outcomes = [None, OperationalError("connection refused"), None]
+
+    def probe(conn, timeout):
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(health, "probe", probe)
+    switch = health.DatabaseSwitch()
+    assert switch.confirm_down() is False and not switch.is_down()  # a busy pool or a deadlock: it answers
+    assert switch.confirm_down() is True
+    assert switch.is_down() and switch.error == "connection refused" and outcomes == [None]  # no probe yet
+    switch._recheck_at = 0  # the interval is over: the next caller probes, and it answers
+    assert switch.is_down() is False and switch.down_since is None and outcomes == []
+
+
+def test_a_failed_health_probe_marks_the_process_down(db, monkeypatch):
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite has no server to probe")
+    monkeypatch.setattr(health, "DOWN_RECHECK_S", 60)
+
+    def refused(conn, timeout=5):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(health, "probe", refused)
+    try:
+        report = build_report()
+        assert report["reasons"] == ["database unreachable"]
+        assert health.database_switch.is_down() and health.database_switch.error == "connection refused"
+    finally:
+        health.database_switch.mark_up()
 
 
 @pytest.mark.parametrize("command", ["check_connection", "dbhealth"])

@@ -150,3 +150,48 @@ def test_concurrent_uses_write_once(make_org):
     _record_use(stale, "192.0.2.9")
     key.refresh_from_db()
     assert key.last_used_at == first
+
+
+@pytest.mark.django_db
+def test_the_fast_lookup_builds_the_key_the_orm_builds(make_org, make_user):
+    """APIKey.all_orgs.get_from_key reads one row by prefix without the ORM's compiler: same fields, same types."""
+    from django.test.utils import CaptureQueriesContext
+
+    org = make_org()
+    key, plaintext = APIKey.all_orgs.create_key(org=org, name="fields", user=make_user(org), scopes=["agents:read"])
+    APIKey.all_orgs.get_from_key(plaintext, ip="2001:db8::1")  # records the use: every column has a value
+    with CaptureQueriesContext(connection) as reads:
+        found = APIKey.all_orgs.get_from_key(plaintext)
+    assert len(reads) == 1
+    stored = APIKey.all_orgs.get(pk=key.pk)
+    for field in APIKey._meta.concrete_fields:
+        ours, orms = getattr(found, field.attname), getattr(stored, field.attname)
+        assert (ours, type(ours)) == (orms, type(orms)), field.attname
+    assert found.last_used_at is not None and timezone.is_aware(found.last_used_at)
+    assert (found._state.adding, found._state.db) == (False, "default")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("manager", ["all_orgs", "objects"])
+def test_a_key_of_an_inactive_user_or_a_suspended_organization_is_refused(make_org, make_user, manager):
+    from accounts.models import Organization, User
+
+    org = make_org()
+    user = make_user(org)
+    with_user, plain_with_user = APIKey.all_orgs.create_key(org=org, name="user's", user=user)
+    service, plain_service = APIKey.all_orgs.create_key(org=org, name="service")
+
+    def check(plaintext):
+        with org_scope(org):  # the scoped manager needs it; all_orgs ignores it
+            return getattr(APIKey, manager).get_from_key(plaintext)
+
+    assert check(plain_with_user) == with_user
+    User.all_orgs.filter(pk=user.pk).update(status=User.Status.LOCKED)  # time-bound: the key still works
+    assert check(plain_with_user) == with_user
+    User.all_orgs.filter(pk=user.pk).update(status=User.Status.SUSPENDED)
+    assert check(plain_with_user) is None
+    assert check(plain_service) == service  # a key without a user does not depend on one
+    Organization.all_orgs.filter(pk=org.pk).update(status=Organization.Status.SUSPENDED)
+    assert check(plain_service) is None
+    reasons = SecurityEvent.all_orgs.filter(event_type="api_key_rejected").order_by("created_at")
+    assert [event.details["reason"] for event in reasons] == ["user_inactive", "org_inactive"]

@@ -122,6 +122,9 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         LOCKED = "locked"
         SUSPENDED = "suspended"
 
+    # Who may use the application (is_active); API-key checks read the status column alone.
+    ACTIVE_STATUSES = (Status.ACTIVE, Status.LOCKED)
+
     org = org_foreign_key("users")
     email = models.EmailField(max_length=254, help_text="As entered; compared case-insensitively.")
     # Lower-cased copy that carries the per-organization uniqueness on every backend
@@ -207,7 +210,7 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         # As in AgentForge, only active accounts use the application: pending (email not
         # verified), suspended and inactive ones are refused (accounts.backends says why).
         # A lock is time-bound and checked by the auth backend; an expired one is lifted.
-        return self.status in (self.Status.ACTIVE, self.Status.LOCKED)
+        return self.status in self.ACTIVE_STATUSES
 
     @is_active.setter
     def is_active(self, value: bool) -> None:

@@ -3,20 +3,22 @@
 A key reads ``afk_<8 hex>_<43 url-safe chars>``: the first 12 characters are the stored,
 visible prefix (how a user recognises a key, and how it is found); the rest carries 256
 random bits. ``APIKey.objects.create_key(...)`` returns ``(api_key, plaintext)`` once;
-``APIKey.objects.get_from_key(plaintext)`` returns the key when it is valid, not revoked
-and not expired (comparing digests in constant time) and records its use. Both also exist
-on ``APIKey.all_orgs`` (system work); ``objects`` is scoped to the active organization.
+``APIKey.objects.get_from_key(plaintext)`` returns the key when it is valid, not revoked,
+not expired, and its organization and user are active (comparing digests in constant
+time), and records its use. Both also exist on ``APIKey.all_orgs`` (system work, and the
+fast path authentication takes); ``objects`` is scoped to the active organization.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import secrets
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.utils import timezone
 
 from accounts.models import OrgOwnedModel, OrgScopedManager, AllOrgsManager, OrgScopedQuerySet, org_foreign_key, org_index
@@ -97,10 +99,11 @@ class APIKeyQuerySet(OrgScopedQuerySet):
         return key, plaintext
 
     def get_from_key(self, plaintext: str, *, ip: str | None = None, record_use: bool = True):
-        """The valid key for ``plaintext`` (not revoked, not expired), else None.
+        """The valid key for ``plaintext`` (not revoked, not expired, its organization active
+        and its user, if any, active), else None.
 
         Records the time and the client IP (``ip`` or the current request's) of the use.
-        A key that exists but is wrong, revoked or expired writes a security event.
+        A key that exists but is refused writes a security event naming the reason.
         """
         from security.middleware import request_context
 
@@ -108,23 +111,91 @@ class APIKeyQuerySet(OrgScopedQuerySet):
         if parts is None:
             return None
         prefix, digest = parts
-        match = None
-        # No ORDER BY: compiling the default ordering costs more than the indexed lookup.
-        for candidate in self.filter(prefix=prefix).select_related("user").order_by():
-            if hmac.compare_digest(candidate.key_hash, digest):
-                match = candidate
+        if not self.query.has_filters():
+            # The unscoped system manager (APIKey.all_orgs), as authentication uses it.
+            match, user_active, org_active = _find_by_prefix(self.db, prefix, digest)
+        else:
+            # A scoped (or filtered) queryset keeps the ORM, which compiles its org filter in.
+            match = None
+            # No ORDER BY: compiling the default ordering costs more than the indexed lookup.
+            rows = self.filter(prefix=prefix).select_related("user").annotate(org_status=models.F("org__status"))
+            for candidate in rows.order_by():
+                if hmac.compare_digest(candidate.key_hash, digest):
+                    match = candidate
+            user_active = match is not None and (match.user_id is None or match.user.is_active)
+            org_active = match is not None and match.org_status == _org_model().Status.ACTIVE
         if match is None or match.is_revoked or match.is_expired:
             candidates = list(self.filter(prefix=prefix)[:1]) if match is None else [match]
             if candidates:
                 reason = "wrong_secret" if match is None else ("revoked" if match.is_revoked else "expired")
                 _reject(candidates[0], reason)
             return None
-        if match.user_id is not None and not match.user.is_active:
+        if not org_active:
+            _reject(match, "org_inactive")
+            return None
+        if not user_active:
             _reject(match, "user_inactive")
             return None
         if record_use:
             _record_use(match, ip or request_context().get("ip_address"))
         return match
+
+
+@functools.cache
+def _prefix_lookup(alias: str):
+    """The SELECT of a key by prefix with its user's and organization's status, and the
+    converters of its columns, built once per database from the model's own fields."""
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    meta = APIKey._meta
+    fields = meta.concrete_fields
+    user, org = meta.get_field("user"), meta.get_field("org")
+    sql = (
+        f"SELECT {', '.join('k.' + qn(f.column) for f in fields)}, u.{qn('status')}, o.{qn('status')} "
+        f"FROM {qn(meta.db_table)} k "
+        f"INNER JOIN {qn(org.related_model._meta.db_table)} o ON o.{qn(org.target_field.column)} = k.{qn(org.column)} "
+        f"LEFT OUTER JOIN {qn(user.related_model._meta.db_table)} u ON u.{qn(user.target_field.column)} = k.{qn(user.column)} "
+        f"WHERE k.{qn(meta.get_field('prefix').column)} = %s"
+    )
+    converters = []
+    for field in fields:
+        column = field.get_col(meta.db_table)
+        converters.append((column, connection.ops.get_db_converters(column) + field.get_db_converters(connection)))
+    attnames = [f.attname for f in fields]
+    return sql, attnames, attnames.index("key_hash"), converters
+
+
+def _find_by_prefix(alias: str, prefix: str, digest: str):
+    """``(key, user active, organization active)`` for the key whose digest matches, else
+    ``(None, False, False)``.
+
+    The check every API request makes: the ORM spent most of it compiling the statement
+    (about 0.5 ms of 0.8-1.1), so this runs one prepared, indexed SELECT and builds the key
+    from its row as the ORM would (Model.from_db, the fields' own converters).
+    """
+    sql, attnames, hash_index, converters = _prefix_lookup(alias)
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [prefix])
+        rows = cursor.fetchall()
+    found = None
+    for row in rows:
+        if hmac.compare_digest(row[hash_index], digest):
+            found = row
+    if found is None:
+        return None, False, False
+    values = list(found[: len(attnames)])
+    for i, (column, functions) in enumerate(converters):
+        for convert in functions:
+            values[i] = convert(values[i], column, connection)
+    key = APIKey.from_db(alias, attnames, values)
+    user_status, org_status = found[len(attnames):]
+    user_active = key.user_id is None or user_status in APIKey._meta.get_field("user").related_model.ACTIVE_STATUSES
+    return key, user_active, org_status == _org_model().Status.ACTIVE
+
+
+def _org_model():
+    return APIKey._meta.get_field("org").related_model
 
 
 # A key used by every API request would otherwise cost a write per request: its use (time

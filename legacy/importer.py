@@ -96,11 +96,8 @@ class ImportReport:
 
 
 def _backup() -> str:
-    try:
-        from operations.backup import backup_database
-    except ImportError:
-        raise LegacyDataError("--backup", "operations.backup is not available in this installation; "
-                                          "back the database up by hand or run without --backup") from None
+    from operations.backup import backup_database
+
     return str(backup_database())
 
 

@@ -1,4 +1,4 @@
-"""Organization scoping: the guide's "automatic filtering by org_id", failing closed.
+"""Organization scoping: automatic filtering by organization, failing closed.
 
 The active organization lives in a ContextVar, so it follows the current thread and
 asyncio task (and Django's async ORM, whose sync_to_async copies the context). Scoped

@@ -1,6 +1,6 @@
 """AgentForge's rules, written again for the tests from its model classes and the format reference.
 
-``agentforge_verify`` is its password check (§8), deliberately independent of ``legacy.passwords``:
+``agentforge_verify`` is its password check (docs/legacy-format.md §8), deliberately independent of ``legacy.passwords``:
 a hash the exporter writes must verify here, exactly as AgentForge's
 ``PasswordService.verify_password`` would verify it after a rollback. ``NULLABLE`` lists the
 fields its Pydantic models declare ``Optional[...]`` or default to ``None`` (both eras): the only

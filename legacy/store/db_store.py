@@ -61,7 +61,7 @@ def context_for(collection: str, record: dict):
     * roles: the permission catalog rows for the role's permission strings (created
       when new, as the importer does);
     * groups: members that name the group in their own ``group_ids`` (membership is
-      two-sided, format §3.5), so saving a group keeps them.
+      two-sided, docs/legacy-format.md §3.5), so saving a group keeps them.
     """
     from legacy.mappers import Context
 

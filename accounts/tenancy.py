@@ -148,3 +148,9 @@ def org_scope(org) -> _Scope:
 def unscoped() -> _Scope:
     """Deliberately lift scoping for system work (import, maintenance commands)."""
     return _Scope(lambda: ALL_ORGS)
+
+
+def resolve_org(org) -> uuid.UUID:
+    """The id of an Organization given as itself, its UUID or its legacy id; OrgScopeError when
+    a legacy id names none. The one reading of an organization argument (``org_scope``, ``--org``)."""
+    return _resolve(org)

@@ -371,3 +371,13 @@ def test_database_mode_saves_a_group_and_keeps_its_members(imported):
     store.save("security/groups", dict(saved, name="Support desk"))
     renamed = store.get("security/groups", group["id"])
     assert (renamed["name"], renamed["user_ids"]) == ("Support desk", [user_id])
+
+
+def test_building_a_roles_mapper_context_writes_nothing(imported):
+    from accounts.models import Permission
+    from legacy.store.db_store import context_for
+
+    before = Permission.objects.count()
+    ctx = context_for("security/roles", {"id": "role_new", "permissions": ["users:view", "reports:export"]})
+    assert Permission.objects.count() == before
+    assert "users:view" in ctx.permission_ids and "reports:export" not in ctx.permission_ids

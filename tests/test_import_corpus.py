@@ -308,6 +308,7 @@ def test_check_exits_non_zero_and_lists_blocking_problems(tmp_path, corpus):
     assert message
 
 
+@pytest.mark.django_db(transaction=True)  # the backup tools read what is committed
 def test_backup_is_written_before_the_import(corpus, settings, tmp_path):
     settings.BACKUP_DIR = str(tmp_path)
     root, _ = corpus

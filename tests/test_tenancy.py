@@ -38,7 +38,6 @@ from accounts.models import (
     OrgOwnedModel,
     Role,
     User,
-    org_foreign_key,
 )
 from accounts.checks import tenant_model_errors
 from accounts.models.base import is_org_scoped, scope_field, tenant_links
@@ -77,7 +76,8 @@ def test_the_system_check_refuses_a_new_model_that_forgets_scoping():
             app_label = "accounts"
 
     class Remembers(OrgOwnedModel):
-        org = org_foreign_key("+")
+        # The class, not org_foreign_key's "accounts.Organization": the isolated registry cannot resolve a name.
+        org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
 
         class Meta:
             app_label = "accounts"

@@ -86,6 +86,7 @@ def test_the_system_check_refuses_a_new_model_that_forgets_scoping():
     errors = tenant_model_errors([Forgetful, Remembers])
     assert [(e.obj, e.id) for e in errors] == [
         (Forgetful, "accounts.E001"), (Forgetful, "accounts.E002"), (Forgetful, "accounts.E003"),
+        (Forgetful, "accounts.E004"),
     ]
 
 
@@ -96,7 +97,9 @@ def test_manage_py_check_refuses_an_unscoped_tenant_model(monkeypatch):
     monkeypatch.setattr(Agent._meta, "default_manager", Agent._base_manager)  # a plain Manager
     monkeypatch.setattr(tenant_checks, "UNCHECKED_WRITES", {"accounts.User"})
     errors = tenant_model_errors([Agent, Tool, User, SecurityEvent, apps.get_model("security", "AuditLog")])
-    assert [(e.obj, e.id) for e in errors] == [(Agent, "accounts.E001"), (apps.get_model("security", "AuditLog"), "accounts.E003")]
+    assert [(e.obj, e.id) for e in errors] == [
+        (Agent, "accounts.E001"), (Agent, "accounts.E004"), (apps.get_model("security", "AuditLog"), "accounts.E003"),
+    ]
 
 
 # --- a generic row factory for every tenant model ----------------------------------------

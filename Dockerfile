@@ -4,11 +4,10 @@ FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config default-libmysqlclient-dev \
  && rm -rf /var/lib/apt/lists/*
-COPY requirements.txt /tmp/requirements.txt
-# Everything above "# Tests" in requirements.txt is what the application runs with.
-RUN sed '/^# Tests/,$d' /tmp/requirements.txt > /tmp/runtime.txt \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir -r /tmp/runtime.txt
+COPY requirements.txt requirements.lock /tmp/
+# requirements.txt is what the application runs with, at the versions CI tested (the lock).
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/requirements.lock
 
 FROM python:3.11-slim-bookworm
 # Runtime libraries only: MariaDB's client library (mysqlclient), ODBC (SQL Server), and the

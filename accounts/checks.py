@@ -21,7 +21,7 @@ def check_tenant_models_are_scoped(app_configs=None, **kwargs):
 
 
 def tenant_model_errors(models) -> list:
-    from accounts.models.base import OrgOwnedModel, is_org_scoped, scope_field
+    from accounts.models.base import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
 
     errors = []
     for model in models:
@@ -41,6 +41,13 @@ def tenant_model_errors(models) -> list:
             errors.append(checks.Error(
                 f"{label}: save() does not check the organization of the row and its links",
                 hint="derive the model from accounts.models.OrgOwnedModel", obj=model, id="accounts.E003",
+            ))
+        queryset_class = model._default_manager._queryset_class
+        if not issubclass(queryset_class, OrgScopedQuerySet) and label not in UNCHECKED_WRITES:
+            errors.append(checks.Error(
+                f"{label}: bulk writes (update, delete, bulk_create) do not check the organization",
+                hint="give the managers an OrgScopedQuerySet (OrgScopedManager.from_queryset)", obj=model,
+                id="accounts.E004",
             ))
     return errors
 

@@ -1,4 +1,4 @@
-"""Organization scoping: the guide's "automatic filtering by org_id", failing closed.
+"""Organization scoping: automatic filtering by organization, failing closed.
 
 The active organization lives in a ContextVar, so it follows the current thread and
 asyncio task (and Django's async ORM, whose sync_to_async copies the context). Scoped
@@ -148,3 +148,9 @@ def org_scope(org) -> _Scope:
 def unscoped() -> _Scope:
     """Deliberately lift scoping for system work (import, maintenance commands)."""
     return _Scope(lambda: ALL_ORGS)
+
+
+def resolve_org(org) -> uuid.UUID:
+    """The id of an Organization given as itself, its UUID or its legacy id; OrgScopeError when
+    a legacy id names none. The one reading of an organization argument (``org_scope``, ``--org``)."""
+    return _resolve(org)

@@ -1,4 +1,4 @@
-"""Turn the guide's DB_* environment variables into Django's DATABASES entry.
+"""Turn the DB_* environment variables (README, configuration) into Django's DATABASES entry.
 
 Kept free of Django settings state so tests can feed it any environment and
 assert the resulting dictionary for every backend.

@@ -104,7 +104,7 @@ def main() -> int:
     plan = [rng.randrange(len(records)) for _ in range(args.saves)]
 
     old_name = connection.settings_dict["NAME"]
-    test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
         seed_dir = work / "seed"
         seed_dir.mkdir()

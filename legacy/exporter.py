@@ -20,14 +20,6 @@ from legacy.jsonio import JSONWriter, file_label, is_security, write_object
 from legacy.mappers import Context, lab, registry
 from security.models import LDAPConfig
 
-SECURITY_FILES = [
-    "security/organizations", "security/users", "security/departments", "security/groups", "security/roles",
-    "security/policies", "security/tool_permissions", "security/kb_permissions", "security/db_permissions",
-    "security/ldap_configs", "security/oauth_configs", "security/invitations", "security/settings",
-    "security/audit_logs",
-]
-APP_FILES = ["agents", "tools", "documents", "scraped_pages", "conversations", "chunks_index", "settings", "integrations"]
-
 
 @primary_only()
 def export_directory(out_dir, progress=None) -> Counter:
@@ -39,8 +31,7 @@ def export_directory(out_dir, progress=None) -> Counter:
     ctx.preload(Document)
     ctx.document_sources = dict(Document.all_orgs.values_list("pk", "source"))
     counts = Counter()
-    for collection in [*SECURITY_FILES, *APP_FILES]:
-        mapper = registry[collection]
+    for collection, mapper in registry.items():  # every legacy file has a mapper
         path = root / file_label(collection)
         ensure_ascii = not is_security(collection)
         if mapper.container == "object":

@@ -96,11 +96,8 @@ class ImportReport:
 
 
 def _backup() -> str:
-    try:
-        from operations.backup import backup_database
-    except ImportError:
-        raise LegacyDataError("--backup", "operations.backup is not available in this installation; "
-                                          "back the database up by hand or run without --backup") from None
+    from operations.backup import backup_database
+
     return str(backup_database())
 
 
@@ -355,10 +352,10 @@ def _report_cross_org_links(writer, report) -> None:
 
     tables = {table for table, stats in writer.stats.items() if stats.created or stats.updated}
     written = [m for m in apps.get_models() if m._meta.db_table in tables]
-    for model, field, pk, legacy_id, target in cross_org_links(written):
+    for model, link, pk, legacy_id, target in cross_org_links(written):
         report.warn(
             "organization links",
-            f"{model._meta.db_table}: record {legacy_id or pk}: {field.name}: refers to {target}, a row of "
+            f"{model._meta.db_table}: record {legacy_id or pk}: {link.name}: refers to {target}, a row of "
             "another organization; organization-scoped queries will not follow this link",
         )
 

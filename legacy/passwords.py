@@ -1,4 +1,4 @@
-"""Lossless conversion of AgentForge PBKDF2 hashes (format §8) to Django's pbkdf2_sha256.
+"""Lossless conversion of AgentForge PBKDF2 hashes (docs/legacy-format.md §8) to Django's pbkdf2_sha256.
 
 Legacy: ``<salt 64 hex>$<iterations>$<key hex>`` or the older ``<salt>$<key hex>`` (100,000
 iterations). The KDF salt is the salt *string's* bytes, which is what Django's

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 
+from agentforge_site.replicas import direct_connect_params
+
 
 @dataclass
 class ConnectionReport:
@@ -102,19 +104,28 @@ def measure_latency(conn, rounds: int = 3) -> float:
     return round(best, 3)
 
 
-def probe_without_pool(conn, timeout: int = 5) -> None:
-    """Open and close one direct connection, so a dead server fails in seconds.
+def probe(conn, timeout: int = 5) -> float | None:
+    """Open and close one direct connection with a short timeout; return its time in ms.
 
-    A pooled PostgreSQL connection would otherwise retry for DB_POOL_TIMEOUT and log
-    every attempt.
+    PostgreSQL (pooled or not) and MariaDB/MySQL only: for them an unreachable server
+    would otherwise wait DB_POOL_TIMEOUT (30 s) in the pool or the driver. SQLite fails
+    at once anyway; SQL Server and Oracle use their own driver timeouts (None returned).
+    Raises the driver's exception when the server cannot be reached.
     """
-    if conn.vendor != "postgresql" or not conn.settings_dict.get("OPTIONS", {}).get("pool"):
-        return
-    import psycopg
+    start = time.perf_counter()
+    if conn.vendor == "postgresql":
+        import psycopg
 
-    params = {k: v for k, v in conn.get_connection_params().items() if k not in ("context", "cursor_factory", "prepare_threshold")}
-    params["connect_timeout"] = timeout
-    psycopg.connect(**params).close()
+        psycopg.connect(**direct_connect_params(conn, timeout)).close()
+    elif conn.vendor == "mysql":
+        import MySQLdb
+
+        params = dict(conn.get_connection_params())
+        params["connect_timeout"] = timeout
+        MySQLdb.connect(**params).close()
+    else:
+        return None
+    return round((time.perf_counter() - start) * 1000, 3)
 
 
 def check_connection(alias: str = DEFAULT_DB_ALIAS) -> ConnectionReport:
@@ -123,7 +134,7 @@ def check_connection(alias: str = DEFAULT_DB_ALIAS) -> ConnectionReport:
     report = ConnectionReport(backend=conn.display_name if conn.vendor != "mysql" else "MySQL/MariaDB",
                               vendor=conn.vendor, database=name, host=host)
     try:
-        probe_without_pool(conn)
+        probe(conn)
         conn.ensure_connection()
         report.server_version = server_version(conn)
         if conn.vendor == "mysql":

@@ -6,7 +6,7 @@
   ``"unhealthy"``; ``healthy`` is False, and /health/ answers 503, when the database is
   unreachable, the connection pool is exhausted right now, or migrations are pending.
 * ``reasons``: why it is unhealthy, one short line each, without hosts or names.
-* ``alerts``: the guide's alerts (pool exhaustion, slow queries, failed transactions,
+* ``alerts``: the operations alerts (pool exhaustion, slow queries, failed transactions,
   storage over 80% of ``DB_STORAGE_QUOTA_MB``) plus dual-write failures.
 * ``checks``: the per-check breakdown (database, pool, migrations, storage, queries,
   dual_write) and, with ``tables=N``, the N largest tables.
@@ -26,57 +26,12 @@ import time
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from agentforge_site.replicas import direct_connect_params, monitor, replica_aliases
+from agentforge_site.replicas import monitor, replica_aliases
 from operations import monitoring
-from operations.connection import measure_latency, one_line_error, pool_status, server_version
+from operations.connection import measure_latency, one_line_error, pool_status, probe, server_version
 
-PROBE_TIMEOUT_S = 5
 STORAGE_ALERT_PCT = 80.0
 BIG_TABLE_ROWS = 10_000
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached; ``str()`` is one line."""
-
-
-# --- reachability -----------------------------------------------------------------------------
-
-
-def probe(conn, timeout: int = PROBE_TIMEOUT_S) -> float | None:
-    """Open and close one direct connection with a short timeout; return its time in ms.
-
-    PostgreSQL (pooled or not) and MariaDB/MySQL only: for them an unreachable server
-    would otherwise wait DB_POOL_TIMEOUT (30 s) in the pool or the driver. SQLite fails
-    at once anyway; SQL Server and Oracle use their own driver timeouts (None returned).
-    Raises the driver's exception when the server cannot be reached.
-    """
-    start = time.perf_counter()
-    if conn.vendor == "postgresql":
-        import psycopg
-
-        psycopg.connect(**direct_connect_params(conn, timeout)).close()
-    elif conn.vendor == "mysql":
-        import MySQLdb
-
-        params = dict(conn.get_connection_params())
-        params["connect_timeout"] = timeout
-        MySQLdb.connect(**params).close()
-    else:
-        return None
-    return round((time.perf_counter() - start) * 1000, 3)
-
-
-def ensure_reachable(alias: str = DEFAULT_DB_ALIAS) -> None:
-    """Raise DatabaseUnavailable (one line) unless the database answers a query."""
-    conn = connections[alias]
-    try:
-        probe(conn)
-        conn.ensure_connection()
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1" + (" FROM DUAL" if conn.vendor == "oracle" else ""))
-            cursor.fetchone()
-    except Exception as exc:
-        raise DatabaseUnavailable(one_line_error(exc)) from None
 
 
 # --- the per-process "database down" switch ------------------------------------------------------

@@ -72,7 +72,7 @@ ALWAYS_EXCLUDED_FIELDS = frozenset(
     }
 )
 
-# Legacy vocabulary (legacy-format.md §7).
+# Legacy vocabulary (docs/legacy-format.md §7).
 LEGACY_ACTION_FOR = {0: "create", 1: "update", 2: "delete", 3: "read"}
 RESOURCE_TYPES = {
     "accounts.User": "user",

@@ -126,12 +126,6 @@ def decrypt(ciphertext: str, label: str = "value") -> str:
         raise DecryptionError(f"{label}: cannot decrypt with key {key_id} ({type(exc).__name__})") from None
 
 
-def needs_rotation(ciphertext: str | None) -> bool:
-    """True when a stored value was made by a key other than the first one."""
-    kid = key_id_of(ciphertext or "")
-    return kid is not None and kid != current_keys()[0].key_id
-
-
 def sha256_hex(value: str) -> str:
     """Tokens (sessions, resets, verifications, API keys) are stored only as this digest."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()

@@ -39,7 +39,7 @@ class TypedSetting(models.Model):
     value_type = models.CharField(max_length=10, choices=ValueType.choices, default=ValueType.STRING)
     value = models.JSONField(null=True, blank=True)
     is_secret = models.BooleanField(default=False)
-    # Provider API keys (LLM, embedding, vector DB, AWS) use AES-256-GCM, as the guide says.
+    # Provider API keys (LLM, embedding, vector DB, AWS) use AES-256-GCM (docs/security.md).
     secret_value = EncryptedTextField(null=True, blank=True, scheme=crypto.AESGCM_SCHEME)
     description = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(default=dj_timezone.now)

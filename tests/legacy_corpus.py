@@ -1,8 +1,8 @@
-"""A generated legacy data directory with every pitfall of the format reference (§10).
+"""A generated legacy data directory with every pitfall of docs/legacy-format.md §10.
 
 ``write_corpus(root)`` writes it with the legacy formatting and returns a dict of facts
 the tests assert on (plaintext passwords, ids, secrets). Hashes are real PBKDF2 values
-computed like AgentForge's PasswordService (§8), so old passwords must verify.
+computed like AgentForge's PasswordService (docs/legacy-format.md §8), so old passwords must verify.
 """
 
 from __future__ import annotations

@@ -101,10 +101,12 @@ def test_dockerfile_is_debian12_slim_multi_stage_non_root_without_compilers():
 
 
 def test_the_image_installs_the_runtime_requirements_only():
-    # The Dockerfile keeps what stands above "# Tests" in requirements.txt.
-    lines = (BASE / "requirements.txt").read_text().split("# Tests")[0].splitlines()
+    # requirements.txt is the runtime; tests, benchmarks and lint are in requirements-test.txt.
+    lines = (BASE / "requirements.txt").read_text().splitlines()
     names = {re.split(r"[\[<>=]", line)[0].lower() for line in lines if line and not line.startswith("#")}
     assert {"django", "gunicorn", "whitenoise", "psycopg", "mysqlclient"} <= names
-    assert not names & {"pytest", "pytest-django", "playwright", "hypothesis", "uvicorn"}
+    assert not names & {"pytest", "pytest-django", "playwright", "hypothesis", "uvicorn", "ruff", "psutil"}
+    dockerfile = (BASE / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/requirements.lock" in dockerfile
     ignored = (BASE / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env", "data"} <= set(ignored)

@@ -45,7 +45,7 @@ def test_backend_session_settings_are_in_force():
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute("PRAGMA journal_mode")
-            assert cursor.fetchone()[0] in ("wal", "memory")  # in-memory test databases cannot use WAL
+            assert cursor.fetchone()[0] == "wal"  # the test database is a file, as in production
             cursor.execute("PRAGMA foreign_keys")
             assert cursor.fetchone()[0] == 1
         elif connection.vendor == "mysql":
@@ -55,3 +55,18 @@ def test_backend_session_settings_are_in_force():
         elif connection.vendor == "postgresql":
             cursor.execute("SHOW application_name")
             assert cursor.fetchone()[0] == "agentforge-db"
+
+
+@pytest.mark.django_db
+def test_check_connection_fail_on_pending_exits_non_zero_only_when_a_migration_is_pending():
+    from django.core.management import CommandError
+    from django.db.migrations.recorder import MigrationRecorder
+
+    call_command("check_connection", "--fail-on-pending", stdout=io.StringIO())  # nothing pending: no error
+    # Forget one applied migration (rolled back with the test's transaction): it is pending again.
+    MigrationRecorder.Migration.objects.filter(app="settings_app", name="0001_initial").delete()
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="^1 migrations pending: run python manage.py migrate$"):
+        call_command("check_connection", "--fail-on-pending", stdout=out)
+    assert "  pending: settings_app.0001_initial" in out.getvalue()
+    call_command("check_connection", stdout=io.StringIO())  # without the flag: a report, no error

@@ -1,8 +1,9 @@
-"""import_json on a generated corpus with every pitfall of §10, and on bad input."""
+"""import_json on a generated corpus with every pitfall of docs/legacy-format.md §10, and on bad input."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import authenticate
@@ -307,11 +308,12 @@ def test_check_exits_non_zero_and_lists_blocking_problems(tmp_path, corpus):
     assert message
 
 
-def test_backup_without_backup_module_fails_clearly(corpus, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "operations.backup", None)
+@pytest.mark.django_db(transaction=True)  # the backup tools read what is committed
+def test_backup_is_written_before_the_import(corpus, settings, tmp_path):
+    settings.BACKUP_DIR = str(tmp_path)
     root, _ = corpus
-    with pytest.raises(CommandError, match="operations.backup is not available"):
-        run_import(root, backup=True, verbosity=0)
-    assert User.all_orgs.count() == 0
+    output = run_import(root, backup=True)
+    [written] = [line.removeprefix("Backup written to ") for line in output.splitlines() if line.startswith("Backup written to ")]
+    assert [p.name for p in tmp_path.iterdir()] == [Path(written).name]
+    assert Path(written).stat().st_size > 0
+    assert User.all_orgs.count() > 0  # and the import went on

@@ -149,17 +149,17 @@ def test_pool_exhaustion_is_logged_clearly():
     """One pooled connection held by a thread, a second thread waits DB_POOL_TIMEOUT=1 s."""
     script = textwrap.dedent(
         """
-        import threading, time, json
+        import threading, json
         import django
         django.setup()
         from django.db import connection, OperationalError
         from operations.health import build_report
 
-        held = threading.Event()
-        def hold():
+        held, waited = threading.Event(), threading.Event()
+        def hold():  # keeps the only pooled connection until the other thread has given up
             connection.ensure_connection()
             held.set()
-            time.sleep(3)
+            waited.wait(30)
             connection.close()
         t = threading.Thread(target=hold); t.start(); held.wait()
         outcome = {}
@@ -169,7 +169,7 @@ def test_pool_exhaustion_is_logged_clearly():
                 outcome["error"] = None
             except OperationalError as exc:
                 outcome["error"] = type(exc).__name__
-        w = threading.Thread(target=wait); w.start(); w.join(); t.join()
+        w = threading.Thread(target=wait); w.start(); w.join(); waited.set(); t.join()
         report = build_report()
         print(json.dumps({"outcome": outcome, "alerts": report["alerts"]}))
         """

@@ -1,4 +1,4 @@
-"""The schema of issue 3: every table and guide index, embeddings, per-organization email,
+"""The schema: every table and index, embeddings, per-organization email,
 legacy ids, and reversible migrations, checked against the live database."""
 
 from __future__ import annotations

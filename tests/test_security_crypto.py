@@ -12,7 +12,7 @@ from security import crypto
 from security.fields import encrypted_fields
 from security.rotation import encrypted_models
 
-# Every secret column the schema holds (legacy-format.md §9), with its scheme.
+# Every secret column the schema holds (docs/legacy-format.md §9), with its scheme.
 EXPECTED = {
     ("organizations", "google_client_secret"): "fernet",
     ("organizations", "microsoft_client_secret"): "fernet",

@@ -339,3 +339,45 @@ def test_fix_from_json_writes_the_files_into_the_database(imported):
 def test_verify_parity_rejects_unknown_collection(imported):
     with pytest.raises(CommandError, match="unknown collection"):
         call_command("verify_parity", "--data-dir", str(imported), "--collection", "nope")
+
+
+def test_database_mode_saves_a_role_and_adds_its_new_permission_to_the_catalog(imported):
+    from accounts.models import Permission
+
+    store = DatabaseStore()
+    role = store.get("security/roles", "role_admin")
+    assert "reports:export" not in role["permissions"]
+    assert not Permission.objects.filter(codename="reports:export").exists()
+    role["permissions"] = [*role["permissions"], "reports:export"]
+    role["description"] = "Administers the organization"
+    store.save("security/roles", role)
+    saved = store.get("security/roles", "role_admin")
+    assert saved["permissions"] == role["permissions"]
+    assert saved["description"] == "Administers the organization"
+    assert Permission.objects.filter(codename="reports:export").count() == 1
+
+
+def test_database_mode_saves_a_group_and_keeps_its_members(imported):
+    store = DatabaseStore()
+    user_id = "85900a07-fe70-473b-99d2-795a46862009"
+    group = {
+        "id": "grp_0123456789ab", "org_id": "org_default", "name": "Support", "description": "First line",
+        "user_ids": [user_id], "role_ids": [], "created_at": "2026-01-10T08:00:00.000001",
+        "updated_at": "2026-01-10T08:00:00.000001",
+    }
+    store.save("security/groups", group)
+    saved = store.get("security/groups", group["id"])
+    assert (saved["name"], saved["user_ids"]) == ("Support", [user_id])
+    store.save("security/groups", dict(saved, name="Support desk"))
+    renamed = store.get("security/groups", group["id"])
+    assert (renamed["name"], renamed["user_ids"]) == ("Support desk", [user_id])
+
+
+def test_building_a_roles_mapper_context_writes_nothing(imported):
+    from accounts.models import Permission
+    from legacy.store.db_store import context_for
+
+    before = Permission.objects.count()
+    ctx = context_for("security/roles", {"id": "role_new", "permissions": ["users:view", "reports:export"]})
+    assert Permission.objects.count() == before
+    assert "users:view" in ctx.permission_ids and "reports:export" not in ctx.permission_ids

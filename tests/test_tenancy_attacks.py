@@ -9,7 +9,7 @@ import pickle
 import pytest
 from django.core.management import call_command
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Subquery
 from django.urls import reverse
 
 from accounts.models import Group, GroupMembership, MFASettings, Organization, User, UserSession

@@ -45,7 +45,7 @@ def test_a_fresh_copy_builds_its_virtualenv_and_starts_the_servers(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "=== set-up done in" in first.stdout
     stamp = repo / ".venv" / ".requirements.sha256"
-    assert stamp.read_text().strip() == hashlib.sha256((repo / "requirements.txt").read_bytes()).hexdigest()
+    assert stamp.read_text().strip() == hashlib.sha256((repo / "requirements.lock").read_bytes()).hexdigest()
     drivers = subprocess.run([str(repo / ".venv/bin/python"), "-c", "import django, psycopg, MySQLdb, pytest"],
                              capture_output=True, text=True)
     assert drivers.returncode == 0, drivers.stderr

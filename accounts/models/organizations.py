@@ -78,13 +78,6 @@ class Organization(LegacyRecordModel, TimestampedModel):
             self.slug = slugify(self.name)[:100] or str(self.pk)[:8]
         super().save(*args, **kwargs)
 
-    @property
-    def ldap_config(self):
-        """The LDAP directory the organization authenticates against, if any."""
-        from security.models import LDAPConfig
-
-        return LDAPConfig.all_orgs.filter(org=self, is_org_directory=True).first()
-
     @classmethod
     def get_default(cls) -> "Organization":
         """The organization the JSON-era single-tenant install used (``org_default``)."""

@@ -1,4 +1,4 @@
-"""Mappers for the app-level files (format reference §4) and the records without a table."""
+"""Mappers for the app-level files (docs/legacy-format.md §4) and the records without a table."""
 
 from __future__ import annotations
 

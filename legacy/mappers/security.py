@@ -1,4 +1,4 @@
-"""Mappers for ``<data_dir>/security/*.json`` (format reference §3)."""
+"""Mappers for ``<data_dir>/security/*.json`` (docs/legacy-format.md §3)."""
 
 from __future__ import annotations
 

@@ -54,14 +54,35 @@ def check_mapped_links(mapped) -> None:
         check_org_links(instances(child.model, child.rows))
 
 
+def add_missing_permissions(collection: str, record: dict) -> None:
+    """Before a role is saved: the permission catalog rows its permission strings need,
+    created as the importer creates them (through its writer, no audit entries)."""
+    if collection != "security/roles":
+        return
+    from django.utils import timezone
+
+    from accounts.models import Permission
+    from legacy.mappers import Mapped, Row
+    from legacy.mappers.security import permission_codes
+    from legacy.writer import Writer
+
+    codes = sorted(permission_codes({"record": record}))
+    known = set(Permission.objects.filter(codename__in=codes).values_list("codename", flat=True))
+    missing = [code for code in codes if code not in known]
+    if missing:
+        writer = Writer(now=timezone.now())
+        writer.add(Mapped("permissions", rows=[Row(Permission, {"codename": c}, key_fields=("codename",)) for c in missing]))
+        writer.flush()
+
+
 def context_for(collection: str, record: dict):
     """A mapper Context for one record: what ``import_json`` gathers from whole files,
-    taken from the database instead.
+    read from the database instead (it writes nothing).
 
-    * roles: the permission catalog rows for the role's permission strings (created
-      when new, as the importer does);
+    * roles: the permission catalog rows for the role's permission strings
+      (:func:`add_missing_permissions` creates the new ones first);
     * groups: members that name the group in their own ``group_ids`` (membership is
-      two-sided, format §3.5), so saving a group keeps them.
+      two-sided, docs/legacy-format.md §3.5), so saving a group keeps them.
     """
     from legacy.mappers import Context
 
@@ -70,21 +91,8 @@ def context_for(collection: str, record: dict):
         from accounts.models import Permission
         from legacy.mappers.security import permission_codes
 
-        from django.utils import timezone
-
-        from legacy.mappers import Mapped, Row
-        from legacy.writer import Writer
-
         codes = sorted(permission_codes({"record": record}))
-        known = dict(Permission.objects.filter(codename__in=codes).values_list("codename", "pk"))
-        missing = [code for code in codes if code not in known]
-        if missing:
-            # Through the importer's writer, like import_json (no audit entries for the catalog).
-            writer = Writer(now=timezone.now())
-            writer.add(Mapped("permissions", rows=[Row(Permission, {"codename": c}, key_fields=("codename",)) for c in missing]))
-            writer.flush()
-            known.update(Permission.objects.filter(codename__in=missing).values_list("codename", "pk"))
-        ctx.permission_ids.update(known)
+        ctx.permission_ids.update(Permission.objects.filter(codename__in=codes).values_list("codename", "pk"))
     elif collection == "security/groups" and isinstance(record.get("id"), str):
         from accounts.models import GroupMembership, User
         from legacy.mappers.common import LISTS
@@ -173,6 +181,7 @@ class DatabaseStore:
         mapper = self.mapper(collection)
         active = self._active()
         with transaction.atomic(), unscoped():
+            add_missing_permissions(collection, record)
             ctx = context_for(collection, record)
             mapped = mapper.to_rows(record, ctx)
         if active is not None and self._org_of_mapped(mapper, mapped) != active:

@@ -38,11 +38,13 @@ from django.db import transaction
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.store import failures, write_behind
 from legacy.store.db_store import DB_COLLECTIONS, DatabaseStore
-from legacy.store.jsonfiles import UNCHANGED, LegacyFiles, UnknownCollection, record_key
+from legacy.jsonio import is_security
+from legacy.store.jsonfiles import COLLECTIONS, UNCHANGED, LegacyFiles, UnknownCollection, record_key
 
 logger = logging.getLogger("agentforge.legacy.store")
 
-APP_COLLECTIONS_WITHOUT_ORG = {"agents", "tools", "documents", "scraped_pages", "conversations", "chunks_index"}
+# The app files carry no org_id (docs/legacy-format.md §10.10): they belong to org_default.
+APP_COLLECTIONS_WITHOUT_ORG = {c for c in COLLECTIONS if not is_security(c)}
 
 
 def legacy_org_of(collection: str, record: dict):

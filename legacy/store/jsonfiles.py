@@ -11,7 +11,7 @@ several processes:
   crash leaves either the old file or the new one, never a torn one. Readers therefore
   need no lock.
 
-Formatting is the legacy one (§2 of the format reference): ``indent=2``; security files
+Formatting is the legacy one (docs/legacy-format.md §2): ``indent=2``; security files
 ``ensure_ascii=False``, app files ``ensure_ascii=True``; ``chunks_index.json`` on one
 line; no trailing newline.
 """
@@ -76,7 +76,7 @@ def chunk_key(record: dict) -> str:
     """The key of a ``chunks_index.json`` entry: ``<doc_id|page_id|source>#<chunk_id>``
     (the import mapper's record id).
 
-    A chunk id is unique only within its document or page (format §4.6).
+    A chunk id is unique only within its document or page (docs/legacy-format.md §4.6).
     """
     return f"{record.get('doc_id') or record.get('page_id') or record.get('source')}#{record.get('chunk_id')}"
 
@@ -238,7 +238,7 @@ class LegacyFiles:
         """``{key: record}`` for any collection (list files indexed by ``record_key``)."""
         data = self.load(collection)
         if isinstance(data, dict):
-            # The inner id is authoritative (format §2); fall back to the outer key.
+            # The inner id is authoritative (docs/legacy-format.md §2); fall back to the outer key.
             return {str(rec.get("id", key)) if isinstance(rec, dict) else key: rec for key, rec in data.items()}
         return {record_key(collection, rec): rec for rec in data if isinstance(rec, dict)}
 

@@ -26,7 +26,7 @@ OBJECT_COLLECTIONS = ("security/settings", "settings", "integrations")
 ABSENT = "<absent>"
 RECORD = "<record>"
 
-# One-way normalisations of the import (format §10.5, issue 4: "stale secrets stay dead").
+# One-way normalisations of the import (docs/legacy-format.md §10.5: "stale secrets stay dead").
 _USER_NULLED = ("verification_token", "reset_password_token")
 _MFA_NULLED = ("email_code", "sms_code")
 _SECRET_FIELD = re.compile(r"(password|secret|token|api_?key|apikey|totp|backup_codes|_code$|auth_value|connection_string|webhook_url)", re.I)

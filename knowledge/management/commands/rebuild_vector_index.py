@@ -1,12 +1,10 @@
 """python manage.py rebuild_vector_index [--org ORG] : rewrite the vector search caches' files."""
 
-from django.core.management.base import BaseCommand, CommandError
-
-from accounts.tenancy import OrgScopeError
+from agentforge_site.management import AgentForgeCommand
 from knowledge.vectors import rebuild, stamp_unversioned
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Give a version to chunk vectors written around set_embeddings (bulk inserts, raw SQL, a restore), "
         "then rebuild every vector set's cache file under VECTOR_INDEX_DIR (exact matrix, and the approximate "
@@ -14,7 +12,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--org", help="one organization (UUID or legacy id); default: all")
+        self.add_org_argument(parser, help="one organization; default: all")
 
     def handle(self, *args, org=None, **options):
         def report(entry):
@@ -27,8 +25,5 @@ class Command(BaseCommand):
         stamped = stamp_unversioned()
         if stamped:
             self.stdout.write(f"{stamped} unversioned vectors stamped")
-        try:
-            done = rebuild(org, report=report)
-        except OrgScopeError as exc:
-            raise CommandError(str(exc)) from None
+        done = rebuild(self.get_org(org), report=report)
         self.stdout.write(f"{len(done)} vector sets written")

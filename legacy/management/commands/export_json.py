@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from accounts.tenancy import unscoped
 from legacy.exporter import export_directory, passwords_agentforge_cannot_verify
 from security.crypto import DecryptionError
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = "Export the database as AgentForge legacy JSON files (secrets decrypted)."
 
     def add_arguments(self, parser):

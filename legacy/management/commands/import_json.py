@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from legacy.errors import LegacyDataError
 from legacy.importer import ImportAborted, ImportOptions, import_directory, summary_rows
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = "Import the legacy AgentForge JSON data directory (one transaction, all or nothing)."
 
     def add_arguments(self, parser):

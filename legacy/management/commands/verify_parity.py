@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from legacy.errors import LegacyDataError
 from legacy.store import legacy_data_dir
 from legacy.store.parity import Parity, parity_collections
@@ -26,7 +27,7 @@ class DriftFound(CommandError):
     pass
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = "Compare the legacy JSON files with the database record by record (exit 1 on drift)."
 
     def add_arguments(self, parser):

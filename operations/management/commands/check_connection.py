@@ -1,11 +1,12 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from operations.connection import check_connection
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = "Check the database connection: backend, version, latency, pool and migrations."
     requires_system_checks = []
 

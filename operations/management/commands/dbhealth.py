@@ -1,8 +1,9 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.core.management.base import CommandError
+from django.db import connections
 
+from agentforge_site.management import AgentForgeCommand
 from knowledge.vectors import freshness as vector_index_freshness
 from operations.connection import describe_target, one_line_error
 from operations.health import BIG_TABLE_ROWS, build_report, index_efficiency
@@ -18,7 +19,7 @@ def _size(n) -> str:
     return str(n)
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Database health for a terminal: reachability, latency, pool, migrations, storage against "
         "DB_STORAGE_QUOTA_MB, slow queries, failed transactions, dual-write failures, the largest tables "
@@ -31,10 +32,10 @@ class Command(BaseCommand):
         parser.add_argument("--tables", type=int, default=10, help="How many of the largest tables to list (default 10).")
         parser.add_argument("--big-rows", type=int, default=BIG_TABLE_ROWS,
                             help=f"Rows from which a table counts as big for sequential scans (default {BIG_TABLE_ROWS}).")
-        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
+        self.add_database_argument(parser)
 
     def handle(self, *args, **options):
-        alias = options["database"]
+        alias = self.get_database(options)
         report = build_report(alias, tables=options["tables"])
         database = report["checks"]["database"]
         if not database["ok"]:

@@ -1,10 +1,10 @@
-from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from operations.backup import BackupError, describe, restore_database
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Restore a backup written by `manage.py backup`. Refuses a database that holds any row in any "
         "of the project's tables unless --force is given."
@@ -14,11 +14,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("path", help="The backup file.")
         parser.add_argument("--force", action="store_true", help="Overwrite a database that holds data.")
-        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
+        self.add_database_argument(parser)
 
     def handle(self, *args, **options):
         try:
-            result = restore_database(options["path"], force=options["force"], alias=options["database"])
+            result = restore_database(options["path"], force=options["force"], alias=self.get_database(options))
         except BackupError as exc:
             raise CommandError(str(exc)) from None
         rows = sum(result.rows.values())

@@ -1,7 +1,8 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from agentforge_site.dbconfig import DB_TYPES
+from agentforge_site.management import AgentForgeCommand
 from operations.schema import render_schema
 
 
@@ -13,7 +14,7 @@ def _version(value: str) -> tuple[int, int]:
         raise CommandError(f"--server-version: expected MAJOR[.MINOR], got {value!r}") from None
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Print the DDL of every migration for the configured DB_TYPE (or --db-type) "
         "without connecting to a database server."

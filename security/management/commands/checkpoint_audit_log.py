@@ -2,22 +2,22 @@
 
 import base64
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, AuditChainError, chain_keys, checkpoint_chain
 from security.checkpoints import CheckpointError
 from security.crypto import public_key_text
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Sign a checkpoint of each audit chain (or one) into AUDIT_CHECKPOINT_DIR with AUDIT_SIGNING_KEY; "
         "--new-key prints a fresh key pair instead."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--org", action="append",
-                            help=f"organization (UUID or legacy id), or '{SYSTEM_CHAIN}'; repeatable")
+        self.add_org_argument(parser, many=True, also=(SYSTEM_CHAIN,))
         parser.add_argument("--new-key", action="store_true",
                             help="print a new AUDIT_SIGNING_KEY and its AUDIT_VERIFY_KEY, sign nothing")
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
             self.stdout.write(f"AUDIT_SIGNING_KEY={base64.b64encode(raw).decode('ascii')}")
             self.stdout.write(f"AUDIT_VERIFY_KEY={public_key_text(key.public_key())}")
             return
-        for key in org or chain_keys():
+        for key in self.get_orgs(org) or chain_keys():
             try:
                 checkpoint = checkpoint_chain(key, reason="command")
             except (AuditChainError, CheckpointError) as exc:

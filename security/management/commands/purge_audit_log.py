@@ -1,13 +1,14 @@
 """python manage.py purge_audit_log [--dry-run] : apply each organization's audit_retention_days."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from accounts.models import Organization
 from security.audit import AuditChainError, purge_expired, retention_days
 from security.checkpoints import CheckpointError
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Delete audit entries older than each organization's security.audit_retention_days (default 365); "
         "a chain that does not verify is not purged; each purge is signed as a checkpoint when AUDIT_SIGNING_KEY is set."

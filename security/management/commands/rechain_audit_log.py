@@ -1,24 +1,25 @@
 """python manage.py rechain_audit_log [--org ORG] [--accept ID ...] : the operator's chain repair."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from security.audit import AuditChainError, rechain
+from agentforge_site.management import AgentForgeCommand
+from security.audit import SYSTEM_CHAIN, AuditChainError, rechain
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = (
         "Adopt audit entries written without a hash (each named with --accept after checking it) and "
         "re-link the entries after them. Refuses altered entries and entries nobody named; audited."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--org", help="one organization (UUID or legacy id), or 'system'")
+        self.add_org_argument(parser, also=(SYSTEM_CHAIN,), help="one chain; default: every chain")
         parser.add_argument("--accept", type=int, action="append", default=[], metavar="ID",
                             help="id of an entry without a hash to adopt; repeatable")
 
     def handle(self, *args, org, accept, **options):
         try:
-            changed = rechain(org_id=org, accept=accept)
+            changed = rechain(org_id=self.get_org(org), accept=accept)
         except AuditChainError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{changed} entries hashed or re-linked")

@@ -1,23 +1,24 @@
 """python manage.py rotate_encryption_key [--batch-size N] [--dry-run]"""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from security import crypto
 from security.rotation import rotate_all
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = "Re-encrypt every encrypted value with the first key of ENCRYPTION_KEY (safe to re-run)."
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=500)
         parser.add_argument("--dry-run", action="store_true", help="count what would change, write nothing")
-        parser.add_argument("--database", default="default")
+        self.add_database_argument(parser)
 
-    def handle(self, *args, batch_size, dry_run, database, **options):
+    def handle(self, *args, batch_size, dry_run, **options):
         keys = crypto.current_keys()
         self.stdout.write(f"first key: {keys[0].key_id}; decrypting with: {', '.join(k.key_id for k in keys)}")
-        reports = rotate_all(batch_size=batch_size, dry_run=dry_run, using=database)
+        reports = rotate_all(batch_size=batch_size, dry_run=dry_run, using=self.get_database(options))
         errors = 0
         width = max(len(r.table) for r in reports)
         for r in reports:

@@ -1,24 +1,23 @@
 """python manage.py verify_audit_log [--org ORG] : each chain's first broken link, against its signed checkpoint."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, verify_all, verify_chain
 from security.checkpoints import verify_key
 
 
-class Command(BaseCommand):
+class Command(AgentForgeCommand):
     help = "Verify the hash chains of the audit log; exits non-zero at the first broken link."
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--org",
-            action="append",
-            help=f"organization (UUID or legacy id), or '{SYSTEM_CHAIN}' for entries without one; repeatable",
-        )
-        parser.add_argument("--database", default="default")
+        self.add_org_argument(parser, many=True, also=(SYSTEM_CHAIN,), help=f"'{SYSTEM_CHAIN}' is the entries without one")
+        self.add_database_argument(parser)
 
-    def handle(self, *args, org, database, **options):
-        reports = [verify_chain(o, using=database) for o in org] if org else verify_all(using=database)
+    def handle(self, *args, org, **options):
+        database = self.get_database(options)
+        orgs = self.get_orgs(org)
+        reports = [verify_chain(o, using=database) for o in orgs] if orgs else verify_all(using=database)
         if verify_key() is None:
             self.stdout.write(
                 "no AUDIT_VERIFY_KEY: chains checked against the database only (a rewrite with recomputed "

@@ -1,0 +1,54 @@
+"""The base of the project's management commands (as Zulip's ZulipBaseCommand).
+
+``--database`` and ``--org`` are declared here, so each has one meaning in every command:
+``--org`` takes an organization's UUID or legacy id and is resolved by the tenancy resolver
+(``accounts.tenancy.resolve_org``), the same reading ``org_scope()`` gives. Errors end as a
+one-line ``CommandError`` naming what was wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from accounts.tenancy import OrgScopeError, resolve_org
+
+
+class AgentForgeCommand(BaseCommand):
+    def add_database_argument(self, parser) -> None:
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
+
+    def add_org_argument(self, parser, *, many: bool = False, also: tuple[str, ...] = (), help: str = "") -> None:
+        """``--org ORG`` (repeatable with ``many``): an organization's UUID or legacy id, or one of ``also``
+        (a name that is not an organization, such as the audit log's 'system' chain)."""
+        extra = "".join(f", or '{name}'" for name in also)
+        parser.add_argument(
+            "--org", action="append" if many else "store", metavar="ORG",
+            help=f"organization (UUID or legacy id){extra}{'; repeatable' if many else ''}{': ' + help if help else ''}",
+        )
+        self._org_also = also
+
+    def get_org(self, value):
+        """The organization id (UUID) ``value`` names, ``value`` itself when it is one of the ``also``
+        names, None when ``value`` is None."""
+        if value is None or value in getattr(self, "_org_also", ()):
+            return value
+        try:
+            return resolve_org(value)
+        except OrgScopeError as exc:
+            raise CommandError(f"--org {value}: {exc}") from None
+
+    def get_orgs(self, values) -> list:
+        return [self.get_org(v) for v in values or ()]
+
+    def get_database(self, options) -> str:
+        alias = options["database"]
+        if alias not in connections:
+            raise CommandError(f"--database {alias}: no such database alias (known: {', '.join(connections)})")
+        return alias
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except OrgScopeError as exc:  # a scoping refusal deep in the work: one line, like any CommandError
+            raise CommandError(str(exc)) from None

@@ -1,0 +1,44 @@
+"""agentforge_site.management.AgentForgeCommand: --org and --database mean the same in every command."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.tenancy import org_scope
+
+pytestmark = pytest.mark.django_db
+
+
+def test_org_by_legacy_id_is_the_same_chain_as_by_uuid(make_org):
+    from agents.models import Agent
+
+    org = make_org(legacy_id="org_acme")
+    with org_scope(org):
+        Agent.objects.create(name="audited")  # the chain: the organization, then the agent
+    by_uuid, by_legacy = io.StringIO(), io.StringIO()
+    call_command("verify_audit_log", "--org", str(org.pk), stdout=by_uuid)
+    call_command("verify_audit_log", "--org", "org_acme", stdout=by_legacy)
+    assert by_legacy.getvalue() == by_uuid.getvalue()
+    assert f"{org.pk}: OK (2 entries)" in by_uuid.getvalue()
+
+
+@pytest.mark.parametrize("command", ["verify_audit_log", "checkpoint_audit_log", "rechain_audit_log", "rebuild_vector_index"])
+def test_an_unknown_org_is_one_line_naming_the_option(command):
+    with pytest.raises(CommandError) as caught:
+        call_command(command, "--org", "org_nowhere", stdout=io.StringIO())
+    assert str(caught.value) == "--org org_nowhere: no organization with id 'org_nowhere'"
+
+
+def test_the_system_chain_is_accepted_where_the_audit_log_has_one():
+    out = io.StringIO()
+    call_command("verify_audit_log", "--org", "system", stdout=out)
+    assert "system: OK (0 entries)" in out.getvalue()
+
+
+@pytest.mark.parametrize("command", ["verify_audit_log", "rotate_encryption_key", "dbhealth", "backup"])
+def test_an_unknown_database_alias_is_one_line(command):
+    with pytest.raises(CommandError, match=r"^--database elsewhere: no such database alias \(known: default"):
+        call_command(command, "--database", "elsewhere", stdout=io.StringIO())

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_serving import CREATE_ADMIN, PROJECT_DIR, free_port, manage, production_env, start, stop, wait_for_health
+from tests.test_serving import CREATE_ADMIN, free_port, manage, production_env, start, stop, wait_for_health
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

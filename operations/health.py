@@ -23,6 +23,7 @@ import time
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from agentforge_site.caching import cache_report
 from agentforge_site.replicas import direct_connect_params, monitor, replica_aliases
 from operations import monitoring
 from operations.connection import measure_latency, one_line_error, pool_status, server_version
@@ -442,6 +443,12 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
             if not replica["in_use"]:
                 alerts.append({"check": "replicas", "level": "warning",
                                "message": f"read replica {replica['alias']} skipped: {replica['reason']}"})
+
+    # A cache that is down slows requests, never fails them: an alert, not a reason.
+    checks["cache"] = cache_report()
+    if not checks["cache"]["available"]:
+        alerts.append({"check": "cache", "level": "warning",
+                       "message": f"cache unavailable, running uncached: {checks['cache']['last_error']}"})
 
     failures = dual_write_failures()
     checks["dual_write"] = {"ok": failures == 0, "failures": failures}

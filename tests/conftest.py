@@ -67,3 +67,12 @@ def imported(data_dir, default_org):
     """The real sample imported with import_json, as at the start of the parallel run."""
     call_command("import_json", str(data_dir), verbosity=0)
     return data_dir
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (cached reads, throttles, shared counters)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

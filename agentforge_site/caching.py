@@ -23,6 +23,7 @@ import time
 import uuid
 
 from django.core.cache import cache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
@@ -158,6 +159,69 @@ def cache_report() -> dict:
     return report
 
 
+# --- state shared by the worker processes ------------------------------------------------------
+
+
+def _shared_cache():
+    """The cache, when it can hold state shared by the workers; else None.
+
+    Not the dummy cache (it keeps nothing) nor the database cache (this state is written
+    from the query monitor, beside a statement that may just have failed), nor a cache
+    that is down: the callers keep their own process's state then.
+    """
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.cache.backends.dummy import DummyCache
+
+    if isinstance(cache, (DummyCache, DatabaseCache)) or status.skip():
+        return None
+    return cache
+
+
+def claim(name: str, seconds: float) -> bool | None:
+    """Take ``name`` for ``seconds`` across every process sharing the cache: True for the
+    one caller that got it, False for the others, None when the cache cannot say."""
+    shared = _shared_cache()
+    if shared is None:
+        return None
+    taken = shared.add(f"claim:{name}", 1, seconds)
+    return None if status.down_since is not None else taken
+
+
+def count(name: str) -> None:
+    """Add one to the shared counter ``name`` and stamp the time it last moved."""
+    shared = _shared_cache()
+    if shared is None:
+        return
+    key = f"counter:{name}"
+    try:
+        try:
+            shared.incr(key)
+        except ValueError:
+            if not shared.add(key, 1, None):  # another process created it meanwhile
+                shared.incr(key)
+        shared.set(f"{key}:at", time.time(), None)
+    except (CacheUnavailable, ValueError):
+        pass
+
+
+def read_counters(names) -> dict | None:
+    """``{name: (count, last time)}`` of the shared counters; None without a shared cache."""
+    shared = _shared_cache()
+    if shared is None:
+        return None
+    keys = [f"counter:{name}{suffix}" for name in names for suffix in ("", ":at")]
+    found = shared.get_many(keys)
+    if status.down_since is not None:
+        return None
+    return {name: (found.get(f"counter:{name}", 0), found.get(f"counter:{name}:at")) for name in names}
+
+
+def reset_counters(names) -> None:
+    shared = _shared_cache()
+    if shared is not None:
+        shared.delete_many([f"counter:{name}{suffix}" for name in names for suffix in ("", ":at")])
+
+
 # --- generations and cached reads ------------------------------------------------------------
 
 
@@ -236,16 +300,13 @@ def _writing(using: str = DEFAULT_DB_ALIAS) -> bool:
     return conn.in_atomic_block and _pending_bump(conn) is not None
 
 
-# Cached reads expire after this long even if no bump reached them (a write while the
-# cache was down, a write from a process without these hooks).
-DEFAULT_TIMEOUT_S = 300
-
-
-def cached(name: str, org_id, compute, *parts, timeout: int = DEFAULT_TIMEOUT_S):
+def cached(name: str, org_id, compute, *parts, timeout=DEFAULT_TIMEOUT):
     """``compute()``, cached under ``name``, the organization (None: global tables) and
     ``parts``; recomputed once the organization or everything is bumped.
 
-    Cache only plain values, never decrypted secrets.
+    Cache only plain values, never decrypted secrets. Entries expire after CACHE_TIMEOUT
+    even if no bump reached them (a write while the cache was down, or from a process
+    without these hooks).
     """
     if _writing():
         return compute()

@@ -354,6 +354,7 @@ def build_caches(env: dict) -> dict:
             "CACHE_URL", f"unknown scheme in {re.sub(r'//[^@/]*@', '//', url)!r} (expected one of: {', '.join(s + '://' for s in CACHE_SCHEMES)})"
         )
     timeout = read_int(env, "CACHE_TIMEOUT", 300, minimum=1)
+    socket_timeout = read_float(env, "CACHE_SOCKET_TIMEOUT", 1.0, minimum=0.01)
     rest = url.partition("://")[2]
     cache = {"TIMEOUT": timeout, "KEY_PREFIX": env.get("CACHE_KEY_PREFIX") or "af"}
     if scheme == "locmem":
@@ -380,6 +381,6 @@ def build_caches(env: dict) -> dict:
             LOCATION=url,
             # A cache that does not answer quickly is treated as down: reads fall back to the
             # database instead of waiting.
-            OPTIONS={"socket_connect_timeout": 0.5, "socket_timeout": 0.5, "health_check_interval": 30},
+            OPTIONS={"socket_connect_timeout": socket_timeout, "socket_timeout": socket_timeout, "health_check_interval": 30},
         )
     return {"default": cache}

@@ -368,6 +368,13 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
                                   f"{pool['in_use']} of {pool['max_size']} connections in use"})
 
     counters = monitoring.snapshot()
+    shared = counters["all_workers"]
+    if shared:
+        # Another worker's recent slow query, failure or pool timeout is this server's too.
+        for name, last in (("slow_queries", "last_slow_query_at"), ("failed_transactions", "last_failure_at"),
+                           ("pool_timeouts", "last_pool_timeout_at")):
+            if (shared.get(f"last_{name}_at") or 0) > (counters[last] or 0):
+                counters[last] = shared[f"last_{name}_at"]
     if counters["last_pool_timeout_at"] and now - counters["last_pool_timeout_at"] < monitoring.RECENT_WINDOW_S:
         alerts.append({"check": "pool", "level": "critical",
                        "message": f"{counters['pool_timeouts']} pool timeouts since start, the last at "
@@ -426,6 +433,7 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
         "failed_transactions": counters["failed_transactions"],
         "failed_by_class": counters["failed_by_class"],
         "last_failed_transaction_at": _iso(counters["last_failure_at"]),
+        "all_workers": shared,
     }
     if recent_slow:
         alerts.append({"check": "queries", "level": "warning",

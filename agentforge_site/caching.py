@@ -122,22 +122,9 @@ class ResilientRedisCache(RedisCache):
     delete_many = _guarded("delete_many", lambda *a, **k: None)
     clear = _guarded("clear", lambda *a, **k: False)
 
-    def incr(self, key, delta=1, version=None):
-        if status.skip():
-            raise CacheUnavailable("cache unavailable")
-        try:
-            result = super().incr(key, delta, version)
-        except ValueError:
-            raise
-        except Exception as exc:
-            status.failed(exc)
-            raise CacheUnavailable(str(exc)) from exc
-        status.succeeded()
-        return result
-
-
-class CacheUnavailable(Exception):
-    """``incr()`` on a cache that is down: there is no counter value to answer with."""
+    # A counter while Redis is down reads as just started (``delta``): a caller such as a
+    # throttle keeps working, open, instead of failing the request.
+    incr = _guarded("incr", lambda key, delta=1, *a, **k: delta)
 
 
 def cache_report() -> dict:
@@ -194,14 +181,14 @@ def count(name: str) -> None:
         return
     key = f"counter:{name}"
     try:
-        try:
-            shared.incr(key)
-        except ValueError:
-            if not shared.add(key, 1, None):  # another process created it meanwhile
+        shared.incr(key)
+    except ValueError:
+        if not shared.add(key, 1, None):  # another process created it meanwhile
+            try:
                 shared.incr(key)
-        shared.set(f"{key}:at", time.time(), None)
-    except (CacheUnavailable, ValueError):
-        pass
+            except ValueError:
+                return
+    shared.set(f"{key}:at", time.time(), None)
 
 
 def read_counters(names) -> dict | None:
@@ -275,8 +262,8 @@ def _incr(org_key: str) -> None:
         cache.incr(key)
     except ValueError:
         cache.set(key, time.time_ns(), None)
-    except CacheUnavailable:
-        pass  # entries written before the outage may outlive it until their timeout
+    # While the cache is down there is nothing to bump: entries written before the outage
+    # may outlive it until their timeout (CACHE_TIMEOUT).
 
 
 def bump(org_id=None, *, everything: bool = False, using: str = DEFAULT_DB_ALIAS) -> None:

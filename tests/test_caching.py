@@ -320,4 +320,6 @@ def test_redis_down_runs_uncached_logs_once_and_shows_in_health(client, make_org
         assert any(alert["check"] == "cache" for alert in report["alerts"])
         response = client.get("/health/")
         assert response.status_code == 200
+        # A counter (a sign-in throttle) reads as just started, rather than failing the request.
+        assert cache.incr("throttle:10.0.0.1") == 1 and cache.get("throttle:10.0.0.1", "none") == "none"
     caching.status.down_since = None

@@ -101,4 +101,4 @@ def test_cache_benchmark_prints_every_contender_for_every_read(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for contender in ("ORM, cache off", "local memory (locmem)", "Redis", "bare SELECT 1 round trip"):
-        assert re.search(rf"^{re.escape(contender)}\s+(\d[\d,]* \(\d[\d,]*\)\s+){{3}}$", result.stdout, re.M), result.stdout
+        assert re.search(rf"^{re.escape(contender)}(\s+\d[\d,]* \(\d[\d,]*\)){{3}}$", result.stdout, re.M), result.stdout

@@ -17,14 +17,15 @@ DEFAULT_POLICY = {
 
 def password_policy(org_id) -> dict:
     """The organization's ``security.*`` settings merged over the defaults."""
-    from settings_app.models import OrgSetting
+    from settings_app.models import org_setting_values
 
     policy = dict(DEFAULT_POLICY)
     if org_id is None:
         return policy
     prefix = "security."
-    for key, value in OrgSetting.all_orgs.filter(org_id=org_id, key__startswith=prefix).values_list("key", "value"):
-        policy[key[len(prefix):]] = value
+    for key, value in org_setting_values(org_id).items():
+        if key.startswith(prefix):
+            policy[key[len(prefix):]] = value
     return policy
 
 

@@ -194,6 +194,14 @@ def build_database(env: dict, base_dir: Path) -> dict:
         if ssl_mode:
             options["sslmode"] = ssl_mode
         options["application_name"] = env.get("DB_APPLICATION_NAME") or "agentforge-db"
+        # Server-side prepared statements: psycopg 3 prepares a statement on the server
+        # after it ran this many times on a connection. They need server-side binding
+        # (Django's default client-side cursors never prepare) and break behind PgBouncer
+        # in transaction mode before 1.21, so they stay off unless asked for.
+        prepare = (env.get("DB_PREPARE_THRESHOLD") or "").strip().lower()
+        if prepare not in ("", "off"):
+            options["server_side_binding"] = True
+            options["prepare_threshold"] = read_int(env, "DB_PREPARE_THRESHOLD", 5)
     elif db_type == "mysql":
         database["CONN_MAX_AGE"] = pool_recycle
         options.update(
@@ -324,3 +332,55 @@ def replica_settings(env: dict, replicas: dict) -> dict:
         "DB_REPLICA_CHECK_INTERVAL": interval,
         "DB_REPLICA_STICKY_SECONDS": sticky,
     }
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+CACHE_SCHEMES = ("locmem", "redis", "rediss", "unix", "db", "dummy")
+
+
+def build_caches(env: dict) -> dict:
+    """``CACHES`` for ``CACHE_URL``.
+
+    ``locmem://`` (the default: one process's memory), ``redis://[:password@]host:6379/0``
+    (``rediss://`` with TLS, ``unix:///path.sock?db=0``) through Django's own Redis backend,
+    made to run uncached while Redis is down, ``db://table_name`` (Django's database cache;
+    ``manage.py createcachetable`` makes the table), ``dummy://`` (no cache).
+    """
+    url = (env.get("CACHE_URL") or "locmem://").strip()
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in CACHE_SCHEMES:
+        raise ConfigurationError(
+            "CACHE_URL", f"unknown scheme in {re.sub(r'//[^@/]*@', '//', url)!r} (expected one of: {', '.join(s + '://' for s in CACHE_SCHEMES)})"
+        )
+    timeout = read_int(env, "CACHE_TIMEOUT", 300, minimum=1)
+    socket_timeout = read_float(env, "CACHE_SOCKET_TIMEOUT", 1.0, minimum=0.01)
+    rest = url.partition("://")[2]
+    cache = {"TIMEOUT": timeout, "KEY_PREFIX": env.get("CACHE_KEY_PREFIX") or "af"}
+    if scheme == "locmem":
+        cache.update(BACKEND="django.core.cache.backends.locmem.LocMemCache", LOCATION=rest or "agentforge")
+    elif scheme == "dummy":
+        cache.update(BACKEND="django.core.cache.backends.dummy.DummyCache")
+    elif scheme == "db":
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", rest):
+            raise ConfigurationError("CACHE_URL", f"db:// needs a table name, e.g. db://cache_entries, got {url!r}")
+        cache.update(BACKEND="django.core.cache.backends.db.DatabaseCache", LOCATION=rest)
+    else:
+        parsed = urlparse(url)
+        try:
+            parsed.port
+        except ValueError:
+            raise ConfigurationError("CACHE_URL", f"bad port in {parsed.netloc.rpartition('@')[2]!r}") from None
+        if scheme != "unix" and not parsed.hostname:
+            raise ConfigurationError("CACHE_URL", "a redis:// URL needs a host, e.g. redis://127.0.0.1:6379/0")
+        database = parsed.path.lstrip("/")
+        if database and not database.isdigit():
+            raise ConfigurationError("CACHE_URL", f"the Redis database must be a number, got {database!r}")
+        cache.update(
+            BACKEND="agentforge_site.caching.ResilientRedisCache",
+            LOCATION=url,
+            # A cache that does not answer quickly is treated as down: reads fall back to the
+            # database instead of waiting.
+            OPTIONS={"socket_connect_timeout": socket_timeout, "socket_timeout": socket_timeout, "health_check_interval": 30},
+        )
+    return {"default": cache}

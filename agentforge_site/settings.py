@@ -10,7 +10,14 @@ import environ
 
 from accounts.hashers import password_hashers
 from agentforge_site import load_env_file
-from agentforge_site.dbconfig import ConfigurationError, build_database, build_replicas, read_int, replica_settings
+from agentforge_site.dbconfig import (
+    ConfigurationError,
+    build_caches,
+    build_database,
+    build_replicas,
+    read_int,
+    replica_settings,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -159,6 +166,9 @@ DB_TYPE = {
     "mssql": "sqlserver",
     "django.db.backends.oracle": "oracle",
 }[DATABASES["default"]["ENGINE"]]
+
+# CACHE_URL: locmem:// (default), redis://…, db://table, dummy:// (agentforge_site.caching).
+CACHES = build_caches(dict(os.environ))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -7,6 +7,8 @@ from django.db import models
 
 from accounts.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
 from accounts.models.base import AllOrgsManager, OrgScopedManager, OrgScopedQuerySet
+from accounts.tenancy import current_org_id
+from agentforge_site.caching import cached
 from security.fields import EncryptedJSONField
 
 
@@ -273,3 +275,24 @@ class AgentTool(OrgOwnedModel):
         ordering = ["agent", "position"]
         constraints = [models.UniqueConstraint(fields=["agent", "position"], name="agent_tools_uniq")]
         indexes = [org_index("agent_tools", "agent"), models.Index(fields=["tool"], name="agent_tools_tool_idx")]
+
+
+def agent_for_chat(agent_id) -> Agent:
+    """The active organization's agent, with its tools in order as ``agent.chat_tools``.
+
+    Read on every chat turn and rarely changed, so it is cached (per organization, until
+    an agent, tool or link of the organization is written). The tools' credentials are
+    deferred: they are never cached, and are read, decrypted, only when used.
+    """
+    def load():
+        agent = Agent.objects.get(pk=agent_id)
+        links = (
+            AgentTool.objects.filter(agent=agent, tool__isnull=False)
+            .select_related("tool")
+            .defer("tool__credentials")
+            .order_by("position")
+        )
+        agent.chat_tools = [link.tool for link in links]
+        return agent
+
+    return cached("agent_for_chat", current_org_id(), load, agent_id)

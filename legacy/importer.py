@@ -17,6 +17,7 @@ from typing import Callable
 
 from django.db import connection, transaction
 
+from agentforge_site.caching import bump
 from agentforge_site.db_statistics import refresh_statistics
 from accounts.models import (
     Department,
@@ -169,6 +170,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         fail(error)
 
     with transaction.atomic():
+        # Every organization's cached reads start afresh once the import commits.
+        bump(everything=True)
         if connection.vendor == "sqlite":
             with connection.cursor() as cursor:
                 cursor.execute("PRAGMA cache_size")

@@ -19,6 +19,8 @@ from collections import defaultdict
 from django.db import connection, reset_queries
 from django.db.models import AutoField, BigAutoField
 
+from accounts.models.base import scope_field
+from agentforge_site.caching import rows_changed
 from legacy.mappers.base import ChildSet, Mapped, Row
 
 BATCH = 2000
@@ -243,6 +245,19 @@ class Writer:
             if len(buffer) >= BATCH:
                 self.flush()
 
+    def _announce(self, model, values: list[dict]) -> None:
+        """Tell the cached reads which organizations' rows of ``model`` were written (raw
+        SQL and COPY send no model signals)."""
+        if self.dry_run or not values or not rows_changed.has_listeners(model):
+            return
+        field = scope_field(model)
+        org_ids = None
+        if field is not None:
+            org_ids = {v.get(field.attname) for v in values}
+            if None in org_ids:
+                org_ids = None  # a row written without its organization: bump them all
+        rows_changed.send(sender=model, org_ids=org_ids)
+
     def flush(self) -> None:
         for model in list(self._rows):
             self._flush_rows(model)
@@ -255,6 +270,7 @@ class Writer:
         rows = self._rows.pop(model, None)
         if not rows:
             return
+        self._announce(model, [row.values for row in rows])
         if connection.queries_logged:
             reset_queries()  # with DEBUG on, the query log would grow with the input
         plan = self.plan(model)
@@ -413,6 +429,8 @@ class Writer:
         sets = self._children.pop(model, None)
         if not sets:
             return
+        # A set emptied (a user's last role removed) has no row to name its organization.
+        self._announce(model, [values for child in sets for values in (child.rows or [{}])])
         plan = self.plan(model)
         stats = self.stats[plan.table]
         parent_field = sets[0].parent_field

@@ -10,12 +10,15 @@ class OperationsConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
+        from agentforge_site import caching
         from agentforge_site.db_statistics import optimize_after_migrate
         from agentforge_site.files import private_sqlite_files
         from operations import monitoring
 
         # Slow-query, failed-transaction and pool-exhaustion monitoring on every connection.
         monitoring.install()
+        # Cached reads are invalidated by every write to the tables they depend on.
+        caching.install()
         # migrate ends with fresh planner statistics (SQLite has none until asked).
         post_migrate.connect(optimize_after_migrate, dispatch_uid="agentforge_optimize_after_migrate")
         # The SQLite database holds every secret: 0600 whatever the umask.

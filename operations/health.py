@@ -26,6 +26,7 @@ import time
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from agentforge_site.caching import cache_report
 from agentforge_site.replicas import monitor, replica_aliases
 from operations import monitoring
 from operations.connection import measure_latency, one_line_error, pool_status, probe, server_version
@@ -401,6 +402,13 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
                                   f"{pool['in_use']} of {pool['max_size']} connections in use"})
 
     counters = monitoring.snapshot()
+    shared = counters["all_workers"]
+    if shared:
+        # Another worker's recent slow query, failure or pool timeout is this server's too.
+        for name, last in (("slow_queries", "last_slow_query_at"), ("failed_transactions", "last_failure_at"),
+                           ("pool_timeouts", "last_pool_timeout_at")):
+            if (shared.get(f"last_{name}_at") or 0) > (counters[last] or 0):
+                counters[last] = shared[f"last_{name}_at"]
     if counters["last_pool_timeout_at"] and now - counters["last_pool_timeout_at"] < monitoring.RECENT_WINDOW_S:
         alerts.append({"check": "pool", "level": "critical",
                        "message": f"{counters['pool_timeouts']} pool timeouts since start, the last at "
@@ -459,6 +467,7 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
         "failed_transactions": counters["failed_transactions"],
         "failed_by_class": counters["failed_by_class"],
         "last_failed_transaction_at": _iso(counters["last_failure_at"]),
+        "all_workers": shared,
     }
     if recent_slow:
         alerts.append({"check": "queries", "level": "warning",
@@ -476,6 +485,12 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
             if not replica["in_use"]:
                 alerts.append({"check": "replicas", "level": "warning",
                                "message": f"read replica {replica['alias']} skipped: {replica['reason']}"})
+
+    # A cache that is down slows requests, never fails them: an alert, not a reason.
+    checks["cache"] = cache_report()
+    if not checks["cache"]["available"]:
+        alerts.append({"check": "cache", "level": "warning",
+                       "message": f"cache unavailable, running uncached: {checks['cache']['last_error']}"})
 
     failures = dual_write_failures()
     checks["dual_write"] = {"ok": failures == 0, "failures": failures}

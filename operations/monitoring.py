@@ -19,8 +19,10 @@ Installed by ``OperationsConfig.ready()`` on every backend:
   "database pool exhausted: waited N s for a connection (DB_POOL_SIZE=..., DB_MAX_OVERFLOW=...)"
   and counted; ``/health/`` turns it into an alert for five minutes.
 
-Counters live in this process (a multi-process server has one set per worker) and start
-at zero when the process starts; ``snapshot()`` reads them.
+Counters live in this process and start at zero when the process starts; ``snapshot()``
+reads them. With a shared cache (``CACHE_URL=redis://…``) the slow-query, failed-transaction
+and pool-timeout counts are also kept there for all workers (``snapshot()["all_workers"]``),
+and the once-a-minute event per statement shape holds across workers too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from collections import deque
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, ProgrammingError
+
+from agentforge_site import caching
 
 slow_logger = logging.getLogger("agentforge.slow_query")
 pool_logger = logging.getLogger("agentforge.db_pool")
@@ -83,21 +87,34 @@ class _Counters:
             self.slow_query_max_ms = max(self.slow_query_max_ms, ms)
             self.last_slow_query_at = now
             self.recent_slow.append((now, round(ms, 1), shape[:300]))
+        _count_shared("slow_queries")
 
     def add_failure(self, kind: str) -> None:
         with self._lock:
             self.failed_transactions += 1
             self.failed_by_class[kind] = self.failed_by_class.get(kind, 0) + 1
             self.last_failure_at = time.time()
+        _count_shared("failed_transactions")
 
     def add_pool_timeout(self, message: str) -> None:
         with self._lock:
             self.pool_timeouts += 1
             self.last_pool_timeout_at = time.time()
             self.last_pool_timeout_message = message
+        _count_shared("pool_timeouts")
 
     def claim_event(self, shape_key: str) -> bool:
-        """True when no event was recorded for this shape in the last minute (and claim it)."""
+        """True when no event was recorded for this shape in the last minute (and claim it),
+        by any worker sharing the cache, or by this process when there is none."""
+        token = _recording.set(True)
+        try:
+            shared = caching.claim(f"slow-query-event:{shape_key}", EVENT_INTERVAL_S)
+        except Exception:  # bookkeeping never breaks the query it watches
+            shared = None
+        finally:
+            _recording.reset(token)
+        if shared is not None:
+            return shared
         now = time.monotonic()
         with self._lock:
             last = self._last_event_at.get(shape_key)
@@ -128,7 +145,32 @@ class _Counters:
                 "last_pool_timeout_message": self.last_pool_timeout_message,
                 "slow_query_events_recorded": self.events_recorded,
                 "slow_query_event_errors": self.event_errors,
+                "all_workers": _read_shared(),
             }
+
+
+SHARED_COUNTERS = ("slow_queries", "failed_transactions", "pool_timeouts")
+
+
+def _count_shared(name: str) -> None:
+    token = _recording.set(True)  # the cache's own statements (if any) are not monitored
+    try:
+        caching.count(name)
+    except Exception:
+        slow_logger.debug("shared counter %s not updated", name, exc_info=True)
+    finally:
+        _recording.reset(token)
+
+
+def _read_shared() -> dict | None:
+    """Every worker's counts and last times from the shared cache; None without one."""
+    try:
+        found = caching.read_counters(SHARED_COUNTERS)
+    except Exception:
+        return None
+    if found is None:
+        return None
+    return {**{name: n for name, (n, _at) in found.items()}, **{f"last_{name}_at": at for name, (_n, at) in found.items()}}
 
 
 counters = _Counters()
@@ -141,6 +183,7 @@ def snapshot() -> dict:
 def reset_counters() -> None:
     """Zero every counter and forget the per-shape event times (tests, or after an incident)."""
     counters.reset()
+    caching.reset_counters(SHARED_COUNTERS)
 
 
 # --- statement shapes and redaction --------------------------------------------------------

@@ -16,6 +16,7 @@ from django.apps import apps
 from django.db import models, transaction
 from django.db.models import ExpressionWrapper, F
 
+from agentforge_site.caching import bump
 from security import crypto
 from security.fields import encrypted_fields
 
@@ -104,4 +105,9 @@ class _Ciphertext(models.Value):
 
 
 def rotate_all(batch_size: int = 500, dry_run: bool = False, using: str = "default") -> list[TableReport]:
-    return [rotate_model(m, batch_size=batch_size, dry_run=dry_run, using=using) for m in encrypted_models()]
+    reports = [rotate_model(m, batch_size=batch_size, dry_run=dry_run, using=using) for m in encrypted_models()]
+    if not dry_run:
+        # Cached reads hold no secrets, but a rotation rewrites rows of cached tables
+        # (organizations, tools) below the model signals: start every cache afresh.
+        bump(everything=True, using=using)
+    return reports

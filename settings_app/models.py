@@ -6,7 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone as dj_timezone
 
-from accounts.models import OrgOwnedModel, org_foreign_key, org_index
+from accounts.models import OrgOwnedModel, WriteNotifyingQuerySet, org_foreign_key, org_index
+from agentforge_site.caching import cached
 from security import crypto
 from security.fields import EncryptedTextField
 
@@ -76,6 +77,8 @@ class TypedSetting(models.Model):
 class SystemSetting(TypedSetting):
     """Global settings: the legacy top-level settings.json (flattened), integrations, tenancy mode."""
 
+    objects = models.Manager.from_queryset(WriteNotifyingQuerySet)()
+
     class Meta:
         db_table = "system_settings"
         ordering = ["key"]
@@ -105,3 +108,20 @@ class UserPreference(OrgOwnedModel):
     class Meta:
         db_table = "user_preferences"
         indexes = [org_index("user_preferences", "user")]
+
+
+def org_setting_values(org_id) -> dict:
+    """The organization's settings as ``{key: value}``, secrets left out; cached.
+
+    Read on every sign-in, password change and API-key creation (``security.*``).
+    """
+    def load():
+        rows = OrgSetting.all_orgs.filter(org_id=org_id, is_secret=False).values_list("key", "value")
+        return dict(rows)
+
+    return cached("org_settings", org_id, load)
+
+
+def system_setting_values() -> dict:
+    """The system settings as ``{key: value}``, secrets left out; cached."""
+    return cached("system_settings", None, lambda: dict(SystemSetting.objects.filter(is_secret=False).values_list("key", "value")))

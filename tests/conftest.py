@@ -71,7 +71,8 @@ def imported(data_dir, default_org):
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Sign-in throttling counts failures in the cache: no test starts with another's."""
+    """Each test starts with an empty cache (cached reads, throttles, shared counters)."""
     from django.core.cache import cache
 
     cache.clear()
+    yield

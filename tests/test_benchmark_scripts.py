@@ -101,3 +101,17 @@ def test_signin_timing_benchmark_prints_every_kind_beside_the_alternative(tmp_pa
     assert len(re.findall(r"^account +equalised clock +equalised CPU +before clock +before CPU$", out, re.M)) == 2, out
     for kind in ("unknown email", "imported pbkdf2 100000", "bcrypt_sha256", "pbkdf2 1000000", "max / min"):
         assert len(re.findall(rf"^{kind}(?: +[\d.]+x?){{4}}$", out, re.M)) == 2, (kind, out)
+
+
+@pytest.mark.backends("sqlite")  # it uses its own scratch SQLite file: once per suite run is enough
+def test_cache_benchmark_prints_every_contender_for_every_read(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL", "CACHE_"))}
+    env.update(DB_TYPE="sqlite", SQLITE_TEST_PATH=str(tmp_path / "bench.db"), DEBUG="1",
+               CACHE_BENCH_REDIS_URL="redis://127.0.0.1:6379/14")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/cache_benchmark.py", "--orgs", "2", "--reads", "20"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for contender in ("ORM, cache off", "local memory (locmem)", "Redis", "bare SELECT 1 round trip"):
+        assert re.search(rf"^{re.escape(contender)}(\s+\d[\d,]* \(\d[\d,]*\)){{3}}$", result.stdout, re.M), result.stdout

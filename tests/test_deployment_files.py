@@ -37,7 +37,8 @@ def test_compose_defaults_match_env_example():
         defaults = set(re.findall(r"\$\{" + variable + r":-([^}]*)\}", text))
         assert defaults == {env[variable]}, (variable, defaults, env[variable])
     ports = {name: s["ports"][0].split(":")[0] for name, s in compose()["services"].items() if "ports" in s}
-    assert ports == {"postgres": "5432", "mysql": "3306", "sqlserver": "1433", "oracle": "1521", "app": "8000"}
+    assert ports == {"postgres": "5432", "mysql": "3306", "sqlserver": "1433", "oracle": "1521", "app": "8000",
+                     "redis": "6379"}
 
 
 def test_env_example_lists_every_guide_variable():
@@ -68,7 +69,11 @@ def test_app_service_waits_for_its_database_migrates_once_and_checks_health():
     services = compose()["services"]
     app, migrate = services["app"], services["migrate"]
     assert app["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                 "redis": {"condition": "service_healthy"},
                                  "migrate": {"condition": "service_completed_successfully"}}
+    # The workers share one cache (cached reads, slow-query event limit, health counters).
+    assert app["environment"]["CACHE_URL"] == "${CACHE_URL:-redis://redis:6379/0}"
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert (migrate["command"], migrate["restart"], app["command"]) == (["migrate"], "no", ["serve"])
     assert app["image"] == migrate["image"] and migrate["build"] == "."

@@ -1,4 +1,5 @@
 from accounts.models.base import (  # noqa: F401
+    WriteNotifyingQuerySet,
     LEGACY_NAMESPACE,
     AllOrgsManager,
     LegacyRecordModel,

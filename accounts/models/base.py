@@ -15,6 +15,7 @@ from django.db.models.sql.datastructures import BaseTable
 from django.utils import timezone
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from agentforge_site.caching import rows_changed
 
 # Namespace for deterministic ids of legacy records whose ids are not UUIDs.
 LEGACY_NAMESPACE = uuid.UUID("6f1c7a1e-9d0b-4c55-8a43-3b8f2a0e5d17")
@@ -324,7 +325,48 @@ def _refuse_crossing(obj, field, target_id, target_org) -> None:
         )
 
 
-class ScopedQuerySet(models.QuerySet):
+class WriteNotifyingQuerySet(models.QuerySet):
+    """Announces the writes that send no per-row signals (``update()``, ``bulk_create()``,
+    ``bulk_update()``) through ``rows_changed``, with the organizations they touch, so the
+    caches that depend on the table hear of every write path."""
+
+    def _written_org_ids(self, objs=None):
+        """The organizations the write touches; None when the table is global."""
+        field = scope_field(self.model)
+        if field is None:
+            return None
+        if objs is not None:
+            return {getattr(obj, field.attname) for obj in objs}
+        active = current_org()
+        if active not in (None, ALL_ORGS) and is_org_scoped(self.query):
+            return {active}
+        # Read before the update: its filter may be on the columns it changes.
+        return set(self.order_by().values_list(field.attname, flat=True).distinct())
+
+    def update(self, **kwargs):
+        if not rows_changed.has_listeners(self.model):
+            return super().update(**kwargs)
+        org_ids = self._written_org_ids()
+        rows = super().update(**kwargs)
+        if rows:
+            rows_changed.send(sender=self.model, org_ids=org_ids, using=self.db)
+        return rows
+
+    def bulk_create(self, objs, *args, **kwargs):
+        created = super().bulk_create(objs, *args, **kwargs)
+        if created and rows_changed.has_listeners(self.model):
+            rows_changed.send(sender=self.model, org_ids=self._written_org_ids(created), using=self.db)
+        return created
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        objs = list(objs)
+        rows = super().bulk_update(objs, fields, *args, **kwargs)
+        if rows and rows_changed.has_listeners(self.model):
+            rows_changed.send(sender=self.model, org_ids=self._written_org_ids(objs), using=self.db)
+        return rows
+
+
+class ScopedQuerySet(WriteNotifyingQuerySet):
     """What every organization-scoped queryset refuses or re-checks.
 
     * ``raw()`` and ``extra()`` on a scoped queryset: SQL text the scoping cannot see

@@ -9,6 +9,7 @@ from accounts.models.base import (
     LegacyRecordModel,
     OrgOwnedModel,
     TimestampedModel,
+    WriteNotifyingQuerySet,
     org_foreign_key,
     org_index,
 )
@@ -41,6 +42,8 @@ class Permission(models.Model):
     codename = models.CharField(max_length=150, unique=True)
     description = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = models.Manager.from_queryset(WriteNotifyingQuerySet)()
 
     class Meta:
         db_table = "permissions"

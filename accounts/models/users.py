@@ -22,6 +22,7 @@ from accounts.models.base import (
     org_index,
 )
 from accounts.models.organizations import AuthProvider, Organization
+from agentforge_site.caching import cached
 from security.fields import EncryptedTextField
 
 
@@ -232,16 +233,21 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
 
     def effective_permissions(self) -> set[str]:
         """direct_permissions ∪ roles (with their ancestors) ∪ the roles of the user's groups."""
+        # The role part is cached per (organization, user) until a role, grant, membership
+        # or the catalog changes; direct_permissions are on the row already loaded.
+        return set(self.direct_permissions or []) | cached("role_permissions", self.org_id, self._role_permissions, self.pk)
+
+    def _role_permissions(self) -> frozenset[str]:
         from accounts.models.directory import GroupRole, Role
 
-        codes = set(self.direct_permissions or [])
         role_ids = set(UserRole.all_orgs.filter(user=self).values_list("role_id", flat=True))
         role_ids |= set(
             GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True)
         )
+        codes: set[str] = set()
         for role in Role.all_orgs.filter(pk__in=role_ids):
             codes |= role.effective_permissions()
-        return codes
+        return frozenset(codes)
 
     def has_agentforge_permission(self, codename: str) -> bool:
         codes = self.effective_permissions()

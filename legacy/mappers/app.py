@@ -6,6 +6,8 @@ import copy
 import hashlib
 import hmac
 
+from django.db.models import Prefetch
+
 from accounts.models import Organization, User, legacy_uuid
 from agents.models import Agent, AgentTool, Tool, extract_secrets, merge_secrets
 from conversations.models import Conversation, Message
@@ -115,11 +117,18 @@ class AgentMapper(Mapper):
         mapped.children.append(ChildSet(AgentTool, "agent_id", pk, tool_rows, ("tool_id", "tool_ref", "position")))
         return mapped
 
+    def export_queryset(self):
+        links = AgentTool.all_orgs.order_by("position")
+        return super().export_queryset().prefetch_related(Prefetch("agent_tools", links, to_attr="tool_links"))
+
     def to_legacy(self, agent, ctx=None):
         ctx = ctx or Context()
         extra = agent.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
-        tool_ids = list(AgentTool.all_orgs.filter(agent_id=agent.pk).order_by("position").values_list("tool_ref", flat=True))
+        if hasattr(agent, "tool_links"):  # prefetched with every agent (export_queryset)
+            tool_ids = [link.tool_ref for link in agent.tool_links]
+        else:
+            tool_ids = list(AgentTool.all_orgs.filter(agent_id=agent.pk).order_by("position").values_list("tool_ref", flat=True))
         out = {
             "id": agent.legacy_id or str(agent.pk), "name": agent.name, "icon": agent.icon, "goal": agent.goal,
             "agent_type": agent.agent_type, "personality": agent.personality, "guardrails": agent.guardrails,
@@ -324,9 +333,11 @@ class DocumentMapper(Mapper):
 
     def embedded_chunks(self, document) -> list:
         out = []
-        rows = DocumentChunk.all_orgs.filter(document_id=document.pk).order_by("index_position", "id")
+        rows = getattr(document, "ordered_chunks", None)  # prefetched by store_queryset
+        if rows is None:
+            rows = DocumentChunk.all_orgs.filter(document_id=document.pk).order_by("index_position", "id").iterator(chunk_size=2000)
         items = []
-        for chunk in rows.iterator(chunk_size=2000):
+        for chunk in rows:
             embedded = (chunk.legacy_extra or {}).get(EMBEDDED)
             if embedded is not None:
                 items.append((embedded.get("pos", 0), chunk, embedded))
@@ -357,6 +368,10 @@ class DocumentMapper(Mapper):
 
     def export_queryset(self):
         return Document.all_orgs.filter(source=self.source).order_by("created_at", "legacy_id")
+
+    def store_queryset(self):
+        chunks = DocumentChunk.all_orgs.order_by("index_position", "id")
+        return self.export_queryset().prefetch_related(Prefetch("chunks", chunks, to_attr="ordered_chunks"))
 
 
 class ScrapedPageMapper(DocumentMapper):
@@ -592,10 +607,16 @@ class ConversationMapper(Mapper):
             mapped.rows.append(Row(Message, values))
         return mapped
 
+    def store_queryset(self):
+        messages = Message.all_orgs.order_by("position")
+        return self.export_queryset().prefetch_related(Prefetch("messages", messages, to_attr="ordered_messages"))
+
     def to_legacy(self, conv, ctx=None, messages=None):
         ctx = ctx or Context()
         extra = conv.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
+        if messages is None:
+            messages = getattr(conv, "ordered_messages", None)
         if messages is None:
             messages = Message.all_orgs.filter(conversation_id=conv.pk).order_by("position")
         out = {

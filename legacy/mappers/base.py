@@ -415,6 +415,11 @@ class Mapper:
     def export_queryset(self):
         return self.model._base_manager.order_by("created_at", "legacy_id")
 
+    def store_queryset(self):
+        """What the store's ``all()`` reads: the export's rows, with what ``to_legacy`` needs
+        that ``export_json`` reads in batches of its own."""
+        return self.export_queryset()
+
     def export_key(self, instance, record) -> str:
         return record.get("id", str(instance.pk))
 

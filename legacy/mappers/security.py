@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.utils.text import slugify
 
 from accounts.models import (
@@ -137,10 +138,18 @@ class OrganizationMapper(Mapper):
         mapped.rows.append(Row(Organization, v))
         return mapped
 
+    def export_queryset(self):
+        # The organization's directory, read with all organizations at once (not one query each).
+        directories = LDAPConfig.all_orgs.filter(is_org_directory=True).order_by(*(LDAPConfig._meta.ordering or ["pk"]))
+        return super().export_queryset().prefetch_related(Prefetch("ldap_configs", directories, to_attr="org_directories"))
+
     def to_legacy(self, org, ctx=None):
         ctx = ctx or Context()
         extra = org.legacy_extra or {}
-        ldap = LDAPConfig.all_orgs.filter(org_id=org.pk, is_org_directory=True).values_list("legacy_id", "pk").first()
+        if hasattr(org, "org_directories"):
+            ldap = next(((cfg.legacy_id, cfg.pk) for cfg in org.org_directories), None)
+        else:
+            ldap = LDAPConfig.all_orgs.filter(org_id=org.pk, is_org_directory=True).values_list("legacy_id", "pk").first()
         ldap_id = (extra.get(DANGLING) or {}).get("ldap_config_id")
         if ldap is not None:
             ldap_id = ldap[0] or str(ldap[1])
@@ -206,11 +215,18 @@ class RoleMapper(Mapper):
         ))
         return mapped
 
+    def export_queryset(self):
+        grants = RolePermission.all_orgs.select_related("permission")
+        return super().export_queryset().prefetch_related(Prefetch("role_permissions", grants, to_attr="grants"))
+
     def to_legacy(self, role, ctx=None):
         ctx = ctx or Context()
         extra = role.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
-        codes = sorted(RolePermission.all_orgs.filter(role_id=role.pk).values_list("permission__codename", flat=True))
+        if hasattr(role, "grants"):  # prefetched with every role (export_queryset)
+            codes = sorted(grant.permission.codename for grant in role.grants)
+        else:
+            codes = sorted(RolePermission.all_orgs.filter(role_id=role.pk).values_list("permission__codename", flat=True))
         original = (extra.get(LISTS) or {}).get("permissions")
         out = {
             "id": role.legacy_id or str(role.pk), "org_id": _org_out(ctx, role), "name": role.name,
@@ -459,9 +475,42 @@ class UserMapper(Mapper):
         mapped.children.append(ChildSet(PasswordHistory, "user_id", pk, history_rows, ("password_hash", "position")))
         return mapped
 
-    def to_legacy(self, user, ctx=None):
+    def export_queryset(self):
+        # Everything to_legacy reads of a user, for all users in a fixed number of queries.
+        return (
+            super().export_queryset()
+            .select_related("preferences", "mfa")
+            .prefetch_related(
+                Prefetch("user_roles", UserRole.all_orgs.order_by("position"), to_attr="role_links"),
+                Prefetch(
+                    "group_memberships",
+                    GroupMembership.all_orgs.select_related("group").order_by("group__created_at", "group__legacy_id"),
+                    to_attr="group_links",
+                ),
+                Prefetch("password_history", PasswordHistory.all_orgs.order_by("position"), to_attr="history_rows"),
+            )
+        )
+
+    @staticmethod
+    def _related(user):
+        """(preferences, MFA row, role ids, groups, password hashes): prefetched or queried."""
         from settings_app.models import UserPreference
 
+        if hasattr(user, "role_links"):
+            prefs = getattr(user, "preferences", None) if hasattr(user, "preferences") else None
+            mfa = user.mfa if hasattr(user, "mfa") else None
+            return (prefs, mfa, [link.role_id for link in user.role_links], [link.group for link in user.group_links],
+                    [entry.password_hash for entry in user.history_rows])
+        groups = list(Group.all_orgs.filter(memberships__user_id=user.pk).order_by("created_at", "legacy_id"))
+        return (
+            UserPreference.all_orgs.filter(user_id=user.pk).first(),
+            MFASettings.all_orgs.filter(user_id=user.pk).first(),
+            list(UserRole.all_orgs.filter(user_id=user.pk).order_by("position").values_list("role_id", flat=True)),
+            groups,
+            list(PasswordHistory.all_orgs.filter(user_id=user.pk).order_by("position").values_list("password_hash", flat=True)),
+        )
+
+    def to_legacy(self, user, ctx=None):
         ctx = ctx or Context()
         extra = user.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
@@ -470,7 +519,7 @@ class UserMapper(Mapper):
             password_hash = extra.get(RAW_PASSWORD)
         else:
             password_hash = _hash_out(user.password, salts)
-        prefs = UserPreference.all_orgs.filter(user_id=user.pk).first()
+        prefs, mfa_row, roles, groups, hashes = self._related(user)
         profile = {"first_name": user.first_name, "last_name": user.last_name, "display_name": user.display_name,
                    "avatar_url": user.avatar_url, "phone": user.phone,
                    "timezone": prefs.timezone if prefs else "UTC", "language": prefs.language if prefs else "en",
@@ -480,7 +529,6 @@ class UserMapper(Mapper):
         profile.update(extra_items(profile_book))
         omit_missing(profile, profile_book, PROFILE_DEFAULTS)
 
-        mfa_row = MFASettings.all_orgs.filter(user_id=user.pk).first()
         mfa_book = extra.get(MFA) or {}
         mfa = {}
         if mfa_row is not None:
@@ -495,15 +543,13 @@ class UserMapper(Mapper):
             mfa.update(extra_items(mfa_book))
             omit_missing(mfa, mfa_book, MFA_DEFAULTS)
 
-        roles = list(UserRole.all_orgs.filter(user_id=user.pk).order_by("position").values_list("role_id", flat=True))
         role_ids = rebuild_list([ctx.legacy_id_of(Role, r) for r in roles], dangling.get("role_ids"))
-        member_of = [ctx.legacy_id_of(Group, g) for g in
-                     GroupMembership.all_orgs.filter(user_id=user.pk).order_by("group__created_at", "group__legacy_id").values_list("group_id", flat=True)]
+        member_of = [ctx.legacy_id_of(Group, group.pk) for group in groups]
         original_groups = (extra.get(LISTS) or {}).get("group_ids")
         # Membership is the union of both sides: groups naming this user explain the rest.
         explained = {g for g in (original_groups or ()) if ctx.ref(Group, g) is not None}
         uid = user.legacy_id or str(user.pk)
-        for gid, book in Group.all_orgs.filter(memberships__user_id=user.pk).values_list("legacy_id", "legacy_extra"):
+        for gid, book in ((group.legacy_id, group.legacy_extra) for group in groups):
             lists = (book or {}).get(LISTS) or {}
             if uid in (lists.get("user_ids") or ()) or uid in (lists.get("member_ids") or ()):
                 explained.add(gid)
@@ -511,8 +557,7 @@ class UserMapper(Mapper):
             group_ids = list(original_groups)
         else:
             group_ids = member_of
-        history = [_hash_out(h, salts) for h in
-                   PasswordHistory.all_orgs.filter(user_id=user.pk).order_by("position").values_list("password_hash", flat=True)]
+        history = [_hash_out(h, salts) for h in hashes]
 
         out = {
             "id": user.legacy_id or str(user.pk), "org_id": _org_out(ctx, user), "email": user.email,
@@ -578,18 +623,30 @@ class GroupMapper(Mapper):
                                         [{"org_id": org_id, "group_id": pk, "role_id": r} for _, _, r in roles], ("role_id",)))
         return mapped
 
+    def export_queryset(self):
+        # Members (with their rows) and roles of every group in a fixed number of queries.
+        return super().export_queryset().prefetch_related(
+            Prefetch("memberships", GroupMembership.all_orgs.select_related("user").order_by("user__email"), to_attr="member_links"),
+            Prefetch("group_roles", GroupRole.all_orgs.order_by("pk"), to_attr="role_links"),
+        )
+
     def to_legacy(self, group, ctx=None):
         ctx = ctx or Context()
         extra = group.legacy_extra or {}
         lists = extra.get(LISTS) or {}
-        members = [ctx.legacy_id_of(User, u) for u in
-                   GroupMembership.all_orgs.filter(group_id=group.pk).order_by("user__email").values_list("user_id", flat=True)]
-        roles = [ctx.legacy_id_of(Role, r) for r in GroupRole.all_orgs.filter(group_id=group.pk).values_list("role_id", flat=True)]
+        if hasattr(group, "member_links"):
+            member_users = [link.user for link in group.member_links]
+            role_pks = [link.role_id for link in group.role_links]
+        else:
+            member_users = [link.user for link in GroupMembership.all_orgs.filter(group_id=group.pk).select_related("user").order_by("user__email")]
+            role_pks = list(GroupRole.all_orgs.filter(group_id=group.pk).order_by("pk").values_list("role_id", flat=True))
+        members = [ctx.legacy_id_of(User, u.pk) for u in member_users]
+        roles = [ctx.legacy_id_of(Role, r) for r in role_pks]
         user_ids, member_ids = lists.get("user_ids"), lists.get("member_ids")
         # Members recorded on either side (users' group_ids count too, see the users mapper).
         known = set(user_ids or ()) | set(member_ids or ())
         claimed = set()
-        for uid, book in User.all_orgs.filter(pk__in=GroupMembership.all_orgs.filter(group_id=group.pk).values("user_id")).values_list("legacy_id", "legacy_extra"):
+        for uid, book in ((user.legacy_id, user.legacy_extra) for user in member_users):
             if group.legacy_id in ((book or {}).get(LISTS) or {}).get("group_ids", ()):
                 claimed.add(uid)
         resolvable = {u for u in known if ctx.ref(User, u) is not None} | claimed

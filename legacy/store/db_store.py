@@ -261,7 +261,7 @@ class DatabaseStore:
         ctx = Context()
         active = self._active()
         with unscoped():
-            queryset = mapper.export_queryset()
+            queryset = mapper.store_queryset()
             if active is not None:
                 allowed = self._queryset(mapper, active).values("pk")
                 queryset = queryset.filter(pk__in=allowed)

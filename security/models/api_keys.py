@@ -31,13 +31,9 @@ _NOT_GIVEN = object()
 
 def default_expiry_days(org_id) -> int:
     """The organization's ``security.api_key_expiry_days`` (365 by default; 0 = no expiry)."""
-    from settings_app.models import OrgSetting
+    from settings_app.models import org_setting_values
 
-    value = (
-        OrgSetting.all_orgs.filter(org_id=org_id, key="security.api_key_expiry_days")
-        .values_list("value", flat=True)
-        .first()
-    )
+    value = org_setting_values(org_id).get("security.api_key_expiry_days")
     try:
         return DEFAULT_EXPIRY_DAYS if value is None else max(int(value), 0)
     except (TypeError, ValueError):

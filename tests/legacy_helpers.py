@@ -13,6 +13,7 @@ from accounts.models import (
     Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Permission, Role,
     RolePermission, User, UserRole,
 )
+from accounts.tenancy import unscoped
 from agents.models import Agent, AgentTool, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
@@ -93,7 +94,8 @@ def wipe() -> None:
     from security.models import AuditChainHead
 
     qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
+    # unscoped(): hand-written SQL reaches every organization's rows only as system work.
+    with unscoped(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT set_config('agentforge.audit_purge', 'on', true)")
         if connection.vendor == "mysql":

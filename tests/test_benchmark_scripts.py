@@ -1,4 +1,4 @@
-"""The import benchmark still runs end to end (a small size, on a scratch SQLite file).
+"""The import and row-level security benchmarks still run end to end (small sizes, scratch databases).
 
 Its figures are not checked (speed is shown by running it, not by a timed test); what is
 checked is that every contender ran on the same rows and printed its line.
@@ -6,6 +6,7 @@ checked is that every contender ran on the same rows and printed its line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -88,3 +89,25 @@ def test_retrieval_benchmark_runs_every_contender_on_the_same_vectors(tmp_path):
                          out, re.M), out
     assert re.search(r"^old most_similar on 100 chunks:\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms", out, re.M), out
     assert re.search(r"^reference, one round trip \(SELECT 1\): p50", out, re.M), out
+
+
+@pytest.mark.backends("postgresql")  # row-level security is PostgreSQL's
+def test_rls_benchmark_times_every_statement_with_and_without_the_policies():
+    from django.db import connection
+
+    env = dict(os.environ)
+    # Its own scratch database (<DB_NAME>_rls_bench), apart from the suite's.
+    env["DB_NAME"] = f"{connection.settings_dict['NAME']}_b"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/rls_benchmark.py", "--rows", "400", "--conversations", "4", "--repeat", "2",
+         "--rounds", "1", "--json"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["messages"] == 400 and summary["audit_rows"] >= 400
+    assert [r["query"] for r in summary["results"]] == [
+        "newest 50 messages (autocommit)", "newest 50 messages (in atomic)",
+        "audit changelist, org admin", "audit changelist, superuser",
+    ]
+    assert all(r["with_rls"]["median_ms"] > 0 and r["without_rls"]["median_ms"] > 0 for r in summary["results"])

@@ -56,6 +56,21 @@ def _org(rec: Rec, ctx: Context, required=True):
     return pk
 
 
+def _own_org_role(ctx: Context, legacy_id: str, org_pk):
+    """The role's primary key when the role belongs to ``org_pk``, else None: AgentForge lets an
+    identity provider default to another organization's role (``role_user`` of org_default),
+    a link the database refuses; the reference is kept as dangling and exported unchanged."""
+    pk = ctx.ref(Role, legacy_id)
+    if pk is None:
+        return None
+    role_org = (ctx.raw.get("role_orgs") or {}).get(legacy_id)
+    if role_org is not None:
+        role_org_pk = ctx.ref(Organization, role_org)
+    else:
+        role_org_pk = Role._base_manager.filter(pk=pk).values_list("org_id", flat=True).first()
+    return pk if role_org_pk == org_pk else None
+
+
 def _org_out(ctx: Context, instance) -> str:
     return ctx.legacy_id_of(Organization, instance.org_id)
 
@@ -634,7 +649,7 @@ class OAuthConfigMapper(Mapper):
             "allowed_domains": rec.list("allowed_domains", []),
         }
         role = rec.str("default_role_id", "role_user", null=True)
-        v["default_role_id"] = ctx.ref(Role, role) if role else None
+        v["default_role_id"] = _own_org_role(ctx, role, v["org_id"]) if role else None
         if role is not None and v["default_role_id"] is None:
             dangling["default_role_id"] = role
         return _finish_row(rec, v, OAuthConfig, mapped, dangling)
@@ -700,7 +715,7 @@ class LDAPConfigMapper(Mapper):
                 v[attname] = rec.ts(key, default, null=True)
         v["connection_status"] = rec.enum("connection_status", LDAPConfig.ConnectionStatus.choices, "unknown")
         role = rec.str("default_role_id", "role_user", null=True)
-        v["default_role_id"] = ctx.ref(Role, role) if role else None
+        v["default_role_id"] = _own_org_role(ctx, role, v["org_id"]) if role else None
         if role is not None and v["default_role_id"] is None:
             dangling["default_role_id"] = role
         org_ldap = ctx.raw.get("org_ldap")

@@ -8,8 +8,9 @@ import pickle
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import Group, GroupMembership, MFASettings, Organization, User, UserSession
@@ -327,11 +328,15 @@ def test_import_json_keeps_an_organizations_chunks_in_that_organization(tmp_path
     with org_scope(other_pk):
         assert DocumentChunk.objects.filter(document_id=document.pk).count() == chunks.count()
     # The JSON era's identity configs of the other organization name the default
-    # organization's role: imported as they are, and reported.
-    assert sorted((m._meta.db_table, f.name, lid) for m, f, _, lid, _ in cross_org_links()) == [
-        ("ldap_configs", "default_role", "ldap_aaaaaaaaaaaa"), ("oauth_configs", "default_role", "oauth_bbbbbbbbbbbb")]
-    assert "ldap_configs: record ldap_aaaaaaaaaaaa: default_role: refers to" in output
-    assert "oauth_configs: record oauth_bbbbbbbbbbbb: default_role: refers to" in output
+    # organization's role: a link the database refuses, so the reference is kept as a
+    # dangling one (exported unchanged), never stored as a foreign key.
+    assert list(cross_org_links()) == []
+    from security.models import LDAPConfig, OAuthConfig
+
+    for model, legacy_id in ((LDAPConfig, "ldap_aaaaaaaaaaaa"), (OAuthConfig, "oauth_bbbbbbbbbbbb")):
+        config = model.all_orgs.get(legacy_id=legacy_id)
+        assert config.default_role_id is None
+        assert config.legacy_extra["__dangling__"]["default_role_id"] == "role_user"
 
 
 # --- 6. an organization admin never acts as a more privileged user -------------------------------
@@ -445,3 +450,143 @@ def test_createsuperuser_works_with_an_email_taken_in_another_organization(make_
     created = User.all_orgs.get(email_normalized="root@example.com", is_superuser=True)
     assert created.org_id == Organization.get_default().pk
     assert set(User.all_orgs.filter(email_normalized="root@example.com")) == {theirs, created}
+
+
+# --- 8. the second round: RawSQL, exclude() across relations, prefetches, changepassword --------
+
+
+def _raw_sql_attempts(table):
+    from django.db.models import BooleanField, CharField, Count, F
+    from django.db.models.expressions import RawSQL
+
+    everything = RawSQL(f"SELECT COUNT(*) FROM {table}", [])
+    anything = RawSQL("1 = 1", [], output_field=BooleanField())
+    return {
+        "annotate": lambda m: list(m.annotate(n=everything).values_list("n", flat=True)),
+        "alias then filter": lambda m: list(m.alias(n=everything).filter(n__gte=0)),
+        "filter": lambda m: list(m.filter(anything)),
+        "exclude": lambda m: list(m.exclude(anything)),
+        "order_by": lambda m: list(m.order_by(everything)),
+        "aggregate": lambda m: m.aggregate(n=Count(everything)),
+        "values": lambda m: list(m.values(n=everything)),
+        "update": lambda m: m.update(name=RawSQL(f"(SELECT MAX(name) FROM {table})", [], output_field=CharField())),
+        "inside another expression": lambda m: list(m.annotate(n=F("name")).filter(name=everything)),
+    }
+
+
+@pytest.mark.parametrize("attempt", list(_raw_sql_attempts("agents")))
+def test_raw_sql_expressions_on_a_scoped_manager_are_refused_in_every_scope(two, attempt):
+    a, b, mine, theirs = two
+    run = _raw_sql_attempts("agents")[attempt]
+    names = set(Agent.all_orgs.values_list("name", flat=True))
+    for scope in (org_scope(a), unscoped(), org_scope(b)):
+        with scope, pytest.raises(OrgScopeError, match="RawSQL"), transaction.atomic():
+            run(Agent.objects.all())
+    with pytest.raises(OrgScopeError, match="RawSQL"), transaction.atomic():  # no organization active
+        run(Agent.objects.all())
+    with org_scope(a):  # a related manager too
+        owned = User.objects.get(pk=mine["user"].pk).owned_agents.all()
+        with pytest.raises(OrgScopeError, match="RawSQL"), transaction.atomic():
+            run(owned)
+    assert set(Agent.all_orgs.values_list("name", flat=True)) == names
+
+
+def test_raw_sql_expressions_stay_for_system_work_through_all_orgs(two):
+    from django.db.models.expressions import RawSQL
+
+    a, b, mine, theirs = two
+    counted = Agent.all_orgs.filter(pk=mine["agent"].pk).annotate(n=RawSQL("SELECT COUNT(*) FROM agents", []))
+    assert counted.get().n >= 2
+
+
+def test_exclude_across_a_relation_does_not_see_another_organizations_rows(two):
+    from django.db.models import Q
+
+    a, b, mine, theirs = two
+    # A's agent linked (planted, around the checks) to B's tool. A filter across the link
+    # finds nothing from A's scope; the NOT EXISTS subquery of an exclude() must not find
+    # B's tool either, or A learns B's tool name by what disappears.
+    _plant(AgentTool, AgentTool.all_orgs.get(agent=mine["agent"]), tool_id=theirs["tool"].pk)
+    their_name = theirs["tool"].name
+    with org_scope(a):
+        assert list(Agent.objects.filter(tools__name=their_name)) == []
+        assert list(Agent.objects.exclude(tools__name=their_name)) == [mine["agent"]]
+        assert list(Agent.objects.filter(~Q(tools__name=their_name))) == [mine["agent"]]
+        assert list(Agent.objects.exclude(tools__name=their_name, tools__type=Tool.Type.EMAIL)) == [mine["agent"]]
+        assert list(Organization.objects.exclude(agents__tools__name=their_name)) == [a]
+        assert list(User.objects.filter(pk=mine["user"].pk).exclude(owned_agents__tools__name=their_name)) == [mine["user"]]
+        # Rows of the active organization still exclude as before.
+        assert list(Agent.objects.exclude(conversations__title=mine["conversation"].title)) == []
+    with pytest.raises(OrgScopeError):
+        list(Agent.objects.exclude(tools__name=their_name))
+    # System work sees the planted link: the restriction is the scope's.
+    with unscoped():
+        assert mine["agent"] not in list(Agent.objects.exclude(tools__name=their_name))
+
+
+@pytest.mark.parametrize("relation", ["tools", "conversations"])
+def test_prefetched_related_rows_are_fetched_again_under_another_organization(two, relation):
+    from django.db.models import Prefetch
+
+    a, b, mine, theirs = two
+    theirs_related = {"tools": theirs["tool"], "conversations": theirs["conversation"]}[relation]
+    mine_related = {"tools": mine["tool"], "conversations": mine["conversation"]}[relation]
+    with unscoped():
+        agents = list(Agent.objects.filter(pk__in=[mine["agent"].pk, theirs["agent"].pk]).prefetch_related(relation))
+    their_agent = next(agent for agent in agents if agent.pk == theirs["agent"].pk)
+    my_agent = next(agent for agent in agents if agent.pk == mine["agent"].pk)
+    with unscoped(), CaptureQueriesContext(connection) as queries:
+        assert list(getattr(their_agent, relation).all()) == [theirs_related]  # the prefetched rows
+    assert len(queries) == 0
+    with org_scope(a):
+        # Filled unscoped, read under A: the prefetched queryset runs again, under A.
+        assert list(getattr(their_agent, relation).all()) == []
+        assert getattr(their_agent, relation).count() == 0
+        assert list(getattr(my_agent, relation).all()) == [mine_related]
+    with org_scope(b):
+        assert list(getattr(their_agent, relation).all()) == [theirs_related]
+    # Decided and documented: loaded instances are data in hand. A Prefetch(to_attr) list
+    # is a plain list, like the instance's own fields; it is not re-checked.
+    with unscoped():
+        kept = Agent.objects.prefetch_related(Prefetch(relation, to_attr="kept")).get(pk=theirs["agent"].pk)
+    with org_scope(a):
+        assert kept.kept == [theirs_related]
+
+
+def _new_password(monkeypatch, password="Changed-by-0perator!"):
+    from django.contrib.auth.management.commands.changepassword import Command as AuthCommand
+
+    monkeypatch.setattr(AuthCommand, "_get_pass", lambda self, prompt="Password: ": password)
+    return password
+
+
+def test_changepassword_finds_the_user_in_any_organization_and_audits_the_change(make_org, make_user, monkeypatch, capsys):
+    from django.core.management import get_commands
+
+    from security.models import AuditLog
+
+    a, b = make_org("A"), make_org("B")
+    mine, theirs = make_user(a, email="member@a.test"), make_user(b, email="Member@B.test")
+    assert get_commands()["changepassword"] == "accounts"  # ours, not django.contrib.auth's
+    password = _new_password(monkeypatch)
+    call_command("changepassword", "MEMBER@b.test")  # no organization active
+    assert User.all_orgs.get(pk=theirs.pk).check_password(password)
+    assert not User.all_orgs.get(pk=mine.pk).check_password(password)
+    entry = AuditLog.all_orgs.get(legacy_action="password_change", resource_id=str(theirs.pk))
+    assert entry.org_id == b.pk
+    assert "Password changed successfully for user 'Member@B.test'" in capsys.readouterr().out
+
+
+def test_changepassword_with_an_email_of_two_organizations_needs_the_organization(make_org, make_user, monkeypatch):
+    from django.core.management.base import CommandError
+
+    a, b = make_org("A", legacy_id="org_a"), make_org("B", legacy_id="org_b")
+    in_a, in_b = make_user(a, email="shared@example.com"), make_user(b, email="shared@example.com")
+    password = _new_password(monkeypatch)
+    with pytest.raises(CommandError, match=r"several organizations \(org_a, org_b\): add --org"):
+        call_command("changepassword", "shared@example.com")
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("changepassword", "nobody@example.com")
+    call_command("changepassword", "shared@example.com", org="org_b")
+    assert User.all_orgs.get(pk=in_b.pk).check_password(password)
+    assert not User.all_orgs.get(pk=in_a.pk).check_password(password)

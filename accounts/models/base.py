@@ -318,7 +318,8 @@ def _org_of_target(model, value):
     if field.primary_key:
         return _as_uuid(value)
     manager = getattr(model, "all_orgs", None) or model._base_manager
-    return manager.filter(pk=value).values_list(field.attname, flat=True).first()
+    with unscoped():  # a look-up of the target's organization only (PostgreSQL: past row-level security)
+        return manager.filter(pk=value).values_list(field.attname, flat=True).first()
 
 
 @functools.cache
@@ -361,7 +362,10 @@ def check_org_links(objs, fields=None) -> None:
             continue
         target_field = scope_field(field.related_model)
         manager = getattr(field.related_model, "all_orgs", None) or field.related_model._base_manager
-        found = dict(manager.filter(pk__in=list(pending)).values_list("pk", target_field.attname))
+        # Unscoped: on PostgreSQL, row-level security would hide another organization's
+        # target, which would then pass for a dangling id (refused only at COMMIT).
+        with unscoped():
+            found = dict(manager.filter(pk__in=list(pending)).values_list("pk", target_field.attname))
         for target_id, owners in pending.items():
             if target_id not in found:
                 continue  # a dangling id: the database's foreign key refuses it

@@ -167,10 +167,13 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
             ctx.add_source_ids(model, mapper.source_ids(data))
     default_org = _default_organization(root, ctx)
     ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
-    ctx.raw["role_orgs"] = {
-        r.get("id", key): r.get("org_id") or "org_default"
-        for key, r in (loaded.get("security/roles") or {}).items() if isinstance(r, dict)
-    }
+    # Which organization each role and user belongs to: links to another organization's are
+    # kept as dangling references (the database's composite keys refuse them).
+    for name, book in (("security/roles", "role_orgs"), ("security/users", "user_orgs")):
+        ctx.raw[book] = {
+            r.get("id", key): r.get("org_id") or "org_default"
+            for key, r in (loaded.get(name) or {}).items() if isinstance(r, dict)
+        }
     ctx.raw["org_ldap"] = {
         r.get("ldap_config_id") for r in (loaded.get("security/organizations") or {}).values()
         if isinstance(r, dict) and r.get("ldap_config_id")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
 
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from accounts.models import (
     Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Permission, Role,
@@ -106,6 +107,16 @@ def wipe() -> None:
             cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
         if connection.vendor == "postgresql":
             cursor.execute("SELECT set_config('agentforge.audit_purge', 'off', true)")
+
+
+@contextlib.contextmanager
+def rolled_back():
+    """Run the block in a savepoint rolled back at its end: the database as it was before.
+    What undoes an import on PostgreSQL, where wipe() cannot: the application role may not
+    delete audit entries (only the owner's retention purge may)."""
+    with transaction.atomic():
+        yield
+        transaction.set_rollback(True)
 
 
 def load_dir(root) -> dict:

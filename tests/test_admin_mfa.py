@@ -17,7 +17,7 @@ from legacy import passwords as legacy_passwords
 from security.crypto import sha256_hex
 from security.models import AuditLog, SecurityEvent
 from tests.agentforge_real import totp
-from tests.agentforge_scheme import agentforge_backup_code_matches
+from tests.agentforge_real import agentforge_backup_code_matches
 
 PASSWORD = "correct horse battery staple"
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

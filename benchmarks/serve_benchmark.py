@@ -444,6 +444,7 @@ def outage_run(args, cluster: Cluster, env: dict, base: Path, agents: list[str])
                           max((ms for _, ms in outage_health), default=0)),
         "requests_during": len(during),
         "status_counts": {s: sum(r.status == s for r in failed) for s in sorted({r.status for r in failed})},
+        "failed_kinds": sorted({(r.kind, r.status) for r in failed}),
         "slowest_failure_ms": max((r.ms for r in failed), default=0),
         "failure_p50_ms": percentile(failed_during, 50), "failure_p99_ms": percentile(failed_during, 99),
         "failed_during": len(failed_during),
@@ -511,6 +512,8 @@ def main():
                   f"slowest {slowest:.0f} ms" if o["health_503_after_s"] is not None else "  /health/ never said 503")
             print(f"  client requests sent while the server was down: {o['requests_during']}, {o['failed_during']} failed, "
                   f"in p50 {o['failure_p50_ms']:.0f} ms / p99 {o['failure_p99_ms']:.0f} ms")
+            print("  failed requests by kind and status: "
+                  + (", ".join(f"{kind} {status}" for kind, status in o["failed_kinds"]) or "none"))
             print(f"  all failed requests by status: {o['status_counts']} (0 = no answer); slowest "
                   f"{o['slowest_failure_ms']:.0f} ms (a request in flight when the server went away)")
             print(f"  back: /health/ 200 {o['recovered_after_s']:.2f} s after PostgreSQL restarted; "

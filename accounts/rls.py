@@ -61,6 +61,18 @@ _CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT", "SET TRAN
 _OUTSIDE_TRANSACTIONS = ("VACUUM", "CREATE DATABASE", "DROP DATABASE", "REINDEX", "CLUSTER")
 
 
+@contextlib.contextmanager
+def as_orm_statement():
+    """Treat the block's hand-written SQL as the ORM statement it replaces (a prepared
+    SELECT on an ``all_orgs`` manager): with no organization active it runs as system work
+    on the bypass role, inside ``org_scope(A)`` it still sees A's rows only."""
+    token = orm_statement.set(True)
+    try:
+        yield
+    finally:
+        orm_statement.reset(token)
+
+
 def bypass_role(settings_dict: dict) -> str:
     # Validated by agentforge_site.dbconfig; doubled quotes keep a hand-made name a literal.
     return (settings_dict.get("RLS_BYPASS_ROLE") or DEFAULT_BYPASS_ROLE).replace("'", "''")

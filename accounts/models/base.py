@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import BooleanField, F
 from django.db.models.expressions import Expression, RawSQL
 from django.db.models.lookups import Exact, IsNull, Lookup
-from django.db.models.sql import Query
+from django.db.models.sql import Query, UpdateQuery
 from django.db.models.sql.constants import LOUTER
 from django.db.models.sql.datastructures import BaseTable
 from django.db.models.sql.where import AND
@@ -506,6 +506,11 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
 
     def update(self, **kwargs):
         if is_org_scoped(self.query):
+            # Refused here, before the write hook reads which organizations the update
+            # touches: with none active that read fails first and hides why.
+            statement = self.query.chain(UpdateQuery)
+            statement.add_update_values(kwargs)
+            refuse_raw_sql(statement)
             self._check_update(kwargs)
         return super().update(**kwargs)
 

@@ -246,16 +246,23 @@ def wait_for_health(base, process, log_path, seconds=60):
     raise AssertionError("no answer from /health/:\n" + Path(log_path).read_text()[-3000:])
 
 
-def sign_in_and_fetch_users(base) -> tuple[str, str]:
-    """Sign in through the login form; return the users changelist's HTML and its first stylesheet's URL."""
+def sign_in(base, next_path="/admin/"):
+    """Sign in as the test admin through the login form; return the signed-in opener and the
+    response (at ``next_path``)."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-    login_page = opener.open(base + "/admin/login/", timeout=10).read().decode()
+    login_page = opener.open(base + "/admin/login/", timeout=30).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
     form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": "root@serve.test",
-                                   "password": "Serve-test-passphrase-9", "next": "/admin/accounts/user/"}).encode()
-    request = urllib.request.Request(base + "/admin/login/?next=/admin/accounts/user/", data=form,
+                                   "password": "Serve-test-passphrase-9", "next": next_path}).encode()
+    request = urllib.request.Request(base + f"/admin/login/?next={next_path}", data=form,
                                      headers={"Referer": base + "/admin/login/"})
-    with opener.open(request, timeout=30) as response:
+    return opener, opener.open(request, timeout=30)
+
+
+def sign_in_and_fetch_users(base) -> tuple[str, str]:
+    """Sign in through the login form; return the users changelist's HTML and its first stylesheet's URL."""
+    _, response = sign_in(base, "/admin/accounts/user/")
+    with response:
         assert response.url.endswith("/admin/accounts/user/"), response.url
         html = response.read().decode()
     stylesheet = re.search(r'<link rel="stylesheet" href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', html)

@@ -10,7 +10,6 @@ behind them.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -19,12 +18,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
 
-from tests.test_serving import CREATE_ADMIN, free_port, manage, production_env, start, stop, wait_for_health
+from tests.test_serving import CREATE_ADMIN, free_port, manage, production_env, sign_in, start, stop, wait_for_health
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -96,14 +94,9 @@ def served(tmp_path):
 
 
 def signed_in(base):
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-    page = opener.open(base + "/admin/login/", timeout=30).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": "root@serve.test",
-                                   "password": "Serve-test-passphrase-9", "next": "/admin/"}).encode()
-    request = urllib.request.Request(base + "/admin/login/?next=/admin/", data=form,
-                                     headers={"Referer": base + "/admin/login/"})
-    opener.open(request, timeout=30).read()
+    opener, response = sign_in(base)
+    with response:
+        response.read()
     return opener
 
 

@@ -8,7 +8,9 @@ store: ``clearsessions``, ``cycle_key()`` on sign-in and on a password change
 
 from __future__ import annotations
 
+from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from security.crypto import sha256_hex
@@ -61,6 +63,22 @@ class SessionStore(DatabaseSessionStore):
             expire_date=await self.aget_expiry_date(),
         )
 
+    # Django's store turns *any* database error of an update into UpdateError, which the
+    # session middleware answers with 400 ("the session was deleted"). A database that stopped
+    # answering between the view and the session save is no fault of the client: it stays an
+    # OperationalError, answered 503 with Retry-After like every other request of the outage.
+    def save(self, must_create=False):
+        try:
+            return super().save(must_create)
+        except UpdateError as exc:
+            raise _database_error(exc) from None
+
+    async def asave(self, must_create=False):
+        try:
+            return await super().asave(must_create)
+        except UpdateError as exc:
+            raise _database_error(exc) from None
+
     def delete(self, session_key=None):
         session_key = session_key or self.session_key
         if session_key is not None:
@@ -70,3 +88,8 @@ class SessionStore(DatabaseSessionStore):
         session_key = session_key or self.session_key
         if session_key is not None:
             await self.model.objects.filter(session_key=key_digest(session_key)).adelete()
+
+
+def _database_error(update_error: UpdateError) -> Exception:
+    cause = update_error.__context__
+    return cause if isinstance(cause, (OperationalError, InterfaceError)) else update_error

@@ -76,3 +76,24 @@ def _empty_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture
+def unreachable_alias(db):
+    """A second connection alias to the running backend with a closed port (or, on SQLite, a
+    missing directory): every query on it fails as a database that stopped answering does."""
+    from django.db import connection, connections
+
+    dead = connections.create_connection("default")
+    dead.settings_dict = dict(connection.settings_dict)
+    if connection.vendor == "sqlite":
+        dead.settings_dict["NAME"] = "/nonexistent-agentforge-dir/x/db.sqlite3"
+    else:
+        dead.settings_dict["PORT"] = "1"
+    dead.alias = "unreachable"
+    connections["unreachable"] = dead
+    try:
+        yield "unreachable"
+    finally:
+        dead.close()
+        del connections["unreachable"]

@@ -143,3 +143,35 @@ def test_the_migration_drops_the_cleartext_sessions():
     migration = importlib.import_module("accounts.migrations.0003_hashed_sessions")
     migration.drop_cleartext_sessions(apps, SimpleNamespace(connection=connection))
     assert Session.objects.count() == 0
+
+
+class _SessionsTo:
+    """A database router that sends the session table to another connection alias."""
+
+    def __init__(self, alias):
+        self.alias = alias
+
+    def db_for_write(self, model, **hints):
+        return self.alias if model is HashedSession else None
+
+    db_for_read = db_for_write
+
+
+def test_a_database_gone_at_the_session_save_is_an_outage_not_a_deleted_session(unreachable_alias, settings):
+    """Django turns any database error of a session update into UpdateError, answered 400
+    "session deleted"; a database that stopped answering must stay OperationalError (503)."""
+    from django.contrib.sessions.backends.base import UpdateError
+    from django.db import OperationalError
+
+    store = SessionStore()
+    store["n"] = 1
+    store.save(must_create=True)
+    store["n"] = 2
+    settings.DATABASE_ROUTERS = [_SessionsTo(unreachable_alias)]
+    with pytest.raises(OperationalError):
+        store.save()
+    settings.DATABASE_ROUTERS = []
+    # A row that really is gone is still Django's UpdateError.
+    HashedSession.objects.all().delete()
+    with pytest.raises(UpdateError):
+        store.save()

@@ -90,6 +90,9 @@ def unreachable_alias(db):
         dead.settings_dict["NAME"] = "/nonexistent-agentforge-dir/x/db.sqlite3"
     else:
         dead.settings_dict["PORT"] = "1"
+    options = dead.settings_dict["OPTIONS"] = dict(dead.settings_dict.get("OPTIONS", {}))
+    if isinstance(options.get("pool"), dict):  # psycopg's pool would wait its full timeout (30 s)
+        options["pool"] = {**options["pool"], "timeout": 2}
     dead.alias = "unreachable"
     connections["unreachable"] = dead
     try:

@@ -123,6 +123,12 @@ def _superuser_unscoped(view):
     return inner
 
 
+# The site-wide autocomplete serves every model admin: a superuser's runs unscoped like
+# their model admin views (PostgreSQL's row-level security would otherwise hold it to
+# their own organization).
+admin.site.autocomplete_view = _superuser_unscoped(admin.site.autocomplete_view)
+
+
 class ScopedRelatedFieldListFilter(RelatedFieldListFilter):
     """A foreign-key list filter whose choices come from the user's organization only."""
 

@@ -86,6 +86,13 @@ def _require(env: dict, name: str, db_type: str) -> str:
     return value
 
 
+def _role_name(env: dict, name: str, default: str) -> str:
+    value = (env.get(name) or "").strip() or default
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", value):
+        raise ConfigurationError(name, f"not a PostgreSQL role name: {value!r}")
+    return value
+
+
 def _from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     """Split DATABASE_URL into the same fields as the DB_* variables."""
     parsed = urlparse(url)
@@ -202,6 +209,14 @@ def build_database(env: dict, base_dir: Path) -> dict:
         if prepare not in ("", "off"):
             options["server_side_binding"] = True
             options["prepare_threshold"] = read_int(env, "DB_PREPARE_THRESHOLD", 5)
+        # Row-level security (accounts/rls.py): the application's role (DB_USER) neither owns
+        # the tables nor bypasses the policies; migrate, backup and restore connect as the
+        # owner role; unscoped() system work switches to the bypass role for a transaction.
+        database["MIGRATION_USER"] = (env.get("DB_MIGRATION_USER") or "").strip() or database["USER"]
+        database["MIGRATION_PASSWORD"] = (
+            env.get("DB_MIGRATION_PASSWORD") if env.get("DB_MIGRATION_USER") else database["PASSWORD"]
+        ) or ""
+        database["RLS_BYPASS_ROLE"] = _role_name(env, "DB_RLS_BYPASS_ROLE", "agentforge_bypass")
     elif db_type == "mysql":
         database["CONN_MAX_AGE"] = pool_recycle
         options.update(

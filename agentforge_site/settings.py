@@ -89,13 +89,14 @@ if _proxy_ssl_header:
 
 INSTALLED_APPS = [
     "agentforge_site.apps.AdminConfig",  # Django's admin with the second-factor step
+    # Before django.contrib.auth: its management commands (changepassword) win over auth's.
+    "accounts.apps.AccountsConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "auditlog",
-    "accounts.apps.AccountsConfig",
     "agents.apps.AgentsConfig",
     "knowledge.apps.KnowledgeConfig",
     "conversations.apps.ConversationsConfig",

@@ -108,7 +108,9 @@ def _not_null_defaults(model, given: set[str]) -> dict[str, str]:
     for field in model._meta.concrete_fields:
         if field.primary_key or field.null or field.column in given:
             continue
-        if isinstance(field, models.BooleanField):
+        if isinstance(field, models.JSONField):
+            values[field.column] = "'" + json.dumps(field.get_default()).replace("'", "''") + "'"
+        elif isinstance(field, models.BooleanField):
             values[field.column] = "TRUE"
         elif isinstance(field, (models.IntegerField, models.BigIntegerField)):
             values[field.column] = "0"

@@ -28,6 +28,7 @@ from accounts.models import (
     User,
     normalize_email_address,
 )
+from accounts.tenancy import unscoped
 from agentforge_site.replicas import primary_only
 from agents.models import Agent, Tool
 from legacy import pipeline
@@ -110,7 +111,9 @@ def import_directory(path, options: ImportOptions | None = None) -> ImportReport
     threshold = gc.get_threshold()
     gc.set_threshold(20_000, threshold[1], threshold[2])
     try:
-        return _import_directory(path, options)
+        # System work across every organization (also the database's bypass, accounts/rls.py).
+        with unscoped():
+            return _import_directory(path, options)
     finally:
         gc.set_threshold(*threshold)
 
@@ -162,6 +165,13 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
             ctx.add_source_ids(model, mapper.source_ids(data))
     default_org = _default_organization(root, ctx)
     ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
+    # Which organization each role and user belongs to: links to another organization's are
+    # kept as dangling references (the database's composite keys refuse them).
+    for name, book in (("security/roles", "role_orgs"), ("security/users", "user_orgs")):
+        ctx.raw[book] = {
+            r.get("id", key): r.get("org_id") or "org_default"
+            for key, r in (loaded.get(name) or {}).items() if isinstance(r, dict)
+        }
     ctx.raw["org_ldap"] = {
         r.get("ldap_config_id") for r in (loaded.get("security/organizations") or {}).values()
         if isinstance(r, dict) and r.get("ldap_config_id")

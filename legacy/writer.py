@@ -19,7 +19,9 @@ from collections import defaultdict
 from django.db import connection, reset_queries
 from django.db.models import AutoField, BigAutoField
 
+from accounts import rls
 from accounts.models.base import scope_field
+from accounts.tenancy import unscoped
 from agentforge_site.caching import rows_changed
 from legacy.mappers.base import ChildSet, Mapped, Row
 
@@ -381,6 +383,7 @@ class Writer:
         with connection.cursor() as cursor, connection.wrap_database_errors:
             if connection.vendor == "postgresql":
                 raw = cursor.cursor
+                rls.apply(connection)  # COPY goes below Django's cursor and its RLS wrapper
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
                     for item in tuples:
                         copy.write_row(item)
@@ -399,6 +402,7 @@ class Writer:
         with connection.cursor() as cursor, connection.wrap_database_errors:
             raw = cursor.cursor  # below Django's debug wrapper: statements of megabytes are not logged
             if connection.vendor == "postgresql":
+                rls.apply(connection)
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
                     copy.write("".join(payloads))
                 return
@@ -543,11 +547,14 @@ def write_mapped(mapped_records, *, skip_existing=False) -> dict:
         mapped_records = [mapped_records]
     mapped_records = list(mapped_records)
     writer = Writer(skip_existing=skip_existing, now=timezone.now())
-    if any(row.model._meta.db_table == "audit_logs" for mapped in mapped_records for row in mapped.rows):
-        writer.chain = AuditChain(writer)  # an entry is hashed as it is written
-    for mapped in mapped_records:
-        writer.add(mapped)
-    writer.flush()
-    if writer.chain is not None:
-        writer.chain.finish()
+    # Mapped rows name their organizations: writing them is system work (and COPY needs the
+    # database's bypass role under row-level security).
+    with unscoped():
+        if any(row.model._meta.db_table == "audit_logs" for mapped in mapped_records for row in mapped.rows):
+            writer.chain = AuditChain(writer)  # an entry is hashed as it is written
+        for mapped in mapped_records:
+            writer.add(mapped)
+        writer.flush()
+        if writer.chain is not None:
+            writer.chain.finish()
     return dict(writer.stats)

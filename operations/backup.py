@@ -165,11 +165,15 @@ def _pg_args(settings_dict: dict) -> tuple[list[str], dict]:
         args += ["--host", settings_dict["HOST"]]
     if settings_dict.get("PORT"):
         args += ["--port", str(settings_dict["PORT"])]
-    if settings_dict.get("USER"):
-        args += ["--username", settings_dict["USER"]]
+    # The owner role (DB_MIGRATION_USER): it bypasses row-level security, so pg_dump sees every
+    # organization's rows and pg_restore may recreate the tables; the application role may not.
+    user = settings_dict.get("MIGRATION_USER") or settings_dict.get("USER")
+    password = settings_dict.get("MIGRATION_PASSWORD") if settings_dict.get("MIGRATION_USER") else settings_dict.get("PASSWORD")
+    if user:
+        args += ["--username", user]
     options = settings_dict.get("OPTIONS", {})
     env = {
-        "PGPASSWORD": settings_dict.get("PASSWORD") or "",
+        "PGPASSWORD": password or "",
         "PGSSLMODE": options.get("sslmode", ""),
         "PGSSLROOTCERT": options.get("sslrootcert", ""),
         "PGSSLCERT": options.get("sslcert", ""),

@@ -16,6 +16,39 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"runs on {', '.join(marker.args)} only (DB_TYPE={settings.DB_TYPE})"))
 
 
+def _postgresql_connections():
+    from django.db import connections
+
+    return [connections[alias] for alias in connections if connections[alias].vendor == "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """PostgreSQL: the test database is created and migrated by the owner role (DB_MIGRATION_USER)."""
+    from accounts import rls
+
+    for connection in _postgresql_connections():
+        rls.use_owner_role(connection)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """PostgreSQL: then every test runs as the application role, under row-level security.
+
+    Django's flush between transactional tests runs as the owner (the flush command does,
+    like migrate); the owner drops the database at the end.
+    """
+    from accounts import rls
+
+    with django_db_blocker.unblock():
+        for connection in _postgresql_connections():
+            rls.use_app_role(connection)
+    yield
+    with django_db_blocker.unblock():
+        for connection in _postgresql_connections():
+            rls.use_owner_role(connection)
+
+
 @pytest.fixture
 def make_org(db):
     """Create an organization: make_org("Acme")."""

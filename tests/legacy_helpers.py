@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
 
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from accounts.models import (
     Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Permission, Role,
     RolePermission, User, UserRole,
 )
+from accounts.tenancy import unscoped
 from agents.models import Agent, AgentTool, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
@@ -93,7 +95,8 @@ def wipe() -> None:
     from security.models import AuditChainHead
 
     qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
+    # unscoped(): hand-written SQL reaches every organization's rows only as system work.
+    with unscoped(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT set_config('agentforge.audit_purge', 'on', true)")
         if connection.vendor == "mysql":
@@ -104,6 +107,16 @@ def wipe() -> None:
             cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
         if connection.vendor == "postgresql":
             cursor.execute("SELECT set_config('agentforge.audit_purge', 'off', true)")
+
+
+@contextlib.contextmanager
+def rolled_back():
+    """Run the block in a savepoint rolled back at its end: the database as it was before.
+    What undoes an import on PostgreSQL, where wipe() cannot: the application role may not
+    delete audit entries (only the owner's retention purge may)."""
+    with transaction.atomic():
+        yield
+        transaction.set_rollback(True)
 
 
 def load_dir(root) -> dict:

@@ -1,4 +1,4 @@
-"""The import benchmark still runs end to end (a small size, on a scratch SQLite file).
+"""The import and row-level security benchmarks still run end to end (small sizes, scratch databases).
 
 Its figures are not checked (speed is shown by running it, not by a timed test); what is
 checked is that every contender ran on the same rows and printed its line.
@@ -6,6 +6,7 @@ checked is that every contender ran on the same rows and printed its line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -115,3 +116,25 @@ def test_cache_benchmark_prints_every_contender_for_every_read(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for contender in ("ORM, cache off", "local memory (locmem)", "Redis", "bare SELECT 1 round trip"):
         assert re.search(rf"^{re.escape(contender)}(\s+\d[\d,]* \(\d[\d,]*\)){{3}}$", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.backends("postgresql")  # row-level security is PostgreSQL's
+def test_rls_benchmark_times_every_statement_with_and_without_the_policies():
+    from django.db import connection
+
+    env = dict(os.environ)
+    # Its own scratch database (<DB_NAME>_rls_bench), apart from the suite's.
+    env["DB_NAME"] = f"{connection.settings_dict['NAME']}_b"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/rls_benchmark.py", "--rows", "400", "--conversations", "4", "--repeat", "2",
+         "--rounds", "1", "--json"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["messages"] == 400 and summary["audit_rows"] >= 400
+    assert [r["query"] for r in summary["results"]] == [
+        "newest 50 messages (autocommit)", "newest 50 messages (in atomic)",
+        "audit changelist, org admin", "audit changelist, superuser",
+    ]
+    assert all(r["with_rls"]["median_ms"] > 0 and r["without_rls"]["median_ms"] > 0 for r in summary["results"])

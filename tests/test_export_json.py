@@ -8,7 +8,7 @@ import pytest
 
 from legacy.mappers import registry
 from tests import legacy_corpus as C
-from tests.legacy_helpers import SAMPLE, dump, load_dir, run_export, run_import, wipe
+from tests.legacy_helpers import SAMPLE, dump, load_dir, rolled_back, run_export, run_import
 
 pytestmark = pytest.mark.django_db
 
@@ -93,10 +93,10 @@ def test_old_passwords_survive_export(tmp_path):
 def test_import_export_import_gives_identical_rows(tmp_path):
     root = tmp_path / "corpus"
     C.write_corpus(root)
-    run_import(root, verbosity=0)
-    first = dump(include_import_time=False)
-    run_export(tmp_path / "out")
-    wipe()
+    with rolled_back():
+        run_import(root, verbosity=0)
+        first = dump(include_import_time=False)
+        run_export(tmp_path / "out")
     run_import(tmp_path / "out", verbosity=0)
     second = dump(include_import_time=False)
     for table in first:

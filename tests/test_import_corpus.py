@@ -14,6 +14,7 @@ from django.db import connection
 from accounts.models import (
     Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Role, User, UserRole,
 )
+from accounts.tenancy import unscoped
 from agents.models import Agent, AgentTool, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
@@ -126,7 +127,7 @@ def test_secrets_are_encrypted_and_removed_from_plain_json(imported):
     assert SystemSetting.objects.get(key="llm_providers.0.api_key").get_value() == "sk-ant-secret"
     assert SystemSetting.objects.get(key="integrations.google.client_secret").get_value() == "sys-g-secret"
     assert SystemSetting.objects.get(key="llm.model").value == "gpt-4o"
-    with connection.cursor() as cursor:
+    with unscoped(), connection.cursor() as cursor:
         for sql in ("SELECT credentials FROM tools", "SELECT google_client_secret FROM organizations WHERE google_client_secret IS NOT NULL",
                     "SELECT bind_password FROM ldap_configs", "SELECT client_secret FROM oauth_configs",
                     "SELECT secret_value FROM system_settings WHERE is_secret = %s AND secret_value <> ''",

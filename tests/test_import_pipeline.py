@@ -23,7 +23,7 @@ from legacy.importer import ImportOptions, import_directory
 from security.audit import verify_all
 from security.models import AuditLog
 from tests import legacy_corpus as C
-from tests.legacy_helpers import SAMPLE, dump, run_import, wipe
+from tests.legacy_helpers import SAMPLE, dump, rolled_back, run_import, wipe
 
 # The whole corpus and sample suites, collected again in this module (with the fixture below).
 from tests.test_import_corpus import *  # noqa: F401,F403,E402
@@ -48,15 +48,20 @@ def _import(path, **options):
 
 
 def _both_ways(settings, path):
-    """(report, dump) with the pipeline, then (report, dump) in one process, from a fresh database."""
+    """(report, dump) with the pipeline, then (report, dump) in one process, each from a fresh
+    database, its audit chains verified, and rolled back after it."""
     wipe()
-    piped = _import(path)
-    piped_rows = dump(include_import_time=False)
-    wipe()
+    with rolled_back():
+        piped = _import(path)
+        piped_rows = dump(include_import_time=False)
+        _chains_verify()
     settings.LEGACY_IMPORT_PIPELINE = False
-    single = _import(path)
+    with rolled_back():
+        single = _import(path)
+        single_rows = dump(include_import_time=False)
+        _chains_verify()
     settings.LEGACY_IMPORT_PIPELINE = True
-    return piped, piped_rows, single, dump(include_import_time=False)
+    return piped, piped_rows, single, single_rows
 
 
 def _write(root, relative, data):
@@ -82,7 +87,6 @@ def test_the_corpus_goes_through_the_pipeline_and_stores_the_same_rows(settings,
         got = piped.stats[table]
         assert (got.created, got.updated, got.unchanged, got.skipped, got.warnings) == (
             stats.created, stats.updated, stats.unchanged, stats.skipped, stats.warnings), table
-    _chains_verify()
 
 
 def test_the_sample_stores_the_same_rows(settings):
@@ -127,7 +131,6 @@ def test_special_characters_are_stored_exactly(settings, tmp_path):
     assert piped.pipelined == ["conversations.json", "security/audit_logs.json"], piped.pipeline_fallbacks
     assert piped_rows == single_rows
     # and what was stored is what the file says, read back through the ORM
-    wipe()
     _import(root)
     stored = {e.legacy_id: e for e in AuditLog.all_orgs.all()}
     for i, text in enumerate(AWKWARD):
@@ -173,7 +176,6 @@ def test_an_id_repeated_beyond_a_batch_falls_back_and_imports_like_one_process(s
     assert "security/audit_logs.json" in piped.pipeline_fallbacks
     assert "security/audit_logs.json" not in piped.pipelined
     assert piped_rows == single_rows
-    wipe()
     output = run_import(root, verbosity=2)
     assert "Read and mapped in a second process: conversations.json" in output
     assert "security/audit_logs.json: imported in one process instead (audit_logs: " in output

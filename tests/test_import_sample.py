@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.hashers import identify_hasher
 
 from accounts.models import MFASettings, Organization, Permission, Role, RolePermission, User, UserRole
+from accounts.tenancy import unscoped
 from legacy import passwords
 from security.models import AuditLog
 from settings_app.models import OrgSetting, SystemSetting
@@ -78,7 +79,7 @@ def test_sample_totp_secret_is_encrypted_at_rest():
     from django.db import connection
 
     run_import(SAMPLE, verbosity=0)
-    with connection.cursor() as cursor:
+    with unscoped(), connection.cursor() as cursor:
         cursor.execute("SELECT totp_secret FROM mfa_settings WHERE totp_secret IS NOT NULL")
         stored = [row[0] for row in cursor.fetchall()]
     assert stored and all(value.startswith("fernet$") for value in stored)

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from accounts.tenancy import unscoped
 from operations.backup import (
     BackupError,
     RestoreRefused,
@@ -90,7 +91,7 @@ def snapshot() -> dict:
 
 
 def raw_column(table: str, column: str) -> list:
-    with connection.cursor() as cursor:
+    with unscoped(), connection.cursor() as cursor:
         cursor.execute(f"SELECT {connection.ops.quote_name(column)} FROM {connection.ops.quote_name(table)} "
                        f"WHERE {connection.ops.quote_name(column)} IS NOT NULL")
         return sorted(str(r[0]) for r in cursor.fetchall())
@@ -211,6 +212,7 @@ def test_password_never_on_the_command_line(monkeypatch, tmp_path):
 
     monkeypatch.setattr(module.subprocess, "run", spy)
     monkeypatch.setitem(connection.settings_dict, "PASSWORD", "pw-not-on-argv")
+    monkeypatch.setitem(connection.settings_dict, "MIGRATION_PASSWORD", "pw-not-on-argv")  # PostgreSQL's owner
     try:
         backup_database(tmp_path)
     except BackupError:

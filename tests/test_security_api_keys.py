@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts.tenancy import OrgScopeError, org_scope
+from accounts.tenancy import OrgScopeError, org_scope, unscoped
 from security.crypto import sha256_hex
 from security.models import APIKey, AuditLog, SecurityEvent
 
@@ -19,7 +19,7 @@ def test_life_cycle(make_org, make_user):
     # A visible prefix plus 256 random bits; only the prefix and the SHA-256 are stored.
     assert plaintext.startswith(key.prefix + "_") and key.prefix.startswith("afk_")
     assert len(plaintext) - len(key.prefix) - 1 >= 22  # >= 128 bits in url-safe base64
-    with connection.cursor() as cursor:
+    with unscoped(), connection.cursor() as cursor:
         cursor.execute("SELECT * FROM api_keys")
         stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
     assert plaintext not in stored and plaintext[len(key.prefix):] not in stored

@@ -133,8 +133,9 @@ def test_postgresql_trigger_rejects_raw_update_and_delete(make_org):
         (f"UPDATE {table} SET entry_hash = %s WHERE id = %s", ["0" * 64, entry.pk]),
         (f"DELETE FROM {table} WHERE id = %s", [entry.pk]),
     ):
+        # Inside the organization's scope, so row-level security lets the statement see the row.
         with pytest.raises(DatabaseError, match="append-only"):
-            with transaction.atomic(), connection.cursor() as cursor:
+            with org_scope(org), transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(sql, params)
     assert AuditLog.all_orgs.get(pk=entry.pk).entry_hash == entry.entry_hash
 
@@ -258,20 +259,28 @@ def test_org_delete_keeps_entries(make_org):
     assert audit.verify_chain(org_id).ok
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.backends("postgresql")
 def test_postgresql_edit_with_trigger_disabled_is_still_detected(make_org):
-    """A database owner can disable the trigger; the chain still shows the edit."""
+    """A database owner can disable the trigger; the chain still shows the edit. The
+    application's role cannot (tests connect as it: tests/conftest.py)."""
+    import psycopg
+    from django.db import DatabaseError
+
     from agents.models import Agent
 
     org = make_org()
     with org_scope(org):
         Agent.objects.create(name="a")
     victim = entries(org)[-1]
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL session_replication_role = replica")  # superuser: triggers off
-        cursor.execute("UPDATE audit_logs SET object_repr = %s WHERE id = %s", ["forged", victim.pk])
-        cursor.execute("SET LOCAL session_replication_role = origin")
+    with pytest.raises(DatabaseError, match="permission denied"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL session_replication_role = replica")
+    owner = connection.settings_dict.get("MIGRATION_USER") or connection.settings_dict["USER"]
+    params = {k: v for k, v in connection.get_connection_params().items() if k in ("host", "port", "dbname")}
+    with psycopg.connect(**params, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None) as owner_conn:
+        owner_conn.execute("SET LOCAL session_replication_role = replica")  # superuser: triggers off
+        owner_conn.execute("UPDATE audit_logs SET object_repr = %s WHERE id = %s", ["forged", victim.pk])
     verify_command_fails_at(org, victim.pk)
 
 

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
@@ -23,7 +24,10 @@ from security.crypto import parse_signing_key, parse_verify_key, public_key_text
 from security.models import AuditChainHead, AuditLog
 from tests.test_security_audit import verify_command_fails_at
 
-pytestmark = pytest.mark.django_db
+# PostgreSQL: the application role the tests run as cannot turn the append-only trigger off;
+# the administrator's edits (dba) come from the owner's own connection, which sees only
+# committed rows, so the tests commit theirs there.
+pytestmark = pytest.mark.django_db(transaction=django_settings.DB_TYPE == "postgresql")
 
 
 @pytest.fixture
@@ -32,6 +36,9 @@ def signing(settings, tmp_path):
     settings.AUDIT_SIGNING_KEY = key
     settings.AUDIT_VERIFY_KEY = None
     settings.AUDIT_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
+    # Checkpoints only where a test asks (PostgreSQL's tests commit: no interval checkpoint
+    # may slip in after each commit).
+    settings.AUDIT_CHECKPOINT_INTERVAL = 0
     return key
 
 
@@ -48,13 +55,18 @@ def add_agents(org, n):
 
 
 def dba(sql, params=()):
-    """A statement as the database's administrator runs it (PostgreSQL: with triggers off)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL session_replication_role = replica")
-        cursor.execute(sql, params)
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL session_replication_role = origin")
+    """A statement as the database's administrator runs it (PostgreSQL: the owner, triggers off)."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    import psycopg
+
+    owner = connection.settings_dict.get("MIGRATION_USER") or connection.settings_dict["USER"]
+    params_ = {k: v for k, v in connection.get_connection_params().items() if k in ("host", "port", "dbname")}
+    with psycopg.connect(**params_, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None) as owner_conn:
+        owner_conn.execute("SET LOCAL session_replication_role = replica")
+        owner_conn.execute(sql, params)
 
 
 def recompute_everything(org_id):
@@ -187,8 +199,8 @@ def test_checkpoint_refuses_to_sign_a_broken_chain(make_org, signing):
 def test_a_checkpoint_is_signed_after_a_commit_once_the_interval_has_passed(
     make_org, signing, settings, django_capture_on_commit_callbacks
 ):
-    settings.AUDIT_CHECKPOINT_INTERVAL = 3600
     org = make_org()
+    settings.AUDIT_CHECKPOINT_INTERVAL = 3600
     audit._last_signed.clear()
     with django_capture_on_commit_callbacks(execute=True):
         add_agents(org, 1)
@@ -219,10 +231,11 @@ def _org_with_old_entries(days_old=400, n=3):
     """An organization whose chain starts with ``n`` entries older than the default retention."""
     org_id = uuid.uuid4()
     old = timezone.now() - dt.timedelta(days=days_old)
-    AuditLog.all_orgs.bulk_create(
-        [AuditLog(org_id=org_id, action=3, legacy_action="login", timestamp=old + dt.timedelta(minutes=i)) for i in range(n)]
-    )
-    return Organization.objects.create(id=org_id, name=f"Old {org_id.hex[:6]}", slug=f"old-{org_id.hex[:8]}")
+    with transaction.atomic():  # the entries name the organization created after them
+        AuditLog.all_orgs.bulk_create(
+            [AuditLog(org_id=org_id, action=3, legacy_action="login", timestamp=old + dt.timedelta(minutes=i)) for i in range(n)]
+        )
+        return Organization.objects.create(id=org_id, name=f"Old {org_id.hex[:6]}", slug=f"old-{org_id.hex[:8]}")
 
 
 def test_purge_audit_log_dry_run_then_purge_keeps_a_verifiable_signed_chain(signing, settings):
@@ -267,16 +280,15 @@ def test_purge_refuses_a_chain_that_does_not_verify(signing):
 
 @pytest.mark.backends("postgresql")
 def test_postgresql_app_role_cannot_switch_the_purge_on():
-    """As a separate application role: the flag alone no longer lets a DELETE through, and the
-    owner's function deletes only an old prefix of one chain."""
+    """As the application role (not the owner, no BYPASSRLS: tests/conftest.py): the flag alone
+    does not let a DELETE through, and the owner's function deletes only an old prefix of one chain."""
     org = _org_with_old_entries()
     old = entries(org.pk)
-    role = f"af_app_{uuid.uuid4().hex[:10]}"
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE ROLE {role} NOLOGIN")  # rolled back with the test's transaction
-        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON audit_logs TO {role}")
-        cursor.execute(f"SET LOCAL ROLE {role}")
-    try:
+        cursor.execute("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        assert cursor.fetchone() == (False,)
+    # Inside the organization's scope, so that row-level security shows the rows to delete.
+    with org_scope(org):
         with pytest.raises(DatabaseError, match="DELETE refused"):
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute("SELECT set_config('agentforge.audit_purge', 'on', true)")
@@ -290,9 +302,6 @@ def test_postgresql_app_role_cannot_switch_the_purge_on():
         with connection.cursor() as cursor:
             cursor.execute("SELECT agentforge_audit_purge(%s, %s, now() - interval '2 days')", [org.pk, old[2].pk])
             assert cursor.fetchone()[0] == 3
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("RESET ROLE")
     assert [e.pk for e in entries(org.pk)] == [old[3].pk]
 
 

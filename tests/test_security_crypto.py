@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
+from accounts.tenancy import unscoped
 from security import crypto
 from security.fields import encrypted_fields
 from security.rotation import encrypted_models
@@ -71,7 +72,7 @@ def make_secrets(make_org, make_user):
 
 def raw_values(table, column):
     qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
+    with unscoped(), connection.cursor() as cursor:
         cursor.execute(f"SELECT {qn(column)} FROM {qn(table)} WHERE {qn(column)} IS NOT NULL")
         return [row[0] for row in cursor.fetchall()]
 
@@ -202,7 +203,7 @@ def test_plaintext_written_around_the_orm_is_refused_then_encrypted_by_rotation(
 
     org = make_org()
     qn = connection.ops.quote_name
-    with connection.cursor() as cursor:
+    with unscoped(), connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {qn('organizations')} SET {qn('google_client_secret')} = %s WHERE {qn('id')} = %s",
             ["plain-secret", org.pk.hex if connection.vendor in ("mysql", "sqlite") else org.pk],

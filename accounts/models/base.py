@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-
+import contextvars
 import functools
+import re
+import uuid
 
 from django.core.exceptions import FieldDoesNotExist, FullResultSet
 from django.db import models
-from django.db.models import F
+from django.db.models import BooleanField, F
+from django.db.models.expressions import Expression, RawSQL
 from django.db.models.lookups import Exact, IsNull, Lookup
+from django.db.models.sql import Query, UpdateQuery
 from django.db.models.sql.constants import LOUTER
 from django.db.models.sql.datastructures import BaseTable
+from django.db.models.sql.where import AND
 from django.utils import timezone
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
@@ -140,24 +144,54 @@ def _joined_tables_condition(compiler, base_alias, active):
     ``values("mfa__totp_secret")`` still lists a user without MFA; a row linked to
     another organization's row is left out. The aliases are read from the query being
     compiled, so joins added after the scope was attached (values(), select_related,
-    ordering) are covered too.
+    ordering) are covered too. ``base_alias=None``: the query's own table as well.
     """
     query = compiler.query
     sqls, params = [], []
     for alias, join in query.alias_map.items():
-        if alias == base_alias or isinstance(join, BaseTable) or not query.alias_refcount.get(alias):
+        if alias == base_alias or not query.alias_refcount.get(alias):
+            continue
+        if isinstance(join, BaseTable) and base_alias is not None:
             continue
         scoped = _scoped_tables().get(join.table_name)
         if scoped is None:
             continue
         field, pk = scoped
         sql, sql_params = compiler.compile(Exact(field.get_col(alias), active))
-        if join.join_type == LOUTER:
+        if getattr(join, "join_type", None) == LOUTER:
             null_sql, null_params = compiler.compile(IsNull(pk.get_col(alias), True))
             sql, sql_params = f"({sql} OR {null_sql})", (*sql_params, *null_params)
         sqls.append(sql)
         params.extend(sql_params)
     return sqls, params
+
+
+def _expressions_of(query):
+    """Every expression of ``query`` the SQL is built from, nested ones included (not the
+    inner statements of subqueries: a scoped one checks itself when it is compiled)."""
+    stack = [query.where, *query.annotations.values(), *query.select]
+    stack += [e for e in query.order_by if hasattr(e, "get_source_expressions")]
+    if isinstance(query.group_by, tuple):
+        stack += list(query.group_by)
+    stack += [value for _field, _model, value in getattr(query, "values", ())]  # UPDATE ... SET
+    while stack:
+        node = stack.pop()
+        if not hasattr(node, "get_source_expressions") or isinstance(node, Query):
+            continue
+        yield node
+        stack.extend(e for e in node.get_source_expressions() if e is not None)
+
+
+def refuse_raw_sql(query) -> None:
+    """A ``RawSQL`` expression in a scoped statement is refused like ``raw()`` and ``extra()``:
+    its SQL text can read any table, and the scoping cannot see into it."""
+    model_name = query.model.__name__ if query.model is not None else "a tenant table"
+    for node in _expressions_of(query):
+        if isinstance(node, RawSQL):
+            raise OrgScopeError(
+                f"{model_name}.objects with RawSQL(): raw SQL is not organization-scoped; "
+                "use expressions, or all_orgs for system work"
+            )
 
 
 class ActiveOrgLookup(Lookup):
@@ -185,6 +219,7 @@ class ActiveOrgLookup(Lookup):
         )
 
     def as_sql(self, compiler, connection):
+        refuse_raw_sql(compiler.query)
         active = current_org()
         if active is None:
             self.no_active_org(compiler)
@@ -207,6 +242,51 @@ class ActiveOrgIfAnyLookup(ActiveOrgLookup):
 
     def no_active_org(self, compiler):
         raise FullResultSet
+
+
+class ActiveOrgTables(Expression):
+    """Every tenant table of the statement it is compiled into restricted to the active
+    organization: the condition of the inner query Django builds for ``exclude()`` across
+    a multi-valued relation (``NOT EXISTS (SELECT … FROM agent_tools JOIN tools …)``),
+    which the outer statement's :class:`ActiveOrgLookup` cannot reach. Without it, a
+    planted link to another organization's row would let ``exclude(tools__name=…)``
+    answer questions about that row."""
+
+    conditional = True
+    output_field = BooleanField()
+
+    def as_sql(self, compiler, connection):
+        active = current_org()
+        if active is None:
+            raise OrgScopeError("a subquery of a scoped query ran with no active organization")
+        if active is ALL_ORGS:
+            raise FullResultSet
+        sqls, params = _joined_tables_condition(compiler, None, active)
+        if not sqls:
+            raise FullResultSet
+        return " AND ".join(sqls), params
+
+
+_building_scoped_subquery: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "agentforge_scoped_subquery", default=False
+)
+
+
+class TenantQuery(Query):
+    """The SQL query of scoped querysets: ``exclude()`` across a relation builds its inner
+    query restricted to the active organization too (see :class:`ActiveOrgTables`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if _building_scoped_subquery.get():
+            self.where.add(ActiveOrgTables(), AND)
+
+    def split_exclude(self, filter_expr, can_reuse, names_with_path):
+        token = _building_scoped_subquery.set(is_org_scoped(self))
+        try:
+            return super().split_exclude(filter_expr, can_reuse, names_with_path)
+        finally:
+            _building_scoped_subquery.reset(token)
 
 
 def apply_org_scope(queryset: models.QuerySet, field: str = "org", lookup=ActiveOrgLookup) -> models.QuerySet:
@@ -239,7 +319,8 @@ def _org_of_target(model, value):
     if field.primary_key:
         return _as_uuid(value)
     manager = getattr(model, "all_orgs", None) or model._base_manager
-    return manager.filter(pk=value).values_list(field.attname, flat=True).first()
+    with unscoped():  # a look-up of the target's organization only (PostgreSQL: past row-level security)
+        return manager.filter(pk=value).values_list(field.attname, flat=True).first()
 
 
 @functools.cache
@@ -282,7 +363,10 @@ def check_org_links(objs, fields=None) -> None:
             continue
         target_field = scope_field(field.related_model)
         manager = getattr(field.related_model, "all_orgs", None) or field.related_model._base_manager
-        found = dict(manager.filter(pk__in=list(pending)).values_list("pk", target_field.attname))
+        # Unscoped: on PostgreSQL, row-level security would hide another organization's
+        # target, which would then pass for a dangling id (refused only at COMMIT).
+        with unscoped():
+            found = dict(manager.filter(pk__in=list(pending)).values_list("pk", target_field.attname))
         for target_id, owners in pending.items():
             if target_id not in found:
                 continue  # a dangling id: the database's foreign key refuses it
@@ -323,6 +407,21 @@ def _refuse_crossing(obj, field, target_id, target_org) -> None:
             f"{type(obj).__name__}.{field.name}: {field.related_model.__name__} {target_id} belongs to "
             f"organization {target_org}, the row to organization {obj.org_id}"
         )
+
+
+# A quoted, table-qualified column: "agent_tools"."agent_id", `agent_tools`.`agent_id`.
+_COLUMN_REFERENCE = re.compile(r'^[`"\[]?\w+[`"\]]?\.[`"\[]?\w+[`"\]]?$')
+
+
+def _is_prefetch_column_select(args, kwargs) -> bool:
+    """The one ``extra()`` Django itself makes: prefetching a many-to-many relation selects
+    the join table's key (``_prefetch_related_val_agent_id``), a column of a table the
+    statement already joins (and restricts), no SQL of anyone's choosing."""
+    select = kwargs.get("select")
+    return (
+        not args and set(kwargs) == {"select"} and bool(select)
+        and all(name.startswith("_prefetch_related_val_") and _COLUMN_REFERENCE.match(sql) for name, sql in select.items())
+    )
 
 
 class WriteNotifyingQuerySet(models.QuerySet):
@@ -370,14 +469,24 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
     """What every organization-scoped queryset refuses or re-checks.
 
     * ``raw()`` and ``extra()`` on a scoped queryset: SQL text the scoping cannot see
-      into. ``Model.all_orgs.raw()`` stays for system work, which filters ``org_id``
+      into (but for the join-table column Django's own many-to-many prefetch selects). ``Model.all_orgs.raw()`` stays for system work, which filters ``org_id``
       itself.
     * ``update()`` that moves rows to another organization, or links them to another
       organization's rows.
     * Combining (``|``, ``&``, ``^``) a scoped queryset with an unscoped one.
+    * ``RawSQL`` expressions in a scoped statement (:func:`refuse_raw_sql`, when it runs).
     * Results fetched under one organization and read again under another (a queryset
-      kept in a variable, a cache, a pickle): they are fetched again.
+      kept in a variable, a cache, a pickle, or filled by ``prefetch_related``, as in
+      ``agent.tools.all()``): they are fetched again. Model instances already loaded are
+      data in hand, not queries: their fields, ``select_related`` objects and
+      ``Prefetch(to_attr=...)`` lists are not re-checked (docs/row-level-security.md).
     """
+
+    def __init__(self, model=None, query=None, using=None, hints=None):
+        super().__init__(model, TenantQuery(model) if query is None else query, using, hints)
+        # The organization a prefetch fills this queryset's results under (it sets
+        # _result_cache directly, without _fetch_all).
+        self._results_org = current_org()
 
     def raw(self, raw_query, params=(), translations=None, using=None):
         if is_org_scoped(self.query):
@@ -388,7 +497,7 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
         return super().raw(raw_query, params=params, translations=translations, using=using)
 
     def extra(self, *args, **kwargs):
-        if is_org_scoped(self.query):
+        if is_org_scoped(self.query) and not _is_prefetch_column_select(args, kwargs):
             raise OrgScopeError(
                 f"{self.model.__name__}.objects.extra(): raw SQL is not organization-scoped; "
                 "use expressions, or all_orgs for system work"
@@ -397,6 +506,11 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
 
     def update(self, **kwargs):
         if is_org_scoped(self.query):
+            # Refused here, before the write hook reads which organizations the update
+            # touches: with none active that read fails first and hides why.
+            statement = self.query.chain(UpdateQuery)
+            statement.add_update_values(kwargs)
+            refuse_raw_sql(statement)
             self._check_update(kwargs)
         return super().update(**kwargs)
 

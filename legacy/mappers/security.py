@@ -57,6 +57,42 @@ def _org(rec: Rec, ctx: Context, required=True):
     return pk
 
 
+def _ref_org(ctx: Context, model, legacy_id: str, pk):
+    """The organization (primary key) of the role or user ``legacy_id``: from the files being
+    imported (``ctx.raw``), else from the database."""
+    book = (ctx.raw.get({Role: "role_orgs", User: "user_orgs"}[model]) or {})
+    if legacy_id in book:
+        return ctx.ref(Organization, book[legacy_id])
+    return model._base_manager.filter(pk=pk).values_list("org_id", flat=True).first()
+
+
+def _own_org_role(ctx: Context, legacy_id: str, org_pk):
+    """The role's primary key when the role belongs to ``org_pk``, else None: AgentForge lets an
+    identity provider default to another organization's role (``role_user`` of org_default),
+    a link the database refuses; the reference is kept as dangling and exported unchanged."""
+    pk = ctx.ref(Role, legacy_id)
+    if pk is None:
+        return None
+    return pk if _ref_org(ctx, Role, legacy_id, pk) == org_pk else None
+
+
+def _own_org_refs(ctx: Context, model, resolved: list, org_pk, field: str, dangling: dict, warnings: list, where: str):
+    """``resolved`` (from split_refs) without the rows of another organization: AgentForge lets
+    a user hold, or a group grant, a role of another organization (``role_user`` of
+    org_default), a link the database refuses. Those ids join the dangling ones, at their
+    positions, and are exported unchanged."""
+    kept = []
+    for position, legacy_id, pk in resolved:
+        if _ref_org(ctx, model, legacy_id, pk) in (org_pk, None):
+            kept.append((position, legacy_id, pk))
+            continue
+        dangling.setdefault(field, []).append([position, legacy_id])
+        warnings.append(f"{where}: {field}: {legacy_id!r} belongs to another organization (kept as a dangling reference)")
+    if field in dangling:
+        dangling[field].sort(key=lambda item: item[0])
+    return kept
+
+
 def _org_out(ctx: Context, instance) -> str:
     return ctx.legacy_id_of(Organization, instance.org_id)
 
@@ -412,6 +448,7 @@ class UserMapper(Mapper):
         # roles (ordered) and groups (membership rows come from the groups file)
         role_ids = rec.list("role_ids", [], of=str)
         resolved = split_refs(ctx, Role, role_ids, "role_ids", dangling, mapped.warnings, where)
+        resolved = _own_org_refs(ctx, Role, resolved, org_id, "role_ids", dangling, mapped.warnings, where)
         group_ids = rec.list("group_ids", [], of=str)
         if group_ids or record.get("group_ids") == []:
             bookkeeping[LISTS] = {"group_ids": group_ids}
@@ -611,9 +648,12 @@ class GroupMapper(Mapper):
             upk = ctx.ref(User, uid)
             if upk is None:
                 mapped.warnings.append(f"{where}: user_ids: {uid!r} refers to no user")
+            elif _ref_org(ctx, User, uid, upk) not in (org_id, None):  # kept in the lists only
+                mapped.warnings.append(f"{where}: user_ids: {uid!r} belongs to another organization (not a member)")
             else:
                 members.append(upk)
         roles = split_refs(ctx, Role, role_ids, "role_ids", dangling, mapped.warnings, where)
+        roles = _own_org_refs(ctx, Role, roles, org_id, "role_ids", dangling, mapped.warnings, where)
         lists = {"user_ids": user_ids, "member_ids": member_ids, "role_ids": role_ids}
         v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None, LISTS: lists})
         mapped.rows.append(Row(Group, v))
@@ -691,7 +731,7 @@ class OAuthConfigMapper(Mapper):
             "allowed_domains": rec.list("allowed_domains", []),
         }
         role = rec.str("default_role_id", "role_user", null=True)
-        v["default_role_id"] = ctx.ref(Role, role) if role else None
+        v["default_role_id"] = _own_org_role(ctx, role, v["org_id"]) if role else None
         if role is not None and v["default_role_id"] is None:
             dangling["default_role_id"] = role
         return _finish_row(rec, v, OAuthConfig, mapped, dangling)
@@ -757,7 +797,7 @@ class LDAPConfigMapper(Mapper):
                 v[attname] = rec.ts(key, default, null=True)
         v["connection_status"] = rec.enum("connection_status", LDAPConfig.ConnectionStatus.choices, "unknown")
         role = rec.str("default_role_id", "role_user", null=True)
-        v["default_role_id"] = ctx.ref(Role, role) if role else None
+        v["default_role_id"] = _own_org_role(ctx, role, v["org_id"]) if role else None
         if role is not None and v["default_role_id"] is None:
             dangling["default_role_id"] = role
         org_ldap = ctx.raw.get("org_ldap")

@@ -22,6 +22,7 @@ from django.db import connections, models
 from django.utils import timezone
 
 from accounts.models import OrgOwnedModel, OrgScopedManager, AllOrgsManager, OrgScopedQuerySet, org_foreign_key, org_index
+from accounts.rls import as_orm_statement
 
 
 KEY_PREFIX = "afk_"
@@ -171,7 +172,9 @@ def _find_by_prefix(alias: str, prefix: str, digest: str):
     """
     sql, attnames, hash_index, converters = _prefix_lookup(alias)
     connection = connections[alias]
-    with connection.cursor() as cursor:
+    # Authentication runs before any organization is active: under row-level security the
+    # statement must take the path the ORM query it replaces took (system work), or no key shows.
+    with as_orm_statement(), connection.cursor() as cursor:
         cursor.execute(sql, [prefix])
         rows = cursor.fetchall()
     found = None

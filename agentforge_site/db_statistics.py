@@ -10,6 +10,7 @@ commits, and ``migrate`` ends with SQLite's own ``PRAGMA optimize``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -28,7 +29,7 @@ def refresh_statistics(tables: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> 
         # a caller's transaction (InnoDB also recalculates after a tenth of a table changed).
         return []
     quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
+    with _as_table_owner(connection), connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute(f"PRAGMA analysis_limit = {SQLITE_ANALYSIS_LIMIT}")
             for name in names:
@@ -41,6 +42,17 @@ def refresh_statistics(tables: Iterable[str], using: str = DEFAULT_DB_ALIAS) -> 
         else:  # SQL Server and Oracle keep their statistics current by themselves
             return []
     return names
+
+
+def _as_table_owner(connection):
+    # PostgreSQL lets only a table's owner ANALYZE it; the application role under row-level
+    # security owns nothing and would be skipped with a warning. Outside a transaction the
+    # statement runs connected as the owner role (DB_MIGRATION_USER), as migrate does.
+    if connection.vendor != "postgresql":
+        return contextlib.nullcontext()
+    from accounts import rls
+
+    return rls.owner_connection(connection)
 
 
 def optimize_after_migrate(sender, app_config=None, using=DEFAULT_DB_ALIAS, **kwargs) -> None:

@@ -127,6 +127,35 @@ def drop_composite_key_statements(apps, vendor: str, quote) -> list[str]:
     return statements
 
 
+def link_statistics_name(table: str, column: str) -> str:
+    return _name(table, column, suffix="ostat")
+
+
+def link_statistics_statements(apps, vendor: str, quote) -> list[str]:
+    """PostgreSQL: a link's target decides its organization, which the planner cannot know.
+
+    A scoped query filters on both (``conversation_id = … AND org_id = …``); taking them as
+    independent, the planner expects a conversation's thousand messages to be fifty and
+    intersects the (org_id, id) key's bitmap with them, then sorts: 10 ms for the newest 50
+    messages at 1,000,000 rows. Functional-dependency statistics on each (link, org_id) pair
+    correct the estimate, and the query walks messages(conversation_id, created_at): 0.1 ms.
+    """
+    if vendor != "postgresql":
+        return []
+    return [
+        f"CREATE STATISTICS {quote(link_statistics_name(table, column))} (dependencies) "
+        f"ON {quote(column)}, {quote('org_id')} FROM {quote(table)}"
+        for table, column, _target, _target_column in tenant_links(apps)
+    ]
+
+
+def drop_link_statistics_statements(apps, vendor: str, quote) -> list[str]:
+    if vendor != "postgresql":
+        return []
+    return [f"DROP STATISTICS IF EXISTS {quote(link_statistics_name(table, column))}"
+            for table, column, _target, _target_column in tenant_links(apps)]
+
+
 def policy_statements(table: str, column: str, quote) -> list[str]:
     condition = f"{quote(column)} = {CURRENT_ORG}"
     return [
@@ -183,6 +212,19 @@ class AddTenantCompositeKeys(_SchemaOperation):
 
     def backward_sql(self, apps, vendor, quote):
         return drop_composite_key_statements(apps, vendor, quote)
+
+
+class AddTenantLinkStatistics(_SchemaOperation):
+    """Functional-dependency statistics on (link, org_id) for every tenant link (PostgreSQL)."""
+
+    def describe(self):
+        return "Tell the planner that each tenant link decides its row's organization"
+
+    def forward_sql(self, apps, vendor, quote):
+        return link_statistics_statements(apps, vendor, quote)
+
+    def backward_sql(self, apps, vendor, quote):
+        return drop_link_statistics_statements(apps, vendor, quote)
 
 
 class EnableRowLevelSecurity(_SchemaOperation):

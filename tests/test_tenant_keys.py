@@ -9,7 +9,14 @@ from django.db import IntegrityError, connection, models, transaction
 
 from accounts.models import Organization
 from accounts.tenancy import OrgScopeError, unscoped
-from accounts.tenant_schema import org_key_name, org_link_name, policy_tables, tenant_links, tenant_models
+from accounts.tenant_schema import (
+    link_statistics_name,
+    org_key_name,
+    org_link_name,
+    policy_tables,
+    tenant_links,
+    tenant_models,
+)
 from agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 
@@ -48,6 +55,19 @@ def test_every_link_between_tenant_tables_has_a_composite_foreign_key(link):
     fk = _constraints(table)[org_link_name(table, column)]
     assert fk["columns"] == ["org_id", column]
     assert fk["foreign_key"] is not None and fk["foreign_key"][0] == target
+
+
+@pytest.mark.backends("postgresql")
+def test_every_link_between_tenant_tables_tells_the_planner_it_decides_the_organization():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT s.stxname, c.relname, s.stxkind, array(SELECT a.attname FROM unnest(s.stxkeys) k "
+                       "JOIN pg_attribute a ON a.attrelid = s.stxrelid AND a.attnum = k ORDER BY a.attname) "
+                       "FROM pg_statistic_ext s JOIN pg_class c ON c.oid = s.stxrelid")
+        found = {name: (table, kinds, sorted(columns)) for name, table, kinds, columns in cursor.fetchall()}
+    links = tenant_links(apps)
+    assert len(links) >= 20
+    for table, column, _target, _target_column in links:
+        assert found.get(link_statistics_name(table, column)) == (table, ["f"], sorted([column, "org_id"])), (table, column)
 
 
 @pytest.fixture

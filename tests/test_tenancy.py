@@ -627,6 +627,16 @@ def test_no_relation_path_from_any_model_leaves_the_active_organization(three_wo
                 assert {_org_of(model, pk) for pk in filtered} <= {org.pk}, (model, path)
                 with pytest.raises(OrgScopeError, match="raw SQL"):
                     model.objects.raw(f"SELECT * FROM {model._meta.db_table}")
+                if connection.vendor == "postgresql":
+                    # The second wall: the same queries with the ORM's scoping switched off
+                    # (the unscoped manager, hand-written SQL) still stay in this organization.
+                    unscoped_manager = getattr(model, "all_orgs", None) or model._base_manager
+                    reached = set(unscoped_manager.values_list(f"{path}__{scope_field(target).attname}", flat=True))
+                    assert reached <= {org.pk, None}, ("row-level security", model, path)
+                    column = connection.ops.quote_name(scope_field(model).column)
+                    raw_orgs = {getattr(row, scope_field(model).attname) for row in unscoped_manager.raw(
+                        f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {column} IS NOT NULL")}
+                    assert raw_orgs <= {org.pk}, ("row-level security, raw SQL", model)
                 if "__" in path:
                     continue
                 # One hop: the accessor of every row, this organization's and (fetched the

@@ -26,15 +26,32 @@ def caches_for(url: str) -> dict:
     return caches
 
 
+def clear_own_keys():
+    """Empty the default cache. On Redis ``cache.clear()`` is FLUSHDB: it would empty the
+    database under every other test run sharing this Redis (CI runs the three backends side
+    by side), so only this run's key prefix is deleted there."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        backend.clear()
+        return
+    assert backend.key_prefix, "a shared Redis needs a key prefix per test run"
+    client = backend._cache.get_client(write=True)
+    for key in client.scan_iter(match=f"{backend.key_prefix}:*", count=1000):
+        client.delete(key)
+
+
 @pytest.fixture(params=["locmem", "redis"])
 def cache_backend(request):
     """The default cache as locmem and as the real Redis on this machine, emptied."""
     url = "locmem://tests" if request.param == "locmem" else REDIS_TEST_URL
     with override_settings(CACHES=caches_for(url)):
-        cache.clear()
+        clear_own_keys()
         caching.status.down_since = None
         yield request.param
-        cache.clear()
+        clear_own_keys()
 
 
 def queries(func):

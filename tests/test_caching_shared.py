@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 from django.test import override_settings
 
 from agentforge_site.dbconfig import build_caches
 from operations import monitoring
-from tests.test_caching import REDIS_TEST_URL
+from tests.test_caching import REDIS_TEST_URL, clear_own_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +59,7 @@ def run_two_workers(cache_url: str, prefix: str) -> list[str]:
 def test_two_workers_share_the_event_claim_and_the_counters_through_redis():
     prefix = f"af-shared-{os.getpid()}-{time.time_ns()}"
     with override_settings(CACHES=build_caches({"CACHE_URL": REDIS_TEST_URL, "CACHE_KEY_PREFIX": prefix})):
-        cache.clear()
+        clear_own_keys()
         try:
             assert run_two_workers(REDIS_TEST_URL, prefix) == ["lost", "won"]
             shared = monitoring.snapshot()["all_workers"]
@@ -69,7 +68,7 @@ def test_two_workers_share_the_event_claim_and_the_counters_through_redis():
             # A third process (this one) sees the claim taken as well.
             assert monitoring.counters.claim_event("two-process-shape") is False
         finally:
-            cache.clear()
+            clear_own_keys()
 
 
 def test_without_a_shared_cache_each_worker_claims_for_itself():
@@ -81,7 +80,7 @@ def test_without_a_shared_cache_each_worker_claims_for_itself():
 def test_health_shows_every_workers_counts(client):
     prefix = f"af-shared-health-{os.getpid()}-{time.time_ns()}"
     with override_settings(CACHES=build_caches({"CACHE_URL": REDIS_TEST_URL, "CACHE_KEY_PREFIX": prefix})):
-        cache.clear()
+        clear_own_keys()
         try:
             run_two_workers(REDIS_TEST_URL, prefix)
             from operations.health import build_report
@@ -90,4 +89,4 @@ def test_health_shows_every_workers_counts(client):
             assert queries["all_workers"]["failed_transactions"] == 4
             assert queries["ok"] is False  # another worker's failures just now are this server's too
         finally:
-            cache.clear()
+            clear_own_keys()

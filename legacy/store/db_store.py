@@ -26,12 +26,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from legacy.collections import LEGACY_COLLECTIONS
 from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
 from legacy.writer import write_mapped
 
-# Collections the database side handles record by record. ``chunks_index`` is a derived
-# retrieval index whose entries share rows with documents[].chunks: JSON mode only.
-DB_COLLECTIONS = tuple(c for c in COLLECTIONS if c != "chunks_index")
+# Collections the database side handles record by record (legacy.collections says which).
+DB_COLLECTIONS = tuple(c for c in COLLECTIONS if LEGACY_COLLECTIONS[c].in_database_store)
 APPEND_ONLY = {"security/audit_logs"}
 
 

@@ -791,11 +791,11 @@ class LabMapper(Mapper):
 
     collection = "lab"
     model = LegacyRecord
-    container = "file"  # a folder of single-object files, not a collection of LEGACY_COLLECTIONS
+    container = "file"
     stream = False
 
     def __init__(self):
-        pass
+        """No entry in legacy.collections: ``lab/`` is a folder of single-object files."""
 
     def map_file(self, name: str, data, ctx) -> Mapped:
         mapped = Mapped(name)

@@ -34,6 +34,8 @@ class LegacyCollection:
     in_database_store: bool = True
     # AgentForge wrote it without indentation, every record on one line.
     one_line: bool = False
+    # Records are only ever appended (the audit trail): the stores refuse to change or delete one.
+    append_only: bool = False
 
     @property
     def file(self) -> str:
@@ -83,7 +85,8 @@ LEGACY_COLLECTIONS: dict[str, LegacyCollection] = {
         LegacyCollection("chunks_index", _APP + "ChunkIndexMapper", container="list", streamed=True,
                          in_database_store=False, one_line=True),
         LegacyCollection("conversations", _APP + "ConversationMapper", streamed=True),
-        LegacyCollection("security/audit_logs", _SECURITY + "AuditLogMapper", container="list", streamed=True),
+        LegacyCollection("security/audit_logs", _SECURITY + "AuditLogMapper", container="list", streamed=True,
+                         append_only=True),
         LegacyCollection("settings", _APP + "SystemSettingsMapper", container="object"),
         LegacyCollection("integrations", _APP + "IntegrationsMapper", container="object"),
     )

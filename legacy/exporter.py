@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from accounts.models import Department, Group, Organization, Role, User
+from accounts.models import User
 from agentforge_site.replicas import primary_only
-from agents.models import Agent, Tool
 from conversations.models import Message
 from knowledge.models import Document
 from agentforge_site.files import private_dir
 from legacy import passwords
-from legacy.jsonio import JSONWriter, file_label, is_security, write_object
+from legacy.collections import LEGACY_COLLECTIONS
+from legacy.jsonio import JSONWriter, write_object
 from legacy.mappers import Context, lab, registry
-from security.models import LDAPConfig
 
 
 @primary_only()
@@ -26,14 +25,15 @@ def export_directory(out_dir, progress=None) -> Counter:
     """Write every legacy file under ``out_dir``; return records written per file."""
     root = private_dir(out_dir)  # decrypted secrets: 0700 directories, 0600 files
     ctx = Context()
-    for model in (Organization, User, Role, Group, Department, Tool, Agent, LDAPConfig):
+    # Legacy ids of every row that records refer to, read once rather than row by row.
+    for model in dict.fromkeys(registry[name].model for name, c in LEGACY_COLLECTIONS.items() if c.referenced):
         ctx.preload(model)
-    ctx.preload(Document)
     ctx.document_sources = dict(Document.all_orgs.values_list("pk", "source"))
     counts = Counter()
     for collection, mapper in registry.items():  # every legacy file has a mapper
-        path = root / file_label(collection)
-        ensure_ascii = not is_security(collection)
+        legacy = LEGACY_COLLECTIONS[collection]
+        path = root / legacy.file
+        ensure_ascii = legacy.ensure_ascii
         if mapper.container == "object":
             data = mapper.export(ctx)
             if data is None:
@@ -41,7 +41,7 @@ def export_directory(out_dir, progress=None) -> Counter:
             write_object(path, data, ensure_ascii)
             counts[mapper.file] = 1
             continue
-        writer = JSONWriter(path, mapper.container, ensure_ascii, one_line=(collection == "chunks_index"))
+        writer = JSONWriter(path, mapper.container, ensure_ascii, one_line=legacy.one_line)
         try:
             if collection == "conversations":
                 _write_conversations(mapper, writer, ctx)

@@ -20,31 +20,23 @@ from django.db import connection, transaction
 from agentforge_site.caching import bump
 from agentforge_site.db_statistics import refresh_statistics
 from accounts.models import (
-    Department,
-    Group,
     Organization,
     Permission,
-    Role,
     User,
     normalize_email_address,
 )
 from accounts.tenancy import unscoped
 from agentforge_site.replicas import primary_only
-from agents.models import Agent, Tool
 from legacy import pipeline
+from legacy.collections import LEGACY_COLLECTIONS, file_label
 from legacy.errors import LegacyDataError
-from legacy.jsonio import confined, file_label, read_records
-from legacy.mappers import ORDER, Context, lab, registry
+from legacy.jsonio import confined, read_records
+from legacy.mappers import Context, lab, registry
 from legacy.mappers.security import permission_codes
+from legacy.models import LegacyRecord
 from legacy.writer import CaseTwinError, Stats, Writer
-from security.models import LDAPConfig
 
 MAX_WARNINGS_KEPT = 200
-SOURCE_MODELS = {
-    "security/organizations": Organization, "security/roles": Role, "security/departments": Department,
-    "security/users": User, "security/groups": Group, "security/ldap_configs": LDAPConfig, "tools": Tool,
-    "agents": Agent,
-}
 
 
 class ImportAborted(Exception):
@@ -140,9 +132,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
 
     # 1. small files, loaded whole: their ids are what references are checked against
     loaded: dict[str, object] = {}
-    for collection in ORDER:
-        mapper = registry[collection]
-        file_path = root / file_label(collection)
+    for collection, mapper in registry.items():
+        file_path = root / mapper.file
         if mapper.stream or not file_path.is_file():
             continue
         try:
@@ -160,9 +151,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
             fail(exc)
             continue
         loaded[collection] = data
-        model = SOURCE_MODELS.get(collection)
-        if model is not None:
-            ctx.add_source_ids(model, mapper.source_ids(data))
+        if LEGACY_COLLECTIONS[collection].referenced:
+            ctx.add_source_ids(mapper.model, mapper.source_ids(data))
     default_org = _default_organization(root, ctx)
     ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
     # Which organization each role and user belongs to: links to another organization's are
@@ -196,7 +186,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                 cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
         try:
             ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
-            if not ctx.dry_run and (root / "security" / "audit_logs.json").is_file():
+            if not ctx.dry_run and (root / file_label("security/audit_logs")).is_file():
                 from legacy.writer import AuditChain
 
                 writer.chain = AuditChain(writer)
@@ -204,9 +194,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                 writer.add(default_org)
                 writer.flush()
                 report.notes["security/organizations.json absent: created org_default as AgentForge does on first start"] += 1
-            for collection in ORDER:
-                mapper = registry[collection]
-                file_path = root / file_label(collection)
+            for collection, mapper in registry.items():
+                file_path = root / mapper.file
                 if not file_path.is_file():
                     continue
                 try:
@@ -300,8 +289,8 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
         records = data.items() if mapper.container == "dict" else ((None, item) for item in data)
     else:
         records = read_records(file_path, mapper.file, mapper.container, stream=True)
-    model = SOURCE_MODELS.get(collection)
-    is_docs = collection in ("documents", "scraped_pages")
+    # A streamed file's ids become known as its records are read (chunks refer to documents).
+    collect_ids = data is None and LEGACY_COLLECTIONS[collection].referenced
     try:
         for outer_key, record in records:
             try:
@@ -313,10 +302,8 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
                 fail(exc)
                 count += 1
                 continue
-            if is_docs:
-                from knowledge.models import Document
-
-                ctx.add_source_ids(Document, [mapped.legacy_id])
+            if collect_ids:
+                ctx.add_source_ids(mapper.model, [mapped.legacy_id])
             handle(mapped)
             count += 1
             if progress is not None and count % 1000 == 0:
@@ -326,7 +313,7 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
     report.records[collection] += count
     if progress is not None:
         progress(collection, count)
-    if model is None and collection.startswith("security/") and mapper.model.__name__ == "LegacyRecord":
+    if mapper.model is LegacyRecord:
         report.notes[f"{mapper.file}: kept verbatim in legacy_records (no table of its own)"] += count
 
 

@@ -22,15 +22,9 @@ from agentforge_site.files import open_private, private_dir
 from legacy.errors import LegacyDataError, describe
 
 UTC = dt.timezone.utc
-# Files that may be huge and are therefore streamed.
-STREAMED = {"security/audit_logs", "conversations", "documents", "scraped_pages", "chunks_index"}
 # Above this size a malformed streamed file gets an approximate position only.
 EXACT_ERROR_LIMIT = 64 * 1024 * 1024
 READ_CHUNK = 64 * 1024
-
-
-def file_label(collection: str) -> str:
-    return f"{collection}.json"
 
 
 def confined(root: Path, path: Path, label: str) -> Path:
@@ -394,10 +388,6 @@ def _kind(value) -> str:
 
 
 # --- writing ----------------------------------------------------------------------------
-
-def is_security(collection: str) -> bool:
-    return collection.startswith("security/")
-
 
 class JSONWriter:
     """Write one legacy file incrementally, formatted like ``json.dump(obj, indent=2)``."""

@@ -1,7 +1,8 @@
 """The legacy JSON format, in one place: one mapper per collection, both directions.
 
 A *collection* is a legacy file path without ``.json``: ``"security/users"``,
-``"agents"``, ``"chunks_index"``, ``"settings"``... ``registry`` maps each to its mapper::
+``"agents"``, ``"chunks_index"``, ``"settings"``... ``registry`` maps each collection of
+``legacy.collections.LEGACY_COLLECTIONS`` to its mapper, in import order::
 
     from legacy.mappers import registry, Context
 
@@ -29,67 +30,22 @@ group id -> users naming it in ``group_ids``; ``ctx.raw["org_ldap"]``: LDAP conf
 named by organizations). Without one, ``Context()`` looks references up in the database,
 which is what a single-record caller (the dual-write store) wants.
 
-Containers: ``mapper.container`` is ``"dict"`` (id → record), ``"list"`` (audit logs,
-chunk index) or ``"object"`` (``security/settings``, ``settings``, ``integrations``: the
-whole file is one record; these mappers have ``export(ctx)`` instead of ``to_legacy``).
-``ORDER`` is the import order (referenced collections first).
+Containers (``mapper.container``, from the collection's entry): ``"dict"`` (id → record),
+``"list"`` or ``"object"`` (the whole file is one record; these mappers have
+``export(ctx)`` instead of ``to_legacy``).
 """
 
 from __future__ import annotations
 
-from legacy.mappers.app import (
-    AgentMapper,
-    ChunkIndexMapper,
-    ConversationMapper,
-    DocumentMapper,
-    IntegrationsMapper,
-    LabMapper,
-    LegacyRecordMapper,
-    ScrapedPageMapper,
-    SystemSettingsMapper,
-    ToolMapper,
-)
+from django.utils.module_loading import import_string
+
+from legacy.collections import LEGACY_COLLECTIONS
+from legacy.mappers.app import LabMapper
 from legacy.mappers.base import ChildSet, Context, Mapped, Mapper, Row  # noqa: F401
-from legacy.mappers.security import (
-    AuditLogMapper,
-    DepartmentMapper,
-    GroupMapper,
-    LDAPConfigMapper,
-    OAuthConfigMapper,
-    OrganizationMapper,
-    RoleMapper,
-    SecuritySettingsMapper,
-    ToolPermissionMapper,
-    UserMapper,
-)
 
-_MAPPERS = [
-    OrganizationMapper(),
-    LDAPConfigMapper(),
-    RoleMapper(),
-    DepartmentMapper(),
-    UserMapper(),
-    GroupMapper(),
-    OAuthConfigMapper(),
-    SecuritySettingsMapper(),
-    ToolMapper(),
-    ToolPermissionMapper(),
-    LegacyRecordMapper("security/policies"),
-    LegacyRecordMapper("security/invitations"),
-    LegacyRecordMapper("security/kb_permissions"),
-    LegacyRecordMapper("security/db_permissions"),
-    AgentMapper(),
-    DocumentMapper(),
-    ScrapedPageMapper(),
-    ChunkIndexMapper(),
-    ConversationMapper(),
-    AuditLogMapper(),
-    SystemSettingsMapper(),
-    IntegrationsMapper(),
-]
-
-registry: dict[str, Mapper] = {m.collection: m for m in _MAPPERS}
-ORDER: list[str] = [m.collection for m in _MAPPERS]
+registry: dict[str, Mapper] = {
+    name: import_string(collection.mapper)(collection) for name, collection in LEGACY_COLLECTIONS.items()
+}
 lab = LabMapper()
 
-__all__ = ["registry", "ORDER", "lab", "Context", "Mapped", "Mapper", "Row", "ChildSet"]
+__all__ = ["registry", "lab", "Context", "Mapped", "Mapper", "Row", "ChildSet"]

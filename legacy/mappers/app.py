@@ -78,7 +78,6 @@ def strip_tool_prefix(ref: str) -> str:
 
 
 class AgentMapper(Mapper):
-    collection = "agents"
     model = Agent
     satellites = (("agent_tools", AgentTool),)
 
@@ -152,7 +151,6 @@ TOOL_DEFAULTS = {"description": "", "config": {}, "api_config": None, "kb_config
 
 
 class ToolMapper(Mapper):
-    collection = "tools"
     model = Tool
 
     def map_record(self, record, ctx):
@@ -272,9 +270,7 @@ DOC_DEFAULTS = {"filename": "", "original_name": "", "file_type": "", "file_size
 
 
 class DocumentMapper(Mapper):
-    collection = "documents"
     model = Document
-    stream = True
     source = Document.Source.UPLOAD
     prefix = "doc"
     satellites = (("document_chunks (embedded)", DocumentChunk),)
@@ -375,7 +371,6 @@ class DocumentMapper(Mapper):
 
 
 class ScrapedPageMapper(DocumentMapper):
-    collection = "scraped_pages"
     source = Document.Source.WEB
     prefix = "page"
 
@@ -392,10 +387,7 @@ INDEX_KEYS = {"tool_id", "doc_id", "page_id", "chunk_id", "text", "source", "typ
 class ChunkIndexMapper(Mapper):
     """``chunks_index.json`` entries → DocumentChunk rows, merged with the embedded copies."""
 
-    collection = "chunks_index"
     model = DocumentChunk
-    container = "list"
-    stream = True
 
     def record_id(self, outer_key, record):
         if isinstance(record, dict):
@@ -553,9 +545,7 @@ def _plain_message(message, org_id, conversation_id, position):
 
 
 class ConversationMapper(Mapper):
-    collection = "conversations"
     model = Conversation
-    stream = True
     pipeline = True  # big and plain: read and mapped in a second process (legacy.pipeline)
     satellites = (("messages", Message),)
 
@@ -655,9 +645,7 @@ class SystemSettingsMapper(Mapper):
     """Top-level ``settings.json``: one SystemSetting per scalar (``llm.model``), secrets
     (``llm.api_key``, ``llm_providers.0.api_key``) encrypted and flagged ``is_secret``."""
 
-    collection = "settings"
     model = SystemSetting
-    container = "object"
     prefix = ""
 
     def record_id(self, outer_key, record):
@@ -736,7 +724,6 @@ class SystemSettingsMapper(Mapper):
 class IntegrationsMapper(SystemSettingsMapper):
     """``integrations.json``: ``{provider: {client_id, client_secret}}`` → ``integrations.*`` rows."""
 
-    collection = "integrations"
     prefix = "integrations."
 
 
@@ -763,9 +750,6 @@ class LegacyRecordMapper(Mapper):
     """
 
     model = LegacyRecord
-
-    def __init__(self, collection: str):
-        self.collection = collection
 
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
@@ -808,6 +792,10 @@ class LabMapper(Mapper):
     collection = "lab"
     model = LegacyRecord
     container = "file"
+    stream = False
+
+    def __init__(self):
+        """No entry in legacy.collections: ``lab/`` is a folder of single-object files."""
 
     def map_file(self, name: str, data, ctx) -> Mapped:
         mapped = Mapped(name)

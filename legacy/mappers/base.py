@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from accounts.models.base import legacy_uuid
 from legacy.errors import LegacyDataError, LegacyFieldError, describe
-from legacy.jsonio import file_label, format_timestamp, parse_timestamp
+from legacy.collections import LegacyCollection, file_label
+from legacy.jsonio import format_timestamp, parse_timestamp
 
 MISSING_KEY = "__missing__"  # legacy_extra: keys absent in the source (older era); export omits them
 _ABSENT = object()
@@ -344,19 +345,23 @@ def choices_of(enum_cls):
 class Mapper:
     """One legacy collection ↔ one (main) model and its satellites.
 
-    Subclasses set ``collection``, ``model``, ``container`` and implement
-    :meth:`map_record` (legacy dict → :class:`Mapped`) and :meth:`to_legacy`
-    (model instance → legacy dict).
+    Built by ``legacy.mappers`` from the collection's entry in
+    ``legacy.collections.LEGACY_COLLECTIONS``, which gives its name (``collection``), its
+    ``container`` ("dict", "list" or "object") and whether it is streamed (``stream``).
+    Subclasses set ``model`` and implement :meth:`map_record` (legacy dict →
+    :class:`Mapped`) and :meth:`to_legacy` (model instance → legacy dict).
     """
 
-    collection: str = ""
     model = None
-    container = "dict"  # "dict" (id → record), "list" or "object" (one settings object)
-    stream = False
     # Streamed and big: read and mapped in a second process on a fresh import (legacy.pipeline).
     pipeline = False
     # Entity names for the summary table: (label, model) of every table this mapper fills.
     satellites: tuple = ()
+
+    def __init__(self, collection: LegacyCollection):
+        self.collection = collection.name
+        self.container = collection.container
+        self.stream = collection.streamed
 
     @property
     def file(self) -> str:

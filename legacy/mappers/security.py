@@ -130,7 +130,6 @@ def _hash_out(value, salts) -> str:
 # --- organizations ---------------------------------------------------------------------------
 
 class OrganizationMapper(Mapper):
-    collection = "security/organizations"
     model = Organization
     DEFAULTS = {"directory_source": "internal", "hr_api_config": None, "max_users": 100, "max_agents": 50,
                 "max_tools": 100, "status": "active", "require_mfa": False, "settings": {}, "allowed_auth_providers": [],
@@ -219,7 +218,6 @@ def default_organization_record(now) -> dict:
 # --- roles -------------------------------------------------------------------------------------
 
 class RoleMapper(Mapper):
-    collection = "security/roles"
     model = Role
     satellites = (("role_permissions", RolePermission),)
     DEFAULTS = {"level": 100, "is_system": False, "permissions": [], "parent_id": None, "created_by": None,
@@ -293,7 +291,6 @@ def permission_codes(data) -> set[str]:
 # --- departments --------------------------------------------------------------------------------
 
 class DepartmentMapper(Mapper):
-    collection = "security/departments"
     model = Department
     DEFAULTS = {"description": None, "parent_id": None, "manager_id": None}
 
@@ -348,7 +345,6 @@ MFA = "__mfa__"
 
 
 class UserMapper(Mapper):
-    collection = "security/users"
     model = User
     satellites = (("mfa_settings", MFASettings), ("user_preferences", "settings_app.UserPreference"), ("user_roles", UserRole),
                   ("password_history", PasswordHistory))
@@ -626,7 +622,6 @@ class UserMapper(Mapper):
 # --- groups ----------------------------------------------------------------------------------------
 
 class GroupMapper(Mapper):
-    collection = "security/groups"
     model = Group
     satellites = (("group_members", GroupMembership), ("group_roles", GroupRole))
     DEFAULTS = {"description": None, "user_ids": [], "role_ids": [], "member_ids": []}
@@ -709,7 +704,6 @@ class GroupMapper(Mapper):
 # --- identity providers --------------------------------------------------------------------------
 
 class OAuthConfigMapper(Mapper):
-    collection = "security/oauth_configs"
     model = OAuthConfig
     DEFAULTS = {"tenant_id": None, "scopes": [], "enabled": True, "auto_create_users": True,
                 "update_profile_on_login": True, "default_role_id": "role_user", "allowed_domains": [],
@@ -773,7 +767,6 @@ LDAP_FIELDS = [
 
 
 class LDAPConfigMapper(Mapper):
-    collection = "security/ldap_configs"
     model = LDAPConfig
 
     def map_record(self, record, ctx):
@@ -826,7 +819,6 @@ class LDAPConfigMapper(Mapper):
 # --- tool permissions ------------------------------------------------------------------------------
 
 class ToolPermissionMapper(Mapper):
-    collection = "security/tool_permissions"
     model = ToolPermission
     DEFAULTS = {"can_view": True, "can_execute": True, "can_edit": False, "can_delete": False, "allowed_actions": [],
                 "denied_actions": [], "rate_limit_per_hour": None, "rate_limit_per_day": None,
@@ -883,9 +875,7 @@ class SecuritySettingsMapper(Mapper):
     """``{"tenancy_mode": ..., "settings": {org_id: SecuritySettings}}`` → org settings rows
     ``security.<field>`` and the system setting ``security.tenancy_mode``."""
 
-    collection = "security/settings"
     model = OrgSetting
-    container = "object"
     satellites = (("system_settings", SystemSetting),)
 
     def record_id(self, outer_key, record):
@@ -992,10 +982,7 @@ class AuditLogMapper(Mapper):
     (``{"legacy_extra": ...}``), which auditlog leaves empty for these entries.
     """
 
-    collection = "security/audit_logs"
     model = AuditLog
-    container = "list"
-    stream = True
     pipeline = True  # big and plain: read and mapped in a second process (legacy.pipeline)
 
     def map_record(self, record, ctx):

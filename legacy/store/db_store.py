@@ -26,13 +26,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from legacy.collections import LEGACY_COLLECTIONS
 from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
 from legacy.writer import write_mapped
 
-# Collections the database side handles record by record. ``chunks_index`` is a derived
-# retrieval index whose entries share rows with documents[].chunks: JSON mode only.
-DB_COLLECTIONS = tuple(c for c in COLLECTIONS if c != "chunks_index")
-APPEND_ONLY = {"security/audit_logs"}
+# Collections the database side handles record by record (legacy.collections says which).
+DB_COLLECTIONS = tuple(c for c in COLLECTIONS if LEGACY_COLLECTIONS[c].in_database_store)
 
 
 class AppendOnlyError(Exception):
@@ -197,7 +196,7 @@ class DatabaseStore:
         from legacy.mappers import Context
 
         with transaction.atomic(), unscoped():
-            if collection in APPEND_ONLY:
+            if LEGACY_COLLECTIONS[collection].append_only:
                 existing = self._find(mapper, mapped.legacy_id, None)
                 if existing is not None:
                     # The JSON-era logger only appended: saving an entry again is a no-op,
@@ -239,7 +238,7 @@ class DatabaseStore:
 
     def delete(self, collection: str, record_id) -> bool:
         mapper = self.mapper(collection)
-        if collection in APPEND_ONLY:
+        if LEGACY_COLLECTIONS[collection].append_only:
             raise AppendOnlyError(f"{collection}: audit entries are append-only")
         active = self._active()
         with transaction.atomic(), unscoped():

@@ -26,31 +26,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+from legacy.collections import LEGACY_COLLECTIONS, file_label
 from legacy.errors import LegacyDataError
 
-# Files that hold a JSON object keyed by record id.
-DICT_COLLECTIONS = (
-    "security/organizations",
-    "security/users",
-    "security/departments",
-    "security/groups",
-    "security/roles",
-    "security/policies",
-    "security/tool_permissions",
-    "security/kb_permissions",
-    "security/db_permissions",
-    "security/ldap_configs",
-    "security/oauth_configs",
-    "security/invitations",
-    "agents",
-    "tools",
-    "documents",
-    "scraped_pages",
-    "conversations",
-)
-# Files that hold a JSON list; records are found by their key (see ``record_key``).
-LIST_COLLECTIONS = ("security/audit_logs", "chunks_index")
-COLLECTIONS = DICT_COLLECTIONS + LIST_COLLECTIONS
+# The record files of legacy.collections: objects keyed by record id, and lists whose
+# records are found by their key (see ``record_key``). Single-object files are no stores.
+DICT_COLLECTIONS = tuple(name for name, c in LEGACY_COLLECTIONS.items() if c.container == "dict")
+LIST_COLLECTIONS = tuple(name for name, c in LEGACY_COLLECTIONS.items() if c.container == "list")
+COLLECTIONS = tuple(name for name, c in LEGACY_COLLECTIONS.items() if c.container != "object")
+OBJECT_COLLECTIONS = tuple(name for name, c in LEGACY_COLLECTIONS.items() if c.container == "object")
 UNCHANGED = object()
 
 
@@ -62,7 +46,7 @@ class UnknownCollection(KeyError):
     def __str__(self):
         return (
             f"unknown collection {self.collection!r}; the store handles: {', '.join(COLLECTIONS)} "
-            "(single-object files security/settings, settings and integrations are not record collections)"
+            f"(single-object files {', '.join(OBJECT_COLLECTIONS)} are not record collections)"
         )
 
 
@@ -93,15 +77,10 @@ def record_key(collection: str, record: dict) -> str:
     return str(rid)
 
 
-def is_security(collection: str) -> bool:
-    return collection.startswith("security/")
-
-
 def dumps(collection: str, data) -> str:
     """The whole file's text in the legacy formatting."""
-    if collection == "chunks_index":
-        return json.dumps(data, ensure_ascii=True)
-    return json.dumps(data, ensure_ascii=not is_security(collection), indent=2)
+    legacy = LEGACY_COLLECTIONS[collection]
+    return json.dumps(data, ensure_ascii=legacy.ensure_ascii, indent=None if legacy.one_line else 2)
 
 
 class _Image:
@@ -124,8 +103,9 @@ class _Image:
     def render(self, collection: str) -> str:
         """The same text as ``dumps(collection, self.data)``, re-serialising only new records."""
         data = self.data
-        ascii_only = collection == "chunks_index" or not is_security(collection)
-        indent = None if collection == "chunks_index" else 2
+        legacy = LEGACY_COLLECTIONS[collection]
+        ascii_only = legacy.ensure_ascii
+        indent = None if legacy.one_line else 2
         old, texts = self.texts, {}
 
         def text(record):
@@ -201,7 +181,7 @@ class LegacyFiles:
         self.data_dir = Path(data_dir)
 
     def path(self, collection: str) -> Path:
-        return self.data_dir / f"{check_collection(collection)}.json"
+        return self.data_dir / file_label(check_collection(collection))
 
     @contextlib.contextmanager
     def locked(self, collection: str) -> Iterator[None]:
@@ -218,7 +198,7 @@ class LegacyFiles:
     def load(self, collection: str):
         """The file's container: a dict (id -> record) or a list; empty when the file is missing."""
         path = self.path(collection)
-        is_list = collection in LIST_COLLECTIONS
+        is_list = LEGACY_COLLECTIONS[collection].container == "list"
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
@@ -226,12 +206,12 @@ class LegacyFiles:
             return [] if is_list else {}
         except json.JSONDecodeError as exc:
             raise LegacyDataError(
-                f"{collection}.json", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                file_label(collection), f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from None
         if is_list and not isinstance(data, list):
-            raise LegacyDataError(f"{collection}.json", "expected a list at the top level")
+            raise LegacyDataError(file_label(collection), "expected a list at the top level")
         if not is_list and not isinstance(data, dict):
-            raise LegacyDataError(f"{collection}.json", "expected an object keyed by id at the top level")
+            raise LegacyDataError(file_label(collection), "expected an object keyed by id at the top level")
         return data
 
     def records(self, collection: str) -> dict:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from accounts.tenancy import unscoped
 from agentforge_site.replicas import primary_only
+from legacy.collections import LEGACY_COLLECTIONS, file_label
 from legacy.store.db_store import DB_COLLECTIONS, AppendOnlyError, DatabaseStore
-from legacy.store.jsonfiles import LegacyFiles, atomic_write_text, record_key
+from legacy.store.jsonfiles import OBJECT_COLLECTIONS, LegacyFiles, atomic_write_text, record_key
 
-# Single-object files: the whole file is one record (mapper.export / to_rows of the file).
-OBJECT_COLLECTIONS = ("security/settings", "settings", "integrations")
 ABSENT = "<absent>"
 RECORD = "<record>"
 
@@ -33,11 +32,9 @@ _SECRET_FIELD = re.compile(r"(password|secret|token|api_?key|apikey|totp|backup_
 
 
 def parity_collections() -> list[str]:
-    """Collections verify_parity handles, in the import order (referenced ones first)."""
-    from legacy.mappers import ORDER
-
-    ordered = [c for c in ORDER if c in DB_COLLECTIONS or c in OBJECT_COLLECTIONS]
-    return ordered + [c for c in DB_COLLECTIONS if c not in ordered]
+    """Collections verify_parity handles, in the import order (referenced ones first):
+    the database store's record collections and the single-object files."""
+    return [c for c in LEGACY_COLLECTIONS if c in DB_COLLECTIONS or c in OBJECT_COLLECTIONS]
 
 
 def normalise(collection: str, record):
@@ -115,7 +112,7 @@ class Parity:
 
     def json_side(self, collection: str) -> dict:
         if collection in OBJECT_COLLECTIONS:
-            path = Path(self.files.data_dir) / f"{collection}.json"
+            path = Path(self.files.data_dir) / file_label(collection)
             if not path.exists():
                 return {}
             return {collection: json.loads(path.read_text(encoding="utf-8"))}
@@ -162,8 +159,8 @@ class Parity:
             exported = self.db_side(collection).get(collection)
             if exported is None:
                 return
-            ensure_ascii = not collection.startswith("security/")
-            atomic_write_text(Path(self.files.data_dir) / f"{collection}.json",
+            ensure_ascii = LEGACY_COLLECTIONS[collection].ensure_ascii
+            atomic_write_text(Path(self.files.data_dir) / file_label(collection),
                               json.dumps(exported, ensure_ascii=ensure_ascii, indent=2))
             return
         with self.files.locked(collection):

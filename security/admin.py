@@ -17,15 +17,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
-from agentforge_site.admin_base import (
-    OrgScopedAdmin,
-    SecretFieldsMixin,
-    UserCredentialsAdminMixin,
-    is_superuser,
-    json_block,
-    masked,
-    truncate,
-)
+from agentforge_site.admin.display import json_block, masked, truncate
+from agentforge_site.admin.mixins import ReadOnlyAdminMixin, SecretFieldsMixin
+from agentforge_site.admin.scoping import OrgScopedAdmin, UserCredentialsAdminMixin, is_superuser
 from agentforge_site.paginator import EstimatedCountPaginator
 from security import crypto
 from security.fields import encrypted_fields
@@ -112,7 +106,7 @@ def _csv_safe(value) -> str:
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(OrgScopedAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     """Read-only for everyone. Built for millions of rows: estimated counts, no date
     hierarchy, a fixed number of queries per page, searches that use indexes."""
 
@@ -142,17 +136,6 @@ class AuditLogAdmin(OrgScopedAdmin):
         "changes_table",
         "request_line",
     )
-
-    # -- read-only, for superusers too ---------------------------------------------
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     # -- search --------------------------------------------------------------------
 
@@ -534,7 +517,7 @@ class APIKeyAdmin(UserCredentialsAdminMixin, OrgScopedAdmin):
 
 
 @admin.register(AuditChainHead)
-class AuditChainHeadAdmin(admin.ModelAdmin):
+class AuditChainHeadAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The tips of the audit hash chains: superusers may look, nobody edits."""
 
     list_display = ("chain_key", "last_id", "last_hash", "anchor_id", "updated_at")
@@ -545,12 +528,3 @@ class AuditChainHeadAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return is_superuser(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

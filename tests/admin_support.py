@@ -133,7 +133,7 @@ def form_data(response) -> dict:
 
     from django import forms
 
-    from agentforge_site.admin_base import SecretInput, SecretJSONWidget
+    from security.forms import SecretInput, SecretJSONWidget
 
     data = {}
 

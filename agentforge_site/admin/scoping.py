@@ -1,19 +1,14 @@
-"""Shared building blocks of the AgentForge admin console.
+"""Organization scoping in the admin: a staff user sees and edits their organization only.
 
-* :class:`OrgScopedAdmin` - every page of a tenant model sees only the signed-in staff
-  user's organization (querysets, foreign-key and many-to-many choices, autocompletes,
-  list filters, object URLs); superusers see every organization, with an organization
-  filter, and their views run :func:`accounts.tenancy.unscoped`.
-* :class:`SecretFieldsMixin` - encrypted fields are masked on display and write-only in
-  forms: the input renders empty, a blank submission keeps the stored value and a
-  "clear" checkbox empties it. ``EncryptedJSONField`` dicts show their keys only.
-* :func:`masked` and :func:`json_block` - display helpers.
+:class:`OrgScopedAdmin` keeps every page of a tenant model (querysets, foreign-key and
+many-to-many choices, autocompletes, list filters, object URLs) to the signed-in staff
+user's organization; superusers see every organization, with an organization filter, and
+their views run inside :func:`accounts.tenancy.unscoped`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 
 from django import forms
 from django.contrib import admin
@@ -24,51 +19,8 @@ from django.http import Http404
 from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern
 from django.utils.functional import cached_property
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 
 from accounts.tenancy import unscoped
-from security.fields import EncryptedJSONField, EncryptedTextField
-
-MASK = "••••••"
-
-admin.site.site_header = "AgentForge DB"
-admin.site.site_title = "AgentForge DB admin"
-admin.site.index_title = "Administration"
-
-
-# --------------------------------------------------------------------------------------
-# Display helpers
-# --------------------------------------------------------------------------------------
-
-
-def masked(value) -> str:
-    """How a secret looks anywhere in the admin: never its value."""
-    if value in (None, "", {}, []):
-        return "— (not set)"
-    if isinstance(value, dict):
-        keys = ", ".join(sorted(str(k) for k in value)) or "—"
-        return f"{MASK} (set: {keys})"
-    return f"{MASK} (set)"
-
-
-def json_block(value):
-    """Pretty JSON in a <pre>, escaped."""
-    if value in (None, ""):
-        return "—"
-    return format_html(
-        '<pre class="af-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    )
-
-
-def truncate(text, length: int = 80) -> str:
-    text = "" if text is None else str(text)
-    return text if len(text) <= length else text[: length - 1] + "…"
-
-
-# --------------------------------------------------------------------------------------
-# Organization scoping
-# --------------------------------------------------------------------------------------
 
 
 def model_has_org(model) -> bool:
@@ -103,7 +55,7 @@ def org_queryset(model, request):
     return queryset
 
 
-def _superuser_unscoped(view):
+def superuser_unscoped(view):
     """Run a superuser's admin view with scoping lifted (and render inside the scope).
 
     The request middleware activates the signed-in user's own organization; a superuser
@@ -125,9 +77,6 @@ def _superuser_unscoped(view):
 
 # The site-wide autocomplete serves every model admin: a superuser's runs unscoped like
 # their model admin views (PostgreSQL's row-level security would otherwise hold it to
-# their own organization).
-admin.site.autocomplete_view = _superuser_unscoped(admin.site.autocomplete_view)
-
 
 class ScopedRelatedFieldListFilter(RelatedFieldListFilter):
     """A foreign-key list filter whose choices come from the user's organization only."""
@@ -234,7 +183,7 @@ class OrgScopedAdmin(admin.ModelAdmin):
         urls = super().get_urls()
         for pattern in urls:
             if isinstance(pattern, URLPattern):
-                pattern.callback = _superuser_unscoped(pattern.callback)
+                pattern.callback = superuser_unscoped(pattern.callback)
         return urls
 
     def get_queryset(self, request):
@@ -471,25 +420,6 @@ class ScopedTabularInline(OrgScopedInlineMixin, admin.TabularInline):
     pass
 
 
-class ScopedStackedInline(OrgScopedInlineMixin, admin.StackedInline):
-    pass
-
-
-class ReadOnlyInlineMixin:
-    can_delete = False
-    extra = 0
-    max_num = 0
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 def sync_through(obj, field_name: str, targets) -> None:
     """Make ``obj``'s through rows for ``field_name`` exactly ``targets`` (org from obj)."""
     field = obj._meta.get_field(field_name)
@@ -507,361 +437,3 @@ def sync_through(obj, field_name: str, targets) -> None:
     for pk in sorted(wanted - existing, key=str):
         through(**extra, **{source: obj, f"{target}_id": pk}).save()
 
-
-# --------------------------------------------------------------------------------------
-# Secrets: masked and write-only
-# --------------------------------------------------------------------------------------
-
-
-class _Marker:
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"<{self.name}>"
-
-
-KEEP = _Marker("keep stored secret")
-CLEAR = _Marker("clear stored secret")
-
-
-class SecretInput(forms.Widget):
-    """A password input that never renders a value, with a "set"/"not set" note and "clear"."""
-
-    def __init__(self, attrs=None, allow_clear=True):
-        super().__init__(attrs)
-        self.allow_clear = allow_clear
-
-    def render(self, name, value, attrs=None, renderer=None):
-        is_set = value not in (None, "", KEEP, CLEAR) and value is not False
-        attrs = self.build_attrs(self.attrs, attrs)
-        input_id = attrs.get("id", f"id_{name}")
-        status = f"{MASK} (set)" if is_set else "(not set)"
-        clear = ""
-        if is_set and self.allow_clear:
-            clear = format_html(
-                ' <label class="af-secret-clear"><input type="checkbox" name="{}__clear" id="{}__clear"> clear</label>',
-                name,
-                input_id,
-            )
-        return format_html(
-            '<div class="af-secret"><input type="password" name="{}" id="{}" value="" autocomplete="new-password" '
-            'class="vTextField" placeholder="{}"> <span class="af-secret-status">{}</span>{}</div>',
-            name,
-            input_id,
-            "leave blank to keep the current value" if is_set else "enter a value",
-            status,
-            clear,
-        )
-
-    def value_from_datadict(self, data, files, name):
-        if data.get(f"{name}__clear"):
-            return CLEAR
-        value = data.get(name)
-        if value in (None, ""):
-            return KEEP
-        return value
-
-    def value_omitted_from_data(self, data, files, name):
-        return False
-
-
-class SecretField(forms.Field):
-    """Write-only text secret; cleans to KEEP, CLEAR or the new plaintext."""
-
-    widget = SecretInput
-
-    def __init__(self, *, max_length=None, empty_value=None, **kwargs):
-        kwargs["required"] = False
-        kwargs.pop("strip", None)
-        self.empty_value = empty_value
-        super().__init__(**kwargs)
-
-    def bound_data(self, data, initial):
-        if data is KEEP:
-            return initial
-        if data is CLEAR:
-            return None
-        return data
-
-    def clean(self, value):
-        if value is KEEP or value is CLEAR:
-            return value
-        return super().clean(value)
-
-    def has_changed(self, initial, data):
-        if data is KEEP:
-            return False
-        if data is CLEAR:
-            return bool(initial)
-        return data != initial
-
-
-class SecretJSONPatch:
-    """Changes to a dict of secrets: new values per existing key, removed keys, added keys."""
-
-    def __init__(self, set_values=None, delete=None, replace=None):
-        self.set_values = set_values or {}
-        self.delete = set(delete or ())
-        self.replace = replace  # a whole new JSON value (for non-dict secrets)
-
-    def __bool__(self):
-        return bool(self.set_values or self.delete or self.replace is not None)
-
-    def apply(self, current):
-        if self.replace is not None:
-            return self.replace
-        result = dict(current) if isinstance(current, dict) else {}
-        for key in self.delete:
-            result.pop(key, None)
-        result.update(self.set_values)
-        return result
-
-
-class SecretJSONWidget(forms.Widget):
-    """A dict of secrets: keys listed, values masked and write-only, per-key remove, new rows."""
-
-    new_rows = 3
-
-    def render(self, name, value, attrs=None, renderer=None):
-        current = value if isinstance(value, dict) else ({} if value in (None, "", KEEP) else None)
-        rows = []
-        if current is None:
-            # Not a dict: a single write-only JSON replacement.
-            return format_html(
-                '<div class="af-secret"><span class="af-secret-status">{} (set)</span> '
-                '<input type="password" name="{}__replace" class="vTextField" autocomplete="new-password" '
-                'placeholder="new JSON value; blank keeps the current one"></div>',
-                MASK,
-                name,
-            )
-        for index, key in enumerate(sorted(current)):
-            rows.append(
-                format_html(
-                    "<tr><td><code>{key}</code><input type=\"hidden\" name=\"{n}__key__{i}\" value=\"{key}\"></td>"
-                    "<td><span class=\"af-secret-status\">{mask} (set)</span></td>"
-                    "<td><input type=\"password\" name=\"{n}__val__{i}\" value=\"\" autocomplete=\"new-password\" "
-                    "placeholder=\"new value; blank keeps it\"></td>"
-                    "<td><label><input type=\"checkbox\" name=\"{n}__del__{i}\"> remove</label></td></tr>",
-                    key=key,
-                    n=name,
-                    i=index,
-                    mask=MASK,
-                )
-            )
-        for index in range(self.new_rows):
-            rows.append(
-                format_html(
-                    "<tr class=\"af-secret-new\"><td><input type=\"text\" name=\"{n}__newkey__{i}\" placeholder=\"new key\"></td>"
-                    "<td>(new)</td><td><input type=\"password\" name=\"{n}__newval__{i}\" value=\"\" "
-                    "autocomplete=\"new-password\" placeholder=\"value\"></td><td></td></tr>",
-                    n=name,
-                    i=index,
-                )
-            )
-        return format_html(
-            '<table class="af-secret-json" id="id_{}"><thead><tr><th>Key</th><th>Value</th><th>Set a new value</th>'
-            "<th></th></tr></thead><tbody>{}</tbody></table>",
-            name,
-            mark_safe("".join(rows)),
-        )
-
-    def value_from_datadict(self, data, files, name):
-        replace = data.get(f"{name}__replace")
-        if replace:
-            return SecretJSONPatch(replace=replace)
-        set_values, delete = {}, set()
-        index = 0
-        while f"{name}__key__{index}" in data:
-            key = data.get(f"{name}__key__{index}")
-            if data.get(f"{name}__del__{index}"):
-                delete.add(key)
-            elif data.get(f"{name}__val__{index}"):
-                set_values[key] = data.get(f"{name}__val__{index}")
-            index += 1
-        for index in range(self.new_rows + 50):
-            key = (data.get(f"{name}__newkey__{index}") or "").strip()
-            value = data.get(f"{name}__newval__{index}") or ""
-            if key and value:
-                set_values[key] = value
-            elif value and not key:
-                set_values[("", index)] = value  # reported by the field
-        return SecretJSONPatch(set_values, delete)
-
-    def value_omitted_from_data(self, data, files, name):
-        return False
-
-
-class SecretJSONField(forms.Field):
-    widget = SecretJSONWidget
-
-    def __init__(self, **kwargs):
-        kwargs["required"] = False
-        for extra in ("max_length", "empty_value", "strip"):
-            kwargs.pop(extra, None)
-        super().__init__(**kwargs)
-
-    def bound_data(self, data, initial):
-        return initial
-
-    def clean(self, value):
-        if not isinstance(value, SecretJSONPatch):
-            return SecretJSONPatch()
-        if any(isinstance(k, tuple) for k in value.set_values):
-            raise ValidationError("Every new value needs a key.")
-        if value.replace is not None:
-            try:
-                value.replace = json.loads(value.replace)
-            except ValueError:
-                raise ValidationError("The replacement must be valid JSON.") from None
-        return value
-
-    def has_changed(self, initial, data):
-        return bool(data)
-
-
-class SecretAwareFormMixin:
-    """Turns KEEP/CLEAR/patches into the value to store, so construct_instance just works."""
-
-    secret_field_names: tuple = ()
-
-    def clean(self):
-        cleaned = super().clean()
-        for name in self.secret_field_names:
-            if name not in cleaned:
-                continue
-            value = cleaned[name]
-            stored = getattr(self.instance, name, None)
-            model_field = self.instance._meta.get_field(name)
-            if value is KEEP:
-                cleaned[name] = stored
-            elif value is CLEAR:
-                cleaned[name] = None if model_field.null else ""
-            elif isinstance(value, SecretJSONPatch):
-                cleaned[name] = value.apply(stored) if value else stored
-        return cleaned
-
-
-def secret_fields(model) -> list:
-    return [f for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
-
-
-class SecretFieldsMixin:
-    """Every EncryptedTextField / EncryptedJSONField masked on display, write-only in forms."""
-
-    def formfield_for_dbfield(self, db_field, request, **kwargs):
-        if isinstance(db_field, EncryptedJSONField):
-            return SecretJSONField(label=db_field.verbose_name.capitalize(), help_text=db_field.help_text)
-        if isinstance(db_field, EncryptedTextField):
-            return SecretField(label=db_field.verbose_name.capitalize(), help_text=db_field.help_text)
-        return super().formfield_for_dbfield(db_field, request, **kwargs)
-
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        names = tuple(f.name for f in secret_fields(self.model) if f.name in form.base_fields)
-        if names:
-            form = type(
-                form.__name__,
-                (SecretAwareFormMixin, form),
-                {"secret_field_names": names, "__module__": form.__module__},
-            )
-        return form
-
-    def _masked_name(self, name: str) -> str:
-        masked_name = f"masked_{name}"
-        if not hasattr(self, masked_name):
-            field = self.model._meta.get_field(name)
-
-            def display(obj, _name=name):
-                return masked(getattr(obj, _name, None)) if obj is not None else "—"
-
-            display.short_description = field.verbose_name.capitalize()
-            setattr(self, masked_name, display)
-        return masked_name
-
-    def _mask_names(self, names):
-        secret = {f.name for f in secret_fields(self.model)}
-        return [self._masked_name(n) if isinstance(n, str) and n in secret else n for n in names]
-
-    def get_readonly_fields(self, request, obj=None):
-        return self._mask_names(super().get_readonly_fields(request, obj))
-
-    def get_fieldsets(self, request, obj=None):
-        fieldsets = super().get_fieldsets(request, obj)
-        if obj is None or self.has_change_permission(request, obj):
-            # Readonly fields named in fieldsets must match the masked readonly names.
-            readonly = set(super().get_readonly_fields(request, obj))
-            secret = {f.name for f in secret_fields(self.model)}
-            swap = readonly & secret
-            if not swap:
-                return fieldsets
-        else:
-            swap = {f.name for f in secret_fields(self.model)}
-        return [
-            (title, {**opts, "fields": [self._masked_name(f) if f in swap else f for f in opts.get("fields", ())]})
-            for title, opts in fieldsets
-        ]
-
-
-# --------------------------------------------------------------------------------------
-# Small shared pieces
-# --------------------------------------------------------------------------------------
-
-
-def count_subquery(model, fk_name: str, **filters):
-    """``Coalesce((SELECT COUNT(*) FROM model WHERE fk = outer.pk), 0)``: no GROUP BY on the list."""
-    from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
-    from django.db.models.functions import Coalesce
-
-    manager = getattr(model, "all_orgs", None) or model._base_manager
-    sub = (
-        manager.filter(**{fk_name: OuterRef("pk")}, **filters)
-        .order_by()
-        .values(fk_name)
-        .annotate(n=Count("*"))
-        .values("n")
-    )
-    return Coalesce(Subquery(sub, output_field=IntegerField()), Value(0))
-
-
-class SuperuserWritesMixin:
-    """Global catalogs: everyone with view rights may look, only superusers add, change or delete."""
-
-    def has_add_permission(self, request, *args):
-        return is_superuser(request)
-
-    def has_change_permission(self, request, obj=None):
-        return is_superuser(request)
-
-    def has_delete_permission(self, request, obj=None):
-        return is_superuser(request)
-
-
-class CreatedByAdminMixin:
-    """Record the admin who created a row in its ``created_by``."""
-
-    def save_model(self, request, obj, form, change):
-        if not change and obj.created_by_id is None:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-
-
-class ReadOnlyAdminMixin:
-    """View-only for everyone, superusers included."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-def org_column(obj):
-    return obj.org if getattr(obj, "org_id", None) else "—"
-
-
-org_column.short_description = "organization"
-org_column.admin_order_field = "org__name"

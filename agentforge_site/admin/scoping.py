@@ -4,6 +4,10 @@
 many-to-many choices, autocompletes, list filters, object URLs) to the signed-in staff
 user's organization; superusers see every organization, with an organization filter, and
 their views run inside :func:`accounts.tenancy.unscoped`.
+
+The rows come from the models' scoped managers (``Model.objects``, through Django's
+``_default_manager``): the request middleware activates the staff user's organization, so
+every queryset, choice list and related filter is held to it, and fails closed without one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import functools
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.filters import RelatedFieldListFilter
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import Http404
@@ -36,25 +39,6 @@ def is_superuser(request) -> bool:
     return bool(user is not None and user.is_active and user.is_superuser)
 
 
-def org_queryset(model, request):
-    """Rows of ``model`` the signed-in user may see, built on the unscoped manager.
-
-    Superusers: every row. Others: their organization's rows (an Organization: their
-    own). Global models (the permission catalog, system settings) are returned whole;
-    their admins restrict them through permissions instead.
-    """
-    manager = getattr(model, "all_orgs", None) or model._base_manager
-    queryset = manager.all()
-    if is_superuser(request):
-        return queryset
-    org_id = getattr(request.user, "org_id", None)
-    if model._meta.label == "accounts.Organization":
-        return queryset.filter(pk=org_id)
-    if model_has_org(model):
-        return queryset.filter(org_id=org_id)
-    return queryset
-
-
 def superuser_unscoped(view):
     """Run a superuser's admin view with scoping lifted (and render inside the scope).
 
@@ -73,20 +57,6 @@ def superuser_unscoped(view):
             return response
 
     return inner
-
-
-# The site-wide autocomplete serves every model admin: a superuser's runs unscoped like
-# their model admin views (PostgreSQL's row-level security would otherwise hold it to
-
-class ScopedRelatedFieldListFilter(RelatedFieldListFilter):
-    """A foreign-key list filter whose choices come from the user's organization only."""
-
-    def field_choices(self, field, request, model_admin):
-        ordering = self.field_admin_ordering(field, request, model_admin)
-        queryset = org_queryset(field.related_model, request)
-        if ordering:
-            queryset = queryset.order_by(*ordering)
-        return [(obj.pk, str(obj)) for obj in queryset]
 
 
 class OrganizationListFilter(admin.SimpleListFilter):
@@ -172,11 +142,6 @@ class OrgScopedAdmin(admin.ModelAdmin):
     def has_org(self) -> bool:
         return bool(self.org_field) and model_has_org(self.model)
 
-    def restrict(self, request, queryset):
-        if is_superuser(request) or not self.has_org:
-            return queryset
-        return queryset.filter(org_id=request.user.org_id)
-
     # -- views -----------------------------------------------------------------------
 
     def get_urls(self):
@@ -186,13 +151,6 @@ class OrgScopedAdmin(admin.ModelAdmin):
                 pattern.callback = superuser_unscoped(pattern.callback)
         return urls
 
-    def get_queryset(self, request):
-        queryset = org_queryset(self.model, request)
-        ordering = self.get_ordering(request)
-        if ordering:
-            queryset = queryset.order_by(*ordering)
-        return queryset
-
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)
         if obj is None and not is_superuser(request):
@@ -200,22 +158,11 @@ class OrgScopedAdmin(admin.ModelAdmin):
             raise Http404("No such object.")
         return obj
 
-    def get_search_results(self, request, queryset, search_term):
-        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        return self.restrict(request, queryset), may_have_duplicates
-
     def get_list_filter(self, request):
         filters = []
         for item in super().get_list_filter(request):
             if item in ("org", self.org_field) or item is OrganizationListFilter:
                 continue
-            if isinstance(item, str) and "__" not in item:
-                try:
-                    field = self.model._meta.get_field(item)
-                except Exception:
-                    field = None
-                if field is not None and field.is_relation and field.related_model is not None:
-                    item = (item, ScopedRelatedFieldListFilter)
             filters.append(item)
         if is_superuser(request) and self.has_org:
             filters.insert(0, OrganizationListFilter)
@@ -257,28 +204,21 @@ class OrgScopedAdmin(admin.ModelAdmin):
             attrs["forced_org_id"] = request.user.org_id
         return type(form.__name__, (OrgConsistencyFormMixin, form), attrs)
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if "queryset" not in kwargs and db_field.related_model is not None:
-            queryset = org_queryset(db_field.related_model, request)
-            related_admin = self.admin_site._registry.get(db_field.related_model)
-            ordering = related_admin.get_ordering(request) if related_admin else None
-            kwargs["queryset"] = queryset.order_by(*ordering) if ordering else queryset
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
     def formfield_for_manytomany(self, db_field, request, **kwargs):
-        if "queryset" not in kwargs:
-            queryset = org_queryset(db_field.related_model, request)
-            related_admin = self.admin_site._registry.get(db_field.related_model)
-            ordering = related_admin.get_ordering(request) if related_admin else None
-            kwargs["queryset"] = queryset.order_by(*ordering) if ordering else queryset
         if db_field.name in self.through_m2m:
+            # Django offers no field for a many-to-many with its own through model.
+            queryset = kwargs.get("queryset")
+            if queryset is None:
+                queryset = self.get_field_queryset(kwargs.get("using"), db_field, request)
+            if queryset is None:
+                queryset = db_field.related_model._default_manager.all()
             widget = self.through_m2m[db_field.name]
             if isinstance(widget, type) and issubclass(widget, admin.widgets.FilteredSelectMultiple):
                 widget = widget(db_field.verbose_name, False)
             elif isinstance(widget, type):
                 widget = widget()
             return forms.ModelMultipleChoiceField(
-                queryset=kwargs["queryset"],
+                queryset=queryset,
                 required=False,
                 widget=widget,
                 label=kwargs.get("label", db_field.verbose_name.capitalize()),
@@ -373,17 +313,17 @@ class UserCredentialsAdminMixin:
 
 
 class OrgScopedInlineMixin:
-    """Inline formsets: same scoping for the rows and the foreign-key choices."""
+    """Inline formsets: the parent's organization filled in, and checked, on every row.
+
+    The rows and their choices are scoped like any other queryset of the request.
+    """
 
     def get_queryset(self, request):
-        queryset = org_queryset(self.model, request)
+        # Django's inline empties the rows for a user without view permission on the
+        # inline's model; here the parent's permissions decide, as they always have.
+        queryset = self.model._default_manager.get_queryset()
         ordering = self.get_ordering(request)
         return queryset.order_by(*ordering) if ordering else queryset
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if "queryset" not in kwargs and db_field.related_model is not None:
-            kwargs["queryset"] = org_queryset(db_field.related_model, request)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_exclude(self, request, obj=None):
         exclude = list(super().get_exclude(request, obj) or [])

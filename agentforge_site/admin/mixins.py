@@ -43,21 +43,12 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class ReadOnlyInlineMixin:
-    """Inline rows shown, never added, changed or deleted."""
+class ReadOnlyInlineMixin(ReadOnlyAdminMixin):
+    """Inline rows shown, never added, changed or deleted (and no empty rows offered)."""
 
     can_delete = False
     extra = 0
     max_num = 0
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class SecretFieldsMixin:

@@ -31,19 +31,9 @@ from accounts.models import (
     UserSession,
     normalize_email_address,
 )
-from agentforge_site.admin_base import (
-    CreatedByAdminMixin,
-    OrgScopedAdmin,
-    ReadOnlyAdminMixin,
-    ScopedTabularInline,
-    SecretFieldsMixin,
-    SuperuserWritesMixin,
-    UserCredentialsAdminMixin,
-    count_subquery,
-    is_superuser,
-    outranking_ids,
-    truncate,
-)
+from agentforge_site.admin.display import count_subquery, truncate
+from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, SecretFieldsMixin, SuperuserWritesMixin
+from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline, UserCredentialsAdminMixin, is_superuser, outranking_ids
 
 class AdminLoginForm(AdminAuthenticationForm):
     """The admin login, with AgentForge's answer when the password was right but the account's

@@ -4,7 +4,7 @@ A right password for a user who has MFA (or whose organization requires it) does
 in. The session (renewed, so a planted key is useless) records only *who* passed the
 password and when; ``request.user`` stays anonymous, so no view of the site, admin or
 not, treats the visitor as signed in. The admin sends every one of its pages to the code
-step meanwhile (``agentforge_site.admin_site``). The step lasts ``STEP_SECONDS``; wrong
+step meanwhile (``agentforge_site.admin.site``). The step lasts ``STEP_SECONDS``; wrong
 codes count toward the account's lockout like wrong passwords, and after
 ``MAX_CODE_ATTEMPTS`` the visitor starts again from the password. Each step writes an
 audit entry: the password step (``login``, not successful yet), every wrong code

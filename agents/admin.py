@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from agentforge_site.admin_base import (
-    CreatedByAdminMixin,
-    OrgScopedAdmin,
-    ReadOnlyAdminMixin,
-    ReadOnlyInlineMixin,
-    ScopedTabularInline,
-    SecretFieldsMixin,
-    count_subquery,
-    json_block,
-)
+from agentforge_site.admin.display import count_subquery, json_block
+from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin, SecretFieldsMixin
+from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline
 from agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
 
 

@@ -6,7 +6,8 @@ from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
 from django.utils.html import format_html, format_html_join
 
-from agentforge_site.admin_base import OrgScopedAdmin, count_subquery, truncate
+from agentforge_site.admin.display import count_subquery, truncate
+from agentforge_site.admin.scoping import OrgScopedAdmin
 from conversations.models import Attachment, Conversation, Message
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.template.defaultfilters import filesizeformat
 
-from agentforge_site.admin_base import OrgScopedAdmin, ReadOnlyAdminMixin, count_subquery, json_block, truncate
+from agentforge_site.admin.display import count_subquery, json_block, truncate
+from agentforge_site.admin.mixins import ReadOnlyAdminMixin
+from agentforge_site.admin.scoping import OrgScopedAdmin
 from knowledge.models import Document, DocumentChunk, VectorSet
 
 

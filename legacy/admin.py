@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from agentforge_site.admin_base import OrgScopedAdmin, is_superuser, json_block, truncate
+from agentforge_site.admin.display import json_block, truncate
+from agentforge_site.admin.scoping import OrgScopedAdmin, is_superuser
 from legacy.models import LegacyRecord
 
 

@@ -4,6 +4,7 @@ providers (secrets write-only) and API keys (plaintext shown once)."""
 from __future__ import annotations
 
 import csv
+import functools
 import ipaddress
 import json
 
@@ -17,15 +18,10 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
-from agentforge_site.admin_base import (
-    OrgScopedAdmin,
-    SecretFieldsMixin,
-    UserCredentialsAdminMixin,
-    is_superuser,
-    json_block,
-    masked,
-    truncate,
-)
+from accounts.tenancy import org_scope, unscoped
+from agentforge_site.admin.display import json_block, masked, truncate
+from agentforge_site.admin.mixins import ReadOnlyAdminMixin, SecretFieldsMixin
+from agentforge_site.admin.scoping import OrgScopedAdmin, UserCredentialsAdminMixin, is_superuser
 from agentforge_site.paginator import EstimatedCountPaginator
 from security import crypto
 from security.fields import encrypted_fields
@@ -93,6 +89,18 @@ class ActionFilter(admin.SimpleListFilter):
         return queryset.filter(condition)
 
 
+def _iterate_in(scope, iterator):
+    """Each step of ``iterator`` inside a fresh ``scope()``, none held across a ``yield``
+    (a streamed response's chunks may be produced in different contexts)."""
+    while True:
+        with scope():
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+        yield item
+
+
 class _Echo:
     def write(self, value):
         return value
@@ -112,7 +120,7 @@ def _csv_safe(value) -> str:
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(OrgScopedAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     """Read-only for everyone. Built for millions of rows: estimated counts, no date
     hierarchy, a fixed number of queries per page, searches that use indexes."""
 
@@ -143,17 +151,6 @@ class AuditLogAdmin(OrgScopedAdmin):
         "request_line",
     )
 
-    # -- read-only, for superusers too ---------------------------------------------
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     # -- search --------------------------------------------------------------------
 
     def get_search_results(self, request, queryset, search_term):
@@ -165,14 +162,12 @@ class AuditLogAdmin(OrgScopedAdmin):
         except ValueError:
             pass
         else:
-            return self.restrict(request, queryset.filter(remote_addr=term)), False
-        users = User.all_orgs.filter(email_normalized__contains=term.lower())
-        if not is_superuser(request):
-            users = users.filter(org_id=request.user.org_id)
+            return queryset.filter(remote_addr=term), False
+        users = User.objects.filter(email_normalized__contains=term.lower())
         condition = Q(actor_id__in=users.values("pk"))
         if "@" not in term:
             condition |= Q(object_pk=term) | Q(resource_id=term)
-        return self.restrict(request, queryset.filter(condition)), False
+        return queryset.filter(condition), False
 
     # -- columns -------------------------------------------------------------------
 
@@ -252,11 +247,14 @@ class AuditLogAdmin(OrgScopedAdmin):
             "ip", "user_agent", "success", "error_message", "changes",
         ]
         rows = queryset.select_related("org", "actor", "content_type").order_by("-timestamp", "-pk")
+        # The rows stream after the view has returned and the request's organization scope
+        # has closed: every fetch runs inside that scope again.
+        scope = unscoped if is_superuser(request) else functools.partial(org_scope, request.user.org_id)
 
         def generate():
             writer = csv.writer(_Echo())
             yield writer.writerow(header)
-            for entry in rows.iterator(chunk_size=2000):
+            for entry in _iterate_in(scope, rows.iterator(chunk_size=2000)):
                 yield writer.writerow(
                     [
                         _csv_safe(value)
@@ -534,7 +532,7 @@ class APIKeyAdmin(UserCredentialsAdminMixin, OrgScopedAdmin):
 
 
 @admin.register(AuditChainHead)
-class AuditChainHeadAdmin(admin.ModelAdmin):
+class AuditChainHeadAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The tips of the audit hash chains: superusers may look, nobody edits."""
 
     list_display = ("chain_key", "last_id", "last_hash", "anchor_id", "updated_at")
@@ -545,12 +543,3 @@ class AuditChainHeadAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return is_superuser(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

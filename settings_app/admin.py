@@ -6,16 +6,10 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from agentforge_site.admin_base import (
-    CLEAR,
-    KEEP,
-    OrgScopedAdmin,
-    SecretField,
-    SuperuserWritesMixin,
-    is_superuser,
-    masked,
-    truncate,
-)
+from agentforge_site.admin.display import masked, truncate
+from agentforge_site.admin.mixins import SuperuserWritesMixin
+from agentforge_site.admin.scoping import OrgScopedAdmin, is_superuser
+from security.forms import CLEAR, KEEP, SecretField
 from settings_app.models import OrgSetting, SystemSetting, UserPreference, ValueType
 
 BOOLEAN_CHOICES = (("", "—"), ("true", "True"), ("false", "False"))

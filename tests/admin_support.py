@@ -127,13 +127,23 @@ def grant_all_model_permissions(user) -> None:
     user.save(update_fields=["direct_permissions"])
 
 
+def request_scope(response):
+    """The organization scope the admin view behind ``response`` ran in: the signed-in user's
+    organization (the middleware's), lifted for a superuser. Querysets kept in ``response.context``
+    come from the scoped managers, so they are read (or their fetched rows reused) inside it."""
+    from accounts.tenancy import org_scope, unscoped
+
+    user = response.wsgi_request.user
+    return unscoped() if user.is_superuser else org_scope(user.org_id)
+
+
 def form_data(response) -> dict:
     """POST data that re-submits an admin change/add page as rendered (secrets left blank)."""
     import datetime
 
     from django import forms
 
-    from agentforge_site.admin_base import SecretInput, SecretJSONWidget
+    from security.forms import SecretInput, SecretJSONWidget
 
     data = {}
 

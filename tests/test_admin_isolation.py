@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from tests.admin_support import admin_world, form_data
+from tests.admin_support import admin_world, form_data, request_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -43,23 +43,29 @@ def test_fk_choices_list_own_org_only(client, world):
     response = client.get(reverse("admin:agents_agent_add"))
     form = response.context["adminform"].form
     assert "org" not in form.fields  # org admins never pick the organization
-    owners = {str(u.pk) for u in form.fields["owner"].queryset}
+    with request_scope(response):
+        owners = {str(u.pk) for u in form.fields["owner"].queryset}
     assert str(world["mine"]["user"].pk) in owners
     assert str(world["theirs"]["user"].pk) not in owners
     html = response.content.decode()
     assert "member@globex.test" not in html
     # Inline foreign keys too.
-    inline_form = response.context["inline_admin_formsets"][0].formset.empty_form
-    tools = {str(t.pk) for t in inline_form.fields["tool"].queryset}
+    with request_scope(response):
+        inline_form = response.context["inline_admin_formsets"][0].formset.empty_form
+        tools = {str(t.pk) for t in inline_form.fields["tool"].queryset}
     assert tools == {str(world["mine"]["tool"].pk)}
 
 
 def test_m2m_choices_list_own_org_only(client, world):
     client.force_login(world["orgadmin"])
-    form = client.get(reverse("admin:accounts_group_add")).context["adminform"].form
-    assert {r.pk for r in form.fields["roles"].queryset} == {world["mine"]["role"].pk}
-    form = client.get(reverse("admin:accounts_user_change", args=[world["mine"]["user"].pk])).context["adminform"].form
-    assert {r.pk for r in form.fields["roles"].queryset} == {world["mine"]["role"].pk}
+    response = client.get(reverse("admin:accounts_group_add"))
+    form = response.context["adminform"].form
+    with request_scope(response):
+        assert {r.pk for r in form.fields["roles"].queryset} == {world["mine"]["role"].pk}
+    response = client.get(reverse("admin:accounts_user_change", args=[world["mine"]["user"].pk]))
+    form = response.context["adminform"].form
+    with request_scope(response):
+        assert {r.pk for r in form.fields["roles"].queryset} == {world["mine"]["role"].pk}
     # Admin-console permissions are superuser business.
     assert "user_permissions" not in form.fields and "groups" not in form.fields
     assert "is_superuser" not in form.fields
@@ -93,7 +99,8 @@ def test_filtering_by_another_orgs_id_shows_nothing(client, world):
     response = client.get(reverse("admin:agents_agent_changelist"), {"org": str(world["other"].pk)})
     # The lookup is applied inside the admin's own organization: nothing matches both.
     assert response.status_code == 200
-    assert list(response.context["cl"].result_list) == []
+    with request_scope(response):
+        assert list(response.context["cl"].result_list) == []
     assert world["theirs"]["agent"].name not in response.content.decode()
 
 
@@ -141,7 +148,8 @@ def test_superuser_edits_another_orgs_row(client, world):
     url = reverse("admin:agents_agent_change", args=[agent.pk])
     page = client.get(url)
     # The inline shows the other organization's rows although the superuser belongs to Acme.
-    assert len(page.context["inline_admin_formsets"][0].formset.forms) == 1
+    with request_scope(page):
+        assert len(page.context["inline_admin_formsets"][0].formset.forms) == 1
     data = form_data(page)
     data["name"] = "Renamed by root"
     response = client.post(url, data)
@@ -175,7 +183,8 @@ def test_org_admin_cannot_grant_superuser(client, world):
 def test_org_admin_sees_only_own_org_and_cannot_add_orgs(client, world):
     client.force_login(world["orgadmin"])
     response = client.get(reverse("admin:accounts_organization_changelist"))
-    assert [o.pk for o in response.context["cl"].result_list] == [world["org"].pk]
+    with request_scope(response):
+        assert [o.pk for o in response.context["cl"].result_list] == [world["org"].pk]
     assert client.get(reverse("admin:accounts_organization_add")).status_code == 403
     page = client.get(reverse("admin:accounts_organization_change", args=[world["org"].pk]))
     form = page.context["adminform"].form

@@ -6,7 +6,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from tests.admin_support import admin_world, ORG_ADMIN_APPS
+from tests.admin_support import admin_world, ORG_ADMIN_APPS, request_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,8 @@ def test_org_admin_pages_render_and_hide_other_orgs(client, world, model):
         assert response.status_code == 403
         return
     assert response.status_code == 200, response.content[:2000]
-    listed = {str(o.pk) for o in response.context["cl"].result_list}
+    with request_scope(response):
+        listed = {str(o.pk) for o in response.context["cl"].result_list}
     theirs = world["theirs"].get(key)
     if theirs is not None and not isinstance(theirs, type(world["mine"]["permission"])):
         assert str(theirs.pk) not in listed

@@ -1,4 +1,5 @@
-"""The admin site: Django's, with the second-factor step between the password and the pages.
+"""The admin site: Django's, with AgentForge's titles and the second-factor step between the
+password and the pages.
 
 Installed as ``admin.site`` by ``agentforge_site.apps.AdminConfig`` (``INSTALLED_APPS``), so every
 ``admin.register`` lands here. The step's views live in :mod:`accounts.admin_mfa`.
@@ -20,9 +21,14 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts import admin_mfa
+from agentforge_site.admin.scoping import superuser_unscoped
 
 
 class AgentForgeAdminSite(admin.AdminSite):
+    site_header = "AgentForge DB"
+    site_title = "AgentForge DB admin"
+    index_title = "Administration"
+
     def admin_view(self, view, cacheable=False):
         """Django's guard, plus: a visitor who owes the second factor is sent to that step."""
         guarded = super().admin_view(view, cacheable)
@@ -58,6 +64,11 @@ class AgentForgeAdminSite(admin.AdminSite):
             authentication_form=self.login_form or AdminAuthenticationForm,
             template_name=self.login_template or "admin/login.html",
         )(request)
+
+    def autocomplete_view(self, request):
+        # It serves every model admin: a superuser's runs unscoped like their model admin
+        # views (PostgreSQL's row-level security would otherwise hold it to their own organization).
+        return superuser_unscoped(super().autocomplete_view)(request)
 
     def _second_factor_view(self, view):
         @never_cache

@@ -41,6 +41,8 @@ BIG_TABLE_ROWS = 10_000
 DOWN_RECHECK_S = 1.0
 # libpq's smallest connect timeout; a refused connection fails at once anyway.
 RECHECK_TIMEOUT_S = 2
+# How long a request waits for another thread's probe before it answers 503 anyway.
+PROBE_WAIT_S = 0.5
 
 
 class DatabaseSwitch:
@@ -64,12 +66,19 @@ class DatabaseSwitch:
     def is_down(self) -> bool:
         if self.down_since is None:
             return False
-        if time.monotonic() < self._recheck_at or not self._probing.acquire(blocking=False):
+        if time.monotonic() < self._recheck_at:
             return True
-        try:
-            return not self._probe()
-        finally:
+        if self._probing.acquire(blocking=False):
+            try:
+                return not self._probe()
+            finally:
+                self._probing.release()
+        # Another thread is probing: its answer is this request's too. Waiting briefly for it
+        # beats a 503 from a process whose database may already be back (a refused
+        # connection fails the probe at once; a live server answers in milliseconds).
+        if self._probing.acquire(timeout=PROBE_WAIT_S):
             self._probing.release()
+        return self.down_since is not None
 
     def confirm_down(self) -> bool:
         """After a database error: probe (one thread at a time) and mark down if unreachable."""

@@ -200,6 +200,32 @@ def test_the_switch_marks_down_only_what_a_probe_cannot_reach_and_flips_back_aft
     assert switch.is_down() is False and switch.down_since is None and outcomes == []
 
 
+def test_a_request_during_another_threads_probe_takes_its_answer_instead_of_a_503(db, monkeypatch):
+    """After an outage the first request past the interval probes; a second thread arriving
+    meanwhile used to answer 503 although the database was back (CI's serve benchmark saw
+    such 503s seconds after /health/ said 200)."""
+    import threading
+
+    monkeypatch.setattr(health, "DOWN_RECHECK_S", 60)
+    probing = threading.Event()
+
+    def slow_success(conn, timeout):
+        probing.set()
+        time.sleep(0.2)
+
+    monkeypatch.setattr(health, "probe", slow_success)
+    switch = health.DatabaseSwitch()
+    switch.mark_down("connection refused")
+    switch._recheck_at = 0
+    first = []
+    prober = threading.Thread(target=lambda: first.append(switch.is_down()))
+    prober.start()
+    assert probing.wait(5)
+    assert switch.is_down() is False  # waited for the probe, which found the database back
+    prober.join(5)
+    assert first == [False] and switch.down_since is None
+
+
 def test_a_failed_health_probe_marks_the_process_down(db, monkeypatch):
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has no server to probe")

@@ -3,7 +3,7 @@
 A *collection* is a legacy file path without ``.json`` (``"security/users"``,
 ``"agents"``). ``LEGACY_COLLECTIONS`` is the one list of them, in import order (referenced
 collections first); the importer, the exporter, the stores and ``verify_parity`` derive
-what they handle from it, and ``legacy.mappers.registry`` builds each collection's
+what they handle from it, and ``legacy.format.mappers.registry`` builds each collection's
 mapper from it. The mapper owns the target models (``mapper.model`` and its
 ``satellites``). A new legacy file is one entry here plus its mapper
 (tests/test_legacy_collections.py checks that nothing is left out).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class LegacyCollection:
     name: str
-    # Dotted path of the mapper class; ``legacy.mappers`` instantiates it with this entry.
+    # Dotted path of the mapper class; ``legacy.format.mappers`` instantiates it with this entry.
     mapper: str
     # "dict" (an object keyed by record id), "list" (records in order) or "object"
     # (the whole file is one record: settings files).
@@ -59,8 +59,8 @@ def is_security(name: str) -> bool:
     return name.startswith("security/")
 
 
-_APP = "legacy.mappers.app."
-_SECURITY = "legacy.mappers.security."
+_APP = "legacy.format.mappers.app."
+_SECURITY = "legacy.format.mappers.security."
 
 LEGACY_COLLECTIONS: dict[str, LegacyCollection] = {
     c.name: c

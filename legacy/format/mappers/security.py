@@ -21,8 +21,8 @@ from accounts.models import (
     legacy_uuid,
     normalize_email_address,
 )
-from legacy import passwords
-from legacy.mappers.base import (
+from legacy.format import passwords
+from legacy.format.mappers.base import (
     MISSING_KEY,
     ChildSet,
     Context,
@@ -36,9 +36,9 @@ from legacy.mappers.base import (
     omit_missing,
     ts_out,
 )
-from legacy.jsonio import parse_timestamp
-from legacy.mappers.base import _IPV4
-from legacy.mappers.common import DANGLING, LISTS, original_or_current, rebuild_list, ref_or_keep, split_refs
+from legacy.format.jsonio import parse_timestamp
+from legacy.format.mappers.base import _IPV4
+from legacy.format.mappers.common import DANGLING, LISTS, original_or_current, rebuild_list, ref_or_keep, split_refs
 from security.crypto import sha256_hex
 from security.models import AuditLog, LDAPConfig, OAuthConfig
 from settings_app.models import OrgSetting, SystemSetting, infer_value_type
@@ -983,7 +983,7 @@ class AuditLogMapper(Mapper):
     """
 
     model = AuditLog
-    pipeline = True  # big and plain: read and mapped in a second process (legacy.pipeline)
+    pipeline = True  # big and plain: read and mapped in a second process (legacy.migration.pipeline)
 
     def map_record(self, record, ctx):
         mapped = self._map_plain(record, ctx)

@@ -13,7 +13,7 @@ from agents.models import Agent, AgentTool, Tool, extract_secrets, merge_secrets
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord
-from legacy.mappers.base import (
+from legacy.format.mappers.base import (
     ChildSet,
     Context,
     Mapped,
@@ -25,10 +25,10 @@ from legacy.mappers.base import (
     omit_missing,
     ts_out,
 )
-from legacy.errors import LegacyDataError, LegacyFieldError
-from legacy.jsonio import parse_timestamp
-from legacy.mappers.common import DANGLING, ref_or_keep
-from legacy.mappers.security import _system_row
+from legacy.format.errors import LegacyDataError, LegacyFieldError
+from legacy.format.jsonio import parse_timestamp
+from legacy.format.mappers.common import DANGLING, ref_or_keep
+from legacy.format.mappers.security import _system_row
 from security.crypto import sha256_hex
 from settings_app.models import SystemSetting
 
@@ -460,7 +460,7 @@ class ChunkIndexMapper(Mapper):
         return mapped
 
     def to_rows(self, record, ctx=None, outer_key=None, position=None):
-        from legacy.errors import LegacyDataError, LegacyFieldError
+        from legacy.format.errors import LegacyDataError, LegacyFieldError
 
         ctx = ctx or Context()
         if not isinstance(record, dict):
@@ -546,7 +546,7 @@ def _plain_message(message, org_id, conversation_id, position):
 
 class ConversationMapper(Mapper):
     model = Conversation
-    pipeline = True  # big and plain: read and mapped in a second process (legacy.pipeline)
+    pipeline = True  # big and plain: read and mapped in a second process (legacy.migration.pipeline)
     satellites = (("messages", Message),)
 
     def map_record(self, record, ctx):
@@ -795,7 +795,7 @@ class LabMapper(Mapper):
     stream = False
 
     def __init__(self):
-        """No entry in legacy.collections: ``lab/`` is a folder of single-object files."""
+        """No entry in legacy.format.collections: ``lab/`` is a folder of single-object files."""
 
     def map_file(self, name: str, data, ctx) -> Mapped:
         mapped = Mapped(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from legacy.mappers.base import Context
+from legacy.format.mappers.base import Context
 
 DANGLING = "__dangling__"  # legacy_extra: {"field": value or [[position, id], ...]}
 LISTS = "__lists__"  # legacy_extra: original id lists whose order/duplicates the tables lose

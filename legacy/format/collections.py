@@ -59,36 +59,36 @@ def is_security(name: str) -> bool:
     return name.startswith("security/")
 
 
-_APP = "legacy.format.mappers.app."
-_SECURITY = "legacy.format.mappers.security."
+# Mappers live in one module per target app: legacy.format.mappers.<app>.<Mapper>.
+_MAPPERS = "legacy.format.mappers."
 
 LEGACY_COLLECTIONS: dict[str, LegacyCollection] = {
     c.name: c
     for c in (
-        LegacyCollection("security/organizations", _SECURITY + "OrganizationMapper", referenced=True),
-        LegacyCollection("security/ldap_configs", _SECURITY + "LDAPConfigMapper", referenced=True),
-        LegacyCollection("security/roles", _SECURITY + "RoleMapper", referenced=True),
-        LegacyCollection("security/departments", _SECURITY + "DepartmentMapper", referenced=True),
-        LegacyCollection("security/users", _SECURITY + "UserMapper", referenced=True),
-        LegacyCollection("security/groups", _SECURITY + "GroupMapper", referenced=True),
-        LegacyCollection("security/oauth_configs", _SECURITY + "OAuthConfigMapper"),
-        LegacyCollection("security/settings", _SECURITY + "SecuritySettingsMapper", container="object"),
-        LegacyCollection("tools", _APP + "ToolMapper", referenced=True),
-        LegacyCollection("security/tool_permissions", _SECURITY + "ToolPermissionMapper"),
-        LegacyCollection("security/policies", _APP + "LegacyRecordMapper"),
-        LegacyCollection("security/invitations", _APP + "LegacyRecordMapper"),
-        LegacyCollection("security/kb_permissions", _APP + "LegacyRecordMapper"),
-        LegacyCollection("security/db_permissions", _APP + "LegacyRecordMapper"),
-        LegacyCollection("agents", _APP + "AgentMapper", referenced=True),
-        LegacyCollection("documents", _APP + "DocumentMapper", streamed=True, referenced=True),
-        LegacyCollection("scraped_pages", _APP + "ScrapedPageMapper", streamed=True, referenced=True),
-        LegacyCollection("chunks_index", _APP + "ChunkIndexMapper", container="list", streamed=True,
+        LegacyCollection("security/organizations", _MAPPERS + "accounts.OrganizationMapper", referenced=True),
+        LegacyCollection("security/ldap_configs", _MAPPERS + "security.LDAPConfigMapper", referenced=True),
+        LegacyCollection("security/roles", _MAPPERS + "accounts.RoleMapper", referenced=True),
+        LegacyCollection("security/departments", _MAPPERS + "accounts.DepartmentMapper", referenced=True),
+        LegacyCollection("security/users", _MAPPERS + "accounts.UserMapper", referenced=True),
+        LegacyCollection("security/groups", _MAPPERS + "accounts.GroupMapper", referenced=True),
+        LegacyCollection("security/oauth_configs", _MAPPERS + "security.OAuthConfigMapper"),
+        LegacyCollection("security/settings", _MAPPERS + "settings.SecuritySettingsMapper", container="object"),
+        LegacyCollection("tools", _MAPPERS + "agents.ToolMapper", referenced=True),
+        LegacyCollection("security/tool_permissions", _MAPPERS + "agents.ToolPermissionMapper"),
+        LegacyCollection("security/policies", _MAPPERS + "legacy_records.LegacyRecordMapper"),
+        LegacyCollection("security/invitations", _MAPPERS + "legacy_records.LegacyRecordMapper"),
+        LegacyCollection("security/kb_permissions", _MAPPERS + "legacy_records.LegacyRecordMapper"),
+        LegacyCollection("security/db_permissions", _MAPPERS + "legacy_records.LegacyRecordMapper"),
+        LegacyCollection("agents", _MAPPERS + "agents.AgentMapper", referenced=True),
+        LegacyCollection("documents", _MAPPERS + "knowledge.DocumentMapper", streamed=True, referenced=True),
+        LegacyCollection("scraped_pages", _MAPPERS + "knowledge.ScrapedPageMapper", streamed=True, referenced=True),
+        LegacyCollection("chunks_index", _MAPPERS + "knowledge.ChunkIndexMapper", container="list", streamed=True,
                          in_database_store=False, one_line=True),
-        LegacyCollection("conversations", _APP + "ConversationMapper", streamed=True),
-        LegacyCollection("security/audit_logs", _SECURITY + "AuditLogMapper", container="list", streamed=True,
+        LegacyCollection("conversations", _MAPPERS + "conversations.ConversationMapper", streamed=True),
+        LegacyCollection("security/audit_logs", _MAPPERS + "security.AuditLogMapper", container="list", streamed=True,
                          append_only=True),
-        LegacyCollection("settings", _APP + "SystemSettingsMapper", container="object"),
-        LegacyCollection("integrations", _APP + "IntegrationsMapper", container="object"),
+        LegacyCollection("settings", _MAPPERS + "settings.SystemSettingsMapper", container="object"),
+        LegacyCollection("integrations", _MAPPERS + "settings.IntegrationsMapper", container="object"),
     )
 }
 

@@ -32,7 +32,7 @@ from legacy.format.collections import LEGACY_COLLECTIONS, file_label
 from legacy.format.errors import LegacyDataError
 from legacy.format.jsonio import confined, read_records
 from legacy.format.mappers import Context, lab, registry
-from legacy.format.mappers.security import permission_codes
+from legacy.format.mappers.accounts import permission_codes
 from legacy.models import LegacyRecord
 from legacy.migration.writer import CaseTwinError, Stats, Writer
 
@@ -392,7 +392,7 @@ def _default_organization(root: Path, ctx):
     yet written) unless the database has it already."""
     if (root / file_label("security/organizations")).is_file() or ctx.exists(Organization, "org_default"):
         return None
-    from legacy.format.mappers.security import default_organization_record
+    from legacy.format.mappers.accounts import default_organization_record
 
     ctx.add_source_ids(Organization, ["org_default"])
     return registry["security/organizations"].to_rows(default_organization_record(ctx.now), ctx)

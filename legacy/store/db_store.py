@@ -62,7 +62,7 @@ def add_missing_permissions(collection: str, record: dict) -> None:
 
     from accounts.models import Permission
     from legacy.format.mappers import Mapped, Row
-    from legacy.format.mappers.security import permission_codes
+    from legacy.format.mappers.accounts import permission_codes
     from legacy.migration.writer import Writer
 
     codes = sorted(permission_codes({"record": record}))
@@ -88,7 +88,7 @@ def context_for(collection: str, record: dict):
     ctx = Context()
     if collection == "security/roles":
         from accounts.models import Permission
-        from legacy.format.mappers.security import permission_codes
+        from legacy.format.mappers.accounts import permission_codes
 
         codes = sorted(permission_codes({"record": record}))
         ctx.permission_ids.update(Permission.objects.filter(codename__in=codes).values_list("codename", "pk"))

@@ -33,6 +33,11 @@ which is what a single-record caller (the dual-write store) wants.
 Containers (``mapper.container``, from the collection's entry): ``"dict"`` (id → record),
 ``"list"`` or ``"object"`` (the whole file is one record; these mappers have
 ``export(ctx)`` instead of ``to_legacy``).
+
+One module per target app, whichever legacy folder the file sits in: ``accounts``,
+``security``, ``agents``, ``knowledge``, ``conversations``, ``settings`` (settings_app) and
+``legacy_records`` (the legacy app's own table). The machinery is in ``base``; helpers
+several of them share (organizations, dangling references) in ``common``.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from __future__ import annotations
 from django.utils.module_loading import import_string
 
 from legacy.format.collections import LEGACY_COLLECTIONS
-from legacy.format.mappers.app import LabMapper
+from legacy.format.mappers.legacy_records import LabMapper
 from legacy.format.mappers.base import ChildSet, Context, Mapped, Mapper, Row  # noqa: F401
 
 registry: dict[str, Mapper] = {

@@ -19,7 +19,7 @@ from legacy.format.jsonio import format_timestamp, parse_timestamp
 MISSING_KEY = "__missing__"  # legacy_extra: keys absent in the source (older era); export omits them
 _ABSENT = object()
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ class Rec:
         value = self.str(key, None, null=True)
         if value is None:
             return None, None
-        if _IPV4.fullmatch(value):
+        if IPV4.fullmatch(value):
             return value, None  # already canonical
         try:
             return str(ipaddress.ip_address(value)), None

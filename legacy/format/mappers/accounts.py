@@ -27,6 +27,7 @@ from legacy.format.mappers.base import (
     MISSING_KEY,
     ChildSet,
     Context,
+    Mapped,
     Mapper,
     Rec,
     Row,
@@ -295,54 +296,22 @@ class UserMapper(Mapper):
                   ("password_history", PasswordHistory))
 
     def map_record(self, record, ctx):
+        """One user → its User row, MFA settings, preferences, ordered roles and password history.
+
+        The steps read the record's keys in a fixed order: the first bad field is the one
+        reported, and keys absent in the source are remembered in that order."""
         rec, lid, mapped, where = self.begin(record)
+        # dangling: references to nothing; bookkeeping: what the export needs to give the record
+        # back as it was; salts: of the two-part legacy hashes (their export form needs them).
         dangling, salts, bookkeeping = {}, set(), {}
         pk = self.pk(lid)
         org_id = security_file_org(rec, ctx)
-        email = rec.str("email", max_length=254)
-        if not email.strip():
-            rec.fail("email", "is empty")
-        v = {"id": pk, "legacy_id": lid, "org_id": org_id, "email": email,
-             "email_normalized": normalize_email_address(email)}
-        raw_hash = rec.str("password_hash", None, null=True)
-        if raw_hash is None or raw_hash == "":
-            v["password"] = passwords.UNUSABLE
-            if raw_hash == "":
-                bookkeeping[RAW_PASSWORD] = ""
-        else:
-            converted, ok = _hash_in(raw_hash, salts)
-            if ok:
-                v["password"] = converted
-            else:
-                v["password"] = passwords.UNUSABLE
-                bookkeeping[RAW_PASSWORD] = raw_hash
-                mapped.warnings.append(f"{where}: password_hash: not in a known format; the account gets no usable password")
+        v = {"id": pk, "legacy_id": lid, "org_id": org_id, **self._email(rec)}
+        v["password"] = self._password(rec, salts, bookkeeping, mapped, where)
         v["auth_provider"] = rec.enum("auth_provider", AuthProvider.choices, "local")
         v["external_id"] = rec.str("external_id", None, null=True, max_length=255)
-
-        # profile -> user columns + preferences
-        profile = Rec(rec.dict("profile", {}), "profile.")
-        for name, max_length in PROFILE_USER_FIELDS.items():
-            if name in ("first_name", "last_name"):
-                v[name] = profile.str(name, "", max_length=max_length) or ""
-                if profile.data.get(name) is None and name in profile.data:
-                    profile.fail(name, "expected a string, got null")
-            else:
-                v[name] = profile.str(name, None, null=True, max_length=max_length)
-        prefs = {
-            "org_id": org_id, "user_id": pk,
-            "timezone": profile.str("timezone", "UTC", max_length=64),
-            "language": profile.str("language", "en", max_length=16),
-            "custom_attributes": profile.dict("custom_attributes", {}),
-        }
-        profile_book = profile.extra()
-        if profile.missing:
-            profile_book[MISSING_KEY] = profile.missing
-        if "profile" not in record:
-            profile_book["__absent__"] = True
-        if profile_book:
-            bookkeeping[PROFILE] = profile_book
-
+        name_columns, preferences = self._profile(rec, record, bookkeeping)
+        v.update(name_columns)
         v["department_id"] = ref_or_keep(ctx, Department, rec.str("department_id", None, null=True), "department_id", dangling, mapped.warnings, where)
         v["manager_id"] = ref_or_keep(ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where)
         v["created_by_id"] = ref_or_keep(ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where)
@@ -350,44 +319,134 @@ class UserMapper(Mapper):
         v["direct_permissions"] = rec.list("direct_permissions", [], of=str)
         v["status"] = rec.enum("status", User.Status.choices, "active")
         v["email_verified"] = rec.bool("email_verified", False)
-
-        now = ctx.now
-        token = rec.str("verification_token", None, null=True)
-        v["verification_token_expires"] = rec.ts("verification_token_expires", None, null=True)
-        v["verification_token_hash"] = None
-        if token:
-            expired = v["verification_token_expires"] is not None and v["verification_token_expires"] <= now
-            if v["email_verified"] or expired:
-                mapped.notes.append("stale verification token not imported")
-            else:
-                v["verification_token_hash"] = sha256_hex(token)
-        token = rec.str("reset_password_token", None, null=True)
-        v["reset_password_expires"] = rec.ts("reset_password_expires", None, null=True)
-        v["reset_password_token_hash"] = None
-        if token:
-            if v["reset_password_expires"] is None or v["reset_password_expires"] <= now:
-                mapped.notes.append("expired password-reset token not imported")
-            else:
-                v["reset_password_token_hash"] = sha256_hex(token)
-
-        v["failed_login_attempts"] = rec.int("failed_login_attempts", 0)
-        v["locked_until"] = rec.ts("locked_until", None, null=True)
-        v["password_changed_at"] = rec.ts("password_changed_at", None, null=True)
-        v["must_change_password"] = rec.bool("must_change_password", False)
-        v["last_login"] = rec.ts("last_login", None, null=True)
-        v["last_active"] = rec.ts("last_active", None, null=True)
-        ip, bad_ip = rec.ip("last_login_ip")
-        v["last_login_ip"] = ip
-        if bad_ip is not None:
-            dangling["last_login_ip"] = bad_ip
+        v.update(self._account_tokens(rec, ctx.now, v["email_verified"], mapped))
+        v.update(self._sign_in_state(rec, dangling))
         v["has_admin_access"] = rec.bool("has_admin_access", False)
         v["has_enduser_access"] = rec.bool("has_enduser_access", True)
         set_timestamps(rec, v, "created_at", "updated_at")
+        role_links = self._role_links(rec, ctx, pk, org_id, dangling, mapped, where)
+        self._check_group_ids(rec, record, ctx, bookkeeping, mapped, where)
+        history_rows = self._password_history(rec, pk, org_id, salts)
+        mfa = self._mfa(rec, record, lid, pk, org_id, ctx.now, salts, bookkeeping, mapped)
+        if salts:
+            bookkeeping[SALTS] = sorted(salts)
 
-        # roles (ordered) and groups (membership rows come from the groups file)
-        role_ids = rec.list("role_ids", [], of=str)
-        resolved = split_refs(ctx, Role, role_ids, "role_ids", dangling, mapped.warnings, where)
+        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None}, **bookkeeping)
+        mapped.rows.append(Row(User, v))
+        mapped.rows.append(Row(MFASettings, mfa))
+        mapped.rows.append(Row(UserPreference, {"org_id": org_id, "user_id": pk, **preferences}, key_fields=("user_id",)))
+        mapped.children.append(ChildSet(UserRole, "user_id", pk, role_links, ("role_id", "position")))
+        mapped.children.append(ChildSet(PasswordHistory, "user_id", pk, history_rows, ("password_hash", "position")))
+        return mapped
+
+    @staticmethod
+    def _email(rec: Rec) -> dict:
+        email = rec.str("email", max_length=254)
+        if not email.strip():
+            rec.fail("email", "is empty")
+        return {"email": email, "email_normalized": normalize_email_address(email)}
+
+    @staticmethod
+    def _password(rec: Rec, salts: set, bookkeeping: dict, mapped: Mapped, where: str) -> str:
+        """The Django form of ``password_hash``; an empty or unknown one leaves the account
+        without a usable password and is kept for the export."""
+        raw_hash = rec.str("password_hash", None, null=True)
+        if raw_hash is None or raw_hash == "":
+            if raw_hash == "":
+                bookkeeping[RAW_PASSWORD] = ""
+            return passwords.UNUSABLE
+        converted, ok = _hash_in(raw_hash, salts)
+        if ok:
+            return converted
+        bookkeeping[RAW_PASSWORD] = raw_hash
+        mapped.warnings.append(f"{where}: password_hash: not in a known format; the account gets no usable password")
+        return passwords.UNUSABLE
+
+    @staticmethod
+    def _nested_book(nested: Rec, record: dict, key: str) -> dict:
+        """What the export needs to give a nested object (profile, mfa) back as it was: its
+        unknown keys, the keys it lacked, or that it was absent altogether."""
+        book = nested.extra()
+        if nested.missing:
+            book[MISSING_KEY] = nested.missing
+        if key not in record:
+            book["__absent__"] = True
+        return book
+
+    def _profile(self, rec: Rec, record: dict, bookkeeping: dict) -> tuple[dict, dict]:
+        """``profile`` → (the user's name and contact columns, the preferences row's values)."""
+        profile = Rec(rec.dict("profile", {}), "profile.")
+        columns = {}
+        for name, max_length in PROFILE_USER_FIELDS.items():
+            if name in ("first_name", "last_name"):
+                columns[name] = profile.str(name, "", max_length=max_length) or ""
+                if profile.data.get(name) is None and name in profile.data:
+                    profile.fail(name, "expected a string, got null")
+            else:
+                columns[name] = profile.str(name, None, null=True, max_length=max_length)
+        preferences = {
+            "timezone": profile.str("timezone", "UTC", max_length=64),
+            "language": profile.str("language", "en", max_length=16),
+            "custom_attributes": profile.dict("custom_attributes", {}),
+        }
+        book = self._nested_book(profile, record, "profile")
+        if book:
+            bookkeeping[PROFILE] = book
+        return columns, preferences
+
+    @staticmethod
+    def _account_tokens(rec: Rec, now, email_verified: bool, mapped: Mapped) -> dict:
+        """Verification and password-reset tokens, kept as SHA-256 while still valid; a stale
+        one is dropped (stale secrets stay dead, docs/legacy-format.md §10.5)."""
+        values = {}
+        token = rec.str("verification_token", None, null=True)
+        expires = values["verification_token_expires"] = rec.ts("verification_token_expires", None, null=True)
+        values["verification_token_hash"] = None
+        if token:
+            expired = expires is not None and expires <= now
+            if email_verified or expired:
+                mapped.notes.append("stale verification token not imported")
+            else:
+                values["verification_token_hash"] = sha256_hex(token)
+        token = rec.str("reset_password_token", None, null=True)
+        expires = values["reset_password_expires"] = rec.ts("reset_password_expires", None, null=True)
+        values["reset_password_token_hash"] = None
+        if token:
+            if expires is None or expires <= now:
+                mapped.notes.append("expired password-reset token not imported")
+            else:
+                values["reset_password_token_hash"] = sha256_hex(token)
+        return values
+
+    @staticmethod
+    def _sign_in_state(rec: Rec, dangling: dict) -> dict:
+        """Lockout, password age and last sign-in; an unparsable IP address is kept as dangling."""
+        values = {
+            "failed_login_attempts": rec.int("failed_login_attempts", 0),
+            "locked_until": rec.ts("locked_until", None, null=True),
+            "password_changed_at": rec.ts("password_changed_at", None, null=True),
+            "must_change_password": rec.bool("must_change_password", False),
+            "last_login": rec.ts("last_login", None, null=True),
+            "last_active": rec.ts("last_active", None, null=True),
+        }
+        ip, bad_ip = rec.ip("last_login_ip")
+        values["last_login_ip"] = ip
+        if bad_ip is not None:
+            dangling["last_login_ip"] = bad_ip
+        return values
+
+    @staticmethod
+    def _role_links(rec: Rec, ctx: Context, pk, org_id, dangling: dict, mapped: Mapped, where: str) -> list:
+        """``role_ids`` → user_roles rows in order; dangling ids and roles of another
+        organization are kept for the export instead."""
+        resolved = split_refs(ctx, Role, rec.list("role_ids", [], of=str), "role_ids", dangling, mapped.warnings, where)
         resolved = own_org_refs(ctx, Role, resolved, org_id, "role_ids", dangling, mapped.warnings, where)
+        return [{"org_id": org_id, "user_id": pk, "role_id": rpk, "position": pos} for pos, _, rpk in resolved]
+
+    @staticmethod
+    def _check_group_ids(rec: Rec, record: dict, ctx: Context, bookkeeping: dict, mapped: Mapped, where: str) -> None:
+        """``group_ids`` makes no rows (memberships come from the groups file): the list is kept
+        for the export and its dangling ids are warned about."""
         group_ids = rec.list("group_ids", [], of=str)
         if group_ids or record.get("group_ids") == []:
             bookkeeping[LISTS] = {"group_ids": group_ids}
@@ -395,14 +454,15 @@ class UserMapper(Mapper):
             if not ctx.exists(Group, gid):
                 mapped.warnings.append(f"{where}: group_ids: {gid!r} refers to no group")
 
-        # password history (oldest first)
-        history = rec.list("password_history", [], of=str)
-        history_rows = []
-        for position, entry in enumerate(history):
-            converted, _ = _hash_in(entry, salts)
-            history_rows.append({"org_id": org_id, "user_id": pk, "password_hash": converted, "position": position})
+    @staticmethod
+    def _password_history(rec: Rec, pk, org_id, salts: set) -> list:
+        """``password_history`` (oldest first) → password_history rows in Django's hash form."""
+        return [{"org_id": org_id, "user_id": pk, "password_hash": _hash_in(entry, salts)[0], "position": position}
+                for position, entry in enumerate(rec.list("password_history", [], of=str))]
 
-        # MFA
+    def _mfa(self, rec: Rec, record: dict, lid: str, pk, org_id, now, salts: set, bookkeeping: dict, mapped: Mapped) -> dict:
+        """``mfa`` → the MFA settings row: backup codes in Django's hash form, one-time codes
+        kept as SHA-256 while still valid."""
         mfa_rec = Rec(rec.dict("mfa", {}), "mfa.")
         mfa = {
             "id": legacy_uuid("mfa_settings", lid), "org_id": org_id, "user_id": pk,
@@ -429,27 +489,10 @@ class UserMapper(Mapper):
                     mapped.notes.append(f"stale {kind} one-time code not imported")
         if mfa["totp_secret"] and not mfa["enabled"]:
             mapped.notes.append("TOTP secret of a user with MFA off kept encrypted, MFA stays off")
-        mfa_book = mfa_rec.extra()
-        if mfa_rec.missing:
-            mfa_book[MISSING_KEY] = mfa_rec.missing
-        if "mfa" not in record:
-            mfa_book["__absent__"] = True
-        if mfa_book:
-            bookkeeping[MFA] = mfa_book
-        if salts:
-            bookkeeping[SALTS] = sorted(salts)
-
-        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None}, **bookkeeping)
-        mapped.rows.append(Row(User, v))
-        mapped.rows.append(Row(MFASettings, mfa))
-        mapped.rows.append(Row(UserPreference, prefs, key_fields=("user_id",)))
-        mapped.children.append(ChildSet(
-            UserRole, "user_id", pk,
-            [{"org_id": org_id, "user_id": pk, "role_id": rpk, "position": pos} for pos, _, rpk in resolved],
-            ("role_id", "position"),
-        ))
-        mapped.children.append(ChildSet(PasswordHistory, "user_id", pk, history_rows, ("password_hash", "position")))
-        return mapped
+        book = self._nested_book(mfa_rec, record, "mfa")
+        if book:
+            bookkeeping[MFA] = book
+        return mfa
 
     def export_queryset(self):
         # Everything to_legacy reads of a user, for all users in a fixed number of queries.

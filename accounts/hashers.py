@@ -3,7 +3,7 @@
 AgentForge's ``PasswordService`` verifies only ``<salt>$<iterations>$<hex key>`` (PBKDF2-HMAC-
 SHA256 over the salt string's bytes, 32-byte key). Django's ``pbkdf2_sha256`` is the same
 function, so every ``pbkdf2_sha256`` hash converts to that form without knowing the password
-(``legacy.passwords.to_legacy``) and the exported or dual-written user can still sign in to
+(``legacy.format.passwords.to_legacy``) and the exported or dual-written user can still sign in to
 AgentForge. A bcrypt hash cannot be converted. So while the move can still be rolled back
 (``LEGACY_ROLLBACK_POSSIBLE``, the default) new hashes, sign-in upgrades, changes and resets
 are written with PBKDF2; once the operator declares the move final, bcrypt-SHA256 comes

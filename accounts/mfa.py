@@ -8,7 +8,7 @@ MFA, with which secret and which backup codes:
   accepted code; a code of that step or an earlier one is refused, so a code seen over a
   shoulder or in a proxy log cannot be used again.
 * Backup codes: 8 upper-case hex characters, hashed like passwords (PBKDF2-SHA256, 100,000
-  iterations, which ``legacy.passwords.to_legacy`` turns back into AgentForge's form);
+  iterations, which ``legacy.format.passwords.to_legacy`` turns back into AgentForge's form);
   upper-cased with ``-`` and spaces removed before checking; each one works once.
 * An organization requires MFA of its staff when ``require_mfa`` is set or its
   ``security.mfa_enforcement`` setting is ``required_admins`` or ``required_all``.

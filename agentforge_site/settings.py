@@ -218,7 +218,7 @@ LOGIN_URL = "admin:login"
 # --- Legacy JSON data and the parallel run ---------------------------------------------
 LEGACY_DATA_DIR = env.str("LEGACY_DATA_DIR", default="")
 # import_json reads and maps big audit-log and conversation files in a second process
-# (legacy.pipeline); off, or for files under the size, everything runs in one process.
+# (legacy.migration.pipeline); off, or for files under the size, everything runs in one process.
 LEGACY_IMPORT_PIPELINE = _bool("LEGACY_IMPORT_PIPELINE", True)
 LEGACY_IMPORT_PIPELINE_MIN_BYTES = read_int(os.environ, "LEGACY_IMPORT_PIPELINE_MIN_BYTES", 4 * 1024 * 1024)
 STORAGE_MODE = env.str("STORAGE_MODE", default="database").lower()

@@ -123,7 +123,7 @@ def timed(*args, env=None):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_total = 0
     while True:
-        # import_json reads big files in a second process (legacy.pipeline): count both.
+        # import_json reads big files in a second process (legacy.migration.pipeline): count both.
         pid_done, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid_done:
             break

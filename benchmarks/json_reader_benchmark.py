@@ -1,4 +1,4 @@
-"""Reading a big legacy file record by record: ``legacy.jsonio.read_records`` against ijson.
+"""Reading a big legacy file record by record: ``legacy.format.jsonio.read_records`` against ijson.
 
     .venv/bin/python benchmarks/json_reader_benchmark.py [--records 200000]
 
@@ -50,7 +50,7 @@ def write_audit(path: Path, n: int) -> None:
 
 def contender(name: str, path: Path) -> int:
     if name == "read_records":
-        from legacy.jsonio import read_records
+        from legacy.format.jsonio import read_records
 
         return sum(1 for _ in read_records(path, path.name, "list", stream=True))
     if name == "ijson items":

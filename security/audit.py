@@ -8,7 +8,7 @@ Public functions others call:
 - ``rechain(org_id=None, accept=())``: the operator's repair (``rechain_audit_log``): adopt
   entries that were written without a hash, named one by one, and re-link what follows.
   Every write path hashes its entries (``append_to_chain``, ``bulk_append``, the importer's
-  ``legacy.writer.AuditChain``); an entry without a hash is reported broken, never chained.
+  ``legacy.migration.writer.AuditChain``); an entry without a hash is reported broken, never chained.
 - ``verify_chain(org_id)`` / ``verify_all()``: the first broken link, if any.
 - ``purge_expired(org)``: the retention purge (``security.audit_retention_days``).
 """

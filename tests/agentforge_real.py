@@ -40,7 +40,7 @@ def agentforge_verify(password: str, stored) -> bool:
     """AgentForge's PasswordService.verify_password: PBKDF2-SHA256 keyed by the salt's text.
 
     ``<salt>$<iterations>$<hex>`` or ``<salt>$<hex>`` (100,000 iterations); anything else never
-    matches. Written from AgentForge's code, independently of ``legacy.passwords``.
+    matches. Written from AgentForge's code, independently of ``legacy.format.passwords``.
     """
     try:
         parts = stored.split("$")

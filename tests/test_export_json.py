@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from legacy.mappers import registry
+from legacy.format.mappers import registry
 from tests import legacy_corpus as C
 from tests.legacy_helpers import SAMPLE, dump, load_dir, rolled_back, run_export, run_import
 
@@ -119,7 +119,7 @@ def test_single_record_api_round_trips():
 
 def test_single_record_write_mapped_updates_one_user():
     from accounts.models import User
-    from legacy.writer import write_mapped
+    from legacy.migration.writer import write_mapped
 
     run_import(SAMPLE, verbosity=0)
     raw = json.loads((SAMPLE / "security/users.json").read_text())

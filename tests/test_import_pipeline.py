@@ -1,4 +1,4 @@
-"""The import pipeline (legacy.pipeline): big streamed files read and mapped in a second process.
+"""The import pipeline (legacy.migration.pipeline): big streamed files read and mapped in a second process.
 
 Every corpus and sample test runs again here with the pipeline forced on for files of any
 size; the tests below check that it really ran, that it stores exactly what the one-process
@@ -18,8 +18,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from accounts.models import User
-from legacy import pipeline
-from legacy.importer import ImportOptions, import_directory
+from legacy.migration import pipeline
+from legacy.migration.importer import ImportOptions, import_directory
 from security.audit import verify_all
 from security.models import AuditLog
 from tests import legacy_corpus as C

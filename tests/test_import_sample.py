@@ -9,7 +9,7 @@ from django.contrib.auth.hashers import identify_hasher
 
 from accounts.models import MFASettings, Organization, Permission, Role, RolePermission, User, UserRole
 from accounts.tenancy import unscoped
-from legacy import passwords
+from legacy.format import passwords
 from security.models import AuditLog
 from settings_app.models import OrgSetting, SystemSetting
 from tests.legacy_helpers import SAMPLE, dump, rerun_changes_nothing, run_import

@@ -1,14 +1,14 @@
-"""legacy.collections: the one list of legacy files; nothing may be missing from it."""
+"""legacy.format.collections: the one list of legacy files; nothing may be missing from it."""
 
 from __future__ import annotations
 
 import pytest
 
-from legacy import mappers
-from legacy.collections import LEGACY_COLLECTIONS
-from legacy.importer import import_directory
-from legacy.mappers import lab, registry
-from legacy.mappers.base import Mapper
+from legacy.format import mappers
+from legacy.format.collections import LEGACY_COLLECTIONS
+from legacy.migration.importer import import_directory
+from legacy.format.mappers import lab, registry
+from legacy.format.mappers.base import Mapper
 from tests import legacy_corpus as C
 from tests.legacy_helpers import run_export, run_parity
 

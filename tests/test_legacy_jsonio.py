@@ -1,4 +1,4 @@
-"""legacy.jsonio's record reader: what it decodes equals json.loads, wherever the file's
+"""legacy.format.jsonio's record reader: what it decodes equals json.loads, wherever the file's
 blocks happen to cut the text (inside a literal, a number, an escape, a string)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from legacy import jsonio
+from legacy.format import jsonio
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 VALUES = st.recursive(

@@ -174,7 +174,7 @@ def test_reads_inside_atomic_and_primary_only_use_the_primary(routed):
 
 @pytest.mark.django_db(transaction=True)
 def test_export_json_reads_the_primary(routed, tmp_path, make_org):
-    from legacy.exporter import export_directory
+    from legacy.migration.exporter import export_directory
 
     with replicas.primary_only():
         make_org("Exported")

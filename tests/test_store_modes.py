@@ -91,7 +91,7 @@ def test_database_mode_save_that_loses_an_insert_race_updates(default_org, tmp_p
     """Another process inserted the same new record between this save's read and its insert
     (CI saw it with two dual writers on MariaDB): the save retries and updates that row."""
     from agents.models import Agent
-    from legacy.writer import Writer
+    from legacy.migration.writer import Writer
 
     settings.LEGACY_DATA_DIR = str(tmp_path)
     store = get_store("database")

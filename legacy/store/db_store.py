@@ -1,7 +1,7 @@
 """``STORAGE_MODE=database``: the database only, through the import mappers.
 
 A save maps the legacy dict with the same mapper ``import_json`` uses
-(``legacy.mappers.registry[collection].to_rows``) and writes the rows with the importer's
+(``legacy.format.mappers.registry[collection].to_rows``) and writes the rows with the importer's
 writer; a read turns the rows back into a legacy dict with the mapper's ``to_legacy``, the
 exact form ``export_json`` writes.
 
@@ -26,11 +26,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
-from legacy.collections import LEGACY_COLLECTIONS
+from legacy.format.collections import LEGACY_COLLECTIONS
 from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
-from legacy.writer import write_mapped
+from legacy.migration.writer import write_mapped
 
-# Collections the database side handles record by record (legacy.collections says which).
+# Collections the database side handles record by record (legacy.format.collections says which).
 DB_COLLECTIONS = tuple(c for c in COLLECTIONS if LEGACY_COLLECTIONS[c].in_database_store)
 
 
@@ -61,9 +61,9 @@ def add_missing_permissions(collection: str, record: dict) -> None:
     from django.utils import timezone
 
     from accounts.models import Permission
-    from legacy.mappers import Mapped, Row
-    from legacy.mappers.security import permission_codes
-    from legacy.writer import Writer
+    from legacy.format.mappers import Mapped, Row
+    from legacy.format.mappers.accounts import permission_codes
+    from legacy.migration.writer import Writer
 
     codes = sorted(permission_codes({"record": record}))
     known = set(Permission.objects.filter(codename__in=codes).values_list("codename", flat=True))
@@ -83,18 +83,18 @@ def context_for(collection: str, record: dict):
     * groups: members that name the group in their own ``group_ids`` (membership is
       two-sided, docs/legacy-format.md §3.5), so saving a group keeps them.
     """
-    from legacy.mappers import Context
+    from legacy.format.mappers import Context
 
     ctx = Context()
     if collection == "security/roles":
         from accounts.models import Permission
-        from legacy.mappers.security import permission_codes
+        from legacy.format.mappers.accounts import permission_codes
 
         codes = sorted(permission_codes({"record": record}))
         ctx.permission_ids.update(Permission.objects.filter(codename__in=codes).values_list("codename", "pk"))
     elif collection == "security/groups" and isinstance(record.get("id"), str):
         from accounts.models import GroupMembership, User
-        from legacy.mappers.common import LISTS
+        from legacy.format.mappers.common import LISTS
 
         group_pk = mapper_pk(collection, record["id"])
         claimed = []
@@ -107,7 +107,7 @@ def context_for(collection: str, record: dict):
 
 
 def mapper_pk(collection: str, legacy_id: str):
-    from legacy.mappers import registry
+    from legacy.format.mappers import registry
 
     return registry[collection].pk(legacy_id)
 
@@ -121,7 +121,7 @@ class DatabaseStore:
     # --- helpers ----------------------------------------------------------------------------
 
     def mapper(self, collection: str):
-        from legacy.mappers import registry
+        from legacy.format.mappers import registry
 
         if collection not in DB_COLLECTIONS or collection not in registry:
             raise UnknownCollection(collection)
@@ -193,7 +193,7 @@ class DatabaseStore:
             return self._write(collection, mapper, mapped, record, active)
 
     def _write(self, collection, mapper, mapped, record, active) -> str:
-        from legacy.mappers import Context
+        from legacy.format.mappers import Context
 
         with transaction.atomic(), unscoped():
             if LEGACY_COLLECTIONS[collection].append_only:
@@ -222,7 +222,7 @@ class DatabaseStore:
         return mapped.legacy_id
 
     def get(self, collection: str, record_id) -> dict | None:
-        from legacy.mappers import Context
+        from legacy.format.mappers import Context
 
         mapper = self.mapper(collection)
         active = self._active()
@@ -254,7 +254,7 @@ class DatabaseStore:
             return True
 
     def all(self, collection: str) -> list[dict]:
-        from legacy.mappers import Context
+        from legacy.format.mappers import Context
 
         mapper = self.mapper(collection)
         ctx = Context()

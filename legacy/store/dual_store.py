@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
-from legacy.collections import is_security
+from legacy.format.collections import is_security
 from legacy.store import failures, write_behind
 from legacy.store.db_store import DB_COLLECTIONS, DatabaseStore
 from legacy.store.jsonfiles import COLLECTIONS, UNCHANGED, LegacyFiles, UnknownCollection, record_key

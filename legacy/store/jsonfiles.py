@@ -26,10 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from legacy.collections import LEGACY_COLLECTIONS, file_label
-from legacy.errors import LegacyDataError
+from legacy.format.collections import LEGACY_COLLECTIONS, file_label
+from legacy.format.errors import LegacyDataError
 
-# The record files of legacy.collections: objects keyed by record id, and lists whose
+# The record files of legacy.format.collections: objects keyed by record id, and lists whose
 # records are found by their key (see ``record_key``). Single-object files are no stores.
 DICT_COLLECTIONS = tuple(name for name, c in LEGACY_COLLECTIONS.items() if c.container == "dict")
 LIST_COLLECTIONS = tuple(name for name, c in LEGACY_COLLECTIONS.items() if c.container == "list")

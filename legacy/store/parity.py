@@ -18,7 +18,7 @@ from pathlib import Path
 
 from accounts.tenancy import unscoped
 from agentforge_site.replicas import primary_only
-from legacy.collections import LEGACY_COLLECTIONS, file_label
+from legacy.format.collections import LEGACY_COLLECTIONS, file_label
 from legacy.store.db_store import DB_COLLECTIONS, AppendOnlyError, DatabaseStore
 from legacy.store.jsonfiles import OBJECT_COLLECTIONS, LegacyFiles, atomic_write_text, record_key
 
@@ -122,7 +122,7 @@ class Parity:
     def db_side(self, collection: str) -> dict:
         with unscoped():
             if collection in OBJECT_COLLECTIONS:
-                from legacy.mappers import Context, registry
+                from legacy.format.mappers import Context, registry
 
                 exported = registry[collection].export(Context())
                 return {} if exported is None else {collection: exported}
@@ -130,7 +130,7 @@ class Parity:
                 # Entries the database records natively (django-auditlog model changes,
                 # sign-ins) have no legacy id and no JSON counterpart by design; export_json
                 # includes them at rollback. Parity covers the legacy trail only.
-                from legacy.mappers import Context, registry
+                from legacy.format.mappers import Context, registry
 
                 mapper, ctx = registry[collection], Context()
                 queryset = mapper.export_queryset().filter(legacy_id__isnull=False)
@@ -196,8 +196,8 @@ class Parity:
         from django.db import transaction
         from django.utils import timezone
 
-        from legacy.mappers import Context, registry
-        from legacy.writer import Writer
+        from legacy.format.mappers import Context, registry
+        from legacy.migration.writer import Writer
 
         data = self.json_side(collection).get(collection)
         if data is None:

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
 from accounts.tenancy import unscoped
-from legacy.exporter import export_directory, passwords_agentforge_cannot_verify
+from legacy.migration.exporter import export_directory, passwords_agentforge_cannot_verify
 from security.crypto import DecryptionError
 
 

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
-from legacy.errors import LegacyDataError
-from legacy.importer import ImportAborted, ImportOptions, import_directory, summary_rows
+from legacy.format.errors import LegacyDataError
+from legacy.migration.importer import ImportAborted, ImportOptions, import_directory, summary_rows
 
 
 class Command(AgentForgeCommand):

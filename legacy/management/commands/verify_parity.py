@@ -18,7 +18,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
-from legacy.errors import LegacyDataError
+from legacy.format.errors import LegacyDataError
 from legacy.store import legacy_data_dir
 from legacy.store.parity import Parity, parity_collections
 

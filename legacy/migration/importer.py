@@ -2,7 +2,7 @@
 
 One transaction, all or nothing. Small files are loaded whole (their ids are needed to
 check references); the big ones (audit logs, conversations, documents, scraped pages,
-chunk index) are streamed record by record and written in batches (see legacy.writer),
+chunk index) are streamed record by record and written in batches (see legacy.migration.writer),
 so memory stays flat whatever their size.
 """
 
@@ -27,14 +27,14 @@ from accounts.models import (
 )
 from accounts.tenancy import unscoped
 from agentforge_site.replicas import primary_only
-from legacy import pipeline
-from legacy.collections import LEGACY_COLLECTIONS, file_label
-from legacy.errors import LegacyDataError
-from legacy.jsonio import confined, read_records
-from legacy.mappers import Context, lab, registry
-from legacy.mappers.security import permission_codes
+from legacy.migration import pipeline
+from legacy.format.collections import LEGACY_COLLECTIONS, file_label
+from legacy.format.errors import LegacyDataError
+from legacy.format.jsonio import confined, read_records
+from legacy.format.mappers import Context, lab, registry
+from legacy.format.mappers.accounts import permission_codes
 from legacy.models import LegacyRecord
-from legacy.writer import CaseTwinError, Stats, Writer
+from legacy.migration.writer import CaseTwinError, Stats, Writer
 
 MAX_WARNINGS_KEPT = 200
 
@@ -142,7 +142,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
             if container:
                 data = dict(read_records(file_path, mapper.file, container, stream=False))
             else:
-                from legacy.jsonio import load_json
+                from legacy.format.jsonio import load_json
 
                 data = load_json(file_path, mapper.file)
                 if not isinstance(data, dict):
@@ -187,7 +187,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         try:
             ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
             if not ctx.dry_run and (root / file_label("security/audit_logs")).is_file():
-                from legacy.writer import AuditChain
+                from legacy.migration.writer import AuditChain
 
                 writer.chain = AuditChain(writer)
             if default_org is not None:
@@ -365,7 +365,7 @@ def _import_lab(root: Path, ctx, writer, report, options, fail):
     if not folder.is_dir():
         return
     binaries = 0
-    from legacy.jsonio import load_json
+    from legacy.format.jsonio import load_json
 
     for file_path in sorted(folder.iterdir()):
         if not file_path.is_file():
@@ -392,7 +392,7 @@ def _default_organization(root: Path, ctx):
     yet written) unless the database has it already."""
     if (root / file_label("security/organizations")).is_file() or ctx.exists(Organization, "org_default"):
         return None
-    from legacy.mappers.security import default_organization_record
+    from legacy.format.mappers.accounts import default_organization_record
 
     ctx.add_source_ids(Organization, ["org_default"])
     return registry["security/organizations"].to_rows(default_organization_record(ctx.now), ctx)

@@ -14,10 +14,10 @@ from agentforge_site.replicas import primary_only
 from conversations.models import Message
 from knowledge.models import Document
 from agentforge_site.files import private_dir
-from legacy import passwords
-from legacy.collections import LEGACY_COLLECTIONS
-from legacy.jsonio import JSONWriter, write_object
-from legacy.mappers import Context, lab, registry
+from legacy.format import passwords
+from legacy.format.collections import LEGACY_COLLECTIONS
+from legacy.format.jsonio import JSONWriter, write_object
+from legacy.format.mappers import Context, lab, registry
 
 
 @primary_only()
@@ -62,7 +62,7 @@ def export_directory(out_dir, progress=None) -> Counter:
 
 def passwords_agentforge_cannot_verify() -> int:
     """Users whose usable password hash has no AgentForge form (bcrypt and the like): after a
-    rollback they must reset it. PBKDF2 hashes convert (legacy.passwords.to_legacy)."""
+    rollback they must reset it. PBKDF2 hashes convert (legacy.format.passwords.to_legacy)."""
     from django.db.models import Q
 
     return User.all_orgs.exclude(Q(password__startswith=passwords.DJANGO_ALGORITHM + "$") |

@@ -23,7 +23,7 @@ from accounts import rls
 from accounts.models.base import scope_field
 from accounts.tenancy import unscoped
 from agentforge_site.caching import rows_changed
-from legacy.mappers.base import ChildSet, Mapped, Row
+from legacy.format.mappers.base import ChildSet, Mapped, Row
 
 BATCH = 2000
 CHAIN_COLUMNS = ("prev_hash", "entry_hash")
@@ -392,7 +392,7 @@ class Writer:
                 cursor.executemany(f"INSERT INTO {qn(plan.table)} ({columns}) VALUES ({marks})", tuples)
 
     def insert_encoded(self, plan, payloads) -> None:
-        """Insert rows encoded by ``legacy.pipeline.RowEncoder``: COPY text lines on
+        """Insert rows encoded by ``legacy.migration.pipeline.RowEncoder``: COPY text lines on
         PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameter tuples on SQLite."""
         if connection.vendor == "sqlite":
             self._insert(plan, payloads)

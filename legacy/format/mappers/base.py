@@ -12,14 +12,14 @@ from typing import Any, Iterable
 from django.utils import timezone
 
 from accounts.models.base import legacy_uuid
-from legacy.errors import LegacyDataError, LegacyFieldError, describe
-from legacy.collections import LegacyCollection, file_label
-from legacy.jsonio import format_timestamp, parse_timestamp
+from legacy.format.errors import LegacyDataError, LegacyFieldError, describe
+from legacy.format.collections import LegacyCollection, file_label
+from legacy.format.jsonio import format_timestamp, parse_timestamp
 
 MISSING_KEY = "__missing__"  # legacy_extra: keys absent in the source (older era); export omits them
 _ABSENT = object()
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ class Context:
         self.dry_run = False
         self._pk_to_legacy: dict[type, dict] = {}
         self._ref_cache: dict = {}
-        # Models whose imported rows in the database are exactly source_ids (legacy.pipeline):
+        # Models whose imported rows in the database are exactly source_ids (legacy.migration.pipeline):
         # an id outside source_ids is then known to dangle without asking the database.
         self.db_matches_source: set = set()
         # Organization of rows mapped in this run (documents, tools), for the rows that
@@ -297,7 +297,7 @@ class Rec:
         value = self.str(key, None, null=True)
         if value is None:
             return None, None
-        if _IPV4.fullmatch(value):
+        if IPV4.fullmatch(value):
             return value, None  # already canonical
         try:
             return str(ipaddress.ip_address(value)), None
@@ -345,15 +345,15 @@ def choices_of(enum_cls):
 class Mapper:
     """One legacy collection ↔ one (main) model and its satellites.
 
-    Built by ``legacy.mappers`` from the collection's entry in
-    ``legacy.collections.LEGACY_COLLECTIONS``, which gives its name (``collection``), its
+    Built by ``legacy.format.mappers`` from the collection's entry in
+    ``legacy.format.collections.LEGACY_COLLECTIONS``, which gives its name (``collection``), its
     ``container`` ("dict", "list" or "object") and whether it is streamed (``stream``).
     Subclasses set ``model`` and implement :meth:`map_record` (legacy dict →
     :class:`Mapped`) and :meth:`to_legacy` (model instance → legacy dict).
     """
 
     model = None
-    # Streamed and big: read and mapped in a second process on a fresh import (legacy.pipeline).
+    # Streamed and big: read and mapped in a second process on a fresh import (legacy.migration.pipeline).
     pipeline = False
     # Entity names for the summary table: (label, model) of every table this mapper fills.
     satellites: tuple = ()

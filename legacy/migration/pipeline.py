@@ -14,7 +14,7 @@ It is a fast lane for a fresh import, not a second implementation:
   errors and warnings are the same;
 * rows that exist already, duplicate ids, merged rows and child sets abort the lane
   (:class:`PipelineAbort`): the collection's savepoint is rolled back and the collection is
-  imported again in one process by the ordinary path (``legacy.writer.Writer``).
+  imported again in one process by the ordinary path (``legacy.migration.writer.Writer``).
 
 The reader never touches the database: its copy of the connection is replaced by an object
 that raises, and it leaves with ``os._exit`` so that no finaliser closes the importing
@@ -39,9 +39,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, connection, models
 
-from legacy.errors import LegacyDataError
-from legacy.jsonio import read_records
-from legacy.writer import BATCH
+from legacy.format.errors import LegacyDataError
+from legacy.format.jsonio import read_records
+from legacy.migration.writer import BATCH
 
 ROWS_PER_MESSAGE = 1000  # rows per pickled message from the reader
 PIPE_SIZE = 1 << 20  # Linux caps an unprivileged pipe at 1 MiB by default
@@ -226,7 +226,7 @@ class RowEncoder:
 
     The payload is a COPY text line (PostgreSQL), a ``(…)`` literal (MariaDB/MySQL) or the
     parameter tuple (SQLite). An audit entry's payload stops before its two chain columns
-    (always the last two, see ``legacy.writer._ModelPlan``); :meth:`seal` appends them.
+    (always the last two, see ``legacy.migration.writer._ModelPlan``); :meth:`seal` appends them.
     """
 
     def __init__(self, plan, vendor: str, chain=None):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from agentforge_site.files import open_private, private_dir
-from legacy.errors import LegacyDataError, describe
+from legacy.format.errors import LegacyDataError, describe
 
 UTC = dt.timezone.utc
 # Above this size a malformed streamed file gets an approximate position only.

@@ -8,6 +8,6 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         from accounts import checks  # noqa: F401 - registers the tenant-model check
-        from accounts.models.base import scope_relation_accessors
+        from agentforge_core.models import scope_relation_accessors
 
         scope_relation_accessors()

@@ -31,7 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import MFASettings, Organization
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 
 TOTP_DIGITS = 6
 TOTP_STEP = 30

@@ -14,7 +14,7 @@ import secrets
 from django.utils import timezone
 
 from accounts.models import User, UserSession
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 
 RESET_TOKEN_TTL = dt.timedelta(hours=1)
 VERIFICATION_TOKEN_TTL = dt.timedelta(hours=48)

@@ -30,9 +30,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from accounts.tenancy import ALL_ORGS, current_org, unscoped
+from agentforge_core.tenancy import ALL_ORGS, current_org, unscoped
 from security import checkpoints
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from security.middleware import client_ip, request_context
 
 logger = logging.getLogger("agentforge.audit")
@@ -112,7 +112,7 @@ class AuditChainError(Exception):
 
 def excluded_fields(model) -> list[str]:
     """Fields of ``model`` never written to an audit diff: secrets are excluded, not masked."""
-    from security.fields import encrypted_fields
+    from agentforge_core.fields import encrypted_fields
 
     names = {f.name for f in encrypted_fields(model)}
     for f in model._meta.concrete_fields:
@@ -500,7 +500,7 @@ def _key_for(org_id) -> str:
     try:
         return str(uuid.UUID(str(org_id)))
     except ValueError:
-        from accounts.tenancy import _resolve
+        from agentforge_core.tenancy import _resolve
 
         return str(_resolve(org_id))
 

@@ -10,7 +10,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.utils import timezone
 
-from accounts.models.base import (
+from agentforge_core.models import (
     LegacyRecordModel,
     OrgOwnedModel,
     ScopedQuerySet,
@@ -23,7 +23,7 @@ from accounts.models.base import (
 )
 from accounts.models.organizations import AuthProvider, Organization
 from agentforge_site.caching import cached
-from security.fields import EncryptedTextField
+from agentforge_core.fields import EncryptedTextField
 
 
 def normalize_email_address(email: str) -> str:
@@ -33,13 +33,13 @@ def normalize_email_address(email: str) -> str:
 class UserQuerySet(ScopedQuerySet):
     def for_org(self, org):
         """One organization's users (object, UUID or legacy id)."""
-        from accounts.tenancy import _resolve
+        from agentforge_core.tenancy import _resolve
 
         return self.filter(org_id=_resolve(org))
 
     def in_current_org(self):
         """The active organization's users; raises OrgScopeError when none is active."""
-        from accounts.tenancy import current_org_id
+        from agentforge_core.tenancy import current_org_id
 
         return self.filter(org_id=current_org_id())
 
@@ -59,7 +59,7 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
         if not email:
             raise ValueError("an email address is required")
         if extra.get("org") is None and extra.get("org_id") is None:
-            from accounts.tenancy import ALL_ORGS, current_org
+            from agentforge_core.tenancy import ALL_ORGS, current_org
 
             active = current_org()
             if active is not None and active is not ALL_ORGS:
@@ -90,7 +90,7 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
         ``unscoped()``), the default organization, where ``create_superuser`` puts a new
         user. It never matches several users.
         """
-        from accounts.tenancy import ALL_ORGS, _resolve, current_org
+        from agentforge_core.tenancy import ALL_ORGS, _resolve, current_org
 
         if org is not None:
             org_id = _resolve(org)
@@ -288,7 +288,7 @@ class UserSession(OrgOwnedModel):
 
     @classmethod
     def hash_token(cls, token: str) -> str:
-        from security.crypto import sha256_hex
+        from agentforge_core.crypto import sha256_hex
 
         return sha256_hex(token)
 

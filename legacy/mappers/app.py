@@ -8,7 +8,8 @@ import hmac
 
 from django.db.models import Prefetch
 
-from accounts.models import Organization, User, legacy_uuid
+from agentforge_core.models import legacy_uuid
+from accounts.models import Organization, User
 from agents.models import Agent, AgentTool, Tool, extract_secrets, merge_secrets
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
@@ -29,7 +30,7 @@ from legacy.errors import LegacyDataError, LegacyFieldError
 from legacy.jsonio import parse_timestamp
 from legacy.mappers.common import DANGLING, ref_or_keep
 from legacy.mappers.security import _system_row
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from settings_app.models import SystemSetting
 
 

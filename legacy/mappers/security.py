@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Prefetch
 from django.utils.text import slugify
 
+from agentforge_core.models import legacy_uuid
 from accounts.models import (
     AuthProvider,
     Department,
@@ -18,7 +19,6 @@ from accounts.models import (
     RolePermission,
     User,
     UserRole,
-    legacy_uuid,
     normalize_email_address,
 )
 from legacy import passwords
@@ -39,7 +39,7 @@ from legacy.mappers.base import (
 from legacy.jsonio import parse_timestamp
 from legacy.mappers.base import _IPV4
 from legacy.mappers.common import DANGLING, LISTS, original_or_current, rebuild_list, ref_or_keep, split_refs
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from security.models import AuditLog, LDAPConfig, OAuthConfig
 from settings_app.models import OrgSetting, SystemSetting, infer_value_type
 from agents.models import Tool, ToolPermission

@@ -21,7 +21,14 @@ from django.conf import settings
 from django.db import connections, models
 from django.utils import timezone
 
-from accounts.models import OrgOwnedModel, OrgScopedManager, AllOrgsManager, OrgScopedQuerySet, org_foreign_key, org_index
+from agentforge_core.models import (
+    OrgOwnedModel,
+    OrgScopedManager,
+    AllOrgsManager,
+    OrgScopedQuerySet,
+    org_foreign_key,
+    org_index,
+)
 from accounts.rls import as_orm_statement
 
 
@@ -43,7 +50,7 @@ def default_expiry_days(org_id) -> int:
 
 def _split(plaintext: str):
     """(prefix, digest) of a presented key, or None when it is not shaped like one."""
-    from security.crypto import sha256_hex
+    from agentforge_core.crypto import sha256_hex
 
     if not isinstance(plaintext, str) or not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 256:
         return None
@@ -64,8 +71,8 @@ class APIKeyQuerySet(OrgScopedQuerySet):
         ``expires_at`` defaults to now + the organization's ``api_key_expiry_days``;
         pass ``None`` explicitly for a key that never expires.
         """
-        from accounts.tenancy import current_org, ALL_ORGS
-        from security.crypto import sha256_hex
+        from agentforge_core.tenancy import current_org, ALL_ORGS
+        from agentforge_core.crypto import sha256_hex
 
         org_id = getattr(org, "pk", org)
         if org_id is None and user is not None:

@@ -15,9 +15,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from accounts.models import OrgScopedQuerySet
-from accounts.models.base import apply_org_scope
-from accounts.tenancy import unscoped
+from agentforge_core.models import OrgScopedQuerySet, apply_org_scope
+from agentforge_core.tenancy import unscoped
 
 
 class AuditLogImmutableError(Exception):

@@ -12,7 +12,7 @@ from django.contrib.auth.management.commands.changepassword import Command as Ch
 from django.core.management.base import CommandError
 
 from accounts.models import User, normalize_email_address
-from accounts.tenancy import OrgScopeError, _resolve, org_scope
+from agentforge_core.tenancy import OrgScopeError, _resolve, org_scope
 
 
 class Command(ChangePasswordCommand):

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core import checks
 
 from accounts.passwords import DEFAULT_POLICY
+from agentforge_core.models import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
 
 
 @checks.register(checks.Tags.models)
@@ -21,8 +22,6 @@ def check_tenant_models_are_scoped(app_configs=None, **kwargs):
 
 
 def tenant_model_errors(models) -> list:
-    from agentforge_core.models import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
-
     errors = []
     for model in models:
         field = scope_field(model)

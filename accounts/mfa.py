@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import MFASettings, Organization
+from accounts.passwords import password_policy
 from agentforge_core.tenancy import unscoped
 
 TOTP_DIGITS = 6
@@ -153,7 +154,6 @@ def has_totp(mfa: MFASettings | None) -> bool:
 def org_requires_mfa(org_id) -> bool:
     if org_id is None:
         return False
-    from accounts.passwords import password_policy
 
     with unscoped():
         org = Organization.all_orgs.filter(pk=org_id).values_list("require_mfa", flat=True).first()

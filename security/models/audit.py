@@ -40,7 +40,7 @@ class AuditLogQuerySet(OrgScopedQuerySet):
 
     def bulk_create(self, objs, *args, **kwargs):
         """Insert entries hashed as they are written, each in its place in its chain."""
-        from security.audit import bulk_append
+        from security.audit import bulk_append  # not at the top: security.audit imports these models
 
         return bulk_append(objs, lambda entries: super(AuditLogQuerySet, self).bulk_create(entries, *args, **kwargs), self.db)
 

@@ -7,7 +7,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from accounts import checks  # noqa: F401 - registers the tenant-model check
+        from accounts import checks, signals  # noqa: F401 - register the tenant-model check and the receivers
         from agentforge_core.models import scope_relation_accessors
 
         scope_relation_accessors()

@@ -1,6 +1,6 @@
 """Authentication events into the audit trail; password history and MFA changes.
 
-Connected from ``SecurityConfig.ready()``. Django sends ``user_logged_in``/``user_logged_out``
+Connected from ``AccountsConfig.ready()``. Django sends ``user_logged_in``/``user_logged_out``
 from ``login()``/``logout()`` (the admin uses them too) and ``user_login_failed`` from
 ``authenticate()`` when every backend refused. Failures that ``EmailBackend`` already
 recorded (with the account and the reason) are not written twice.

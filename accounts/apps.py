@@ -8,6 +8,3 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         from accounts import checks, signals  # noqa: F401 - register the tenant-model check and the receivers
-        from agentforge_core.models import scope_relation_accessors
-
-        scope_relation_accessors()

@@ -9,3 +9,8 @@ class AgentforgeCoreConfig(AppConfig):
     name = "agentforge_core"
     label = "agentforge_core"
     verbose_name = "AgentForge core"
+
+    def ready(self):
+        from agentforge_core.models import scope_relation_accessors
+
+        scope_relation_accessors()  # every app's models are loaded by now, the domain apps' included

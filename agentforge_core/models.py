@@ -635,7 +635,7 @@ def scope_relation_accessors() -> None:
     ``org_scope(A)`` the accessors now find only A's rows, so a row of A linked to B's
     (or a B row obtained through ``all_orgs``) raises DoesNotExist instead of handing
     B's row over; with no organization active (authentication) they work as before.
-    Called once from ``AccountsConfig.ready()``.
+    Called once from ``AgentforgeCoreConfig.ready()``.
     """
     from django.apps import apps
 

@@ -27,13 +27,16 @@ from accounts.models import (
     PasswordHistory,
     Permission,
     Role,
+    RolePermission,
     User,
+    UserRole,
     UserSession,
     normalize_email_address,
 )
 from agentforge_site.admin.display import count_subquery, truncate
 from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, SecretFieldsMixin, SuperuserWritesMixin
 from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline, UserCredentialsAdminMixin, is_superuser, outranking_ids
+from agents.models import Agent
 
 class AdminLoginForm(AdminAuthenticationForm):
     """The admin login, with AgentForge's answer when the password was right but the account's
@@ -77,8 +80,6 @@ class OrganizationAdmin(SecretFieldsMixin, OrgScopedAdmin):
     superuser_only_fields = ("slug", "status", "max_users", "max_agents", "max_tools")
 
     def get_queryset(self, request):
-        from agents.models import Agent
-
         return (
             super()
             .get_queryset(request)
@@ -138,8 +139,6 @@ class PermissionAdmin(SuperuserWritesMixin, admin.ModelAdmin):
     ordering = ("codename",)
 
     def get_queryset(self, request):
-        from accounts.models import RolePermission
-
         return super().get_queryset(request).annotate(_roles=count_subquery(RolePermission, "permission"))
 
     @admin.display(description="roles", ordering="_roles")
@@ -164,8 +163,6 @@ class RoleAdmin(CreatedByAdminMixin, OrgScopedAdmin):
     through_m2m = {"permissions": forms.CheckboxSelectMultiple}
 
     def get_queryset(self, request):
-        from accounts.models import RolePermission, UserRole
-
         return (
             super()
             .get_queryset(request)

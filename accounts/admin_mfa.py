@@ -27,6 +27,8 @@ from django.urls import reverse
 from accounts import mfa
 from accounts.backends import EmailBackend
 from accounts.models import User
+from security.audit import record_auth_event, record_security_event
+from security.models import SecurityEvent
 
 PENDING = "_admin_mfa_pending"
 STEP_SECONDS = 300
@@ -66,8 +68,6 @@ def step_url(request, site_name: str = "admin") -> str:
 
 
 def _start(request, user, step: str, next_url: str) -> None:
-    from security.audit import record_auth_event
-
     # A fresh session: whatever key the visitor brought (or was planted) is dropped.
     request.session.flush()
     request.session[PENDING] = {
@@ -93,9 +93,6 @@ def _finish(request, user, method: str) -> str:
 
 def _wrong_code(request, user, reason: str) -> HttpResponseRedirect | None:
     """Count a wrong code; a redirect to the password form when the step is over."""
-    from security.audit import record_security_event
-    from security.models import SecurityEvent
-
     EmailBackend()._failed(user, request, reason=reason, error="invalid second factor")
     record_security_event(SecurityEvent.EventType.MFA_FAILED, user=user, request=request, details={"reason": reason})
     state = request.session[PENDING]
@@ -189,8 +186,6 @@ def enrol(request, site):
 
 def cancel(request, site):
     """Abandon the step (POST): back to the password form."""
-    from security.audit import record_auth_event
-
     user = pending_user(request)
     if request.method == "POST":
         request.session.flush()

@@ -7,7 +7,4 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from accounts import checks  # noqa: F401 - registers the tenant-model check
-        from accounts.models.base import scope_relation_accessors
-
-        scope_relation_accessors()
+        from accounts import checks, signals  # noqa: F401 - register the tenant-model check and the receivers

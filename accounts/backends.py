@@ -28,8 +28,11 @@ from django.utils import timezone
 from accounts.hashers import pad_failure, verify_password_work
 from accounts.models import User
 from accounts.passwords import password_policy
+from accounts.signals import failure_recorded
 from accounts.throttle import SigninThrottle
 from accounts.tokens import end_sessions
+from security.audit import record_auth_event, record_security_event
+from security.models import SecurityEvent
 
 
 def _int(value, default: int) -> int:
@@ -62,8 +65,6 @@ login_refusal: contextvars.ContextVar = contextvars.ContextVar("agentforge_login
 
 class EmailBackend(ModelBackend):
     def authenticate(self, request, username=None, password=None, email=None, org=None, **kwargs):
-        from accounts.signals import failure_recorded
-
         failure_recorded.set(False)
         login_refusal.set(None)
         email = email or username or kwargs.get(User.USERNAME_FIELD)
@@ -143,8 +144,6 @@ class EmailBackend(ModelBackend):
 
     @staticmethod
     def _last_failure(user):
-        from security.models import SecurityEvent
-
         return (
             SecurityEvent.all_orgs.filter(user_id=user.pk, event_type=SecurityEvent.EventType.LOGIN_FAILED)
             .order_by("-created_at")
@@ -154,9 +153,6 @@ class EmailBackend(ModelBackend):
 
     def _failed(self, user, request, reason: str = "invalid_password", error: str = "invalid password") -> None:
         """Count a failure toward the lockout (a wrong password, or a wrong second factor)."""
-        from security.audit import record_auth_event, record_security_event
-        from security.models import SecurityEvent
-
         policy = lockout_policy(user.org_id)
         now = timezone.now()
         rows = User.all_orgs.filter(pk=user.pk)
@@ -195,9 +191,6 @@ class EmailBackend(ModelBackend):
 
     @staticmethod
     def _refused_status(user, request) -> None:
-        from security.audit import record_auth_event, record_security_event
-        from security.models import SecurityEvent
-
         details = {"reason": f"account_{user.status}"}
         record_auth_event("login_failed", user=user, success=False, request=request,
                           error=REFUSED_STATUSES[user.status], details=details)
@@ -205,9 +198,6 @@ class EmailBackend(ModelBackend):
 
     @staticmethod
     def _refused_locked(user, request) -> None:
-        from security.audit import record_auth_event, record_security_event
-        from security.models import SecurityEvent
-
         details = {"reason": "account_locked", "locked_until": user.locked_until.isoformat()}
         record_auth_event(
             "login_failed", user=user, success=False, request=request, error="account locked", details=details
@@ -217,17 +207,12 @@ class EmailBackend(ModelBackend):
     @staticmethod
     def _refused_throttled(email, refusal, request) -> None:
         # No account is looked up for a refused attempt: the entry names the email as typed.
-        from security.audit import record_auth_event
-
         details = {"reason": "throttled", "scope": refusal.scope, "retry_after": refusal.retry_after}
         record_auth_event("login_failed", email=str(email)[:254], success=False, request=request,
                           error="too many failed sign-ins", details=details)
 
     @staticmethod
     def _throttle_started(email, throttle, users, request) -> None:
-        from security.audit import record_auth_event, record_security_event
-        from security.models import SecurityEvent
-
         block = throttle.started
         details = {"reason": "signin_throttled", "scope": block.scope, "blocked_seconds": block.retry_after,
                    "address": throttle.address}

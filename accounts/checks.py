@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core import checks
 
 from accounts.passwords import DEFAULT_POLICY
+from agentforge_core.models import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
 
 
 @checks.register(checks.Tags.models)
@@ -21,8 +22,6 @@ def check_tenant_models_are_scoped(app_configs=None, **kwargs):
 
 
 def tenant_model_errors(models) -> list:
-    from accounts.models.base import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
-
     errors = []
     for model in models:
         field = scope_field(model)
@@ -32,7 +31,7 @@ def tenant_model_errors(models) -> list:
         if not is_org_scoped(model._default_manager.all().query):
             errors.append(checks.Error(
                 f"{label}.{model._default_manager.name} is not organization-scoped",
-                hint="derive the model from accounts.models.OrgOwnedModel (objects = OrgScopedManager())",
+                hint="derive the model from agentforge_core.models.OrgOwnedModel (objects = OrgScopedManager())",
                 obj=model, id="accounts.E001",
             ))
         if not hasattr(model, "all_orgs"):
@@ -40,7 +39,7 @@ def tenant_model_errors(models) -> list:
         if not issubclass(model, OrgOwnedModel) and label not in UNCHECKED_WRITES:
             errors.append(checks.Error(
                 f"{label}: save() does not check the organization of the row and its links",
-                hint="derive the model from accounts.models.OrgOwnedModel", obj=model, id="accounts.E003",
+                hint="derive the model from agentforge_core.models.OrgOwnedModel", obj=model, id="accounts.E003",
             ))
         queryset_class = model._default_manager._queryset_class
         if not issubclass(queryset_class, OrgScopedQuerySet) and label not in UNCHECKED_WRITES:

@@ -31,7 +31,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import MFASettings, Organization
-from accounts.tenancy import unscoped
+from accounts.passwords import password_policy
+from agentforge_core.tenancy import unscoped
 
 TOTP_DIGITS = 6
 TOTP_STEP = 30
@@ -153,7 +154,6 @@ def has_totp(mfa: MFASettings | None) -> bool:
 def org_requires_mfa(org_id) -> bool:
     if org_id is None:
         return False
-    from accounts.passwords import password_policy
 
     with unscoped():
         org = Organization.all_orgs.filter(pk=org_id).values_list("require_mfa", flat=True).first()

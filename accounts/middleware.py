@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from accounts.tenancy import _Scope
+from agentforge_core.tenancy import _Scope
 
 
 def _org_id_of(user):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
+
+from accounts.models import PasswordHistory
+from settings_app.models import org_setting_values
 
 DEFAULT_POLICY = {
     "password_min_length": 8,
@@ -17,8 +21,6 @@ DEFAULT_POLICY = {
 
 def password_policy(org_id) -> dict:
     """The organization's ``security.*`` settings merged over the defaults."""
-    from settings_app.models import org_setting_values
-
     policy = dict(DEFAULT_POLICY)
     if org_id is None:
         return policy
@@ -53,10 +55,6 @@ class OrganizationPasswordPolicyValidator:
             raise ValidationError(f"This password is longer than {maximum} characters.", code="password_too_long")
         history = max(_int(policy.get("password_history_count"), 0), 0)
         if user is not None and user.pk and history > 0:
-            from django.contrib.auth.hashers import check_password
-
-            from accounts.models import PasswordHistory
-
             recent = PasswordHistory.all_orgs.filter(user_id=user.pk).order_by("-position")[:history]
             previous = [entry.password_hash for entry in recent]
             if user.password:

@@ -6,7 +6,7 @@ when its organization equals ``app.current_org``, a setting that is always
 transaction-local (``set_config(..., true)``): the psycopg pool and PgBouncer in
 transaction mode hand one server connection to many tenants, so nothing may outlive the
 transaction. An execute wrapper on every PostgreSQL connection (every alias) reads
-:func:`accounts.tenancy.current_org` before each statement:
+:func:`agentforge_core.tenancy.current_org` before each statement:
 
 ========================================  ===================================================
 state when the statement runs              what the transaction gets
@@ -38,7 +38,7 @@ import logging
 import uuid
 import weakref
 
-from accounts.tenancy import ALL_ORGS, current_org
+from agentforge_core.tenancy import ALL_ORGS, current_org
 
 try:
     from psycopg import ClientCursor as _ClientCursor

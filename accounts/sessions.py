@@ -13,7 +13,7 @@ from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionS
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 
 
 def key_digest(session_key: str) -> str:

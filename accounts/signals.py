@@ -1,6 +1,6 @@
 """Authentication events into the audit trail; password history and MFA changes.
 
-Connected from ``SecurityConfig.ready()``. Django sends ``user_logged_in``/``user_logged_out``
+Connected from ``AccountsConfig.ready()``. Django sends ``user_logged_in``/``user_logged_out``
 from ``login()``/``logout()`` (the admin uses them too) and ``user_login_failed`` from
 ``authenticate()`` when every backend refused. Failures that ``EmailBackend`` already
 recorded (with the account and the reason) are not written twice.
@@ -16,7 +16,10 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import MFASettings, PasswordHistory, User
+from accounts.passwords import password_policy
 from accounts.tokens import end_sessions, session_end_reason
+from security.audit import record_auth_event, record_security_event
+from security.middleware import client_ip
 
 # Set by EmailBackend when it has written the failure entries of the current authenticate().
 failure_recorded: contextvars.ContextVar = contextvars.ContextVar("agentforge_failure_recorded", default=False)
@@ -24,9 +27,6 @@ failure_recorded: contextvars.ContextVar = contextvars.ContextVar("agentforge_fa
 
 @receiver(user_logged_in, dispatch_uid="agentforge_audit_login")
 def audit_login(sender, request, user, **kwargs):
-    from security.audit import record_auth_event
-    from security.middleware import client_ip
-
     ip = client_ip(request) if request is not None else None
     if ip and isinstance(user, User) and user.pk:
         User.all_orgs.filter(pk=user.pk).update(last_login_ip=ip)
@@ -38,8 +38,6 @@ def audit_login(sender, request, user, **kwargs):
 
 @receiver(user_logged_out, dispatch_uid="agentforge_audit_logout")
 def audit_logout(sender, request, user, **kwargs):
-    from security.audit import record_auth_event
-
     if user is None:
         return  # nobody was signed in
     record_auth_event("logout", user=user, request=request)
@@ -47,8 +45,6 @@ def audit_logout(sender, request, user, **kwargs):
 
 @receiver(user_login_failed, dispatch_uid="agentforge_audit_login_failed")
 def audit_login_failed(sender, credentials, request=None, **kwargs):
-    from security.audit import record_auth_event, record_security_event
-
     if failure_recorded.get():
         failure_recorded.set(False)
         return
@@ -88,7 +84,6 @@ def _record_password_change(sender, instance, created, raw=False, **kwargs):
     previous = instance._agentforge_previous_hash
     if previous and previous != instance.password:
         record_password_history(instance, previous)
-    from security.audit import record_auth_event
 
     action = getattr(instance, "_agentforge_password_action", None) or "password_change"
     instance._agentforge_password_action = None
@@ -111,7 +106,6 @@ def _end_sessions_of_disabled_user(sender, instance, created, raw=False, **kwarg
 
 def record_password_history(user, encoded: str) -> None:
     """Keep ``encoded`` (a superseded hash) in password_history, trimmed to the policy's count."""
-    from accounts.passwords import password_policy
     from django.contrib.auth.hashers import is_password_usable
 
     if not encoded or not is_password_usable(encoded):
@@ -151,7 +145,6 @@ def _record_mfa_change(sender, instance, raw=False, **kwargs):
     was = getattr(instance, "_agentforge_mfa_was_enabled", False)
     if bool(instance.enabled) == was:
         return
-    from security.audit import record_auth_event
 
     user = User.all_orgs.filter(pk=instance.user_id).first()
     record_auth_event(

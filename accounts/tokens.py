@@ -14,7 +14,11 @@ import secrets
 from django.utils import timezone
 
 from accounts.models import User, UserSession
-from security.crypto import sha256_hex
+from accounts.services import change_password
+from agentforge_core.crypto import sha256_hex
+from security.audit import record_auth_event, record_security_event
+from security.middleware import request_context
+from security.models import SecurityEvent
 
 RESET_TOKEN_TTL = dt.timedelta(hours=1)
 VERIFICATION_TOKEN_TTL = dt.timedelta(hours=48)
@@ -34,9 +38,6 @@ def _matches(stored: str | None, token: str) -> bool:
 
 def issue_password_reset_token(user, ttl: dt.timedelta = RESET_TOKEN_TTL, request=None) -> str:
     """A new reset token for ``user`` (replacing any earlier one); returns the plaintext."""
-    from security.audit import record_security_event
-    from security.models import SecurityEvent
-
     token = new_token()
     user.reset_password_token_hash = sha256_hex(token)
     user.reset_password_expires = timezone.now() + ttl
@@ -71,8 +72,6 @@ def reset_password(token: str, new_password: str):
     Raises ValidationError when the policy refuses the password (the token stays valid).
     The token is used up; a successful reset also lifts a lockout.
     """
-    from accounts.services import change_password
-
     user = user_for_reset_token(token)
     if user is None:
         return None
@@ -124,8 +123,6 @@ def verify_email(token: str):
 
 def create_session(user, *, ttl: dt.timedelta = SESSION_TTL, remember_me: bool = False, mfa_verified: bool = False):
     """A UserSession for ``user``; returns ``(session, plaintext_token)``."""
-    from security.middleware import request_context
-
     ctx = request_context()
     token = new_token()
     now = timezone.now()
@@ -186,8 +183,6 @@ def session_end_reason(user, since=None) -> str | None:
 def end_sessions(user, reason: str, *, actor=None) -> int:
     """Revoke every live session of ``user``; when there were any, an audit entry
     (``sessions_revoked``) gives ``reason`` and how many. Returns how many."""
-    from security.audit import record_auth_event
-
     now = timezone.now()
     ended = UserSession.all_orgs.filter(user_id=user.pk, revoked_at__isnull=True, expires_at__gt=now).update(
         revoked_at=now

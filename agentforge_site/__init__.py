@@ -7,7 +7,7 @@ importing any model::
     agentforge_site.setup()                      # DB_* etc. from the environment or .env
     # or: agentforge_site.setup(DB_TYPE="postgresql", DB_HOST="db", DB_NAME="agentforge")
 
-    from accounts.tenancy import org_scope
+    from agentforge_core.tenancy import org_scope
     from agents.models import Agent
 
     with org_scope(org_id):                      # sync code
@@ -18,7 +18,7 @@ importing any model::
             return [a async for a in Agent.objects.all()]
 
 Tenant models fail closed: a query run with no organization active raises
-``accounts.tenancy.OrgScopeError``; ``Model.all_orgs`` is the unscoped manager for
+``agentforge_core.tenancy.OrgScopeError``; ``Model.all_orgs`` is the unscoped manager for
 system work. Outside a request, Django does not close database connections for you:
 a long-running process should call ``django.db.close_old_connections()`` between units
 of work (with persistent connections, CONN_MAX_AGE > 0).

@@ -2,7 +2,7 @@
 
 ``--database`` and ``--org`` are declared here, so each has one meaning in every command:
 ``--org`` takes an organization's UUID or legacy id and is resolved by the tenancy resolver
-(``accounts.tenancy.resolve_org``), the same reading ``org_scope()`` gives. Errors end as a
+(``agentforge_core.tenancy.resolve_org``), the same reading ``org_scope()`` gives. Errors end as a
 one-line ``CommandError`` naming what was wrong, never a traceback.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from accounts.tenancy import OrgScopeError, resolve_org
+from agentforge_core.tenancy import OrgScopeError, resolve_org
 
 
 class AgentForgeCommand(BaseCommand):

@@ -58,7 +58,7 @@ if not ENCRYPTION_KEY:
         )
     ENCRYPTION_KEY = DEVELOPMENT_ENCRYPTION_KEY
 
-from security.crypto import parse_key_list  # noqa: E402  (needs ENCRYPTION_KEY read first)
+from agentforge_core.crypto import parse_key_list  # noqa: E402  (needs ENCRYPTION_KEY read first)
 
 ENCRYPTION_KEYS = parse_key_list(ENCRYPTION_KEY)  # raises ConfigurationError naming ENCRYPTION_KEY
 
@@ -89,6 +89,7 @@ if _proxy_ssl_header:
 
 INSTALLED_APPS = [
     "agentforge_site.apps.AdminConfig",  # Django's admin with the second-factor step
+    "agentforge_core.apps.AgentforgeCoreConfig",  # scoping and encryption, under every domain app
     # Before django.contrib.auth: its management commands (changepassword) win over auth's.
     "accounts.apps.AccountsConfig",
     "django.contrib.auth",
@@ -266,7 +267,7 @@ def _key_setting(name: str) -> str:
     return value
 
 
-from security.crypto import parse_signing_key, parse_verify_key  # noqa: E402
+from agentforge_core.crypto import parse_signing_key, parse_verify_key  # noqa: E402
 
 _signing = _key_setting("AUDIT_SIGNING_KEY")
 AUDIT_SIGNING_KEY = parse_signing_key(_signing, "AUDIT_SIGNING_KEY") if _signing else None

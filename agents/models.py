@@ -5,11 +5,19 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from accounts.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
-from accounts.models.base import AllOrgsManager, OrgScopedManager, OrgScopedQuerySet
-from accounts.tenancy import current_org_id
+from agentforge_core.models import (
+    LegacyRecordModel,
+    OrgOwnedModel,
+    TimestampedModel,
+    org_foreign_key,
+    org_index,
+    AllOrgsManager,
+    OrgScopedManager,
+    OrgScopedQuerySet,
+)
+from agentforge_core.tenancy import current_org_id
 from agentforge_site.caching import cached
-from security.fields import EncryptedJSONField
+from agentforge_core.fields import EncryptedJSONField
 
 
 # Credentials wherever they appear in a tool's config, api_config or kb_config; and the

@@ -48,8 +48,8 @@ def main() -> int:
     from django.utils import timezone
 
     from accounts.models import Organization
-    from accounts.tenancy import unscoped
-    from security.crypto import sha256_hex
+    from agentforge_core.tenancy import unscoped
+    from agentforge_core.crypto import sha256_hex
     from security.models import APIKey
     from security.models.api_keys import KEY_PREFIX, _split
 

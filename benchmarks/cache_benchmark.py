@@ -151,7 +151,7 @@ def _populate(org_count: int, rng):
 
 def _reads(orgs, users, agents, rng) -> dict:
     from accounts.models import User
-    from accounts.tenancy import org_scope
+    from agentforge_core.tenancy import org_scope
     from agents.models import agent_for_chat
     from settings_app.models import org_setting_values
 

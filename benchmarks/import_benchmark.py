@@ -153,7 +153,7 @@ def reset(env) -> None:
 
 def count_rows(env) -> int:
     code = ("import django; django.setup()\n"
-            "from accounts.tenancy import unscoped\n"
+            "from agentforge_core.tenancy import unscoped\n"
             "from django.apps import apps\n"
             "with unscoped():\n"
             "    print(sum(apps.get_model(m)._base_manager.count() for m in "

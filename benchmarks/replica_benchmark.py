@@ -153,7 +153,7 @@ def reader(replica: bool, data: dict, start, seconds: float, ready, out) -> None
     from django.test import Client
 
     from accounts.models import User
-    from accounts.tenancy import org_scope
+    from agentforge_core.tenancy import org_scope
     from agents.models import Agent
     from conversations.models import Message
 
@@ -210,7 +210,7 @@ def _read_windows(newest_messages, agent_list, page, start_at, seconds) -> dict:
 
 def writer(stop_at: float, rate: float, data: dict) -> None:
     _setup(False)
-    from accounts.tenancy import org_scope
+    from agentforge_core.tenancy import org_scope
     from conversations.models import Message
 
     rng = random.Random(1)

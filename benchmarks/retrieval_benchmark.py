@@ -251,7 +251,7 @@ def bench_database(args, rng):
     from django.db import transaction
 
     from accounts.models import Organization
-    from accounts.tenancy import org_scope
+    from agentforge_core.tenancy import org_scope
     from agents.models import Tool
     from knowledge import vectors
     from knowledge.models import Document, DocumentChunk

@@ -114,7 +114,7 @@ def _stats(timings):
 def time_newest_50(org, conversation_id, repeat, in_atomic):
     from django.db import transaction
 
-    from accounts.tenancy import org_scope
+    from agentforge_core.tenancy import org_scope
     from conversations.models import Message
 
     def run():
@@ -155,7 +155,7 @@ def main():
     from django.test import Client
 
     from accounts import rls
-    from accounts.tenancy import unscoped
+    from agentforge_core.tenancy import unscoped
     from conversations.models import Message
     from security.models import AuditLog
 

@@ -126,7 +126,7 @@ def app_env(base: Path, **extra) -> dict:
 POPULATE = """
 from accounts.models import Organization, User
 from agents.models import Agent
-from accounts.tenancy import org_scope
+from agentforge_core.tenancy import org_scope
 from security.audit import record_auth_event
 org = Organization.get_default()
 admin = User.all_orgs.create_superuser("bench@serve.test", "{password}", org=org)

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
+from agentforge_core.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
 
 TEST_TITLE_PREFIX = "[TEST] "
 

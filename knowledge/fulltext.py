@@ -25,7 +25,7 @@ from django.db import connections, router
 from django.db.migrations.operations.base import Operation
 from django.db.models import Q
 
-from accounts.tenancy import current_org_id
+from agentforge_core.tenancy import current_org_id
 from knowledge.models import DocumentChunk, as_pk
 
 MAX_TERMS = 32

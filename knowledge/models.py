@@ -10,8 +10,15 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import LegacyRecordModel, OrgOwnedModel, OrgScopedManager, TimestampedModel, org_foreign_key, org_index
-from accounts.tenancy import current_org_id
+from agentforge_core.models import (
+    LegacyRecordModel,
+    OrgOwnedModel,
+    OrgScopedManager,
+    TimestampedModel,
+    org_foreign_key,
+    org_index,
+)
+from agentforge_core.tenancy import current_org_id
 
 
 class DocumentStatus(models.TextChoices):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 
-from accounts.tenancy import OrgScopeError, current_org_id
+from agentforge_core.tenancy import OrgScopeError, current_org_id
 from agents.models import Tool
 from knowledge.fulltext import keyword_search
 from knowledge.models import as_pk

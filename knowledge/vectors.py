@@ -27,7 +27,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections, router, transaction
 
-from accounts.tenancy import current_org_id, org_scope, unscoped
+from agentforge_core.tenancy import current_org_id, org_scope, unscoped
 from knowledge.models import DocumentChunk, VectorSet, as_pk, tool_key
 
 def _faiss():

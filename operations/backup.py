@@ -389,7 +389,7 @@ def _portable_backup(conn, tmp: Path) -> None:
     from django.db.models import TextField
     from django.db.models.functions import Cast
 
-    from accounts.tenancy import unscoped
+    from agentforge_core.tenancy import unscoped
     from django.db.migrations.recorder import MigrationRecorder
 
     serializer = _portable_serializer_class()()
@@ -505,7 +505,7 @@ def _portable_load(conn, path: Path, flush_batch, loaded_models: set) -> None:
     from django.core.serializers.python import Deserializer
     from django.db.models import TextField, Value
 
-    from accounts.tenancy import unscoped
+    from agentforge_core.tenancy import unscoped
 
     alias = conn.alias
     with unscoped(), transaction.atomic(using=alias), conn.constraint_checks_disabled():

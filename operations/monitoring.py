@@ -257,7 +257,7 @@ def redact_params(params, many: bool = False):
 
 def _current_org_id():
     try:
-        from accounts.tenancy import current_org
+        from agentforge_core.tenancy import current_org
 
         org = current_org()
     except Exception:
@@ -352,7 +352,7 @@ class QueryMonitor:
             return  # the failed statement aborted the caller's transaction (PostgreSQL)
         from django.db import transaction
 
-        from accounts.tenancy import unscoped
+        from agentforge_core.tenancy import unscoped
         from security.models import SecurityEvent
 
         token = _recording.set(True)

@@ -18,13 +18,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
-from accounts.tenancy import org_scope, unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 from agentforge_site.admin.display import json_block, masked, truncate
 from agentforge_site.admin.mixins import ReadOnlyAdminMixin, SecretFieldsMixin
 from agentforge_site.admin.scoping import OrgScopedAdmin, UserCredentialsAdminMixin, is_superuser
 from agentforge_site.paginator import EstimatedCountPaginator
-from security import crypto
-from security.fields import encrypted_fields
+from agentforge_core import crypto
+from agentforge_core.fields import encrypted_fields
 from security.models import APIKey, AuditLog, LDAPConfig, OAuthConfig, SecurityEvent
 from security.models.audit import AuditChainHead
 

@@ -10,4 +10,3 @@ class SecurityConfig(AppConfig):
         from security.audit import register_models
 
         register_models()
-        import accounts.signals  # noqa: F401  (auth events, password history, MFA changes)

@@ -26,14 +26,19 @@ from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
-from accounts.tenancy import ALL_ORGS, current_org, unscoped
+from accounts.models import Organization, User
+from agentforge_core.crypto import sha256_hex
+from agentforge_core.fields import encrypted_fields
+from agentforge_core.tenancy import ALL_ORGS, current_org, resolve_org, unscoped
 from security import checkpoints
-from security.crypto import sha256_hex
 from security.middleware import client_ip, request_context
+from security.models import AuditChainHead, AuditLog, SecurityEvent
+from settings_app.models import OrgSetting, SystemSetting
 
 logger = logging.getLogger("agentforge.audit")
 
@@ -112,8 +117,6 @@ class AuditChainError(Exception):
 
 def excluded_fields(model) -> list[str]:
     """Fields of ``model`` never written to an audit diff: secrets are excluded, not masked."""
-    from security.fields import encrypted_fields
-
     names = {f.name for f in encrypted_fields(model)}
     for f in model._meta.concrete_fields:
         if f.name in ALWAYS_EXCLUDED_FIELDS or f.name.endswith("_hash") or f.name.endswith("_token"):
@@ -209,8 +212,6 @@ def session_digest(session_key: str | None) -> str | None:
 
 
 def _hashed_fields():
-    from security.models import AuditLog
-
     return [f for f in AuditLog._meta.concrete_fields if f.name not in ("id", "prev_hash", "entry_hash")]
 
 
@@ -231,8 +232,6 @@ def _canonical_value(f, value):
         return int(value)
     if f.is_relation:
         if f.name == "content_type":
-            from django.contrib.contenttypes.models import ContentType
-
             ct = ContentType.objects.get_for_id(value)
             return f"{ct.app_label}.{ct.model}"
         try:
@@ -343,15 +342,11 @@ def chain_key(org_id) -> str:
 
 
 def _chain_queryset(key: str):
-    from security.models import AuditLog
-
     base = AuditLog.all_orgs.all()
     return base.filter(org_id__isnull=True) if key == SYSTEM_CHAIN else base.filter(org_id=uuid.UUID(key))
 
 
 def _lock_head(key: str, using: str):
-    from security.models import AuditChainHead
-
     heads = AuditChainHead.objects.using(using).select_for_update()
     head = heads.filter(chain_key=key).first()
     if head is None:
@@ -372,8 +367,6 @@ def _set_pg_flag(using: str, name: str, on: bool) -> None:
 
 
 def _write_hashes(entry, prev_hash: str, entry_hash: str, using: str) -> None:
-    from security.models import AuditLog
-
     models.QuerySet.update(
         AuditLog.all_orgs.using(using).filter(pk=entry.pk), prev_hash=prev_hash, entry_hash=entry_hash
     )
@@ -483,8 +476,6 @@ def bulk_append(entries, insert, using: str):
 
 
 def _chain_keys_with_entries(using: str) -> list[str]:
-    from security.models import AuditChainHead, AuditLog
-
     keys = {chain_key(org_id) for org_id in AuditLog.all_orgs.using(using).values_list("org_id", flat=True).distinct()}
     keys |= set(AuditChainHead.objects.using(using).values_list("chain_key", flat=True))
     return sorted(keys)
@@ -493,16 +484,13 @@ def _chain_keys_with_entries(using: str) -> list[str]:
 def _key_for(org_id) -> str:
     if org_id == SYSTEM_CHAIN:
         return SYSTEM_CHAIN
-    from accounts.models import Organization
 
     if isinstance(org_id, Organization):
         return str(org_id.pk)
     try:
         return str(uuid.UUID(str(org_id)))
     except ValueError:
-        from accounts.tenancy import _resolve
-
-        return str(_resolve(org_id))
+        return str(resolve_org(org_id))
 
 
 def rechain(org_id=None, accept=(), using: str = "default") -> int:
@@ -594,8 +582,6 @@ def _walk(report: ChainReport, qs, prev: str, last_id: int, after_id: int = 0, c
 def verify_chain(org_id, using: str = "default", batch_size: int = 1000) -> ChainReport:
     """Walk one chain in id order and report the first broken link; with a verify key, hold
     it against its latest signed checkpoint (``security.checkpoints``)."""
-    from security.models import AuditChainHead
-
     key = _key_for(org_id) if org_id is not None else SYSTEM_CHAIN
     report = ChainReport(chain=key)
     head = AuditChainHead.objects.using(using).filter(chain_key=key).first()
@@ -727,12 +713,8 @@ def _signed_checkpoint(key: str, using: str):
 def retention_days(org_id) -> int:
     """``security.audit_retention_days`` of the organization (365 by default, 0 = keep forever)."""
     if org_id is None:
-        from settings_app.models import SystemSetting
-
         row = SystemSetting.objects.filter(key="security.audit_retention_days").values_list("value", flat=True).first()
     else:
-        from settings_app.models import OrgSetting
-
         row = (
             OrgSetting.all_orgs.filter(org_id=org_id, key="security.audit_retention_days")
             .values_list("value", flat=True)
@@ -835,11 +817,6 @@ def record_auth_event(
     actor=None,
 ):
     """One authentication entry (legacy action names: login, logout, login_failed, ...)."""
-    from django.contrib.contenttypes.models import ContentType
-
-    from accounts.models import User
-    from security.models import AuditLog
-
     if action not in AUTH_EVENT_ACTIONS:
         raise ValueError(f"unknown auth event {action!r}")
     if actor is None and action in SELF_EVENTS:
@@ -885,8 +862,6 @@ def _context_actor():
 
 
 def record_system_event(legacy_action: str, *, org_id=None, details=None, success=True):
-    from security.models import AuditLog
-
     entry = AuditLog(
         action=LEGACY_ACTION_FOR_REVERSE.get(legacy_action, 3),
         legacy_action=legacy_action,
@@ -913,8 +888,6 @@ def record_security_event(
     details: dict | None = None,
 ):
     """A ``security_events`` row with the request's IP and user agent."""
-    from security.models import SecurityEvent
-
     ctx = request_context()
     ip = client_ip(request) if request is not None else ctx.get("ip_address")
     agent = request.META.get("HTTP_USER_AGENT", "") if request is not None else ctx.get("user_agent") or ""

@@ -1,4 +1,4 @@
-"""Form fields and widgets for the encrypted model fields (:mod:`security.fields`): write-only.
+"""Form fields and widgets for the encrypted model fields (:mod:`agentforge_core.fields`): write-only.
 
 The input renders empty, a blank submission keeps the stored value and a "clear" checkbox
 empties it; an ``EncryptedJSONField`` dict shows its keys only, each value replaceable or

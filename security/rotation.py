@@ -1,6 +1,6 @@
 """Re-encrypt every stored secret with the first key of ENCRYPTION_KEY.
 
-Walks every model with encrypted fields (``security.fields.encrypted_fields`` over
+Walks every model with encrypted fields (``agentforge_core.fields.encrypted_fields`` over
 ``apps.get_models()``), reads the raw column values (no decryption on load), and for each
 value whose key id is not the first key's: decrypt, encrypt with the first key, and write
 it back only if the column still holds the value read (a concurrent change wins). Each
@@ -17,8 +17,8 @@ from django.db import models, transaction
 from django.db.models import ExpressionWrapper, F
 
 from agentforge_site.caching import bump
-from security import crypto
-from security.fields import encrypted_fields
+from agentforge_core import crypto
+from agentforge_core.fields import encrypted_fields
 
 
 @dataclass

@@ -6,10 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone as dj_timezone
 
-from accounts.models import OrgOwnedModel, WriteNotifyingQuerySet, org_foreign_key, org_index
+from agentforge_core.models import OrgOwnedModel, WriteNotifyingQuerySet, org_foreign_key, org_index
 from agentforge_site.caching import cached
-from security import crypto
-from security.fields import EncryptedTextField
+from agentforge_core import crypto
+from agentforge_core.fields import EncryptedTextField
 
 
 class ValueType(models.TextChoices):

@@ -131,7 +131,7 @@ def request_scope(response):
     """The organization scope the admin view behind ``response`` ran in: the signed-in user's
     organization (the middleware's), lifted for a superuser. Querysets kept in ``response.context``
     come from the scoped managers, so they are read (or their fetched rows reused) inside it."""
-    from accounts.tenancy import org_scope, unscoped
+    from agentforge_core.tenancy import org_scope, unscoped
 
     user = response.wsgi_request.user
     return unscoped() if user.is_superuser else org_scope(user.org_id)

@@ -14,7 +14,7 @@ from accounts.models import (
     Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Permission, Role,
     RolePermission, User, UserRole,
 )
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from agents.models import Agent, AgentTool, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk

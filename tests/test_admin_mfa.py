@@ -14,7 +14,7 @@ from django.urls import URLResolver
 from accounts import admin_mfa, mfa
 from accounts.models import MFASettings, User
 from legacy.format import passwords as legacy_passwords
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from security.models import AuditLog, SecurityEvent
 from tests.agentforge_real import totp
 from tests.agentforge_real import agentforge_backup_code_matches

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from accounts.tenancy import org_scope
+from agentforge_core.tenancy import org_scope
 from agentforge_site import caching
 from agentforge_site.dbconfig import ConfigurationError, build_caches, build_database
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from accounts.models import Organization
-from accounts.tenancy import org_scope, unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 from conversations.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,12 +14,12 @@ from django.db import connection
 from accounts.models import (
     Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Role, User, UserRole,
 )
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from agents.models import Agent, AgentTool, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from security.models import AuditLog, LDAPConfig, OAuthConfig
 from settings_app.models import OrgSetting, SystemSetting, UserPreference
 from tests import legacy_corpus as C
@@ -62,7 +62,7 @@ def test_counts_and_homes(imported):
 
 
 def test_non_uuid_ids_map_deterministically(imported):
-    from accounts.models import legacy_uuid
+    from agentforge_core.models import legacy_uuid
 
     kit = Tool.all_orgs.get(legacy_id=C.T_KIT)
     assert kit.pk == legacy_uuid("tools", C.T_KIT)

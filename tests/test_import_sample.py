@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.hashers import identify_hasher
 
 from accounts.models import MFASettings, Organization, Permission, Role, RolePermission, User, UserRole
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from legacy.format import passwords
 from security.models import AuditLog
 from settings_app.models import OrgSetting, SystemSetting

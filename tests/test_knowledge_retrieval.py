@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from accounts.tenancy import OrgScopeError, org_scope
+from agentforge_core.tenancy import OrgScopeError, org_scope
 from agents.models import Tool
 from knowledge import vectors
 from knowledge.fulltext import keyword_search, query_terms

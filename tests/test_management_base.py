@@ -7,7 +7,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from accounts.tenancy import org_scope
+from agentforge_core.tenancy import org_scope
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from operations.backup import (
     BackupError,
     RestoreRefused,
@@ -38,7 +38,7 @@ def no_slow_query_events(settings):
 
 def populate(make_org, make_user):
     """A little of everything: secrets, JSON, binary, M2M through models, auto_now_add, nullable org."""
-    from accounts.tenancy import org_scope, unscoped
+    from agentforge_core.tenancy import org_scope, unscoped
     from agents.models import Agent, AgentTool, AgentVersion, Tool
     from knowledge.models import Document, DocumentChunk
     from security.models import SecurityEvent

@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.utils import load_backend
 
 from accounts.models import Organization
-from accounts.tenancy import org_scope, unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 from agents.models import Agent
 
 pytestmark = [pytest.mark.backends("postgresql")]

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.test.utils import CaptureQueriesContext
 
-from accounts.tenancy import org_scope
+from agentforge_core.tenancy import org_scope
 from agentforge_site import replicas
 from agentforge_site.replicas import COOKIE_NAME, _lsn, direct_connect_params
 from agents.models import Agent

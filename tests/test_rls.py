@@ -10,7 +10,7 @@ from django.db import DatabaseError, connection, models, transaction
 
 from accounts import rls
 from accounts.models import Organization, User
-from accounts.tenancy import org_scope, unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 from accounts.tenant_schema import POLICY, policy_tables, tenant_models
 from agents.models import Agent
 from tests.test_tenancy import make_row

@@ -12,10 +12,10 @@ from django.urls import reverse
 
 from accounts.backends import login_refusal
 from accounts.models import Organization, User
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from agents.models import Agent
 from legacy.models import LegacyRecord
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from tests import legacy_corpus as C
 from tests.legacy_helpers import run_parity, load_dir, run_export, run_import
 

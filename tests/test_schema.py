@@ -14,9 +14,9 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 
-from accounts.models import Organization, User, legacy_uuid
-from accounts.models.base import LEGACY_NAMESPACE
-from accounts.tenancy import org_scope
+from agentforge_core.models import legacy_uuid, LEGACY_NAMESPACE
+from accounts.models import Organization, User
+from agentforge_core.tenancy import org_scope
 from agents.models import Tool
 from knowledge.models import Document, DocumentChunk
 from knowledge.vectors import semantic_search

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from accounts.tenancy import OrgScopeError, org_scope, unscoped
-from security.crypto import sha256_hex
+from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
+from agentforge_core.crypto import sha256_hex
 from security.models import APIKey, AuditLog, SecurityEvent
 
 

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.tenancy import org_scope, unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 from security import audit
 from security.models import AuditLog, AuditLogImmutableError
 

@@ -17,10 +17,10 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
-from accounts.tenancy import org_scope
+from agentforge_core.tenancy import org_scope
 from agentforge_site.dbconfig import ConfigurationError
 from security import audit, checkpoints
-from security.crypto import parse_signing_key, parse_verify_key, public_key_text
+from agentforge_core.crypto import parse_signing_key, parse_verify_key, public_key_text
 from security.models import AuditChainHead, AuditLog
 from tests.test_security_audit import verify_command_fails_at
 

@@ -257,7 +257,7 @@ def test_reset_and_verification_tokens_are_hashed_and_expire(make_org, make_user
 @pytest.mark.django_db
 def test_user_sessions_store_only_the_digest(make_org, make_user):
     from accounts import tokens
-    from security.crypto import sha256_hex
+    from agentforge_core.crypto import sha256_hex
 
     org = make_org()
     user = make_user(org)

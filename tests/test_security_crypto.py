@@ -8,9 +8,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
-from accounts.tenancy import unscoped
-from security import crypto
-from security.fields import encrypted_fields
+from agentforge_core.tenancy import unscoped
+from agentforge_core import crypto
+from agentforge_core.fields import encrypted_fields
 from security.rotation import encrypted_models
 
 # Every secret column the schema holds (docs/legacy-format.md §9), with its scheme.

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts.models import HashedSession
 from accounts.sessions import SessionStore
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a different long passphrase 42"

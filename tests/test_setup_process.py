@@ -32,7 +32,7 @@ agentforge_site.setup()  # a second call is harmless
 
 from django.conf import settings
 from accounts.models import Organization
-from accounts.tenancy import OrgScopeError, current_org, org_scope
+from agentforge_core.tenancy import OrgScopeError, current_org, org_scope
 from agents.models import Agent
 
 out = {"database": str(settings.DATABASES["default"]["NAME"])}

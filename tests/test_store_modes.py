@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from accounts.tenancy import OrgScopeError, org_scope, unscoped
+from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
 from legacy.store import DatabaseStore, DualStore, get_store
 from legacy.store import failures, jsonfiles
 from tests.legacy_helpers import run_parity, run_store_child

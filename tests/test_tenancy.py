@@ -33,15 +33,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from accounts.middleware import OrganizationScopeMiddleware
-from accounts.models import (
-    Organization,
-    OrgOwnedModel,
-    Role,
-    User,
-)
+from agentforge_core.models import OrgOwnedModel, is_org_scoped, scope_field, tenant_links
+from accounts.models import Organization, Role, User
 from accounts.checks import tenant_model_errors
-from accounts.models.base import is_org_scoped, scope_field, tenant_links
-from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, current_org_id, org_scope, unscoped
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, current_org_id, org_scope, unscoped
 from agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk

@@ -14,8 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import Group, GroupMembership, MFASettings, Organization, User, UserSession
-from accounts.models.base import cross_org_links
-from accounts.tenancy import OrgScopeError, org_scope, unscoped
+from agentforge_core.models import cross_org_links
+from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
 from agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk

@@ -8,7 +8,7 @@ from django.apps import apps
 from django.db import IntegrityError, connection, models, transaction
 
 from accounts.models import Organization
-from accounts.tenancy import OrgScopeError, unscoped
+from agentforge_core.tenancy import OrgScopeError, unscoped
 from accounts.tenant_schema import (
     link_statistics_name,
     org_key_name,

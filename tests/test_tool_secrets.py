@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from accounts.tenancy import org_scope, unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 from agents.models import Tool
 from security.models import AuditLog
 from tests.admin_support import form_data, populate

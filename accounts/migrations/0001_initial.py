@@ -4,7 +4,7 @@ import accounts.models.users
 import django.db.models.deletion
 import django.db.models.manager
 import django.utils.timezone
-import security.fields
+import agentforge_core.fields
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -52,9 +52,9 @@ class Migration(migrations.Migration):
                 ('require_mfa', models.BooleanField(default=False)),
                 ('allowed_email_domains', models.JSONField(blank=True, default=list)),
                 ('google_client_id', models.CharField(blank=True, max_length=255, null=True)),
-                ('google_client_secret', security.fields.EncryptedTextField(blank=True, null=True)),
+                ('google_client_secret', agentforge_core.fields.EncryptedTextField(blank=True, null=True)),
                 ('microsoft_client_id', models.CharField(blank=True, max_length=255, null=True)),
-                ('microsoft_client_secret', security.fields.EncryptedTextField(blank=True, null=True)),
+                ('microsoft_client_secret', agentforge_core.fields.EncryptedTextField(blank=True, null=True)),
                 ('microsoft_tenant_id', models.CharField(blank=True, max_length=255, null=True)),
                 ('max_users', models.IntegerField(default=100)),
                 ('max_agents', models.IntegerField(default=50)),
@@ -326,7 +326,7 @@ class Migration(migrations.Migration):
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('enabled', models.BooleanField(default=False)),
                 ('methods', models.JSONField(blank=True, default=list)),
-                ('totp_secret', security.fields.EncryptedTextField(blank=True, null=True)),
+                ('totp_secret', agentforge_core.fields.EncryptedTextField(blank=True, null=True)),
                 ('totp_verified', models.BooleanField(default=False)),
                 ('backup_codes', models.JSONField(blank=True, default=list)),
                 ('backup_codes_generated_at', models.DateTimeField(blank=True, null=True)),

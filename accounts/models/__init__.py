@@ -1,16 +1,3 @@
-from accounts.models.base import (  # noqa: F401
-    WriteNotifyingQuerySet,
-    LEGACY_NAMESPACE,
-    AllOrgsManager,
-    LegacyRecordModel,
-    OrgOwnedModel,
-    OrgScopedManager,
-    OrgScopedQuerySet,
-    TimestampedModel,
-    legacy_uuid,
-    org_foreign_key,
-    org_index,
-)
 from accounts.models.directory import (  # noqa: F401
     Department,
     Group,

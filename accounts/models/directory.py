@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from accounts.models.base import (
+from agentforge_core.models import (
     LegacyRecordModel,
     OrgOwnedModel,
     TimestampedModel,

@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.text import slugify
 
-from accounts.models.base import LegacyRecordModel, ScopedQuerySet, TimestampedModel, apply_org_scope
-from security.fields import EncryptedTextField
+from agentforge_core.fields import EncryptedTextField
+from agentforge_core.models import LegacyRecordModel, ScopedQuerySet, TimestampedModel, apply_org_scope, legacy_uuid
 
 
 class AuthProvider(models.TextChoices):
@@ -83,8 +83,6 @@ class Organization(LegacyRecordModel, TimestampedModel):
         """The organization the JSON-era single-tenant install used (``org_default``)."""
         org = cls.all_orgs.filter(legacy_id="org_default").first()
         if org is None:
-            from accounts.models.base import legacy_uuid
-
             org, _ = cls.all_orgs.get_or_create(
                 id=legacy_uuid("organizations", "org_default"),
                 defaults={"legacy_id": "org_default", "name": "Default Organization", "slug": "default"},

@@ -10,7 +10,11 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.utils import timezone
 
-from accounts.models.base import (
+from accounts.models.directory import GroupRole, Role
+from accounts.models.organizations import AuthProvider, Organization
+from agentforge_core.crypto import sha256_hex
+from agentforge_core.fields import EncryptedTextField
+from agentforge_core.models import (
     LegacyRecordModel,
     OrgOwnedModel,
     ScopedQuerySet,
@@ -21,9 +25,8 @@ from accounts.models.base import (
     org_foreign_key,
     org_index,
 )
-from accounts.models.organizations import AuthProvider, Organization
+from agentforge_core.tenancy import ALL_ORGS, current_org, current_org_id, resolve_org
 from agentforge_site.caching import cached
-from security.fields import EncryptedTextField
 
 
 def normalize_email_address(email: str) -> str:
@@ -33,14 +36,10 @@ def normalize_email_address(email: str) -> str:
 class UserQuerySet(ScopedQuerySet):
     def for_org(self, org):
         """One organization's users (object, UUID or legacy id)."""
-        from accounts.tenancy import _resolve
-
-        return self.filter(org_id=_resolve(org))
+        return self.filter(org_id=resolve_org(org))
 
     def in_current_org(self):
         """The active organization's users; raises OrgScopeError when none is active."""
-        from accounts.tenancy import current_org_id
-
         return self.filter(org_id=current_org_id())
 
     def by_email(self, email: str):
@@ -59,8 +58,6 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
         if not email:
             raise ValueError("an email address is required")
         if extra.get("org") is None and extra.get("org_id") is None:
-            from accounts.tenancy import ALL_ORGS, current_org
-
             active = current_org()
             if active is not None and active is not ALL_ORGS:
                 extra["org_id"] = active
@@ -90,10 +87,8 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
         ``unscoped()``), the default organization, where ``create_superuser`` puts a new
         user. It never matches several users.
         """
-        from accounts.tenancy import ALL_ORGS, _resolve, current_org
-
         if org is not None:
-            org_id = _resolve(org)
+            org_id = resolve_org(org)
         elif current_org() not in (None, ALL_ORGS):
             org_id = current_org()
         else:  # looked up, not created: a read does not make the default organization
@@ -238,8 +233,6 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         return set(self.direct_permissions or []) | cached("role_permissions", self.org_id, self._role_permissions, self.pk)
 
     def _role_permissions(self) -> frozenset[str]:
-        from accounts.models.directory import GroupRole, Role
-
         role_ids = set(UserRole.all_orgs.filter(user=self).values_list("role_id", flat=True))
         role_ids |= set(
             GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True)
@@ -288,8 +281,6 @@ class UserSession(OrgOwnedModel):
 
     @classmethod
     def hash_token(cls, token: str) -> str:
-        from security.crypto import sha256_hex
-
         return sha256_hex(token)
 
 

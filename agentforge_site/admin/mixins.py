@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentforge_site.admin.display import masked
 from agentforge_site.admin.scoping import is_superuser
-from security.fields import EncryptedJSONField, EncryptedTextField, encrypted_fields
+from agentforge_core.fields import EncryptedJSONField, EncryptedTextField, encrypted_fields
 from security.forms import SecretAwareFormMixin, SecretField, SecretJSONField
 
 

@@ -3,7 +3,7 @@
 :class:`OrgScopedAdmin` keeps every page of a tenant model (querysets, foreign-key and
 many-to-many choices, autocompletes, list filters, object URLs) to the signed-in staff
 user's organization; superusers see every organization, with an organization filter, and
-their views run inside :func:`accounts.tenancy.unscoped`.
+their views run inside :func:`agentforge_core.tenancy.unscoped`.
 
 The rows come from the models' scoped managers (``Model.objects``, through Django's
 ``_default_manager``): the request middleware activates the staff user's organization, so
@@ -23,7 +23,7 @@ from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern
 from django.utils.functional import cached_property
 
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 
 
 def model_has_org(model) -> bool:

@@ -3,7 +3,7 @@
 import django.db.models.deletion
 import django.db.models.manager
 import django.utils.timezone
-import security.fields
+import agentforge_core.fields
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -64,7 +64,7 @@ class Migration(migrations.Migration):
                 ('config', models.JSONField(blank=True, default=dict, help_text='Type-specific settings, without secrets.')),
                 ('api_config', models.JSONField(blank=True, null=True)),
                 ('kb_config', models.JSONField(blank=True, null=True)),
-                ('credentials', security.fields.EncryptedJSONField(blank=True, default=dict, help_text='Secrets taken out of the configs, keyed by their path.')),
+                ('credentials', agentforge_core.fields.EncryptedJSONField(blank=True, default=dict, help_text='Secrets taken out of the configs, keyed by their path.')),
                 ('is_active', models.BooleanField(default=True)),
                 ('system_owned', models.BooleanField(default=False, help_text='Legacy owner_id "system".')),
                 ('access_type', models.CharField(choices=[('owner_only', 'Owner Only'), ('authenticated', 'Authenticated'), ('specific_users', 'Specific Users'), ('public', 'Public')], default='owner_only', max_length=20)),

@@ -25,7 +25,7 @@ from accounts.models import (
     User,
     normalize_email_address,
 )
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from agentforge_site.replicas import primary_only
 from legacy.migration import pipeline
 from legacy.format.collections import LEGACY_COLLECTIONS, file_label
@@ -348,7 +348,7 @@ def _report_cross_org_links(writer, report) -> None:
     queries and accessors do not follow them, so an admin should re-point them."""
     from django.apps import apps
 
-    from accounts.models.base import cross_org_links
+    from agentforge_core.models import cross_org_links
 
     tables = {table for table, stats in writer.stats.items() if stats.created or stats.updated}
     written = [m for m in apps.get_models() if m._meta.db_table in tables]
@@ -424,7 +424,7 @@ def _duplicate_emails(users, ctx) -> list:
             seen[key] = rid
     # against users already in the database (another id, same org and email)
     if seen and User.all_orgs.exists():
-        from accounts.models import legacy_uuid
+        from agentforge_core.models import legacy_uuid
 
         for (org_legacy, email), rid in seen.items():
             org_pk = ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None

@@ -20,8 +20,8 @@ from django.db import connection, reset_queries
 from django.db.models import AutoField, BigAutoField
 
 from accounts import rls
-from accounts.models.base import scope_field
-from accounts.tenancy import unscoped
+from agentforge_core.models import scope_field
+from agentforge_core.tenancy import unscoped
 from agentforge_site.caching import rows_changed
 from legacy.format.mappers.base import ChildSet, Mapped, Row
 

@@ -5,7 +5,7 @@ A save maps the legacy dict with the same mapper ``import_json`` uses
 writer; a read turns the rows back into a legacy dict with the mapper's ``to_legacy``, the
 exact form ``export_json`` writes.
 
-Organization scoping (``accounts.tenancy``):
+Organization scoping (``agentforge_core.tenancy``):
 
 * inside ``org_scope(org)``: reads return only that organization's records (others look
   missing), and saving or deleting a record of another organization raises
@@ -25,7 +25,7 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.format.collections import LEGACY_COLLECTIONS
 from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
 from legacy.migration.writer import write_mapped
@@ -41,7 +41,7 @@ class AppendOnlyError(Exception):
 def check_mapped_links(mapped) -> None:
     """The organization invariant the ORM checks on save, for rows the writer puts in with SQL:
     no row of the record (its child rows included) links to another organization's row."""
-    from accounts.models.base import check_org_links
+    from agentforge_core.models import check_org_links
 
     def instances(model, rows):
         names = {f.attname for f in model._meta.concrete_fields}

@@ -35,7 +35,7 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
-from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.format.collections import is_security
 from legacy.store import failures, write_behind
 from legacy.store.db_store import DB_COLLECTIONS, DatabaseStore

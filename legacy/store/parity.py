@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from agentforge_site.replicas import primary_only
 from legacy.format.collections import LEGACY_COLLECTIONS, file_label
 from legacy.store.db_store import DB_COLLECTIONS, AppendOnlyError, DatabaseStore

@@ -3,7 +3,7 @@
 import django.db.models.deletion
 import django.db.models.manager
 import django.utils.timezone
-import security.fields
+import agentforge_core.fields
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -132,7 +132,7 @@ class Migration(migrations.Migration):
                 ('verify_ssl', models.BooleanField(default=True)),
                 ('connection_timeout', models.IntegerField(default=10)),
                 ('bind_dn', models.CharField(blank=True, default='', max_length=500)),
-                ('bind_password', security.fields.EncryptedTextField(blank=True, null=True)),
+                ('bind_password', agentforge_core.fields.EncryptedTextField(blank=True, null=True)),
                 ('base_dn', models.CharField(blank=True, default='', max_length=500)),
                 ('user_search_filter', models.CharField(default='(uid={username})', max_length=500)),
                 ('user_search_base', models.CharField(blank=True, max_length=500, null=True)),
@@ -172,7 +172,7 @@ class Migration(migrations.Migration):
                 ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('provider', models.CharField(choices=[('local', 'Local'), ('google', 'Google'), ('microsoft', 'Microsoft'), ('ldap', 'Ldap'), ('saml', 'Saml'), ('oidc', 'Oidc')], max_length=20)),
                 ('client_id', models.CharField(blank=True, default='', max_length=255)),
-                ('client_secret', security.fields.EncryptedTextField(blank=True, null=True)),
+                ('client_secret', agentforge_core.fields.EncryptedTextField(blank=True, null=True)),
                 ('tenant_id', models.CharField(blank=True, max_length=255, null=True)),
                 ('scopes', models.JSONField(blank=True, default=list)),
                 ('enabled', models.BooleanField(default=True)),

@@ -21,8 +21,20 @@ from django.conf import settings
 from django.db import connections, models
 from django.utils import timezone
 
-from accounts.models import OrgOwnedModel, OrgScopedManager, AllOrgsManager, OrgScopedQuerySet, org_foreign_key, org_index
 from accounts.rls import as_orm_statement
+from agentforge_core.crypto import sha256_hex
+from agentforge_core.models import (
+    AllOrgsManager,
+    OrgOwnedModel,
+    OrgScopedManager,
+    OrgScopedQuerySet,
+    org_foreign_key,
+    org_index,
+)
+from agentforge_core.tenancy import ALL_ORGS, current_org
+from security.middleware import request_context
+from security.models.events import SecurityEvent
+from settings_app.models import org_setting_values
 
 
 KEY_PREFIX = "afk_"
@@ -32,8 +44,6 @@ _NOT_GIVEN = object()
 
 def default_expiry_days(org_id) -> int:
     """The organization's ``security.api_key_expiry_days`` (365 by default; 0 = no expiry)."""
-    from settings_app.models import org_setting_values
-
     value = org_setting_values(org_id).get("security.api_key_expiry_days")
     try:
         return DEFAULT_EXPIRY_DAYS if value is None else max(int(value), 0)
@@ -43,8 +53,6 @@ def default_expiry_days(org_id) -> int:
 
 def _split(plaintext: str):
     """(prefix, digest) of a presented key, or None when it is not shaped like one."""
-    from security.crypto import sha256_hex
-
     if not isinstance(plaintext, str) or not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 256:
         return None
     prefix = plaintext[: len(KEY_PREFIX) + 8]
@@ -64,9 +72,6 @@ class APIKeyQuerySet(OrgScopedQuerySet):
         ``expires_at`` defaults to now + the organization's ``api_key_expiry_days``;
         pass ``None`` explicitly for a key that never expires.
         """
-        from accounts.tenancy import current_org, ALL_ORGS
-        from security.crypto import sha256_hex
-
         org_id = getattr(org, "pk", org)
         if org_id is None and user is not None:
             org_id = user.org_id
@@ -102,8 +107,6 @@ class APIKeyQuerySet(OrgScopedQuerySet):
         Records the time and the client IP (``ip`` or the current request's) of the use.
         A key that exists but is refused writes a security event naming the reason.
         """
-        from security.middleware import request_context
-
         parts = _split(plaintext)
         if parts is None:
             return None
@@ -214,8 +217,7 @@ def _record_use(key, ip: str | None) -> None:
 
 
 def _reject(key, reason: str) -> None:
-    from security.audit import record_security_event
-    from security.models.events import SecurityEvent
+    from security.audit import record_security_event  # not at the top: security.audit imports these models
 
     record_security_event(
         SecurityEvent.EventType.API_KEY_REJECTED,

@@ -15,9 +15,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from accounts.models import OrgScopedQuerySet
-from accounts.models.base import apply_org_scope
-from accounts.tenancy import unscoped
+from agentforge_core.models import OrgScopedQuerySet, apply_org_scope
+from agentforge_core.tenancy import unscoped
 
 
 class AuditLogImmutableError(Exception):
@@ -41,7 +40,7 @@ class AuditLogQuerySet(OrgScopedQuerySet):
 
     def bulk_create(self, objs, *args, **kwargs):
         """Insert entries hashed as they are written, each in its place in its chain."""
-        from security.audit import bulk_append
+        from security.audit import bulk_append  # not at the top: security.audit imports these models
 
         return bulk_append(objs, lambda entries: super(AuditLogQuerySet, self).bulk_create(entries, *args, **kwargs), self.db)
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from accounts.models import OrgOwnedModel, org_foreign_key, org_index
+from agentforge_core.models import OrgOwnedModel, org_foreign_key, org_index
 
 
 class SecurityEvent(OrgOwnedModel):

@@ -3,7 +3,7 @@
 import django.db.models.deletion
 import django.db.models.manager
 import django.utils.timezone
-import security.fields
+import agentforge_core.fields
 from django.conf import settings
 from django.db import migrations, models
 
@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
                 ('value_type', models.CharField(choices=[('string', 'String'), ('integer', 'Integer'), ('float', 'Float'), ('boolean', 'Boolean'), ('json', 'Json'), ('secret', 'Secret')], default='string', max_length=10)),
                 ('value', models.JSONField(blank=True, null=True)),
                 ('is_secret', models.BooleanField(default=False)),
-                ('secret_value', security.fields.EncryptedTextField(blank=True, null=True, scheme='aesgcm')),
+                ('secret_value', agentforge_core.fields.EncryptedTextField(blank=True, null=True, scheme='aesgcm')),
                 ('description', models.TextField(blank=True, default='')),
                 ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('org', models.ForeignKey(db_column='org_id', on_delete=django.db.models.deletion.CASCADE, related_name='org_settings', to='accounts.organization')),
@@ -46,7 +46,7 @@ class Migration(migrations.Migration):
                 ('value_type', models.CharField(choices=[('string', 'String'), ('integer', 'Integer'), ('float', 'Float'), ('boolean', 'Boolean'), ('json', 'Json'), ('secret', 'Secret')], default='string', max_length=10)),
                 ('value', models.JSONField(blank=True, null=True)),
                 ('is_secret', models.BooleanField(default=False)),
-                ('secret_value', security.fields.EncryptedTextField(blank=True, null=True, scheme='aesgcm')),
+                ('secret_value', agentforge_core.fields.EncryptedTextField(blank=True, null=True, scheme='aesgcm')),
                 ('description', models.TextField(blank=True, default='')),
                 ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

@@ -12,7 +12,7 @@ from django.contrib.auth.management.commands.changepassword import Command as Ch
 from django.core.management.base import CommandError
 
 from accounts.models import User, normalize_email_address
-from accounts.tenancy import OrgScopeError, _resolve, org_scope
+from agentforge_core.tenancy import OrgScopeError, org_scope, resolve_org
 
 
 class Command(ChangePasswordCommand):
@@ -34,7 +34,7 @@ class Command(ChangePasswordCommand):
         users = User.all_orgs.using(database).by_email(email).select_related("org")
         if org:
             try:
-                users = users.filter(org_id=_resolve(org))
+                users = users.filter(org_id=resolve_org(org))
             except OrgScopeError as exc:
                 raise CommandError(str(exc)) from None
         found = list(users[:10])

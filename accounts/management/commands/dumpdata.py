@@ -11,7 +11,7 @@ unscoped base manager.
 
 from django.core.management.commands.dumpdata import Command as DumpdataCommand
 
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 
 
 class Command(DumpdataCommand):

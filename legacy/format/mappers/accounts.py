@@ -19,9 +19,9 @@ from accounts.models import (
     RolePermission,
     User,
     UserRole,
-    legacy_uuid,
     normalize_email_address,
 )
+from agentforge_core.models import legacy_uuid
 from legacy.format import passwords
 from legacy.format.mappers.base import (
     MISSING_KEY,
@@ -51,7 +51,7 @@ from legacy.format.mappers.common import (
     set_timestamps,
     split_refs,
 )
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 from security.models import LDAPConfig
 from settings_app.models import UserPreference
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from django.utils import timezone
 
-from accounts.models.base import legacy_uuid
+from agentforge_core.models import legacy_uuid
 from legacy.format.errors import LegacyDataError, LegacyFieldError, describe
 from legacy.format.collections import LegacyCollection, file_label
 from legacy.format.jsonio import format_timestamp, parse_timestamp

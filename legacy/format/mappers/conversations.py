@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 
-from accounts.models import legacy_uuid
+from agentforge_core.models import legacy_uuid
 from agents.models import Agent
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp

@@ -7,7 +7,7 @@ import hashlib
 
 from django.db.models import Prefetch
 
-from accounts.models import legacy_uuid
+from agentforge_core.models import legacy_uuid
 from agents.models import Tool
 from knowledge.models import Document, DocumentChunk
 from legacy.format.errors import LegacyDataError, LegacyFieldError

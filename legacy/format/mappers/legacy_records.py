@@ -10,7 +10,7 @@ from accounts.models import Organization
 from legacy.format.errors import LegacyDataError, LegacyFieldError
 from legacy.format.mappers.base import Mapped, Mapper, Row
 from legacy.models import LegacyRecord
-from security.crypto import sha256_hex
+from agentforge_core.crypto import sha256_hex
 
 
 INVITATIONS = "security/invitations"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
-from accounts.tenancy import unscoped
+from agentforge_core.tenancy import unscoped
 from legacy.migration.exporter import export_directory, passwords_agentforge_cannot_verify
-from security.crypto import DecryptionError
+from agentforge_core.crypto import DecryptionError
 
 
 class Command(AgentForgeCommand):

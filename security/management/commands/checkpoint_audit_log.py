@@ -7,7 +7,7 @@ from django.core.management.base import CommandError
 from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, AuditChainError, chain_keys, checkpoint_chain
 from security.checkpoints import CheckpointError
-from security.crypto import public_key_text
+from agentforge_core.crypto import public_key_text
 
 
 class Command(AgentForgeCommand):

@@ -3,7 +3,7 @@
 from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
-from security import crypto
+from agentforge_core import crypto
 from security.rotation import rotate_all
 
 

@@ -18,7 +18,7 @@ from django.db.models.sql.datastructures import BaseTable
 from django.db.models.sql.where import AND
 from django.utils import timezone
 
-from accounts.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, resolve_org, unscoped
 from agentforge_site.caching import rows_changed
 
 # Namespace for deterministic ids of legacy records whose ids are not UUIDs.
@@ -593,9 +593,7 @@ class OrgScopedQuerySet(ScopedQuerySet):
         return super().bulk_update(objs, fields, *args, **kwargs)
 
     def for_org(self, org):
-        from accounts.tenancy import _resolve
-
-        return self.filter(org_id=_resolve(org))
+        return self.filter(org_id=resolve_org(org))
 
 
 class _OrgQuerySetManagerMixin:
@@ -637,7 +635,7 @@ def scope_relation_accessors() -> None:
     ``org_scope(A)`` the accessors now find only A's rows, so a row of A linked to B's
     (or a B row obtained through ``all_orgs``) raises DoesNotExist instead of handing
     B's row over; with no organization active (authentication) they work as before.
-    Called once from ``AccountsConfig.ready()``.
+    Called once from ``AgentforgeCoreConfig.ready()``.
     """
     from django.apps import apps
 

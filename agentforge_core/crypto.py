@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agentforge_site.dbconfig import ConfigurationError
+
 FERNET = "fernet"
 AESGCM_SCHEME = "aesgcm"
 SCHEMES = (FERNET, AESGCM_SCHEME)
@@ -44,8 +46,6 @@ def _key_id(raw: bytes) -> str:
 
 def parse_key_list(value: str) -> tuple[EncryptionKey, ...]:
     """Parse ``ENCRYPTION_KEY``; raise ConfigurationError naming the variable on bad input."""
-    from agentforge_site.dbconfig import ConfigurationError
-
     keys = []
     parts = [part.strip() for part in (value or "").split(",") if part.strip()]
     if not parts:
@@ -154,8 +154,6 @@ def parse_verify_key(value: str, name: str):
 
 
 def _parse_ed25519(value, name, from_raw, from_pem, kind):
-    from agentforge_site.dbconfig import ConfigurationError
-
     value = value.strip()
     try:
         if value.startswith("-----BEGIN"):

@@ -15,6 +15,7 @@ import inspect
 import uuid
 from contextlib import ContextDecorator
 
+from django.apps import apps
 from django.core.exceptions import PermissionDenied, SynchronousOnlyOperation
 
 
@@ -36,8 +37,7 @@ _active_org: contextvars.ContextVar = contextvars.ContextVar("agentforge_active_
 
 def _resolve(org) -> uuid.UUID:
     """Accept an Organization, its UUID (object or string) or its legacy id ("org_default")."""
-    from accounts.models import Organization
-
+    Organization = apps.get_model("accounts", "Organization")  # by label: accounts builds on this module
     if isinstance(org, Organization):
         # UUID primary keys are set on construction: "unsaved" is _state.adding.
         if org.pk is None or org._state.adding:

@@ -1,4 +1,4 @@
-"""Model fields that keep secrets encrypted at rest (see security.crypto)."""
+"""Model fields that keep secrets encrypted at rest (see agentforge_core.crypto)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from django.db import models
 
-from security import crypto
+from agentforge_core import crypto
 
 
 class EncryptedTextField(models.TextField):

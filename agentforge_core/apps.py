@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class AgentforgeCoreConfig(AppConfig):
+    """The foundation every domain app builds on and that builds on none of them: organization
+    scoping (tenancy, the abstract models and their managers), encryption at rest (crypto,
+    encrypted fields). No concrete models, no migrations."""
+
+    name = "agentforge_core"
+    label = "agentforge_core"
+    verbose_name = "AgentForge core"
+
+    def ready(self):
+        from agentforge_core.models import scope_relation_accessors
+
+        scope_relation_accessors()  # every app's models are loaded by now, the domain apps' included

@@ -36,7 +36,7 @@ from accounts.models import (
 from agentforge_site.admin.display import count_subquery, truncate
 from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, SecretFieldsMixin, SuperuserWritesMixin
 from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline, UserCredentialsAdminMixin, is_superuser, outranking_ids
-from agents.models import Agent
+from agentforge_agents.models import Agent
 
 class AdminLoginForm(AdminAuthenticationForm):
     """The admin login, with AgentForge's answer when the password was right but the account's

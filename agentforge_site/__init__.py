@@ -8,7 +8,7 @@ importing any model::
     # or: agentforge_site.setup(DB_TYPE="postgresql", DB_HOST="db", DB_NAME="agentforge")
 
     from agentforge_core.tenancy import org_scope
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     with org_scope(org_id):                      # sync code
         Agent.objects.filter(status="published").count()

@@ -98,7 +98,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "auditlog",
-    "agents.apps.AgentsConfig",
+    "agentforge_agents.apps.AgentsConfig",
     "knowledge.apps.KnowledgeConfig",
     "conversations.apps.ConversationsConfig",
     "security.apps.SecurityConfig",

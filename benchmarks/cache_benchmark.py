@@ -117,7 +117,7 @@ def _time(read, count: int) -> str:
 
 def _populate(org_count: int, rng):
     from accounts.models import Group, GroupMembership, GroupRole, Organization, Permission, Role, RolePermission, User, UserRole
-    from agents.models import Agent, AgentTool, Tool
+    from agentforge_agents.models import Agent, AgentTool, Tool
     from settings_app.models import OrgSetting
 
     codes = [Permission.objects.create(codename=f"resource{n}:{action}") for n in range(15) for action in ("read", "write")]
@@ -152,7 +152,7 @@ def _populate(org_count: int, rng):
 def _reads(orgs, users, agents, rng) -> dict:
     from accounts.models import User
     from agentforge_core.tenancy import org_scope
-    from agents.models import agent_for_chat
+    from agentforge_agents.models import agent_for_chat
     from settings_app.models import org_setting_values
 
     # The request already holds its user row (the session loaded it): the role part is the read.

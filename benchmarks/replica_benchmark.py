@@ -104,7 +104,7 @@ def prepare(args) -> dict:
 
     from security.audit import rechain
 
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
     from conversations.models import Conversation, Message
     from security.models import AuditLog
 
@@ -154,7 +154,7 @@ def reader(replica: bool, data: dict, start, seconds: float, ready, out) -> None
 
     from accounts.models import User
     from agentforge_core.tenancy import org_scope
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
     from conversations.models import Message
 
     client = Client()

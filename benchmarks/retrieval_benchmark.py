@@ -252,7 +252,7 @@ def bench_database(args, rng):
 
     from accounts.models import Organization
     from agentforge_core.tenancy import org_scope
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
     from knowledge import vectors
     from knowledge.models import Document, DocumentChunk
     from knowledge.retrieval import hybrid_search, keyword_hits

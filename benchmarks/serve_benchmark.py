@@ -125,7 +125,7 @@ def app_env(base: Path, **extra) -> dict:
 
 POPULATE = """
 from accounts.models import Organization, User
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from agentforge_core.tenancy import org_scope
 from security.audit import record_auth_event
 org = Organization.get_default()

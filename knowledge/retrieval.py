@@ -6,7 +6,7 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 
 from agentforge_core.tenancy import OrgScopeError, current_org_id
-from agents.models import Tool
+from agentforge_agents.models import Tool
 from knowledge.fulltext import keyword_search
 from knowledge.models import as_pk
 from knowledge.vectors import EmbeddingError, Hit, load_chunks, semantic_search

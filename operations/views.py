@@ -9,7 +9,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import User
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from conversations.models import Conversation
 from knowledge.models import Document
 from operations.health import build_report, database_switch, public_view

@@ -60,7 +60,7 @@ def populate(org, user, suffix="") -> dict:
         UserRole,
         UserSession,
     )
-    from agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
+    from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
     from conversations.models import Attachment, Conversation, Message
     from knowledge.models import Document, DocumentChunk
     from legacy.models import LegacyRecord

@@ -15,7 +15,7 @@ from accounts.models import (
     RolePermission, User, UserRole,
 )
 from agentforge_core.tenancy import unscoped
-from agents.models import Agent, AgentTool, Tool, ToolPermission
+from agentforge_agents.models import Agent, AgentTool, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord

@@ -105,7 +105,7 @@ def test_filtering_by_another_orgs_id_shows_nothing(client, world):
 
 
 def test_org_admin_add_fills_org(client, world):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     client.force_login(world["orgadmin"])
     data = form_data(client.get(reverse("admin:agents_agent_add")))
@@ -117,7 +117,7 @@ def test_org_admin_add_fills_org(client, world):
 
 
 def test_org_admin_cannot_pick_other_orgs_rows_by_id(client, world):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     client.force_login(world["orgadmin"])
     data = form_data(client.get(reverse("admin:agents_agent_add")))
@@ -129,7 +129,7 @@ def test_org_admin_cannot_pick_other_orgs_rows_by_id(client, world):
 
 
 def test_superuser_cannot_mix_organizations(client, world):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     client.force_login(world["superuser"])
     data = form_data(client.get(reverse("admin:agents_agent_add")))
@@ -141,7 +141,7 @@ def test_superuser_cannot_mix_organizations(client, world):
 
 
 def test_superuser_edits_another_orgs_row(client, world):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     client.force_login(world["superuser"])
     agent = world["theirs"]["agent"]

@@ -108,7 +108,7 @@ def test_secret_change_is_in_admin_history_without_value(client, world):
 
 
 def test_tool_credentials_keys_shown_values_write_only(client, world):
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
 
     client.force_login(world["superuser"])
     tool = world["rows"]["tool"]

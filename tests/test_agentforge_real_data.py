@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.backends import login_refusal
 from accounts.models import Department, Group, MFASettings, Organization, Role, User
 from accounts.services import change_password
-from agents.models import Agent, Tool, ToolPermission
+from agentforge_agents.models import Agent, Tool, ToolPermission
 from conversations.models import Conversation, Message
 from knowledge.models import Document
 from legacy.models import LegacyRecord

@@ -132,7 +132,7 @@ def test_three_organizations_never_see_each_others_cached_settings(cache_backend
 
 @pytest.mark.django_db(transaction=True)
 def test_cached_secrets_stay_out_of_the_cache(cache_backend, make_org, make_user):
-    from agents.models import Agent, AgentTool, Tool, agent_for_chat
+    from agentforge_agents.models import Agent, AgentTool, Tool, agent_for_chat
     from settings_app.models import OrgSetting, org_setting_values
 
     org = make_org()
@@ -243,7 +243,7 @@ def test_every_write_path_changes_the_cached_permissions(cache_backend, roles, p
 
 @pytest.mark.django_db(transaction=True)
 def test_agent_for_chat_follows_tool_links_and_edits(cache_backend, make_org):
-    from agents.models import Agent, AgentTool, Tool, agent_for_chat
+    from agentforge_agents.models import Agent, AgentTool, Tool, agent_for_chat
 
     org = make_org()
     agent = Agent.all_orgs.create(org=org, name="Helper")

@@ -26,7 +26,7 @@ def test_superuser_gets_the_platform_details(client, make_org, make_user):
 
 @pytest.mark.django_db
 def test_organization_admin_sees_its_own_figures_and_nothing_of_the_platform(client, make_org, make_user):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     mine, theirs = make_org(), make_org()
     admin = make_user(mine, is_staff=True, has_admin_access=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.models import ToolPermission
+from agentforge_agents.models import ToolPermission
 from tests import legacy_corpus as C
 from tests.agentforge_real import nullable_fields
 from tests.legacy_helpers import load_dir, run_export, run_import

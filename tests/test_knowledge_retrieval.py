@@ -19,7 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from agentforge_core.tenancy import OrgScopeError, org_scope
-from agents.models import Tool
+from agentforge_agents.models import Tool
 from knowledge import vectors
 from knowledge.fulltext import keyword_search, query_terms
 from knowledge.models import Document, DocumentChunk, VectorSet

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_org_by_legacy_id_is_the_same_chain_as_by_uuid(make_org):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     org = make_org(legacy_id="org_acme")
     with org_scope(org):

@@ -39,7 +39,7 @@ def no_slow_query_events(settings):
 def populate(make_org, make_user):
     """A little of everything: secrets, JSON, binary, M2M through models, auto_now_add, nullable org."""
     from agentforge_core.tenancy import org_scope, unscoped
-    from agents.models import Agent, AgentTool, AgentVersion, Tool
+    from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool
     from knowledge.models import Document, DocumentChunk
     from security.models import SecurityEvent
     from settings_app.models import SystemSetting
@@ -133,7 +133,7 @@ def test_backup_flush_restore_gives_the_same_rows(make_org, make_user, tmp_path,
     assert reports and all(r.ok for r in reports), [(r.chain, r.reason) for r in reports if not r.ok]
     # The same ciphertext, not a re-encryption, and still readable through the model.
     assert raw_column("tools", "credentials") == ciphertext
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
 
     assert Tool.all_orgs.get().credentials == {"api_key": "sk-test-123"}
     # Login still works with the restored hash.
@@ -144,7 +144,7 @@ def test_backup_flush_restore_gives_the_same_rows(make_org, make_user, tmp_path,
     # A database with rows is refused without force, and replaced with it.
     with pytest.raises(RestoreRefused, match="--force"):
         restore_database(path)
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     Agent.all_orgs.update(name="changed")
     restore_database(path, force=True)

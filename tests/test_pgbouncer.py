@@ -13,7 +13,7 @@ from django.db.utils import load_backend
 
 from accounts.models import Organization
 from agentforge_core.tenancy import org_scope, unscoped
-from agents.models import Agent
+from agentforge_agents.models import Agent
 
 pytestmark = [pytest.mark.backends("postgresql")]
 

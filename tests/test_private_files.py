@@ -28,7 +28,7 @@ def modes(root: Path) -> dict:
 
 @pytest.mark.django_db
 def test_export_json_is_0600_files_in_0700_directories(make_org, tmp_path, open_umask):
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
     from agentforge_core.tenancy import org_scope
 
     org = make_org()

@@ -16,7 +16,7 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from agentforge_site import replicas
 from agentforge_site.dbconfig import ConfigurationError, build_database, build_replicas, replica_settings
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from tests.test_settings import GOOD, _manage
 
 BASE = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from agentforge_core.tenancy import org_scope
 from agentforge_site import replicas
 from agentforge_site.replicas import COOKIE_NAME, _lsn, direct_connect_params
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from operations.health import build_report
 
 REPLICA = "replica1"

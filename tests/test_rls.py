@@ -12,7 +12,7 @@ from accounts import rls
 from accounts.models import Organization, User
 from agentforge_core.tenancy import org_scope, unscoped
 from accounts.tenant_schema import POLICY, policy_tables, tenant_models
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from tests.test_tenancy import make_row
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("postgresql")]

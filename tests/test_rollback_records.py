@@ -13,7 +13,7 @@ from django.urls import reverse
 from accounts.backends import login_refusal
 from accounts.models import Organization, User
 from agentforge_core.tenancy import unscoped
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from legacy.models import LegacyRecord
 from agentforge_core.crypto import sha256_hex
 from tests import legacy_corpus as C

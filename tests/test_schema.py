@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from agentforge_core.models import legacy_uuid, LEGACY_NAMESPACE
 from accounts.models import Organization, User
 from agentforge_core.tenancy import org_scope
-from agents.models import Tool
+from agentforge_agents.models import Tool
 from knowledge.models import Document, DocumentChunk
 from knowledge.vectors import semantic_search
 

@@ -30,7 +30,7 @@ def verify_command_fails_at(org, entry_id) -> str:
 
 @pytest.mark.django_db
 def test_model_changes_are_audited_with_org_and_chain(make_org):
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
 
     org = make_org()
     with org_scope(org):
@@ -84,7 +84,7 @@ def _raw_update(entry_id, value):
 def test_edited_row_is_detected_by_verify_audit_log(make_org):
     org = make_org()
     with org_scope(org):
-        from agents.models import Agent
+        from agentforge_agents.models import Agent
 
         for n in range(3):
             Agent.objects.create(name=f"Agent {n}")
@@ -102,7 +102,7 @@ def test_edited_row_is_detected_by_verify_audit_log(make_org):
 @pytest.mark.backends("sqlite", "mysql")
 def test_removed_rows_are_detected(make_org):
     org = make_org()
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     with org_scope(org):
         for n in range(4):
@@ -143,7 +143,7 @@ def test_postgresql_trigger_rejects_raw_update_and_delete(make_org):
 @pytest.mark.django_db
 def test_bulk_inserted_legacy_entries_are_chained(make_org):
     org = make_org()
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     with org_scope(org):
         Agent.objects.create(name="before")
@@ -181,7 +181,7 @@ def _insert_unhashed(org, **fields):
 
 @pytest.mark.django_db
 def test_an_entry_without_a_hash_is_reported_and_never_chained_by_later_writes(make_org, make_user):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     org = make_org()
     raw = _insert_unhashed(org, object_repr="forged sign-out")
@@ -198,7 +198,7 @@ def test_an_entry_without_a_hash_is_reported_and_never_chained_by_later_writes(m
 
 @pytest.mark.django_db
 def test_rechain_audit_log_refuses_unnamed_and_altered_entries_and_is_audited(make_org):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     org = make_org()
     raw = _insert_unhashed(org)
@@ -225,7 +225,7 @@ def test_rechain_audit_log_refuses_unnamed_and_altered_entries_and_is_audited(ma
 @pytest.mark.backends("sqlite", "mysql")
 def test_rechain_refuses_an_edited_entry_whose_hash_was_blanked_unless_named(make_org):
     """The forgery of the issue: edit a row, blank its hash; rechain does not bless it."""
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     org = make_org()
     with org_scope(org):
@@ -267,7 +267,7 @@ def test_postgresql_edit_with_trigger_disabled_is_still_detected(make_org):
     import psycopg
     from django.db import DatabaseError
 
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     org = make_org()
     with org_scope(org):
@@ -315,7 +315,7 @@ def test_concurrent_appends_keep_one_chain(make_org):
 
     from django.db import connections
 
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     org = make_org()
     errors = []

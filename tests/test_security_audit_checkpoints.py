@@ -47,7 +47,7 @@ def entries(org_id):
 
 
 def add_agents(org, n):
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     with org_scope(org):
         for i in range(n):

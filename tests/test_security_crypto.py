@@ -42,7 +42,7 @@ SECRETS = {
 
 def make_secrets(make_org, make_user):
     from accounts.models import MFASettings
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
     from security.models import LDAPConfig, OAuthConfig
     from settings_app.models import OrgSetting, SystemSetting
 
@@ -87,7 +87,7 @@ def all_raw():
 
 def read_back(org):
     from accounts.models import MFASettings, Organization
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
     from legacy.models import LegacyRecord
     from security.models import LDAPConfig, OAuthConfig
     from settings_app.models import OrgSetting, SystemSetting
@@ -171,7 +171,7 @@ def test_rotation_two_keys_then_one_loses_nothing(make_org, make_user):
 
 @pytest.mark.django_db
 def test_wrong_key_fails_loudly_naming_the_field(make_org, make_user):
-    from agents.models import Tool
+    from agentforge_agents.models import Tool
 
     org = make_secrets(make_org, make_user)
     with override_settings(ENCRYPTION_KEY=Fernet.generate_key().decode()):

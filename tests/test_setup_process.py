@@ -33,7 +33,7 @@ agentforge_site.setup()  # a second call is harmless
 from django.conf import settings
 from accounts.models import Organization
 from agentforge_core.tenancy import OrgScopeError, current_org, org_scope
-from agents.models import Agent
+from agentforge_agents.models import Agent
 
 out = {"database": str(settings.DATABASES["default"]["NAME"])}
 org = Organization.all_orgs.create(name="Plain process", slug="plain-process", legacy_id="org_plain")

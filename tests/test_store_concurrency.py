@@ -120,7 +120,7 @@ def test_concurrent_dual_writers_lose_nothing(tmp_path):
                                 cwd=PROJECT, env=env, capture_output=True, timeout=300)
         assert result.returncode == 0, (result.stdout + result.stderr).decode()[-3000:]
     else:
-        from agents.models import Agent
+        from agentforge_agents.models import Agent
         from security.models import AuditLog
 
         db_agents = set(Agent.all_orgs.values_list("legacy_id", flat=True))

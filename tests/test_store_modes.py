@@ -82,7 +82,7 @@ def test_database_mode_round_trip_touches_no_file(default_org, tmp_path, setting
     assert store.delete("agents", AGENT_ID) is False
     assert list(tmp_path.iterdir()) == []
 
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     assert not Agent.all_orgs.filter(legacy_id=AGENT_ID).exists()
 
@@ -90,7 +90,7 @@ def test_database_mode_round_trip_touches_no_file(default_org, tmp_path, setting
 def test_database_mode_save_that_loses_an_insert_race_updates(default_org, tmp_path, settings, monkeypatch):
     """Another process inserted the same new record between this save's read and its insert
     (CI saw it with two dual writers on MariaDB): the save retries and updates that row."""
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
     from legacy.migration.writer import Writer
 
     settings.LEGACY_DATA_DIR = str(tmp_path)
@@ -171,7 +171,7 @@ def test_database_mode_audit_entries_are_append_only(imported):
 def test_dual_save_writes_database_then_json(imported):
     store = DualStore(imported)
     store.save("agents", agent())
-    from agents.models import Agent
+    from agentforge_agents.models import Agent
 
     assert Agent.all_orgs.get(legacy_id=AGENT_ID).name == "Helper"
     on_disk = json_file(imported, "agents")

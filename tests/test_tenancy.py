@@ -37,7 +37,7 @@ from agentforge_core.models import OrgOwnedModel, is_org_scoped, scope_field, te
 from accounts.models import Organization, Role, User
 from accounts.checks import tenant_model_errors
 from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, current_org_id, org_scope, unscoped
-from agents.models import Agent, AgentTool, Tool
+from agentforge_agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from knowledge.vectors import semantic_search

@@ -16,7 +16,7 @@ from django.urls import reverse
 from accounts.models import Group, GroupMembership, MFASettings, Organization, User, UserSession
 from agentforge_core.models import cross_org_links
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
-from agents.models import Agent, AgentTool, Tool
+from agentforge_agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from security.models import APIKey

@@ -17,7 +17,7 @@ from accounts.tenant_schema import (
     tenant_links,
     tenant_models,
 )
-from agents.models import Agent, AgentTool, Tool
+from agentforge_agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("postgresql", "mysql")]

@@ -10,7 +10,7 @@ from django.db import connection
 from django.urls import reverse
 
 from agentforge_core.tenancy import org_scope, unscoped
-from agents.models import Tool
+from agentforge_agents.models import Tool
 from security.models import AuditLog
 from tests.admin_support import form_data, populate
 

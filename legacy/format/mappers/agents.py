@@ -8,7 +8,7 @@ import copy
 from django.db.models import Prefetch
 
 from accounts.models import User
-from agents.models import Agent, AgentTool, Tool, ToolPermission, extract_secrets, merge_secrets
+from agentforge_agents.models import Agent, AgentTool, Tool, ToolPermission, extract_secrets, merge_secrets
 from legacy.format.mappers.base import ChildSet, Context, Mapper, Row, extra_items, legacy_extra, omit_missing, ts_out
 from legacy.format.mappers.common import (
     DANGLING,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db.models import Prefetch
 
 from agentforge_core.models import legacy_uuid
-from agents.models import Agent
+from agentforge_agents.models import Agent
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp
 from legacy.format.mappers.base import Context, Mapper, Rec, Row, extra_items, legacy_extra, omit_missing, ts_out

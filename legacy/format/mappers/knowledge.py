@@ -8,7 +8,7 @@ import hashlib
 from django.db.models import Prefetch
 
 from agentforge_core.models import legacy_uuid
-from agents.models import Tool
+from agentforge_agents.models import Tool
 from knowledge.models import Document, DocumentChunk
 from legacy.format.errors import LegacyDataError, LegacyFieldError
 from legacy.format.mappers.base import Context, Mapped, Mapper, Rec, Row, extra_items, legacy_extra, omit_missing, ts_out

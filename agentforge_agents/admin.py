@@ -7,7 +7,7 @@ from django.contrib import admin
 from agentforge_site.admin.display import count_subquery, json_block
 from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin, SecretFieldsMixin
 from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline
-from agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
+from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
 
 
 @admin.register(Tool)

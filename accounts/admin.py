@@ -33,10 +33,22 @@ from accounts.models import (
     UserSession,
     normalize_email_address,
 )
-from agentforge_site.admin.display import count_subquery, truncate
-from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, SecretFieldsMixin, SuperuserWritesMixin
-from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline, UserCredentialsAdminMixin, is_superuser, outranking_ids
 from agentforge_agents.models import Agent
+from agentforge_site.admin.display import count_subquery, truncate
+from agentforge_site.admin.mixins import (
+    CreatedByAdminMixin,
+    ReadOnlyAdminMixin,
+    SecretFieldsMixin,
+    SuperuserWritesMixin,
+)
+from agentforge_site.admin.scoping import (
+    OrgScopedAdmin,
+    ScopedTabularInline,
+    UserCredentialsAdminMixin,
+    is_superuser,
+    outranking_ids,
+)
+
 
 class AdminLoginForm(AdminAuthenticationForm):
     """The admin login, with AgentForge's answer when the password was right but the account's
@@ -61,7 +73,17 @@ admin.site.login_form = AdminLoginForm
 
 @admin.register(Organization)
 class OrganizationAdmin(SecretFieldsMixin, OrgScopedAdmin):
-    list_display = ("name", "slug", "status", "domain", "user_count", "agent_count", "require_mfa", "directory_source", "created_at")
+    list_display = (
+        "name",
+        "slug",
+        "status",
+        "domain",
+        "user_count",
+        "agent_count",
+        "require_mfa",
+        "directory_source",
+        "created_at",
+    )
     list_filter = ("status", "directory_source", "require_mfa")
     search_fields = ("name", "slug", "domain", "legacy_id")
     readonly_fields = ("legacy_id", "created_at", "updated_at")
@@ -70,7 +92,15 @@ class OrganizationAdmin(SecretFieldsMixin, OrgScopedAdmin):
         ("Sign-in", {"fields": ("allowed_auth_providers", "require_mfa", "allowed_email_domains")}),
         (
             "Google and Microsoft sign-in",
-            {"fields": ("google_client_id", "google_client_secret", "microsoft_client_id", "microsoft_client_secret", "microsoft_tenant_id")},
+            {
+                "fields": (
+                    "google_client_id",
+                    "google_client_secret",
+                    "microsoft_client_id",
+                    "microsoft_client_secret",
+                    "microsoft_tenant_id",
+                )
+            },
         ),
         ("Limits", {"fields": ("max_users", "max_agents", "max_tools")}),
         ("Directory", {"fields": ("directory_source", "hr_api_config", "settings")}),
@@ -200,7 +230,9 @@ class GroupAdmin(OrgScopedAdmin):
     list_select_related = ("org",)
     search_fields = ("name", "description")
     readonly_fields = ("legacy_id", "created_at", "updated_at")
-    all_fieldsets = ((None, {"fields": ("org", "name", "description", "roles", "legacy_id", "created_at", "updated_at")}),)
+    all_fieldsets = (
+        (None, {"fields": ("org", "name", "description", "roles", "legacy_id", "created_at", "updated_at")}),
+    )
     through_m2m = {"roles": admin.widgets.FilteredSelectMultiple}
     inlines = (GroupMembershipInline,)
 
@@ -314,7 +346,17 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
     add_form = UserAddForm
     list_display = ("email", "full_name", "org", "role_names", "status_badge", "mfa_enabled", "is_staff", "last_login")
     list_select_related = ("org", "mfa")
-    list_filter = ("status", LockedFilter, "is_staff", "is_superuser", "auth_provider", "mfa__enabled", "must_change_password", "department", "roles")
+    list_filter = (
+        "status",
+        LockedFilter,
+        "is_staff",
+        "is_superuser",
+        "auth_provider",
+        "mfa__enabled",
+        "must_change_password",
+        "department",
+        "roles",
+    )
     search_fields = ("email", "first_name", "last_name", "display_name", "employee_id")
     ordering = ("email",)
     autocomplete_fields = ("department", "manager")
@@ -333,7 +375,10 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
     )
     all_fieldsets = (
         (None, {"fields": ("email", "password")}),
-        ("Organization", {"fields": ("org", "department", "manager", "job_title", "employee_id", "auth_provider", "external_id")}),
+        (
+            "Organization",
+            {"fields": ("org", "department", "manager", "job_title", "employee_id", "auth_provider", "external_id")},
+        ),
         ("Profile", {"fields": ("first_name", "last_name", "display_name", "phone", "location", "avatar_url", "bio")}),
         ("Access", {"fields": ("status", "roles", "direct_permissions", "has_enduser_access", "has_admin_access")}),
         (
@@ -363,16 +408,20 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
     )
     fieldsets = ((None, {"fields": ("email", "password")}),)  # all_fieldsets is what is used
     add_fieldsets = (
-        (None, {"classes": ("wide",), "fields": ("email", "org", "first_name", "last_name", "usable_password", "password1", "password2")}),
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("email", "org", "first_name", "last_name", "usable_password", "password1", "password2"),
+            },
+        ),
     )
     actions = ("lock_users", "unlock_users", "force_password_reset")
     superuser_only_fields = ("is_superuser", "groups", "user_permissions")
 
     def get_queryset(self, request):
         return (
-            super()
-            .get_queryset(request)
-            .prefetch_related(Prefetch("roles", queryset=Role.all_orgs.only("id", "name")))
+            super().get_queryset(request).prefetch_related(Prefetch("roles", queryset=Role.all_orgs.only("id", "name")))
         )
 
     def get_fieldsets(self, request, obj=None):
@@ -537,12 +586,33 @@ class PasswordHistoryAdmin(UserCredentialsAdminMixin, ReadOnlyAdminMixin, OrgSco
 
 @admin.register(UserSession)
 class UserSessionAdmin(UserCredentialsAdminMixin, ReadOnlyAdminMixin, OrgScopedAdmin):
-    list_display = ("user", "org", "ip_address", "agent", "created_at", "last_seen_at", "expires_at", "revoked_at", "mfa_verified")
+    list_display = (
+        "user",
+        "org",
+        "ip_address",
+        "agent",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "revoked_at",
+        "mfa_verified",
+    )
     list_select_related = ("user", "org")
     list_filter = ("mfa_verified", "remember_me", ("revoked_at", admin.EmptyFieldListFilter), "created_at")
     search_fields = ("user__email", "=ip_address")
     ordering = ("-created_at",)
-    fields = ("org", "user", "ip_address", "user_agent", "remember_me", "mfa_verified", "created_at", "last_seen_at", "expires_at", "revoked_at")
+    fields = (
+        "org",
+        "user",
+        "ip_address",
+        "user_agent",
+        "remember_me",
+        "mfa_verified",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "revoked_at",
+    )
     readonly_fields = fields
 
     @admin.display(description="user agent")

@@ -38,7 +38,9 @@ BACKUP_CODE_LENGTH = 8
 
 class CodeForm(forms.Form):
     code = forms.CharField(
-        label="Code", max_length=32, strip=True,
+        label="Code",
+        max_length=32,
+        strip=True,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True, "inputmode": "text"}),
     )
 
@@ -79,8 +81,14 @@ def _start(request, user, step: str, next_url: str) -> None:
         "failures": 0,
     }
     request.session.save()  # the key now, so the audit entry names this session
-    record_auth_event("login", user=user, success=False, request=request, error="second factor required",
-                      details={"stage": "password", "next_step": step})
+    record_auth_event(
+        "login",
+        user=user,
+        success=False,
+        request=request,
+        error="second factor required",
+        details={"stage": "password", "next_step": step},
+    )
 
 
 def _finish(request, user, method: str) -> str:
@@ -139,18 +147,31 @@ def verify(request, site):
         outcome = mfa.accept_totp(settings_row, code) if mfa.has_totp(settings_row) else "wrong"
         if outcome == "ok":
             return HttpResponseRedirect(_finish(request, user, "totp"))
-        if (outcome == "wrong" and len(mfa.normalise_backup_code(code)) == BACKUP_CODE_LENGTH
-                and settings_row is not None and settings_row.is_active
-                and mfa.use_backup_code(settings_row, code)):
+        if (
+            outcome == "wrong"
+            and len(mfa.normalise_backup_code(code)) == BACKUP_CODE_LENGTH
+            and settings_row is not None
+            and settings_row.is_active
+            and mfa.use_backup_code(settings_row, code)
+        ):
             return HttpResponseRedirect(_finish(request, user, "backup_code"))
         reason = "mfa_code_reused" if outcome == "reused" else "invalid_mfa_code"
         restart = _wrong_code(request, user, reason)
         if restart is not None:
             return restart
         error = "That code was already used. Wait for the next one." if outcome == "reused" else "Wrong code."
-    return TemplateResponse(request, "admin/mfa_verify.html", _context(
-        site, request, title="Second factor", form=form, error=error, email=user.email,
-    ))
+    return TemplateResponse(
+        request,
+        "admin/mfa_verify.html",
+        _context(
+            site,
+            request,
+            title="Second factor",
+            form=form,
+            error=error,
+            email=user.email,
+        ),
+    )
 
 
 def enrol(request, site):
@@ -171,17 +192,35 @@ def enrol(request, site):
         codes = mfa.confirm_enrolment(settings_row, form.cleaned_data["code"])
         if codes is not None:
             next_url = _finish(request, user, "totp")
-            return TemplateResponse(request, "admin/mfa_backup_codes.html", _context(
-                site, request, title="Your backup codes", codes=codes, next_url=next_url,
-            ))
+            return TemplateResponse(
+                request,
+                "admin/mfa_backup_codes.html",
+                _context(
+                    site,
+                    request,
+                    title="Your backup codes",
+                    codes=codes,
+                    next_url=next_url,
+                ),
+            )
         restart = _wrong_code(request, user, "invalid_mfa_code")
         if restart is not None:
             return restart
         error = "Wrong code. Check the time on your device and type the code it shows now."
-    return TemplateResponse(request, "admin/mfa_enrol.html", _context(
-        site, request, title="Set up a second factor", form=form, error=error, email=user.email,
-        secret=settings_row.totp_secret, otpauth_uri=mfa.provisioning_uri(settings_row.totp_secret, user.email),
-    ))
+    return TemplateResponse(
+        request,
+        "admin/mfa_enrol.html",
+        _context(
+            site,
+            request,
+            title="Set up a second factor",
+            form=form,
+            error=error,
+            email=user.email,
+            secret=settings_row.totp_secret,
+            otpauth_uri=mfa.provisioning_uri(settings_row.totp_secret, user.email),
+        ),
+    )
 
 
 def cancel(request, site):
@@ -190,6 +229,7 @@ def cancel(request, site):
     if request.method == "POST":
         request.session.flush()
         if user is not None:
-            record_auth_event("logout", user=user, request=request, details={"stage": "second_factor",
-                                                                              "reason": "abandoned"})
+            record_auth_event(
+                "logout", user=user, request=request, details={"stage": "second_factor", "reason": "abandoned"}
+            )
     return HttpResponseRedirect(reverse("admin:login", current_app=site.name))

@@ -157,8 +157,10 @@ class EmailBackend(ModelBackend):
         now = timezone.now()
         rows = User.all_orgs.filter(pk=user.pk)
         last = self._last_failure(user)
-        if policy["reset_after"] and user.failed_login_attempts and (
-            last is None or last < now - dt.timedelta(minutes=policy["reset_after"])
+        if (
+            policy["reset_after"]
+            and user.failed_login_attempts
+            and (last is None or last < now - dt.timedelta(minutes=policy["reset_after"]))
         ):
             rows.update(failed_login_attempts=0)
         rows.update(failed_login_attempts=F("failed_login_attempts") + 1)
@@ -192,8 +194,14 @@ class EmailBackend(ModelBackend):
     @staticmethod
     def _refused_status(user, request) -> None:
         details = {"reason": f"account_{user.status}"}
-        record_auth_event("login_failed", user=user, success=False, request=request,
-                          error=REFUSED_STATUSES[user.status], details=details)
+        record_auth_event(
+            "login_failed",
+            user=user,
+            success=False,
+            request=request,
+            error=REFUSED_STATUSES[user.status],
+            details=details,
+        )
         record_security_event(SecurityEvent.EventType.LOGIN_FAILED, user=user, request=request, details=details)
 
     @staticmethod
@@ -208,17 +216,40 @@ class EmailBackend(ModelBackend):
     def _refused_throttled(email, refusal, request) -> None:
         # No account is looked up for a refused attempt: the entry names the email as typed.
         details = {"reason": "throttled", "scope": refusal.scope, "retry_after": refusal.retry_after}
-        record_auth_event("login_failed", email=str(email)[:254], success=False, request=request,
-                          error="too many failed sign-ins", details=details)
+        record_auth_event(
+            "login_failed",
+            email=str(email)[:254],
+            success=False,
+            request=request,
+            error="too many failed sign-ins",
+            details=details,
+        )
 
     @staticmethod
     def _throttle_started(email, throttle, users, request) -> None:
         block = throttle.started
-        details = {"reason": "signin_throttled", "scope": block.scope, "blocked_seconds": block.retry_after,
-                   "address": throttle.address}
+        details = {
+            "reason": "signin_throttled",
+            "scope": block.scope,
+            "blocked_seconds": block.retry_after,
+            "address": throttle.address,
+        }
         severity = SecurityEvent.Severity.CRITICAL if block.scope == "address" else SecurityEvent.Severity.WARNING
         for user in users or [None]:
-            record_auth_event("login_failed", user=user, email=str(email)[:254], success=False, request=request,
-                              error="sign-in throttled", details=details)
-            record_security_event(SecurityEvent.EventType.SUSPICIOUS_ACTIVITY, user=user, email=str(email)[:254],
-                                  request=request, severity=severity, details=details)
+            record_auth_event(
+                "login_failed",
+                user=user,
+                email=str(email)[:254],
+                success=False,
+                request=request,
+                error="sign-in throttled",
+                details=details,
+            )
+            record_security_event(
+                SecurityEvent.EventType.SUSPICIOUS_ACTIVITY,
+                user=user,
+                email=str(email)[:254],
+                request=request,
+                severity=severity,
+                details=details,
+            )

@@ -29,25 +29,37 @@ def tenant_model_errors(models) -> list:
             continue
         label = model._meta.label
         if not is_org_scoped(model._default_manager.all().query):
-            errors.append(checks.Error(
-                f"{label}.{model._default_manager.name} is not organization-scoped",
-                hint="derive the model from agentforge_core.models.OrgOwnedModel (objects = OrgScopedManager())",
-                obj=model, id="accounts.E001",
-            ))
+            errors.append(
+                checks.Error(
+                    f"{label}.{model._default_manager.name} is not organization-scoped",
+                    hint="derive the model from agentforge_core.models.OrgOwnedModel (objects = OrgScopedManager())",
+                    obj=model,
+                    id="accounts.E001",
+                )
+            )
         if not hasattr(model, "all_orgs"):
-            errors.append(checks.Error(f"{label} has no all_orgs manager for system work", obj=model, id="accounts.E002"))
+            errors.append(
+                checks.Error(f"{label} has no all_orgs manager for system work", obj=model, id="accounts.E002")
+            )
         if not issubclass(model, OrgOwnedModel) and label not in UNCHECKED_WRITES:
-            errors.append(checks.Error(
-                f"{label}: save() does not check the organization of the row and its links",
-                hint="derive the model from agentforge_core.models.OrgOwnedModel", obj=model, id="accounts.E003",
-            ))
+            errors.append(
+                checks.Error(
+                    f"{label}: save() does not check the organization of the row and its links",
+                    hint="derive the model from agentforge_core.models.OrgOwnedModel",
+                    obj=model,
+                    id="accounts.E003",
+                )
+            )
         queryset_class = model._default_manager._queryset_class
         if not issubclass(queryset_class, OrgScopedQuerySet) and label not in UNCHECKED_WRITES:
-            errors.append(checks.Error(
-                f"{label}: bulk writes (update, delete, bulk_create) do not check the organization",
-                hint="give the managers an OrgScopedQuerySet (OrgScopedManager.from_queryset)", obj=model,
-                id="accounts.E004",
-            ))
+            errors.append(
+                checks.Error(
+                    f"{label}: bulk writes (update, delete, bulk_create) do not check the organization",
+                    hint="give the managers an OrgScopedQuerySet (OrgScopedManager.from_queryset)",
+                    obj=model,
+                    id="accounts.E004",
+                )
+            )
     return errors
 
 
@@ -60,13 +72,19 @@ UNCHECKED_WRITES = {"accounts.User", "security.AuditLog"}
 def check_signin_throttle_comes_before_the_lockout(app_configs=None, **kwargs):
     """One address must not reach the default lockout (5 failures, 30-minute reset): the pair
     throttle must stop it first and keep it out until the account's count starts again."""
-    failures, reset = settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES, 60 * DEFAULT_POLICY["account_lockout_reset_after_minutes"]
-    if failures and (failures >= DEFAULT_POLICY["account_lockout_attempts"]
-                     or settings.SIGNIN_THROTTLE_ACCOUNT_WINDOW < reset):
-        return [checks.Warning(
-            "one client address can lock an account: the sign-in throttle lets it reach the lockout",
-            hint=f"SIGNIN_THROTTLE_ACCOUNT_FAILURES below {DEFAULT_POLICY['account_lockout_attempts']} and "
-                 f"SIGNIN_THROTTLE_ACCOUNT_WINDOW at least {reset} (docs/security.md)",
-            id="accounts.W001",
-        )]
+    failures, reset = (
+        settings.SIGNIN_THROTTLE_ACCOUNT_FAILURES,
+        60 * DEFAULT_POLICY["account_lockout_reset_after_minutes"],
+    )
+    if failures and (
+        failures >= DEFAULT_POLICY["account_lockout_attempts"] or settings.SIGNIN_THROTTLE_ACCOUNT_WINDOW < reset
+    ):
+        return [
+            checks.Warning(
+                "one client address can lock an account: the sign-in throttle lets it reach the lockout",
+                hint=f"SIGNIN_THROTTLE_ACCOUNT_FAILURES below {DEFAULT_POLICY['account_lockout_attempts']} and "
+                f"SIGNIN_THROTTLE_ACCOUNT_WINDOW at least {reset} (docs/security.md)",
+                id="accounts.W001",
+            )
+        ]
     return []

@@ -63,8 +63,10 @@ def _measure(hasher, encoded: str) -> float:
     """The work of verifying ``encoded``, in PBKDF2 iterations: best of three, side by side."""
     reference = other = float("inf")
     for _ in range(3):
-        reference = min(reference, _cpu_seconds(
-            lambda: hashlib.pbkdf2_hmac("sha256", PAD_PASSWORD, PAD_SALT, _REFERENCE_ITERATIONS)))
+        reference = min(
+            reference,
+            _cpu_seconds(lambda: hashlib.pbkdf2_hmac("sha256", PAD_PASSWORD, PAD_SALT, _REFERENCE_ITERATIONS)),
+        )
         other = min(other, _cpu_seconds(lambda: hasher.verify(PAD_PASSWORD.decode(), encoded)))
     return other / reference * _REFERENCE_ITERATIONS
 

@@ -55,7 +55,7 @@ def totp_code(secret: str, counter: int) -> str:
     key = base64.b32decode(secret.upper().replace(" ", "") + "=" * (-len(secret) % 8))
     digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
-    number = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
+    number = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
     return str(number % 10**TOTP_DIGITS).zfill(TOTP_DIGITS)
 
 
@@ -147,8 +147,9 @@ def mfa_settings_of(user) -> MFASettings | None:
 
 
 def has_totp(mfa: MFASettings | None) -> bool:
-    return bool(mfa is not None and mfa.is_active and "totp" in (mfa.methods or []) and mfa.totp_verified
-                and mfa.totp_secret)
+    return bool(
+        mfa is not None and mfa.is_active and "totp" in (mfa.methods or []) and mfa.totp_verified and mfa.totp_secret
+    )
 
 
 def org_requires_mfa(org_id) -> bool:

@@ -27,7 +27,7 @@ def password_policy(org_id) -> dict:
     prefix = "security."
     for key, value in org_setting_values(org_id).items():
         if key.startswith(prefix):
-            policy[key[len(prefix):]] = value
+            policy[key[len(prefix) :]] = value
     return policy
 
 

@@ -28,17 +28,23 @@ class SessionStore(DatabaseSessionStore):
         return HashedSession
 
     def _get_session_from_db(self):
-        session = self.model.objects.filter(
-            session_key=key_digest(self.session_key), expire_date__gt=timezone.now()
-        ).first() if self.session_key else None
+        session = (
+            self.model.objects.filter(session_key=key_digest(self.session_key), expire_date__gt=timezone.now()).first()
+            if self.session_key
+            else None
+        )
         if session is None:
             self._session_key = None
         return session
 
     async def _aget_session_from_db(self):
-        session = await self.model.objects.filter(
-            session_key=key_digest(self.session_key), expire_date__gt=timezone.now()
-        ).afirst() if self.session_key else None
+        session = (
+            await self.model.objects.filter(
+                session_key=key_digest(self.session_key), expire_date__gt=timezone.now()
+            ).afirst()
+            if self.session_key
+            else None
+        )
         if session is None:
             self._session_key = None
         return session

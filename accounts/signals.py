@@ -50,7 +50,9 @@ def audit_login_failed(sender, credentials, request=None, **kwargs):
         return
     email = str(credentials.get("email") or credentials.get("username") or "")[:254]
     details = {"reason": "unknown_user"}
-    record_auth_event("login_failed", email=email, success=False, request=request, error="invalid credentials", details=details)
+    record_auth_event(
+        "login_failed", email=email, success=False, request=request, error="invalid credentials", details=details
+    )
     record_security_event("login_failed", email=email, request=request, details=details)
 
 

@@ -152,8 +152,10 @@ def link_statistics_statements(apps, vendor: str, quote) -> list[str]:
 def drop_link_statistics_statements(apps, vendor: str, quote) -> list[str]:
     if vendor != "postgresql":
         return []
-    return [f"DROP STATISTICS IF EXISTS {quote(link_statistics_name(table, column))}"
-            for table, column, _target, _target_column in tenant_links(apps)]
+    return [
+        f"DROP STATISTICS IF EXISTS {quote(link_statistics_name(table, column))}"
+        for table, column, _target, _target_column in tenant_links(apps)
+    ]
 
 
 def policy_statements(table: str, column: str, quote) -> list[str]:

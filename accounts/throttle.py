@@ -145,4 +145,3 @@ class SigninThrottle:
         except ValueError:  # expired between add and incr
             cache.set(key, 1, timeout)
             return 1
-

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
 from agentforge_site.admin.display import count_subquery, json_block
 from agentforge_site.admin.mixins import CreatedByAdminMixin, ReadOnlyAdminMixin, ReadOnlyInlineMixin, SecretFieldsMixin
 from agentforge_site.admin.scoping import OrgScopedAdmin, ScopedTabularInline
-from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool, ToolPermission
 
 
 @admin.register(Tool)
 class ToolAdmin(SecretFieldsMixin, OrgScopedAdmin):
-    list_display = ("name", "type", "org", "is_active", "access_type", "owner", "agent_count", "credential_keys", "updated_at")
+    list_display = (
+        "name",
+        "type",
+        "org",
+        "is_active",
+        "access_type",
+        "owner",
+        "agent_count",
+        "credential_keys",
+        "updated_at",
+    )
     list_select_related = ("org", "owner")
     list_filter = ("type", "is_active", "access_type", "system_owned")
     search_fields = ("name", "description", "legacy_id")
@@ -77,7 +87,18 @@ class AgentToolInline(ScopedTabularInline):
 
 @admin.register(Agent)
 class AgentAdmin(CreatedByAdminMixin, OrgScopedAdmin):
-    list_display = ("icon_name", "org", "agent_type", "status", "is_active", "model_id", "owner", "tool_count", "version_count", "updated_at")
+    list_display = (
+        "icon_name",
+        "org",
+        "agent_type",
+        "status",
+        "is_active",
+        "model_id",
+        "owner",
+        "tool_count",
+        "version_count",
+        "updated_at",
+    )
     list_display_links = ("icon_name",)
     list_select_related = ("org", "owner")
     list_filter = ("status", "agent_type", "is_active", "memory_enabled")
@@ -131,7 +152,16 @@ class AgentVersionAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
 
 @admin.register(ToolPermission)
 class ToolPermissionAdmin(OrgScopedAdmin):
-    list_display = ("tool_label", "org", "can_view", "can_execute", "can_edit", "can_delete", "rate_limit_per_hour", "rate_limit_per_day")
+    list_display = (
+        "tool_label",
+        "org",
+        "can_view",
+        "can_execute",
+        "can_edit",
+        "can_delete",
+        "rate_limit_per_hour",
+        "rate_limit_per_day",
+    )
     list_select_related = ("org", "tool")
     list_filter = ("can_execute", "can_edit", "can_delete")
     search_fields = ("tool_name", "tool__name")

@@ -5,28 +5,39 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from agentforge_core.fields import EncryptedJSONField
 from agentforge_core.models import (
+    AllOrgsManager,
     LegacyRecordModel,
     OrgOwnedModel,
+    OrgScopedManager,
+    OrgScopedQuerySet,
     TimestampedModel,
     org_foreign_key,
     org_index,
-    AllOrgsManager,
-    OrgScopedManager,
-    OrgScopedQuerySet,
 )
 from agentforge_core.tenancy import current_org_id
 from agentforge_site.caching import cached
-from agentforge_core.fields import EncryptedJSONField
-
 
 # Credentials wherever they appear in a tool's config, api_config or kb_config; and the
 # header names that carry one in a ``headers`` object.
 SECRET_KEYS = frozenset(
     {
-        "auth_value", "api_key", "apiKey", "smtp_pass", "password", "app_password", "bot_token",
-        "webhook_url", "access_token", "refresh_token", "connection_string", "pinecone_api_key",
-        "token", "secret", "client_secret",
+        "auth_value",
+        "api_key",
+        "apiKey",
+        "smtp_pass",
+        "password",
+        "app_password",
+        "bot_token",
+        "webhook_url",
+        "access_token",
+        "refresh_token",
+        "connection_string",
+        "pinecone_api_key",
+        "token",
+        "secret",
+        "client_secret",
     }
 )
 HEADER_SECRETS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
@@ -40,7 +51,9 @@ def extract_secrets(obj: dict, path: str, creds: dict, in_headers=False) -> dict
         here = f"{path}.{key}"
         if isinstance(value, dict):
             out[key] = extract_secrets(value, here, creds, in_headers=(key == "headers"))
-        elif isinstance(value, str) and value and (key in SECRET_KEYS or (in_headers and key.lower() in HEADER_SECRETS)):
+        elif (
+            isinstance(value, str) and value and (key in SECRET_KEYS or (in_headers and key.lower() in HEADER_SECRETS))
+        ):
             creds[here] = value
         else:
             out[key] = value
@@ -292,6 +305,7 @@ def agent_for_chat(agent_id) -> Agent:
     an agent, tool or link of the organization is written). The tools' credentials are
     deferred: they are never cached, and are read, decrypted, only when used.
     """
+
     def load():
         agent = Agent.objects.get(pk=agent_id)
         links = (

@@ -60,9 +60,9 @@ def parse_key_list(value: str) -> tuple[EncryptionKey, ...]:
                 "ENCRYPTION_KEY",
                 f"key #{position} is not a Fernet key (expected 32 url-safe base64-encoded bytes)",
             )
-        aes_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentforge aes-256-gcm api keys"
-        ).derive(raw)
+        aes_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"agentforge aes-256-gcm api keys").derive(
+            raw
+        )
         keys.append(EncryptionKey(_key_id(raw), Fernet(part.encode("ascii")), AESGCM(aes_key)))
     return tuple(keys)
 
@@ -141,8 +141,13 @@ def parse_signing_key(value: str, name: str):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    return _parse_ed25519(value, name, Ed25519PrivateKey.from_private_bytes,
-                          lambda data: load_pem_private_key(data, password=None), Ed25519PrivateKey)
+    return _parse_ed25519(
+        value,
+        name,
+        Ed25519PrivateKey.from_private_bytes,
+        lambda data: load_pem_private_key(data, password=None),
+        Ed25519PrivateKey,
+    )
 
 
 def parse_verify_key(value: str, name: str):

@@ -93,14 +93,10 @@ def check_org_for_write(obj) -> None:
         if active is None:
             if type(obj)._meta.get_field("org").null:
                 return
-            raise OrgScopeError(
-                f"{type(obj).__name__}: no organization set and none active (use org_scope(org))"
-            )
+            raise OrgScopeError(f"{type(obj).__name__}: no organization set and none active (use org_scope(org))")
         obj.org_id = active
     elif active is not None and _as_uuid(obj.org_id) != active:
-        raise OrgScopeError(
-            f"{type(obj).__name__}: row belongs to organization {obj.org_id}, active is {active}"
-        )
+        raise OrgScopeError(f"{type(obj).__name__}: row belongs to organization {obj.org_id}, active is {active}")
 
 
 def scope_field(model):
@@ -214,8 +210,7 @@ class ActiveOrgLookup(Lookup):
         model = getattr(compiler.query, "model", None)
         name = model.__name__ if model is not None else "a tenant table"
         raise OrgScopeError(
-            f"{name}.objects used with no active organization: "
-            "wrap the code in org_scope(org) or use .all_orgs"
+            f"{name}.objects used with no active organization: wrap the code in org_scope(org) or use .all_orgs"
         )
 
     def as_sql(self, compiler, connection):
@@ -419,8 +414,12 @@ def _is_prefetch_column_select(args, kwargs) -> bool:
     statement already joins (and restricts), no SQL of anyone's choosing."""
     select = kwargs.get("select")
     return (
-        not args and set(kwargs) == {"select"} and bool(select)
-        and all(name.startswith("_prefetch_related_val_") and _COLUMN_REFERENCE.match(sql) for name, sql in select.items())
+        not args
+        and set(kwargs) == {"select"}
+        and bool(select)
+        and all(
+            name.startswith("_prefetch_related_val_") and _COLUMN_REFERENCE.match(sql) for name, sql in select.items()
+        )
     )
 
 
@@ -541,9 +540,7 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
     def _merge_sanity_check(self, other):
         super()._merge_sanity_check(other)
         if is_org_scoped(self.query) != is_org_scoped(other.query):
-            raise OrgScopeError(
-                f"{self.model.__name__}: a scoped queryset cannot be combined with an unscoped one"
-            )
+            raise OrgScopeError(f"{self.model.__name__}: a scoped queryset cannot be combined with an unscoped one")
 
     def _drop_stale_results(self) -> None:
         if (

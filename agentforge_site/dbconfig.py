@@ -137,15 +137,11 @@ def build_database(env: dict, base_dir: Path) -> dict:
 
     db_type = (env.get("DB_TYPE") or "sqlite").strip().lower()
     if db_type not in DB_TYPES:
-        raise ConfigurationError(
-            "DB_TYPE", f"unknown value {db_type!r} (expected one of: {', '.join(DB_TYPES)})"
-        )
+        raise ConfigurationError("DB_TYPE", f"unknown value {db_type!r} (expected one of: {', '.join(DB_TYPES)})")
 
     ssl_mode = (env.get("DB_SSL_MODE") or "").strip().lower()
     if ssl_mode and ssl_mode not in SSL_MODES:
-        raise ConfigurationError(
-            "DB_SSL_MODE", f"unknown value {ssl_mode!r} (expected one of: {', '.join(SSL_MODES)})"
-        )
+        raise ConfigurationError("DB_SSL_MODE", f"unknown value {ssl_mode!r} (expected one of: {', '.join(SSL_MODES)})")
 
     pool_size = read_int(env, "DB_POOL_SIZE", 5)
     max_overflow = read_int(env, "DB_MAX_OVERFLOW", 10)
@@ -282,7 +278,9 @@ def build_replicas(env: dict, base_dir: Path, primary: dict) -> dict:
     hosts = [h.strip() for h in (env.get("DB_REPLICA_HOSTS") or "").split(",") if h.strip()]
     urls = [u.strip() for u in (env.get("DATABASE_REPLICA_URLS") or "").split(",") if u.strip()]
     if hosts and urls:
-        raise ConfigurationError("DATABASE_REPLICA_URLS", "set either DB_REPLICA_HOSTS or DATABASE_REPLICA_URLS, not both")
+        raise ConfigurationError(
+            "DATABASE_REPLICA_URLS", "set either DB_REPLICA_HOSTS or DATABASE_REPLICA_URLS, not both"
+        )
     variable = "DB_REPLICA_HOSTS" if hosts else "DATABASE_REPLICA_URLS"
     if not hosts and not urls:
         return {}
@@ -311,7 +309,9 @@ def build_replicas(env: dict, base_dir: Path, primary: dict) -> dict:
         else:
             url_values = _from_url(item, variable)
             if url_values["DB_TYPE"] != "postgresql":
-                raise ConfigurationError(variable, f"a replica of a PostgreSQL primary must be postgres://, got {item.split(':')[0]!r}")
+                raise ConfigurationError(
+                    variable, f"a replica of a PostgreSQL primary must be postgres://, got {item.split(':')[0]!r}"
+                )
             replica_env.update({k: v for k, v in url_values.items() if v})
         try:
             database = build_database(replica_env, base_dir)
@@ -366,7 +366,8 @@ def build_caches(env: dict) -> dict:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in CACHE_SCHEMES:
         raise ConfigurationError(
-            "CACHE_URL", f"unknown scheme in {re.sub(r'//[^@/]*@', '//', url)!r} (expected one of: {', '.join(s + '://' for s in CACHE_SCHEMES)})"
+            "CACHE_URL",
+            f"unknown scheme in {re.sub(r'//[^@/]*@', '//', url)!r} (expected one of: {', '.join(s + '://' for s in CACHE_SCHEMES)})",
         )
     timeout = read_int(env, "CACHE_TIMEOUT", 300, minimum=1)
     socket_timeout = read_float(env, "CACHE_SOCKET_TIMEOUT", 1.0, minimum=0.01)
@@ -396,6 +397,10 @@ def build_caches(env: dict) -> dict:
             LOCATION=url,
             # A cache that does not answer quickly is treated as down: reads fall back to the
             # database instead of waiting.
-            OPTIONS={"socket_connect_timeout": socket_timeout, "socket_timeout": socket_timeout, "health_check_interval": 30},
+            OPTIONS={
+                "socket_connect_timeout": socket_timeout,
+                "socket_timeout": socket_timeout,
+                "health_check_interval": 30,
+            },
         )
     return {"default": cache}

@@ -56,6 +56,11 @@ def worker_exit(server, worker):
     stats = pool.get_stats()
     logging.getLogger("agentforge.serve").info(
         "pool stats pid=%s requests=%s waited=%s wait_ms=%s timeouts=%s connections=%s lost=%s",
-        worker.pid, stats.get("requests_num", 0), stats.get("requests_queued", 0), stats.get("requests_wait_ms", 0),
-        stats.get("requests_errors", 0), stats.get("connections_num", 0), stats.get("connections_lost", 0),
+        worker.pid,
+        stats.get("requests_num", 0),
+        stats.get("requests_queued", 0),
+        stats.get("requests_wait_ms", 0),
+        stats.get("requests_errors", 0),
+        stats.get("connections_num", 0),
+        stats.get("connections_lost", 0),
     )

@@ -23,7 +23,9 @@ class AgentForgeCommand(BaseCommand):
         (a name that is not an organization, such as the audit log's 'system' chain)."""
         extra = "".join(f", or '{name}'" for name in also)
         parser.add_argument(
-            "--org", action="append" if many else "store", metavar="ORG",
+            "--org",
+            action="append" if many else "store",
+            metavar="ORG",
             help=f"organization (UUID or legacy id){extra}{'; repeatable' if many else ''}{': ' + help if help else ''}",
         )
         self._org_also = also

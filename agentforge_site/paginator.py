@@ -59,8 +59,10 @@ class EstimatedCountPaginator(Paginator):
         try:
             with connection.cursor() as cursor:
                 if not queryset.query.where:
-                    cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                                   [queryset.model._meta.db_table])
+                    cursor.execute(
+                        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                        [queryset.model._meta.db_table],
+                    )
                     row = cursor.fetchone()
                     return int(row[0]) if row and row[0] and row[0] > 0 else None
                 sql, params = self._select_sql(queryset)
@@ -73,8 +75,9 @@ class EstimatedCountPaginator(Paginator):
 
     def _mysql_count_within_budget(self, queryset, connection):
         sql, params = self._select_sql(queryset)
-        statement = (f"SET STATEMENT max_statement_time={self.count_budget:.3f} FOR "
-                     f"SELECT COUNT(*) FROM ({sql}) AS counted")
+        statement = (
+            f"SET STATEMENT max_statement_time={self.count_budget:.3f} FOR SELECT COUNT(*) FROM ({sql}) AS counted"
+        )
         try:
             # No savepoint needed: an interrupted statement leaves a MariaDB transaction usable.
             with connection.cursor() as cursor:
@@ -89,9 +92,11 @@ class EstimatedCountPaginator(Paginator):
         try:
             with connection.cursor() as cursor:
                 if not queryset.query.where:
-                    cursor.execute("SELECT TABLE_ROWS FROM information_schema.TABLES "
-                                   "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-                                   [queryset.model._meta.db_table])
+                    cursor.execute(
+                        "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+                        [queryset.model._meta.db_table],
+                    )
                     row = cursor.fetchone()
                     return int(row[0]) if row and row[0] else None
                 sql, params = self._select_sql(queryset)

@@ -150,7 +150,11 @@ class primary_only(ContextDecorator):
 
 def direct_connect_params(conn, timeout: int) -> dict:
     """psycopg.connect() arguments for a Django PostgreSQL alias, with a connect timeout."""
-    params = {k: v for k, v in conn.get_connection_params().items() if k not in ("context", "cursor_factory", "prepare_threshold")}
+    params = {
+        k: v
+        for k, v in conn.get_connection_params().items()
+        if k not in ("context", "cursor_factory", "prepare_threshold")
+    }
     params["connect_timeout"] = timeout
     return params
 
@@ -173,7 +177,9 @@ class ReplicaStatus:
 
     def as_dict(self) -> dict:
         data = asdict(self)
-        data["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked_at)) if self.checked_at else None
+        data["checked_at"] = (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked_at)) if self.checked_at else None
+        )
         return data
 
 
@@ -365,5 +371,6 @@ class ReadYourWritesMiddleware:
         marker = write_marker()
         if marker:
             sticky = settings.DB_REPLICA_STICKY_SECONDS
-            response.set_cookie(COOKIE_NAME, marker, max_age=int(sticky) + 1, httponly=True,
-                                samesite="Lax", secure=request.is_secure())
+            response.set_cookie(
+                COOKIE_NAME, marker, max_age=int(sticky) + 1, httponly=True, samesite="Lax", secure=request.is_secure()
+            )

@@ -159,8 +159,10 @@ DATABASE_ROUTERS = []
 if DATABASE_REPLICAS:
     DATABASE_ROUTERS.append("agentforge_site.replicas.ReplicaRouter")
     # Outside the session middleware, so loading the session and the user follows the cookie too.
-    MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
-                      "agentforge_site.replicas.ReadYourWritesMiddleware")
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
+        "agentforge_site.replicas.ReadYourWritesMiddleware",
+    )
 DB_TYPE = {
     "django.db.backends.sqlite3": "sqlite",
     "django.db.backends.postgresql": "postgresql",
@@ -251,6 +253,7 @@ VECTOR_INDEX_DIR = env.str("VECTOR_INDEX_DIR", default=str(BASE_DIR / "data" / "
 # approximate index (faiss IVF) whose candidates are re-ranked exactly; below, exact only.
 VECTOR_ANN_MIN_VECTORS = read_int(os.environ, "VECTOR_ANN_MIN_VECTORS", 50_000)
 VECTOR_ANN_NPROBE = read_int(os.environ, "VECTOR_ANN_NPROBE", 24, minimum=1)
+
 
 # --- Audit trail (django-auditlog with our own log entry model) ---------------------------
 # Signed checkpoints of the hash chains (security.checkpoints): the Ed25519 keys live outside

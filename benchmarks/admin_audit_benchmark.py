@@ -29,7 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-ACTIONS = ["login", "logout", "login_failed", "create", "update", "delete", "export", "api_call", "password_change", "mfa_verify"]
+ACTIONS = [
+    "login",
+    "logout",
+    "login_failed",
+    "create",
+    "update",
+    "delete",
+    "export",
+    "api_call",
+    "password_change",
+    "mfa_verify",
+]
 ORGS = 20
 USERS_PER_ORG = 10
 
@@ -85,7 +96,9 @@ def make_people():
         if len(existing) < USERS_PER_ORG:
             existing = [
                 User.all_orgs.get_or_create(
-                    org=org, email_normalized=f"member{j}@{org.slug}.test", defaults={"email": f"member{j}@{org.slug}.test"}
+                    org=org,
+                    email_normalized=f"member{j}@{org.slug}.test",
+                    defaults={"email": f"member{j}@{org.slug}.test"},
                 )[0]
                 for j in range(USERS_PER_ORG)
             ]
@@ -125,8 +138,21 @@ def fill_postgresql(connection, rows: int, orgs, users):
     org_ids = [str(o.pk) for o in orgs]
     user_ids = [[str(u.pk) for u in users if u.org_id == o.pk] for o in orgs]
     given = {
-        "org_id", "user_id", "action", "legacy_action", "created_at", "remote_addr", "user_agent", "success",
-        "resource_type", "resource_id", "object_pk", "object_repr", "changes", "changes_text", "user_name",
+        "org_id",
+        "user_id",
+        "action",
+        "legacy_action",
+        "created_at",
+        "remote_addr",
+        "user_agent",
+        "success",
+        "resource_type",
+        "resource_id",
+        "object_pk",
+        "object_repr",
+        "changes",
+        "changes_text",
+        "user_name",
     }
     extra = _not_null_defaults(AuditLog, given)
     extra_cols = "".join(f", {c}" for c in extra)
@@ -165,14 +191,40 @@ def fill_generic(connection, rows: int, orgs, users):
     from security.models import AuditLog
 
     given = {
-        "org_id", "user_id", "action", "legacy_action", "created_at", "remote_addr", "user_agent", "success",
-        "resource_type", "resource_id", "object_pk", "object_repr", "changes", "changes_text", "user_name",
+        "org_id",
+        "user_id",
+        "action",
+        "legacy_action",
+        "created_at",
+        "remote_addr",
+        "user_agent",
+        "success",
+        "resource_type",
+        "resource_id",
+        "object_pk",
+        "object_repr",
+        "changes",
+        "changes_text",
+        "user_name",
     }
     extra = _not_null_defaults(AuditLog, given)
     extra = {c: ("1" if v == "TRUE" else v) for c, v in extra.items()}
     columns = [
-        "org_id", "user_id", "action", "legacy_action", "created_at", "remote_addr", "user_agent", "success",
-        "resource_type", "resource_id", "object_pk", "object_repr", "changes", "changes_text", "user_name",
+        "org_id",
+        "user_id",
+        "action",
+        "legacy_action",
+        "created_at",
+        "remote_addr",
+        "user_agent",
+        "success",
+        "resource_type",
+        "resource_id",
+        "object_pk",
+        "object_repr",
+        "changes",
+        "changes_text",
+        "user_name",
     ]
     qn = connection.ops.quote_name
     now = dt.datetime.now(dt.timezone.utc)
@@ -189,10 +241,21 @@ def fill_generic(connection, rows: int, orgs, users):
                 o = g % len(orgs)
                 when = now - dt.timedelta(seconds=31 * g)
                 params += [
-                    org_hex[o], user_hex[o], g % 4, ACTIONS[(g // 7) % len(ACTIONS)],
-                    when.strftime("%Y-%m-%d %H:%M:%S.%f"), f"10.{g % 250}.{(g // 250) % 250}.{g % 7}",
-                    f"Mozilla/5.0 (X11; Linux x86_64) bench/{g % 50}", g % 17 != 0, "agent", f"res-{g}", str(g),
-                    f"Agent {g}", _json.dumps({"name": [f"old {g}", f"new {g}"]}), "", "",
+                    org_hex[o],
+                    user_hex[o],
+                    g % 4,
+                    ACTIONS[(g // 7) % len(ACTIONS)],
+                    when.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                    f"10.{g % 250}.{(g // 250) % 250}.{g % 7}",
+                    f"Mozilla/5.0 (X11; Linux x86_64) bench/{g % 50}",
+                    g % 17 != 0,
+                    "agent",
+                    f"res-{g}",
+                    str(g),
+                    f"Agent {g}",
+                    _json.dumps({"name": [f"old {g}", f"new {g}"]}),
+                    "",
+                    "",
                 ]
                 values.append(placeholders)
             cursor.execute(head + ", ".join(values), params)
@@ -240,7 +303,9 @@ def main():
         have = AuditLog.all_orgs.count()
         fill_start = time.perf_counter()
         if have < args.rows:
-            (fill_postgresql if connection.vendor == "postgresql" else fill_generic)(connection, args.rows - have, orgs, users)
+            (fill_postgresql if connection.vendor == "postgresql" else fill_generic)(
+                connection, args.rows - have, orgs, users
+            )
         fill_seconds = time.perf_counter() - fill_start
         total = AuditLog.all_orgs.count()
 
@@ -282,8 +347,12 @@ def main():
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"audit_logs rows: {total:,} on {connection.vendor} (filled in {fill_seconds:.1f}s); {args.repeat} timed requests per page")
-    print(f"{'page':38} {'median ms':>10} {'p95 ms':>8} {'queries':>8} {'full COUNT':>11} {'rows':>5} {'count shown':>12}")
+    print(
+        f"audit_logs rows: {total:,} on {connection.vendor} (filled in {fill_seconds:.1f}s); {args.repeat} timed requests per page"
+    )
+    print(
+        f"{'page':38} {'median ms':>10} {'p95 ms':>8} {'queries':>8} {'full COUNT':>11} {'rows':>5} {'count shown':>12}"
+    )
     for r in results:
         print(
             f"{r['page']:38} {r['median_ms']:>10} {r['p95_ms']:>8} {r['queries']:>8} {r['full_count_queries']:>11} "

@@ -48,8 +48,8 @@ def main() -> int:
     from django.utils import timezone
 
     from accounts.models import Organization
-    from agentforge_core.tenancy import unscoped
     from agentforge_core.crypto import sha256_hex
+    from agentforge_core.tenancy import unscoped
     from security.models import APIKey
     from security.models.api_keys import KEY_PREFIX, _split
 
@@ -66,8 +66,15 @@ def main() -> int:
             plaintext = f"{prefix}_{secrets.token_urlsafe(32)}"
             if n < 200:
                 plaintexts.append(plaintext)
-            batch.append(APIKey(org=orgs[n % len(orgs)], name=f"key {n}", prefix=prefix,
-                                key_hash=sha256_hex(plaintext), expires_at=None))
+            batch.append(
+                APIKey(
+                    org=orgs[n % len(orgs)],
+                    name=f"key {n}",
+                    prefix=prefix,
+                    key_hash=sha256_hex(plaintext),
+                    expires_at=None,
+                )
+            )
             if len(batch) == 5000:
                 APIKey.all_orgs.bulk_create(batch)
                 batch = []
@@ -110,14 +117,18 @@ def main() -> int:
                 check(plaintext, ip)
                 samples[name].append(time.perf_counter() - start)
 
-        print(f"backend: {settings.DB_TYPE} ({connection.vendor}), {args.keys:,} keys, "
-              f"{args.checks:,} checks per contender over 200 busy keys and 3 client addresses")
+        print(
+            f"backend: {settings.DB_TYPE} ({connection.vendor}), {args.keys:,} keys, "
+            f"{args.checks:,} checks per contender over 200 busy keys and 3 client addresses"
+        )
         print(f"{'contender':<16} {'median ms':>10} {'p95 ms':>8} {'checks/s':>9}")
         for name, values in samples.items():
             ordered = sorted(values)
             p95 = ordered[int(0.95 * (len(ordered) - 1))]
-            print(f"{name:<16} {statistics.median(ordered) * 1000:>10.3f} {p95 * 1000:>8.3f} "
-                  f"{len(values) / sum(values):>9.0f}")
+            print(
+                f"{name:<16} {statistics.median(ordered) * 1000:>10.3f} {p95 * 1000:>8.3f} "
+                f"{len(values) / sum(values):>9.0f}"
+            )
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
     return 0

@@ -64,8 +64,9 @@ def main() -> int:
             contenders.append(("ORM, cache off, prepared statements", "dummy://", 1))
         contenders += [("local memory (locmem)", "locmem://bench", None), ("Redis", redis_url, None)]
 
-        print(f"backend {connection.vendor}, {args.orgs} organizations, {args.reads} reads each; "
-              f"median µs per read (p95)")
+        print(
+            f"backend {connection.vendor}, {args.orgs} organizations, {args.reads} reads each; median µs per read (p95)"
+        )
         header = f"{'contender':40}" + "".join(f"{name:>22}" for name in reads)
         print(header)
         for label, url, prepare in contenders:
@@ -116,11 +117,23 @@ def _time(read, count: int) -> str:
 
 
 def _populate(org_count: int, rng):
-    from accounts.models import Group, GroupMembership, GroupRole, Organization, Permission, Role, RolePermission, User, UserRole
+    from accounts.models import (
+        Group,
+        GroupMembership,
+        GroupRole,
+        Organization,
+        Permission,
+        Role,
+        RolePermission,
+        User,
+        UserRole,
+    )
     from agentforge_agents.models import Agent, AgentTool, Tool
     from settings_app.models import OrgSetting
 
-    codes = [Permission.objects.create(codename=f"resource{n}:{action}") for n in range(15) for action in ("read", "write")]
+    codes = [
+        Permission.objects.create(codename=f"resource{n}:{action}") for n in range(15) for action in ("read", "write")
+    ]
     orgs, users, agents = [], [], []
     for o in range(org_count):
         org = Organization.all_orgs.create(name=f"Org {o}", slug=f"org-{o}")
@@ -131,28 +144,35 @@ def _populate(org_count: int, rng):
         for r in range(6):
             parent = Role.all_orgs.create(org=org, name=f"Role {r}", parent=parent)
             roles.append(parent)
-            RolePermission.all_orgs.bulk_create([RolePermission(org=org, role=parent, permission=p) for p in codes[r * 5:(r + 1) * 5]])
+            RolePermission.all_orgs.bulk_create(
+                [RolePermission(org=org, role=parent, permission=p) for p in codes[r * 5 : (r + 1) * 5]]
+            )
         group = Group.all_orgs.create(org=org, name="Team")
         GroupRole.all_orgs.create(org=org, group=group, role=roles[2])
         for u in range(50):
             user = User.all_orgs.create_user(email=f"u{u}@org{o}.test", org=org)
-            UserRole.all_orgs.bulk_create([UserRole(org=org, user=user, role=role, position=i)
-                                           for i, role in enumerate(rng.sample(roles, 2))])
+            UserRole.all_orgs.bulk_create(
+                [UserRole(org=org, user=user, role=role, position=i) for i, role in enumerate(rng.sample(roles, 2))]
+            )
             GroupMembership.all_orgs.create(org=org, group=group, user=user)
             users.append(user)
-        tools = [Tool.all_orgs.create(org=org, name=f"Tool {t}", type="api", credentials={"token": "secret"}) for t in range(5)]
+        tools = [
+            Tool.all_orgs.create(org=org, name=f"Tool {t}", type="api", credentials={"token": "secret"})
+            for t in range(5)
+        ]
         for a in range(10):
             agent = Agent.all_orgs.create(org=org, name=f"Agent {a}")
-            AgentTool.all_orgs.bulk_create([AgentTool(org=org, agent=agent, tool=t, tool_ref=str(t.pk), position=i)
-                                            for i, t in enumerate(tools)])
+            AgentTool.all_orgs.bulk_create(
+                [AgentTool(org=org, agent=agent, tool=t, tool_ref=str(t.pk), position=i) for i, t in enumerate(tools)]
+            )
             agents.append(agent)
     return orgs, users, agents
 
 
 def _reads(orgs, users, agents, rng) -> dict:
     from accounts.models import User
-    from agentforge_core.tenancy import org_scope
     from agentforge_agents.models import agent_for_chat
+    from agentforge_core.tenancy import org_scope
     from settings_app.models import org_setting_values
 
     # The request already holds its user row (the session loaded it): the role part is the read.

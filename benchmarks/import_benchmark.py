@@ -33,32 +33,77 @@ def generate(out: Path, rows: int) -> int:
     """Write the data directory; return the number of rows an import creates."""
     (out / "security").mkdir(parents=True, exist_ok=True)
     ts = "2026-01-10T12:00:00.123456"
-    org = {"org_default": {"id": "org_default", "name": "Default Organization", "slug": "default", "settings": {},
-                           "allowed_auth_providers": ["local"], "require_mfa": False, "allowed_email_domains": [],
-                           "max_users": 100, "max_agents": 50, "max_tools": 100, "status": "active",
-                           "created_at": ts, "updated_at": ts}}
+    org = {
+        "org_default": {
+            "id": "org_default",
+            "name": "Default Organization",
+            "slug": "default",
+            "settings": {},
+            "allowed_auth_providers": ["local"],
+            "require_mfa": False,
+            "allowed_email_domains": [],
+            "max_users": 100,
+            "max_agents": 50,
+            "max_tools": 100,
+            "status": "active",
+            "created_at": ts,
+            "updated_at": ts,
+        }
+    }
     user_ids = [str(uuid.UUID(int=i + 1, version=4)) for i in range(USERS)]
-    users = {uid: {"id": uid, "org_id": "org_default", "email": f"user{i}@example.com", "password_hash": None,
-                   "profile": {"first_name": f"U{i}", "last_name": "Bench"}, "role_ids": [], "created_at": ts,
-                   "updated_at": ts} for i, uid in enumerate(user_ids)}
+    users = {
+        uid: {
+            "id": uid,
+            "org_id": "org_default",
+            "email": f"user{i}@example.com",
+            "password_hash": None,
+            "profile": {"first_name": f"U{i}", "last_name": "Bench"},
+            "role_ids": [],
+            "created_at": ts,
+            "updated_at": ts,
+        }
+        for i, uid in enumerate(user_ids)
+    }
     (out / "security/organizations.json").write_text(json.dumps(org, indent=2))
     (out / "security/users.json").write_text(json.dumps(users, indent=2))
     agent_id = str(uuid.UUID(int=10**6, version=4))
-    agents = {agent_id: {"id": agent_id, "name": "Bench agent", "tool_ids": [], "created_at": ts, "updated_at": ts,
-                         "status": "published"}}
+    agents = {
+        agent_id: {
+            "id": agent_id,
+            "name": "Bench agent",
+            "tool_ids": [],
+            "created_at": ts,
+            "updated_at": ts,
+            "status": "published",
+        }
+    }
     (out / "agents.json").write_text(json.dumps(agents, indent=2, ensure_ascii=True))
     actions = ["login", "logout", "login_failed", "create", "update"]
     with open(out / "security/audit_logs.json", "w") as fh:
         fh.write("[")
         for i in range(rows):
-            entry = {"id": str(uuid.UUID(int=2 * 10**7 + i, version=4)), "org_id": "org_default",
-                     "user_id": user_ids[i % USERS], "user_email": f"user{i % USERS}@example.com",
-                     "user_name": f"U{i % USERS} Bench", "session_id": f"s{i % 977}", "action": actions[i % 5],
-                     "resource_type": "user", "resource_id": user_ids[(i + 1) % USERS], "resource_name": None,
-                     "details": {"remember_me": bool(i % 2), "n": i}, "changes": None, "ip_address": "10.0.%d.%d" % (i % 250, i % 199),
-                     "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "request_id": None, "request_path": None,
-                     "request_method": None, "success": i % 7 != 0, "error_message": None,
-                     "timestamp": f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}.{i % 999999 + 1:06d}"}
+            entry = {
+                "id": str(uuid.UUID(int=2 * 10**7 + i, version=4)),
+                "org_id": "org_default",
+                "user_id": user_ids[i % USERS],
+                "user_email": f"user{i % USERS}@example.com",
+                "user_name": f"U{i % USERS} Bench",
+                "session_id": f"s{i % 977}",
+                "action": actions[i % 5],
+                "resource_type": "user",
+                "resource_id": user_ids[(i + 1) % USERS],
+                "resource_name": None,
+                "details": {"remember_me": bool(i % 2), "n": i},
+                "changes": None,
+                "ip_address": "10.0.%d.%d" % (i % 250, i % 199),
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+                "request_id": None,
+                "request_path": None,
+                "request_method": None,
+                "success": i % 7 != 0,
+                "error_message": None,
+                "timestamp": f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{(i // 60) % 60:02d}.{i % 999999 + 1:06d}",
+            }
             fh.write(("\n  " if i == 0 else ",\n  ") + json.dumps(entry))
         fh.write("\n]")
     conversations = max(1, rows // 10)
@@ -68,13 +113,28 @@ def generate(out: Path, rows: int) -> int:
         for c in range(conversations):
             cid = str(uuid.UUID(int=3 * 10**7 + c, version=4))
             count = rows // conversations + (1 if c < rows % conversations else 0)
-            messages = [{"id": str(uuid.UUID(int=4 * 10**8 + written + m, version=4)), "role": "user" if m % 2 == 0 else "assistant",
-                         "content": f"message {written + m} " + "lorem ipsum dolor sit amet " * 4,
-                         "timestamp": ts, "tool_calls": [], "sources": [] if m % 2 == 0 else [{"source": "doc.pdf", "type": "document", "relevance": 80}]}
-                        for m in range(count)]
+            messages = [
+                {
+                    "id": str(uuid.UUID(int=4 * 10**8 + written + m, version=4)),
+                    "role": "user" if m % 2 == 0 else "assistant",
+                    "content": f"message {written + m} " + "lorem ipsum dolor sit amet " * 4,
+                    "timestamp": ts,
+                    "tool_calls": [],
+                    "sources": [] if m % 2 == 0 else [{"source": "doc.pdf", "type": "document", "relevance": 80}],
+                }
+                for m in range(count)
+            ]
             written += count
-            conv = {"id": cid, "agent_id": agent_id, "user_id": user_ids[c % USERS], "title": f"Chat {c}",
-                    "messages": messages, "created_at": ts, "updated_at": ts, "access_cache": None}
+            conv = {
+                "id": cid,
+                "agent_id": agent_id,
+                "user_id": user_ids[c % USERS],
+                "title": f"Chat {c}",
+                "messages": messages,
+                "created_at": ts,
+                "updated_at": ts,
+                "access_cache": None,
+            }
             fh.write(("\n  " if c == 0 else ",\n  ") + json.dumps(cid) + ": " + json.dumps(conv, ensure_ascii=True))
         fh.write("\n}")
     # organization + users + their preferences/MFA rows, the agent, audit, conversations, messages
@@ -83,8 +143,9 @@ def generate(out: Path, rows: int) -> int:
 
 def manage(*args, env=None, capture=False):
     cmd = [sys.executable, str(ROOT / "manage.py"), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     started = time.perf_counter()
     out, err = proc.communicate()
     elapsed = time.perf_counter() - started
@@ -142,23 +203,27 @@ def reset(env) -> None:
     if os.environ.get("DB_TYPE") != "postgresql":
         manage("flush", "--no-input", "-v0", env=env)
         return
-    code = ("import django; django.setup()\n"
-            "from django.db import connection\n"
-            "tables = connection.introspection.django_table_names(only_existing=True, include_views=False)\n"
-            "tables = [t for t in tables if t != 'django_migrations']\n"
-            "with connection.cursor() as c:\n"
-            "    c.execute('TRUNCATE ' + ', '.join(connection.ops.quote_name(t) for t in tables) + ' RESTART IDENTITY CASCADE')\n")
+    code = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "tables = connection.introspection.django_table_names(only_existing=True, include_views=False)\n"
+        "tables = [t for t in tables if t != 'django_migrations']\n"
+        "with connection.cursor() as c:\n"
+        "    c.execute('TRUNCATE ' + ', '.join(connection.ops.quote_name(t) for t in tables) + ' RESTART IDENTITY CASCADE')\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
 
 
 def count_rows(env) -> int:
-    code = ("import django; django.setup()\n"
-            "from agentforge_core.tenancy import unscoped\n"
-            "from django.apps import apps\n"
-            "with unscoped():\n"
-            "    print(sum(apps.get_model(m)._base_manager.count() for m in "
-            "['accounts.Organization','accounts.User','settings_app.UserPreference','accounts.MFASettings',"
-            "'agents.Agent','security.AuditLog','conversations.Conversation','conversations.Message']))\n")
+    code = (
+        "import django; django.setup()\n"
+        "from agentforge_core.tenancy import unscoped\n"
+        "from django.apps import apps\n"
+        "with unscoped():\n"
+        "    print(sum(apps.get_model(m)._base_manager.count() for m in "
+        "['accounts.Organization','accounts.User','settings_app.UserPreference','accounts.MFASettings',"
+        "'agents.Agent','security.AuditLog','conversations.Conversation','conversations.Message']))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, check=True)
     return int(out.stdout.strip())
 
@@ -230,9 +295,11 @@ print(time.perf_counter() - started, rows)
 
 def print_raw_floor(env, rows: int, seconds: float) -> None:
     raw_seconds, raw_rows = raw_floor(env)
-    print(f"raw floor:   {raw_seconds:7.1f} s  {raw_rows / raw_seconds:9,.0f} rows/s  "
-          f"(the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver; "
-          f"import_json reaches {rows / seconds / (raw_rows / raw_seconds):.0%} of it)")
+    print(
+        f"raw floor:   {raw_seconds:7.1f} s  {raw_rows / raw_seconds:9,.0f} rows/s  "
+        f"(the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver; "
+        f"import_json reaches {rows / seconds / (raw_rows / raw_seconds):.0%} of it)"
+    )
 
 
 def main():
@@ -240,8 +307,11 @@ def main():
     parser.add_argument("--rows", type=int, default=100_000, help="audit-log entries, and as many messages")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="where generated data goes")
     parser.add_argument("--skip-loaddata", action="store_true")
-    parser.add_argument("--raw-floor", action="store_true",
-                        help="also time the bare driver re-inserting the imported rows (COPY / multi-row INSERT / executemany)")
+    parser.add_argument(
+        "--raw-floor",
+        action="store_true",
+        help="also time the bare driver re-inserting the imported rows (COPY / multi-row INSERT / executemany)",
+    )
     args = parser.parse_args()
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "DJANGO_SETTINGS_MODULE": "agentforge_site.settings"}
     out = Path(args.out) / f"legacy-{args.rows}"
@@ -255,16 +325,31 @@ def main():
     rows = count_rows(env)
     db = os.environ.get("DB_TYPE", "sqlite")
     print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
-    print(f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  peak RSS {rss:6.0f} MiB"
-          f"  (with its reader process: {total:.0f} MiB)")
+    print(
+        f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  peak RSS {rss:6.0f} MiB"
+        f"  (with its reader process: {total:.0f} MiB)"
+    )
     if args.skip_loaddata:
         if args.raw_floor:
             print_raw_floor(env, rows, seconds)
         return
     fixture = out.parent / f"fixture-{args.rows}-{db}.json"
-    manage("dumpdata", "--all", "accounts.Organization", "accounts.User", "settings_app.UserPreference",
-           "accounts.MFASettings", "agents.Agent", "security.AuditLog", "conversations.Conversation",
-           "conversations.Message", "-o", str(fixture), "-v0", env=env)
+    manage(
+        "dumpdata",
+        "--all",
+        "accounts.Organization",
+        "accounts.User",
+        "settings_app.UserPreference",
+        "accounts.MFASettings",
+        "agents.Agent",
+        "security.AuditLog",
+        "conversations.Conversation",
+        "conversations.Message",
+        "-o",
+        str(fixture),
+        "-v0",
+        env=env,
+    )
     # auditlog writes its own entries while loaddata saves the organization and users; the
     # fixture's audit entries then get new ids instead of colliding with those (append-only).
     with open(fixture) as fh:

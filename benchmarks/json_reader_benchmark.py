@@ -35,12 +35,25 @@ sys.path.insert(0, str(PROJECT))
 def write_audit(path: Path, n: int) -> None:
     entries = [
         {
-            "id": str(uuid.UUID(int=i + 1)), "org_id": "org_default", "user_id": str(uuid.UUID(int=10**9 + i % 50)),
-            "user_email": "admin@agentforge.to", "user_name": "Ahmed Admin", "session_id": str(uuid.UUID(int=i)),
-            "action": "login", "resource_type": "user", "resource_id": None, "resource_name": None,
-            "details": {"remember_me": True, "attempt": i % 3}, "changes": None, "ip_address": "127.0.0.1",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "request_id": None, "request_path": "/api/login",
-            "request_method": "POST", "success": True, "error_message": None,
+            "id": str(uuid.UUID(int=i + 1)),
+            "org_id": "org_default",
+            "user_id": str(uuid.UUID(int=10**9 + i % 50)),
+            "user_email": "admin@agentforge.to",
+            "user_name": "Ahmed Admin",
+            "session_id": str(uuid.UUID(int=i)),
+            "action": "login",
+            "resource_type": "user",
+            "resource_id": None,
+            "resource_name": None,
+            "details": {"remember_me": True, "attempt": i % 3},
+            "changes": None,
+            "ip_address": "127.0.0.1",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "request_id": None,
+            "request_path": "/api/login",
+            "request_method": "POST",
+            "success": True,
+            "error_message": None,
             "timestamp": "2026-01-05T09:06:54.614856",
         }
         for i in range(n)
@@ -103,7 +116,9 @@ def main() -> None:
         deep.write_text("[" * 200_000 + "]" * 200_000)
         size = audit.stat().st_size / 2**20
         print(f"{args.records:,} audit entries, {size:.0f} MiB; deep file 400 KB, 200,000 levels")
-        print(f"{'contender':<14} {'records/s':>10} {'per CPU s':>10} {'peak RSS':>9}   {'deep file (2 GiB limit)':<28} {'peak RSS':>9}")
+        print(
+            f"{'contender':<14} {'records/s':>10} {'per CPU s':>10} {'peak RSS':>9}   {'deep file (2 GiB limit)':<28} {'peak RSS':>9}"
+        )
         for name in ("read_records", "ijson items", "json.load"):
             outcome, elapsed, cpu, rss = run(name, audit)
             rate = f"{args.records / elapsed:,.0f}" if outcome == "ok" else outcome

@@ -39,9 +39,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PRIMARY_PORT = os.environ.get("REPLICA_PRIMARY_PORT", "5433")
 REPLICA_PORT = os.environ.get("REPLICA_PORT", "5434")
-os.environ.update(DB_TYPE="postgresql", DB_HOST="127.0.0.1", DB_PORT=PRIMARY_PORT, DB_USER="postgres", DB_PASSWORD="",
-                  DB_POOL_SIZE="1", DB_MAX_OVERFLOW="2", DJANGO_SETTINGS_MODULE="tests.settings",
-                  DJANGO_ALLOW_ASYNC_UNSAFE="true", DB_REPLICA_CHECK_INTERVAL="1")
+os.environ.update(
+    DB_TYPE="postgresql",
+    DB_HOST="127.0.0.1",
+    DB_PORT=PRIMARY_PORT,
+    DB_USER="postgres",
+    DB_PASSWORD="",
+    DB_POOL_SIZE="1",
+    DB_MAX_OVERFLOW="2",
+    DJANGO_SETTINGS_MODULE="tests.settings",
+    DJANGO_ALLOW_ASYNC_UNSAFE="true",
+    DB_REPLICA_CHECK_INTERVAL="1",
+)
 os.environ.setdefault("DB_NAME", "af_replica_bench")
 REPLICA_HOSTS = f"127.0.0.1:{REPLICA_PORT}"
 
@@ -102,28 +111,40 @@ def prepare(args) -> dict:
 
     from admin_audit_benchmark import fill_postgresql, make_people
 
-    from security.audit import rechain
-
     from agentforge_agents.models import Agent
     from conversations.models import Conversation, Message
+    from security.audit import rechain
     from security.models import AuditLog
 
     orgs, users, root, _ = make_people()
     if not Agent.all_orgs.exists():
-        Agent.all_orgs.bulk_create([
-            Agent(org=org, name=f"Agent {i:03d}", status="published" if i % 3 else "draft")
-            for org in orgs for i in range(AGENTS_PER_ORG)
-        ])
-        Conversation.all_orgs.bulk_create([
-            Conversation(org=org, user=users[n * 10], title=f"Chat {i}")
-            for n, org in enumerate(orgs) for i in range(CONVERSATIONS_PER_ORG)
-        ])
+        Agent.all_orgs.bulk_create(
+            [
+                Agent(org=org, name=f"Agent {i:03d}", status="published" if i % 3 else "draft")
+                for org in orgs
+                for i in range(AGENTS_PER_ORG)
+            ]
+        )
+        Conversation.all_orgs.bulk_create(
+            [
+                Conversation(org=org, user=users[n * 10], title=f"Chat {i}")
+                for n, org in enumerate(orgs)
+                for i in range(CONVERSATIONS_PER_ORG)
+            ]
+        )
         chats = list(Conversation.all_orgs.values_list("pk", "org_id"))
         batch = []
         for i in range(args.messages):
             chat, org_id = chats[i % len(chats)]
-            batch.append(Message(org_id=org_id, conversation_id=chat, role="user" if i % 2 else "assistant",
-                                 content=f"message {i} " + "lorem ipsum " * 8, position=i // len(chats)))
+            batch.append(
+                Message(
+                    org_id=org_id,
+                    conversation_id=chat,
+                    role="user" if i % 2 else "assistant",
+                    content=f"message {i} " + "lorem ipsum " * 8,
+                    position=i // len(chats),
+                )
+            )
             if len(batch) == 5000:
                 Message.all_orgs.bulk_create(batch)
                 batch = []
@@ -142,8 +163,12 @@ def prepare(args) -> dict:
         "orgs": [str(o.pk) for o in orgs],
         "root": str(root.pk),
         "chats": [(str(c), str(o)) for c, o in Conversation.all_orgs.values_list("pk", "org_id")],
-        "rows": {"agents": Agent.all_orgs.count(), "conversations": Conversation.all_orgs.count(),
-                 "messages": Message.all_orgs.count(), "audit_logs": AuditLog.all_orgs.count()},
+        "rows": {
+            "agents": Agent.all_orgs.count(),
+            "conversations": Conversation.all_orgs.count(),
+            "messages": Message.all_orgs.count(),
+            "audit_logs": AuditLog.all_orgs.count(),
+        },
     }
 
 
@@ -153,8 +178,8 @@ def reader(replica: bool, data: dict, start, seconds: float, ready, out) -> None
     from django.test import Client
 
     from accounts.models import User
-    from agentforge_core.tenancy import org_scope
     from agentforge_agents.models import Agent
+    from agentforge_core.tenancy import org_scope
     from conversations.models import Message
 
     client = Client()
@@ -179,6 +204,7 @@ def reader(replica: bool, data: dict, start, seconds: float, ready, out) -> None
             response = client.get(url)
             assert response.status_code == 200, (url, response.status_code)
             return 1
+
         return get
 
     try:
@@ -194,7 +220,9 @@ def reader(replica: bool, data: dict, start, seconds: float, ready, out) -> None
 
 
 def _read_windows(newest_messages, agent_list, page, start_at, seconds) -> dict:
-    runs = dict(zip(WORKLOADS, (newest_messages, agent_list, page("/admin/security/auditlog/"), page("/admin/agents/agent/"))))
+    runs = dict(
+        zip(WORKLOADS, (newest_messages, agent_list, page("/admin/security/auditlog/"), page("/admin/agents/agent/")))
+    )
     counts = {}
     for index, workload in enumerate(WORKLOADS):
         begin, end = start_at + index * seconds, start_at + (index + 1) * seconds
@@ -231,7 +259,9 @@ def run_mode(mode: str, args, data: dict) -> dict:
     ctx = multiprocessing.get_context("spawn")
     replica = mode == "primary + replica"
     out, ready, start = ctx.Queue(), ctx.Queue(), ctx.Value("d", 0.0)
-    procs = [ctx.Process(target=reader, args=(replica, data, start, args.seconds, ready, out)) for _ in range(args.workers)]
+    procs = [
+        ctx.Process(target=reader, args=(replica, data, start, args.seconds, ready, out)) for _ in range(args.workers)
+    ]
     for p in procs:
         p.start()
     for _ in procs:
@@ -286,18 +316,33 @@ def main():
         connections.close_all()
         _raw(PRIMARY_PORT, f'DROP DATABASE "{data["database"]}" WITH (FORCE)', "postgres")
     if args.json:
-        print(json.dumps({"rows": data["rows"], "workers": args.workers, "seconds": args.seconds,
-                          "write_rate": args.write_rate, "cpus": cpu, "load": [load_before, load_after],
-                          "results": results}))
+        print(
+            json.dumps(
+                {
+                    "rows": data["rows"],
+                    "workers": args.workers,
+                    "seconds": args.seconds,
+                    "write_rate": args.write_rate,
+                    "cpus": cpu,
+                    "load": [load_before, load_after],
+                    "results": results,
+                }
+            )
+        )
         return
     rows = ", ".join(f"{n:,} {t}" for t, n in data["rows"].items())
-    print(f"{rows}; {args.workers} reading processes, {args.seconds:g} s per workload, "
-          f"{args.write_rate:g} messages/s written meanwhile; {cpu} CPUs shared by both servers "
-          f"(load average {load_before:.1f} before, {load_after:.1f} after)")
+    print(
+        f"{rows}; {args.workers} reading processes, {args.seconds:g} s per workload, "
+        f"{args.write_rate:g} messages/s written meanwhile; {cpu} CPUs shared by both servers "
+        f"(load average {load_before:.1f} before, {load_after:.1f} after)"
+    )
     print(f"{'reads per second':24}" + "".join(f"{m:>20}" for m in MODES))
     for workload in WORKLOADS:
         print(f"{workload:24}" + "".join(f"{r['per_second'][workload]:>20,.1f}" for r in results))
-    for key, label in (("transactions_primary", "transactions on primary"), ("transactions_replica", "transactions on replica")):
+    for key, label in (
+        ("transactions_primary", "transactions on primary"),
+        ("transactions_replica", "transactions on replica"),
+    ):
         print(f"{label:24}" + "".join(f"{r[key]:>20,}" for r in results))
     lags = [f"{r['lag_median_s']:g} / {r['lag_max_s']:g} s" for r in results]
     print(f"{'replica lag median/max':24}" + "".join(f"{lag:>20}" for lag in lags))

@@ -53,8 +53,11 @@ def parse_args():
     parser.add_argument("--vectors", default="100000", help="in-memory set sizes, comma-separated (0: none)")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--orgs", type=int, default=100, help="also spread each size over this many organizations")
-    parser.add_argument("--contenders", default="faiss,hnswlib,usearch",
-                        help="approximate indexes to measure (hnswlib and usearch only up to --graph-max)")
+    parser.add_argument(
+        "--contenders",
+        default="faiss,hnswlib,usearch",
+        help="approximate indexes to measure (hnswlib and usearch only up to --graph-max)",
+    )
     parser.add_argument("--graph-max", type=int, default=200_000, help="largest size the HNSW graphs are built at")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--db-chunks", type=int, default=0, help="chunks in the scratch database (0: skip)")
@@ -138,8 +141,10 @@ def bench_memory(n: int, args, rng):
         memory = rss_mb() - before
         for nprobe in sorted({8, settings.VECTOR_ANN_NPROBE, 64}):
             found, t = timed(lambda q: row_numbers(index.search(q, 10, nprobe=nprobe)), queries)
-            print(f"faiss IVF{index.ann.nlist} nprobe {nprobe:3d}: {percentiles(t)}  recall@10 {recall(found, exact):.3f}"
-                  f"  build {build:6.1f} s  +{memory:.0f} MiB")
+            print(
+                f"faiss IVF{index.ann.nlist} nprobe {nprobe:3d}: {percentiles(t)}  recall@10 {recall(found, exact):.3f}"
+                f"  build {build:6.1f} s  +{memory:.0f} MiB"
+            )
         index.ann = None
     if n <= args.graph_max and "hnswlib" in contenders:
         import hnswlib
@@ -153,8 +158,10 @@ def bench_memory(n: int, args, rng):
         for ef in (40, 80):
             graph.set_ef(ef)
             found, t = timed(lambda q: _rerank(view, graph.knn_query(q, k=40)[0][0], q), queries)
-            print(f"hnswlib M16 ef {ef:3d}:    {percentiles(t)}  recall@10 {recall(found, exact):.3f}"
-                  f"  build {build:6.1f} s  +{memory:.0f} MiB")
+            print(
+                f"hnswlib M16 ef {ef:3d}:    {percentiles(t)}  recall@10 {recall(found, exact):.3f}"
+                f"  build {build:6.1f} s  +{memory:.0f} MiB"
+            )
         del graph
     if n <= args.graph_max and "usearch" in contenders:
         from usearch.index import Index
@@ -167,16 +174,20 @@ def bench_memory(n: int, args, rng):
         for ef in (40, 80):
             graph.expansion_search = ef
             found, t = timed(lambda q: _rerank(view, graph.search(q, 40).keys, q), queries)
-            print(f"usearch M16 ef {ef:3d}:    {percentiles(t)}  recall@10 {recall(found, exact):.3f}"
-                  f"  build {build:6.1f} s  +{memory:.0f} MiB")
+            print(
+                f"usearch M16 ef {ef:3d}:    {percentiles(t)}  recall@10 {recall(found, exact):.3f}"
+                f"  build {build:6.1f} s  +{memory:.0f} MiB"
+            )
         del graph
 
     if args.orgs > 1:
         per_org = n // args.orgs
         sets = [VectorIndex(dim) for _ in range(args.orgs)]
         for k, part in enumerate(sets):
-            part.upsert([i.to_bytes(16, "big") for i in range(k * per_org, (k + 1) * per_org)],
-                        matrix[k * per_org:(k + 1) * per_org])
+            part.upsert(
+                [i.to_bytes(16, "big") for i in range(k * per_org, (k + 1) * per_org)],
+                matrix[k * per_org : (k + 1) * per_org],
+            )
         targets = rng.integers(0, args.orgs, len(queries))
         _, t = timed(lambda pair: sets[pair[0]].search(pair[1], 10), list(zip(targets, queries)))
         print(f"spread over {args.orgs} organizations ({per_org:,} each, exact): {percentiles(t)}")
@@ -225,8 +236,10 @@ def old_most_similar(queryset, vector, limit=10):
         norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
         return dot / norm if norm else 0.0
 
-    scored = [(cosine(vector, unpack(c.embedding)), c) for c in queryset.exclude(embedding__isnull=True)
-              .filter(embedding_dim=len(vector))]
+    scored = [
+        (cosine(vector, unpack(c.embedding)), c)
+        for c in queryset.exclude(embedding__isnull=True).filter(embedding_dim=len(vector))
+    ]
     scored.sort(key=lambda pair: pair[0], reverse=True)
     return scored[:limit]
 
@@ -251,8 +264,8 @@ def bench_database(args, rng):
     from django.db import transaction
 
     from accounts.models import Organization
-    from agentforge_core.tenancy import org_scope
     from agentforge_agents.models import Tool
+    from agentforge_core.tenancy import org_scope
     from knowledge import vectors
     from knowledge.models import Document, DocumentChunk
     from knowledge.retrieval import hybrid_search, keyword_hits
@@ -277,10 +290,18 @@ def bench_database(args, rng):
             for i in range(first, min(n, first + batch)):
                 words = [VOCABULARY[w] for w in rng.choice(len(VOCABULARY), 60, p=zipf)]
                 words += [topic[labels[i]][k] for k in rng.integers(0, TOPIC_WORDS, 3)]
-                rows.append(DocumentChunk(
-                    tool=tool, document=doc, chunk_id=str(i), index_position=i, text=" ".join(words),
-                    embedding=matrix[i].astype("<f4").tobytes(), embedding_dim=dim, embedding_model="bench",
-                ))
+                rows.append(
+                    DocumentChunk(
+                        tool=tool,
+                        document=doc,
+                        chunk_id=str(i),
+                        index_position=i,
+                        text=" ".join(words),
+                        embedding=matrix[i].astype("<f4").tobytes(),
+                        embedding_dim=dim,
+                        embedding_model="bench",
+                    )
+                )
             with transaction.atomic():
                 DocumentChunk.objects.bulk_create(rows)
     stamp_unversioned()  # bulk_create bypasses set_embeddings: stamp them the supported way
@@ -288,8 +309,11 @@ def bench_database(args, rng):
     # Statistics, as autovacuum gathers them within a minute of a bulk load: without them
     # PostgreSQL's planner scans the organization's index instead of the full-text one.
     with connection.cursor() as cursor:
-        cursor.execute({"postgresql": "ANALYZE document_chunks", "mysql": "ANALYZE TABLE document_chunks"}
-                       .get(connection.vendor, "ANALYZE"))
+        cursor.execute(
+            {"postgresql": "ANALYZE document_chunks", "mysql": "ANALYZE TABLE document_chunks"}.get(
+                connection.vendor, "ANALYZE"
+            )
+        )
         if connection.vendor == "mysql":
             cursor.fetchall()
     queries, q_labels = clustered(args.queries, dim, rng, centres)
@@ -308,13 +332,20 @@ def bench_database(args, rng):
         found, t = timed(lambda q: semantic_search(q, 10), queries)
         kind = "approximate" if index.ann is not None else "exact"
         got = [[h.chunk.pk.bytes for h in hits] for hits in found]
+
         # Relevant: a chunk of the query's own topic (cluster).
         def precision(results):
-            return np.mean([np.mean([labels[int(h.chunk.chunk_id)] == want for h in hits]) if hits else 0.0
-                            for hits, want in zip(results, q_labels)])
+            return np.mean(
+                [
+                    np.mean([labels[int(h.chunk.chunk_id)] == want for h in hits]) if hits else 0.0
+                    for hits, want in zip(results, q_labels)
+                ]
+            )
 
-        print(f"semantic_search ({kind}): {percentiles(t)}  recall@10 {recall(got, exact):.3f}"
-              f"  topic precision@10 {precision(found):.3f}")
+        print(
+            f"semantic_search ({kind}): {percentiles(t)}  recall@10 {recall(got, exact):.3f}"
+            f"  topic precision@10 {precision(found):.3f}"
+        )
         found, t = timed(lambda s: keyword_hits(s, 10), texts)
         print(f"keyword_hits:          {percentiles(t)}  topic precision@10 {precision(found):.3f}")
         found, t = timed(lambda pair: hybrid_search(pair[0], pair[1], 10), list(zip(texts, queries)))
@@ -334,8 +365,10 @@ def main():
 
     django.setup()
     rng = np.random.default_rng(args.seed)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}; "
-          "1 thread per search")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, numpy {np.__version__}; "
+        "1 thread per search"
+    )
     for n in (int(v) for v in args.vectors.split(",") if int(v) > 0):
         bench_memory(n, args, rng)
     if args.db_chunks:

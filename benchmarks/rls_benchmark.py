@@ -81,7 +81,9 @@ def fill_messages(connection, rows: int, conversations: int, orgs, users):
     from conversations.models import Conversation, Message
 
     conv_extra = _not_null_defaults(Conversation, {"id", "org_id", "user_id", "created_at", "updated_at"})
-    msg_extra = _not_null_defaults(Message, {"id", "org_id", "conversation_id", "role", "content", "created_at", "position"})
+    msg_extra = _not_null_defaults(
+        Message, {"id", "org_id", "conversation_id", "role", "content", "created_at", "position"}
+    )
     cols = lambda extra: "".join(f", {c}" for c in extra)  # noqa: E731
     vals = lambda extra: "".join(f", {v}" for v in extra.values())  # noqa: E731
     first_users = [str(next(u for u in users if u.org_id == o.pk).pk) for o in orgs]
@@ -108,7 +110,10 @@ def fill_messages(connection, rows: int, conversations: int, orgs, users):
 
 def _stats(timings):
     timings = sorted(timings)
-    return {"median_ms": round(statistics.median(timings), 3), "p95_ms": round(timings[int(0.95 * (len(timings) - 1))], 3)}
+    return {
+        "median_ms": round(statistics.median(timings), 3),
+        "p95_ms": round(timings[int(0.95 * (len(timings) - 1))], 3),
+    }
 
 
 def time_newest_50(org, conversation_id, repeat, in_atomic):
@@ -198,19 +203,35 @@ def main():
     rows = []
     for name, by_label in results.items():
         with_rls, without = _stats(by_label["with RLS"]), _stats(by_label["without RLS"])
-        rows.append({"query": name, "with_rls": with_rls, "without_rls": without,
-                     "ratio": round(with_rls["median_ms"] / without["median_ms"], 2)})
-    summary = {"messages": messages, "audit_rows": audit_rows, "fill_seconds": round(fill_seconds, 1),
-               "rounds": args.rounds, "repeat": args.repeat, "results": rows}
+        rows.append(
+            {
+                "query": name,
+                "with_rls": with_rls,
+                "without_rls": without,
+                "ratio": round(with_rls["median_ms"] / without["median_ms"], 2),
+            }
+        )
+    summary = {
+        "messages": messages,
+        "audit_rows": audit_rows,
+        "fill_seconds": round(fill_seconds, 1),
+        "rounds": args.rounds,
+        "repeat": args.repeat,
+        "results": rows,
+    }
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"messages: {messages:,} in {args.conversations:,} conversations; audit_logs: {audit_rows:,} "
-          f"(filled in {fill_seconds:.1f}s); {args.rounds} alternating rounds")
+    print(
+        f"messages: {messages:,} in {args.conversations:,} conversations; audit_logs: {audit_rows:,} "
+        f"(filled in {fill_seconds:.1f}s); {args.rounds} alternating rounds"
+    )
     print(f"{'statement':34} {'with RLS median':>16} {'p95':>8} {'without median':>15} {'p95':>8} {'ratio':>6}")
     for r in rows:
-        print(f"{r['query']:34} {r['with_rls']['median_ms']:>13.3f} ms {r['with_rls']['p95_ms']:>8.3f} "
-              f"{r['without_rls']['median_ms']:>12.3f} ms {r['without_rls']['p95_ms']:>8.3f} {r['ratio']:>6.2f}")
+        print(
+            f"{r['query']:34} {r['with_rls']['median_ms']:>13.3f} ms {r['with_rls']['p95_ms']:>8.3f} "
+            f"{r['without_rls']['median_ms']:>12.3f} ms {r['without_rls']['p95_ms']:>8.3f} {r['ratio']:>6.2f}"
+        )
 
 
 if __name__ == "__main__":

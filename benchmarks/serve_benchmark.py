@@ -89,8 +89,13 @@ class Cluster:
         self.socket_dir = base
 
     def run(self, *command, check=True):
-        return subprocess.run(as_postgres([str(PG_BIN / command[0]), *command[1:]]), check=check,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            as_postgres([str(PG_BIN / command[0]), *command[1:]]),
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def init(self):
         if os.geteuid() == 0:
@@ -106,18 +111,34 @@ class Cluster:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def psql(self, sql: str, db="agentforge_bench") -> str:
-        return subprocess.run([str(PG_BIN / "psql"), "-h", HOST, "-p", str(PG_PORT), "-U", "postgres", "-d", db,
-                               "-tAc", sql], check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            [str(PG_BIN / "psql"), "-h", HOST, "-p", str(PG_PORT), "-U", "postgres", "-d", db, "-tAc", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
 
 def app_env(base: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL", "DJANGO_", "SQLITE_", "WEB_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL", "DJANGO_", "SQLITE_", "WEB_"))
+    }
     env.update(
-        ENV_FILE="", DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50), ENCRYPTION_KEY=ENCRYPTION_KEY,
-        ALLOWED_HOSTS=HOST, DB_TYPE="postgresql", DB_HOST=HOST, DB_PORT=str(PG_PORT), DB_USER="postgres",
-        DB_NAME="agentforge_bench", STATIC_ROOT=str(base / "static"), WEB_ACCESS_LOG="false",
+        ENV_FILE="",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ENCRYPTION_KEY=ENCRYPTION_KEY,
+        ALLOWED_HOSTS=HOST,
+        DB_TYPE="postgresql",
+        DB_HOST=HOST,
+        DB_PORT=str(PG_PORT),
+        DB_USER="postgres",
+        DB_NAME="agentforge_bench",
+        STATIC_ROOT=str(base / "static"),
+        WEB_ACCESS_LOG="false",
         # A pool per worker process sized to its threads; a short wait, so an outage fails fast.
-        DB_POOL_SIZE="2", DB_POOL_TIMEOUT="1",
+        DB_POOL_SIZE="2",
+        DB_POOL_TIMEOUT="1",
     )
     env.update(extra)
     return env
@@ -205,8 +226,9 @@ class Client:
         headers = {"Host": HOST, "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
         if body is not None:
             body = urllib.parse.urlencode(body)
-            headers.update({"Content-Type": "application/x-www-form-urlencoded",
-                            "Referer": f"http://{HOST}:{self.port}{path}"})
+            headers.update(
+                {"Content-Type": "application/x-www-form-urlencoded", "Referer": f"http://{HOST}:{self.port}{path}"}
+            )
         sent, start = time.monotonic(), time.perf_counter()
         try:
             if self.conn is None:
@@ -235,9 +257,18 @@ class Client:
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         if not token:
             return False
-        status, _ = self.request("sign in", "POST", "/admin/login/?next=/admin/", expect=(302,), body={
-            "csrfmiddlewaretoken": token.group(1), "username": "bench@serve.test", "password": PASSWORD,
-            "next": "/admin/"})
+        status, _ = self.request(
+            "sign in",
+            "POST",
+            "/admin/login/?next=/admin/",
+            expect=(302,),
+            body={
+                "csrfmiddlewaretoken": token.group(1),
+                "username": "bench@serve.test",
+                "password": PASSWORD,
+                "next": "/admin/",
+            },
+        )
         return status == 302
 
     def edit(self, seq: int):
@@ -287,8 +318,9 @@ class Server:
 
     def __enter__(self):
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         port = int(self.env["BIND"].rsplit(":", 1)[1])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -315,11 +347,17 @@ class Server:
         self.log.close()
 
     def pool_stats(self) -> dict | None:
-        counters = [dict(re.findall(r"(\w+)=(\d+)", line)) for line in self.log_path.read_text().splitlines()
-                    if "pool stats pid=" in line]
+        counters = [
+            dict(re.findall(r"(\w+)=(\d+)", line))
+            for line in self.log_path.read_text().splitlines()
+            if "pool stats pid=" in line
+        ]
         if not counters:
             return None
-        return {key: sum(int(c.get(key, 0)) for c in counters) for key in ("requests", "waited", "wait_ms", "timeouts", "lost")}
+        return {
+            key: sum(int(c.get(key, 0)) for c in counters)
+            for key in ("requests", "waited", "wait_ms", "timeouts", "lost")
+        }
 
 
 def servers(args, base: Path, quick: bool):
@@ -327,14 +365,34 @@ def servers(args, base: Path, quick: bool):
     py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
     # One process: its pool gets the connections of all of gunicorn's workers together.
     total = args.workers * (2 + args.threads)
-    yield ("runserver", lambda port: [py, "manage.py", "runserver", "--noreload", f"{HOST}:{port}"],
-           {"DB_MAX_OVERFLOW": str(total - 2)})
-    yield ("gunicorn WSGI", lambda port: ["scripts/serve"],
-           {"WEB_CONCURRENCY": str(args.workers), "WEB_THREADS": str(args.threads), "DB_MAX_OVERFLOW": str(args.threads)})
+    yield (
+        "runserver",
+        lambda port: [py, "manage.py", "runserver", "--noreload", f"{HOST}:{port}"],
+        {"DB_MAX_OVERFLOW": str(total - 2)},
+    )
+    yield (
+        "gunicorn WSGI",
+        lambda port: ["scripts/serve"],
+        {"WEB_CONCURRENCY": str(args.workers), "WEB_THREADS": str(args.threads), "DB_MAX_OVERFLOW": str(args.threads)},
+    )
     if not quick:
-        yield ("uvicorn ASGI", lambda port: [py, "-m", "uvicorn", "agentforge_site.asgi:application", "--host", HOST,
-                                             "--port", str(port), "--workers", str(args.workers), "--no-access-log"],
-               {"DB_MAX_OVERFLOW": str(args.threads)})
+        yield (
+            "uvicorn ASGI",
+            lambda port: [
+                py,
+                "-m",
+                "uvicorn",
+                "agentforge_site.asgi:application",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+            ],
+            {"DB_MAX_OVERFLOW": str(args.threads)},
+        )
 
 
 def percentile(values, q):
@@ -362,8 +420,11 @@ def load_run(port: int, agents: list[str], clients: int, rounds: int, seconds: f
         "p99": percentile(latencies, 99),
         "errors": sum(not r.ok for r in results),
         "edits": sum(len(c.acknowledged) for c in crowd),
-        "by_kind": {kind: (len(ms), percentile(ms, 50), percentile(ms, 99)) for kind in sorted({r.kind for r in results})
-                    for ms in [[r.ms for r in results if r.kind == kind and r.ok]]},
+        "by_kind": {
+            kind: (len(ms), percentile(ms, 50), percentile(ms, 99))
+            for kind in sorted({r.kind for r in results})
+            for ms in [[r.ms for r in results if r.kind == kind and r.ok]]
+        },
     }
 
 
@@ -372,8 +433,13 @@ def load_run(port: int, agents: list[str], clients: int, rounds: int, seconds: f
 
 def outage_run(args, cluster: Cluster, env: dict, base: Path, agents: list[str]) -> dict:
     port = free_port()
-    env = {**env, "BIND": f"{HOST}:{port}", "WEB_CONCURRENCY": str(args.workers), "WEB_THREADS": str(args.threads),
-           "DB_MAX_OVERFLOW": str(args.threads)}
+    env = {
+        **env,
+        "BIND": f"{HOST}:{port}",
+        "WEB_CONCURRENCY": str(args.workers),
+        "WEB_THREADS": str(args.threads),
+        "DB_MAX_OVERFLOW": str(args.threads),
+    }
     health: list[tuple[float, int, float]] = []
     stop = threading.Event()
 
@@ -422,8 +488,11 @@ def outage_run(args, cluster: Cluster, env: dict, base: Path, agents: list[str])
         worker_timeouts = server.log_path.read_text().count("WORKER TIMEOUT")
     # Every edit answered with the redirect must be in the audit trail (same transaction).
     acknowledged = [token for c in crowd for token in c.acknowledged]
-    stored = cluster.psql("SELECT string_agg(changes::text, ' ') FROM audit_logs WHERE object_pk IN ({})".format(
-        ",".join(f"'{a}'" for a in agents)))
+    stored = cluster.psql(
+        "SELECT string_agg(changes::text, ' ') FROM audit_logs WHERE object_pk IN ({})".format(
+            ",".join(f"'{a}'" for a in agents)
+        )
+    )
     lost = [token for token in acknowledged if token not in stored]
     results = [r for c in crowd for r in c.results]
     during = [r for r in results if down_at <= r.at <= restarting_at]
@@ -440,13 +509,17 @@ def outage_run(args, cluster: Cluster, env: dict, base: Path, agents: list[str])
         "health_first": first_after,
         "health_503_after_s": None if first_503 is None else first_503[0] + first_503[1] / 1000 - down_at,
         "stop_took_s": down_at - stopped_at,
-        "health_during": (len(outage_health), sum(s == 503 for s, _ in outage_health),
-                          max((ms for _, ms in outage_health), default=0)),
+        "health_during": (
+            len(outage_health),
+            sum(s == 503 for s, _ in outage_health),
+            max((ms for _, ms in outage_health), default=0),
+        ),
         "requests_during": len(during),
         "status_counts": {s: sum(r.status == s for r in failed) for s in sorted({r.status for r in failed})},
         "failed_kinds": sorted({(r.kind, r.status) for r in failed}),
         "slowest_failure_ms": max((r.ms for r in failed), default=0),
-        "failure_p50_ms": percentile(failed_during, 50), "failure_p99_ms": percentile(failed_during, 99),
+        "failure_p50_ms": percentile(failed_during, 50),
+        "failure_p99_ms": percentile(failed_during, 99),
         "failed_during": len(failed_during),
         "recovered_after_s": None if back is None else back - restarted_at,
         "errors_after_recovery": sum(not r.ok for r in after_back),
@@ -474,19 +547,31 @@ def main():
         py = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
         subprocess.run([py, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
         populate = POPULATE.format(password=PASSWORD, agents=max(args.clients + [8]))
-        out = subprocess.run([py, "manage.py", "shell", "-v", "0", "-c", populate], cwd=ROOT, env=env, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [py, "manage.py", "shell", "-v", "0", "-c", populate],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         agents = out.split()
         # Every contender serves the same hashed static names (runserver too, DEBUG being off).
-        subprocess.run([py, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [py, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=ROOT, env=env, check=True
+        )
         print(f"PostgreSQL 15 cluster on {HOST}:{PG_PORT} ({base}); {len(agents)} agents, 61 users, 300+ audit entries")
         print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        print(f"gunicorn: {args.workers} workers x {args.threads} threads; uvicorn: {args.workers} workers; "
-              f"pool per worker: min 2, max 2+{args.threads}, wait 1 s (runserver, one process: max "
-              f"{args.workers * (2 + args.threads)}); {args.rounds} rounds per client "
-              f"(4 pages + 1 edit each), cap {args.seconds:.0f} s")
-        print(f"{'server':<15}{'clients':>8}{'requests':>10}{'ok/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-              f"{'edits':>7}  pool waits")
+        print(
+            f"gunicorn: {args.workers} workers x {args.threads} threads; uvicorn: {args.workers} workers; "
+            f"pool per worker: min 2, max 2+{args.threads}, wait 1 s (runserver, one process: max "
+            f"{args.workers * (2 + args.threads)}); {args.rounds} rounds per client "
+            f"(4 pages + 1 edit each), cap {args.seconds:.0f} s"
+        )
+        print(
+            f"{'server':<15}{'clients':>8}{'requests':>10}{'ok/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+            f"{'edits':>7}  pool waits"
+        )
         for clients in args.clients:
             for name, command, extra in servers(args, base, args.quick):
                 port = free_port()
@@ -495,10 +580,17 @@ def main():
                 with Server(name, command(port), server_env, log) as server:
                     figures = load_run(port, agents, clients, args.rounds, args.seconds)
                 stats = server.pool_stats()
-                waits = (f"{stats['waited']} of {stats['requests']} checkouts waited, {stats['wait_ms']} ms in all, "
-                         f"{stats['timeouts']} timeouts" if stats else "-")
-                print(f"{name:<15}{clients:>8}{figures['requests']:>10}{figures['rps']:>8.1f}{figures['p50']:>9.0f}"
-                      f"{figures['p99']:>9.0f}{figures['errors']:>8}{figures['edits']:>7}  {waits}", flush=True)
+                waits = (
+                    f"{stats['waited']} of {stats['requests']} checkouts waited, {stats['wait_ms']} ms in all, "
+                    f"{stats['timeouts']} timeouts"
+                    if stats
+                    else "-"
+                )
+                print(
+                    f"{name:<15}{clients:>8}{figures['requests']:>10}{figures['rps']:>8.1f}{figures['p50']:>9.0f}"
+                    f"{figures['p99']:>9.0f}{figures['errors']:>8}{figures['edits']:>7}  {waits}",
+                    flush=True,
+                )
                 if args.by_page:
                     for kind, (n, p50, p99) in figures["by_kind"].items():
                         print(f"    {kind:<28}{n:>6} ok   p50 {p50:>7.0f} ms   p99 {p99:>7.0f} ms")
@@ -506,21 +598,36 @@ def main():
             o = outage_run(args, cluster, env, base, agents)
             print(f"\noutage: PostgreSQL stopped (immediate) for {args.outage:.0f} s under 8 clients, gunicorn WSGI")
             n, n503, slowest = o["health_during"]
-            print(f"  /health/: first asked after the stop answered {o['health_first'][0]} in {o['health_first'][1]:.0f} ms; "
-                  f"first 503 answered {o['health_503_after_s']:.2f} s after the server was gone "
-                  f"(pg_ctl stop took {o['stop_took_s']:.2f} s); until the restart {n503} of {n} answers 503, "
-                  f"slowest {slowest:.0f} ms" if o["health_503_after_s"] is not None else "  /health/ never said 503")
-            print(f"  client requests sent while the server was down: {o['requests_during']}, {o['failed_during']} failed, "
-                  f"in p50 {o['failure_p50_ms']:.0f} ms / p99 {o['failure_p99_ms']:.0f} ms")
-            print("  failed requests by kind and status: "
-                  + (", ".join(f"{kind} {status}" for kind, status in o["failed_kinds"]) or "none"))
-            print(f"  all failed requests by status: {o['status_counts']} (0 = no answer); slowest "
-                  f"{o['slowest_failure_ms']:.0f} ms (a request in flight when the server went away)")
-            print(f"  back: /health/ 200 {o['recovered_after_s']:.2f} s after PostgreSQL restarted; "
-                  f"{o['errors_after_recovery']} errors in {o['requests_after_recovery']} requests after that"
-                  if o["recovered_after_s"] is not None else "  never recovered")
-            print(f"  worker timeouts: {o['worker_timeouts']}; acknowledged edits: {o['acknowledged']}, "
-                  f"found in the audit trail: {o['acknowledged'] - o['lost']}, lost: {o['lost']}")
+            print(
+                f"  /health/: first asked after the stop answered {o['health_first'][0]} in {o['health_first'][1]:.0f} ms; "
+                f"first 503 answered {o['health_503_after_s']:.2f} s after the server was gone "
+                f"(pg_ctl stop took {o['stop_took_s']:.2f} s); until the restart {n503} of {n} answers 503, "
+                f"slowest {slowest:.0f} ms"
+                if o["health_503_after_s"] is not None
+                else "  /health/ never said 503"
+            )
+            print(
+                f"  client requests sent while the server was down: {o['requests_during']}, {o['failed_during']} failed, "
+                f"in p50 {o['failure_p50_ms']:.0f} ms / p99 {o['failure_p99_ms']:.0f} ms"
+            )
+            print(
+                "  failed requests by kind and status: "
+                + (", ".join(f"{kind} {status}" for kind, status in o["failed_kinds"]) or "none")
+            )
+            print(
+                f"  all failed requests by status: {o['status_counts']} (0 = no answer); slowest "
+                f"{o['slowest_failure_ms']:.0f} ms (a request in flight when the server went away)"
+            )
+            print(
+                f"  back: /health/ 200 {o['recovered_after_s']:.2f} s after PostgreSQL restarted; "
+                f"{o['errors_after_recovery']} errors in {o['requests_after_recovery']} requests after that"
+                if o["recovered_after_s"] is not None
+                else "  never recovered"
+            )
+            print(
+                f"  worker timeouts: {o['worker_timeouts']}; acknowledged edits: {o['acknowledged']}, "
+                f"found in the audit trail: {o['acknowledged'] - o['lost']}, lost: {o['lost']}"
+            )
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         cluster.stop()

@@ -145,25 +145,34 @@ def main():
         emails = make_accounts()
         # The throttle would refuse these repeated failures before any password is checked.
         with override_settings(SIGNIN_THROTTLE_ACCOUNT_FAILURES=0, SIGNIN_THROTTLE_ADDRESS_FAILURES=0):
-            for order, rollback in (("PBKDF2 first (LEGACY_ROLLBACK_POSSIBLE=true)", True),
-                                    ("bcrypt first (LEGACY_ROLLBACK_POSSIBLE=false)", False)):
+            for order, rollback in (
+                ("PBKDF2 first (LEGACY_ROLLBACK_POSSIBLE=true)", True),
+                ("bcrypt first (LEGACY_ROLLBACK_POSSIBLE=false)", False),
+            ):
                 with override_settings(PASSWORD_HASHERS=password_hashers(rollback)):
                     for contender, backend in CONTENDERS.items():
                         with override_settings(AUTHENTICATION_BACKENDS=[backend]):
                             time_failures(emails, 1)  # warm-up: the equalised backend measures its hashers once
                             clock, cpu = time_failures(emails, args.repeat)
                         for measure, medians in (("clock", clock), ("CPU", cpu)):
-                            results.append({"hashers": order, "contender": f"{contender} {measure}",
-                                            "median_ms": medians,
-                                            "max_over_min": round(max(medians.values()) / min(medians.values()), 2)})
+                            results.append(
+                                {
+                                    "hashers": order,
+                                    "contender": f"{contender} {measure}",
+                                    "median_ms": medians,
+                                    "max_over_min": round(max(medians.values()) / min(medians.values()), 2),
+                                }
+                            )
     finally:
         connection.creation.destroy_test_db(db_name, verbosity=0)
 
     if args.json:
         print(json.dumps({"backend": connection.vendor, "repeat": args.repeat, "results": results}))
         return
-    print(f"failed sign-in, POST /admin/login/ through Django's test client on {connection.vendor}: "
-          f"median ms of {args.repeat}, kinds taking turns (load: {os.getloadavg()[0]:.1f})")
+    print(
+        f"failed sign-in, POST /admin/login/ through Django's test client on {connection.vendor}: "
+        f"median ms of {args.repeat}, kinds taking turns (load: {os.getloadavg()[0]:.1f})"
+    )
     labels = list(emails)
     for order in dict.fromkeys(r["hashers"] for r in results):
         rows = [r for r in results if r["hashers"] == order]

@@ -45,25 +45,61 @@ def make_agent(i: int, rng: random.Random) -> dict:
         "icon": "\U0001f916",
         "goal": "Answer customer questions about orders, refunds and shipping; escalate anything unusual. " * 2,
         "agent_type": "conversational",
-        "personality": {"tone": "professional", "voice": "balanced", "languages": ["English", "Arabic"],
-                        "traits": ["patient", "precise"], "creativity": 5, "length": 5, "formality": 7,
-                        "empathy": 6, "proactivity": 5, "confidence": 7},
-        "guardrails": {"anti_hallucination": True, "cite_sources": True, "admit_uncertainty": True,
-                       "verify_facts": True, "no_speculation": False, "avoid_topics": ["politics"],
-                       "focus_topics": ["orders", "refunds"], "max_length": "medium", "language": "user",
-                       "escalate_angry": True, "escalate_complex": True, "escalate_request": True,
-                       "escalate_sensitive": False, "pii_protection": True, "mask_pii": True, "no_store_pii": True},
-        "tasks": [{"id": f"task-{t}", "name": f"Task {t}", "description": "Handle one kind of request",
-                   "instructions": [{"id": f"i-{t}-{n}", "text": f"Step {n}: check the order status first"} for n in range(3)]}
-                  for t in range(3)],
+        "personality": {
+            "tone": "professional",
+            "voice": "balanced",
+            "languages": ["English", "Arabic"],
+            "traits": ["patient", "precise"],
+            "creativity": 5,
+            "length": 5,
+            "formality": 7,
+            "empathy": 6,
+            "proactivity": 5,
+            "confidence": 7,
+        },
+        "guardrails": {
+            "anti_hallucination": True,
+            "cite_sources": True,
+            "admit_uncertainty": True,
+            "verify_facts": True,
+            "no_speculation": False,
+            "avoid_topics": ["politics"],
+            "focus_topics": ["orders", "refunds"],
+            "max_length": "medium",
+            "language": "user",
+            "escalate_angry": True,
+            "escalate_complex": True,
+            "escalate_request": True,
+            "escalate_sensitive": False,
+            "pii_protection": True,
+            "mask_pii": True,
+            "no_store_pii": True,
+        },
+        "tasks": [
+            {
+                "id": f"task-{t}",
+                "name": f"Task {t}",
+                "description": "Handle one kind of request",
+                "instructions": [
+                    {"id": f"i-{t}-{n}", "text": f"Step {n}: check the order status first"} for n in range(3)
+                ],
+            }
+            for t in range(3)
+        ],
         "tool_ids": [],
         "model_id": "gpt-4o",
         "created_at": "2026-01-20T10:00:00.123456",
         "updated_at": "2026-01-20T10:00:00.123456",
         "status": "published",
         "is_active": True,
-        "memory": [{"timestamp": "2026-01-21T09:00:00.000001", "summary": "Customer asked about a refund " * 3,
-                    "conversation_id": "c0ffee00-0000-4000-8000-%012x" % m} for m in range(3)],
+        "memory": [
+            {
+                "timestamp": "2026-01-21T09:00:00.000001",
+                "summary": "Customer asked about a refund " * 3,
+                "conversation_id": "c0ffee00-0000-4000-8000-%012x" % m,
+            }
+            for m in range(3)
+        ],
         "memory_enabled": True,
         "owner_id": None,
         "created_by": None,
@@ -142,8 +178,12 @@ def main() -> int:
         results["legacy app"] = summarise(samples)
 
         lags = {}
-        for label, mode, delay in (("json", "json", 0), ("dual", "dual", 0.25), ("dual, each", "dual", 0),
-                                   ("database", "database", 0)):
+        for label, mode, delay in (
+            ("json", "json", 0),
+            ("dual", "dual", 0.25),
+            ("dual, each", "dual", 0),
+            ("database", "database", 0),
+        ):
             settings.DUAL_WRITE_DELAY = delay
             store = get_store(mode, data_dir=fresh_dir(label.replace(", ", "-")))
             for n in range(5):  # warm-up (connections, caches)
@@ -169,8 +209,10 @@ def main() -> int:
                 on_disk = json.loads((store.data_dir / "agents.json").read_text())
                 assert on_disk[ids[plan[-1]]]["name"] == check["name"], "the JSON file missed the last save"
 
-        print(f"backend: {settings.DB_TYPE} ({connection.vendor}), {args.records} agents "
-              f"({size_kb:.0f} KiB agents.json), {args.saves} saves per mode, python {sys.version.split()[0]}")
+        print(
+            f"backend: {settings.DB_TYPE} ({connection.vendor}), {args.records} agents "
+            f"({size_kb:.0f} KiB agents.json), {args.saves} saves per mode, python {sys.version.split()[0]}"
+        )
         print(f"{'mode':<12} {'median ms':>10} {'p95 ms':>10} {'ops/s':>10} {'vs json':>9} {'json lag s':>11}")
         base = results["json"][0]
         for mode, (median, p95, ops) in results.items():

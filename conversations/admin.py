@@ -65,7 +65,9 @@ class ConversationAdmin(OrgScopedAdmin):
                     m.get_role_display(),
                     m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     m.content,
-                    format_html('<div class="af-msg-meta">{} tool call(s)</div>', len(m.tool_calls)) if m.tool_calls else "",
+                    format_html('<div class="af-msg-meta">{} tool call(s)</div>', len(m.tool_calls))
+                    if m.tool_calls
+                    else "",
                 )
                 for m in messages
             ),

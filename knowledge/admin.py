@@ -45,7 +45,17 @@ class DocumentAdmin(OrgScopedAdmin):
 
 @admin.register(DocumentChunk)
 class DocumentChunkAdmin(OrgScopedAdmin):
-    list_display = ("chunk_id", "document", "org", "tool", "chunk_type", "is_table", "preview", "embedding_dim", "embedding_model")
+    list_display = (
+        "chunk_id",
+        "document",
+        "org",
+        "tool",
+        "chunk_type",
+        "is_table",
+        "preview",
+        "embedding_dim",
+        "embedding_model",
+    )
     list_select_related = ("document", "org", "tool")
     list_filter = ("chunk_type", "is_table", "in_index", "embedding_model")
     search_fields = ("chunk_id", "text", "document__original_name")

@@ -183,7 +183,6 @@ def _pg_lexeme(term: str) -> str:
     return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-
 def _fallback_search(terms, limit, tool, document, alias):
     """SQL Server and Oracle: term frequency over a bounded set of matching rows."""
     rows = DocumentChunk.objects.using(alias).filter(reduce(or_, (Q(text__icontains=t) for t in terms)))

@@ -34,9 +34,7 @@ class Document(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
         WEB = "web", "Crawled web page"
 
     org = org_foreign_key("documents")
-    tool = models.ForeignKey(
-        "agents.Tool", on_delete=models.SET_NULL, null=True, blank=True, related_name="documents"
-    )
+    tool = models.ForeignKey("agents.Tool", on_delete=models.SET_NULL, null=True, blank=True, related_name="documents")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
     filename = models.CharField(max_length=500, blank=True, default="", help_text="Stored name under uploads/.")
     original_name = models.CharField(max_length=500, blank=True, default="")
@@ -100,7 +98,9 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
     embedding_dim = models.PositiveIntegerField(null=True, blank=True)
     embedding_model = models.CharField(max_length=100, blank=True, default="")
     vector_version = models.BigIntegerField(
-        null=True, blank=True, editable=False,
+        null=True,
+        blank=True,
+        editable=False,
         help_text="The vector set's version when this embedding was written: searches reload newer rows only.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -178,7 +178,9 @@ class VectorSet(OrgOwnedModel):
     class Meta:
         db_table = "vector_sets"
         constraints = [
-            models.UniqueConstraint(fields=["org", "tool_key", "embedding_model"], name="vector_sets_org_tool_model_uq"),
+            models.UniqueConstraint(
+                fields=["org", "tool_key", "embedding_model"], name="vector_sets_org_tool_model_uq"
+            ),
         ]
 
     def __str__(self):

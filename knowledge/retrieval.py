@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 
-from agentforge_core.tenancy import OrgScopeError, current_org_id
 from agentforge_agents.models import Tool
+from agentforge_core.tenancy import OrgScopeError, current_org_id
 from knowledge.fulltext import keyword_search
 from knowledge.models import as_pk
 from knowledge.vectors import EmbeddingError, Hit, load_chunks, semantic_search
@@ -28,8 +28,17 @@ def keyword_hits(query: str, limit: int = 10, *, tool=None, document=None) -> li
     return [Hit(chunks[pk], score, keyword=score) for pk, score in ranked if pk in chunks]
 
 
-def hybrid_search(query: str, vector, limit: int = 10, *, model: str | None = None, tool=None, document=None,
-                  threshold: float | None = None, rrf_k: int = RRF_K) -> list[Hit]:
+def hybrid_search(
+    query: str,
+    vector,
+    limit: int = 10,
+    *,
+    model: str | None = None,
+    tool=None,
+    document=None,
+    threshold: float | None = None,
+    rrf_k: int = RRF_K,
+) -> list[Hit]:
     """Semantic and keyword lists fused by reciprocal rank; ``threshold`` applies to the
     semantic list (keyword relevance has no absolute scale)."""
     depth = max(limit * FUSION_DEPTH, 20)
@@ -47,7 +56,7 @@ def hybrid_search(query: str, vector, limit: int = 10, *, model: str | None = No
     ranked = sorted(fused.items(), key=lambda item: (-item[1].score, str(item[0])))
     best: list[Hit] = []
     while ranked and len(best) < limit:
-        head, ranked = ranked[: limit - len(best)], ranked[limit - len(best):]
+        head, ranked = ranked[: limit - len(best)], ranked[limit - len(best) :]
         chunks = load_chunks(pk for pk, hit in head if hit.chunk is None)
         for pk, hit in head:
             if hit.chunk is None:
@@ -80,13 +89,25 @@ def kb_settings(tool: Tool) -> dict:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"tool {tool.pk}: bad top_k or similarity_threshold ({exc})") from None
     embedding = pick("embedding") if isinstance(pick("embedding"), dict) else {}
-    return {"search_type": search_type, "top_k": top_k, "similarity_threshold": threshold,
-            "model": embedding.get("model") or None}
+    return {
+        "search_type": search_type,
+        "top_k": top_k,
+        "similarity_threshold": threshold,
+        "model": embedding.get("model") or None,
+    }
 
 
-def search_knowledge(tool, query: str = "", vector=None, *, document=None, search_type: str | None = None,
-                     top_k: int | None = None, similarity_threshold: float | None = None,
-                     model: str | None = None) -> list[Hit]:
+def search_knowledge(
+    tool,
+    query: str = "",
+    vector=None,
+    *,
+    document=None,
+    search_type: str | None = None,
+    top_k: int | None = None,
+    similarity_threshold: float | None = None,
+    model: str | None = None,
+) -> list[Hit]:
     """Search one knowledge tool the way its ``kb_config`` says (arguments override it).
 
     ``tool`` is a Tool of the active organization or its id; ``query`` is the text (keyword

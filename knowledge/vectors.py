@@ -30,6 +30,7 @@ from django.db import connections, router, transaction
 from agentforge_core.tenancy import current_org_id, org_scope, unscoped
 from knowledge.models import DocumentChunk, VectorSet, as_pk, tool_key
 
+
 def _faiss():
     # Imported on first use: about a second of start-up that commands such as dbhealth, and
     # processes whose sets all stay under VECTOR_ANN_MIN_VECTORS, never need.
@@ -58,7 +59,9 @@ def as_matrix(vectors, dimension: int | None = None) -> np.ndarray:
             raise EmbeddingError("vectors must be sequences of numbers") from None
         odd = next((i for i, n in enumerate(lengths) if n != lengths[0]), None)
         if odd is not None:
-            raise EmbeddingError(f"vectors must have equal lengths: vector {odd} has {lengths[odd]}, vector 0 {lengths[0]}")
+            raise EmbeddingError(
+                f"vectors must have equal lengths: vector {odd} has {lengths[odd]}, vector 0 {lengths[0]}"
+            )
     try:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
             matrix = np.asarray(vectors, dtype=np.float32)
@@ -81,10 +84,9 @@ def normalised(matrix: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(matrix / norms, dtype=np.float32)
 
 
-
 def _batches(items, size=BATCH):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 # --- storing -------------------------------------------------------------------------------
@@ -281,8 +283,12 @@ class VectorIndex:
             if had_ann:
                 self.build_ann()
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, matrix=self.matrix[: self.size], ids=self.ids[: self.size],
-                 meta=np.array(json.dumps({**meta, "version": self.version, "vectors": self.size})))
+        np.savez(
+            tmp,
+            matrix=self.matrix[: self.size],
+            ids=self.ids[: self.size],
+            meta=np.array(json.dumps({**meta, "version": self.version, "vectors": self.size})),
+        )
         os.replace(tmp, path.with_suffix(".npz"))
         ann_path = path.with_suffix(".ivf")
         if self.ann is not None:
@@ -366,8 +372,12 @@ def cached_index(org_id, key: str, model: str, dimension: int, version: int) -> 
         if not index.loaded:
             loaded = VectorIndex.load(index_path(org_id, key, model))
             # A file newer than the database (restored from an older backup) is ignored.
-            if loaded and loaded[1].get("model") == model and loaded[0].dimension == dimension \
-                    and loaded[0].version <= version:
+            if (
+                loaded
+                and loaded[1].get("model") == model
+                and loaded[0].dimension == dimension
+                and loaded[0].version <= version
+            ):
                 index = _replace(cache_key, index, loaded[0])
                 rows = rows.filter(vector_version__gt=index.version)
         else:
@@ -439,8 +449,9 @@ def _exact_scores(chunks, unit_query) -> dict:
     return scores
 
 
-def semantic_search(vector, limit: int = 10, *, model: str | None = None, tool=None, document=None,
-                    threshold: float | None = None) -> list[Hit]:
+def semantic_search(
+    vector, limit: int = 10, *, model: str | None = None, tool=None, document=None, threshold: float | None = None
+) -> list[Hit]:
     """Chunks of the active organization closest to ``vector`` by cosine, best first.
 
     ``model`` names the embedding model (needed when several models share the vector's
@@ -460,7 +471,9 @@ def semantic_search(vector, limit: int = 10, *, model: str | None = None, tool=N
     sets = list(sets.values_list("tool_key", "embedding_model", "version"))
     found = sorted({m for _, m, _ in sets})
     if len(found) > 1:
-        raise EmbeddingError(f"vectors of several models have dimension {dimension} here ({', '.join(found)}): name one")
+        raise EmbeddingError(
+            f"vectors of several models have dimension {dimension} here ({', '.join(found)}): name one"
+        )
     if not sets:
         return []
     model = found[0]
@@ -488,7 +501,9 @@ def semantic_search(vector, limit: int = 10, *, model: str | None = None, tool=N
             continue
         valid = [chunks[pk] for pk in wanted if pk not in stale]
         scores = _exact_scores(valid, unit)
-        hits = sorted((Hit(c, scores[c.pk], semantic=scores[c.pk]) for c in valid), key=lambda h: (-h.score, str(h.chunk.pk)))
+        hits = sorted(
+            (Hit(c, scores[c.pk], semantic=scores[c.pk]) for c in valid), key=lambda h: (-h.score, str(h.chunk.pk))
+        )
         break
     if threshold is not None:
         hits = [h for h in hits if h.score >= threshold]
@@ -500,7 +515,9 @@ def _search_document(rows, unit, limit, tool, threshold) -> list[Hit]:
         rows = rows.filter(tool_id=as_pk(tool))
     chunks = list(rows.exclude(embedding=None))
     scores = _exact_scores(chunks, unit)
-    hits = sorted((Hit(c, scores[c.pk], semantic=scores[c.pk]) for c in chunks), key=lambda h: (-h.score, str(h.chunk.pk)))[:limit]
+    hits = sorted(
+        (Hit(c, scores[c.pk], semantic=scores[c.pk]) for c in chunks), key=lambda h: (-h.score, str(h.chunk.pk))
+    )[:limit]
     return [h for h in hits if threshold is None or h.score >= threshold]
 
 
@@ -513,16 +530,26 @@ def stamp_unversioned() -> int:
     stamped = 0
     with unscoped():
         groups = (
-            DocumentChunk.all_orgs.filter(vector_version__isnull=True).exclude(embedding=None)
-            .order_by().values_list("org_id", "tool_id", "embedding_model", "embedding_dim").distinct()
+            DocumentChunk.all_orgs.filter(vector_version__isnull=True)
+            .exclude(embedding=None)
+            .order_by()
+            .values_list("org_id", "tool_id", "embedding_model", "embedding_dim")
+            .distinct()
         )
         for org_id, tool_id, model, dimension in list(groups):
             with transaction.atomic():
                 version = VectorSet.bump(org_id, tool_id, model, dimension)
-                stamped += DocumentChunk.all_orgs.filter(
-                    org_id=org_id, tool_id=tool_id, embedding_model=model, embedding_dim=dimension,
-                    vector_version__isnull=True,
-                ).exclude(embedding=None).update(vector_version=version)
+                stamped += (
+                    DocumentChunk.all_orgs.filter(
+                        org_id=org_id,
+                        tool_id=tool_id,
+                        embedding_model=model,
+                        embedding_dim=dimension,
+                        vector_version__isnull=True,
+                    )
+                    .exclude(embedding=None)
+                    .update(vector_version=version)
+                )
     return stamped
 
 
@@ -537,17 +564,25 @@ def rebuild(org=None, report=lambda line: None) -> list[dict]:
     for vector_set in sets:
         with org_scope(vector_set.org_id):
             index = VectorIndex(vector_set.dimension)
-            _load_rows(index, _set_rows(vector_set.org_id, vector_set.tool_key, vector_set.embedding_model,
-                                        vector_set.dimension))
+            _load_rows(
+                index,
+                _set_rows(vector_set.org_id, vector_set.tool_key, vector_set.embedding_model, vector_set.dimension),
+            )
         index.version = vector_set.version
         if index.live >= settings.VECTOR_ANN_MIN_VECTORS:
             index.build_ann()
         path = index_path(vector_set.org_id, vector_set.tool_key, vector_set.embedding_model)
-        index.save(path, {"model": vector_set.embedding_model, "org": str(vector_set.org_id),
-                          "tool": vector_set.tool_key})
-        entry = {"org": str(vector_set.org_id), "tool": vector_set.tool_key or None,
-                 "model": vector_set.embedding_model, "version": vector_set.version, "vectors": index.live,
-                 "approximate": index.ann is not None}
+        index.save(
+            path, {"model": vector_set.embedding_model, "org": str(vector_set.org_id), "tool": vector_set.tool_key}
+        )
+        entry = {
+            "org": str(vector_set.org_id),
+            "tool": vector_set.tool_key or None,
+            "model": vector_set.embedding_model,
+            "version": vector_set.version,
+            "vectors": index.live,
+            "approximate": index.ann is not None,
+        }
         report(entry)
         done.append(entry)
     return done
@@ -585,5 +620,11 @@ def freshness(lag_ratio: float = 0.1) -> dict:
                 problems.append(f"{label}: {newer} vectors newer than its file ({meta['vectors']})")
     if unversioned:
         problems.insert(0, f"{unversioned} chunk vectors have no version (written around set_embeddings)")
-    return {"ok": not problems, "sets": len(sets), "files": files, "unversioned_vectors": unversioned,
-            "problems": problems, "directory": str(settings.VECTOR_INDEX_DIR)}
+    return {
+        "ok": not problems,
+        "sets": len(sets),
+        "files": files,
+        "unversioned_vectors": unversioned,
+        "problems": problems,
+        "directory": str(settings.VECTOR_INDEX_DIR),
+    }

@@ -10,8 +10,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from agentforge_core.models import OrgOwnedModel, org_foreign_key, org_index
 from agentforge_core.fields import EncryptedTextField
+from agentforge_core.models import OrgOwnedModel, org_foreign_key, org_index
 
 
 class LegacyRecord(OrgOwnedModel):

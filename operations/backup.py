@@ -102,9 +102,7 @@ def row_counts(alias: str = DEFAULT_DB_ALIAS) -> dict[str, int]:
     with conn.cursor() as cursor:
         existing = set(conn.introspection.table_names(cursor))
     return {
-        m._meta.db_table: m._base_manager.using(alias).count()
-        for m in project_models()
-        if m._meta.db_table in existing
+        m._meta.db_table: m._base_manager.using(alias).count() for m in project_models() if m._meta.db_table in existing
     }
 
 
@@ -151,7 +149,9 @@ def _run(cmd: list[str], env_extra: dict, what: str, **kwargs) -> subprocess.Com
         raise BackupError(f"{cmd[0]} not found: install {package}, or use the portable format") from None
     if proc.returncode != 0:
         lines = [line.strip() for line in (proc.stderr or "").splitlines() if line.strip()]
-        detail = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else f"exit {proc.returncode}")
+        detail = next(
+            (line for line in lines if "error" in line.lower()), lines[-1] if lines else f"exit {proc.returncode}"
+        )
         raise BackupError(f"{what} failed: {detail[:300]}")
     return proc
 
@@ -168,7 +168,11 @@ def _pg_args(settings_dict: dict) -> tuple[list[str], dict]:
     # The owner role (DB_MIGRATION_USER): it bypasses row-level security, so pg_dump sees every
     # organization's rows and pg_restore may recreate the tables; the application role may not.
     user = settings_dict.get("MIGRATION_USER") or settings_dict.get("USER")
-    password = settings_dict.get("MIGRATION_PASSWORD") if settings_dict.get("MIGRATION_USER") else settings_dict.get("PASSWORD")
+    password = (
+        settings_dict.get("MIGRATION_PASSWORD")
+        if settings_dict.get("MIGRATION_USER")
+        else settings_dict.get("PASSWORD")
+    )
     if user:
         args += ["--username", user]
     options = settings_dict.get("OPTIONS", {})
@@ -195,7 +199,11 @@ def _pg_check(path: Path) -> int:
 
 def _pg_backup(conn, tmp: Path) -> None:
     args, env = _pg_args(conn.settings_dict)
-    _run(["pg_dump", "--format=custom", "--file", str(tmp), *args, "--dbname", conn.settings_dict["NAME"]], env, "pg_dump")
+    _run(
+        ["pg_dump", "--format=custom", "--file", str(tmp), *args, "--dbname", conn.settings_dict["NAME"]],
+        env,
+        "pg_dump",
+    )
     _pg_check(tmp)
 
 
@@ -204,8 +212,19 @@ def _pg_restore(conn, path: Path) -> None:
     args, env = _pg_args(conn.settings_dict)
     conn.close()  # no session of ours holds locks on the tables being replaced
     _run(
-        ["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
-         "--exit-on-error", *args, "--dbname", conn.settings_dict["NAME"], str(path)],
+        [
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-privileges",
+            "--single-transaction",
+            "--exit-on-error",
+            *args,
+            "--dbname",
+            conn.settings_dict["NAME"],
+            str(path),
+        ],
         env,
         "pg_restore",
     )
@@ -248,8 +267,18 @@ def _mysql_check(path: Path) -> None:
 def _mysql_backup(conn, tmp: Path) -> None:
     args, env = _mysql_args(conn.settings_dict)
     _run(
-        ["mysqldump", *args, "--single-transaction", "--quick", "--routines", "--triggers", "--hex-blob",
-         "--no-tablespaces", f"--result-file={tmp}", conn.settings_dict["NAME"]],
+        [
+            "mysqldump",
+            *args,
+            "--single-transaction",
+            "--quick",
+            "--routines",
+            "--triggers",
+            "--hex-blob",
+            "--no-tablespaces",
+            f"--result-file={tmp}",
+            conn.settings_dict["NAME"],
+        ],
         env,
         "mysqldump",
     )
@@ -310,7 +339,8 @@ def _portable_models() -> list:
     """Every concrete model whose rows are data (not rebuilt by migrate), parents before children."""
     skip = {("contenttypes", "contenttype"), ("auth", "permission")}
     candidates = [
-        m for m in apps.get_models()
+        m
+        for m in apps.get_models()
         if m._meta.managed and not m._meta.proxy and (m._meta.app_label, m._meta.model_name) not in skip
     ]
     ordered, seen = [], set()
@@ -337,9 +367,8 @@ def _is_encrypted(f) -> bool:
 def _portable_serializer_class():
     from django.contrib.auth.models import Permission
     from django.contrib.contenttypes.models import ContentType
-    from django.core.serializers.jsonl import Serializer as JSONLSerializer
-
     from django.core.serializers.json import DjangoJSONEncoder
+    from django.core.serializers.jsonl import Serializer as JSONLSerializer
 
     natural_models = (ContentType, Permission)
 
@@ -386,11 +415,11 @@ def _portable_serializer_class():
 
 
 def _portable_backup(conn, tmp: Path) -> None:
+    from django.db.migrations.recorder import MigrationRecorder
     from django.db.models import TextField
     from django.db.models.functions import Cast
 
     from agentforge_core.tenancy import unscoped
-    from django.db.migrations.recorder import MigrationRecorder
 
     serializer = _portable_serializer_class()()
     counts: dict[str, int] = {}
@@ -484,7 +513,8 @@ def _portable_restore(conn, path: Path) -> None:
     # bulk_create would stamp auto_now/auto_now_add fields with the time of the restore.
     stamped = [
         (f, f.auto_now, f.auto_now_add)
-        for m in apps.get_models() for f in m._meta.concrete_fields
+        for m in apps.get_models()
+        for f in m._meta.concrete_fields
         if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
     ]
     for f, _, _ in stamped:
@@ -553,14 +583,19 @@ def detect_format(path: Path) -> str:
     if head.startswith(b"\x1f\x8b"):
         return "portable"
     text = head.decode("utf-8", "replace")
-    if text.startswith(("-- MariaDB dump", "-- MySQL dump", "/*!999999")) or "-- MariaDB dump" in text or "-- MySQL dump" in text:
+    if (
+        text.startswith(("-- MariaDB dump", "-- MySQL dump", "/*!999999"))
+        or "-- MariaDB dump" in text
+        or "-- MySQL dump" in text
+    ):
         return "mysql"
     raise BackupError(f"{path}: not a backup this tool wrote (unknown format)")
 
 
 @primary_only()
-def backup_database(output: str | os.PathLike | None = None, *, alias: str = DEFAULT_DB_ALIAS,
-                    method: str | None = None) -> Path:
+def backup_database(
+    output: str | os.PathLike | None = None, *, alias: str = DEFAULT_DB_ALIAS, method: str | None = None
+) -> Path:
     """Back up the database behind ``alias``; return the checked file's path.
 
     ``output`` is a file or directory (default: ``BACKUP_DIR``/agentforge-<db>-<UTC time>.<ext>).
@@ -584,8 +619,9 @@ def backup_database(output: str | os.PathLike | None = None, *, alias: str = DEF
     try:
         old_umask = os.umask(0o077)
         try:
-            {"postgresql": _pg_backup, "mysql": _mysql_backup, "sqlite": _sqlite_backup,
-             "portable": _portable_backup}[method](conn, tmp)
+            {"postgresql": _pg_backup, "mysql": _mysql_backup, "sqlite": _sqlite_backup, "portable": _portable_backup}[
+                method
+            ](conn, tmp)
         finally:
             os.umask(old_umask)
         os.chmod(tmp, 0o600)
@@ -634,8 +670,9 @@ def restore_database(path: str | os.PathLike, force: bool = False, *, alias: str
             "restore with --force to overwrite it"
         )
     try:
-        {"postgresql": _pg_restore, "mysql": _mysql_restore, "sqlite": _sqlite_restore,
-         "portable": _portable_restore}[kind](conn, path)
+        {"postgresql": _pg_restore, "mysql": _mysql_restore, "sqlite": _sqlite_restore, "portable": _portable_restore}[
+            kind
+        ](conn, path)
     except BackupError:
         raise
     except Exception as exc:
@@ -646,6 +683,14 @@ def restore_database(path: str | os.PathLike, force: bool = False, *, alias: str
 
 
 __all__ = [
-    "BackupError", "RestoreRefused", "RestoreResult", "backup_database", "restore_database",
-    "detect_format", "nonempty_tables", "row_counts", "project_models", "describe",
+    "BackupError",
+    "RestoreRefused",
+    "RestoreResult",
+    "backup_database",
+    "restore_database",
+    "detect_format",
+    "nonempty_tables",
+    "row_counts",
+    "project_models",
+    "describe",
 ]

@@ -131,8 +131,12 @@ def probe(conn, timeout: int = 5) -> float | None:
 def check_connection(alias: str = DEFAULT_DB_ALIAS) -> ConnectionReport:
     conn = connections[alias]
     name, host = describe_target(alias)
-    report = ConnectionReport(backend=conn.display_name if conn.vendor != "mysql" else "MySQL/MariaDB",
-                              vendor=conn.vendor, database=name, host=host)
+    report = ConnectionReport(
+        backend=conn.display_name if conn.vendor != "mysql" else "MySQL/MariaDB",
+        vendor=conn.vendor,
+        database=name,
+        host=host,
+    )
     try:
         probe(conn)
         conn.ensure_connection()

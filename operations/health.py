@@ -202,8 +202,13 @@ def table_sizes(conn, limit: int = 10) -> list[dict]:
                 sized = [(t, None) for t in conn.introspection.table_names(cursor)][:limit]
             for table, size in sized:
                 cursor.execute(f"SELECT COUNT(*) FROM {conn.ops.quote_name(table)}")
-                rows.append({"table": table, "bytes": int(size) if size is not None else None,
-                             "rows": int(cursor.fetchone()[0])})
+                rows.append(
+                    {
+                        "table": table,
+                        "bytes": int(size) if size is not None else None,
+                        "rows": int(cursor.fetchone()[0]),
+                    }
+                )
         elif vendor == "microsoft":
             cursor.execute(
                 "SELECT TOP (%s) t.name, SUM(a.total_pages) * 8192, SUM(CASE WHEN a.type = 1 THEN p.rows ELSE 0 END) "
@@ -233,7 +238,10 @@ def index_efficiency(conn, big_rows: int = BIG_TABLE_ROWS) -> dict:
         return _pg_index_efficiency(conn, big_rows)
     if conn.vendor == "mysql":
         return _mysql_index_efficiency(conn, big_rows)
-    return {"available": False, "note": f"index statistics are reported on PostgreSQL and MariaDB/MySQL only ({conn.vendor})"}
+    return {
+        "available": False,
+        "note": f"index statistics are reported on PostgreSQL and MariaDB/MySQL only ({conn.vendor})",
+    }
 
 
 def _pg_index_efficiency(conn, big_rows: int) -> dict:
@@ -254,7 +262,13 @@ def _pg_index_efficiency(conn, big_rows: int) -> dict:
             [big_rows],
         )
         seq = [
-            {"table": t, "seq_scans": int(s), "rows_read_by_seq_scans": int(r), "index_scans": int(i), "rows_estimate": int(n)}
+            {
+                "table": t,
+                "seq_scans": int(s),
+                "rows_read_by_seq_scans": int(r),
+                "index_scans": int(i),
+                "rows_estimate": int(n),
+            }
             for t, s, r, i, n in cursor.fetchall()
         ]
     return {
@@ -276,7 +290,9 @@ def _mysql_variable(cursor, name: str) -> str:
 def _mysql_index_efficiency(conn, big_rows: int) -> dict:
     result: dict = {"available": False, "big_table_rows": big_rows, "unused_indexes": [], "seq_scans_on_big_tables": []}
     with conn.cursor() as cursor:
-        cursor.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('Select_scan', 'Select_full_join', 'Handler_read_rnd_next', 'Uptime')")
+        cursor.execute(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Select_scan', 'Select_full_join', 'Handler_read_rnd_next', 'Uptime')"
+        )
         result["server_counters"] = {name: int(value) for name, value in cursor.fetchall()}
         userstat = _mysql_variable(cursor, "userstat") in ("ON", "1")
         perf = _mysql_variable(cursor, "performance_schema") in ("ON", "1")
@@ -406,22 +422,35 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
     pool["ok"] = not exhausted
     if exhausted:
         reasons.append("connection pool exhausted")
-        alerts.append({"check": "pool", "level": "critical",
-                       "message": f"connection pool exhausted: {pool['waiting']} requests waiting, "
-                                  f"{pool['in_use']} of {pool['max_size']} connections in use"})
+        alerts.append(
+            {
+                "check": "pool",
+                "level": "critical",
+                "message": f"connection pool exhausted: {pool['waiting']} requests waiting, "
+                f"{pool['in_use']} of {pool['max_size']} connections in use",
+            }
+        )
 
     counters = monitoring.snapshot()
     shared = counters["all_workers"]
     if shared:
         # Another worker's recent slow query, failure or pool timeout is this server's too.
-        for name, last in (("slow_queries", "last_slow_query_at"), ("failed_transactions", "last_failure_at"),
-                           ("pool_timeouts", "last_pool_timeout_at")):
+        for name, last in (
+            ("slow_queries", "last_slow_query_at"),
+            ("failed_transactions", "last_failure_at"),
+            ("pool_timeouts", "last_pool_timeout_at"),
+        ):
             if (shared.get(f"last_{name}_at") or 0) > (counters[last] or 0):
                 counters[last] = shared[f"last_{name}_at"]
     if counters["last_pool_timeout_at"] and now - counters["last_pool_timeout_at"] < monitoring.RECENT_WINDOW_S:
-        alerts.append({"check": "pool", "level": "critical",
-                       "message": f"{counters['pool_timeouts']} pool timeouts since start, the last at "
-                                  f"{_iso(counters['last_pool_timeout_at'])}: {counters['last_pool_timeout_message']}"})
+        alerts.append(
+            {
+                "check": "pool",
+                "level": "critical",
+                "message": f"{counters['pool_timeouts']} pool timeouts since start, the last at "
+                f"{_iso(counters['last_pool_timeout_at'])}: {counters['last_pool_timeout_message']}",
+            }
+        )
     pool["timeouts_since_start"] = counters["pool_timeouts"]
 
     if "error" not in database and not exhausted:
@@ -442,8 +471,13 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
             checks["migrations"] = {"ok": not pending, "pending": len(pending), "pending_names": pending}
             if pending:
                 reasons.append(f"{len(pending)} migrations pending")
-                alerts.append({"check": "migrations", "level": "critical",
-                               "message": f"{len(pending)} migrations pending: run manage.py migrate"})
+                alerts.append(
+                    {
+                        "check": "migrations",
+                        "level": "critical",
+                        "message": f"{len(pending)} migrations pending: run manage.py migrate",
+                    }
+                )
         except Exception as exc:
             checks["migrations"] = {"ok": False, "error": one_line_error(exc)}
             reasons.append("migration state unreadable")
@@ -451,9 +485,14 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
             storage = storage_check(conn)
             checks["storage"] = storage
             if not storage["ok"]:
-                alerts.append({"check": "storage", "level": "critical" if storage["used_pct"] >= 100 else "warning",
-                               "message": f"storage at {storage['used_pct']}% of DB_STORAGE_QUOTA_MB="
-                                          f"{storage['quota_mb']:g} ({storage['used_mb']} MB used)"})
+                alerts.append(
+                    {
+                        "check": "storage",
+                        "level": "critical" if storage["used_pct"] >= 100 else "warning",
+                        "message": f"storage at {storage['used_pct']}% of DB_STORAGE_QUOTA_MB="
+                        f"{storage['quota_mb']:g} ({storage['used_mb']} MB used)",
+                    }
+                )
         except Exception as exc:
             checks["storage"] = {"ok": False, "error": one_line_error(exc)}
         if tables:
@@ -479,33 +518,58 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
         "all_workers": shared,
     }
     if recent_slow:
-        alerts.append({"check": "queries", "level": "warning",
-                       "message": f"{counters['slow_queries']} queries over {threshold:g} ms since start "
-                                  f"(slowest {counters['slow_query_max_ms']:g} ms), the last at {_iso(counters['last_slow_query_at'])}"})
+        alerts.append(
+            {
+                "check": "queries",
+                "level": "warning",
+                "message": f"{counters['slow_queries']} queries over {threshold:g} ms since start "
+                f"(slowest {counters['slow_query_max_ms']:g} ms), the last at {_iso(counters['last_slow_query_at'])}",
+            }
+        )
     if recent_failed:
-        alerts.append({"check": "queries", "level": "warning",
-                       "message": f"{counters['failed_transactions']} failed transactions since start, "
-                                  f"the last at {_iso(counters['last_failure_at'])}"})
+        alerts.append(
+            {
+                "check": "queries",
+                "level": "warning",
+                "message": f"{counters['failed_transactions']} failed transactions since start, "
+                f"the last at {_iso(counters['last_failure_at'])}",
+            }
+        )
 
     if replica_aliases():
         # A skipped replica is an alert, not a reason: the primary serves its reads.
         checks["replicas"] = [status.as_dict() for status in monitor.statuses(refresh=True)]
         for replica in checks["replicas"]:
             if not replica["in_use"]:
-                alerts.append({"check": "replicas", "level": "warning",
-                               "message": f"read replica {replica['alias']} skipped: {replica['reason']}"})
+                alerts.append(
+                    {
+                        "check": "replicas",
+                        "level": "warning",
+                        "message": f"read replica {replica['alias']} skipped: {replica['reason']}",
+                    }
+                )
 
     # A cache that is down slows requests, never fails them: an alert, not a reason.
     checks["cache"] = cache_report()
     if not checks["cache"]["available"]:
-        alerts.append({"check": "cache", "level": "warning",
-                       "message": f"cache unavailable, running uncached: {checks['cache']['last_error']}"})
+        alerts.append(
+            {
+                "check": "cache",
+                "level": "warning",
+                "message": f"cache unavailable, running uncached: {checks['cache']['last_error']}",
+            }
+        )
 
     failures = dual_write_failures()
     checks["dual_write"] = {"ok": failures == 0, "failures": failures}
     if failures:
-        alerts.append({"check": "dual_write", "level": "warning",
-                       "message": f"{failures} dual-write failures since start (JSON and database may differ)"})
+        alerts.append(
+            {
+                "check": "dual_write",
+                "level": "warning",
+                "message": f"{failures} dual-write failures since start (JSON and database may differ)",
+            }
+        )
 
     healthy = not reasons
     return {

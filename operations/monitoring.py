@@ -170,7 +170,10 @@ def _read_shared() -> dict | None:
         return None
     if found is None:
         return None
-    return {**{name: n for name, (n, _at) in found.items()}, **{f"last_{name}_at": at for name, (_n, at) in found.items()}}
+    return {
+        **{name: n for name, (n, _at) in found.items()},
+        **{f"last_{name}_at": at for name, (_n, at) in found.items()},
+    }
 
 
 counters = _Counters()
@@ -344,7 +347,9 @@ class QueryMonitor:
         if conn is not None and recordable and counters.claim_event(key):
             self.record_event(conn, shape, key, elapsed_ms, threshold, org_id, path, method, redacted, failed)
 
-    def record_event(self, conn, shape, key, elapsed_ms, threshold, org_id, path, method, redacted, failed=None) -> None:
+    def record_event(
+        self, conn, shape, key, elapsed_ms, threshold, org_id, path, method, redacted, failed=None
+    ) -> None:
         """One SecurityEvent for this shape; its own queries are neither timed nor recorded."""
         if getattr(conn, "needs_rollback", False) or getattr(conn, "connection", None) is None:
             return  # a broken transaction cannot take another statement; the log line stands

@@ -68,12 +68,15 @@ def _database_down(exc: BaseException | None) -> bool:
     return isinstance(exc, (db.OperationalError, db.InterfaceError))
 
 
-def unavailable_response(request, title: str = "Service unavailable: the database is not answering. Try again shortly.",
-                         status: int = 503) -> HttpResponse:
+def unavailable_response(
+    request, title: str = "Service unavailable: the database is not answering. Try again shortly.", status: int = 503
+) -> HttpResponse:
     """The error page of a 503 (with Retry-After) or a 500, naming the request id."""
     request_id = getattr(request, "request_id", None) or current_request_id() or "-"
-    body = (f"<!doctype html><title>{status}</title><h1>{escape(title)}</h1>"
-            f"<p>Request id: <code>{escape(request_id)}</code></p>")
+    body = (
+        f"<!doctype html><title>{status}</title><h1>{escape(title)}</h1>"
+        f"<p>Request id: <code>{escape(request_id)}</code></p>"
+    )
     response = HttpResponse(body, status=status)
     if status == 503:
         response["Retry-After"] = str(RETRY_AFTER_S)

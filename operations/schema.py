@@ -84,8 +84,14 @@ def offline_connection(db_type: str, server_version: tuple[int, int] | None = No
         }
     settings_dict.setdefault("OPTIONS", {})
     settings_dict["OPTIONS"].pop("pool", None)
-    for key, default in (("TIME_ZONE", None), ("CONN_MAX_AGE", 0), ("CONN_HEALTH_CHECKS", False),
-                         ("AUTOCOMMIT", True), ("ATOMIC_REQUESTS", False), ("TEST", {})):
+    for key, default in (
+        ("TIME_ZONE", None),
+        ("CONN_MAX_AGE", 0),
+        ("CONN_HEALTH_CHECKS", False),
+        ("AUTOCOMMIT", True),
+        ("ATOMIC_REQUESTS", False),
+        ("TEST", {}),
+    ):
         settings_dict.setdefault(key, default)
     backend = load_backend(settings_dict["ENGINE"])
     # The alias only names the connection for routers; nothing is registered under it.

@@ -49,8 +49,14 @@ def health(request):
         report = build_report(tables=10 if audience == "platform" else 0)
     except Exception as exc:  # never a traceback to a load balancer
         logger.exception("health check failed")
-        report = {"status": "unhealthy", "healthy": False, "reasons": [f"health check failed: {type(exc).__name__}"],
-                  "alerts": [], "checked_at": None, "checks": {}}
+        report = {
+            "status": "unhealthy",
+            "healthy": False,
+            "reasons": [f"health check failed: {type(exc).__name__}"],
+            "alerts": [],
+            "checked_at": None,
+            "checks": {},
+        }
     body = report if audience == "platform" else public_view(report)
     if audience == "organization" and report["healthy"]:
         try:

@@ -18,13 +18,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
+from agentforge_core import crypto
+from agentforge_core.fields import encrypted_fields
 from agentforge_core.tenancy import org_scope, unscoped
 from agentforge_site.admin.display import json_block, masked, truncate
 from agentforge_site.admin.mixins import ReadOnlyAdminMixin, SecretFieldsMixin
 from agentforge_site.admin.scoping import OrgScopedAdmin, UserCredentialsAdminMixin, is_superuser
 from agentforge_site.paginator import EstimatedCountPaginator
-from agentforge_core import crypto
-from agentforge_core.fields import encrypted_fields
 from security.models import APIKey, AuditLog, LDAPConfig, OAuthConfig, SecurityEvent
 from security.models.audit import AuditChainHead
 
@@ -235,7 +235,9 @@ class AuditLogAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
         return format_html(
             '<table class="af-diff"><thead><tr><th>Field</th><th>Before</th><th>After</th></tr></thead>'
             "<tbody>{}</tbody></table>",
-            format_html_join("", '<tr><td><code>{}</code></td><td class="af-before">{}</td><td class="af-after">{}</td></tr>', rows),
+            format_html_join(
+                "", '<tr><td><code>{}</code></td><td class="af-before">{}</td><td class="af-after">{}</td></tr>', rows
+            ),
         )
 
     # -- export --------------------------------------------------------------------
@@ -243,8 +245,18 @@ class AuditLogAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
     @admin.action(description="Export selected entries as CSV", permissions=["view"])
     def export_csv(self, request, queryset):
         header = [
-            "time", "organization", "actor", "action", "resource_type", "resource_id", "resource_name",
-            "ip", "user_agent", "success", "error_message", "changes",
+            "time",
+            "organization",
+            "actor",
+            "action",
+            "resource_type",
+            "resource_id",
+            "resource_name",
+            "ip",
+            "user_agent",
+            "success",
+            "error_message",
+            "changes",
         ]
         rows = queryset.select_related("org", "actor", "content_type").order_by("-timestamp", "-pk")
         # The rows stream after the view has returned and the request's organization scope
@@ -261,7 +273,9 @@ class AuditLogAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
                         for value in (
                             entry.timestamp.isoformat(),
                             entry.org.name if entry.org_id else "",
-                            entry.actor.email if entry.actor_id and entry.actor else (entry.user_name or entry.legacy_user_id or ""),
+                            entry.actor.email
+                            if entry.actor_id and entry.actor
+                            else (entry.user_name or entry.legacy_user_id or ""),
                             entry.legacy_action or entry.get_action_display(),
                             entry.resource_type or (entry.content_type.model if entry.content_type_id else ""),
                             entry.resource_id or entry.object_pk,
@@ -296,8 +310,29 @@ class SecurityEventAdmin(OrgScopedAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
-    fields = ("created_at", "org", "event_type", "severity", "user", "email", "ip_address", "user_agent", "details_pretty", "resolved")
-    readonly_fields = ("created_at", "org", "event_type", "severity", "user", "email", "ip_address", "user_agent", "details_pretty")
+    fields = (
+        "created_at",
+        "org",
+        "event_type",
+        "severity",
+        "user",
+        "email",
+        "ip_address",
+        "user_agent",
+        "details_pretty",
+        "resolved",
+    )
+    readonly_fields = (
+        "created_at",
+        "org",
+        "event_type",
+        "severity",
+        "user",
+        "email",
+        "ip_address",
+        "user_agent",
+        "details_pretty",
+    )
     actions = ("mark_resolved",)
 
     def has_add_permission(self, request):
@@ -332,7 +367,16 @@ class SecurityEventAdmin(OrgScopedAdmin):
 
 @admin.register(OAuthConfig)
 class OAuthConfigAdmin(SecretFieldsMixin, OrgScopedAdmin):
-    list_display = ("provider", "org", "client_id", "secret_state", "enabled", "auto_create_users", "default_role", "updated_at")
+    list_display = (
+        "provider",
+        "org",
+        "client_id",
+        "secret_state",
+        "enabled",
+        "auto_create_users",
+        "default_role",
+        "updated_at",
+    )
     list_select_related = ("org", "default_role")
     list_filter = ("provider", "enabled")
     search_fields = ("client_id", "tenant_id")
@@ -351,7 +395,17 @@ class OAuthConfigAdmin(SecretFieldsMixin, OrgScopedAdmin):
 
 @admin.register(LDAPConfig)
 class LDAPConfigAdmin(SecretFieldsMixin, OrgScopedAdmin):
-    list_display = ("name", "org", "server_url", "bind_dn", "secret_state", "is_active", "is_org_directory", "connection_status", "last_sync")
+    list_display = (
+        "name",
+        "org",
+        "server_url",
+        "bind_dn",
+        "secret_state",
+        "is_active",
+        "is_org_directory",
+        "connection_status",
+        "last_sync",
+    )
     list_select_related = ("org",)
     list_filter = ("is_active", "is_org_directory", "connection_status", "sync_enabled")
     search_fields = ("name", "server_url", "bind_dn", "base_dn")
@@ -368,7 +422,20 @@ class LDAPConfigAdmin(SecretFieldsMixin, OrgScopedAdmin):
     )
     fieldsets = (
         (None, {"fields": ("org", "name", "is_active", "is_org_directory")}),
-        ("Connection", {"fields": ("server_url", "use_ssl", "use_tls", "verify_ssl", "connection_timeout", "bind_dn", "bind_password")}),
+        (
+            "Connection",
+            {
+                "fields": (
+                    "server_url",
+                    "use_ssl",
+                    "use_tls",
+                    "verify_ssl",
+                    "connection_timeout",
+                    "bind_dn",
+                    "bind_password",
+                )
+            },
+        ),
         (
             "Search",
             {
@@ -387,7 +454,16 @@ class LDAPConfigAdmin(SecretFieldsMixin, OrgScopedAdmin):
         ("Sync", {"fields": ("sync_enabled", "sync_interval_hours", "sync_delete_removed", "sync_update_existing")}),
         (
             "Status",
-            {"fields": ("connection_status", "last_connection_test", "last_error", "last_sync", "last_sync_status", "last_sync_users_synced")},
+            {
+                "fields": (
+                    "connection_status",
+                    "last_connection_test",
+                    "last_error",
+                    "last_sync",
+                    "last_sync_status",
+                    "last_sync_users_synced",
+                )
+            },
         ),
         ("Record", {"fields": ("legacy_id", "created_at", "updated_at"), "classes": ("collapse",)}),
     )
@@ -502,7 +578,9 @@ class APIKeyAdmin(UserCredentialsAdminMixin, OrgScopedAdmin):
         request.session[NEW_KEY_SESSION] = {"id": str(created.pk), "token": crypto.encrypt(plaintext)}
 
     def response_add(self, request, obj, post_url_continue=None):
-        self.message_user(request, f"API key “{obj.name}” created. Copy it now: it will not be shown again.", messages.WARNING)
+        self.message_user(
+            request, f"API key “{obj.name}” created. Copy it now: it will not be shown again.", messages.WARNING
+        )
         return HttpResponseRedirect(reverse("admin:security_apikey_change", args=[obj.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -528,7 +606,6 @@ class APIKeyAdmin(UserCredentialsAdminMixin, OrgScopedAdmin):
             self.log_change(request, key, "Revoked.")
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
-
 
 
 @admin.register(AuditChainHead)

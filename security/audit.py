@@ -312,7 +312,9 @@ def _member(prefix: str, f):
             if value is None:
                 return null
             if value.tzinfo is not dt.timezone.utc:
-                value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+                value = (
+                    value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+                )
             if value.year < 1000:  # strftime does not pad the year everywhere
                 return prefix + '"' + value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + '"'
             return prefix + '"' + value.replace(tzinfo=None).isoformat(timespec="microseconds") + 'Z"'
@@ -537,8 +539,16 @@ class ChainReport:
         return self.broken_id is None and not self.reason
 
 
-def _walk(report: ChainReport, qs, prev: str, last_id: int, after_id: int = 0, count: int = 0,
-          checkpoint=None, batch_size: int = 1000) -> int:
+def _walk(
+    report: ChainReport,
+    qs,
+    prev: str,
+    last_id: int,
+    after_id: int = 0,
+    count: int = 0,
+    checkpoint=None,
+    batch_size: int = 1000,
+) -> int:
     """Check the entries of ``qs`` after ``after_id`` in id order, the first expected to follow
     ``prev`` (entry ``last_id``); stop at the first broken link (``report.reason``). Entry
     number ``checkpoint.count`` must be the one the checkpoint signed. Returns the count."""
@@ -564,8 +574,10 @@ def _walk(report: ChainReport, qs, prev: str, last_id: int, after_id: int = 0, c
             if compute_hash(entry, entry.prev_hash) != entry.entry_hash:
                 report.broken_id, report.reason = entry.pk, "content does not match entry_hash: the entry was altered"
                 return count
-            if checkpoint is not None and count == checkpoint.count and (
-                entry.pk != checkpoint.last_id or entry.entry_hash != checkpoint.head_hash
+            if (
+                checkpoint is not None
+                and count == checkpoint.count
+                and (entry.pk != checkpoint.last_id or entry.entry_hash != checkpoint.head_hash)
             ):
                 report.broken_id = entry.pk
                 report.reason = (
@@ -662,10 +674,19 @@ def checkpoint_chain(org_id, using: str = "default", reason: str = "command") ->
                     "entries before the checkpoint were removed or inserted"
                 )
         if not report.ok:
-            raise AuditChainError(f"chain {key} does not verify, refusing to sign it: {report.reason} "
-                                  f"(entry {report.broken_id})")
-        return store.append(private, chain=key, reason=reason, count=count, last_id=report.last_id,
-                            head_hash=report.last_hash, anchor_id=anchor[0], anchor_hash=anchor[1])
+            raise AuditChainError(
+                f"chain {key} does not verify, refusing to sign it: {report.reason} (entry {report.broken_id})"
+            )
+        return store.append(
+            private,
+            chain=key,
+            reason=reason,
+            count=count,
+            last_id=report.last_id,
+            head_hash=report.last_hash,
+            anchor_id=anchor[0],
+            anchor_hash=anchor[1],
+        )
 
 
 _last_signed: dict[str, float] = {}  # chain key -> when this process last saw it signed
@@ -775,8 +796,14 @@ def purge_expired(org, now=None, using: str = "default", dry_run: bool = False) 
         private = checkpoints.signing_key()
         if private is not None:
             checkpoints.CheckpointStore().append(
-                private, chain=key, reason="purge", count=report.checked - deleted, last_id=report.last_id,
-                head_hash=report.last_hash, anchor_id=last[0], anchor_hash=last[1],
+                private,
+                chain=key,
+                reason="purge",
+                count=report.checked - deleted,
+                last_id=report.last_id,
+                head_hash=report.last_hash,
+                anchor_id=last[0],
+                anchor_hash=last[1],
             )
     record_system_event(
         "delete",

@@ -108,12 +108,18 @@ class CheckpointStore:
                 try:
                     public_key.verify(signature, checkpoint.signed_bytes())
                 except InvalidSignature:
-                    return found, f"{where}: the signature does not verify (forged or edited checkpoint, or another key)"
+                    return (
+                        found,
+                        f"{where}: the signature does not verify (forged or edited checkpoint, or another key)",
+                    )
                 if checkpoint.chain != chain:
                     return found, f"{where}: a checkpoint of chain {checkpoint.chain} in the file of {chain}"
                 expected = found[-1].seq + 1 if found else 1
                 if checkpoint.seq != expected:
-                    return found, f"{where}: checkpoint #{checkpoint.seq} where #{expected} was due: checkpoints were removed"
+                    return (
+                        found,
+                        f"{where}: checkpoint #{checkpoint.seq} where #{expected} was due: checkpoints were removed",
+                    )
                 found.append(checkpoint)
         return found, ""
 
@@ -121,8 +127,18 @@ class CheckpointStore:
         found, problem = self.read(chain, public_key)
         return (found[-1] if found else None), problem
 
-    def append(self, private_key, *, chain: str, reason: str, count: int, last_id: int, head_hash: str,
-               anchor_id: int, anchor_hash: str) -> Checkpoint:
+    def append(
+        self,
+        private_key,
+        *,
+        chain: str,
+        reason: str,
+        count: int,
+        last_id: int,
+        head_hash: str,
+        anchor_id: int,
+        anchor_hash: str,
+    ) -> Checkpoint:
         """Sign and append the next checkpoint of ``chain``; the file is private (0600)."""
         if private_key is None:
             raise CheckpointError("no AUDIT_SIGNING_KEY: checkpoints cannot be signed")

@@ -145,11 +145,11 @@ class SecretJSONWidget(forms.Widget):
         for index, key in enumerate(sorted(current)):
             rows.append(
                 format_html(
-                    "<tr><td><code>{key}</code><input type=\"hidden\" name=\"{n}__key__{i}\" value=\"{key}\"></td>"
-                    "<td><span class=\"af-secret-status\">{mask} (set)</span></td>"
-                    "<td><input type=\"password\" name=\"{n}__val__{i}\" value=\"\" autocomplete=\"new-password\" "
-                    "placeholder=\"new value; blank keeps it\"></td>"
-                    "<td><label><input type=\"checkbox\" name=\"{n}__del__{i}\"> remove</label></td></tr>",
+                    '<tr><td><code>{key}</code><input type="hidden" name="{n}__key__{i}" value="{key}"></td>'
+                    '<td><span class="af-secret-status">{mask} (set)</span></td>'
+                    '<td><input type="password" name="{n}__val__{i}" value="" autocomplete="new-password" '
+                    'placeholder="new value; blank keeps it"></td>'
+                    '<td><label><input type="checkbox" name="{n}__del__{i}"> remove</label></td></tr>',
                     key=key,
                     n=name,
                     i=index,
@@ -159,9 +159,9 @@ class SecretJSONWidget(forms.Widget):
         for index in range(self.new_rows):
             rows.append(
                 format_html(
-                    "<tr class=\"af-secret-new\"><td><input type=\"text\" name=\"{n}__newkey__{i}\" placeholder=\"new key\"></td>"
-                    "<td>(new)</td><td><input type=\"password\" name=\"{n}__newval__{i}\" value=\"\" "
-                    "autocomplete=\"new-password\" placeholder=\"value\"></td><td></td></tr>",
+                    '<tr class="af-secret-new"><td><input type="text" name="{n}__newkey__{i}" placeholder="new key"></td>'
+                    '<td>(new)</td><td><input type="password" name="{n}__newval__{i}" value="" '
+                    'autocomplete="new-password" placeholder="value"></td><td></td></tr>',
                     n=name,
                     i=index,
                 )
@@ -247,4 +247,3 @@ class SecretAwareFormMixin:
             elif isinstance(value, SecretJSONPatch):
                 cleaned[name] = value.apply(stored) if value else stored
         return cleaned
-

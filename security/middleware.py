@@ -49,7 +49,7 @@ def client_ip(request) -> str | None:
         return remote
     for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
         if hop.startswith("[") and "]" in hop:
-            hop = hop[1:hop.index("]")]
+            hop = hop[1 : hop.index("]")]
         elif hop.count(":") == 1:
             hop = hop.split(":")[0]
         try:

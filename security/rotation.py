@@ -16,9 +16,9 @@ from django.apps import apps
 from django.db import models, transaction
 from django.db.models import ExpressionWrapper, F
 
-from agentforge_site.caching import bump
 from agentforge_core import crypto
 from agentforge_core.fields import encrypted_fields
+from agentforge_site.caching import bump
 
 
 @dataclass

@@ -20,12 +20,20 @@ class TypedSettingForm(forms.ModelForm):
     """One input per value type; the one matching ``value_type`` is used (the page's
     script shows only that one). A secret is write-only: blank keeps it."""
 
-    value_string = forms.CharField(label="Value (text)", required=False, strip=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+    value_string = forms.CharField(
+        label="Value (text)", required=False, strip=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60})
+    )
     value_integer = forms.IntegerField(label="Value (integer)", required=False)
     value_float = forms.FloatField(label="Value (number)", required=False)
-    value_boolean = forms.TypedChoiceField(label="Value (yes/no)", choices=BOOLEAN_CHOICES, required=False, coerce=lambda v: v == "true", empty_value=None)
-    value_json = forms.JSONField(label="Value (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 60}))
-    value_secret = SecretField(label="Value (secret)", help_text="Write-only: stored encrypted; leave blank to keep the current value.")
+    value_boolean = forms.TypedChoiceField(
+        label="Value (yes/no)", choices=BOOLEAN_CHOICES, required=False, coerce=lambda v: v == "true", empty_value=None
+    )
+    value_json = forms.JSONField(
+        label="Value (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 60})
+    )
+    value_secret = SecretField(
+        label="Value (secret)", help_text="Write-only: stored encrypted; leave blank to keep the current value."
+    )
 
     class Meta:
         fields = ("key", "value_type", "description")
@@ -55,7 +63,11 @@ class TypedSettingForm(forms.ModelForm):
             was_secret = self.instance.pk is not None and self.instance.is_secret
             if value is KEEP and not was_secret:
                 self.add_error(field_name, "Enter the secret value.")
-        elif kind in (ValueType.INTEGER, ValueType.FLOAT, ValueType.BOOLEAN) and value is None and field_name not in self.errors:
+        elif (
+            kind in (ValueType.INTEGER, ValueType.FLOAT, ValueType.BOOLEAN)
+            and value is None
+            and field_name not in self.errors
+        ):
             self.add_error(field_name, f"Enter a {kind} value.")
         elif kind == ValueType.STRING and value is None:
             cleaned[field_name] = ""
@@ -96,7 +108,17 @@ class TypedSettingAdminMixin:
             # View-only: the typed inputs make no sense; show the (masked) value.
             typed = set(self.typed_fields)
             fieldsets = [
-                (title, {**opts, "fields": ["shown_value" if f == "value_string" else f for f in opts["fields"] if f not in typed or f == "value_string"]})
+                (
+                    title,
+                    {
+                        **opts,
+                        "fields": [
+                            "shown_value" if f == "value_string" else f
+                            for f in opts["fields"]
+                            if f not in typed or f == "value_string"
+                        ],
+                    },
+                )
                 for title, opts in fieldsets
             ]
         return fieldsets

@@ -6,10 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone as dj_timezone
 
-from agentforge_core.models import OrgOwnedModel, WriteNotifyingQuerySet, org_foreign_key, org_index
-from agentforge_site.caching import cached
 from agentforge_core import crypto
 from agentforge_core.fields import EncryptedTextField
+from agentforge_core.models import OrgOwnedModel, WriteNotifyingQuerySet, org_foreign_key, org_index
+from agentforge_site.caching import cached
 
 
 class ValueType(models.TextChoices):
@@ -115,6 +115,7 @@ def org_setting_values(org_id) -> dict:
 
     Read on every sign-in, password change and API-key creation (``security.*``).
     """
+
     def load():
         rows = OrgSetting.all_orgs.filter(org_id=org_id, is_secret=False).values_list("key", "value")
         return dict(rows)
@@ -124,4 +125,6 @@ def org_setting_values(org_id) -> dict:
 
 def system_setting_values() -> dict:
     """The system settings as ``{key: value}``, secrets left out; cached."""
-    return cached("system_settings", None, lambda: dict(SystemSetting.objects.filter(is_secret=False).values_list("key", "value")))
+    return cached(
+        "system_settings", None, lambda: dict(SystemSetting.objects.filter(is_secret=False).values_list("key", "value"))
+    )

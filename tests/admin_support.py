@@ -89,18 +89,40 @@ def populate(org, user, suffix="") -> dict:
     rows["agent"] = agent = Agent.all_orgs.create(org=org, name=f"Helper{suffix}", owner=user)
     rows["agentversion"] = AgentVersion.all_orgs.create(org=org, agent=agent, version=1, snapshot={"name": agent.name})
     AgentTool.all_orgs.create(org=org, agent=agent, tool=tool, tool_ref=str(tool.pk), position=0)
-    rows["document"] = document = Document.all_orgs.create(org=org, tool=tool, original_name=f"handbook{suffix}.pdf", file_size=2048)
-    rows["documentchunk"] = DocumentChunk.all_orgs.create(org=org, tool=tool, document=document, chunk_id="1", text="chunk text")
+    rows["document"] = document = Document.all_orgs.create(
+        org=org, tool=tool, original_name=f"handbook{suffix}.pdf", file_size=2048
+    )
+    rows["documentchunk"] = DocumentChunk.all_orgs.create(
+        org=org, tool=tool, document=document, chunk_id="1", text="chunk text"
+    )
     DocumentChunk.all_orgs.create(org=org, tool=tool, document=document, chunk_id="2", text="more text")
-    rows["conversation"] = conversation = Conversation.all_orgs.create(org=org, agent=agent, user=user, title=f"Chat{suffix}")
-    rows["message"] = Message.all_orgs.create(org=org, conversation=conversation, role="user", content="Hello <b>agent</b>", position=0)
-    Message.all_orgs.create(org=org, conversation=conversation, role="assistant", content="Hi! How can I help?", position=1)
-    rows["attachment"] = Attachment.all_orgs.create(org=org, conversation=conversation, filename="f.txt", original_name="notes.txt")
-    rows["securityevent"] = SecurityEvent.all_orgs.create(org=org, event_type="login_failed", email=user.email, ip_address="10.1.2.3")
-    rows["oauthconfig"] = OAuthConfig.all_orgs.create(org=org, provider="google", client_id="client-1", client_secret=SECRET_MARKERS["oauth"])
-    rows["ldapconfig"] = LDAPConfig.all_orgs.create(org=org, name=f"Directory{suffix}", bind_password=SECRET_MARKERS["ldap"])
-    rows["mfasettings"] = MFASettings.all_orgs.create(org=org, user=user, enabled=True, methods=["totp"], totp_secret=SECRET_MARKERS["totp"], totp_verified=True)
-    rows["passwordhistory"] = PasswordHistory.all_orgs.create(org=org, user=user, password_hash="bcrypt_sha256$$2b$12$abcdefghijkl", position=0)
+    rows["conversation"] = conversation = Conversation.all_orgs.create(
+        org=org, agent=agent, user=user, title=f"Chat{suffix}"
+    )
+    rows["message"] = Message.all_orgs.create(
+        org=org, conversation=conversation, role="user", content="Hello <b>agent</b>", position=0
+    )
+    Message.all_orgs.create(
+        org=org, conversation=conversation, role="assistant", content="Hi! How can I help?", position=1
+    )
+    rows["attachment"] = Attachment.all_orgs.create(
+        org=org, conversation=conversation, filename="f.txt", original_name="notes.txt"
+    )
+    rows["securityevent"] = SecurityEvent.all_orgs.create(
+        org=org, event_type="login_failed", email=user.email, ip_address="10.1.2.3"
+    )
+    rows["oauthconfig"] = OAuthConfig.all_orgs.create(
+        org=org, provider="google", client_id="client-1", client_secret=SECRET_MARKERS["oauth"]
+    )
+    rows["ldapconfig"] = LDAPConfig.all_orgs.create(
+        org=org, name=f"Directory{suffix}", bind_password=SECRET_MARKERS["ldap"]
+    )
+    rows["mfasettings"] = MFASettings.all_orgs.create(
+        org=org, user=user, enabled=True, methods=["totp"], totp_secret=SECRET_MARKERS["totp"], totp_verified=True
+    )
+    rows["passwordhistory"] = PasswordHistory.all_orgs.create(
+        org=org, user=user, password_hash="bcrypt_sha256$$2b$12$abcdefghijkl", position=0
+    )
     rows["usersession"] = UserSession.all_orgs.create(
         org=org, user=user, token_hash=secrets.token_hex(32), expires_at=timezone.now() + timedelta(days=1)
     )
@@ -111,7 +133,9 @@ def populate(org, user, suffix="") -> dict:
     setting.save()
     rows["orgsetting"] = setting
     rows["userpreference"] = UserPreference.all_orgs.create(org=org, user=user)
-    rows["legacyrecord"] = LegacyRecord.all_orgs.create(org=org, collection="security/policies", legacy_id=f"pol-1{suffix}", data={"name": "Policy"})
+    rows["legacyrecord"] = LegacyRecord.all_orgs.create(
+        org=org, collection="security/policies", legacy_id=f"pol-1{suffix}", data={"name": "Policy"}
+    )
     return rows
 
 

@@ -16,12 +16,17 @@ import struct
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent / "fixtures" / "agentforge"
 # fixture directory -> the label of its era in shapes.json
 ERAS = {"first-57dc2c9": "57dc2c9", "last-json-effb5d0": "effb5d0"}
-JSON_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-              "array": (list,), "object": (dict,)}
+JSON_TYPES = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
 
 
 def fixture(name: str) -> Path:
@@ -68,8 +73,8 @@ def totp(secret: str, at: float | None = None, digits: int = 6, step: int = 30) 
     counter = int((time.time() if at is None else at) // step)
     digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
-    number = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
-    return str(number % 10 ** digits).zfill(digits)
+    number = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(number % 10**digits).zfill(digits)
 
 
 def value_problems(shape: dict, value, models: dict, where: str) -> list[str]:
@@ -86,7 +91,9 @@ def value_problems(shape: dict, value, models: dict, where: str) -> list[str]:
     if not isinstance(value, JSON_TYPES[kind]) or (kind in ("integer", "number") and isinstance(value, bool)):
         return [f"{where}: expected {kind}, got {type(value).__name__}"]
     if kind == "array":
-        return [p for i, item in enumerate(value) for p in value_problems(shape["items"], item, models, f"{where}[{i}]")]
+        return [
+            p for i, item in enumerate(value) for p in value_problems(shape["items"], item, models, f"{where}[{i}]")
+        ]
     if kind == "object" and "values" in shape:
         return [p for k, item in value.items() for p in value_problems(shape["values"], item, models, f"{where}.{k}")]
     return []

@@ -13,7 +13,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         marker = item.get_closest_marker("backends")
         if marker and settings.DB_TYPE not in marker.args:
-            item.add_marker(pytest.mark.skip(reason=f"runs on {', '.join(marker.args)} only (DB_TYPE={settings.DB_TYPE})"))
+            item.add_marker(
+                pytest.mark.skip(reason=f"runs on {', '.join(marker.args)} only (DB_TYPE={settings.DB_TYPE})")
+            )
 
 
 def _postgresql_connections():

@@ -11,11 +11,21 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from accounts.models import (
-    Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Permission, Role,
-    RolePermission, User, UserRole,
+    Department,
+    Group,
+    GroupMembership,
+    GroupRole,
+    MFASettings,
+    Organization,
+    PasswordHistory,
+    Permission,
+    Role,
+    RolePermission,
+    User,
+    UserRole,
 )
-from agentforge_core.tenancy import unscoped
 from agentforge_agents.models import Agent, AgentTool, Tool, ToolPermission
+from agentforge_core.tenancy import unscoped
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord
@@ -25,17 +35,53 @@ from settings_app.models import OrgSetting, SystemSetting, UserPreference
 # A byte-for-byte copy of shared/legacy-sample, kept in the repository so a clone is self-contained.
 SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
 
-MODELS = [Organization, User, Department, Group, GroupMembership, GroupRole, MFASettings, PasswordHistory, Permission,
-          Role, RolePermission, UserRole, Agent, AgentTool, Tool, ToolPermission, Conversation, Message, Document,
-          DocumentChunk, LegacyRecord, AuditLog, LDAPConfig, OAuthConfig, OrgSetting, SystemSetting, UserPreference]
+MODELS = [
+    Organization,
+    User,
+    Department,
+    Group,
+    GroupMembership,
+    GroupRole,
+    MFASettings,
+    PasswordHistory,
+    Permission,
+    Role,
+    RolePermission,
+    UserRole,
+    Agent,
+    AgentTool,
+    Tool,
+    ToolPermission,
+    Conversation,
+    Message,
+    Document,
+    DocumentChunk,
+    LegacyRecord,
+    AuditLog,
+    LDAPConfig,
+    OAuthConfig,
+    OrgSetting,
+    SystemSetting,
+    UserPreference,
+]
 # Columns filled with the import time (no legacy source) and database-assigned ids.
-IMPORT_TIME = {("document_chunks", "created_at"), ("documents", "updated_at"), ("tools", "updated_at"),
-               ("legacy_records", "imported_at"), ("permissions", "created_at"), ("user_preferences", "updated_at"),
-               ("mfa_settings", "updated_at"), ("org_settings", "updated_at"), ("system_settings", "updated_at"),
-               ("messages", "updated_at"),
-               # valid one-time tokens/codes are stored only as SHA-256, so an export cannot carry them
-               ("users", "verification_token_hash"), ("users", "reset_password_token_hash"),
-               ("mfa_settings", "email_code_hash"), ("mfa_settings", "sms_code_hash")}
+IMPORT_TIME = {
+    ("document_chunks", "created_at"),
+    ("documents", "updated_at"),
+    ("tools", "updated_at"),
+    ("legacy_records", "imported_at"),
+    ("permissions", "created_at"),
+    ("user_preferences", "updated_at"),
+    ("mfa_settings", "updated_at"),
+    ("org_settings", "updated_at"),
+    ("system_settings", "updated_at"),
+    ("messages", "updated_at"),
+    # valid one-time tokens/codes are stored only as SHA-256, so an export cannot carry them
+    ("users", "verification_token_hash"),
+    ("users", "reset_password_token_hash"),
+    ("mfa_settings", "email_code_hash"),
+    ("mfa_settings", "sms_code_hash"),
+}
 
 
 def dump(include_import_time=True) -> dict:
@@ -140,6 +186,13 @@ def run_store_child(tmp_path, data_dir, body: str, delay: str):
         "import agentforge_site\nagentforge_site.setup()\n"
         "from legacy.store import get_store, jsonfiles\n" + body
     )
-    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(data_dir), DUAL_WRITE_DELAY=delay,
-               DJANGO_SETTINGS_MODULE="tests.settings", DB_NAME=name, SQLITE_PATH=name)
+    env = dict(
+        os.environ,
+        STORAGE_MODE="dual",
+        LEGACY_DATA_DIR=str(data_dir),
+        DUAL_WRITE_DELAY=delay,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DB_NAME=name,
+        SQLITE_PATH=name,
+    )
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)

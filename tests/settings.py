@@ -14,8 +14,11 @@ os.environ.setdefault("DB_NAME", "agentforge")
 # it), not on a shared-cache in-memory database, whose table locks no deployment has.
 os.environ.setdefault(
     "SQLITE_TEST_PATH",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
-                 f"test_{os.environ['DB_NAME']}_{os.getpid()}.sqlite3"),  # one per run: runs may overlap
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "data",
+        f"test_{os.environ['DB_NAME']}_{os.getpid()}.sqlite3",
+    ),  # one per run: runs may overlap
 )
 
 from agentforge_site.settings import *  # noqa: E402,F401,F403

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.admin_support import admin_world, SECRET_MARKERS, form_data, make_api_key
+from tests.admin_support import SECRET_MARKERS, admin_world, form_data, make_api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -163,7 +163,10 @@ def test_secret_setting_is_write_only(client, world):
     url = reverse("admin:settings_app_orgsetting_change", args=[setting.pk])
     page = client.get(url)
     assert SECRET_MARKERS["setting"] not in page.content.decode()
-    assert SECRET_MARKERS["setting"] not in client.get(reverse("admin:settings_app_orgsetting_changelist")).content.decode()
+    assert (
+        SECRET_MARKERS["setting"]
+        not in client.get(reverse("admin:settings_app_orgsetting_changelist")).content.decode()
+    )
 
     data = form_data(page)
     data["description"] = "The LLM key"

@@ -28,9 +28,17 @@ def world(make_org, make_user):
     bob = make_user(other, email="bob@globex.test")
     entries = {
         "alice_login": make_audit(org, actor=alice, legacy_action="login", remote_addr="192.0.2.10"),
-        "alice_failed": make_audit(org, actor=alice, legacy_action="login_failed", success=False, remote_addr="192.0.2.11"),
+        "alice_failed": make_audit(
+            org, actor=alice, legacy_action="login_failed", success=False, remote_addr="192.0.2.11"
+        ),
         "bob_login": make_audit(other, actor=bob, legacy_action="login", remote_addr="198.51.100.7"),
-        "old": make_audit(org, actor=alice, legacy_action="export", timestamp=timezone.now() - timedelta(days=400), resource_id="res-42"),
+        "old": make_audit(
+            org,
+            actor=alice,
+            legacy_action="export",
+            timestamp=timezone.now() - timedelta(days=400),
+            resource_id="res-42",
+        ),
     }
     return {**world, "alice": alice, "bob": bob, "entries": entries}
 
@@ -146,7 +154,11 @@ def test_csv_export_streams_selected_rows(client, world):
     hostile = make_audit(world["org"], actor=world["alice"], legacy_action="login", user_agent="=cmd|' /C calc'!A0")
     response = client.post(
         reverse(CHANGELIST),
-        {"action": "export_csv", "index": "0", "_selected_action": [str(e["alice_login"].pk), str(e["bob_login"].pk), str(hostile.pk)]},
+        {
+            "action": "export_csv",
+            "index": "0",
+            "_selected_action": [str(e["alice_login"].pk), str(e["bob_login"].pk), str(hostile.pk)],
+        },
     )
     assert response.status_code == 200
     assert response.streaming
@@ -159,15 +171,29 @@ def test_csv_export_streams_selected_rows(client, world):
     assert any(row[8].startswith("'=cmd") for row in rows[1:])  # no live spreadsheet formula
 
 
-FORMULAS = [" =1+1", "  \u3000=HYPERLINK(\"x\")", "\uff1d1+1", "\uff0b1", "\uff0d1", "\uff20SUM(A1)", "\t=1", "\r=1",
-            "\n+1", "-2+3", "@SUM(A1)", "+1"]
+FORMULAS = [
+    " =1+1",
+    '  \u3000=HYPERLINK("x")',
+    "\uff1d1+1",
+    "\uff0b1",
+    "\uff0d1",
+    "\uff20SUM(A1)",
+    "\t=1",
+    "\r=1",
+    "\n+1",
+    "-2+3",
+    "@SUM(A1)",
+    "+1",
+]
 PLAIN = ["a=b", "1-2", "curl/8.7.1", ""]
 
 
 def test_csv_export_neutralises_every_formula_starter(client, world):
     client.force_login(world["superuser"])
     made = {make_audit(world["org"], legacy_action="login", user_agent=agent).pk: agent for agent in FORMULAS + PLAIN}
-    response = client.post(reverse(CHANGELIST), {"action": "export_csv", "index": "0", "_selected_action": list(map(str, made))})
+    response = client.post(
+        reverse(CHANGELIST), {"action": "export_csv", "index": "0", "_selected_action": list(map(str, made))}
+    )
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode(), newline="")))
     agents = sorted(row[8] for row in rows[1:])
     assert agents == sorted(["'" + agent for agent in FORMULAS] + PLAIN)
@@ -197,10 +223,14 @@ def test_query_count_is_constant(client, world, who):
 
     client.force_login(world[who])
     AuditLog.all_orgs.exclude(pk=world["entries"]["alice_login"].pk).filter(org=world["org"]).count()
-    few, _ = _queries_for_changelist(client, {"action": "login", "org": str(world["org"].pk)} if who == "superuser" else {"action": "login"})
+    few, _ = _queries_for_changelist(
+        client, {"action": "login", "org": str(world["org"].pk)} if who == "superuser" else {"action": "login"}
+    )
     for i in range(60):
         make_audit(world["org"], actor=world["alice"] if i % 2 else world["orgadmin"], legacy_action="login")
-    many, response = _queries_for_changelist(client, {"action": "login", "org": str(world["org"].pk)} if who == "superuser" else {"action": "login"})
+    many, response = _queries_for_changelist(
+        client, {"action": "login", "org": str(world["org"].pk)} if who == "superuser" else {"action": "login"}
+    )
     with request_scope(response):
         assert len(response.context["cl"].result_list) == 50
     assert many == few, (few, many)
@@ -241,8 +271,9 @@ def test_every_filter_runs_a_constant_number_of_queries_past_the_exact_count(cli
     counts = []
     for _ in range(2):
         for i in range(60):
-            make_audit(world["org"], actor=world["alice"], legacy_action="login", remote_addr="192.0.2.10",
-                       success=bool(i % 3))
+            make_audit(
+                world["org"], actor=world["alice"], legacy_action="login", remote_addr="192.0.2.10", success=bool(i % 3)
+            )
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE audit_logs")
@@ -298,4 +329,7 @@ def test_a_nul_byte_in_a_filter_search_or_autocomplete_is_a_400(client, world, u
     client.force_login(world["superuser"])
     response = client.get(reverse(url), params)
     assert response.status_code == 400
-    assert client.get(reverse(url), {k: v.replace("\x00", "") for k, v in params.items() if k != "action"}).status_code == 200
+    assert (
+        client.get(reverse(url), {k: v.replace("\x00", "") for k, v in params.items() if k != "action"}).status_code
+        == 200
+    )

@@ -164,7 +164,9 @@ def test_org_admin_cannot_touch_a_superuser(client, world):
     page = client.get(reverse("admin:accounts_user_change", args=[root.pk]))
     assert page.status_code == 200
     assert 'name="_save"' not in page.content.decode()  # view only
-    assert client.post(reverse("admin:accounts_user_change", args=[root.pk]), {"email": "x@acme.test"}).status_code == 403
+    assert (
+        client.post(reverse("admin:accounts_user_change", args=[root.pk]), {"email": "x@acme.test"}).status_code == 403
+    )
     assert client.get(reverse("admin:auth_user_password_change", args=[root.pk])).status_code == 403
 
 

@@ -13,11 +13,10 @@ from django.urls import URLResolver
 
 from accounts import admin_mfa, mfa
 from accounts.models import MFASettings, User
-from legacy.format import passwords as legacy_passwords
 from agentforge_core.crypto import sha256_hex
+from legacy.format import passwords as legacy_passwords
 from security.models import AuditLog, SecurityEvent
-from tests.agentforge_real import totp
-from tests.agentforge_real import agentforge_backup_code_matches
+from tests.agentforge_real import agentforge_backup_code_matches, totp
 
 PASSWORD = "correct horse battery staple"
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -28,8 +27,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def fast_hashes(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
-                                 "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
 
 
 @pytest.fixture
@@ -40,8 +41,15 @@ def org(make_org):
 @pytest.fixture
 def staff(org, make_user):
     user = make_user(org, email="admin@acme.test", password=PASSWORD, is_staff=True, is_superuser=True)
-    MFASettings.all_orgs.create(org=org, user=user, enabled=True, methods=["totp"], totp_secret=SECRET,
-                                totp_verified=True, backup_codes=[mfa.hash_backup_code(BACKUP)])
+    MFASettings.all_orgs.create(
+        org=org,
+        user=user,
+        enabled=True,
+        methods=["totp"],
+        totp_secret=SECRET,
+        totp_verified=True,
+        backup_codes=[mfa.hash_backup_code(BACKUP)],
+    )
     return user
 
 
@@ -76,9 +84,11 @@ def test_the_password_alone_does_not_sign_in_a_user_with_totp(staff):
     assert client.get("/admin/").headers["Location"] == "/admin/mfa/"
     page = client.get("/admin/mfa/")
     assert page.status_code == 200 and b"admin@acme.test" in page.content
-    password_entry, = auth_entries(staff, "login")
-    assert password_entry.success is False and password_entry.additional_data == {"stage": "password",
-                                                                                   "next_step": "verify"}
+    (password_entry,) = auth_entries(staff, "login")
+    assert password_entry.success is False and password_entry.additional_data == {
+        "stage": "password",
+        "next_step": "verify",
+    }
     assert password_entry.session_id == sha256_hex(client.cookies["sessionid"].value)
 
 
@@ -141,7 +151,7 @@ def test_a_used_totp_code_is_refused_within_its_window_and_counts_as_a_failure(s
     assert "_auth_user_id" not in second.session
     staff.refresh_from_db()
     assert staff.failed_login_attempts == 1
-    failed, = auth_entries(staff, "login_failed")
+    (failed,) = auth_entries(staff, "login_failed")
     assert failed.additional_data == {"reason": "mfa_code_reused", "attempts": 1}
 
 
@@ -235,7 +245,9 @@ def test_staff_of_an_organization_that_requires_mfa_enrol_before_the_admin_opens
     assert all(agentforge_backup_code_matches(c.lower(), legacy) for c in codes)
     assert auth_entries(user, "mfa_enabled")[-1].additional_data == {"methods": ["totp"]}
     assert [e.additional_data for e in auth_entries(user, "login")] == [
-        {"stage": "password", "next_step": "enrol"}, {"mfa_used": True, "mfa_method": "totp"}]
+        {"stage": "password", "next_step": "enrol"},
+        {"mfa_used": True, "mfa_method": "totp"},
+    ]
     # The shown codes are not kept anywhere in clear.
     assert all(c not in str(client.session.items()) for c in codes)
 
@@ -259,8 +271,9 @@ def test_two_requests_with_the_same_code_cannot_both_pass(staff):
 
 def test_a_non_staff_user_is_refused_before_the_second_factor(org, make_user):
     user = make_user(org, email="member@acme.test", password=PASSWORD)
-    MFASettings.all_orgs.create(org=org, user=user, enabled=True, methods=["totp"], totp_secret=SECRET,
-                                totp_verified=True)
+    MFASettings.all_orgs.create(
+        org=org, user=user, enabled=True, methods=["totp"], totp_secret=SECRET, totp_verified=True
+    )
     client = Client()
     assert password_step(client, "member@acme.test").status_code == 200
     assert admin_mfa.PENDING not in client.session

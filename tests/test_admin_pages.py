@@ -6,15 +6,21 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from tests.admin_support import admin_world, ORG_ADMIN_APPS, request_scope
+from tests.admin_support import ORG_ADMIN_APPS, admin_world, request_scope
 
 pytestmark = pytest.mark.django_db
 
 SUPERUSER_ONLY = {"settings_app.SystemSetting", "security.AuditChainHead"}
 # Written by the application alone: nobody adds them in the admin, not even a superuser.
 READ_ONLY = {
-    "accounts.PasswordHistory", "accounts.UserSession", "agents.AgentVersion", "knowledge.VectorSet",
-    "security.AuditLog", "security.SecurityEvent", "security.AuditChainHead", "legacy.LegacyRecord",
+    "accounts.PasswordHistory",
+    "accounts.UserSession",
+    "agents.AgentVersion",
+    "knowledge.VectorSet",
+    "security.AuditLog",
+    "security.SecurityEvent",
+    "security.AuditChainHead",
+    "legacy.LegacyRecord",
 }
 AGENTFORGE_MODELS = [m for m in admin.site._registry if m._meta.app_label in ORG_ADMIN_APPS]
 

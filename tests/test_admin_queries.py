@@ -18,11 +18,10 @@ _n = itertools.count()
 
 def _more(kind, org, user, rows):
     """One more row of ``kind`` (with the related rows its columns show)."""
-    from accounts.models import GroupMembership, Group, MFASettings, Role, UserRole
+    from accounts.models import Group, GroupMembership, MFASettings, Role, User, UserRole
     from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool
     from conversations.models import Conversation, Message
     from knowledge.models import Document, DocumentChunk
-    from accounts.models import User
 
     i = next(_n)
     if kind == "user":

@@ -44,8 +44,10 @@ def _pages(model) -> dict[str, str]:
     obj = model._base_manager.order_by("pk").first()
     assert obj is not None, f"no {model._meta.label} row to open"
     info = (model._meta.app_label, model._meta.model_name)
-    return {"changelist": reverse("admin:%s_%s_changelist" % info),
-            "change": reverse("admin:%s_%s_change" % info, args=[obj.pk])}
+    return {
+        "changelist": reverse("admin:%s_%s_changelist" % info),
+        "change": reverse("admin:%s_%s_change" % info, args=[obj.pk]),
+    }
 
 
 def test_changelist_and_change_page_queries_do_not_grow_with_rows(client, make_org, make_user):

@@ -139,7 +139,9 @@ def test_tool_credentials_keys_shown_values_write_only(client, world):
     assert credentials == {"api_key": SECRET_MARKERS["tool_token"], "bot_token": "xoxb-new"}
 
     data = form_data(client.get(url))
-    data.update({"credentials__key__0": "api_key", "credentials__val__0": "rotated", "credentials__key__1": "bot_token"})
+    data.update(
+        {"credentials__key__0": "api_key", "credentials__val__0": "rotated", "credentials__key__1": "bot_token"}
+    )
     assert client.post(url, data).status_code == 302
     assert Tool.all_orgs.get(pk=tool.pk).credentials == {"api_key": "rotated", "bot_token": "xoxb-new"}
 

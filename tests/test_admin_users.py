@@ -166,7 +166,9 @@ def test_superuser_sets_roles_of_another_orgs_user(client, world, make_user):
     data["roles"] = [str(other_role.pk)]
     response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:3000]
-    assert list(UserRole.all_orgs.filter(user=other_user).values_list("role_id", "org_id")) == [(other_role.pk, world["other"].pk)]
+    assert list(UserRole.all_orgs.filter(user=other_user).values_list("role_id", "org_id")) == [
+        (other_role.pk, world["other"].pk)
+    ]
 
 
 def test_group_members_inline_and_roles(client, world):
@@ -182,7 +184,10 @@ def test_group_members_inline_and_roles(client, world):
     data[f"{prefix}-{total - 1}-user"] = str(world["orgadmin"].pk)  # the blank extra row
     response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:3000]
-    assert set(GroupMembership.all_orgs.filter(group=group).values_list("user__email", flat=True)) == {"member@acme.test", "admin@acme.test"}
+    assert set(GroupMembership.all_orgs.filter(group=group).values_list("user__email", flat=True)) == {
+        "member@acme.test",
+        "admin@acme.test",
+    }
     assert GroupMembership.all_orgs.filter(group=group, org=world["org"]).count() == 2
     assert GroupRole.all_orgs.filter(group=group, role=world["mine"]["role"]).exists()
 

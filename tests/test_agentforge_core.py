@@ -10,7 +10,16 @@ from django.apps import apps
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "agentforge_core"
-DOMAIN_APPS = ("accounts", "security", "agentforge_agents", "knowledge", "conversations", "legacy", "operations", "settings_app")
+DOMAIN_APPS = (
+    "accounts",
+    "security",
+    "agentforge_agents",
+    "knowledge",
+    "conversations",
+    "legacy",
+    "operations",
+    "settings_app",
+)
 
 
 def imported_modules(path: Path):

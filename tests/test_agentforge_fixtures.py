@@ -5,19 +5,37 @@ tests built on them rest on known facts, and they prove the two stand-ins for Ag
 (its model shapes and its password rule) against data AgentForge itself wrote.
 """
 
+import base64
 import copy
 import json
-
-import base64
 
 import pytest
 
 from tests.agentforge_real import (
-    ERAS, agentforge_verify, credentials, data_dir_problems, fixture, record_problems, shapes, totp,
+    ERAS,
+    agentforge_verify,
+    credentials,
+    data_dir_problems,
+    fixture,
+    record_problems,
+    shapes,
+    totp,
 )
 
-SECURITY_DICTS = ["organizations", "users", "departments", "groups", "roles", "policies", "tool_permissions",
-                  "kb_permissions", "db_permissions", "ldap_configs", "oauth_configs", "invitations"]
+SECURITY_DICTS = [
+    "organizations",
+    "users",
+    "departments",
+    "groups",
+    "roles",
+    "policies",
+    "tool_permissions",
+    "kb_permissions",
+    "db_permissions",
+    "ldap_configs",
+    "oauth_configs",
+    "invitations",
+]
 
 
 def users(name):
@@ -85,13 +103,18 @@ def test_totp_matches_the_rfc_6238_vectors():
 
 @pytest.mark.parametrize("name", ERAS)
 def test_agentforge_refused_exactly_the_pending_suspended_and_locked_users(name):
-    refused = {email: (entry["agentforge_login"]["status"], entry["agentforge_login"]["detail"])
-               for email, entry in credentials(name)["users"].items()
-               if entry.get("agentforge_login") and entry["agentforge_login"]["status"] != 200}
+    refused = {
+        email: (entry["agentforge_login"]["status"], entry["agentforge_login"]["detail"])
+        for email, entry in credentials(name)["users"].items()
+        if entry.get("agentforge_login") and entry["agentforge_login"]["status"] != 200
+    }
     written = by_email(name)
     assert {email: written[email]["status"] for email in refused} == {
-        "dave.welcome@acme.example": "pending", "erin.unverified@acme.example": "pending",
-        "sam.suspended@acme.example": "suspended", "leo.locked@acme.example": "locked"}
+        "dave.welcome@acme.example": "pending",
+        "erin.unverified@acme.example": "pending",
+        "sam.suspended@acme.example": "suspended",
+        "leo.locked@acme.example": "locked",
+    }
     assert refused["erin.unverified@acme.example"] == (403, "Please verify your email first")
     assert refused["sam.suspended@acme.example"] == (403, "Account suspended. Contact administrator")
     # AgentForge's login does not look at "inactive": the deactivated user was let in
@@ -115,19 +138,27 @@ def test_every_record_agentforge_wrote_fits_its_models_shapes(name, era):
 def test_the_shape_check_rejects_what_agentforges_loader_rejects(era):
     described = shapes(era)
     models = described["models"]
-    invitation = next(iter(json.loads(
-        (fixture("first-57dc2c9") / "security" / "invitations.json").read_text(encoding="utf-8")).values()))
+    invitation = next(
+        iter(
+            json.loads(
+                (fixture("first-57dc2c9") / "security" / "invitations.json").read_text(encoding="utf-8")
+            ).values()
+        )
+    )
     broken = copy.deepcopy(invitation)
     broken["token"] = None  # what export_json wrote, and AgentForge's loader skipped
     assert record_problems(models["Invitation"], broken, models, "inv") == [
-        "inv.token: null where AgentForge requires a value"]
+        "inv.token: null where AgentForge requires a value"
+    ]
     del broken["token"], broken["invited_by"]
     assert record_problems(models["Invitation"], broken, models, "inv") == [
-        "inv.invited_by: missing, AgentForge requires it"]
+        "inv.invited_by: missing, AgentForge requires it"
+    ]
     broken = copy.deepcopy(invitation)
     broken["role_ids"] = [None]
     assert record_problems(models["Invitation"], broken, models, "inv") == [
-        "inv.role_ids[0]: null where AgentForge requires a value"]
+        "inv.role_ids[0]: null where AgentForge requires a value"
+    ]
 
 
 @pytest.mark.parametrize("era", ERAS.values())
@@ -137,7 +168,8 @@ def test_the_shape_check_takes_any_value_where_agentforge_declares_any(era):
     assert models["PolicyCondition"]["fields"]["value"]["type"] == "any"
     assert record_problems(models["PolicyCondition"], condition, models, "cond") == []
     assert record_problems(models["PolicyCondition"], dict(condition, operator=None), models, "cond") == [
-        "cond.operator: null where AgentForge requires a value"]
+        "cond.operator: null where AgentForge requires a value"
+    ]
 
 
 def test_both_eras_describe_every_file_and_the_late_fields():
@@ -148,4 +180,7 @@ def test_both_eras_describe_every_file_and_the_late_fields():
     assert set(user_last) - set(user_first) == {"has_admin_access", "has_enduser_access", "manager_id", "employee_id"}
     assert user_last["manager_id"]["nullable"] and not user_last["manager_id"]["required"]
     assert first["models"]["ToolPermission"]["fields"]["tool_name"] == {
-        "nullable": True, "required": False, "type": "string"}
+        "nullable": True,
+        "required": False,
+        "type": "string",
+    }

@@ -23,8 +23,13 @@ from knowledge.models import Document
 from legacy.models import LegacyRecord
 from legacy.store import DualStore
 from security.models import AuditLog
-from tests.agentforge_real import agentforge_backup_code_matches, agentforge_verify, audit_entry_problems, nullable_fields
-from tests.legacy_helpers import run_parity, load_dir, rerun_changes_nothing, run_export, run_import
+from tests.agentforge_real import (
+    agentforge_backup_code_matches,
+    agentforge_verify,
+    audit_entry_problems,
+    nullable_fields,
+)
+from tests.legacy_helpers import load_dir, rerun_changes_nothing, run_export, run_import, run_parity
 
 pytestmark = pytest.mark.django_db
 
@@ -32,8 +37,10 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agentforge"
 ERAS = ["first-57dc2c9", "last-json-effb5d0"]
 NULLABLE = nullable_fields()
 # AgentForge's answers (credentials.json, "agentforge_login") and ours for the same password.
-REFUSALS = {"Please verify your email first": "Please verify your email first.",
-            "Account suspended. Contact administrator": "Account suspended. Contact administrator."}
+REFUSALS = {
+    "Please verify your email first": "Please verify your email first.",
+    "Account suspended. Contact administrator": "Account suspended. Contact administrator.",
+}
 INACTIVE = "This account is inactive. Contact administrator."
 
 
@@ -73,15 +80,25 @@ def test_check_reports_nothing_blocking(era):
 def test_counts_equal_the_records_agentforge_wrote(imported):
     root, _ = imported
     expected = {
-        Organization: "security/organizations.json", User: "security/users.json", Role: "security/roles.json",
-        Department: "security/departments.json", Group: "security/groups.json",
-        ToolPermission: "security/tool_permissions.json", Agent: "agents.json", Tool: "tools.json",
+        Organization: "security/organizations.json",
+        User: "security/users.json",
+        Role: "security/roles.json",
+        Department: "security/departments.json",
+        Group: "security/groups.json",
+        ToolPermission: "security/tool_permissions.json",
+        Agent: "agents.json",
+        Tool: "tools.json",
         Conversation: "conversations.json",
     }
     for model, relative in expected.items():
         data = _file(root, relative) or {}
         assert model._base_manager.count() == len(data), relative
-    for collection in ("security/invitations", "security/policies", "security/kb_permissions", "security/db_permissions"):
+    for collection in (
+        "security/invitations",
+        "security/policies",
+        "security/kb_permissions",
+        "security/db_permissions",
+    ):
         assert LegacyRecord.all_orgs.filter(collection=collection).count() == len(_file(root, f"{collection}.json"))
     assert AuditLog.all_orgs.filter(legacy_id__isnull=False).count() == len(_file(root, "security/audit_logs.json"))
     assert Document.all_orgs.filter(source=Document.Source.UPLOAD).count() == len(_file(root, "documents.json"))
@@ -213,10 +230,14 @@ def test_full_rollback_after_sign_ins_and_password_changes(imported, tmp_path):
     assert set(passwords) <= set(exported)
     for email, password in passwords.items():
         assert agentforge_verify(password, exported[email]["password_hash"]), email
-    assert not agentforge_verify(users["carol.creator@acme.example"]["password"],
-                                 exported["carol.creator@acme.example"]["password_hash"])
+    assert not agentforge_verify(
+        users["carol.creator@acme.example"]["password"], exported["carol.creator@acme.example"]["password_hash"]
+    )
     bob = exported["bob.builder@acme.example"]["mfa"]
-    assert all(agentforge_backup_code_matches(code, bob["backup_codes"]) for code in users["bob.builder@acme.example"]["backup_codes"])
+    assert all(
+        agentforge_backup_code_matches(code, bob["backup_codes"])
+        for code in users["bob.builder@acme.example"]["backup_codes"]
+    )
     assert exported["gina.google@gmail.com"]["password_hash"] is None
     # the audit trail, with the entries written here since the import, loads in AgentForge's model
     entries = _file(tmp_path / "rollback", "security/audit_logs.json")

@@ -36,7 +36,14 @@ def browser():
         chromium = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield chromium
         chromium.close()
@@ -70,7 +77,9 @@ def world(settings, make_org, make_user):
     theirs = populate(other, make_user(other, email="member@globex.test"), suffix="-g")
     make_audit(org, actor=member, legacy_action="login_failed", success=False, remote_addr="203.0.113.9")
     for i in range(8):
-        make_audit(org if i % 2 else other, actor=member if i % 2 else None, legacy_action="login", remote_addr=f"10.0.0.{i}")
+        make_audit(
+            org if i % 2 else other, actor=member if i % 2 else None, legacy_action="login", remote_addr=f"10.0.0.{i}"
+        )
     return {"org": org, "other": other, "root": root, "orgadmin": orgadmin, "mine": mine, "theirs": theirs}
 
 
@@ -193,18 +202,29 @@ def test_tool_credentials_and_transcript_pages(page, live_server, world):
     shot(page, "conversation-transcript")
 
 
-def test_admin_sign_in_asks_for_the_totp_code_and_a_backup_code_works_once(browser, live_server, make_org, make_user, settings):
+def test_admin_sign_in_asks_for_the_totp_code_and_a_backup_code_works_once(
+    browser, live_server, make_org, make_user, settings
+):
     from accounts import mfa
     from accounts.models import MFASettings
     from tests.agentforge_real import totp
 
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
-                                 "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
     secret, backup = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "A1B2C3D4"
     org = make_org("Acme")
     user = make_user(org, email="mfa@acme.test", password=PASSWORD, is_staff=True, is_superuser=True)
-    MFASettings.all_orgs.create(org=org, user=user, enabled=True, methods=["totp"], totp_secret=secret,
-                                totp_verified=True, backup_codes=[mfa.hash_backup_code(backup)])
+    MFASettings.all_orgs.create(
+        org=org,
+        user=user,
+        enabled=True,
+        methods=["totp"],
+        totp_secret=secret,
+        totp_verified=True,
+        backup_codes=[mfa.hash_backup_code(backup)],
+    )
 
     def password_then_code(code):
         context = browser.new_context(viewport={"width": 1400, "height": 900})

@@ -70,13 +70,17 @@ def test_default_is_local_memory():
 def test_redis_url_uses_djangos_redis_backend_made_resilient():
     config = build_caches({"CACHE_URL": "redis://:pw@cache.internal:6380/2"})["default"]
     assert config["BACKEND"] == "agentforge_site.caching.ResilientRedisCache"
-    assert issubclass(caching.ResilientRedisCache, __import__("django.core.cache.backends.redis", fromlist=["x"]).RedisCache)
+    assert issubclass(
+        caching.ResilientRedisCache, __import__("django.core.cache.backends.redis", fromlist=["x"]).RedisCache
+    )
     assert config["LOCATION"] == "redis://:pw@cache.internal:6380/2"
 
 
 def test_database_and_dummy_caches():
     assert build_caches({"CACHE_URL": "db://cache_entries"})["default"]["LOCATION"] == "cache_entries"
-    assert build_caches({"CACHE_URL": "dummy://"})["default"]["BACKEND"] == "django.core.cache.backends.dummy.DummyCache"
+    assert (
+        build_caches({"CACHE_URL": "dummy://"})["default"]["BACKEND"] == "django.core.cache.backends.dummy.DummyCache"
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +121,9 @@ def test_three_organizations_never_see_each_others_cached_settings(cache_backend
     for org in orgs:
         OrgSetting.all_orgs.create(org=org, key="security.password_min_length", value=len(org.name) * 2)
         OrgSetting.all_orgs.create(org=org, key="ui.banner", value=f"hello {org.name}")
-    expected = {org.pk: {"security.password_min_length": len(org.name) * 2, "ui.banner": f"hello {org.name}"} for org in orgs}
+    expected = {
+        org.pk: {"security.password_min_length": len(org.name) * 2, "ui.banner": f"hello {org.name}"} for org in orgs
+    }
     for org in orgs:  # fill the cache, one organization after another
         assert org_setting_values(org.pk) == expected[org.pk]
     for org in reversed(orgs):  # served from the cache: no query, and each its own
@@ -188,8 +194,18 @@ def _perms(user):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "path",
-    ["m2m_add", "save", "delete", "queryset_update", "queryset_delete", "bulk_create", "bulk_update",
-     "catalog_rename", "group_membership", "store_save"],
+    [
+        "m2m_add",
+        "save",
+        "delete",
+        "queryset_update",
+        "queryset_delete",
+        "bulk_create",
+        "bulk_update",
+        "catalog_rename",
+        "group_membership",
+        "store_save",
+    ],
 )
 def test_every_write_path_changes_the_cached_permissions(cache_backend, roles, path):
     from accounts.models import Group, GroupMembership, GroupRole, Permission, Role, RolePermission, UserRole
@@ -333,7 +349,9 @@ def test_redis_down_runs_uncached_logs_once_and_shows_in_health(client, make_org
         warnings = [r for r in caplog.records if r.name == "agentforge.cache"]
         assert len(warnings) == 1 and "cache unavailable" in warnings[0].getMessage()
         report = build_report()
-        assert report["checks"]["cache"]["available"] is False and "Connection" in report["checks"]["cache"]["last_error"]
+        assert (
+            report["checks"]["cache"]["available"] is False and "Connection" in report["checks"]["cache"]["last_error"]
+        )
         assert any(alert["check"] == "cache" for alert in report["alerts"])
         response = client.get("/health/")
         assert response.status_code == 200

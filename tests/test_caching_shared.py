@@ -39,12 +39,23 @@ print("won" if won else "lost")
 def run_two_workers(cache_url: str, prefix: str) -> list[str]:
     # A generous socket timeout: on a loaded machine a 1 s timeout marks Redis down and each
     # worker falls back to its own memory, which is the degraded mode, not the one under test.
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "CACHE_URL": cache_url, "CACHE_KEY_PREFIX": prefix,
-           "CACHE_SOCKET_TIMEOUT": "15"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CACHE_URL": cache_url,
+        "CACHE_KEY_PREFIX": prefix,
+        "CACHE_SOCKET_TIMEOUT": "15",
+    }
     start = time.time() + 4  # both are set up (Django, the cache client) by then
     workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(start)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(start)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = []

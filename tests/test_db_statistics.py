@@ -24,11 +24,18 @@ def _write_chats(root, conversations=20, messages=30):
     for c in range(conversations):
         cid = str(uuid.uuid4())
         chats[cid] = {
-            "id": cid, "agent_id": agent_id, "title": f"Chat {c}",
-            "created_at": f"2026-01-{c + 1:02d}T10:00:00", "updated_at": f"2026-01-{c + 1:02d}T10:00:00",
+            "id": cid,
+            "agent_id": agent_id,
+            "title": f"Chat {c}",
+            "created_at": f"2026-01-{c + 1:02d}T10:00:00",
+            "updated_at": f"2026-01-{c + 1:02d}T10:00:00",
             "messages": [
-                {"id": str(uuid.uuid4()), "role": "user" if m % 2 == 0 else "assistant", "content": f"message {m}",
-                 "timestamp": f"2026-01-{c + 1:02d}T10:{m // 60:02d}:{m % 60:02d}"}
+                {
+                    "id": str(uuid.uuid4()),
+                    "role": "user" if m % 2 == 0 else "assistant",
+                    "content": f"message {m}",
+                    "timestamp": f"2026-01-{c + 1:02d}T10:{m // 60:02d}:{m % 60:02d}",
+                }
                 for m in range(messages)
             ],
         }
@@ -47,8 +54,10 @@ def _statistics(table: str):
         elif connection.vendor == "postgresql":
             cursor.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = %s", [table])
         else:
-            cursor.execute("SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = DATABASE() "
-                           "AND table_name = %s", [table])
+            cursor.execute(
+                "SELECT n_rows FROM mysql.innodb_table_stats WHERE database_name = DATABASE() AND table_name = %s",
+                [table],
+            )
         row = cursor.fetchone()
         return row[0] if row else None
 
@@ -117,8 +126,17 @@ def test_postgresql_knows_a_conversation_decides_the_organization_of_its_message
         for c in range(5):
             conversation = Conversation(org=org, title=f"c{c}")
             conversations.append(conversation)
-            messages += [Message(org=org, conversation=conversation, role="user", content="x", position=n,
-                                 created_at=start + dt.timedelta(minutes=n)) for n in range(200)]
+            messages += [
+                Message(
+                    org=org,
+                    conversation=conversation,
+                    role="user",
+                    content="x",
+                    position=n,
+                    created_at=start + dt.timedelta(minutes=n),
+                )
+                for n in range(200)
+            ]
     with unscoped():
         Conversation.all_orgs.bulk_create(conversations)
         Message.all_orgs.bulk_create(messages, batch_size=2000)

@@ -37,16 +37,41 @@ def test_compose_defaults_match_env_example():
         defaults = set(re.findall(r"\$\{" + variable + r":-([^}]*)\}", text))
         assert defaults == {env[variable]}, (variable, defaults, env[variable])
     ports = {name: s["ports"][0].split(":")[0] for name, s in compose()["services"].items() if "ports" in s}
-    assert ports == {"postgres": "5432", "mysql": "3306", "sqlserver": "1433", "oracle": "1521", "app": "8000",
-                     "redis": "6379"}
+    assert ports == {
+        "postgres": "5432",
+        "mysql": "3306",
+        "sqlserver": "1433",
+        "oracle": "1521",
+        "app": "8000",
+        "redis": "6379",
+    }
 
 
 def test_env_example_lists_every_guide_variable():
     env = env_example()
-    for variable in ("DB_TYPE", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_SSL_MODE",
-                     "SQLITE_PATH", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT", "DB_POOL_RECYCLE",
-                     "ENCRYPTION_KEY", "DATABASE_URL", "SECRET_KEY", "DEBUG", "STORAGE_MODE", "LEGACY_DATA_DIR",
-                     "DB_SLOW_QUERY_MS", "DB_STORAGE_QUOTA_MB", "TRUSTED_PROXIES"):
+    for variable in (
+        "DB_TYPE",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_SSL_MODE",
+        "SQLITE_PATH",
+        "DB_POOL_SIZE",
+        "DB_MAX_OVERFLOW",
+        "DB_POOL_TIMEOUT",
+        "DB_POOL_RECYCLE",
+        "ENCRYPTION_KEY",
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "DEBUG",
+        "STORAGE_MODE",
+        "LEGACY_DATA_DIR",
+        "DB_SLOW_QUERY_MS",
+        "DB_STORAGE_QUOTA_MB",
+        "TRUSTED_PROXIES",
+    ):
         assert variable in env, variable
 
 
@@ -68,9 +93,11 @@ def dockerfile_stages():
 def test_app_service_waits_for_its_database_migrates_once_and_checks_health():
     services = compose()["services"]
     app, migrate = services["app"], services["migrate"]
-    assert app["depends_on"] == {"postgres": {"condition": "service_healthy"},
-                                 "redis": {"condition": "service_healthy"},
-                                 "migrate": {"condition": "service_completed_successfully"}}
+    assert app["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
     # The workers share one cache (cached reads, slow-query event limit, health counters).
     assert app["environment"]["CACHE_URL"] == "${CACHE_URL:-redis://redis:6379/0}"
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]

@@ -34,7 +34,11 @@ def _compare(original: dict, exported: dict):
         assert relative in exported, f"{relative} not exported"
         expected = _normalise(relative, data)
         got = exported[relative]
-        if isinstance(expected, dict) and relative != "security/settings.json" and not relative.startswith(("settings", "integrations", "lab/")):
+        if (
+            isinstance(expected, dict)
+            and relative != "security/settings.json"
+            and not relative.startswith(("settings", "integrations", "lab/"))
+        ):
             assert set(got) == set(expected), relative
             for key in expected:
                 assert got[key] == expected[key], f"{relative}: record {key}"

@@ -46,10 +46,20 @@ def test_the_models_load_beside_agentforges_own_packages(tmp_path, host_first):
         (host / name / "__init__.py").write_text(f"HOST = {name!r}\n")
     paths = [str(host), str(PROJECT_DIR)] if host_first else [str(PROJECT_DIR), str(host)]
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DJANGO_", "DATABASE_URL"))}
-    env.update(PYTHONPATH=os.pathsep.join(paths), ENV_FILE="", SECRET_KEY="host-process-test",
-               ENCRYPTION_KEY="dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q=")
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "db.sqlite3")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+    env.update(
+        PYTHONPATH=os.pathsep.join(paths),
+        ENV_FILE="",
+        SECRET_KEY="host-process-test",
+        ENCRYPTION_KEY="dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q=",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "db.sqlite3")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["host"] == {name: name for name in HOST_PACKAGES}

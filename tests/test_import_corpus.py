@@ -12,14 +12,23 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from accounts.models import (
-    Department, Group, GroupMembership, GroupRole, MFASettings, Organization, PasswordHistory, Role, User, UserRole,
+    Department,
+    Group,
+    GroupMembership,
+    GroupRole,
+    MFASettings,
+    Organization,
+    PasswordHistory,
+    Role,
+    User,
+    UserRole,
 )
-from agentforge_core.tenancy import unscoped
 from agentforge_agents.models import Agent, AgentTool, Tool, ToolPermission
+from agentforge_core.crypto import sha256_hex
+from agentforge_core.tenancy import unscoped
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from legacy.models import LegacyRecord
-from agentforge_core.crypto import sha256_hex
 from security.models import AuditLog, LDAPConfig, OAuthConfig
 from settings_app.models import OrgSetting, SystemSetting, UserPreference
 from tests import legacy_corpus as C
@@ -66,7 +75,9 @@ def test_non_uuid_ids_map_deterministically(imported):
 
     kit = Tool.all_orgs.get(legacy_id=C.T_KIT)
     assert kit.pk == legacy_uuid("tools", C.T_KIT)
-    assert Organization.all_orgs.get(legacy_id="org_abc123def456").pk == legacy_uuid("organizations", "org_abc123def456")
+    assert Organization.all_orgs.get(legacy_id="org_abc123def456").pk == legacy_uuid(
+        "organizations", "org_abc123def456"
+    )
     assert str(User.all_orgs.get(legacy_id=C.U1).pk) == C.U1
 
 
@@ -116,10 +127,16 @@ def test_stale_secrets_stay_dead(imported):
 
 def test_secrets_are_encrypted_and_removed_from_plain_json(imported):
     api = Tool.all_orgs.get(legacy_id=C.T_API)
-    assert api.credentials == {"api_config.auth_value": "sk-api-secret", "api_config.headers.Authorization": "Bearer hdr-secret"}
+    assert api.credentials == {
+        "api_config.auth_value": "sk-api-secret",
+        "api_config.headers.Authorization": "Bearer hdr-secret",
+    }
     assert "auth_value" not in api.api_config and api.api_config["headers"] == {"Accept": "json"}
     kb = Tool.all_orgs.get(legacy_id=C.T_KB)
-    assert kb.credentials == {"kb_config.embedding.api_key": "emb-secret", "kb_config.vector_db.pinecone_api_key": "pc-secret"}
+    assert kb.credentials == {
+        "kb_config.embedding.api_key": "emb-secret",
+        "kb_config.vector_db.pinecone_api_key": "pc-secret",
+    }
     assert kb.system_owned and kb.owner_id is None
     assert Tool.all_orgs.get(legacy_id=C.T_EMAIL).credentials == {"config.smtp_pass": "smtp-secret"}
     llm = SystemSetting.objects.get(key="llm.api_key")
@@ -128,10 +145,14 @@ def test_secrets_are_encrypted_and_removed_from_plain_json(imported):
     assert SystemSetting.objects.get(key="integrations.google.client_secret").get_value() == "sys-g-secret"
     assert SystemSetting.objects.get(key="llm.model").value == "gpt-4o"
     with unscoped(), connection.cursor() as cursor:
-        for sql in ("SELECT credentials FROM tools", "SELECT google_client_secret FROM organizations WHERE google_client_secret IS NOT NULL",
-                    "SELECT bind_password FROM ldap_configs", "SELECT client_secret FROM oauth_configs",
-                    "SELECT secret_value FROM system_settings WHERE is_secret = %s AND secret_value <> ''",
-                    "SELECT secret FROM legacy_records WHERE secret IS NOT NULL"):
+        for sql in (
+            "SELECT credentials FROM tools",
+            "SELECT google_client_secret FROM organizations WHERE google_client_secret IS NOT NULL",
+            "SELECT bind_password FROM ldap_configs",
+            "SELECT client_secret FROM oauth_configs",
+            "SELECT secret_value FROM system_settings WHERE is_secret = %s AND secret_value <> ''",
+            "SELECT secret FROM legacy_records WHERE secret IS NOT NULL",
+        ):
             cursor.execute(sql, [True] if "%s" in sql else None)
             values = [row[0] for row in cursor.fetchall()]
             assert values and all(v.startswith(("fernet$", "aesgcm$")) for v in values), sql
@@ -144,7 +165,12 @@ def test_secrets_are_encrypted_and_removed_from_plain_json(imported):
 def test_references_prefixes_dangling_and_membership_union(imported):
     agent = Agent.all_orgs.get(legacy_id=C.A1)
     refs = list(AgentTool.all_orgs.filter(agent=agent).order_by("position").values_list("tool_ref", "tool__legacy_id"))
-    assert refs == [(f"api:{C.T_API}", C.T_API), (f"kb:{C.T_KB}", C.T_KB), ("gone-tool-id", None), (C.T_EMAIL, C.T_EMAIL)]
+    assert refs == [
+        (f"api:{C.T_API}", C.T_API),
+        (f"kb:{C.T_KB}", C.T_KB),
+        ("gone-tool-id", None),
+        (C.T_EMAIL, C.T_EMAIL),
+    ]
     orphan = Conversation.all_orgs.get(legacy_id=C.C2)
     assert orphan.agent_id is None and orphan.legacy_extra["__dangling__"]["agent_id"].startswith("bbbbbbbb-dead")
     assert Conversation.all_orgs.get(legacy_id=C.C3).is_test
@@ -156,7 +182,9 @@ def test_references_prefixes_dangling_and_membership_union(imported):
     assert list(GroupRole.all_orgs.filter(group=old).values_list("role__legacy_id", flat=True)) == ["role_manager"]
     u2 = User.all_orgs.get(legacy_id=C.U2)
     assert list(UserRole.all_orgs.filter(user=u2).order_by("position").values_list("role__legacy_id", "position")) == [
-        ("role_user", 0), ("role_0123456789ab", 2)]
+        ("role_user", 0),
+        ("role_0123456789ab", 2),
+    ]
     assert u2.manager.legacy_id == C.U1 and u2.last_login_ip is None
     runner = Role.all_orgs.get(legacy_id="role_0123456789ab")
     assert runner.parent.legacy_id == "role_user" and "chat:use" in runner.effective_permissions()
@@ -171,7 +199,12 @@ def test_references_prefixes_dangling_and_membership_union(imported):
 def test_era_defaults_and_unknown_keys(imported):
     u3 = User.all_orgs.get(legacy_id=C.U3)
     assert u3.has_enduser_access and not u3.has_admin_access
-    assert set(u3.legacy_extra["__missing__"]) >= {"has_admin_access", "has_enduser_access", "manager_id", "employee_id"}
+    assert set(u3.legacy_extra["__missing__"]) >= {
+        "has_admin_access",
+        "has_enduser_access",
+        "manager_id",
+        "employee_id",
+    }
     assert len(User.all_orgs.get(legacy_id=C.U1).avatar_url) == 1126
     assert User.all_orgs.get(legacy_id=C.U4).legacy_extra["unknown_future_field"] == {"x": 1}
     assert Tool.all_orgs.get(legacy_id=C.T_OLD).access_type == "owner_only"
@@ -235,6 +268,7 @@ def test_dry_run_and_check_write_nothing(corpus):
 
 # --- bad input: each class fails with a precise message and writes nothing ---------------------
 
+
 def _corrupt(tmp_path, corpus, relative, mutate=None, text=None):
     import shutil
 
@@ -270,7 +304,9 @@ def test_wrong_type_names_file_record_and_field(tmp_path, corpus):
 
 def test_wrong_type_late_in_a_streamed_file_rolls_everything_back(tmp_path, corpus):
     target = _corrupt(tmp_path, corpus, "security/audit_logs.json", lambda d: d[-1].update(success="yes"))
-    _fails(target, "security/audit_logs.json: record ffffffff-0000-4000-8000-000000000005: success: expected true or false")
+    _fails(
+        target, "security/audit_logs.json: record ffffffff-0000-4000-8000-000000000005: success: expected true or false"
+    )
     assert User.all_orgs.count() == 0
 
 
@@ -299,7 +335,9 @@ def test_wrong_container_and_dangling_org_and_bad_timestamp(tmp_path, corpus):
     _fails(target, "chunks_index.json: expected a list at the top level, got an object")
     target2 = _corrupt(tmp_path / "2", corpus, "security/users.json", lambda d: d[C.U3].update(org_id="org_nowhere"))
     _fails(target2, f"record {C.U3}: org_id: 'org_nowhere' refers to no organization")
-    target3 = _corrupt(tmp_path / "3", corpus, "conversations.json", lambda d: d[C.C1]["messages"][0].update(timestamp="yesterday"))
+    target3 = _corrupt(
+        tmp_path / "3", corpus, "conversations.json", lambda d: d[C.C1]["messages"][0].update(timestamp="yesterday")
+    )
     _fails(target3, f"conversations.json: record {C.C1}: messages[0].timestamp: not an ISO timestamp")
 
 
@@ -314,7 +352,9 @@ def test_backup_is_written_before_the_import(corpus, settings, tmp_path):
     settings.BACKUP_DIR = str(tmp_path)
     root, _ = corpus
     output = run_import(root, backup=True)
-    [written] = [line.removeprefix("Backup written to ") for line in output.splitlines() if line.startswith("Backup written to ")]
+    [written] = [
+        line.removeprefix("Backup written to ") for line in output.splitlines() if line.startswith("Backup written to ")
+    ]
     assert [p.name for p in tmp_path.iterdir()] == [Path(written).name]
     assert Path(written).stat().st_size > 0
     assert User.all_orgs.count() > 0  # and the import went on

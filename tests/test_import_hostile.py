@@ -66,7 +66,10 @@ def _inject(tmp_path, corpus, relative, field, fragment, record=-1):  # noqa: F8
 @pytest.mark.parametrize(
     "fragment, expected",
     [
-        ('"Mozilla \\ud800"', f"{AUDIT}: record {LAST}: user_agent: lone surrogate (\\ud800-\\udfff) in text: not a character"),
+        (
+            '"Mozilla \\ud800"',
+            f"{AUDIT}: record {LAST}: user_agent: lone surrogate (\\ud800-\\udfff) in text: not a character",
+        ),
         ('"a\\u0000b"', f"{AUDIT}: record {LAST}: user_agent: NUL character (\\u0000) in text"),
         ("NaN", f"{AUDIT}: record {LAST}: NaN is not a JSON number"),
         ("-Infinity", f"{AUDIT}: record {LAST}: -Infinity is not a JSON number"),
@@ -107,8 +110,13 @@ def test_a_duplicate_key_is_an_error_naming_the_key(tmp_path, corpus):  # noqa: 
 
 
 def test_an_audit_entry_that_is_not_an_object_is_named_by_position(tmp_path, corpus):  # noqa: F811
-    _fails(_corrupt(tmp_path, corpus, AUDIT, lambda d: d.insert(2, 5)), f"{AUDIT}: record #3: expected an object, got 5")
-    _fails(_corrupt(tmp_path / "n", corpus, AUDIT, lambda d: d.append(None)), f"{AUDIT}: record #7: expected an object, got null")
+    _fails(
+        _corrupt(tmp_path, corpus, AUDIT, lambda d: d.insert(2, 5)), f"{AUDIT}: record #3: expected an object, got 5"
+    )
+    _fails(
+        _corrupt(tmp_path / "n", corpus, AUDIT, lambda d: d.append(None)),
+        f"{AUDIT}: record #7: expected an object, got null",
+    )
 
 
 def test_ids_that_differ_only_in_case_are_refused_on_every_backend(tmp_path, corpus):  # noqa: F811
@@ -116,8 +124,10 @@ def test_ids_that_differ_only_in_case_are_refused_on_every_backend(tmp_path, cor
         entries.append(dict(entries[0], id=entries[0]["id"].upper(), action="logout"))
 
     first = "ffffffff-0000-4000-8000-000000000000"
-    _fails(_corrupt(tmp_path, corpus, AUDIT, add_upper),
-           f"{AUDIT}: record {first.upper()}: the id differs from {first!r} only in case")
+    _fails(
+        _corrupt(tmp_path, corpus, AUDIT, add_upper),
+        f"{AUDIT}: record {first.upper()}: the id differs from {first!r} only in case",
+    )
 
 
 DEEP = 200_000
@@ -148,8 +158,14 @@ def test_a_list_nested_200000_deep_is_refused_in_little_memory(tmp_path):
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=root, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(root)})
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(root)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     first, second, peak = done.stdout.splitlines()
     assert first == second == "conversations.json: record c1: nested deeper than 64 levels"
@@ -158,4 +174,7 @@ def test_a_list_nested_200000_deep_is_refused_in_little_memory(tmp_path):
 
 def test_the_deep_file_fails_the_import_with_one_line(tmp_path, corpus):  # noqa: F811
     deep = '{"c1": {"id": "c1", "messages": ' + "[" * DEEP + "]" * DEEP + "}}"
-    _fails(_corrupt(tmp_path, corpus, "conversations.json", text=deep), "conversations.json: record c1: nested deeper than 64 levels")
+    _fails(
+        _corrupt(tmp_path, corpus, "conversations.json", text=deep),
+        "conversations.json: record c1: nested deeper than 64 levels",
+    )

@@ -20,7 +20,6 @@ NULLABLE = nullable_fields()
 SETTINGS_NULLABLE = sorted(NULLABLE.pop("security/settings.json#settings"))
 
 
-
 def _set(record: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     for name in parents:

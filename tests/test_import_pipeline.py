@@ -86,7 +86,12 @@ def test_the_corpus_goes_through_the_pipeline_and_stores_the_same_rows(settings,
     for table, stats in single.stats.items():
         got = piped.stats[table]
         assert (got.created, got.updated, got.unchanged, got.skipped, got.warnings) == (
-            stats.created, stats.updated, stats.unchanged, stats.skipped, stats.warnings), table
+            stats.created,
+            stats.updated,
+            stats.unchanged,
+            stats.skipped,
+            stats.warnings,
+        ), table
 
 
 def test_the_sample_stores_the_same_rows(settings):
@@ -95,8 +100,19 @@ def test_the_sample_stores_the_same_rows(settings):
     assert piped_rows == single_rows
 
 
-AWKWARD = ["tab\there", "new\nline", "back\\slash", "quote ' and \"double\"", "carriage\rreturn", "ctrl-z \x1a",
-           "unicode é 中文 😀", "percent %s %(x)s", "\\N", "", "semi; DROP TABLE users; --"]
+AWKWARD = [
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    'quote \' and "double"',
+    "carriage\rreturn",
+    "ctrl-z \x1a",
+    "unicode é 中文 😀",
+    "percent %s %(x)s",
+    "\\N",
+    "",
+    "semi; DROP TABLE users; --",
+]
 
 
 def _awkward_dir(root):
@@ -104,24 +120,71 @@ def _awkward_dir(root):
     COPY text, SQL literals or parameters treat specially."""
     ts = "2026-01-10T12:00:00.123456"
     org = {"id": "org_default", "name": "Default Organization", "slug": "default", "created_at": ts, "updated_at": ts}
-    user = {"id": "u-1", "org_id": "org_default", "email": "a@example.com", "password_hash": None,
-            "profile": {"first_name": "A", "last_name": "B"}, "role_ids": [], "created_at": ts, "updated_at": ts}
+    user = {
+        "id": "u-1",
+        "org_id": "org_default",
+        "email": "a@example.com",
+        "password_hash": None,
+        "profile": {"first_name": "A", "last_name": "B"},
+        "role_ids": [],
+        "created_at": ts,
+        "updated_at": ts,
+    }
     _write(root, "security/organizations.json", {"org_default": org})
     _write(root, "security/users.json", {"u-1": user})
     entries = []
     for i, text in enumerate(AWKWARD * 3):
-        entries.append({"id": f"e-{i}", "org_id": "org_default", "user_id": "u-1", "user_email": "a@example.com",
-                        "user_name": text, "session_id": None, "action": "login", "resource_type": "user",
-                        "resource_id": text or None, "resource_name": text, "details": {"text": text, text: [i, 1.5, None]},
-                        "changes": {"before": text} if i % 2 else None, "ip_address": "10.0.0.1" if i % 3 else "::ffff:10.0.0.2",
-                        "user_agent": text, "request_id": None, "request_path": None, "request_method": None,
-                        "success": bool(i % 2), "error_message": text or None,
-                        "timestamp": f"2026-01-{1 + i % 28:02d}T10:00:00.{i:06d}"})
+        entries.append(
+            {
+                "id": f"e-{i}",
+                "org_id": "org_default",
+                "user_id": "u-1",
+                "user_email": "a@example.com",
+                "user_name": text,
+                "session_id": None,
+                "action": "login",
+                "resource_type": "user",
+                "resource_id": text or None,
+                "resource_name": text,
+                "details": {"text": text, text: [i, 1.5, None]},
+                "changes": {"before": text} if i % 2 else None,
+                "ip_address": "10.0.0.1" if i % 3 else "::ffff:10.0.0.2",
+                "user_agent": text,
+                "request_id": None,
+                "request_path": None,
+                "request_method": None,
+                "success": bool(i % 2),
+                "error_message": text or None,
+                "timestamp": f"2026-01-{1 + i % 28:02d}T10:00:00.{i:06d}",
+            }
+        )
     _write(root, "security/audit_logs.json", entries)
-    messages = [{"id": f"m-{i}", "role": "user", "content": text, "timestamp": ts, "tool_calls": [{"name": text}],
-                 "sources": []} for i, text in enumerate(AWKWARD)]
-    _write(root, "conversations.json", {"c-1": {"id": "c-1", "agent_id": None, "user_id": "u-1", "title": "t\tq",
-                                                "messages": messages, "created_at": ts, "updated_at": ts}})
+    messages = [
+        {
+            "id": f"m-{i}",
+            "role": "user",
+            "content": text,
+            "timestamp": ts,
+            "tool_calls": [{"name": text}],
+            "sources": [],
+        }
+        for i, text in enumerate(AWKWARD)
+    ]
+    _write(
+        root,
+        "conversations.json",
+        {
+            "c-1": {
+                "id": "c-1",
+                "agent_id": None,
+                "user_id": "u-1",
+                "title": "t\tq",
+                "messages": messages,
+                "created_at": ts,
+                "updated_at": ts,
+            }
+        },
+    )
     return root
 
 
@@ -135,7 +198,11 @@ def test_special_characters_are_stored_exactly(settings, tmp_path):
     stored = {e.legacy_id: e for e in AuditLog.all_orgs.all()}
     for i, text in enumerate(AWKWARD):
         entry = stored[f"e-{i}"]
-        assert (entry.user_agent, entry.resource_name, entry.additional_data) == (text, text, {"text": text, text: [i, 1.5, None]})
+        assert (entry.user_agent, entry.resource_name, entry.additional_data) == (
+            text,
+            text,
+            {"text": text, text: [i, 1.5, None]},
+        )
     _chains_verify()
 
 

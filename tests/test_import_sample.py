@@ -30,7 +30,11 @@ def test_sample_imports_with_exact_counts():
     assert OrgSetting.all_orgs.count() == 45  # 47 keys minus id and org_id
     assert SystemSetting.objects.get(key="security.tenancy_mode").value == "single"
     assert "users" in output and "created" in output
-    counts = dict(AuditLog.all_orgs.values_list("legacy_action").annotate(n=__import__("django.db.models", fromlist=["Count"]).Count("id")))
+    counts = dict(
+        AuditLog.all_orgs.values_list("legacy_action").annotate(
+            n=__import__("django.db.models", fromlist=["Count"]).Count("id")
+        )
+    )
     assert counts == {"login": 22, "logout": 2, "login_failed": 2, "create": 2, "update": 1}
 
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agentforge_core.tenancy import OrgScopeError, org_scope
 from agentforge_agents.models import Tool
+from agentforge_core.tenancy import OrgScopeError, org_scope
 from knowledge import vectors
 from knowledge.fulltext import keyword_search, query_terms
 from knowledge.models import Document, DocumentChunk, VectorSet
@@ -71,14 +71,17 @@ def test_set_embeddings_stores_float32_with_model_dimension_and_version(make_org
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("vectors_, model, message", [
-    ([[1, 0], [0, 1, 0]], "m", "equal lengths: vector 1 has 3, vector 0 2"),
-    ([[1, 0, float("nan")], [0, 1, 0]], "m", "vector 0 holds a NaN"),
-    ([[1, 0, 1e39], [0, 1, 0]], "m", "vector 0 holds a NaN or an infinity"),
-    ([[1, 0, 0]], "m", "2 chunks but 1 vectors"),
-    ([[1, 0, 0, 0], [0, 1, 0, 0]], "m", "has dimension 3 in this organization, got 4"),
-    ([["x", 0, 0], [0, 1, 0]], "m", "sequences of numbers"),
-])
+@pytest.mark.parametrize(
+    "vectors_, model, message",
+    [
+        ([[1, 0], [0, 1, 0]], "m", "equal lengths: vector 1 has 3, vector 0 2"),
+        ([[1, 0, float("nan")], [0, 1, 0]], "m", "vector 0 holds a NaN"),
+        ([[1, 0, 1e39], [0, 1, 0]], "m", "vector 0 holds a NaN or an infinity"),
+        ([[1, 0, 0]], "m", "2 chunks but 1 vectors"),
+        ([[1, 0, 0, 0], [0, 1, 0, 0]], "m", "has dimension 3 in this organization, got 4"),
+        ([["x", 0, 0], [0, 1, 0]], "m", "sequences of numbers"),
+    ],
+)
 def test_set_embeddings_refuses_bad_input_and_writes_nothing(make_org, vectors_, model, message):
     org = make_org()
     _, _, chunks = make_kb(org, chunks=[("a", ""), ("b", ""), ("c", "")])
@@ -256,8 +259,9 @@ def test_rebuild_writes_files_that_a_new_process_starts_from_and_dbhealth_checks
         set_embeddings(chunks[:3], [[1, 0], [0, 1], [1, 1]], "m")
         assert ids(semantic_search([-1, 0], limit=1)) == ["c1"]
         # A vector written around set_embeddings carries no version: a loaded cache misses it.
-        DocumentChunk.objects.filter(chunk_id="c3").update(embedding=struct.pack("<2f", -1, 0), embedding_dim=2,
-                                                           embedding_model="m")
+        DocumentChunk.objects.filter(chunk_id="c3").update(
+            embedding=struct.pack("<2f", -1, 0), embedding_dim=2, embedding_model="m"
+        )
         assert ids(semantic_search([-1, 0], limit=1)) == ["c1"]
     report = vectors.freshness()
     assert report["ok"] is False and report["unversioned_vectors"] == 1
@@ -266,7 +270,8 @@ def test_rebuild_writes_files_that_a_new_process_starts_from_and_dbhealth_checks
     assert health["checks"]["vector_index"]["unversioned_vectors"] == 1
     assert health["status"] == "degraded"
     assert [a["message"] for a in health["alerts"] if a["check"] == "vector_index"] == [
-        "1 chunk vectors have no version (written around set_embeddings) (run manage.py rebuild_vector_index)"]
+        "1 chunk vectors have no version (written around set_embeddings) (run manage.py rebuild_vector_index)"
+    ]
     call_command("rebuild_vector_index")
     out = capsys.readouterr().out
     assert out.splitlines() == [
@@ -274,8 +279,14 @@ def test_rebuild_writes_files_that_a_new_process_starts_from_and_dbhealth_checks
         f"organization {org.pk} tool {tool.pk} model m: 4 vectors at version 2 (exact)",
         "1 vector sets written",
     ]
-    assert vectors.freshness() == {"ok": True, "sets": 1, "files": 1, "unversioned_vectors": 0, "problems": [],
-                                   "directory": str(tmp_path / "vector-index")}
+    assert vectors.freshness() == {
+        "ok": True,
+        "sets": 1,
+        "files": 1,
+        "unversioned_vectors": 0,
+        "problems": [],
+        "directory": str(tmp_path / "vector-index"),
+    }
     vectors.clear_cache()
     with org_scope(org):
         assert ids(semantic_search([-1, 0], limit=1)) == ["c3"]
@@ -293,18 +304,31 @@ def test_rebuild_writes_files_that_a_new_process_starts_from_and_dbhealth_checks
 
 def test_query_terms_are_plain_words_never_search_syntax():
     assert query_terms('Alpha "bravo" OR alpha; DROP TABLE x; -- NEAR(charlie) text:delta*') == [
-        "alpha", "bravo", "or", "drop", "table", "x", "near", "charlie", "text", "delta"]
+        "alpha",
+        "bravo",
+        "or",
+        "drop",
+        "table",
+        "x",
+        "near",
+        "charlie",
+        "text",
+        "delta",
+    ]
     assert query_terms("  ¿?!  ") == []
 
 
 @pytest.mark.django_db(transaction=True)
 def test_keyword_search_ranks_by_relevance_inside_the_organization(make_org):
     mine, other = make_org(), make_org()
-    tool, doc, _ = make_kb(mine, chunks=[
-        ("both", "The invoice approval workflow for vendors"),
-        ("one", "Vendor onboarding checklist and approval"),
-        ("none", "Holiday calendar"),
-    ])
+    tool, doc, _ = make_kb(
+        mine,
+        chunks=[
+            ("both", "The invoice approval workflow for vendors"),
+            ("one", "Vendor onboarding checklist and approval"),
+            ("none", "Holiday calendar"),
+        ],
+    )
     other_tool, _, _ = make_kb(mine, chunks=[("elsewhere", "invoice archive")])
     make_kb(other, chunks=[("theirs", "invoice approval invoice approval")])
     with org_scope(mine):
@@ -371,8 +395,11 @@ def test_hybrid_search_loads_a_chunk_found_by_keyword_alone_and_ranks_it_by_rele
 def test_search_knowledge_follows_the_tools_kb_config(make_org):
     org, other = make_org(), make_org()
     config = {"search_type": "semantic", "top_k": 2, "similarity_threshold": 0.5, "embedding": {"model": "m"}}
-    tool, doc, chunks = make_kb(org, kb_config=config, chunks=[
-        ("a", "refund policy"), ("b", "refund window"), ("c", "office map"), ("d", "parking")])
+    tool, doc, chunks = make_kb(
+        org,
+        kb_config=config,
+        chunks=[("a", "refund policy"), ("b", "refund window"), ("c", "office map"), ("d", "parking")],
+    )
     their_tool, _, _ = make_kb(other)
     with org_scope(org):
         set_embeddings(chunks, [[1, 0], [0.9, 0.1], [0.7, 0.7], [0, 1]], "m")
@@ -406,12 +433,17 @@ _chunk = st.tuples(
     st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3)).filter(any),
 )
 _world = st.lists(st.lists(_chunk, max_size=6), min_size=3, max_size=3)
-_probe = st.tuples(st.lists(st.sampled_from(WORDS), min_size=1, max_size=2),
-                   st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(1, 3)), st.booleans())
+_probe = st.tuples(
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=2),
+    st.tuples(st.integers(-3, 3), st.integers(-3, 3), st.integers(1, 3)),
+    st.booleans(),
+)
 
 
 @pytest.mark.django_db(transaction=True)
-@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(world=_world, probe=_probe)
 def test_no_search_returns_another_organizations_chunk_whatever_the_cache_holds(make_org, world, probe):
     words, query_vector, poison = probe
@@ -423,7 +455,9 @@ def test_no_search_returns_another_organizations_chunk_whatever_the_cache_holds(
             _, _, chunks = make_kb(org, chunks=[(str(i), " ".join(text)) for i, (text, _) in enumerate(specs)])
             with org_scope(org):
                 set_embeddings(chunks, [vector for _, vector in specs], "m")
-            mine[org.pk] = {c.pk: (set(text), np.array(vector, dtype=np.float64)) for c, (text, vector) in zip(chunks, specs)}
+            mine[org.pk] = {
+                c.pk: (set(text), np.array(vector, dtype=np.float64)) for c, (text, vector) in zip(chunks, specs)
+            }
         for org in orgs:
             with org_scope(org):
                 semantic_search([1, 0, 0])  # load this organization's caches
@@ -433,8 +467,10 @@ def test_no_search_returns_another_organizations_chunk_whatever_the_cache_holds(
             for (org_id, key, model, dim), index in list(vectors._indexes.items()):
                 for other_id, chunks in mine.items():
                     if other_id != org_id and chunks:
-                        index.upsert([pk.bytes for pk in chunks], vectors.normalised(
-                            np.array([v for _, v in chunks.values()], dtype=np.float32)))
+                        index.upsert(
+                            [pk.bytes for pk in chunks],
+                            vectors.normalised(np.array([v for _, v in chunks.values()], dtype=np.float32)),
+                        )
         q = np.array(query_vector, dtype=np.float64)
         for org in orgs:
             own = mine[org.pk]
@@ -444,7 +480,9 @@ def test_no_search_returns_another_organizations_chunk_whatever_the_cache_holds(
                 hybrid = hybrid_search(" ".join(words), query_vector, limit=100)
             for hits in (semantic, keyword, hybrid):
                 assert all(h.chunk.org_id == org.pk for h in hits)
-            cosines = sorted((float(v @ q / (np.linalg.norm(v) * np.linalg.norm(q))) for _, v in own.values()), reverse=True)
+            cosines = sorted(
+                (float(v @ q / (np.linalg.norm(v) * np.linalg.norm(q))) for _, v in own.values()), reverse=True
+            )
             assert [h.score for h in semantic] == pytest.approx(cosines, abs=1e-6)
             assert {h.chunk.pk for h in keyword} == {pk for pk, (text, _) in own.items() if text & set(words)}
             assert {h.chunk.pk for h in hybrid} == set(own)

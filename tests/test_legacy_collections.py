@@ -6,9 +6,9 @@ import pytest
 
 from legacy.format import mappers
 from legacy.format.collections import LEGACY_COLLECTIONS
-from legacy.migration.importer import import_directory
 from legacy.format.mappers import lab, registry
 from legacy.format.mappers.base import Mapper
+from legacy.migration.importer import import_directory
 from tests import legacy_corpus as C
 from tests.legacy_helpers import run_export, run_parity
 
@@ -32,7 +32,11 @@ def test_each_mapper_takes_its_collection_from_the_registry():
     for name, mapper in registry.items():
         legacy = LEGACY_COLLECTIONS[name]
         assert (mapper.collection, mapper.file, mapper.container, mapper.stream) == (
-            name, legacy.file, legacy.container, legacy.streamed)
+            name,
+            legacy.file,
+            legacy.container,
+            legacy.streamed,
+        )
 
 
 @pytest.mark.django_db

@@ -25,7 +25,9 @@ def test_org_by_legacy_id_is_the_same_chain_as_by_uuid(make_org):
     assert f"{org.pk}: OK (2 entries)" in by_uuid.getvalue()
 
 
-@pytest.mark.parametrize("command", ["verify_audit_log", "checkpoint_audit_log", "rechain_audit_log", "rebuild_vector_index"])
+@pytest.mark.parametrize(
+    "command", ["verify_audit_log", "checkpoint_audit_log", "rechain_audit_log", "rebuild_vector_index"]
+)
 def test_an_unknown_org_is_one_line_naming_the_option(command):
     with pytest.raises(CommandError) as caught:
         call_command(command, "--org", "org_nowhere", stdout=io.StringIO())

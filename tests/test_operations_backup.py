@@ -38,8 +38,8 @@ def no_slow_query_events(settings):
 
 def populate(make_org, make_user):
     """A little of everything: secrets, JSON, binary, M2M through models, auto_now_add, nullable org."""
-    from agentforge_core.tenancy import org_scope, unscoped
     from agentforge_agents.models import Agent, AgentTool, AgentVersion, Tool
+    from agentforge_core.tenancy import org_scope, unscoped
     from knowledge.models import Document, DocumentChunk
     from security.models import SecurityEvent
     from settings_app.models import SystemSetting
@@ -49,10 +49,20 @@ def populate(make_org, make_user):
     alice = make_user(org, email="alice@example.com", password="correct horse battery 9", is_staff=True)
     make_user(other, email="bob@example.com")
     with org_scope(org):
-        tool = Tool.objects.create(type="api", name="Weather", credentials={"api_key": "sk-test-123"},
-                                   config={"url": "https://example.com"}, owner=alice)
-        agent = Agent.objects.create(name="Helper", goal="help", personality={"tone": "warm", "emoji": "\U0001f916"},
-                                     owner=alice, tasks=["a", "b"])
+        tool = Tool.objects.create(
+            type="api",
+            name="Weather",
+            credentials={"api_key": "sk-test-123"},
+            config={"url": "https://example.com"},
+            owner=alice,
+        )
+        agent = Agent.objects.create(
+            name="Helper",
+            goal="help",
+            personality={"tone": "warm", "emoji": "\U0001f916"},
+            owner=alice,
+            tasks=["a", "b"],
+        )
         AgentTool.objects.create(agent=agent, tool=tool, tool_ref=str(tool.pk), position=0)
         AgentVersion.objects.create(agent=agent, version=1, snapshot={"name": "Helper"})
         doc = Document.objects.create(tool=tool, title="Manual", content="Ünïcode text")
@@ -92,8 +102,10 @@ def snapshot() -> dict:
 
 def raw_column(table: str, column: str) -> list:
     with unscoped(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT {connection.ops.quote_name(column)} FROM {connection.ops.quote_name(table)} "
-                       f"WHERE {connection.ops.quote_name(column)} IS NOT NULL")
+        cursor.execute(
+            f"SELECT {connection.ops.quote_name(column)} FROM {connection.ops.quote_name(table)} "
+            f"WHERE {connection.ops.quote_name(column)} IS NOT NULL"
+        )
         return sorted(str(r[0]) for r in cursor.fetchall())
 
 
@@ -226,7 +238,9 @@ def test_password_never_on_the_command_line(monkeypatch, tmp_path):
 
 def test_restore_refuses_a_backup_of_another_backend(tmp_path, db):
     fake = tmp_path / "other.dump"
-    fake.write_bytes(b"PGDMP" + b"\0" * 100 if connection.vendor != "postgresql" else b"SQLite format 3\x00" + b"\0" * 100)
+    fake.write_bytes(
+        b"PGDMP" + b"\0" * 100 if connection.vendor != "postgresql" else b"SQLite format 3\x00" + b"\0" * 100
+    )
     with pytest.raises(BackupError, match="portable"):
         restore_database(fake)
 
@@ -235,7 +249,11 @@ def test_backup_command_on_a_dead_database_is_one_line(tmp_path):
     env = _dead_env()
     proc = subprocess.run(
         [sys.executable, "manage.py", "backup", "--settings=tests.settings", "--output", str(tmp_path)],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()

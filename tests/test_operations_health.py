@@ -34,8 +34,14 @@ def dead_env() -> dict:
 
 
 def run_manage(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "manage.py", *args, "--settings=tests.settings"], cwd=PROJECT,
-                          env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args, "--settings=tests.settings"],
+        cwd=PROJECT,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +61,15 @@ def test_health_anonymous_is_200_and_says_little(client, db):
     assert body["healthy"] is True and body["status"] in ("ok", "degraded") and body["reasons"] == []
     text = response.content.decode()
     settings_dict = connection.settings_dict
-    for secret in filter(None, [settings_dict.get("NAME"), settings_dict.get("HOST"), settings_dict.get("USER"),
-                                settings_dict.get("PASSWORD")]):
+    for secret in filter(
+        None,
+        [
+            settings_dict.get("NAME"),
+            settings_dict.get("HOST"),
+            settings_dict.get("USER"),
+            settings_dict.get("PASSWORD"),
+        ],
+    ):
         assert str(secret) not in text
     assert client.post("/health/").status_code == 405
 
@@ -138,8 +151,9 @@ def test_health_is_503_quickly_when_the_database_is_unreachable(db):
         """
     )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=dead_env(), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, env=dead_env(), capture_output=True, text=True, timeout=60
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -263,8 +277,18 @@ def test_dbhealth_report(db):
     out = StringIO()
     call_command("dbhealth", "--tables", "5", stdout=out)
     text = out.getvalue()
-    for label in ("status:", "latency:", "pool:", "migrations:", "storage:", "slow queries:", "failed tx:",
-                  "dual-write:", "largest tables:", "alerts:"):
+    for label in (
+        "status:",
+        "latency:",
+        "pool:",
+        "migrations:",
+        "storage:",
+        "slow queries:",
+        "failed tx:",
+        "dual-write:",
+        "largest tables:",
+        "alerts:",
+    ):
         assert label in text, text
     out = StringIO()
     call_command("dbhealth", "--json", "--tables", "3", stdout=out)

@@ -43,7 +43,10 @@ def test_statement_shape_and_redaction():
     a = monitoring.statement_shape("SELECT * FROM t WHERE id IN (1, 2, 3) AND name = 'x''y' AND n > 2.5 LIMIT 21")
     b = monitoring.statement_shape("SELECT  *  FROM t WHERE id IN (7) AND name = 'other' AND n > 9 LIMIT 3")
     assert a == b == "SELECT * FROM t WHERE id IN (?) AND name = ? AND n > ? LIMIT ?"
-    assert monitoring.statement_shape('SELECT "t1"."col2" FROM "t1" WHERE "x" = %s') == 'SELECT "t1"."col2" FROM "t1" WHERE "x" = ?'
+    assert (
+        monitoring.statement_shape('SELECT "t1"."col2" FROM "t1" WHERE "x" = %s')
+        == 'SELECT "t1"."col2" FROM "t1" WHERE "x" = ?'
+    )
     assert monitoring.statement_shape("INSERT INTO t VALUES (%s, %s), (%s, %s)") == "INSERT INTO t VALUES (?)"
     redacted = monitoring.redact_params(["s3cret-password", 42, None, b"\x00\x01", True])
     assert redacted == ["str(15)", "int", "None", "bytes(2)", "bool"]
@@ -53,7 +56,9 @@ def test_statement_shape_and_redaction():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_slow_query_is_logged_counted_and_recorded_once_a_minute(settings, caplog, counters, make_org, make_user, client):
+def test_slow_query_is_logged_counted_and_recorded_once_a_minute(
+    settings, caplog, counters, make_org, make_user, client
+):
     org = make_org("Slowpoke")
     user = make_user(org, is_staff=True)
     client.force_login(user)
@@ -175,9 +180,17 @@ def test_pool_exhaustion_is_logged_clearly():
         print(json.dumps({"outcome": outcome, "alerts": report["alerts"]}))
         """
     )
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0",
-               DB_POOL_TIMEOUT="1", DB_NAME=connection.settings_dict["NAME"])
-    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60)
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DB_POOL_SIZE="1",
+        DB_MAX_OVERFLOW="0",
+        DB_POOL_TIMEOUT="1",
+        DB_NAME=connection.settings_dict["NAME"],
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "database pool exhausted: waited 1." in proc.stderr
     assert "s for a connection (DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)" in proc.stderr

@@ -12,8 +12,8 @@ from django.db import connection
 from django.db.utils import load_backend
 
 from accounts.models import Organization
-from agentforge_core.tenancy import org_scope, unscoped
 from agentforge_agents.models import Agent
+from agentforge_core.tenancy import org_scope, unscoped
 
 pytestmark = [pytest.mark.backends("postgresql")]
 
@@ -54,7 +54,9 @@ def through_pgbouncer(transactional_db):
     import psycopg
 
     owner = connection.settings_dict.get("MIGRATION_USER") or connection.settings_dict["USER"]
-    with psycopg.connect(host="127.0.0.1", port=PGBOUNCER_PORT, user=owner, dbname="pgbouncer", autocommit=True) as admin:
+    with psycopg.connect(
+        host="127.0.0.1", port=PGBOUNCER_PORT, user=owner, dbname="pgbouncer", autocommit=True
+    ) as admin:
         admin.execute(f"KILL {connection.settings_dict['NAME']}")
         admin.execute(f"RESUME {connection.settings_dict['NAME']}")  # KILL also pauses the database
 

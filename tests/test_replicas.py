@@ -14,14 +14,22 @@ from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
 from django.utils.connection import ConnectionDoesNotExist
 
+from agentforge_agents.models import Agent
 from agentforge_site import replicas
 from agentforge_site.dbconfig import ConfigurationError, build_database, build_replicas, replica_settings
-from agentforge_agents.models import Agent
 from tests.test_settings import GOOD, _manage
 
 BASE = Path(__file__).resolve().parent.parent
-PG = {"DB_TYPE": "postgresql", "DB_HOST": "primary.example.com", "DB_PORT": "5433", "DB_NAME": "agentforge",
-      "DB_USER": "af", "DB_PASSWORD": "s3cret", "DB_POOL_SIZE": "3", "DB_SSL_MODE": "require"}
+PG = {
+    "DB_TYPE": "postgresql",
+    "DB_HOST": "primary.example.com",
+    "DB_PORT": "5433",
+    "DB_NAME": "agentforge",
+    "DB_USER": "af",
+    "DB_PASSWORD": "s3cret",
+    "DB_POOL_SIZE": "3",
+    "DB_SSL_MODE": "require",
+}
 
 
 def _replicas(env):
@@ -41,7 +49,10 @@ def test_replica_hosts_share_the_primary_settings_built_by_the_same_code():
     found = _replicas(dict(PG, DB_REPLICA_HOSTS="r1.example.com, r2.example.com:6543,[fd00::7]:6000"))
     assert list(found) == ["replica1", "replica2", "replica3"]
     assert [(r["HOST"], r["PORT"]) for r in found.values()] == [
-        ("r1.example.com", "5433"), ("r2.example.com", "6543"), ("fd00::7", "6000")]
+        ("r1.example.com", "5433"),
+        ("r2.example.com", "6543"),
+        ("fd00::7", "6000"),
+    ]
     for replica in found.values():
         # Everything but the address is the primary's: pool, SSL, application name, health checks.
         same = {k: v for k, v in replica.items() if k not in ("HOST", "PORT", "TEST")}
@@ -50,37 +61,66 @@ def test_replica_hosts_share_the_primary_settings_built_by_the_same_code():
 
 
 def test_replica_overrides_and_urls():
-    env = dict(PG, DB_REPLICA_HOSTS="r1", DB_REPLICA_USER="reader", DB_REPLICA_PASSWORD="ro",
-               DB_REPLICA_NAME="af_ro", DB_REPLICA_PORT="7000", DB_REPLICA_SSL_MODE="verify-full")
+    env = dict(
+        PG,
+        DB_REPLICA_HOSTS="r1",
+        DB_REPLICA_USER="reader",
+        DB_REPLICA_PASSWORD="ro",
+        DB_REPLICA_NAME="af_ro",
+        DB_REPLICA_PORT="7000",
+        DB_REPLICA_SSL_MODE="verify-full",
+    )
     (replica,) = _replicas(env).values()
     assert (replica["HOST"], replica["PORT"], replica["NAME"], replica["USER"], replica["PASSWORD"]) == (
-        "r1", "7000", "af_ro", "reader", "ro")
+        "r1",
+        "7000",
+        "af_ro",
+        "reader",
+        "ro",
+    )
     assert replica["OPTIONS"]["sslmode"] == "verify-full"
 
     urls = _replicas(dict(PG, DATABASE_REPLICA_URLS="postgres://ro:pw@r9:6000/other,postgresql://r8"))
     assert [(r["HOST"], r["PORT"], r["NAME"], r["USER"], r["PASSWORD"]) for r in urls.values()] == [
-        ("r9", "6000", "other", "ro", "pw"), ("r8", "5433", "agentforge", "af", "s3cret")]
+        ("r9", "6000", "other", "ro", "pw"),
+        ("r8", "5433", "agentforge", "af", "s3cret"),
+    ]
 
 
 def test_a_primary_from_database_url_gives_its_fields_to_host_replicas():
     env = {"DATABASE_URL": "postgres://app:pw@main:5544/prod", "DB_REPLICA_HOSTS": "r1"}
     (replica,) = _replicas(env).values()
     assert (replica["HOST"], replica["PORT"], replica["NAME"], replica["USER"], replica["PASSWORD"]) == (
-        "r1", "5544", "prod", "app", "pw")
+        "r1",
+        "5544",
+        "prod",
+        "app",
+        "pw",
+    )
 
 
-@pytest.mark.parametrize("env, variable, text", [
-    (dict(PG, DB_REPLICA_HOSTS="r1", DATABASE_REPLICA_URLS="postgres://r2/x"), "DATABASE_REPLICA_URLS", "not both"),
-    ({"DB_TYPE": "sqlite", "DB_REPLICA_HOSTS": "r1"}, "DB_REPLICA_HOSTS", "PostgreSQL primary (DB_TYPE=sqlite)"),
-    (dict(PG, DB_TYPE="mysql", DB_REPLICA_HOSTS="r1"), "DB_REPLICA_HOSTS", "(DB_TYPE=mysql)"),
-    (dict(PG, DB_REPLICA_HOSTS="r1:port"), "DB_REPLICA_HOSTS", "expected host or host:port, got 'r1:port'"),
-    (dict(PG, DB_REPLICA_HOSTS=":5432"), "DB_REPLICA_HOSTS", "expected host or host:port"),
-    (dict(PG, DATABASE_REPLICA_URLS="mysql://r1/x"), "DATABASE_REPLICA_URLS", "must be postgres://"),
-    (dict(PG, DATABASE_REPLICA_URLS="postgres://r1:99999999/x"), "DATABASE_REPLICA_URLS", "bad port"),
-    (dict(PG, DB_REPLICA_HOSTS="r1", DB_REPLICA_SSL_MODE="sometimes"), "DB_REPLICA_HOSTS", "replica 'r1': DB_SSL_MODE"),
-    (dict(PG, DATABASE_REPLICA_URLS="postgres://ro:secretpw@r1:5432/x", DB_REPLICA_SSL_MODE="sometimes"),
-     "DATABASE_REPLICA_URLS", "replica 'postgres://r1:5432/x': DB_SSL_MODE: unknown value 'sometimes'"),
-])
+@pytest.mark.parametrize(
+    "env, variable, text",
+    [
+        (dict(PG, DB_REPLICA_HOSTS="r1", DATABASE_REPLICA_URLS="postgres://r2/x"), "DATABASE_REPLICA_URLS", "not both"),
+        ({"DB_TYPE": "sqlite", "DB_REPLICA_HOSTS": "r1"}, "DB_REPLICA_HOSTS", "PostgreSQL primary (DB_TYPE=sqlite)"),
+        (dict(PG, DB_TYPE="mysql", DB_REPLICA_HOSTS="r1"), "DB_REPLICA_HOSTS", "(DB_TYPE=mysql)"),
+        (dict(PG, DB_REPLICA_HOSTS="r1:port"), "DB_REPLICA_HOSTS", "expected host or host:port, got 'r1:port'"),
+        (dict(PG, DB_REPLICA_HOSTS=":5432"), "DB_REPLICA_HOSTS", "expected host or host:port"),
+        (dict(PG, DATABASE_REPLICA_URLS="mysql://r1/x"), "DATABASE_REPLICA_URLS", "must be postgres://"),
+        (dict(PG, DATABASE_REPLICA_URLS="postgres://r1:99999999/x"), "DATABASE_REPLICA_URLS", "bad port"),
+        (
+            dict(PG, DB_REPLICA_HOSTS="r1", DB_REPLICA_SSL_MODE="sometimes"),
+            "DB_REPLICA_HOSTS",
+            "replica 'r1': DB_SSL_MODE",
+        ),
+        (
+            dict(PG, DATABASE_REPLICA_URLS="postgres://ro:secretpw@r1:5432/x", DB_REPLICA_SSL_MODE="sometimes"),
+            "DATABASE_REPLICA_URLS",
+            "replica 'postgres://r1:5432/x': DB_SSL_MODE: unknown value 'sometimes'",
+        ),
+    ],
+)
 def test_bad_replica_configuration_names_the_variable(env, variable, text):
     with pytest.raises(ConfigurationError) as excinfo:
         _replicas(env)
@@ -91,12 +131,17 @@ def test_bad_replica_configuration_names_the_variable(env, variable, text):
 
 def test_read_your_writes_time_covers_the_lag_limit_and_the_check_interval():
     values = replica_settings({"DB_REPLICA_MAX_LAG": "4", "DB_REPLICA_CHECK_INTERVAL": "0.5"}, {"replica1": {}})
-    assert values == {"DATABASE_REPLICAS": ["replica1"], "DB_REPLICA_MAX_LAG": 4.0,
-                      "DB_REPLICA_CHECK_INTERVAL": 0.5, "DB_REPLICA_STICKY_SECONDS": 4.5}
+    assert values == {
+        "DATABASE_REPLICAS": ["replica1"],
+        "DB_REPLICA_MAX_LAG": 4.0,
+        "DB_REPLICA_CHECK_INTERVAL": 0.5,
+        "DB_REPLICA_STICKY_SECONDS": 4.5,
+    }
     with pytest.raises(ConfigurationError) as excinfo:
         replica_settings({"DB_REPLICA_MAX_LAG": "4", "DB_REPLICA_STICKY_SECONDS": "3"}, {})
     assert str(excinfo.value) == (
-        "DB_REPLICA_STICKY_SECONDS: must be at least DB_REPLICA_MAX_LAG + DB_REPLICA_CHECK_INTERVAL = 6, got 3")
+        "DB_REPLICA_STICKY_SECONDS: must be at least DB_REPLICA_MAX_LAG + DB_REPLICA_CHECK_INTERVAL = 6, got 3"
+    )
     with pytest.raises(ConfigurationError, match="^DB_REPLICA_MAX_LAG: expected a number of seconds, got 'soon'$"):
         replica_settings({"DB_REPLICA_MAX_LAG": "soon"}, {})
     with pytest.raises(ConfigurationError, match="^DB_REPLICA_CHECK_INTERVAL: must be at least 0.05"):
@@ -104,23 +149,37 @@ def test_read_your_writes_time_covers_the_lag_limit_and_the_check_interval():
 
 
 def test_settings_install_the_router_and_middleware_only_with_replicas():
-    show = ("from django.conf import settings; print(settings.DATABASE_ROUTERS, sorted(settings.DATABASES), "
-            "[m for m in settings.MIDDLEWARE if 'replicas' in m or 'sessions' in m])")
+    show = (
+        "from django.conf import settings; print(settings.DATABASE_ROUTERS, sorted(settings.DATABASES), "
+        "[m for m in settings.MIDDLEWARE if 'replicas' in m or 'sessions' in m])"
+    )
     base = dict(GOOD, DB_TYPE="postgresql", DB_HOST="h", DB_NAME="n", DB_USER="u")
     plain = _manage(base, "shell", "-c", show)
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip().splitlines()[-1] == (
-        "[] ['default'] ['django.contrib.sessions.middleware.SessionMiddleware']")
+        "[] ['default'] ['django.contrib.sessions.middleware.SessionMiddleware']"
+    )
     routed = _manage(dict(base, DB_REPLICA_HOSTS="r1,r2"), "shell", "-c", show)
     assert routed.returncode == 0, routed.stderr
     assert routed.stdout.strip().splitlines()[-1] == (
         "['agentforge_site.replicas.ReplicaRouter'] ['default', 'replica1', 'replica2'] "
-        "['agentforge_site.replicas.ReadYourWritesMiddleware', 'django.contrib.sessions.middleware.SessionMiddleware']")
+        "['agentforge_site.replicas.ReadYourWritesMiddleware', 'django.contrib.sessions.middleware.SessionMiddleware']"
+    )
 
 
 def test_bad_replica_setting_stops_startup_with_one_line():
-    result = _manage(dict(GOOD, DB_TYPE="postgresql", DB_HOST="h", DB_NAME="n", DB_USER="u",
-                          DB_REPLICA_HOSTS="r1", DB_REPLICA_MAX_LAG="-1"), "check")
+    result = _manage(
+        dict(
+            GOOD,
+            DB_TYPE="postgresql",
+            DB_HOST="h",
+            DB_NAME="n",
+            DB_USER="u",
+            DB_REPLICA_HOSTS="r1",
+            DB_REPLICA_MAX_LAG="-1",
+        ),
+        "check",
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "configuration error: DB_REPLICA_MAX_LAG: must be at least 0, got -1"
 
@@ -135,8 +194,11 @@ def test_bad_replica_setting_stops_startup_with_one_line():
 def routed(monkeypatch):
     monkeypatch.setattr(replicas.monitor, "healthy", lambda: ["replica1"])
     token = replicas.new_read_state()
-    with override_settings(DATABASE_REPLICAS=["replica1"], DATABASE_ROUTERS=["agentforge_site.replicas.ReplicaRouter"],
-                           DB_REPLICA_STICKY_SECONDS=30.0):
+    with override_settings(
+        DATABASE_REPLICAS=["replica1"],
+        DATABASE_ROUTERS=["agentforge_site.replicas.ReplicaRouter"],
+        DB_REPLICA_STICKY_SECONDS=30.0,
+    ):
         yield
     replicas.end_read_state(token)
 
@@ -219,8 +281,12 @@ def test_marker_pins_until_the_write_is_sticky_seconds_old(routed, monkeypatch):
     finally:
         replicas.end_read_state(token)
 
-    for forged in ("", "garbage", marker.replace(marker.rsplit(":", 1)[1], "AAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-                   replicas._signer().sign(repr(written + 3600))[:-1] + "x"):
+    for forged in (
+        "",
+        "garbage",
+        marker.replace(marker.rsplit(":", 1)[1], "AAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        replicas._signer().sign(repr(written + 3600))[:-1] + "x",
+    ):
         token = replicas.new_read_state()
         try:
             assert replicas.follow_marker(forged) is False
@@ -251,6 +317,7 @@ def _request_that(writes):
         if writes:
             router.db_for_write(Agent)
         return HttpResponse(f"{before} {router.db_for_read(Agent)}")
+
     return view
 
 

@@ -18,10 +18,10 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.test.utils import CaptureQueriesContext
 
+from agentforge_agents.models import Agent
 from agentforge_core.tenancy import org_scope
 from agentforge_site import replicas
 from agentforge_site.replicas import COOKIE_NAME, _lsn, direct_connect_params
-from agentforge_agents.models import Agent
 from operations.health import build_report
 
 REPLICA = "replica1"
@@ -100,8 +100,11 @@ def django_db_setup(django_test_environment, django_db_blocker):
             connections[alias].close()
             connections[alias].close_pool()
         # A test that failed half-way may leave a connection in another thread.
-        _raw("default", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        f"WHERE datname = '{connections['default'].settings_dict['NAME']}' AND pid <> pg_backend_pid()")
+        _raw(
+            "default",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{connections['default'].settings_dict['NAME']}' AND pid <> pg_backend_pid()",
+        )
         teardown_databases(created, verbosity=0)
 
 
@@ -136,7 +139,10 @@ def test_other_reads_use_the_replica(org):
     with org_scope(org.pk):
         Agent.objects.create(name="listed")
     wait_caught_up()
-    with CaptureQueriesContext(connections[REPLICA]) as on_replica, CaptureQueriesContext(connections["default"]) as on_primary:
+    with (
+        CaptureQueriesContext(connections[REPLICA]) as on_replica,
+        CaptureQueriesContext(connections["default"]) as on_primary,
+    ):
         assert another_request(lambda: _names(org)) == ["listed"]
     assert len(on_replica.captured_queries) == 1 and not on_primary.captured_queries
     alias = another_request(lambda: router.db_for_read(Agent))
@@ -190,8 +196,11 @@ def test_a_lagging_replica_is_skipped(org, settings):
         report = build_report()
         (shown,) = report["checks"]["replicas"]
         assert (shown["alias"], shown["in_use"], shown["reachable"]) == (REPLICA, False, True)
-        assert {"check": "replicas", "level": "warning",
-                "message": f"read replica {REPLICA} skipped: {shown['reason']}"} in report["alerts"]
+        assert {
+            "check": "replicas",
+            "level": "warning",
+            "message": f"read replica {REPLICA} skipped: {shown['reason']}",
+        } in report["alerts"]
         assert report["healthy"] is True
     wait_caught_up()
     (status,) = replicas.monitor.statuses(refresh=True)
@@ -199,7 +208,9 @@ def test_a_lagging_replica_is_skipped(org, settings):
 
 
 def _replica_script(*args):
-    result = subprocess.run([str(BASE / "scripts" / "start-replica"), *args], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BASE / "scripts" / "start-replica"), *args], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -229,7 +240,10 @@ def test_nothing_is_written_to_the_replica(org):
         with org_scope(org.pk):
             return sorted(Agent.objects.values_list("name", "status"))
 
-    with CaptureQueriesContext(connections[REPLICA]) as on_replica, CaptureQueriesContext(connections["default"]) as on_primary:
+    with (
+        CaptureQueriesContext(connections[REPLICA]) as on_replica,
+        CaptureQueriesContext(connections["default"]) as on_primary,
+    ):
         for step in range(3):
             another_request(read)
             wait_caught_up()
@@ -253,11 +267,16 @@ def test_nothing_is_written_to_the_replica(org):
     statements = [q["sql"] for q in on_replica.captured_queries]
     assert len(statements) >= 3  # the reads did go to the replica
     assert all(sql.lstrip().upper().startswith("SELECT") for sql in statements), statements
-    writes = [q["sql"] for q in on_primary.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    writes = [
+        q["sql"]
+        for q in on_primary.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
     assert any("audit_logs" in sql for sql in writes) and any('"agents"' in sql for sql in writes)
     wait_caught_up()
     assert another_request(read) == sorted(
-        Agent.all_orgs.using("default").filter(org=org).values_list("name", "status"))
+        Agent.all_orgs.using("default").filter(org=org).values_list("name", "status")
+    )
 
 
 def test_a_browser_that_just_signed_in_stays_signed_in(org, make_user, client):
@@ -272,8 +291,9 @@ def test_a_browser_that_just_signed_in_stays_signed_in(org, make_user, client):
         return other.get("/admin/")
 
     with replay_paused():
-        signed_in = client.post("/admin/login/", {"username": user.email, "password": "a long enough password 1",
-                                                  "next": "/admin/"})
+        signed_in = client.post(
+            "/admin/login/", {"username": user.email, "password": "a long enough password 1", "next": "/admin/"}
+        )
         assert signed_in.status_code == 302 and signed_in["Location"] == "/admin/"
         assert COOKIE_NAME in signed_in.cookies
         assert client.get("/admin/").status_code == 200  # the new session row is read from the primary
@@ -329,9 +349,26 @@ def test_the_replica_benchmark_runs_end_to_end():
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_"))}
     env["DB_NAME"] = connections["default"].settings_dict["NAME"] + "_bench"
     result = subprocess.run(
-        [sys.executable, "benchmarks/replica_benchmark.py", "--seconds", "0.5", "--workers", "1", "--messages", "300",
-         "--audit", "300", "--write-rate", "5", "--json"],
-        cwd=BASE, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "benchmarks/replica_benchmark.py",
+            "--seconds",
+            "0.5",
+            "--workers",
+            "1",
+            "--messages",
+            "300",
+            "--audit",
+            "300",
+            "--write-rate",
+            "5",
+            "--json",
+        ],
+        cwd=BASE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -339,8 +376,11 @@ def test_the_replica_benchmark_runs_end_to_end():
     alone, replicated = summary["results"]
     assert (alone["mode"], replicated["mode"]) == ("primary alone", "primary + replica")
     # Figures are not checked (a loaded machine may fit no admin page in a window), only that both modes read.
-    assert set(alone["per_second"]) == set(replicated["per_second"]) == {
-        "newest messages", "agent list", "admin audit log", "admin agents"}
+    assert (
+        set(alone["per_second"])
+        == set(replicated["per_second"])
+        == {"newest messages", "agent list", "admin audit log", "admin agents"}
+    )
     assert sum(alone["per_second"].values()) > 0 and sum(replicated["per_second"].values()) > 0
     # Where the reads went: the replica only in the second mode (beyond the lag sampler's checks).
     assert replicated["transactions_replica"] > alone["transactions_replica"] + 10

@@ -10,9 +10,9 @@ from django.db import DatabaseError, connection, models, transaction
 
 from accounts import rls
 from accounts.models import Organization, User
-from agentforge_core.tenancy import org_scope, unscoped
 from accounts.tenant_schema import POLICY, policy_tables, tenant_models
 from agentforge_agents.models import Agent
+from agentforge_core.tenancy import org_scope, unscoped
 from tests.test_tenancy import make_row
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("postgresql")]
@@ -56,7 +56,9 @@ def test_every_tenant_table_has_the_policy_enabled_and_forced(table):
     enabled, forced = _one("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = %s", [table])
     assert (enabled, forced) == (True, True)
     expected = f"({TABLES[table]} = ( SELECT (NULLIF(current_setting('app.current_org'::text, true), ''::text))::uuid AS \"nullif\"))"
-    qual, check = _one("SELECT qual, with_check FROM pg_policies WHERE tablename = %s AND policyname = %s", [table, POLICY])
+    qual, check = _one(
+        "SELECT qual, with_check FROM pg_policies WHERE tablename = %s AND policyname = %s", [table, POLICY]
+    )
     assert qual == expected and check == expected
 
 
@@ -97,7 +99,9 @@ def test_joins_from_an_unscoped_manager_stay_inside_the_organization(three_orgs)
         assert not User.all_orgs.filter(pk=b_user.pk).exists()
         assert list(Organization._base_manager.values_list("pk", flat=True)) == [orgs[0].pk]
         secrets = set(User.all_orgs.values_list("mfa__totp_secret", "conversations__messages__content"))
-        a_only = set(User.all_orgs.filter(org=orgs[0]).values_list("mfa__totp_secret", "conversations__messages__content"))
+        a_only = set(
+            User.all_orgs.filter(org=orgs[0]).values_list("mfa__totp_secret", "conversations__messages__content")
+        )
         assert secrets == a_only
         assert {a.pk for a in Agent.all_orgs.raw("SELECT * FROM agents")} == set(
             Agent.all_orgs.filter(org=orgs[0]).values_list("pk", flat=True)

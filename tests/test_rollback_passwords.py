@@ -97,7 +97,9 @@ def test_a_user_created_through_django_verifies_in_agentforge(imported, tmp_path
 
 def test_backup_codes_verify_in_agentforge_after_export(imported, tmp_path):
     codes = _exported_users(tmp_path)[C.U1]["mfa"]["backup_codes"]
-    assert agentforge_backup_code_matches(imported["backup_code"].lower()[:4] + "-" + imported["backup_code"][4:], codes)
+    assert agentforge_backup_code_matches(
+        imported["backup_code"].lower()[:4] + "-" + imported["backup_code"][4:], codes
+    )
     assert not agentforge_backup_code_matches("ZZZZ9999", codes)
 
 
@@ -131,11 +133,24 @@ def test_a_bcrypt_hash_returns_to_pbkdf2_on_sign_in_while_rollback_is_possible(i
 def test_live_json_files_refuse_a_final_move_at_start_up():
     base = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL", "SQLITE"))}
-    env.update(ENV_FILE="", DJANGO_SETTINGS_MODULE="agentforge_site.settings", SECRET_KEY="x" * 50,
-               ENCRYPTION_KEY="dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q=", STORAGE_MODE="dual",
-               LEGACY_ROLLBACK_POSSIBLE="false")
-    result = subprocess.run([sys.executable, str(base / "manage.py"), "check"], env=env, cwd=base,
-                            capture_output=True, text=True, timeout=60)
+    env.update(
+        ENV_FILE="",
+        DJANGO_SETTINGS_MODULE="agentforge_site.settings",
+        SECRET_KEY="x" * 50,
+        ENCRYPTION_KEY="dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q=",
+        STORAGE_MODE="dual",
+        LEGACY_ROLLBACK_POSSIBLE="false",
+    )
+    result = subprocess.run(
+        [sys.executable, str(base / "manage.py"), "check"],
+        env=env,
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("configuration error: LEGACY_ROLLBACK_POSSIBLE: cannot be false while "
-                                     "STORAGE_MODE is dual (the JSON files are live)")
+    assert result.stderr.strip() == (
+        "configuration error: LEGACY_ROLLBACK_POSSIBLE: cannot be false while "
+        "STORAGE_MODE is dual (the JSON files are live)"
+    )

@@ -12,12 +12,12 @@ from django.urls import reverse
 
 from accounts.backends import login_refusal
 from accounts.models import Organization, User
-from agentforge_core.tenancy import unscoped
 from agentforge_agents.models import Agent
-from legacy.models import LegacyRecord
 from agentforge_core.crypto import sha256_hex
+from agentforge_core.tenancy import unscoped
+from legacy.models import LegacyRecord
 from tests import legacy_corpus as C
-from tests.legacy_helpers import run_parity, load_dir, run_export, run_import
+from tests.legacy_helpers import load_dir, run_export, run_import, run_parity
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +26,7 @@ TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 # --- invitations ------------------------------------------------------------------------------------
+
 
 def test_invitation_token_is_encrypted_at_rest_and_exported_as_it_was(tmp_path):
     C.write_corpus(tmp_path / "in")
@@ -47,7 +48,10 @@ def test_invitation_token_is_encrypted_at_rest_and_exported_as_it_was(tmp_path):
 def test_parity_is_clean_and_a_repair_writes_invitations_agentforge_loads(tmp_path):
     C.write_corpus(tmp_path / "in")
     run_import(tmp_path / "in", verbosity=0)
-    assert run_parity(tmp_path / "in", "--collection", "security/invitations") == (0, "No drift: 1 collection(s) match.\n")
+    assert run_parity(tmp_path / "in", "--collection", "security/invitations") == (
+        0,
+        "No drift: 1 collection(s) match.\n",
+    )
     path = tmp_path / "in" / "security" / "invitations.json"
     path.write_text("{}", encoding="utf-8")  # a lost JSON side
     assert run_parity(tmp_path / "in", "--collection", "security/invitations")[0] == 1
@@ -71,6 +75,7 @@ def test_an_invitation_kept_only_as_a_hash_exports_a_token_no_old_link_matches(t
 
 # --- a directory without security/organizations.json --------------------------------------------------
 
+
 def _app_only_directory(root):
     files, _ = C.build_corpus()
     for relative in ("agents.json", "lab/99999999-0000-4000-8000-00000000000a.json"):
@@ -85,8 +90,11 @@ def test_without_organizations_json_the_default_organization_is_created_as_agent
     output = run_import(tmp_path / "in")
     assert "created org_default as AgentForge does on first start" in output
     org = Organization._base_manager.get(legacy_id="org_default")
-    assert (org.name, org.slug, org.allowed_auth_providers) == ("Default Organization", "default",
-                                                                ["local", "google", "microsoft"])
+    assert (org.name, org.slug, org.allowed_auth_providers) == (
+        "Default Organization",
+        "default",
+        ["local", "google", "microsoft"],
+    )
     assert Agent.all_orgs.filter(org=org).count() == 2
     run_export(tmp_path / "out")
     exported = load_dir(tmp_path / "out")["security/organizations.json"]["org_default"]
@@ -99,24 +107,34 @@ def test_without_organizations_json_the_default_organization_is_created_as_agent
 
 def test_organizations_json_without_the_default_one_stops_with_one_line(tmp_path):
     _app_only_directory(tmp_path / "in")
-    other = {"org_abc123def456": {**C.build_corpus()[0]["security/organizations.json"]["org_abc123def456"],
-                                  "ldap_config_id": None}}
+    other = {
+        "org_abc123def456": {
+            **C.build_corpus()[0]["security/organizations.json"]["org_abc123def456"],
+            "ldap_config_id": None,
+        }
+    }
     C.dump(tmp_path / "in" / "security/organizations.json", other, "security/organizations.json")
     with pytest.raises(CommandError) as excinfo:
         run_import(tmp_path / "in")
     first = str(excinfo.value).splitlines()[0]
-    assert first == (f"agents.json: record {C.A1}: org_id: none given, and the default organization 'org_default' "
-                     "is neither in security/organizations.json nor in the database")
+    assert first == (
+        f"agents.json: record {C.A1}: org_id: none given, and the default organization 'org_default' "
+        "is neither in security/organizations.json nor in the database"
+    )
     assert not Agent.all_orgs.exists()
 
 
 # --- sign-in by status -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("status, message", [
-    (User.Status.PENDING, "Please verify your email first."),
-    (User.Status.SUSPENDED, "Account suspended. Contact administrator."),
-    (User.Status.INACTIVE, "This account is inactive. Contact administrator."),
-])
+
+@pytest.mark.parametrize(
+    "status, message",
+    [
+        (User.Status.PENDING, "Please verify your email first."),
+        (User.Status.SUSPENDED, "Account suspended. Contact administrator."),
+        (User.Status.INACTIVE, "This account is inactive. Contact administrator."),
+    ],
+)
 def test_refused_statuses_get_agentforge_answer_only_with_the_right_password(make_org, make_user, status, message):
     org = make_org()
     user = make_user(org, email="someone@example.com", password="the right one 1")

@@ -14,26 +14,44 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 
-from agentforge_core.models import legacy_uuid, LEGACY_NAMESPACE
 from accounts.models import Organization, User
-from agentforge_core.tenancy import org_scope
 from agentforge_agents.models import Tool
+from agentforge_core.models import LEGACY_NAMESPACE, legacy_uuid
+from agentforge_core.tenancy import org_scope
 from knowledge.models import Document, DocumentChunk
 from knowledge.vectors import semantic_search
 
 # The issue's tables and the app each belongs to.
 ISSUE_TABLES = {
-    "users": "accounts", "user_sessions": "accounts", "mfa_settings": "accounts",
-    "password_history": "accounts", "roles": "accounts", "permissions": "accounts",
-    "role_permissions": "accounts", "user_roles": "accounts", "organizations": "accounts",
-    "departments": "accounts", "groups": "accounts",
-    "agents": "agents", "agent_versions": "agents", "agent_tools": "agents", "tools": "agents",
+    "users": "accounts",
+    "user_sessions": "accounts",
+    "mfa_settings": "accounts",
+    "password_history": "accounts",
+    "roles": "accounts",
+    "permissions": "accounts",
+    "role_permissions": "accounts",
+    "user_roles": "accounts",
+    "organizations": "accounts",
+    "departments": "accounts",
+    "groups": "accounts",
+    "agents": "agents",
+    "agent_versions": "agents",
+    "agent_tools": "agents",
+    "tools": "agents",
     "tool_permissions": "agents",
-    "documents": "knowledge", "document_chunks": "knowledge",
-    "conversations": "conversations", "messages": "conversations", "attachments": "conversations",
-    "audit_logs": "security", "security_events": "security", "oauth_configs": "security",
-    "ldap_configs": "security", "api_keys": "security",
-    "system_settings": "settings_app", "org_settings": "settings_app", "user_preferences": "settings_app",
+    "documents": "knowledge",
+    "document_chunks": "knowledge",
+    "conversations": "conversations",
+    "messages": "conversations",
+    "attachments": "conversations",
+    "audit_logs": "security",
+    "security_events": "security",
+    "oauth_configs": "security",
+    "ldap_configs": "security",
+    "api_keys": "security",
+    "system_settings": "settings_app",
+    "org_settings": "settings_app",
+    "user_preferences": "settings_app",
 }
 
 

@@ -16,10 +16,34 @@ from operations.schema import offline_connection, render_schema
 BASE = Path(__file__).resolve().parent.parent
 
 GUIDE_TABLES = [
-    "users", "user_sessions", "mfa_settings", "password_history", "roles", "permissions", "role_permissions",
-    "user_roles", "organizations", "departments", "groups", "agents", "agent_versions", "agent_tools", "tools",
-    "tool_permissions", "documents", "document_chunks", "conversations", "messages", "attachments", "audit_logs",
-    "security_events", "oauth_configs", "ldap_configs", "api_keys", "system_settings", "org_settings",
+    "users",
+    "user_sessions",
+    "mfa_settings",
+    "password_history",
+    "roles",
+    "permissions",
+    "role_permissions",
+    "user_roles",
+    "organizations",
+    "departments",
+    "groups",
+    "agents",
+    "agent_versions",
+    "agent_tools",
+    "tools",
+    "tool_permissions",
+    "documents",
+    "document_chunks",
+    "conversations",
+    "messages",
+    "attachments",
+    "audit_logs",
+    "security_events",
+    "oauth_configs",
+    "ldap_configs",
+    "api_keys",
+    "system_settings",
+    "org_settings",
     "user_preferences",
 ]
 OUR_APPS = ("accounts", "agents", "knowledge", "conversations", "security", "settings_app", "legacy")
@@ -65,8 +89,18 @@ def test_json_columns_are_checked_json(rendered):
         assert check in text, f"{model._meta.db_table}.{field.column} is not a checked JSON column on {db_type}"
 
 
-KEY_BYTES = {"bigint": 8, "int": 4, "smallint": 2, "bit": 1, "datetimeoffset": 10, "datetime2": 8,
-             "uniqueidentifier": 16, "date": 3, "float": 8, "real": 4}
+KEY_BYTES = {
+    "bigint": 8,
+    "int": 4,
+    "smallint": 2,
+    "bit": 1,
+    "datetimeoffset": 10,
+    "datetime2": 8,
+    "uniqueidentifier": 16,
+    "date": 3,
+    "float": 8,
+    "real": 4,
+}
 
 
 def sqlserver_key_bytes(db_type: str) -> int:
@@ -83,8 +117,11 @@ def indexed_column_sets(model):
     """Every column list the schema indexes: Meta indexes, unique constraints, unique and indexed fields."""
     meta = model._meta
     sets = [[meta.get_field(f.lstrip("-")) for f in index.fields] for index in meta.indexes]
-    sets += [[meta.get_field(f) for f in c.fields] for c in meta.constraints
-             if isinstance(c, models.UniqueConstraint) and c.fields]
+    sets += [
+        [meta.get_field(f) for f in c.fields]
+        for c in meta.constraints
+        if isinstance(c, models.UniqueConstraint) and c.fields
+    ]
     sets += [[f] for f in meta.concrete_fields if (f.unique and not f.primary_key) or f.db_index]
     return sets
 
@@ -117,10 +154,23 @@ def test_schema_sql_command_never_connects():
     """DB_HOST points nowhere: rendering must still work, for both server-only backends."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL", "SQLITE"))}
     for db_type, port in (("sqlserver", "1433"), ("oracle", "1521")):
-        env.update(ENV_FILE="", DJANGO_SETTINGS_MODULE="tests.settings", DB_TYPE=db_type,
-                   DB_HOST="unreachable.invalid", DB_PORT=port, DB_NAME="agentforge", DB_USER="af")
-        result = subprocess.run([sys.executable, str(BASE / "manage.py"), "schema_sql"], env=env, cwd=BASE,
-                                capture_output=True, text=True, timeout=120)
+        env.update(
+            ENV_FILE="",
+            DJANGO_SETTINGS_MODULE="tests.settings",
+            DB_TYPE=db_type,
+            DB_HOST="unreachable.invalid",
+            DB_PORT=port,
+            DB_NAME="agentforge",
+            DB_USER="af",
+        )
+        result = subprocess.run(
+            [sys.executable, str(BASE / "manage.py"), "schema_sql"],
+            env=env,
+            cwd=BASE,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         assert f"schema for {db_type}" in result.stdout
         for table in GUIDE_TABLES:

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
 from agentforge_core.crypto import sha256_hex
+from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
 from security.models import APIKey, AuditLog, SecurityEvent
 
 
@@ -22,7 +22,7 @@ def test_life_cycle(make_org, make_user):
     with unscoped(), connection.cursor() as cursor:
         cursor.execute("SELECT * FROM api_keys")
         stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
-    assert plaintext not in stored and plaintext[len(key.prefix):] not in stored
+    assert plaintext not in stored and plaintext[len(key.prefix) :] not in stored
     assert key.key_hash == sha256_hex(plaintext)
     # Default expiry: 365 days.
     assert timezone.now() + dt.timedelta(days=364) < key.expires_at <= timezone.now() + dt.timedelta(days=365)

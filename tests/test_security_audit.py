@@ -278,7 +278,9 @@ def test_postgresql_edit_with_trigger_disabled_is_still_detected(make_org):
             cursor.execute("SET LOCAL session_replication_role = replica")
     owner = connection.settings_dict.get("MIGRATION_USER") or connection.settings_dict["USER"]
     params = {k: v for k, v in connection.get_connection_params().items() if k in ("host", "port", "dbname")}
-    with psycopg.connect(**params, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None) as owner_conn:
+    with psycopg.connect(
+        **params, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None
+    ) as owner_conn:
         owner_conn.execute("SET LOCAL session_replication_role = replica")  # superuser: triggers off
         owner_conn.execute("UPDATE audit_logs SET object_repr = %s WHERE id = %s", ["forged", victim.pk])
     verify_command_fails_at(org, victim.pk)
@@ -292,8 +294,9 @@ def test_auditlog_admin_search_by_actor_email(make_org, make_user, client):
     from django.test import RequestFactory
 
     org = make_org()
-    user = make_user(org, email="searcher@example.com", first_name="Sea", last_name="Rcher",
-                     is_staff=True, is_superuser=True)
+    user = make_user(
+        org, email="searcher@example.com", first_name="Sea", last_name="Rcher", is_staff=True, is_superuser=True
+    )
     audit.record_auth_event("login", user=user)
     request = RequestFactory().get("/admin/security/auditlog/", {"q": "searcher@"})
     request.user = user

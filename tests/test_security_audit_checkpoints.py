@@ -17,10 +17,10 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Organization
+from agentforge_core.crypto import parse_signing_key, parse_verify_key, public_key_text
 from agentforge_core.tenancy import org_scope
 from agentforge_site.dbconfig import ConfigurationError
 from security import audit, checkpoints
-from agentforge_core.crypto import parse_signing_key, parse_verify_key, public_key_text
 from security.models import AuditChainHead, AuditLog
 from tests.test_security_audit import verify_command_fails_at
 
@@ -64,7 +64,9 @@ def dba(sql, params=()):
 
     owner = connection.settings_dict.get("MIGRATION_USER") or connection.settings_dict["USER"]
     params_ = {k: v for k, v in connection.get_connection_params().items() if k in ("host", "port", "dbname")}
-    with psycopg.connect(**params_, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None) as owner_conn:
+    with psycopg.connect(
+        **params_, user=owner, password=connection.settings_dict.get("MIGRATION_PASSWORD") or None
+    ) as owner_conn:
         owner_conn.execute("SET LOCAL session_replication_role = replica")
         owner_conn.execute(sql, params)
 
@@ -107,9 +109,14 @@ def test_truncation_with_a_forged_head_is_reported(make_org, signing):
     add_agents(org, 3)
     audit.checkpoint_chain(org)
     keep = entries(org.pk)[:2]
-    dba("DELETE FROM audit_logs WHERE org_id = %s AND id > %s", [org.pk.hex if connection.vendor != "postgresql" else org.pk, keep[-1].pk])
-    dba("UPDATE audit_chain_heads SET last_id = %s, last_hash = %s WHERE chain_key = %s",
-        [keep[-1].pk, keep[-1].entry_hash, str(org.pk)])
+    dba(
+        "DELETE FROM audit_logs WHERE org_id = %s AND id > %s",
+        [org.pk.hex if connection.vendor != "postgresql" else org.pk, keep[-1].pk],
+    )
+    dba(
+        "UPDATE audit_chain_heads SET last_id = %s, last_hash = %s WHERE chain_key = %s",
+        [keep[-1].pk, keep[-1].entry_hash, str(org.pk)],
+    )
     report = audit.verify_chain(org)
     assert not report.ok
     assert report.reason.startswith("2 entries where signed checkpoint #1") and "counts 4" in report.reason
@@ -140,8 +147,10 @@ def test_an_older_backup_restored_is_reported(make_org, signing):
     assert later.seq == 2 and later.count == backup.count + 2
     value = org.pk.hex if connection.vendor != "postgresql" else org.pk
     dba("DELETE FROM audit_logs WHERE org_id = %s AND id > %s", [value, backup.last_id])
-    dba("UPDATE audit_chain_heads SET last_id = %s, last_hash = %s WHERE chain_key = %s",
-        [backup.last_id, backup.head_hash, str(org.pk)])
+    dba(
+        "UPDATE audit_chain_heads SET last_id = %s, last_hash = %s WHERE chain_key = %s",
+        [backup.last_id, backup.head_hash, str(org.pk)],
+    )
     report = audit.verify_chain(org)
     assert "older backup" in report.reason and f"counts {later.count}" in report.reason
     # The application goes on writing after the restore: still reported, at the signed position.
@@ -165,8 +174,16 @@ def test_checkpoint_files_cannot_be_forged_or_cut_in_the_middle(make_org, signin
     assert "signature does not verify" in audit.verify_chain(org).reason
     # A line signed with another key.
     other = checkpoints.CheckpointStore(str(path.parent.parent / "other"))
-    forged = other.append(Ed25519PrivateKey.generate(), chain=str(org.pk), reason="command", count=1, last_id=1,
-                          head_hash="0" * 64, anchor_id=0, anchor_hash="")
+    forged = other.append(
+        Ed25519PrivateKey.generate(),
+        chain=str(org.pk),
+        reason="command",
+        count=1,
+        last_id=1,
+        head_hash="0" * 64,
+        anchor_id=0,
+        anchor_hash="",
+    )
     path.write_text(other.path(str(org.pk)).read_text())
     assert forged.seq == 1 and "signature does not verify" in audit.verify_chain(org).reason
     # The middle line removed.
@@ -233,7 +250,10 @@ def _org_with_old_entries(days_old=400, n=3):
     old = timezone.now() - dt.timedelta(days=days_old)
     with transaction.atomic():  # the entries name the organization created after them
         AuditLog.all_orgs.bulk_create(
-            [AuditLog(org_id=org_id, action=3, legacy_action="login", timestamp=old + dt.timedelta(minutes=i)) for i in range(n)]
+            [
+                AuditLog(org_id=org_id, action=3, legacy_action="login", timestamp=old + dt.timedelta(minutes=i))
+                for i in range(n)
+            ]
         )
         return Organization.objects.create(id=org_id, name=f"Old {org_id.hex[:6]}", slug=f"old-{org_id.hex[:8]}")
 
@@ -257,7 +277,12 @@ def test_purge_audit_log_dry_run_then_purge_keeps_a_verifiable_signed_chain(sign
     assert (head.anchor_id, remaining[0].prev_hash) == (before[2], head.anchor_hash)
     _, text = lines(settings, org)
     signed = json.loads(text[-1])
-    assert (signed["reason"], signed["anchor_id"], signed["count"], signed["last_id"]) == ("purge", before[2], 1, before[3])
+    assert (signed["reason"], signed["anchor_id"], signed["count"], signed["last_id"]) == (
+        "purge",
+        before[2],
+        1,
+        before[3],
+    )
     assert audit.verify_chain(org).ok
     # A second run finds nothing old.
     out = io.StringIO()

@@ -16,10 +16,14 @@ from security.models import AuditLog
 from tests.legacy_helpers import run_import
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)  # "" and non-ASCII included
-OFFSETS = st.sampled_from([None, dt.timezone.utc, dt.timezone(dt.timedelta(hours=2)),
-                           dt.timezone(dt.timedelta(hours=-5, minutes=-30))])
-TIMES = st.builds(lambda moment, tz: moment if tz is None else moment.replace(tzinfo=tz),
-                  st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)), OFFSETS)
+OFFSETS = st.sampled_from(
+    [None, dt.timezone.utc, dt.timezone(dt.timedelta(hours=2)), dt.timezone(dt.timedelta(hours=-5, minutes=-30))]
+)
+TIMES = st.builds(
+    lambda moment, tz: moment if tz is None else moment.replace(tzinfo=tz),
+    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+    OFFSETS,
+)
 ADDRESSES = st.one_of(st.ip_addresses().map(str), st.sampled_from(["::ffff:10.0.0.1", "2001:DB8::0:1", "fe80::1"]))
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
@@ -66,9 +70,15 @@ def test_fast_path_matches_a_stored_entry_with_an_offset_and_ipv6(make_org):
     """Written by the ORM, read back from the database: both routes give the stored hash."""
     org = make_org()
     entry = AuditLog.all_orgs.create(
-        org_id=org.pk, action=1, legacy_action="update", object_repr="Zoë ✓", user_agent="",
+        org_id=org.pk,
+        action=1,
+        legacy_action="update",
+        object_repr="Zoë ✓",
+        user_agent="",
         timestamp=dt.datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-        remote_addr="2001:DB8::1", additional_data={"é": [1, None, "x"]}, actor_id=uuid.uuid4(),
+        remote_addr="2001:DB8::1",
+        additional_data={"é": [1, None, "x"]},
+        actor_id=uuid.uuid4(),
     )
     stored = AuditLog.all_orgs.get(pk=entry.pk)
     values = {f.attname: getattr(stored, f.attname) for f in HASHED}
@@ -80,12 +90,21 @@ def test_fast_path_matches_a_stored_entry_with_an_offset_and_ipv6(make_org):
 def test_import_with_offset_timestamps_verifies(tmp_path):
     """The import's bulk path hashes +02:00 times as the verifier reads them back (UTC)."""
     (tmp_path / "security").mkdir()
-    (tmp_path / "security" / "organizations.json").write_text(json.dumps(
-        {"org_x": {"id": "org_x", "name": "X", "slug": "x", "created_at": "2026-01-01T00:00:00"}}))
+    (tmp_path / "security" / "organizations.json").write_text(
+        json.dumps({"org_x": {"id": "org_x", "name": "X", "slug": "x", "created_at": "2026-01-01T00:00:00"}})
+    )
     entries = [
-        {"id": str(uuid.UUID(int=n + 1)), "org_id": "org_x", "action": "login", "user_email": "zoë@example.com",
-         "ip_address": "2001:db8::%d" % n, "details": {"n": n, "note": "ünïcode"}, "success": True,
-         "resource_name": "", "timestamp": f"2026-01-05T09:0{n}:54.614856+02:00"}
+        {
+            "id": str(uuid.UUID(int=n + 1)),
+            "org_id": "org_x",
+            "action": "login",
+            "user_email": "zoë@example.com",
+            "ip_address": "2001:db8::%d" % n,
+            "details": {"n": n, "note": "ünïcode"},
+            "success": True,
+            "resource_name": "",
+            "timestamp": f"2026-01-05T09:0{n}:54.614856+02:00",
+        }
         for n in range(3)
     ]
     (tmp_path / "security" / "audit_logs.json").write_text(json.dumps(entries))

@@ -54,9 +54,9 @@ def test_admin_login_success_failure_logout_are_audited_with_ip_and_agent(staff)
     response = admin_login(client, "ADMIN@example.com", PASSWORD)
     assert response.status_code == 302
     client.post("/admin/logout/", HTTP_USER_AGENT=UA)
-    failed, = auth_entries(staff, "login_failed")
-    login, = auth_entries(staff, "login")
-    logout, = auth_entries(staff, "logout")
+    (failed,) = auth_entries(staff, "login_failed")
+    (login,) = auth_entries(staff, "login")
+    (logout,) = auth_entries(staff, "logout")
     for entry in (failed, login, logout):
         assert entry.remote_addr == "203.0.113.7"
         assert entry.user_agent == UA
@@ -100,15 +100,18 @@ def test_x_forwarded_for_only_from_trusted_proxies(staff):
     staff.refresh_from_db()
     assert staff.last_login_ip is None
     # Model changes made in the request carry the same address (auditlog's context).
-    from security.middleware import AuditContextMiddleware
     from django.test import RequestFactory
 
-    spoofed = RequestFactory().get("/", REMOTE_ADDR="203.0.113.50", HTTP_X_FORWARDED_FOR="1.2.3.4",
-                                   HTTP_X_FORWARDED_PORT="4444")
+    from security.middleware import AuditContextMiddleware
+
+    spoofed = RequestFactory().get(
+        "/", REMOTE_ADDR="203.0.113.50", HTTP_X_FORWARDED_FOR="1.2.3.4", HTTP_X_FORWARDED_PORT="4444"
+    )
     assert AuditContextMiddleware._get_remote_addr(spoofed) == "203.0.113.50"
     assert AuditContextMiddleware._get_remote_port(spoofed) is None
-    trusted = RequestFactory().get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4",
-                                   HTTP_X_FORWARDED_PORT="4444")
+    trusted = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4", HTTP_X_FORWARDED_PORT="4444"
+    )
     assert AuditContextMiddleware._get_remote_addr(trusted) == "1.2.3.4"
     assert AuditContextMiddleware._get_remote_port(trusted) == 4444
 
@@ -249,7 +252,7 @@ def test_reset_and_verification_tokens_are_hashed_and_expire(make_org, make_user
     assert tokens.reset_password(reset, "another new password") is None  # used up
     user.refresh_from_db()
     assert user.check_password("a brand new password")
-    entry, = auth_entries(user, "password_reset")
+    (entry,) = auth_entries(user, "password_reset")
     assert entry.success
     assert SecurityEvent.all_orgs.filter(user=user, event_type="password_reset_requested").count() == 2
 

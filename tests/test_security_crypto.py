@@ -8,9 +8,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
-from agentforge_core.tenancy import unscoped
 from agentforge_core import crypto
 from agentforge_core.fields import encrypted_fields
+from agentforge_core.tenancy import unscoped
 from security.rotation import encrypted_models
 
 # Every secret column the schema holds (docs/legacy-format.md §9), with its scheme.
@@ -65,8 +65,13 @@ def make_secrets(make_org, make_user):
     org_setting.save()
     from legacy.models import LegacyRecord
 
-    LegacyRecord.all_orgs.create(org=org, collection="security/invitations", legacy_id="inv-1",
-                                 data={"token": None}, secret=SECRETS["invitation"])
+    LegacyRecord.all_orgs.create(
+        org=org,
+        collection="security/invitations",
+        legacy_id="inv-1",
+        data={"token": None},
+        secret=SECRETS["invitation"],
+    )
     return org
 
 
@@ -175,7 +180,10 @@ def test_wrong_key_fails_loudly_naming_the_field(make_org, make_user):
 
     org = make_secrets(make_org, make_user)
     with override_settings(ENCRYPTION_KEY=Fernet.generate_key().decode()):
-        with pytest.raises(crypto.DecryptionError, match=r"tools\.credentials: encrypted with key \w{8}, which is not in ENCRYPTION_KEY"):
+        with pytest.raises(
+            crypto.DecryptionError,
+            match=r"tools\.credentials: encrypted with key \w{8}, which is not in ENCRYPTION_KEY",
+        ):
             Tool.all_orgs.get(org=org)
         from settings_app.models import OrgSetting
 
@@ -208,7 +216,9 @@ def test_plaintext_written_around_the_orm_is_refused_then_encrypted_by_rotation(
             f"UPDATE {qn('organizations')} SET {qn('google_client_secret')} = %s WHERE {qn('id')} = %s",
             ["plain-secret", org.pk.hex if connection.vendor in ("mysql", "sqlite") else org.pk],
         )
-    with pytest.raises(crypto.DecryptionError, match="organizations.google_client_secret: stored value is not encrypted"):
+    with pytest.raises(
+        crypto.DecryptionError, match="organizations.google_client_secret: stored value is not encrypted"
+    ):
         Organization.all_orgs.get(pk=org.pk)
     out = io.StringIO()
     call_command("rotate_encryption_key", stdout=out)

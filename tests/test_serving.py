@@ -39,19 +39,45 @@ HTTPS_ON = {
 
 def production_env(tmp_path, **extra) -> dict:
     """A DEBUG-off configuration on a scratch SQLite file, nothing inherited from a .env or the tests."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("DB_", "DATABASE_URL", "DJANGO_", "SQLITE_", "SECURE_", "SESSION_", "CSRF_",
-                                  "TRUSTED_", "LOG_", "WEB_", "BIND", "STATIC_ROOT", "PYTEST_"))}
-    env.update(ENV_FILE="", DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50), ENCRYPTION_KEY=ENCRYPTION_KEY,
-               ALLOWED_HOSTS="agentforge.example.com,127.0.0.1", DB_TYPE="sqlite",
-               SQLITE_PATH=str(tmp_path / "serve.db"), STATIC_ROOT=str(tmp_path / "static"))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            (
+                "DB_",
+                "DATABASE_URL",
+                "DJANGO_",
+                "SQLITE_",
+                "SECURE_",
+                "SESSION_",
+                "CSRF_",
+                "TRUSTED_",
+                "LOG_",
+                "WEB_",
+                "BIND",
+                "STATIC_ROOT",
+                "PYTEST_",
+            )
+        )
+    }
+    env.update(
+        ENV_FILE="",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ENCRYPTION_KEY=ENCRYPTION_KEY,
+        ALLOWED_HOSTS="agentforge.example.com,127.0.0.1",
+        DB_TYPE="sqlite",
+        SQLITE_PATH=str(tmp_path / "serve.db"),
+        STATIC_ROOT=str(tmp_path / "static"),
+    )
     env.update(extra)
     return env
 
 
 def manage(env, *args, timeout=120):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 # --- deploy settings (read at start-up, so each case is its own process) ----------------------------
@@ -80,8 +106,19 @@ def test_proxy_ssl_header_is_read_only_with_trusted_proxies(tmp_path):
     refused = manage(production_env(tmp_path, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto"), "check")
     assert refused.returncode != 0
     assert "SECURE_PROXY_SSL_HEADER: needs TRUSTED_PROXIES (the proxies that set it)" in refused.stderr
-    accepted = manage(production_env(tmp_path, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto", TRUSTED_PROXIES="10.0.0.0/8",
-                                     SESSION_COOKIE_AGE="3600"), "shell", "-v", "0", "-c", SHOW)
+    accepted = manage(
+        production_env(
+            tmp_path,
+            SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
+            TRUSTED_PROXIES="10.0.0.0/8",
+            SESSION_COOKIE_AGE="3600",
+        ),
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        SHOW,
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.split() == ["('HTTP_X_FORWARDED_PROTO',", "'https')", "3600"]
     default = manage(production_env(tmp_path), "shell", "-v", "0", "-c", SHOW)
@@ -89,13 +126,20 @@ def test_proxy_ssl_header_is_read_only_with_trusted_proxies(tmp_path):
 
 
 @pytest.mark.backends("sqlite")
-@pytest.mark.parametrize("variable, value, message", [
-    ("SECURE_HSTS_SECONDS", "a year", "SECURE_HSTS_SECONDS: expected a whole number, got 'a year'"),
-    ("SECURE_SSL_REDIRECT", "sure", "SECURE_SSL_REDIRECT: expected true/false, got 'sure'"),
-    ("SESSION_COOKIE_AGE", "5", "SESSION_COOKIE_AGE: must be at least 60, got 5"),
-    ("LOG_FORMAT", "xml", "LOG_FORMAT: unknown value 'xml' (expected plain or json)"),
-    ("SECURE_PROXY_SSL_HEADER", "X-Proto: https", "SECURE_PROXY_SSL_HEADER: expected a header name, got 'X-Proto: https'"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("SECURE_HSTS_SECONDS", "a year", "SECURE_HSTS_SECONDS: expected a whole number, got 'a year'"),
+        ("SECURE_SSL_REDIRECT", "sure", "SECURE_SSL_REDIRECT: expected true/false, got 'sure'"),
+        ("SESSION_COOKIE_AGE", "5", "SESSION_COOKIE_AGE: must be at least 60, got 5"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT: unknown value 'xml' (expected plain or json)"),
+        (
+            "SECURE_PROXY_SSL_HEADER",
+            "X-Proto: https",
+            "SECURE_PROXY_SSL_HEADER: expected a header name, got 'X-Proto: https'",
+        ),
+    ],
+)
 def test_a_bad_deploy_variable_stops_start_up_naming_it(tmp_path, variable, value, message):
     result = manage(production_env(tmp_path, TRUSTED_PROXIES="10.0.0.1", **{variable: value}), "check")
     assert result.returncode != 0
@@ -159,8 +203,9 @@ def test_the_request_id_is_in_the_audit_entry_of_a_sign_in(client, make_org, mak
 
     org = make_org("Serving")
     make_user(org, email="ops@serving.test", password="A-long-enough-passphrase-1", is_staff=True)
-    response = client.post("/admin/login/?next=/admin/",
-                           {"username": "ops@serving.test", "password": "A-long-enough-passphrase-1"})
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "ops@serving.test", "password": "A-long-enough-passphrase-1"}
+    )
     assert response.status_code == 302
     entry = AuditLog.all_orgs.get(legacy_action="login", object_repr="ops@serving.test")
     assert entry.request_id == response["X-Request-ID"]
@@ -175,7 +220,11 @@ def test_a_500_is_logged_with_the_request_id_of_its_response(client, request_log
     assert f"Request id: <code>{request_id}</code>" in response.content.decode()
     [record] = request_log()
     assert (record["level"], record["status"], record["path"], record["request_id"]) == (
-        "ERROR", 500, "/boom/", request_id)
+        "ERROR",
+        500,
+        "/boom/",
+        request_id,
+    )
     assert "RuntimeError: the view broke" in record["exception"]
 
 
@@ -197,7 +246,10 @@ def test_an_error_response_a_view_returns_is_logged_with_its_request_id(client, 
     response = client.get("/unhealthy/")
     [record] = request_log()
     assert (record["status"], record["message"], record["request_id"]) == (
-        503, "Service Unavailable: /unhealthy/", response["X-Request-ID"])
+        503,
+        "Service Unavailable: /unhealthy/",
+        response["X-Request-ID"],
+    )
 
 
 def test_plain_log_lines_carry_the_request_id():
@@ -220,8 +272,9 @@ def free_port() -> int:
 
 def start(command, env, log_path):
     log = open(log_path, "wb")
-    return subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(process):
@@ -252,10 +305,17 @@ def sign_in(base, next_path="/admin/"):
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     login_page = opener.open(base + "/admin/login/", timeout=30).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
-    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": "root@serve.test",
-                                   "password": "Serve-test-passphrase-9", "next": next_path}).encode()
-    request = urllib.request.Request(base + f"/admin/login/?next={next_path}", data=form,
-                                     headers={"Referer": base + "/admin/login/"})
+    form = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": token,
+            "username": "root@serve.test",
+            "password": "Serve-test-passphrase-9",
+            "next": next_path,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        base + f"/admin/login/?next={next_path}", data=form, headers={"Referer": base + "/admin/login/"}
+    )
     return opener, opener.open(request, timeout=30)
 
 
@@ -273,8 +333,9 @@ def sign_in_and_fetch_users(base) -> tuple[str, str]:
 def assert_styled_admin(base):
     html, stylesheet = sign_in_and_fetch_users(base)
     assert "root@serve.test" in html  # the changelist itself, signed in
-    with urllib.request.urlopen(urllib.request.Request(base + stylesheet, headers={"Accept-Encoding": "gzip"}),
-                                timeout=10) as css:
+    with urllib.request.urlopen(
+        urllib.request.Request(base + stylesheet, headers={"Accept-Encoding": "gzip"}), timeout=10
+    ) as css:
         assert css.status == 200
         assert css.headers["Content-Type"].startswith("text/css")
         assert css.headers["Content-Encoding"] == "gzip"
@@ -293,8 +354,9 @@ def migrated(tmp_path_factory):
     """A SQLite database migrated by the entry script (as docker-compose's one-shot service does), with an admin."""
     tmp_path = tmp_path_factory.mktemp("served")
     env = production_env(tmp_path, DB_WAIT_SECONDS="20")
-    migrate = subprocess.run(["scripts/docker-entrypoint", "migrate"], cwd=PROJECT_DIR, env=env,
-                             capture_output=True, text=True, timeout=300)
+    migrate = subprocess.run(
+        ["scripts/docker-entrypoint", "migrate"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     assert "Applying accounts.0001_initial... OK" in migrate.stdout
     created = manage(env, "shell", "-c", CREATE_ADMIN)
@@ -324,8 +386,15 @@ def test_the_entry_script_serves_a_styled_admin(migrated):
     tmp_path, env = migrated
     port = free_port()
     # As in the image: static files collected beforehand, not again at start (COLLECTSTATIC=false).
-    env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "WEB_THREADS": "2", "LOG_FORMAT": "json",
-           "STATIC_ROOT": str(tmp_path / "image-static"), "COLLECTSTATIC": "false"}
+    env = {
+        **env,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "WEB_THREADS": "2",
+        "LOG_FORMAT": "json",
+        "STATIC_ROOT": str(tmp_path / "image-static"),
+        "COLLECTSTATIC": "false",
+    }
     assert manage(env, "collectstatic", "--noinput", "--verbosity", "0").returncode == 0
     manifest = tmp_path / "image-static" / "staticfiles.json"
     collected = manifest.stat().st_mtime_ns
@@ -338,11 +407,19 @@ def test_the_entry_script_serves_a_styled_admin(migrated):
 @pytest.mark.backends("sqlite")
 def test_the_entry_script_gives_up_on_an_unreachable_database_naming_it(tmp_path):
     closed = free_port()
-    env = production_env(tmp_path, DB_TYPE="postgresql", DB_HOST="127.0.0.1", DB_PORT=str(closed),
-                         DB_NAME="agentforge", DB_USER="agentforge", DB_WAIT_SECONDS="2")
+    env = production_env(
+        tmp_path,
+        DB_TYPE="postgresql",
+        DB_HOST="127.0.0.1",
+        DB_PORT=str(closed),
+        DB_NAME="agentforge",
+        DB_USER="agentforge",
+        DB_WAIT_SECONDS="2",
+    )
     started = time.monotonic()
-    result = subprocess.run(["scripts/docker-entrypoint"], cwd=PROJECT_DIR, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["scripts/docker-entrypoint"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("database not reachable after 2 s: ")
     assert f"cannot connect to postgresql database 'agentforge' at 127.0.0.1:{closed}" in result.stderr
@@ -359,6 +436,11 @@ def test_scripts_serve_starts_the_workers_asked_for(migrated):
     env_file = tmp_path / "serve.env"
     env_file.write_text(f"BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=3\nWEB_THREADS=2\n")
     static_root = tmp_path / "serve-static"
-    serve_and_browse(["scripts/serve"], {**env, "ENV_FILE": str(env_file), "STATIC_ROOT": str(static_root)}, port,
-                     tmp_path / "serve.log", workers=3)
+    serve_and_browse(
+        ["scripts/serve"],
+        {**env, "ENV_FILE": str(env_file), "STATIC_ROOT": str(static_root)},
+        port,
+        tmp_path / "serve.log",
+        workers=3,
+    )
     assert (static_root / "staticfiles.json").is_file()  # scripts/serve collected them before serving

@@ -51,8 +51,23 @@ class Cluster:
             shutil.chown(self.base, "postgres")
         self.run("initdb", "-D", str(self.base / "data"), "-U", "postgres", "--auth=trust", "--no-sync")
         self.start()
-        subprocess.run([str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d",
-                        "postgres", "-c", "CREATE DATABASE agentforge_outage"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(PG_BIN / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE DATABASE agentforge_outage",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def start(self):
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base}"
@@ -75,9 +90,19 @@ def served(tmp_path):
         cluster.init()
         port = free_port()
         env = production_env(
-            tmp_path, DB_TYPE="postgresql", DB_HOST="127.0.0.1", DB_PORT=str(cluster.port), DB_USER="postgres",
-            DB_NAME="agentforge_outage", DB_POOL_SIZE="2", DB_MAX_OVERFLOW="1", DB_POOL_TIMEOUT="5",
-            BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2", WEB_THREADS="3", WEB_ACCESS_LOG="false",
+            tmp_path,
+            DB_TYPE="postgresql",
+            DB_HOST="127.0.0.1",
+            DB_PORT=str(cluster.port),
+            DB_USER="postgres",
+            DB_NAME="agentforge_outage",
+            DB_POOL_SIZE="2",
+            DB_MAX_OVERFLOW="1",
+            DB_POOL_TIMEOUT="5",
+            BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY="2",
+            WEB_THREADS="3",
+            WEB_ACCESS_LOG="false",
         )
         for args in (("migrate", "--verbosity", "0"), ("shell", "-c", CREATE_ADMIN)):
             result = manage(env, *args, timeout=300)

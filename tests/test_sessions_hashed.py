@@ -67,7 +67,7 @@ def test_the_table_holds_the_digest_of_the_cookie_and_never_the_cookie(staff):
 def test_a_key_read_from_the_database_does_not_sign_in(staff):
     client = signed_in_client()
     assert client.get("/admin/").status_code == 200
-    stolen, = stored_keys()
+    (stolen,) = stored_keys()
     thief = Client()
     thief.cookies[settings.SESSION_COOKIE_NAME] = stolen
     response = thief.get("/admin/")
@@ -86,9 +86,14 @@ def test_a_password_change_in_the_admin_renews_the_key_and_ends_the_other_sessio
     client = signed_in_client()
     elsewhere = signed_in_client()
     old_cookie = cookie_of(client)
-    response = client.post("/admin/password_change/", {
-        "old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD,
-    })
+    response = client.post(
+        "/admin/password_change/",
+        {
+            "old_password": PASSWORD,
+            "new_password1": NEW_PASSWORD,
+            "new_password2": NEW_PASSWORD,
+        },
+    )
     assert response.status_code == 302
     assert cookie_of(client) != old_cookie
     assert sha256_hex(old_cookie) not in stored_keys() and sha256_hex(cookie_of(client)) in stored_keys()
@@ -105,7 +110,8 @@ def test_clearsessions_removes_expired_sessions_only():
     live.save()
     expired.save()
     HashedSession.objects.filter(session_key=sha256_hex(expired.session_key)).update(
-        expire_date=timezone.now() - dt.timedelta(seconds=1))
+        expire_date=timezone.now() - dt.timedelta(seconds=1)
+    )
     call_command("clearsessions")
     assert stored_keys() == [sha256_hex(live.session_key)]
     assert SessionStore(live.session_key).load() == {"n": 1}

@@ -30,12 +30,24 @@ def test_sqlite_path_and_recycle():
 
 
 def test_postgresql_maps_pool_variables_onto_the_native_psycopg_pool():
-    env = dict(SERVER, DB_TYPE="postgresql", DB_POOL_SIZE="4", DB_MAX_OVERFLOW="6",
-               DB_POOL_TIMEOUT="7", DB_POOL_RECYCLE="900", DB_SSL_MODE="verify-full")
+    env = dict(
+        SERVER,
+        DB_TYPE="postgresql",
+        DB_POOL_SIZE="4",
+        DB_MAX_OVERFLOW="6",
+        DB_POOL_TIMEOUT="7",
+        DB_POOL_RECYCLE="900",
+        DB_SSL_MODE="verify-full",
+    )
     db = build_database(env, BASE)
     assert db["ENGINE"] == "django.db.backends.postgresql"
     assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
-        "db.example.com", "5432", "agentforge", "af", "s3cret")
+        "db.example.com",
+        "5432",
+        "agentforge",
+        "af",
+        "s3cret",
+    )
     assert db["OPTIONS"]["pool"] == {"min_size": 4, "max_size": 10, "timeout": 7, "max_lifetime": 900}
     assert db["OPTIONS"]["sslmode"] == "verify-full"
     # Django refuses persistent connections together with its pool.
@@ -66,11 +78,14 @@ def test_mysql_without_ssl_has_no_ssl_options():
     assert db["PORT"] == "3306"
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ("require", "Encrypt=yes;TrustServerCertificate=yes"),
-    ("verify-full", "Encrypt=yes;TrustServerCertificate=no"),
-    ("disable", "Encrypt=no;TrustServerCertificate=yes"),
-])
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("require", "Encrypt=yes;TrustServerCertificate=yes"),
+        ("verify-full", "Encrypt=yes;TrustServerCertificate=no"),
+        ("disable", "Encrypt=no;TrustServerCertificate=yes"),
+    ],
+)
 def test_sqlserver_uses_mssql_python_and_maps_ssl_to_encrypt(mode, expected):
     db = build_database(dict(SERVER, DB_TYPE="sqlserver", DB_SSL_MODE=mode), BASE)
     assert db["ENGINE"] == "mssql" and db["PORT"] == "1433"
@@ -85,11 +100,26 @@ def test_sqlserver_without_ssl():
 
 
 def test_oracle_pool_option():
-    db = build_database(dict(SERVER, DB_TYPE="oracle", DB_NAME="FREEPDB1", DB_POOL_SIZE="2",
-                             DB_MAX_OVERFLOW="3", DB_POOL_TIMEOUT="5", DB_POOL_RECYCLE="600"), BASE)
+    db = build_database(
+        dict(
+            SERVER,
+            DB_TYPE="oracle",
+            DB_NAME="FREEPDB1",
+            DB_POOL_SIZE="2",
+            DB_MAX_OVERFLOW="3",
+            DB_POOL_TIMEOUT="5",
+            DB_POOL_RECYCLE="600",
+        ),
+        BASE,
+    )
     assert db["ENGINE"] == "django.db.backends.oracle" and db["PORT"] == "1521"
-    assert db["OPTIONS"]["pool"] == {"min": 2, "max": 5, "increment": 1, "wait_timeout": 5000,
-                                     "max_lifetime_session": 600}
+    assert db["OPTIONS"]["pool"] == {
+        "min": 2,
+        "max": 5,
+        "increment": 1,
+        "wait_timeout": 5000,
+        "max_lifetime_session": 600,
+    }
     db = build_database(dict(SERVER, DB_TYPE="oracle", DB_POOL_SIZE="0"), BASE)
     assert "pool" not in db["OPTIONS"] and db["CONN_MAX_AGE"] == 3600
 
@@ -97,7 +127,13 @@ def test_oracle_pool_option():
 def test_database_url_is_an_alternative():
     db = build_database({"DATABASE_URL": "postgres://u:p%40ss@pg.local:6543/afdb?sslmode=require"}, BASE)
     assert (db["ENGINE"], db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
-        "django.db.backends.postgresql", "pg.local", "6543", "afdb", "u", "p@ss")
+        "django.db.backends.postgresql",
+        "pg.local",
+        "6543",
+        "afdb",
+        "u",
+        "p@ss",
+    )
     assert db["OPTIONS"]["sslmode"] == "require"
     db = build_database({"DATABASE_URL": "mysql://root@127.0.0.1/af"}, BASE)
     assert db["ENGINE"] == "django.db.backends.mysql" and db["PORT"] == "3306"
@@ -105,16 +141,19 @@ def test_database_url_is_an_alternative():
     assert db["NAME"] == "/tmp/x.db"
 
 
-@pytest.mark.parametrize("env, variable", [
-    ({"DB_TYPE": "mongodb"}, "DB_TYPE"),
-    ({"DB_TYPE": "postgresql", "DB_NAME": "a", "DB_USER": "b"}, "DB_HOST"),
-    ({"DB_TYPE": "mysql", "DB_HOST": "h", "DB_USER": "b"}, "DB_NAME"),
-    ({"DB_TYPE": "oracle", "DB_HOST": "h", "DB_NAME": "a"}, "DB_USER"),
-    (dict(SERVER, DB_TYPE="postgresql", DB_PORT="five"), "DB_PORT"),
-    (dict(SERVER, DB_TYPE="postgresql", DB_POOL_SIZE="-1"), "DB_POOL_SIZE"),
-    (dict(SERVER, DB_TYPE="postgresql", DB_SSL_MODE="sometimes"), "DB_SSL_MODE"),
-    ({"DATABASE_URL": "redis://localhost/0"}, "DATABASE_URL"),
-])
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"DB_TYPE": "mongodb"}, "DB_TYPE"),
+        ({"DB_TYPE": "postgresql", "DB_NAME": "a", "DB_USER": "b"}, "DB_HOST"),
+        ({"DB_TYPE": "mysql", "DB_HOST": "h", "DB_USER": "b"}, "DB_NAME"),
+        ({"DB_TYPE": "oracle", "DB_HOST": "h", "DB_NAME": "a"}, "DB_USER"),
+        (dict(SERVER, DB_TYPE="postgresql", DB_PORT="five"), "DB_PORT"),
+        (dict(SERVER, DB_TYPE="postgresql", DB_POOL_SIZE="-1"), "DB_POOL_SIZE"),
+        (dict(SERVER, DB_TYPE="postgresql", DB_SSL_MODE="sometimes"), "DB_SSL_MODE"),
+        ({"DATABASE_URL": "redis://localhost/0"}, "DATABASE_URL"),
+    ],
+)
 def test_bad_configuration_names_the_variable(env, variable):
     with pytest.raises(ConfigurationError) as excinfo:
         build_database(env, BASE)
@@ -128,22 +167,26 @@ def _manage(env_overrides, *args):
     env.pop("SECRET_KEY", None)
     env.pop("ENCRYPTION_KEY", None)
     env.update(env_overrides)
-    return subprocess.run([sys.executable, str(BASE / "manage.py"), *args], env=env, cwd=BASE,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(BASE / "manage.py"), *args], env=env, cwd=BASE, capture_output=True, text=True, timeout=60
+    )
 
 
 GOOD = {"SECRET_KEY": "x" * 50, "ENCRYPTION_KEY": "dGVzdC1rZXktb25lLWZvci1hZ2VudGZvcmdlLXRlc3Q="}
 
 
-@pytest.mark.parametrize("env, message", [
-    (dict(GOOD, DB_TYPE="db2"), "configuration error: DB_TYPE: unknown value 'db2'"),
-    (dict(GOOD, DB_TYPE="postgresql", DB_NAME="a", DB_USER="b"), "configuration error: DB_HOST: is required"),
-    (dict(GOOD, ENCRYPTION_KEY="not-a-key"), "configuration error: ENCRYPTION_KEY: key #1 is not a Fernet key"),
-    (dict(GOOD, ENCRYPTION_KEY=GOOD["ENCRYPTION_KEY"] + ",short"), "configuration error: ENCRYPTION_KEY: key #2"),
-    ({"ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"]}, "configuration error: SECRET_KEY: is required when DEBUG is off"),
-    ({"SECRET_KEY": "x" * 50}, "configuration error: ENCRYPTION_KEY: is required when DEBUG is off"),
-    (dict(GOOD, DEBUG="perhaps"), "configuration error: DEBUG: expected true/false"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (dict(GOOD, DB_TYPE="db2"), "configuration error: DB_TYPE: unknown value 'db2'"),
+        (dict(GOOD, DB_TYPE="postgresql", DB_NAME="a", DB_USER="b"), "configuration error: DB_HOST: is required"),
+        (dict(GOOD, ENCRYPTION_KEY="not-a-key"), "configuration error: ENCRYPTION_KEY: key #1 is not a Fernet key"),
+        (dict(GOOD, ENCRYPTION_KEY=GOOD["ENCRYPTION_KEY"] + ",short"), "configuration error: ENCRYPTION_KEY: key #2"),
+        ({"ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"]}, "configuration error: SECRET_KEY: is required when DEBUG is off"),
+        ({"SECRET_KEY": "x" * 50}, "configuration error: ENCRYPTION_KEY: is required when DEBUG is off"),
+        (dict(GOOD, DEBUG="perhaps"), "configuration error: DEBUG: expected true/false"),
+    ],
+)
 def test_bad_configuration_stops_startup_with_one_line(env, message):
     result = _manage(env, "check")
     assert result.returncode == 2
@@ -157,20 +200,41 @@ def test_bad_configuration_stops_startup_with_one_line(env, message):
 def test_every_command_reports_a_bad_configuration_in_one_line(command):
     # A bare environment, as on a fresh server (from a shell with `env -i`, makemigrations used to
     # end in an AppRegistryNotReady traceback: manage.py now reads the settings first).
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "ENV_FILE": "",
-           "ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"]}
-    result = subprocess.run([sys.executable, str(BASE / "manage.py"), command], env=env, cwd=BASE,
-                            capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/"),
+        "ENV_FILE": "",
+        "ENCRYPTION_KEY": GOOD["ENCRYPTION_KEY"],
+    }
+    result = subprocess.run(
+        [sys.executable, str(BASE / "manage.py"), command],
+        env=env,
+        cwd=BASE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "configuration error: SECRET_KEY: is required when DEBUG is off"
 
 
 def test_settings_option_is_honoured_before_the_settings_are_read():
     # The test settings need no SECRET_KEY: with --settings the bare environment runs the command.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "ENV_FILE": "", "DB_TYPE": "sqlite",
-           "SQLITE_PATH": ":memory:"}
-    result = subprocess.run([sys.executable, str(BASE / "manage.py"), "check", "--settings=tests.settings"],
-                            env=env, cwd=BASE, capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/"),
+        "ENV_FILE": "",
+        "DB_TYPE": "sqlite",
+        "SQLITE_PATH": ":memory:",
+    }
+    result = subprocess.run(
+        [sys.executable, str(BASE / "manage.py"), "check", "--settings=tests.settings"],
+        env=env,
+        cwd=BASE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
@@ -182,9 +246,15 @@ def test_debug_gives_development_defaults():
 
 def test_env_file_is_read(tmp_path):
     env_file = tmp_path / ".env"
-    env_file.write_text("DB_TYPE=oracle\nDB_HOST=ora.example.com\nDB_NAME=FREEPDB1\nDB_USER=af\n"
-                        f"SECRET_KEY={'y' * 50}\nENCRYPTION_KEY={GOOD['ENCRYPTION_KEY']}\n")
-    result = _manage({"ENV_FILE": str(env_file)}, "shell", "-c",
-                     "from django.conf import settings; print(settings.DB_TYPE, settings.DATABASES['default']['HOST'])")
+    env_file.write_text(
+        "DB_TYPE=oracle\nDB_HOST=ora.example.com\nDB_NAME=FREEPDB1\nDB_USER=af\n"
+        f"SECRET_KEY={'y' * 50}\nENCRYPTION_KEY={GOOD['ENCRYPTION_KEY']}\n"
+    )
+    result = _manage(
+        {"ENV_FILE": str(env_file)},
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.DB_TYPE, settings.DATABASES['default']['HOST'])",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "oracle ora.example.com"

@@ -81,7 +81,11 @@ print(json.dumps(out))
 def _run(code, env, cwd, *args):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
@@ -119,11 +123,20 @@ def test_setup_from_a_plain_python_process(tmp_path):
 
 def test_setup_names_a_missing_secret_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DJANGO_", "SQLITE_", "SECRET_KEY"))}
-    env.update(PYTHONPATH=str(PROJECT_DIR), ENV_FILE="", DEBUG="false", DB_TYPE="sqlite",
-               SQLITE_PATH=str(tmp_path / "x.sqlite3"))
+    env.update(
+        PYTHONPATH=str(PROJECT_DIR),
+        ENV_FILE="",
+        DEBUG="false",
+        DB_TYPE="sqlite",
+        SQLITE_PATH=str(tmp_path / "x.sqlite3"),
+    )
     result = subprocess.run(
         [sys.executable, "-c", "import agentforge_site; agentforge_site.setup()"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "SECRET_KEY: is required when DEBUG is off" in result.stderr
@@ -132,10 +145,11 @@ def test_setup_names_a_missing_secret_key(tmp_path):
 def test_setup_after_django_is_configured():
     # pytest-django already configured Django: a plain call is a no-op, but asking for
     # another database is refused instead of being silently ignored.
-    import agentforge_site
     from django.apps import apps
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
+
+    import agentforge_site
 
     before = settings.DATABASES["default"]["NAME"]
     agentforge_site.setup()

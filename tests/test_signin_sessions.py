@@ -75,9 +75,10 @@ def test_the_admin_password_form_ends_the_sessions(user, live, make_user):
     admin_user = make_user(user.org, email="root@example.com", password=PASSWORD, is_staff=True, is_superuser=True)
     client = Client()
     client.force_login(admin_user)
-    response = client.post(reverse("admin:auth_user_password_change", args=[user.pk]),
-                           {"password1": "Another-Long-pass-77", "password2": "Another-Long-pass-77",
-                            "usable_password": "true"})
+    response = client.post(
+        reverse("admin:auth_user_password_change", args=[user.pk]),
+        {"password1": "Another-Long-pass-77", "password2": "Another-Long-pass-77", "usable_password": "true"},
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert all_ended(own) and ended_because(user, "password_change")
     entry = AuditLog.all_orgs.get(legacy_action="sessions_revoked", object_pk=str(user.pk))
@@ -116,17 +117,21 @@ def test_a_lockout_by_failed_sign_ins_ends_the_sessions(user, live):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("change, reason", [
-    ({"status": "inactive"}, "account_inactive"),
-    ({"status": "suspended"}, "account_suspended"),
-    ({"locked_until": "future"}, "account_locked"),
-    ({"password_changed_at": "future"}, "password_changed"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"status": "inactive"}, "account_inactive"),
+        ({"status": "suspended"}, "account_suspended"),
+        ({"locked_until": "future"}, "account_locked"),
+        ({"password_changed_at": "future"}, "password_changed"),
+    ],
+)
 def test_a_change_made_with_update_ends_the_session_at_its_next_use(user, live, change, reason):
     """update() and the importer send no signal: the lookup checks the user itself."""
     own, bystander = live
-    values = {key: timezone.now() + dt.timedelta(minutes=5) if value == "future" else value
-              for key, value in change.items()}
+    values = {
+        key: timezone.now() + dt.timedelta(minutes=5) if value == "future" else value for key, value in change.items()
+    }
     User.all_orgs.filter(pk=user.pk).update(**values)
     assert tokens.get_session(own[0]) is None
     assert ended_because(user, reason)

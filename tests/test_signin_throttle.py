@@ -33,8 +33,9 @@ def staff(org, make_user):
 
 
 def sign_in(address, email, password, **headers):
-    return Client(REMOTE_ADDR=address).post("/admin/login/?next=/admin/", {"username": email, "password": password},
-                                            **headers)
+    return Client(REMOTE_ADDR=address).post(
+        "/admin/login/?next=/admin/", {"username": email, "password": password}, **headers
+    )
 
 
 def signed_in(response) -> bool:
@@ -56,14 +57,20 @@ def test_spraying_twenty_accounts_from_one_address_is_blocked_and_another_addres
     assert signed_in(sign_in("198.51.100.20", staff.email, PASSWORD))
     assert all(User.all_orgs.get(pk=v.pk).failed_login_attempts == 1 for v in victims)
 
-    block, = SecurityEvent.all_orgs.filter(event_type="suspicious_activity")
+    (block,) = SecurityEvent.all_orgs.filter(event_type="suspicious_activity")
     assert block.ip_address == "203.0.113.10" and block.severity == "critical"
-    assert block.details == {"reason": "signin_throttled", "scope": "address", "blocked_seconds": 60,
-                             "address": "203.0.113.10"}
-    refused, = AuditLog.all_orgs.filter(legacy_action="login_failed", additional_data__reason="throttled")
+    assert block.details == {
+        "reason": "signin_throttled",
+        "scope": "address",
+        "blocked_seconds": 60,
+        "address": "203.0.113.10",
+    }
+    (refused,) = AuditLog.all_orgs.filter(legacy_action="login_failed", additional_data__reason="throttled")
     assert refused.actor_email == staff.email and refused.remote_addr == "203.0.113.10" and not refused.success
     assert refused.additional_data["scope"] == "address" and 0 < refused.additional_data["retry_after"] <= 60
-    assert AuditLog.all_orgs.filter(legacy_action="login_failed", additional_data__reason="signin_throttled").count() == 1
+    assert (
+        AuditLog.all_orgs.filter(legacy_action="login_failed", additional_data__reason="signin_throttled").count() == 1
+    )
 
 
 @pytest.mark.django_db
@@ -74,7 +81,7 @@ def test_address_blocks_grow_on_each_repeat(org, make_user, settings):
         for n in range(2):
             sign_in("203.0.113.11", f"nobody{round_}{n}@example.com", "guess")
         assert refused_as_throttled(sign_in("203.0.113.11", "nobody@example.com", "guess"))
-        time.sleep(2 ** round_ + 0.1)
+        time.sleep(2**round_ + 0.1)
     blocks = SecurityEvent.all_orgs.filter(event_type="suspicious_activity").order_by("created_at")
     assert [event.details["blocked_seconds"] for event in blocks] == [1, 2]
 
@@ -88,7 +95,7 @@ def test_one_address_cannot_lock_an_account(staff):
     assert refused_as_throttled(sign_in("203.0.113.12", staff.email, PASSWORD))
     staff.refresh_from_db()
     assert staff.failed_login_attempts == 3 and not staff.is_locked
-    event, = SecurityEvent.all_orgs.filter(event_type="suspicious_activity")
+    (event,) = SecurityEvent.all_orgs.filter(event_type="suspicious_activity")
     assert event.user_id == staff.pk and event.org_id == staff.org_id and event.details["scope"] == "address_account"
     assert event.details["blocked_seconds"] == 1800
     # The owner, elsewhere, is not affected; the same address may still try other accounts.

@@ -46,8 +46,12 @@ def accounts(make_org, make_user):
     locked = make_user(org, email="locked@example.com", password=PASSWORD)
     User.all_orgs.filter(pk=locked.pk).update(locked_until=timezone.now() + dt.timedelta(hours=1))
     make_user(org, email="inactive@example.com", password=PASSWORD, status=User.Status.INACTIVE)
-    return {"unknown email": "nobody@example.com", **hashes, "locked": "locked@example.com",
-            "inactive (wrong password)": "inactive@example.com"}
+    return {
+        "unknown email": "nobody@example.com",
+        **hashes,
+        "locked": "locked@example.com",
+        "inactive (wrong password)": "inactive@example.com",
+    }
 
 
 def failure_seconds(emails: dict, rounds: int) -> tuple[dict, dict]:
@@ -63,8 +67,10 @@ def failure_seconds(emails: dict, rounds: int) -> tuple[dict, dict]:
             cpu[name].append(time.thread_time() - started_cpu)
     # The clock: the fastest of the rounds, the usual estimate of a cost on a shared machine
     # (a round that waited on another process says nothing about the path); CPU: the median.
-    return ({name: min(values) for name, values in clock.items()},
-            {name: statistics.median(values) for name, values in cpu.items()})
+    return (
+        {name: min(values) for name, values in clock.items()},
+        {name: statistics.median(values) for name, values in cpu.items()},
+    )
 
 
 @pytest.mark.django_db

@@ -86,11 +86,20 @@ def test_concurrent_dual_writers_lose_nothing(tmp_path):
 
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(project=str(PROJECT), shared=SHARED_AGENT))
-    env = dict(os.environ, STORAGE_MODE="dual", LEGACY_DATA_DIR=str(data_dir),
-               DJANGO_SETTINGS_MODULE="tests.settings", **_db_env(name))
+    env = dict(
+        os.environ,
+        STORAGE_MODE="dual",
+        LEGACY_DATA_DIR=str(data_dir),
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        **_db_env(name),
+    )
     children = [
-        subprocess.Popen([sys.executable, str(script), str(n + 1), str(PER_WORKER)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, str(script), str(n + 1), str(PER_WORKER)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for n in range(WORKERS)
     ]
     for child in children:
@@ -116,8 +125,13 @@ def test_concurrent_dual_writers_lose_nothing(tmp_path):
         db_agents = {row[0] for row in db.execute("SELECT legacy_id FROM agents")}
         db_logs = {row[0] for row in db.execute("SELECT legacy_id FROM audit_logs WHERE legacy_id IS NOT NULL")}
         db.close()
-        result = subprocess.run([sys.executable, "manage.py", "verify_parity", "--data-dir", str(data_dir)],
-                                cwd=PROJECT, env=env, capture_output=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "manage.py", "verify_parity", "--data-dir", str(data_dir)],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
         assert result.returncode == 0, (result.stdout + result.stderr).decode()[-3000:]
     else:
         from agentforge_agents.models import Agent

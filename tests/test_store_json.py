@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from legacy.store import JsonStore, UnknownCollection, get_store
-from legacy.store import jsonfiles
+from legacy.store import JsonStore, UnknownCollection, get_store, jsonfiles
 
 PROJECT_SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
 SAMPLE = PROJECT_SAMPLE
@@ -92,9 +91,18 @@ def test_security_file_formatting_is_legacy(tmp_path):
 
 def test_chunks_index_is_one_line_list(tmp_path):
     store = JsonStore(tmp_path)
-    store.save("chunks_index", {"tool_id": "t1", "doc_id": "d1", "chunk_id": 0, "text": "a", "source": "x.pdf", "type": "document"})
-    store.save("chunks_index", {"tool_id": "t1", "doc_id": "d1", "chunk_id": 1, "text": "b", "source": "x.pdf", "type": "document"})
-    store.save("chunks_index", {"tool_id": "t1", "doc_id": "d1", "chunk_id": 0, "text": "a2", "source": "x.pdf", "type": "document"})
+    store.save(
+        "chunks_index",
+        {"tool_id": "t1", "doc_id": "d1", "chunk_id": 0, "text": "a", "source": "x.pdf", "type": "document"},
+    )
+    store.save(
+        "chunks_index",
+        {"tool_id": "t1", "doc_id": "d1", "chunk_id": 1, "text": "b", "source": "x.pdf", "type": "document"},
+    )
+    store.save(
+        "chunks_index",
+        {"tool_id": "t1", "doc_id": "d1", "chunk_id": 0, "text": "a2", "source": "x.pdf", "type": "document"},
+    )
     text = (tmp_path / "chunks_index.json").read_text()
     assert "\n" not in text
     data = json.loads(text)

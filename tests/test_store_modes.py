@@ -14,8 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
-from legacy.store import DatabaseStore, DualStore, get_store
-from legacy.store import failures, jsonfiles
+from legacy.store import DatabaseStore, DualStore, failures, get_store, jsonfiles
 from tests.legacy_helpers import run_parity, run_store_child
 
 AGENT_ID = "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b"
@@ -23,14 +22,26 @@ AGENT_ID = "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b"
 
 def agent(agent_id=AGENT_ID, name="Helper", **more) -> dict:
     record = {
-        "id": agent_id, "name": name, "icon": "\U0001f916", "goal": "Answer questions",
+        "id": agent_id,
+        "name": name,
+        "icon": "\U0001f916",
+        "goal": "Answer questions",
         "agent_type": "conversational",
-        "personality": {"tone": "professional", "creativity": 5}, "guardrails": {"cite_sources": True},
+        "personality": {"tone": "professional", "creativity": 5},
+        "guardrails": {"cite_sources": True},
         "tasks": [{"id": "t1", "name": "Greet", "description": "", "instructions": [{"id": "i1", "text": "Say hi"}]}],
-        "tool_ids": [], "model_id": "gpt-4o",
-        "created_at": "2026-01-20T10:00:00.123456", "updated_at": "2026-01-21T11:30:00.654321",
-        "status": "draft", "is_active": True, "memory": [], "memory_enabled": False,
-        "owner_id": None, "created_by": None, "process_definition": None, "process_settings": None,
+        "tool_ids": [],
+        "model_id": "gpt-4o",
+        "created_at": "2026-01-20T10:00:00.123456",
+        "updated_at": "2026-01-21T11:30:00.654321",
+        "status": "draft",
+        "is_active": True,
+        "memory": [],
+        "memory_enabled": False,
+        "owner_id": None,
+        "created_by": None,
+        "process_definition": None,
+        "process_settings": None,
     }
     record.update(more)
     return record
@@ -57,6 +68,7 @@ def json_file(data_dir, collection):
 
 # --- get_store ----------------------------------------------------------------------------------
 
+
 def test_get_store_follows_storage_mode(settings, tmp_path):
     settings.LEGACY_DATA_DIR = str(tmp_path)
     settings.STORAGE_MODE = "database"
@@ -67,6 +79,7 @@ def test_get_store_follows_storage_mode(settings, tmp_path):
 
 
 # --- database mode --------------------------------------------------------------------------------
+
 
 def test_database_mode_round_trip_touches_no_file(default_org, tmp_path, settings):
     settings.LEGACY_DATA_DIR = str(tmp_path)
@@ -166,6 +179,7 @@ def test_database_mode_audit_entries_are_append_only(imported):
 
 
 # --- dual mode --------------------------------------------------------------------------------------
+
 
 @pytest.mark.django_db(transaction=True)
 def test_dual_save_writes_database_then_json(imported):
@@ -281,7 +295,11 @@ def test_lost_json_write_is_counted_found_and_repaired(imported, monkeypatch, ca
     monkeypatch.undo()
 
     assert failures.dual_write_failures() == 3
-    assert [f["collection"] for f in failures.recent_dual_write_failures()] == ["agents", "security/users", "security/roles"]
+    assert [f["collection"] for f in failures.recent_dual_write_failures()] == [
+        "agents",
+        "security/users",
+        "security/roles",
+    ]
     assert "verify_parity --fix-from db" in caplog.text
     # The database has every change...
     assert DatabaseStore().get("agents", AGENT_ID)["name"] == "Changed after the crash"
@@ -304,9 +322,11 @@ def test_lost_json_write_is_counted_found_and_repaired(imported, monkeypatch, ca
 @pytest.mark.django_db(transaction=True)
 def test_crashed_child_process_is_repaired(imported, tmp_path):
     """A process killed after the database commit, before its JSON write."""
-    body = ("def die(*a, **k):\n    os._exit(9)\n"
-            "jsonfiles.LegacyFiles.apply = die\n"
-            f"get_store().save('agents', {agent(name='Saved then killed')!r})\n")
+    body = (
+        "def die(*a, **k):\n    os._exit(9)\n"
+        "jsonfiles.LegacyFiles.apply = die\n"
+        f"get_store().save('agents', {agent(name='Saved then killed')!r})\n"
+    )
     result = run_store_child(tmp_path, imported, body, delay="0")
     assert result.returncode == 9, result.stderr.decode()
     assert DatabaseStore().get("agents", AGENT_ID)["name"] == "Saved then killed"
@@ -361,8 +381,13 @@ def test_database_mode_saves_a_group_and_keeps_its_members(imported):
     store = DatabaseStore()
     user_id = "85900a07-fe70-473b-99d2-795a46862009"
     group = {
-        "id": "grp_0123456789ab", "org_id": "org_default", "name": "Support", "description": "First line",
-        "user_ids": [user_id], "role_ids": [], "created_at": "2026-01-10T08:00:00.000001",
+        "id": "grp_0123456789ab",
+        "org_id": "org_default",
+        "name": "Support",
+        "description": "First line",
+        "user_ids": [user_id],
+        "role_ids": [],
+        "created_at": "2026-01-10T08:00:00.000001",
         "updated_at": "2026-01-10T08:00:00.000001",
     }
     store.save("security/groups", group)

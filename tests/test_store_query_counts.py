@@ -12,8 +12,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from legacy.store.jsonfiles import DICT_COLLECTIONS
 from legacy.store.db_store import DatabaseStore
+from legacy.store.jsonfiles import DICT_COLLECTIONS
 
 pytestmark = pytest.mark.django_db
 MORE = 10

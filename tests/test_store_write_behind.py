@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from legacy.store import DatabaseStore, DualStore, jsonfiles
 from legacy.store.jsonfiles import _Image, dumps
@@ -29,8 +31,11 @@ records = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(st.sampled_from(["agents", "security/users", "security/audit_logs", "chunks_index"]),
-       st.lists(records, max_size=6), st.data())
+@given(
+    st.sampled_from(["agents", "security/users", "security/audit_logs", "chunks_index"]),
+    st.lists(records, max_size=6),
+    st.data(),
+)
 def test_rendered_text_is_the_legacy_formatting(collection, items, data):
     container = items if collection in jsonfiles.LIST_COLLECTIONS else {f"k{i}": r for i, r in enumerate(items)}
     image = _Image(container)
@@ -133,7 +138,9 @@ def test_a_file_replaced_by_another_process_is_read_again(imported, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_queued_writes_are_flushed_at_exit(imported, tmp_path):
-    result = run_store_child(tmp_path, imported, f"get_store().save('agents', {agent(name='Saved, then exit')!r})\n", "1")
+    result = run_store_child(
+        tmp_path, imported, f"get_store().save('agents', {agent(name='Saved, then exit')!r})\n", "1"
+    )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert json_file(imported, "agents")[AGENT_ID]["name"] == "Saved, then exit"
     assert parity(imported)[0] == 0
@@ -156,8 +163,16 @@ def test_a_crash_inside_the_delay_is_found_and_repaired(imported, tmp_path):
 def test_the_delay_is_bounded():
     for value, ok in (("0", True), ("0.25", True), ("1", True), ("1.5", False), ("-1", False), ("soon", False)):
         result = subprocess.run(
-            [sys.executable, "-c", "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup()"],
-            cwd=PROJECT, env=dict(os.environ, DUAL_WRITE_DELAY=value), capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-c",
+                "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='tests.settings'; django.setup()",
+            ],
+            cwd=PROJECT,
+            env=dict(os.environ, DUAL_WRITE_DELAY=value),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert (result.returncode == 0) is ok, (value, result.stderr[-500:])
         if not ok:

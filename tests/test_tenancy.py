@@ -32,12 +32,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from accounts.middleware import OrganizationScopeMiddleware
-from agentforge_core.models import OrgOwnedModel, is_org_scoped, scope_field, tenant_links
-from accounts.models import Organization, Role, User
 from accounts.checks import tenant_model_errors
-from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, current_org_id, org_scope, unscoped
+from accounts.middleware import OrganizationScopeMiddleware
+from accounts.models import Organization, Role, User
 from agentforge_agents.models import Agent, AgentTool, Tool
+from agentforge_core.models import OrgOwnedModel, is_org_scoped, scope_field, tenant_links
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, current_org_id, org_scope, unscoped
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from knowledge.vectors import semantic_search
@@ -56,8 +56,15 @@ def tenant_models(registry=apps):
 
 def test_the_walk_finds_the_tenant_models():
     labels = {m._meta.label for m in tenant_models()}
-    assert {"agents.Agent", "knowledge.DocumentChunk", "conversations.Message", "accounts.User",
-            "security.AuditLog", "settings_app.OrgSetting", "accounts.Role"} <= labels
+    assert {
+        "agents.Agent",
+        "knowledge.DocumentChunk",
+        "conversations.Message",
+        "accounts.User",
+        "security.AuditLog",
+        "settings_app.OrgSetting",
+        "accounts.Role",
+    } <= labels
     assert "accounts.Organization" not in labels
     assert len(labels) >= 25
 
@@ -80,7 +87,9 @@ def test_the_system_check_refuses_a_new_model_that_forgets_scoping():
     assert set(tenant_models(Forgetful._meta.apps)) == {Forgetful, Remembers}
     errors = tenant_model_errors([Forgetful, Remembers])
     assert [(e.obj, e.id) for e in errors] == [
-        (Forgetful, "accounts.E001"), (Forgetful, "accounts.E002"), (Forgetful, "accounts.E003"),
+        (Forgetful, "accounts.E001"),
+        (Forgetful, "accounts.E002"),
+        (Forgetful, "accounts.E003"),
         (Forgetful, "accounts.E004"),
     ]
 
@@ -93,7 +102,9 @@ def test_manage_py_check_refuses_an_unscoped_tenant_model(monkeypatch):
     monkeypatch.setattr(tenant_checks, "UNCHECKED_WRITES", {"accounts.User"})
     errors = tenant_model_errors([Agent, Tool, User, SecurityEvent, apps.get_model("security", "AuditLog")])
     assert [(e.obj, e.id) for e in errors] == [
-        (Agent, "accounts.E001"), (Agent, "accounts.E004"), (apps.get_model("security", "AuditLog"), "accounts.E003"),
+        (Agent, "accounts.E001"),
+        (Agent, "accounts.E004"),
+        (apps.get_model("security", "AuditLog"), "accounts.E003"),
     ]
 
 
@@ -337,9 +348,16 @@ def test_a_queryset_built_outside_a_scope_is_checked_when_it_runs(make_org):
     mine = Agent.all_orgs.create(org=a, name="mine")
     theirs = Agent.all_orgs.create(org=b, name="theirs")
     pending = Agent.objects.order_by("name")  # building it is fine: nothing has run yet
-    for run in (list, len, lambda qs: qs.count(), lambda qs: qs.exists(),
-                lambda qs: qs.update(goal="x"), lambda qs: qs.delete(), lambda qs: str(qs.query),
-                lambda qs: list(Conversation.all_orgs.filter(agent__in=qs))):
+    for run in (
+        list,
+        len,
+        lambda qs: qs.count(),
+        lambda qs: qs.exists(),
+        lambda qs: qs.update(goal="x"),
+        lambda qs: qs.delete(),
+        lambda qs: str(qs.query),
+        lambda qs: list(Conversation.all_orgs.filter(agent__in=qs)),
+    ):
         with pytest.raises(OrgScopeError), transaction.atomic():
             run(pending)
     assert Agent.all_orgs.count() == 2
@@ -417,18 +435,27 @@ _org_world = st.fixed_dictionaries(
             max_size=3,
         ),
         # each document: its chunks, as small embedding vectors
-        "documents": st.lists(
-            st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), max_size=3), max_size=2
-        ),
+        "documents": st.lists(st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), max_size=3), max_size=2),
     }
 )
 
 
 def _build_org(org, spec):
     """Rows of one organization, written inside its scope; returns what it should see."""
-    want = {"roles": set(), "tools": set(), "agents": set(), "agent_tools": set(), "conversations": set(),
-            "messages": set(), "documents": set(), "chunks": set(), "agent_tool_ids": {},
-            "agent_conversations": {}, "conversation_messages": {}, "position_sum": 0}
+    want = {
+        "roles": set(),
+        "tools": set(),
+        "agents": set(),
+        "agent_tools": set(),
+        "conversations": set(),
+        "messages": set(),
+        "documents": set(),
+        "chunks": set(),
+        "agent_tool_ids": {},
+        "agent_conversations": {},
+        "conversation_messages": {},
+        "position_sum": 0,
+    }
     with org_scope(org):
         want["roles"] = {Role.objects.create(name=f"role {i}").pk for i in range(spec["roles"])}
         tools = Tool.objects.bulk_create(Tool(name=f"tool {i}", type=Tool.Type.API) for i in range(spec["tools"]))
@@ -470,7 +497,9 @@ def _pks(queryset):
 
 
 @pytest.mark.django_db
-@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(worlds=st.lists(_org_world, min_size=3, max_size=3))
 def test_no_scoped_query_related_manager_or_aggregate_leaks(worlds):
     with transaction.atomic():
@@ -535,7 +564,9 @@ def test_no_scoped_query_related_manager_or_aggregate_leaks(worlds):
 
 def scoped_models():
     """Every model whose default manager scopes its rows: tenant tables, User, Organization."""
-    return [m for m in apps.get_models() if scope_field(m) is not None and is_org_scoped(m._default_manager.all().query)]
+    return [
+        m for m in apps.get_models() if scope_field(m) is not None and is_org_scoped(m._default_manager.all().query)
+    ]
 
 
 def relation_paths(model, depth=2, prefix=()):
@@ -551,12 +582,16 @@ def relation_paths(model, depth=2, prefix=()):
     return found
 
 
-PATHS = sorted({(model, path, target) for model in scoped_models() for path, target in relation_paths(model)},
-               key=lambda item: (item[0]._meta.label, item[1]))
+PATHS = sorted(
+    {(model, path, target) for model in scoped_models() for path, target in relation_paths(model)},
+    key=lambda item: (item[0]._meta.label, item[1]),
+)
 # Links a bug could plant between two organizations' rows: (model, foreign key). The audit
 # trail is append-only (no UPDATE can plant anything there).
-LINKS = sorted({(m, f.name) for m in scoped_models() if m._meta.label != "security.AuditLog" for f in tenant_links(m)},
-               key=lambda x: (x[0]._meta.label, x[1]))
+LINKS = sorted(
+    {(m, f.name) for m in scoped_models() if m._meta.label != "security.AuditLog" for f in tenant_links(m)},
+    key=lambda x: (x[0]._meta.label, x[1]),
+)
 
 
 def _row(rows, model):
@@ -581,8 +616,15 @@ def three_worlds(make_org, make_user):
 
 def test_the_path_walk_covers_every_scoped_model_and_the_attacked_paths():
     found = {(model, path) for model, path, _ in PATHS}
-    for attacked in [(User, "mfa"), (User, "owned_tools"), (User, "conversations__messages"), (Organization, "tools"),
-                     (Organization, "ldap_configs"), (Agent, "tools"), (Agent, "conversations__messages")]:
+    for attacked in [
+        (User, "mfa"),
+        (User, "owned_tools"),
+        (User, "conversations__messages"),
+        (Organization, "tools"),
+        (Organization, "ldap_configs"),
+        (Agent, "tools"),
+        (Agent, "conversations__messages"),
+    ]:
         assert attacked in found
     assert set(scoped_models()) == {model for model, _, _ in PATHS}
     assert {User, Organization, DocumentChunk, Message} <= set(scoped_models())
@@ -590,7 +632,9 @@ def test_the_path_walk_covers_every_scoped_model_and_the_attacked_paths():
 
 
 @pytest.mark.django_db
-@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(
     plants=st.lists(st.tuples(st.sampled_from(LINKS), st.integers(0, 2), st.integers(0, 2)), max_size=6),
     paths=st.lists(st.sampled_from(PATHS), min_size=1, max_size=12, unique=True),
@@ -629,8 +673,12 @@ def test_no_relation_path_from_any_model_leaves_the_active_organization(three_wo
                     reached = set(unscoped_manager.values_list(f"{path}__{scope_field(target).attname}", flat=True))
                     assert reached <= {org.pk, None}, ("row-level security", model, path)
                     column = connection.ops.quote_name(scope_field(model).column)
-                    raw_orgs = {getattr(row, scope_field(model).attname) for row in unscoped_manager.raw(
-                        f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {column} IS NOT NULL")}
+                    raw_orgs = {
+                        getattr(row, scope_field(model).attname)
+                        for row in unscoped_manager.raw(
+                            f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {column} IS NOT NULL"
+                        )
+                    }
                     assert raw_orgs <= {org.pk}, ("row-level security, raw SQL", model)
                 if "__" in path:
                     continue
@@ -645,7 +693,9 @@ def test_no_relation_path_from_any_model_leaves_the_active_organization(three_wo
                         with unscoped():
                             row = type(row).all_orgs.get(pk=row.pk)
                     try:
-                        value = getattr(row, field.get_accessor_name() if field.auto_created and not field.concrete else path)
+                        value = getattr(
+                            row, field.get_accessor_name() if field.auto_created and not field.concrete else path
+                        )
                         objs = list(value.all()) if hasattr(value, "all") else [value]
                     except (ObjectDoesNotExist, OrgScopeError):
                         continue

@@ -14,9 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import Group, GroupMembership, MFASettings, Organization, User, UserSession
+from agentforge_agents.models import Agent, AgentTool, Tool
 from agentforge_core.models import cross_org_links
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
-from agentforge_agents.models import Agent, AgentTool, Tool
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from security.models import APIKey
@@ -72,7 +72,9 @@ def test_joins_from_user_objects_into_another_organization_fail_closed(two):
         list(User.objects.filter(org=b).values_list(*secret_paths))
     with org_scope(a):
         assert list(User.objects.filter(org=b).values_list(*secret_paths)) == []
-        rows = list(User.objects.filter(pk=mine["user"].pk).values_list("mfa__totp_secret", "conversations__messages__content"))
+        rows = list(
+            User.objects.filter(pk=mine["user"].pk).values_list("mfa__totp_secret", "conversations__messages__content")
+        )
         assert {secret for secret, _ in rows} == {SECRET_MARKERS["totp"]}
         assert {content for _, content in rows} == {"Hello <b>agent</b>", "Hi! How can I help?"}
         with pytest.raises(User.DoesNotExist):
@@ -141,7 +143,9 @@ def test_left_joins_keep_rows_that_have_nothing_to_join(make_org, make_user):
     a = make_org()
     lonely = make_user(a, email="lonely@a.test")
     with org_scope(a):
-        assert list(User.objects.filter(pk=lonely.pk).values_list("email", "mfa__totp_secret")) == [("lonely@a.test", None)]
+        assert list(User.objects.filter(pk=lonely.pk).values_list("email", "mfa__totp_secret")) == [
+            ("lonely@a.test", None)
+        ]
 
 
 # --- 2. raw() and extra() ------------------------------------------------------------------
@@ -276,9 +280,17 @@ def test_the_store_never_links_an_organizations_record_to_another_organizations_
     default, other = Organization.get_default(), make_org()
     theirs = Tool.all_orgs.create(org=other, name="theirs", type=Tool.Type.API, legacy_id="tool-theirs")
     mine = Tool.all_orgs.create(org=default, name="mine", type=Tool.Type.API, legacy_id="tool-mine")
-    record = {"id": "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b", "name": "Helper", "goal": "", "tasks": [],
-              "tool_ids": ["tool-mine", "tool-theirs"], "status": "draft", "is_active": True,
-              "created_at": "2026-01-20T10:00:00", "updated_at": "2026-01-20T10:00:00"}
+    record = {
+        "id": "3f0c9a52-1d7e-4f7e-9a55-0c1d2e3f4a5b",
+        "name": "Helper",
+        "goal": "",
+        "tasks": [],
+        "tool_ids": ["tool-mine", "tool-theirs"],
+        "status": "draft",
+        "is_active": True,
+        "created_at": "2026-01-20T10:00:00",
+        "updated_at": "2026-01-20T10:00:00",
+    }
     with org_scope(default):
         with pytest.raises(OrgScopeError, match="belongs to organization"):
             DatabaseStore().save("agents", record)
@@ -393,7 +405,9 @@ def ranks(make_org, make_user):
     world["orgadmin"].save(update_fields=["direct_permissions"])
     world["af_admin"] = make_user(org, email="sysadmin@acme.test", direct_permissions=["system:admin"])
     world["django_power"] = make_user(org, email="power@acme.test", is_staff=True)
-    world["django_power"].user_permissions.add(DjangoPermission.objects.get(codename="change_group", content_type__app_label="auth"))
+    world["django_power"].user_permissions.add(
+        DjangoPermission.objects.get(codename="change_group", content_type__app_label="auth")
+    )
     world["member"] = make_user(org, email="plain@acme.test", direct_permissions=["agents:read"])
     return world
 
@@ -417,8 +431,15 @@ def test_an_org_admin_cannot_create_an_api_key_for_a_more_privileged_user(client
 @pytest.mark.parametrize("target", ABOVE)
 def test_an_org_admin_cannot_set_up_mfa_for_a_more_privileged_user(client, ranks, target):
     client.force_login(ranks["orgadmin"])
-    data = {"user": str(ranks[target].pk), "enabled": "on", "methods": '["totp"]', "totp_secret": "ATTACKERSECRET",
-            "totp_verified": "on", "phone_number": "", "recovery_email": ""}
+    data = {
+        "user": str(ranks[target].pk),
+        "enabled": "on",
+        "methods": '["totp"]',
+        "totp_secret": "ATTACKERSECRET",
+        "totp_verified": "on",
+        "phone_number": "",
+        "recovery_email": "",
+    }
     response = client.post(reverse("admin:accounts_mfasettings_add"), data)
     assert response.status_code == 200
     assert not MFASettings.all_orgs.filter(user=ranks[target]).exists()
@@ -447,7 +468,12 @@ def test_an_org_admin_cannot_see_or_change_a_more_privileged_users_credentials(c
         assert above.email not in listing, name
         assert member.email in listing, name
         assert client.get(reverse(f"admin:{row._meta.app_label}_{name}_change", args=[row.pk])).status_code == 404
-        assert client.get(reverse(f"admin:{row._meta.app_label}_{name}_change", args=[rows[member.pk][name].pk])).status_code == 200
+        assert (
+            client.get(
+                reverse(f"admin:{row._meta.app_label}_{name}_change", args=[rows[member.pk][name].pk])
+            ).status_code
+            == 200
+        )
     # The password form of the user above is closed; the member's is open.
     assert client.get(reverse("admin:auth_user_password_change", args=[above.pk])).status_code == 403
     assert client.get(reverse("admin:auth_user_password_change", args=[member.pk])).status_code == 200
@@ -552,7 +578,9 @@ def test_exclude_across_a_relation_does_not_see_another_organizations_rows(two, 
         assert list(Agent.objects.filter(~Q(tools__name=their_name))) == [mine["agent"]]
         assert list(Agent.objects.exclude(tools__name=their_name, tools__type=Tool.Type.EMAIL)) == [mine["agent"]]
         assert list(Organization.objects.exclude(agents__tools__name=their_name)) == [a]
-        assert list(User.objects.filter(pk=mine["user"].pk).exclude(owned_agents__tools__name=their_name)) == [mine["user"]]
+        assert list(User.objects.filter(pk=mine["user"].pk).exclude(owned_agents__tools__name=their_name)) == [
+            mine["user"]
+        ]
         # Rows of the active organization still exclude as before.
         assert list(Agent.objects.exclude(conversations__title=mine["conversation"].title)) == []
     with pytest.raises(OrgScopeError):
@@ -598,7 +626,9 @@ def _new_password(monkeypatch, password="Changed-by-0perator!"):
     return password
 
 
-def test_changepassword_finds_the_user_in_any_organization_and_audits_the_change(make_org, make_user, monkeypatch, capsys):
+def test_changepassword_finds_the_user_in_any_organization_and_audits_the_change(
+    make_org, make_user, monkeypatch, capsys
+):
     from django.core.management import get_commands
 
     from security.models import AuditLog

@@ -8,7 +8,6 @@ from django.apps import apps
 from django.db import IntegrityError, connection, models, transaction
 
 from accounts.models import Organization
-from agentforge_core.tenancy import OrgScopeError, unscoped
 from accounts.tenant_schema import (
     link_statistics_name,
     org_key_name,
@@ -18,6 +17,7 @@ from accounts.tenant_schema import (
     tenant_models,
 )
 from agentforge_agents.models import Agent, AgentTool, Tool
+from agentforge_core.tenancy import OrgScopeError, unscoped
 from conversations.models import Conversation, Message
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("postgresql", "mysql")]
@@ -60,14 +60,19 @@ def test_every_link_between_tenant_tables_has_a_composite_foreign_key(link):
 @pytest.mark.backends("postgresql")
 def test_every_link_between_tenant_tables_tells_the_planner_it_decides_the_organization():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT s.stxname, c.relname, s.stxkind, array(SELECT a.attname FROM unnest(s.stxkeys) k "
-                       "JOIN pg_attribute a ON a.attrelid = s.stxrelid AND a.attnum = k ORDER BY a.attname) "
-                       "FROM pg_statistic_ext s JOIN pg_class c ON c.oid = s.stxrelid")
+        cursor.execute(
+            "SELECT s.stxname, c.relname, s.stxkind, array(SELECT a.attname FROM unnest(s.stxkeys) k "
+            "JOIN pg_attribute a ON a.attrelid = s.stxrelid AND a.attnum = k ORDER BY a.attname) "
+            "FROM pg_statistic_ext s JOIN pg_class c ON c.oid = s.stxrelid"
+        )
         found = {name: (table, kinds, sorted(columns)) for name, table, kinds, columns in cursor.fetchall()}
     links = tenant_links(apps)
     assert len(links) >= 20
     for table, column, _target, _target_column in links:
-        assert found.get(link_statistics_name(table, column)) == (table, ["f"], sorted([column, "org_id"])), (table, column)
+        assert found.get(link_statistics_name(table, column)) == (table, ["f"], sorted([column, "org_id"])), (
+            table,
+            column,
+        )
 
 
 @pytest.fixture
@@ -79,8 +84,15 @@ def two_orgs(db):
     tool_a = Tool.all_orgs.create(org=a, name="tool a")
     tool_b = Tool.all_orgs.create(org=b, name="tool b")
     conv_a = Conversation.all_orgs.create(org=a, agent=agent_a)
-    return {"a": a, "b": b, "agent_a": agent_a, "agent_b": agent_b, "tool_a": tool_a, "tool_b": tool_b,
-            "conv_a": conv_a}
+    return {
+        "a": a,
+        "b": b,
+        "agent_a": agent_a,
+        "agent_b": agent_b,
+        "tool_a": tool_a,
+        "tool_b": tool_b,
+        "conv_a": conv_a,
+    }
 
 
 def _run(sql, params):
@@ -111,7 +123,10 @@ def test_raw_update_pointing_a_row_at_another_organizations_row_is_refused(two_o
     with pytest.raises(IntegrityError):
         _run("UPDATE conversations SET agent_id = %s WHERE id = %s", [_uuid(w["agent_b"].pk), _uuid(w["conv_a"].pk)])
     # The same statement with the organization's own agent goes through, and NULL stays allowed.
-    assert _run("UPDATE conversations SET agent_id = %s WHERE id = %s", [_uuid(w["agent_a"].pk), _uuid(w["conv_a"].pk)]) == 1
+    assert (
+        _run("UPDATE conversations SET agent_id = %s WHERE id = %s", [_uuid(w["agent_a"].pk), _uuid(w["conv_a"].pk)])
+        == 1
+    )
     assert _run("UPDATE conversations SET agent_id = NULL WHERE id = %s", [_uuid(w["conv_a"].pk)]) == 1
 
 

@@ -19,8 +19,13 @@ pytestmark = pytest.mark.backends("sqlite")  # it runs its own scripts/test: onc
 
 def fresh_copy(dest: Path) -> Path:
     """The repository's files as a clone has them: tracked and new, nothing ignored (no .venv, no data/)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=PROJECT_DIR,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=PROJECT_DIR, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = PROJECT_DIR / name
         if source.is_file():
@@ -30,8 +35,11 @@ def fresh_copy(dest: Path) -> Path:
 
 
 def clean_env(**extra) -> dict:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("DB_", "DATABASE_URL", "DJANGO_", "SQLITE_", "VIRTUAL_ENV", "PYTEST_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DB_", "DATABASE_URL", "DJANGO_", "SQLITE_", "VIRTUAL_ENV", "PYTEST_"))
+    }
     env.pop("PYTHON", None)
     env.update(extra)
     return env
@@ -40,20 +48,30 @@ def clean_env(**extra) -> dict:
 def test_a_fresh_copy_builds_its_virtualenv_and_starts_the_servers(tmp_path):
     repo = fresh_copy(tmp_path / "clone")
     assert not (repo / ".venv").exists()
-    first = subprocess.run(["scripts/test", "--setup-only"], cwd=repo, env=clean_env(),
-                           capture_output=True, text=True, timeout=900)
+    first = subprocess.run(
+        ["scripts/test", "--setup-only"], cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=900
+    )
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "=== set-up done in" in first.stdout
     stamp = repo / ".venv" / ".requirements.sha256"
     assert stamp.read_text().strip() == hashlib.sha256((repo / "requirements.lock").read_bytes()).hexdigest()
-    drivers = subprocess.run([str(repo / ".venv/bin/python"), "-c", "import django, psycopg, MySQLdb, pytest"],
-                             capture_output=True, text=True)
+    drivers = subprocess.run(
+        [str(repo / ".venv/bin/python"), "-c", "import django, psycopg, MySQLdb, pytest"],
+        capture_output=True,
+        text=True,
+    )
     assert drivers.returncode == 0, drivers.stderr
 
     # A second set-up installs nothing again, and the copy's suite runs with its own .venv.
     before = stamp.stat().st_mtime_ns
-    second = subprocess.run(["scripts/test", "sqlite", "-q", "tests/test_tenancy.py"], cwd=repo,
-                            env=clean_env(), capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        ["scripts/test", "sqlite", "-q", "tests/test_tenancy.py"],
+        cwd=repo,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert stamp.stat().st_mtime_ns == before
     assert "installing" not in second.stdout
@@ -75,15 +93,42 @@ def test_without_root_or_sudo_it_names_what_is_missing_runs_sqlite_and_fails(tmp
     for name, text in stubs.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    for tool in ("bash", "env", "sh", "grep", "cat", "cut", "sha256sum", "dirname", "mkdir", "date", "rm", "sleep",
-                 "seq", "ls", "pg_isready", "psql", "createdb", "mysql", "mysqladmin", "redis-cli", "pg_lsclusters"):
+    for tool in (
+        "bash",
+        "env",
+        "sh",
+        "grep",
+        "cat",
+        "cut",
+        "sha256sum",
+        "dirname",
+        "mkdir",
+        "date",
+        "rm",
+        "sleep",
+        "seq",
+        "ls",
+        "pg_isready",
+        "psql",
+        "createdb",
+        "mysql",
+        "mysqladmin",
+        "redis-cli",
+        "pg_lsclusters",
+    ):
         found = shutil.which(tool)
         if found:
             (bin_dir / tool).symlink_to(found)
     assert shutil.which("sudo", path=str(bin_dir)) is None
 
-    result = subprocess.run(["scripts/test", "sqlite", "-q", "tests/test_tenancy.py"], cwd=repo,
-                            env=clean_env(PATH=str(bin_dir)), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["scripts/test", "sqlite", "-q", "tests/test_tenancy.py"],
+        cwd=repo,
+        env=clean_env(PATH=str(bin_dir)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 1, out[-3000:]
     assert "missing Debian packages: postgresql\n" in result.stderr

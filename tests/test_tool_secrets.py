@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from agentforge_core.tenancy import org_scope, unscoped
 from agentforge_agents.models import Tool
+from agentforge_core.tenancy import org_scope, unscoped
 from security.models import AuditLog
 from tests.admin_support import form_data, populate
 
@@ -24,8 +24,10 @@ def raw_row(tool) -> str:
     """Every stored column of the tool, as the database holds it (ciphertext for credentials).
     Hand-written SQL: system work (PostgreSQL's row-level security shows it nothing otherwise)."""
     with unscoped(), connection.cursor() as cursor:
-        cursor.execute("SELECT config, api_config, kb_config, credentials FROM tools WHERE id = %s",
-                       [tool.pk if connection.vendor == "postgresql" else tool.pk.hex])
+        cursor.execute(
+            "SELECT config, api_config, kb_config, credentials FROM tools WHERE id = %s",
+            [tool.pk if connection.vendor == "postgresql" else tool.pk.hex],
+        )
         return json.dumps([str(value) for value in cursor.fetchone()])
 
 

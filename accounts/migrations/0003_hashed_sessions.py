@@ -11,25 +11,29 @@ def drop_cleartext_sessions(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_user_scoped_manager'),
-        ('sessions', '0001_initial'),
+        ("accounts", "0002_user_scoped_manager"),
+        ("sessions", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HashedSession',
+            name="HashedSession",
             fields=[
-                ('session_data', models.TextField(verbose_name='session data')),
-                ('expire_date', models.DateTimeField(db_index=True, verbose_name='expire date')),
-                ('session_key', models.CharField(max_length=64, primary_key=True, serialize=False, verbose_name='session key digest')),
+                ("session_data", models.TextField(verbose_name="session data")),
+                ("expire_date", models.DateTimeField(db_index=True, verbose_name="expire date")),
+                (
+                    "session_key",
+                    models.CharField(
+                        max_length=64, primary_key=True, serialize=False, verbose_name="session key digest"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'session',
-                'verbose_name_plural': 'sessions',
-                'db_table': 'hashed_sessions',
-                'abstract': False,
+                "verbose_name": "session",
+                "verbose_name_plural": "sessions",
+                "db_table": "hashed_sessions",
+                "abstract": False,
             },
         ),
         migrations.RunPython(drop_cleartext_sessions, migrations.RunPython.noop, elidable=True),

@@ -89,9 +89,7 @@ class Role(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
         role = self
         while role is not None and role.pk not in seen:
             seen.add(role.pk)
-            codes.update(
-                RolePermission.all_orgs.filter(role=role).values_list("permission__codename", flat=True)
-            )
+            codes.update(RolePermission.all_orgs.filter(role=role).values_list("permission__codename", flat=True))
             role = Role.all_orgs.filter(pk=role.parent_id).first() if role.parent_id else None
         return codes
 

@@ -230,13 +230,13 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         """direct_permissions ∪ roles (with their ancestors) ∪ the roles of the user's groups."""
         # The role part is cached per (organization, user) until a role, grant, membership
         # or the catalog changes; direct_permissions are on the row already loaded.
-        return set(self.direct_permissions or []) | cached("role_permissions", self.org_id, self._role_permissions, self.pk)
+        return set(self.direct_permissions or []) | cached(
+            "role_permissions", self.org_id, self._role_permissions, self.pk
+        )
 
     def _role_permissions(self) -> frozenset[str]:
         role_ids = set(UserRole.all_orgs.filter(user=self).values_list("role_id", flat=True))
-        role_ids |= set(
-            GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True)
-        )
+        role_ids |= set(GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True))
         codes: set[str] = set()
         for role in Role.all_orgs.filter(pk__in=role_ids):
             codes |= role.effective_permissions()
@@ -277,7 +277,10 @@ class UserSession(OrgOwnedModel):
 
     class Meta:
         db_table = "user_sessions"
-        indexes = [org_index("user_sessions", "user"), models.Index(fields=["expires_at"], name="user_sess_expires_idx")]
+        indexes = [
+            org_index("user_sessions", "user"),
+            models.Index(fields=["expires_at"], name="user_sess_expires_idx"),
+        ]
 
     @classmethod
     def hash_token(cls, token: str) -> str:

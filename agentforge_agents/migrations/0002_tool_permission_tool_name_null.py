@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0001_initial'),
+        ("agents", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='toolpermission',
-            name='tool_name',
+            model_name="toolpermission",
+            name="tool_name",
             field=models.CharField(blank=True, default=None, max_length=255, null=True),
         ),
     ]

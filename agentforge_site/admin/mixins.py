@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from agentforge_core.fields import EncryptedJSONField, EncryptedTextField, encrypted_fields
 from agentforge_site.admin.display import masked
 from agentforge_site.admin.scoping import is_superuser
-from agentforge_core.fields import EncryptedJSONField, EncryptedTextField, encrypted_fields
 from security.forms import SecretAwareFormMixin, SecretField, SecretJSONField
 
 
@@ -106,4 +106,3 @@ class SecretFieldsMixin:
             (title, {**opts, "fields": [self._masked_name(f) if f in swap else f for f in opts.get("fields", ())]})
             for title, opts in fieldsets
         ]
-

@@ -31,7 +31,9 @@ def model_has_org(model) -> bool:
         field = model._meta.get_field("org")
     except Exception:
         return False
-    return getattr(field, "related_model", None) is not None and field.related_model._meta.label == "accounts.Organization"
+    return (
+        getattr(field, "related_model", None) is not None and field.related_model._meta.label == "accounts.Organization"
+    )
 
 
 def is_superuser(request) -> bool:
@@ -376,4 +378,3 @@ def sync_through(obj, field_name: str, targets) -> None:
         extra["org_id"] = obj.org_id
     for pk in sorted(wanted - existing, key=str):
         through(**extra, **{source: obj, f"{target}_id": pk}).save()
-

@@ -5,21 +5,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('conversations', '0001_initial'),
+        ("accounts", "0001_initial"),
+        ("conversations", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='message',
-            name='conversation',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='conversations.conversation'),
+            model_name="message",
+            name="conversation",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="messages",
+                to="conversations.conversation",
+            ),
         ),
         migrations.AlterField(
-            model_name='message',
-            name='org',
-            field=models.ForeignKey(db_column='org_id', db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='accounts.organization'),
+            model_name="message",
+            name="org",
+            field=models.ForeignKey(
+                db_column="org_id",
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="messages",
+                to="accounts.organization",
+            ),
         ),
     ]

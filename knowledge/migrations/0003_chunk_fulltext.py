@@ -4,7 +4,6 @@ from knowledge.fulltext import CreateChunkFullText
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("knowledge", "0002_vector_sets"),
     ]

@@ -82,13 +82,23 @@ LEGACY_COLLECTIONS: dict[str, LegacyCollection] = {
         LegacyCollection("agents", _MAPPERS + "agents.AgentMapper", referenced=True),
         LegacyCollection("documents", _MAPPERS + "knowledge.DocumentMapper", streamed=True, referenced=True),
         LegacyCollection("scraped_pages", _MAPPERS + "knowledge.ScrapedPageMapper", streamed=True, referenced=True),
-        LegacyCollection("chunks_index", _MAPPERS + "knowledge.ChunkIndexMapper", container="list", streamed=True,
-                         in_database_store=False, one_line=True),
+        LegacyCollection(
+            "chunks_index",
+            _MAPPERS + "knowledge.ChunkIndexMapper",
+            container="list",
+            streamed=True,
+            in_database_store=False,
+            one_line=True,
+        ),
         LegacyCollection("conversations", _MAPPERS + "conversations.ConversationMapper", streamed=True),
-        LegacyCollection("security/audit_logs", _MAPPERS + "security.AuditLogMapper", container="list", streamed=True,
-                         append_only=True),
+        LegacyCollection(
+            "security/audit_logs",
+            _MAPPERS + "security.AuditLogMapper",
+            container="list",
+            streamed=True,
+            append_only=True,
+        ),
         LegacyCollection("settings", _MAPPERS + "settings.SystemSettingsMapper", container="object"),
         LegacyCollection("integrations", _MAPPERS + "settings.IntegrationsMapper", container="object"),
     )
 }
-

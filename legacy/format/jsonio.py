@@ -38,6 +38,7 @@ def confined(root: Path, path: Path, label: str) -> Path:
 
 # --- timestamps -----------------------------------------------------------------------
 
+
 def parse_timestamp(value) -> dt.datetime:
     """A naive legacy timestamp is UTC; an explicit offset is honoured."""
     parsed = dt.datetime.fromisoformat(value)
@@ -174,7 +175,7 @@ class _Records:
         block = raw.read(max(at_least, pending, STREAM_CHUNK))  # doubling: a big record is re-decoded O(log n) times
         self.eof = not block
         self.offset += self.pos
-        self.buf = self.buf[self.pos:] + decoder.decode(block, final=self.eof)
+        self.buf = self.buf[self.pos :] + decoder.decode(block, final=self.eof)
         self.pos = 0
         return True
 
@@ -206,7 +207,9 @@ class _Records:
                 if cut and self._fill(raw, decoder, at_least=len(self.buf)):
                     continue
                 if cut and len(self.buf) - self.pos > MAX_RECORD:
-                    raise LegacyDataError(self.label, f"record larger than {MAX_RECORD:,} characters", f"#{index}") from None
+                    raise LegacyDataError(
+                        self.label, f"record larger than {MAX_RECORD:,} characters", f"#{index}"
+                    ) from None
                 raise self._malformed(exc.pos, exc.msg) from None
             except (_Refused, ValueError, RecursionError) as exc:
                 if isinstance(exc, RecursionError):
@@ -266,7 +269,9 @@ class _Records:
                 ):
                     found = _problem(record)
                     if found is not None:
-                        raise LegacyDataError(self.label, found[1], _record_name(outer_key, record, index), found[0] or None)
+                        raise LegacyDataError(
+                            self.label, found[1], _record_name(outer_key, record, index), found[0] or None
+                        )
                 if self.container == "list" and not isinstance(record, dict):
                     raise LegacyDataError(self.label, f"expected an object, got {describe(record)}", f"#{index}")
                 yield outer_key, record
@@ -353,12 +358,16 @@ def load_json(path: Path, label: str):
     return value
 
 
-def iter_container(path: Path, label: str, container: str, unique_keys: bool = False) -> Iterator[tuple[str | None, object]]:
+def iter_container(
+    path: Path, label: str, container: str, unique_keys: bool = False
+) -> Iterator[tuple[str | None, object]]:
     """Yield ``(outer_key, record)`` of a dict file or ``(None, item)`` of a list file, one
     record in memory at a time."""
     first = _first_char(path)
     if first == "":
-        raise LegacyDataError(label, "file is empty (expected " + ("an object" if container == "dict" else "a list") + ")")
+        raise LegacyDataError(
+            label, "file is empty (expected " + ("an object" if container == "dict" else "a list") + ")"
+        )
     expected = "{" if container == "dict" else "["
     if first != expected:
         if first in "{[":
@@ -388,6 +397,7 @@ def _kind(value) -> str:
 
 
 # --- writing ----------------------------------------------------------------------------
+
 
 class JSONWriter:
     """Write one legacy file incrementally, formatted like ``json.dump(obj, indent=2)``."""

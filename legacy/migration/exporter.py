@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from accounts.models import User
+from agentforge_site.files import private_dir
 from agentforge_site.replicas import primary_only
 from conversations.models import Message
 from knowledge.models import Document
-from agentforge_site.files import private_dir
 from legacy.format import passwords
 from legacy.format.collections import LEGACY_COLLECTIONS
 from legacy.format.jsonio import JSONWriter, write_object
@@ -65,8 +65,9 @@ def passwords_agentforge_cannot_verify() -> int:
     rollback they must reset it. PBKDF2 hashes convert (legacy.format.passwords.to_legacy)."""
     from django.db.models import Q
 
-    return User.all_orgs.exclude(Q(password__startswith=passwords.DJANGO_ALGORITHM + "$") |
-                                 Q(password__startswith=passwords.UNUSABLE)).count()
+    return User.all_orgs.exclude(
+        Q(password__startswith=passwords.DJANGO_ALGORITHM + "$") | Q(password__startswith=passwords.UNUSABLE)
+    ).count()
 
 
 def _write_conversations(mapper, writer, ctx, batch=500):
@@ -76,7 +77,9 @@ def _write_conversations(mapper, writer, ctx, batch=500):
         if not pending:
             return
         messages = defaultdict(list)
-        for message in Message.all_orgs.filter(conversation_id__in=[c.pk for c in pending]).order_by("conversation_id", "position"):
+        for message in Message.all_orgs.filter(conversation_id__in=[c.pk for c in pending]).order_by(
+            "conversation_id", "position"
+        ):
             messages[message.conversation_id].append(message)
         for conv in pending:
             record = mapper.to_legacy(conv, ctx, messages=messages.get(conv.pk, []))

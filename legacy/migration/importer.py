@@ -17,8 +17,6 @@ from typing import Callable
 
 from django.db import connection, transaction
 
-from agentforge_site.caching import bump
-from agentforge_site.db_statistics import refresh_statistics
 from accounts.models import (
     Organization,
     Permission,
@@ -26,15 +24,17 @@ from accounts.models import (
     normalize_email_address,
 )
 from agentforge_core.tenancy import unscoped
+from agentforge_site.caching import bump
+from agentforge_site.db_statistics import refresh_statistics
 from agentforge_site.replicas import primary_only
-from legacy.migration import pipeline
 from legacy.format.collections import LEGACY_COLLECTIONS, file_label
 from legacy.format.errors import LegacyDataError
 from legacy.format.jsonio import confined, read_records
 from legacy.format.mappers import Context, lab, registry
 from legacy.format.mappers.accounts import permission_codes
-from legacy.models import LegacyRecord
+from legacy.migration import pipeline
 from legacy.migration.writer import CaseTwinError, Stats, Writer
+from legacy.models import LegacyRecord
 
 MAX_WARNINGS_KEPT = 200
 
@@ -160,10 +160,12 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
     for name, book in (("security/roles", "role_orgs"), ("security/users", "user_orgs")):
         ctx.raw[book] = {
             r.get("id", key): r.get("org_id") or "org_default"
-            for key, r in (loaded.get(name) or {}).items() if isinstance(r, dict)
+            for key, r in (loaded.get(name) or {}).items()
+            if isinstance(r, dict)
         }
     ctx.raw["org_ldap"] = {
-        r.get("ldap_config_id") for r in (loaded.get("security/organizations") or {}).values()
+        r.get("ldap_config_id")
+        for r in (loaded.get("security/organizations") or {}).values()
         if isinstance(r, dict) and r.get("ldap_config_id")
     }
     for error in _duplicate_emails(loaded.get("security/users"), ctx):
@@ -193,7 +195,9 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
             if default_org is not None:
                 writer.add(default_org)
                 writer.flush()
-                report.notes["security/organizations.json absent: created org_default as AgentForge does on first start"] += 1
+                report.notes[
+                    "security/organizations.json absent: created org_default as AgentForge does on first start"
+                ] += 1
             for collection, mapper in registry.items():
                 file_path = root / mapper.file
                 if not file_path.is_file():
@@ -208,9 +212,12 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                     _import_collection(mapper, file_path, loaded.get(collection), ctx, writer, report, options, fail)
                     writer.flush()
                 except CaseTwinError as exc:
-                    raise ImportAborted(LegacyDataError(
-                        mapper.file, f"the id differs from {exc.other!r} only in case (one row on MariaDB)", exc.key
-                    ), report) from None
+                    raise ImportAborted(
+                        LegacyDataError(
+                            mapper.file, f"the id differs from {exc.other!r} only in case (one row on MariaDB)", exc.key
+                        ),
+                        report,
+                    ) from None
             _import_lab(root, ctx, writer, report, options, fail)
             writer.flush()
             if writer.chain is not None:
@@ -238,8 +245,11 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
     report.stats = dict(writer.stats)
     report.differences = dict(writer.differences)
     for table, key, fields in writer.immutable_conflicts[:MAX_WARNINGS_KEPT]:
-        report.warn("security/audit_logs", f"{table}: entry {key} differs from the database ({', '.join(fields)}); "
-                    "audit entries are append-only, left as they are")
+        report.warn(
+            "security/audit_logs",
+            f"{table}: entry {key} differs from the database ({', '.join(fields)}); "
+            "audit entries are append-only, left as they are",
+        )
     for table, key in writer.duplicates[:MAX_WARNINGS_KEPT]:
         report.warnings.append(f"{table}: duplicate id {key[0]!r} in the input; the later record wins")
     report.seconds = time.monotonic() - started
@@ -274,8 +284,9 @@ def _import_collection(mapper, file_path, data, ctx, writer, report, options, fa
         before = _Snapshot(writer, report)
         try:
             with transaction.atomic():  # a savepoint: an aborted lane leaves nothing behind
-                count = pipeline.import_pipelined(mapper, file_path, ctx, writer, on_messages=on_messages,
-                                                  fail=fail, progress=progress)
+                count = pipeline.import_pipelined(
+                    mapper, file_path, ctx, writer, on_messages=on_messages, fail=fail, progress=progress
+                )
         except pipeline.PipelineAbort as exc:
             before.restore(writer, report)
             report.pipeline_fallbacks[mapper.file] = str(exc)
@@ -335,7 +346,7 @@ class _Snapshot:
         for table, values in self.stats.items():
             for name, value in zip(Stats.__slots__, values):
                 setattr(writer.stats[table], name, value)
-        del report.warnings[self.warnings:]
+        del report.warnings[self.warnings :]
         report.warning_counts = self.warning_counts
         report.notes = self.notes
         if self.chain is not None:
@@ -418,8 +429,14 @@ def _duplicate_emails(users, ctx) -> list:
         key = (record.get("org_id"), normalize_email_address(record["email"]))
         rid = record.get("id", outer)
         if key in seen:
-            errors.append(LegacyDataError("security/users.json", f"duplicate email {record['email']!r} in organization "
-                                          f"{key[0]!r} (also record {seen[key]})", rid, "email"))
+            errors.append(
+                LegacyDataError(
+                    "security/users.json",
+                    f"duplicate email {record['email']!r} in organization {key[0]!r} (also record {seen[key]})",
+                    rid,
+                    "email",
+                )
+            )
         else:
             seen[key] = rid
     # against users already in the database (another id, same org and email)
@@ -430,11 +447,21 @@ def _duplicate_emails(users, ctx) -> list:
             org_pk = ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None
             if org_pk is None:
                 continue
-            clash = (User.all_orgs.filter(org_id=org_pk, email_normalized=email)
-                     .exclude(pk=legacy_uuid("users", str(rid))).values_list("legacy_id", "pk").first())
+            clash = (
+                User.all_orgs.filter(org_id=org_pk, email_normalized=email)
+                .exclude(pk=legacy_uuid("users", str(rid)))
+                .values_list("legacy_id", "pk")
+                .first()
+            )
             if clash:
-                errors.append(LegacyDataError("security/users.json", f"email {email!r} already belongs to user "
-                                              f"{clash[0] or clash[1]} in the database", rid, "email"))
+                errors.append(
+                    LegacyDataError(
+                        "security/users.json",
+                        f"email {email!r} already belongs to user {clash[0] or clash[1]} in the database",
+                        rid,
+                        "email",
+                    )
+                )
     return errors
 
 

@@ -58,6 +58,7 @@ class NeedsDatabase(Exception):
 
 # --- eligibility -----------------------------------------------------------------------------
 
+
 def models_of(mapper) -> list:
     from django.apps import apps
 
@@ -107,6 +108,7 @@ def complete_models(ctx) -> set:
 
 # --- encoding rows for each backend ----------------------------------------------------------
 
+
 def _pg_text(value) -> str:
     """One field of PostgreSQL's COPY text format."""
     t = type(value)
@@ -122,12 +124,22 @@ def _pg_text(value) -> str:
         return value.isoformat()
     if t is bytes or t is memoryview:
         return "\\\\x" + bytes(value).hex()  # bytea hex format, its backslash escaped for COPY
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+    if isinstance(
+        value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Interface, ipaddress.IPv6Interface)
+    ):
         return str(value)
     raise TypeError(f"cannot encode {t.__name__} for COPY")
 
 
-_MYSQL_ESCAPES = (("\\", "\\\\"), ("\0", "\\0"), ("\n", "\\n"), ("\r", "\\r"), ("'", "\\'"), ('"', '\\"'), ("\x1a", "\\Z"))
+_MYSQL_ESCAPES = (
+    ("\\", "\\\\"),
+    ("\0", "\\0"),
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("'", "\\'"),
+    ('"', '\\"'),
+    ("\x1a", "\\Z"),
+)
 
 
 def _mysql_literal(value) -> str:
@@ -166,8 +178,14 @@ def _mysql_escape(value: str) -> str:
 
 
 _PLAIN_TEXT_FIELDS = (models.CharField, models.TextField, models.EmailField, models.SlugField, models.URLField)
-_INTEGER_FIELDS = (models.IntegerField, models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
-                   models.PositiveSmallIntegerField, models.PositiveBigIntegerField)
+_INTEGER_FIELDS = (
+    models.IntegerField,
+    models.BigIntegerField,
+    models.SmallIntegerField,
+    models.PositiveIntegerField,
+    models.PositiveSmallIntegerField,
+    models.PositiveBigIntegerField,
+)
 
 
 def _column_encoder(field, prep, vendor: str):
@@ -287,6 +305,7 @@ def encode_mapped(mapped, encoders: dict) -> list:
 
 # --- the reader process ------------------------------------------------------------------------
 
+
 class _NoDatabase:
     def __getattr__(self, name):
         raise NeedsDatabase(name)
@@ -339,6 +358,7 @@ def _reader_main(mapper, file_path, ctx, encoders, complete, write_fd) -> None:
 
 
 # --- the importing process -------------------------------------------------------------------
+
 
 class _Sink:
     """Buffers encoded rows per model in input order and writes them in batches."""

@@ -47,7 +47,9 @@ class _ModelPlan:
         fields = [f for f in model._meta.concrete_fields if not isinstance(f, (AutoField, BigAutoField))]
         # The audit chain's two columns go last: the import pipeline encodes every other
         # column in its reader process and appends these once the chain is known.
-        self.fields = [f for f in fields if f.attname not in CHAIN_COLUMNS] + [f for f in fields if f.attname in CHAIN_COLUMNS]
+        self.fields = [f for f in fields if f.attname not in CHAIN_COLUMNS] + [
+            f for f in fields if f.attname in CHAIN_COLUMNS
+        ]
         self.chained = [f.attname for f in self.fields[-2:]] == list(CHAIN_COLUMNS)
         self.by_attname = {f.attname: f for f in model._meta.concrete_fields}
         self.columns = [f.column for f in self.fields]
@@ -157,7 +159,9 @@ def _converter(field, vendor):
     if target_type == "UUIDField":
         if vendor == "postgresql":
             return _identity
-        return lambda value: None if value is None else (value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex)
+        return lambda value: (
+            None if value is None else (value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex)
+        )
     if internal == "DateTimeField":
         if vendor == "postgresql":
             return _identity
@@ -345,7 +349,7 @@ class Writer:
         values = list({k[0] for k in keys})
         found = {}
         for start in range(0, len(values), 900):
-            chunk = values[start:start + 900]
+            chunk = values[start : start + 900]
             # A cheap raw probe first: a fresh import finds nothing, and then the ORM query
             # (per-value field preparation, model conversions) is not needed.
             if not self.any_existing(plan, first, chunk):
@@ -448,7 +452,9 @@ class Writer:
                 stats.skipped += len(by_parent[p].rows)
         current = defaultdict(list)
         for start in range(0, len(parents), 900):
-            query = model._base_manager.filter(**{f"{parent_field}__in": parents[start:start + 900]}).values(parent_field, *compare)
+            query = model._base_manager.filter(**{f"{parent_field}__in": parents[start : start + 900]}).values(
+                parent_field, *compare
+            )
             for item in query:
                 current[item[parent_field]].append(tuple(_norm(item[c]) for c in compare))
         replace, inserts = [], []
@@ -472,9 +478,11 @@ class Writer:
         prep = plan.prep[parent_field]
         with connection.cursor() as cursor:
             for start in range(0, len(replace), 500):
-                chunk = replace[start:start + 500]
+                chunk = replace[start : start + 500]
                 marks = ", ".join(["%s"] * len(chunk))
-                cursor.execute(f"DELETE FROM {qn(plan.table)} WHERE {qn(column)} IN ({marks})", [prep(p) for p in chunk])
+                cursor.execute(
+                    f"DELETE FROM {qn(plan.table)} WHERE {qn(column)} IN ({marks})", [prep(p) for p in chunk]
+                )
         if inserts:
             self._insert(plan, inserts)
 
@@ -522,7 +530,9 @@ class AuditChain:
         return prev, entry_hash
 
     def assign(self, values: dict) -> None:
-        values["prev_hash"], values["entry_hash"] = self.link(self.audit.chain_key(values.get("org_id")), *self.hash_parts(values))
+        values["prev_hash"], values["entry_hash"] = self.link(
+            self.audit.chain_key(values.get("org_id")), *self.hash_parts(values)
+        )
 
     def finish(self) -> None:
         from django.db.models import Max

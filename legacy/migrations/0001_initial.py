@@ -7,32 +7,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LegacyRecord',
+            name="LegacyRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('collection', models.CharField(help_text='Legacy file, e.g. "security/policies".', max_length=64)),
-                ('legacy_id', models.CharField(max_length=128)),
-                ('data', models.JSONField(default=dict)),
-                ('imported_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('org', models.ForeignKey(db_column='org_id', on_delete=django.db.models.deletion.CASCADE, related_name='legacy_records', to='accounts.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("collection", models.CharField(help_text='Legacy file, e.g. "security/policies".', max_length=64)),
+                ("legacy_id", models.CharField(max_length=128)),
+                ("data", models.JSONField(default=dict)),
+                ("imported_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        db_column="org_id",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="legacy_records",
+                        to="accounts.organization",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'legacy_records',
-                'indexes': [models.Index(fields=['org', 'collection'], name='legacy_records_org_collec')],
-                'constraints': [models.UniqueConstraint(fields=('collection', 'legacy_id'), name='legacy_records_uniq')],
+                "db_table": "legacy_records",
+                "indexes": [models.Index(fields=["org", "collection"], name="legacy_records_org_collec")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("collection", "legacy_id"), name="legacy_records_uniq")
+                ],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('all_orgs', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("all_orgs", django.db.models.manager.Manager()),
             ],
         ),
     ]

@@ -23,9 +23,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from legacy.store.jsonfiles import COLLECTIONS, DICT_COLLECTIONS, LIST_COLLECTIONS, UnknownCollection
-from legacy.store.json_store import JsonStore
 from legacy.store.failures import dual_write_failures, fallback_reads, recent_dual_write_failures
+from legacy.store.json_store import JsonStore
+from legacy.store.jsonfiles import COLLECTIONS, DICT_COLLECTIONS, LIST_COLLECTIONS, UnknownCollection
 
 MODES = ("json", "dual", "database")
 

@@ -27,8 +27,8 @@ from django.db.models import Q
 
 from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, unscoped
 from legacy.format.collections import LEGACY_COLLECTIONS
-from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
 from legacy.migration.writer import write_mapped
+from legacy.store.jsonfiles import COLLECTIONS, UnknownCollection
 
 # Collections the database side handles record by record (legacy.format.collections says which).
 DB_COLLECTIONS = tuple(c for c in COLLECTIONS if LEGACY_COLLECTIONS[c].in_database_store)
@@ -70,7 +70,9 @@ def add_missing_permissions(collection: str, record: dict) -> None:
     missing = [code for code in codes if code not in known]
     if missing:
         writer = Writer(now=timezone.now())
-        writer.add(Mapped("permissions", rows=[Row(Permission, {"codename": c}, key_fields=("codename",)) for c in missing]))
+        writer.add(
+            Mapped("permissions", rows=[Row(Permission, {"codename": c}, key_fields=("codename",)) for c in missing])
+        )
         writer.flush()
 
 
@@ -265,4 +267,3 @@ class DatabaseStore:
                 allowed = self._queryset(mapper, active).values("pk")
                 queryset = queryset.filter(pk__in=allowed)
             return [mapper.to_legacy(instance, ctx) for instance in queryset.iterator(chunk_size=500)]
-

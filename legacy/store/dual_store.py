@@ -99,6 +99,7 @@ class DualStore:
 
     def drop_conversations_of(self, agent_id: str) -> bool:
         """Remove every conversation of ``agent_id`` from conversations.json; never raises."""
+
         def change(data):
             if not isinstance(data, dict):
                 return UNCHANGED
@@ -110,8 +111,13 @@ class DualStore:
             return True
         except Exception as exc:  # noqa: BLE001 - the database has committed; report, count, go on
             failures.record_failure("delete", "conversations", f"agent {agent_id}", exc)
-            logger.error("dual write: the conversations of deleted agent %s were not removed from the JSON file "
-                         "(%s: %s); run manage.py verify_parity --fix-from db", agent_id, type(exc).__name__, exc)
+            logger.error(
+                "dual write: the conversations of deleted agent %s were not removed from the JSON file "
+                "(%s: %s); run manage.py verify_parity --fix-from db",
+                agent_id,
+                type(exc).__name__,
+                exc,
+            )
             return False
 
     def _after_commit(self, operation: str, collection: str, key: str) -> None:
@@ -131,6 +137,7 @@ class DualStore:
         rewrite; never raises. Returns False (after logging and counting) when the file
         could not be written.
         """
+
         def read_changes():
             # Read under the file lock, after the commits: the latest committed state, so
             # concurrent writers converge whatever order their rewrites run in.
@@ -139,7 +146,9 @@ class DualStore:
                 for key in operations:
                     record = DatabaseStore().get(collection, key)
                     if record is not None and record_key(collection, record) != key:
-                        logger.warning("%s: record %s reads back with id %s", collection, key, record_key(collection, record))
+                        logger.warning(
+                            "%s: record %s reads back with id %s", collection, key, record_key(collection, record)
+                        )
                     changes[key] = record
             return changes
 
@@ -153,7 +162,10 @@ class DualStore:
                     "dual write: the database has %s %s %s but the JSON file was not updated (%s: %s); "
                     "run manage.py verify_parity --fix-from db",
                     "saved" if operation == "save" else "deleted" if operation == "delete" else "changed",
-                    collection, key, type(exc).__name__, exc,
+                    collection,
+                    key,
+                    type(exc).__name__,
+                    exc,
                 )
             return False
 
@@ -196,7 +208,8 @@ class DualStore:
         seen = {record_key(collection, r) for r in records}
         active = self._active_legacy_org()
         extra = [
-            r for key, r in self.files.records(collection).items()
+            r
+            for key, r in self.files.records(collection).items()
             if key not in seen and isinstance(r, dict) and self._visible(collection, r, active)
         ]
         if extra:

@@ -121,7 +121,9 @@ class _Image:
         elif indent is None:
             rendered = "[" + ", ".join(text(item) for item in data) + "]"
         elif isinstance(data, dict):
-            items = ",\n".join(f"  {json.dumps(key, ensure_ascii=ascii_only)}: {text(value)}" for key, value in data.items())
+            items = ",\n".join(
+                f"  {json.dumps(key, ensure_ascii=ascii_only)}: {text(value)}" for key, value in data.items()
+            )
             rendered = "{\n" + items + "\n}"
         else:
             rendered = "[\n" + ",\n".join("  " + text(item) for item in data) + "\n]"

@@ -28,7 +28,9 @@ RECORD = "<record>"
 # One-way normalisations of the import (docs/legacy-format.md §10.5: "stale secrets stay dead").
 _USER_NULLED = ("verification_token", "reset_password_token")
 _MFA_NULLED = ("email_code", "sms_code")
-_SECRET_FIELD = re.compile(r"(password|secret|token|api_?key|apikey|totp|backup_codes|_code$|auth_value|connection_string|webhook_url)", re.I)
+_SECRET_FIELD = re.compile(
+    r"(password|secret|token|api_?key|apikey|totp|backup_codes|_code$|auth_value|connection_string|webhook_url)", re.I
+)
 
 
 def parity_collections() -> list[str]:
@@ -64,8 +66,13 @@ class Difference:
 
     def line(self) -> str:
         return "\t".join(
-            [self.collection, self.record_id, self.field, "json=" + show(self.field, self.json_value),
-             "db=" + show(self.field, self.db_value)]
+            [
+                self.collection,
+                self.record_id,
+                self.field,
+                "json=" + show(self.field, self.json_value),
+                "db=" + show(self.field, self.db_value),
+            ]
         )
 
 
@@ -95,8 +102,12 @@ def diff_values(a, b, path: str = "") -> list[tuple[str, object, object]]:
         return out
     if a is ABSENT and b is ABSENT:
         return []
-    if type(a) is not type(b) and not (isinstance(a, (int, float)) and isinstance(b, (int, float))
-                                       and not isinstance(a, bool) and not isinstance(b, bool)):
+    if type(a) is not type(b) and not (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return [(path, a, b)]
     return [] if a == b else [(path, a, b)]
 
@@ -144,8 +155,15 @@ class Parity:
         for key in list(json_records) + [k for k in db_records if k not in json_records]:
             a, b = json_records.get(key, ABSENT), db_records.get(key, ABSENT)
             if a is ABSENT or b is ABSENT:
-                out.append(Difference(collection, key, RECORD, "present" if a is not ABSENT else ABSENT,
-                                      "present" if b is not ABSENT else ABSENT))
+                out.append(
+                    Difference(
+                        collection,
+                        key,
+                        RECORD,
+                        "present" if a is not ABSENT else ABSENT,
+                        "present" if b is not ABSENT else ABSENT,
+                    )
+                )
                 continue
             for field, x, y in diff_values(a, b):
                 out.append(Difference(collection, key, field, x, y))
@@ -160,8 +178,10 @@ class Parity:
             if exported is None:
                 return
             ensure_ascii = LEGACY_COLLECTIONS[collection].ensure_ascii
-            atomic_write_text(Path(self.files.data_dir) / file_label(collection),
-                              json.dumps(exported, ensure_ascii=ensure_ascii, indent=2))
+            atomic_write_text(
+                Path(self.files.data_dir) / file_label(collection),
+                json.dumps(exported, ensure_ascii=ensure_ascii, indent=2),
+            )
             return
         with self.files.locked(collection):
             records = self.db_side(collection)

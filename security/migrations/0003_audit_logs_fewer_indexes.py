@@ -6,50 +6,70 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('contenttypes', '0002_remove_content_type_name'),
-        ('security', '0002_audit_logs_append_only'),
+        ("accounts", "0001_initial"),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("security", "0002_audit_logs_append_only"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditlog',
-            name='actor',
-            field=models.ForeignKey(blank=True, db_column='user_id', db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='actor'),
+            model_name="auditlog",
+            name="actor",
+            field=models.ForeignKey(
+                blank=True,
+                db_column="user_id",
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="actor",
+            ),
         ),
         migrations.AlterField(
-            model_name='auditlog',
-            name='cid',
-            field=models.CharField(blank=True, max_length=255, null=True, verbose_name='Correlation ID'),
+            model_name="auditlog",
+            name="cid",
+            field=models.CharField(blank=True, max_length=255, null=True, verbose_name="Correlation ID"),
         ),
         migrations.AlterField(
-            model_name='auditlog',
-            name='legacy_action',
-            field=models.CharField(blank=True, default='', help_text='AgentForge action name (login, create, ...).', max_length=40),
+            model_name="auditlog",
+            name="legacy_action",
+            field=models.CharField(
+                blank=True, default="", help_text="AgentForge action name (login, create, ...).", max_length=40
+            ),
         ),
         migrations.AlterField(
-            model_name='auditlog',
-            name='object_pk',
-            field=models.CharField(blank=True, default='', max_length=255),
+            model_name="auditlog",
+            name="object_pk",
+            field=models.CharField(blank=True, default="", max_length=255),
         ),
         migrations.AlterField(
-            model_name='auditlog',
-            name='org',
-            field=models.ForeignKey(blank=True, db_column='org_id', db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='audit_logs', to='accounts.organization'),
+            model_name="auditlog",
+            name="org",
+            field=models.ForeignKey(
+                blank=True,
+                db_column="org_id",
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.DO_NOTHING,
+                related_name="audit_logs",
+                to="accounts.organization",
+            ),
         ),
         migrations.AddIndex(
-            model_name='auditlog',
-            index=models.Index(fields=['object_pk'], name='audit_logs_object_pk_idx'),
+            model_name="auditlog",
+            index=models.Index(fields=["object_pk"], name="audit_logs_object_pk_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditlog',
-            index=models.Index(fields=['cid'], name='audit_logs_cid_idx'),
+            model_name="auditlog",
+            index=models.Index(fields=["cid"], name="audit_logs_cid_idx"),
         ),
         migrations.AddIndex(
-            model_name='auditlog',
-            index=models.Index(fields=['legacy_action'], name='audit_logs_legacy_action_idx'),
+            model_name="auditlog",
+            index=models.Index(fields=["legacy_action"], name="audit_logs_legacy_action_idx"),
         ),
     ]

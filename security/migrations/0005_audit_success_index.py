@@ -5,17 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('contenttypes', '0002_remove_content_type_name'),
-        ('security', '0004_audit_purge_function'),
+        ("accounts", "0001_initial"),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("security", "0004_audit_purge_function"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='auditlog',
-            index=models.Index(fields=['success', 'timestamp'], name='audit_logs_success_idx'),
+            model_name="auditlog",
+            index=models.Index(fields=["success", "timestamp"], name="audit_logs_success_idx"),
         ),
     ]

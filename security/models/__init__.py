@@ -1,3 +1,4 @@
+from security.models.api_keys import APIKey, APIKeyManager, APIKeyQuerySet  # noqa: F401
 from security.models.audit import (  # noqa: F401
     AuditChainHead,
     AuditLog,
@@ -7,4 +8,3 @@ from security.models.audit import (  # noqa: F401
 )
 from security.models.events import SecurityEvent  # noqa: F401
 from security.models.identity import LDAPConfig, OAuthConfig  # noqa: F401
-from security.models.api_keys import APIKey, APIKeyManager, APIKeyQuerySet  # noqa: F401

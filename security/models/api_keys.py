@@ -36,7 +36,6 @@ from security.middleware import request_context
 from security.models.events import SecurityEvent
 from settings_app.models import org_setting_values
 
-
 KEY_PREFIX = "afk_"
 DEFAULT_EXPIRY_DAYS = 365
 _NOT_GIVEN = object()
@@ -64,7 +63,9 @@ def _split(plaintext: str):
 class APIKeyQuerySet(OrgScopedQuerySet):
     def active(self):
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
 
     def create_key(self, *, org=None, name: str, user=None, expires_at=_NOT_GIVEN, scopes=None, created_by=None):
         """Create a key; returns ``(api_key, plaintext)``. The plaintext is never stored.
@@ -191,7 +192,7 @@ def _find_by_prefix(alias: str, prefix: str, digest: str):
         for convert in functions:
             values[i] = convert(values[i], column, connection)
     key = APIKey.from_db(alias, attnames, values)
-    user_status, org_status = found[len(attnames):]
+    user_status, org_status = found[len(attnames) :]
     user_active = key.user_id is None or user_status in APIKey._meta.get_field("user").related_model.ACTIVE_STATUSES
     return key, user_active, org_status == _org_model().Status.ACTIVE
 

@@ -28,9 +28,7 @@ class AuditLogQuerySet(OrgScopedQuerySet):
         raise AuditLogImmutableError("audit log entries cannot be updated")
 
     def delete(self):
-        raise AuditLogImmutableError(
-            "audit log entries cannot be deleted (retention: security.audit.purge_expired)"
-        )
+        raise AuditLogImmutableError("audit log entries cannot be deleted (retention: security.audit.purge_expired)")
 
     delete.alters_data = True
     delete.queryset_only = True
@@ -42,7 +40,9 @@ class AuditLogQuerySet(OrgScopedQuerySet):
         """Insert entries hashed as they are written, each in its place in its chain."""
         from security.audit import bulk_append  # not at the top: security.audit imports these models
 
-        return bulk_append(objs, lambda entries: super(AuditLogQuerySet, self).bulk_create(entries, *args, **kwargs), self.db)
+        return bulk_append(
+            objs, lambda entries: super(AuditLogQuerySet, self).bulk_create(entries, *args, **kwargs), self.db
+        )
 
 
 class AuditLogManager(LogEntryManager.from_queryset(AuditLogQuerySet)):
@@ -187,9 +187,7 @@ class AuditLog(AbstractLogEntry):
                 return super()._save_table(raw, cls, force_insert, force_update, using, update_fields)
 
     def delete(self, *args, **kwargs):
-        raise AuditLogImmutableError(
-            "audit log entries cannot be deleted (retention: security.audit.purge_expired)"
-        )
+        raise AuditLogImmutableError("audit log entries cannot be deleted (retention: security.audit.purge_expired)")
 
 
 class AuditChainHead(models.Model):

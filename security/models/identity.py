@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.db import models
 
-from agentforge_core.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
 from accounts.models import AuthProvider
 from agentforge_core.fields import EncryptedTextField
+from agentforge_core.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
 
 
 class OAuthConfig(LegacyRecordModel, OrgOwnedModel, TimestampedModel):

@@ -3,79 +3,148 @@
 import django.db.models.deletion
 import django.db.models.manager
 import django.utils.timezone
-import agentforge_core.fields
 from django.conf import settings
 from django.db import migrations, models
 
+import agentforge_core.fields
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OrgSetting',
+            name="OrgSetting",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=191)),
-                ('value_type', models.CharField(choices=[('string', 'String'), ('integer', 'Integer'), ('float', 'Float'), ('boolean', 'Boolean'), ('json', 'Json'), ('secret', 'Secret')], default='string', max_length=10)),
-                ('value', models.JSONField(blank=True, null=True)),
-                ('is_secret', models.BooleanField(default=False)),
-                ('secret_value', agentforge_core.fields.EncryptedTextField(blank=True, null=True, scheme='aesgcm')),
-                ('description', models.TextField(blank=True, default='')),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('org', models.ForeignKey(db_column='org_id', on_delete=django.db.models.deletion.CASCADE, related_name='org_settings', to='accounts.organization')),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=191)),
+                (
+                    "value_type",
+                    models.CharField(
+                        choices=[
+                            ("string", "String"),
+                            ("integer", "Integer"),
+                            ("float", "Float"),
+                            ("boolean", "Boolean"),
+                            ("json", "Json"),
+                            ("secret", "Secret"),
+                        ],
+                        default="string",
+                        max_length=10,
+                    ),
+                ),
+                ("value", models.JSONField(blank=True, null=True)),
+                ("is_secret", models.BooleanField(default=False)),
+                ("secret_value", agentforge_core.fields.EncryptedTextField(blank=True, null=True, scheme="aesgcm")),
+                ("description", models.TextField(blank=True, default="")),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        db_column="org_id",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="org_settings",
+                        to="accounts.organization",
+                    ),
+                ),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'db_table': 'org_settings',
-                'ordering': ['org', 'key'],
-                'constraints': [models.UniqueConstraint(fields=('org', 'key'), name='org_settings_org_key_uniq')],
+                "db_table": "org_settings",
+                "ordering": ["org", "key"],
+                "constraints": [models.UniqueConstraint(fields=("org", "key"), name="org_settings_org_key_uniq")],
             },
         ),
         migrations.CreateModel(
-            name='SystemSetting',
+            name="SystemSetting",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=191)),
-                ('value_type', models.CharField(choices=[('string', 'String'), ('integer', 'Integer'), ('float', 'Float'), ('boolean', 'Boolean'), ('json', 'Json'), ('secret', 'Secret')], default='string', max_length=10)),
-                ('value', models.JSONField(blank=True, null=True)),
-                ('is_secret', models.BooleanField(default=False)),
-                ('secret_value', agentforge_core.fields.EncryptedTextField(blank=True, null=True, scheme='aesgcm')),
-                ('description', models.TextField(blank=True, default='')),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=191)),
+                (
+                    "value_type",
+                    models.CharField(
+                        choices=[
+                            ("string", "String"),
+                            ("integer", "Integer"),
+                            ("float", "Float"),
+                            ("boolean", "Boolean"),
+                            ("json", "Json"),
+                            ("secret", "Secret"),
+                        ],
+                        default="string",
+                        max_length=10,
+                    ),
+                ),
+                ("value", models.JSONField(blank=True, null=True)),
+                ("is_secret", models.BooleanField(default=False)),
+                ("secret_value", agentforge_core.fields.EncryptedTextField(blank=True, null=True, scheme="aesgcm")),
+                ("description", models.TextField(blank=True, default="")),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'db_table': 'system_settings',
-                'ordering': ['key'],
-                'constraints': [models.UniqueConstraint(fields=('key',), name='system_settings_key_uniq')],
+                "db_table": "system_settings",
+                "ordering": ["key"],
+                "constraints": [models.UniqueConstraint(fields=("key",), name="system_settings_key_uniq")],
             },
         ),
         migrations.CreateModel(
-            name='UserPreference',
+            name="UserPreference",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('timezone', models.CharField(default='UTC', max_length=64)),
-                ('language', models.CharField(default='en', max_length=16)),
-                ('custom_attributes', models.JSONField(blank=True, default=dict)),
-                ('preferences', models.JSONField(blank=True, default=dict, help_text='Free-form UI preferences.')),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('org', models.ForeignKey(db_column='org_id', on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.organization')),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='preferences', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("timezone", models.CharField(default="UTC", max_length=64)),
+                ("language", models.CharField(default="en", max_length=16)),
+                ("custom_attributes", models.JSONField(blank=True, default=dict)),
+                ("preferences", models.JSONField(blank=True, default=dict, help_text="Free-form UI preferences.")),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "org",
+                    models.ForeignKey(
+                        db_column="org_id",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="accounts.organization",
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="preferences",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'db_table': 'user_preferences',
-                'indexes': [models.Index(fields=['org', 'user'], name='user_preferenc_org_user')],
+                "db_table": "user_preferences",
+                "indexes": [models.Index(fields=["org", "user"], name="user_preferenc_org_user")],
             },
             managers=[
-                ('objects', django.db.models.manager.Manager()),
-                ('all_orgs', django.db.models.manager.Manager()),
+                ("objects", django.db.models.manager.Manager()),
+                ("all_orgs", django.db.models.manager.Manager()),
             ],
         ),
     ]

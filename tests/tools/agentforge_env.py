@@ -38,9 +38,15 @@ FILES = {
 
 def point_agentforge_at(checkout, data_dir, **extra):
     """Environment and import path for importing ``checkout``'s app against ``data_dir``."""
-    os.environ.update({
-        "DATA_PATH": data_dir, "UPLOAD_PATH": os.path.join(data_dir, "uploads"),
-        "DATABASE_URL": UNREACHABLE_DB, "DB_SSL_MODE": "disable", "DB_POOL_TIMEOUT": "2",
-        "JWT_SECRET_KEY": "agentforge-tools", **extra,
-    })
+    os.environ.update(
+        {
+            "DATA_PATH": data_dir,
+            "UPLOAD_PATH": os.path.join(data_dir, "uploads"),
+            "DATABASE_URL": UNREACHABLE_DB,
+            "DB_SSL_MODE": "disable",
+            "DB_POOL_TIMEOUT": "2",
+            "JWT_SECRET_KEY": "agentforge-tools",
+            **extra,
+        }
+    )
     sys.path.insert(0, os.path.abspath(checkout))

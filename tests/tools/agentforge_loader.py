@@ -29,8 +29,11 @@ from pathlib import Path
 from agentforge_env import FILES, point_agentforge_at
 
 # Files a loader keeps in a dict named after the file; audit logs (a list) are counted apart.
-DICT_FILES = {path: model for path, model in FILES.items()
-              if "#" not in path and path not in ("security/audit_logs.json", "settings.json")}
+DICT_FILES = {
+    path: model
+    for path, model in FILES.items()
+    if "#" not in path and path not in ("security/audit_logs.json", "settings.json")
+}
 
 
 def load_quietly(checkout, data_dir):
@@ -38,8 +41,9 @@ def load_quietly(checkout, data_dir):
     point_agentforge_at(checkout, data_dir)
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-        import core.security as security
         import api.main as app
+        import core.security as security
+
         app.app_state.load_from_disk()  # the app calls it in its startup hook, not on import
     return security, app, output.getvalue()
 
@@ -86,14 +90,17 @@ def report(checkout, data_dir, logins):
         if os.path.exists(audit_path):
             with open(audit_path, encoding="utf-8") as handle:
                 in_file = len(json.load(handle))
-            collections["security/audit_logs.json"] = {"in_file": in_file, "loaded": len(state.audit_logs),
-                                                       "skipped": {} if len(state.audit_logs) == in_file else
-                                                       {"count": in_file - len(state.audit_logs)}}
+            collections["security/audit_logs.json"] = {
+                "in_file": in_file,
+                "loaded": len(state.audit_logs),
+                "skipped": {} if len(state.audit_logs) == in_file else {"count": in_file - len(state.audit_logs)},
+            }
         passwords = {}
         for email, password in logins:
             user = next((u for u in state.users.values() if u.email.lower() == email.lower()), None)
-            passwords[email] = bool(user and user.password_hash
-                                    and security.PasswordService.verify_password(password, user.password_hash))
+            passwords[email] = bool(
+                user and user.password_hash and security.PasswordService.verify_password(password, user.password_hash)
+            )
     finally:
         os.chdir(cwd)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -53,8 +53,9 @@ def describe_model(model, models):
     for name, info in model.model_fields.items():
         shape = describe(info.annotation, models)
         shape["required"] = info.is_required()
-        shape["nullable"] = bool(shape.get("nullable")) or (not info.is_required() and info.default is None
-                                                              and info.default_factory is None)
+        shape["nullable"] = bool(shape.get("nullable")) or (
+            not info.is_required() and info.default is None and info.default_factory is None
+        )
         fields[name] = shape
     return {"fields": fields}
 
@@ -85,8 +86,13 @@ def main(argv):
     for pair in argv:
         label, checkout = pair.split("=", 1)
         with tempfile.TemporaryDirectory() as scratch:  # the app writes its defaults on import
-            answer = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", os.path.abspath(checkout)],
-                                    cwd=scratch, capture_output=True, text=True, check=True)
+            answer = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--one", os.path.abspath(checkout)],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         eras[label] = json.loads(answer.stdout)
     sys.stdout.write(render({"generated_by": "tests/tools/agentforge_shapes.py", "eras": eras}))
     return 0
@@ -96,7 +102,7 @@ def render(document):
     """JSON with one field per line, so a diff between two generations reads field by field."""
     lines = ["{", f'  "generated_by": {json.dumps(document["generated_by"])},', '  "eras": {']
     for e, (label, era) in enumerate(document["eras"].items()):
-        lines.append(f'    {json.dumps(label)}: {{')
+        lines.append(f"    {json.dumps(label)}: {{")
         lines.append(f'      "files": {json.dumps(era["files"], sort_keys=True)},')
         lines.append('      "models": {')
         for m, (name, model) in enumerate(era["models"].items()):
@@ -104,7 +110,7 @@ def render(document):
             fields = list(model["fields"].items())
             for f, (field, shape) in enumerate(fields):
                 comma = "," if f < len(fields) - 1 else ""
-                lines.append(f'          {json.dumps(field)}: {json.dumps(shape, sort_keys=True)}{comma}')
+                lines.append(f"          {json.dumps(field)}: {json.dumps(shape, sort_keys=True)}{comma}")
             lines.append("        }}" + ("," if m < len(era["models"]) - 1 else ""))
         lines.append("      }")
         lines.append("    }" + ("," if e < len(document["eras"]) - 1 else ""))

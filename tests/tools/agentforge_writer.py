@@ -100,26 +100,56 @@ class FakeInternet:
             inputs = json.loads(body or b"{}").get("input", [])
             count = len(inputs) if isinstance(inputs, list) else 1
             data = [{"object": "embedding", "index": i, "embedding": [0.01 * (i + 1)] * 8} for i in range(count)]
-            return httpx.Response(200, json={"object": "list", "data": data, "model": "stub",
-                                             "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+            return httpx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": data,
+                    "model": "stub",
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                },
+            )
         if "chat/completions" in path:
             return httpx.Response(200, json=chat_completion("Our travel policy caps hotels at 180 EUR a night."))
         if host == "api.anthropic.com":
-            return httpx.Response(200, json={
-                "id": "msg_stub", "type": "message", "role": "assistant", "model": "claude-stub",
-                "content": [{"type": "text", "text": "Stub answer."}], "stop_reason": "end_turn",
-                "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}})
+            return httpx.Response(
+                200,
+                json={
+                    "id": "msg_stub",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-stub",
+                    "content": [{"type": "text", "text": "Stub answer."}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 1, "output_tokens": 1},
+                },
+            )
         if host in ("oauth2.googleapis.com", "accounts.google.com") and method == "POST":
-            return httpx.Response(200, json={"access_token": "stub-google-access", "token_type": "Bearer",
-                                             "expires_in": 3599, "id_token": "stub"})
+            return httpx.Response(
+                200,
+                json={
+                    "access_token": "stub-google-access",
+                    "token_type": "Bearer",
+                    "expires_in": 3599,
+                    "id_token": "stub",
+                },
+            )
         if host in ("www.googleapis.com", "openidconnect.googleapis.com"):
             return httpx.Response(200, json=GOOGLE_USER)
         if host == "login.microsoftonline.com":
             return httpx.Response(200, json={"access_token": "stub-ms-access", "token_type": "Bearer"})
         if host == "graph.microsoft.com":
-            return httpx.Response(200, json={"id": "ms-0001", "mail": "mona.ms@contoso.example",
-                                             "givenName": "Mona", "surname": "Microsoft",
-                                             "displayName": "Mona Microsoft"})
+            return httpx.Response(
+                200,
+                json={
+                    "id": "ms-0001",
+                    "mail": "mona.ms@contoso.example",
+                    "givenName": "Mona",
+                    "surname": "Microsoft",
+                    "displayName": "Mona Microsoft",
+                },
+            )
         return httpx.Response(200, text=SCRAPED_HTML, headers={"content-type": "text/html; charset=utf-8"})
 
     def install(self):
@@ -151,9 +181,11 @@ class FakeInternet:
 
 def chat_completion(text):
     return {
-        "id": "chatcmpl-stub", "object": "chat.completion", "created": 1767225600, "model": "gpt-4o",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": text}}],
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
@@ -167,7 +199,7 @@ class Driver:
         self.state = sys.modules["core.security"].security_state
         self.failures = []
         self.app_token = None
-        self.users = {}      # email -> credentials record
+        self.users = {}  # email -> credentials record
         self.extra = {"organizations": {}, "invitations": {}, "tools": {}, "agents": {}}
 
     # -- plumbing ------------------------------------------------------------------------------------
@@ -253,32 +285,65 @@ class Driver:
         user_role = self.role_named("User", admin, ["agents:view", "agents:chat", "tools:view"])
         viewer_role = self.role_named("Viewer", admin, ["agents:view"])
 
-        self.call("PUT", "/api/security/settings", token=admin,
-                  json={"password_history_count": 3, "account_lockout_attempts": 5})
+        self.call(
+            "PUT",
+            "/api/security/settings",
+            token=admin,
+            json={"password_history_count": 3, "account_lockout_attempts": 5},
+        )
 
         # Roles with inheritance: Senior Agent <- Support Agent <- role_user
-        support = self.call("POST", "/api/security/roles", token=admin, json={
-            "name": "Support Agent", "description": "Front-line support",
-            "permissions": ["agents:view", "agents:chat", "tools:view", "kb:search"], "parent_id": user_role})
+        support = self.call(
+            "POST",
+            "/api/security/roles",
+            token=admin,
+            json={
+                "name": "Support Agent",
+                "description": "Front-line support",
+                "permissions": ["agents:view", "agents:chat", "tools:view", "kb:search"],
+                "parent_id": user_role,
+            },
+        )
         support_id = role_id(support)
-        senior = self.call("POST", "/api/security/roles", token=admin, json={
-            "name": "Senior Support Agent", "description": None,
-            "permissions": ["agents:edit", "tools:execute"], "parent_id": support_id})
+        senior = self.call(
+            "POST",
+            "/api/security/roles",
+            token=admin,
+            json={
+                "name": "Senior Support Agent",
+                "description": None,
+                "permissions": ["agents:edit", "tools:execute"],
+                "parent_id": support_id,
+            },
+        )
         senior_id = role_id(senior)
-        auditor = self.call("POST", "/api/security/roles", token=admin, json={
-            "name": "Auditor", "permissions": ["audit:view", "users:view"]})
+        auditor = self.call(
+            "POST",
+            "/api/security/roles",
+            token=admin,
+            json={"name": "Auditor", "permissions": ["audit:view", "users:view"]},
+        )
         auditor_id = role_id(auditor)
 
         # Departments (a tree) and their managers
         admin_id = self.security_user(admin_email).id
-        eng = self.call("POST", "/api/security/departments", token=admin, json={
-            "name": "Engineering", "description": "Builds the product", "manager_id": admin_id})
+        eng = self.call(
+            "POST",
+            "/api/security/departments",
+            token=admin,
+            json={"name": "Engineering", "description": "Builds the product", "manager_id": admin_id},
+        )
         eng_id = department_id(eng)
-        platform = self.call("POST", "/api/security/departments", token=admin, json={
-            "name": "Platform", "parent_id": eng_id})
+        platform = self.call(
+            "POST", "/api/security/departments", token=admin, json={"name": "Platform", "parent_id": eng_id}
+        )
         platform_id = department_id(platform)
-        support_dept = self.call("POST", "/api/security/departments", token=admin, json={
-            "name": "Customer Support", "description": "Caf\u00e9 & retail support desk"})
+        support_dept = self.call(
+            "POST",
+            "/api/security/departments",
+            token=admin,
+            json={"name": "Customer Support", "description": "Caf\u00e9 & retail support desk"},
+        )
         support_dept_id = department_id(support_dept)
 
         # Self-registered users: verified, and one who never verifies
@@ -294,39 +359,89 @@ class Driver:
         self.users["erin.unverified@acme.example"]["note"] = "registered, e-mail never verified"
 
         # Users an administrator creates: one active with a password, one sent a welcome e-mail
-        carol = self.call("POST", "/api/security/users", token=admin, json={
-            "email": "carol.creator@acme.example", "first_name": "Carol", "last_name": "Creator",
-            "password": "Carol^Temp-2026", "role_ids": [support_id or user_role],
-            "department_id": support_dept_id, "send_invitation": False})
+        carol = self.call(
+            "POST",
+            "/api/security/users",
+            token=admin,
+            json={
+                "email": "carol.creator@acme.example",
+                "first_name": "Carol",
+                "last_name": "Creator",
+                "password": "Carol^Temp-2026",
+                "role_ids": [support_id or user_role],
+                "department_id": support_dept_id,
+                "send_invitation": False,
+            },
+        )
         self.record("carol.creator@acme.example", "Carol^Temp-2026", note="created by an admin, must change password")
-        self.call("POST", "/api/security/users", token=admin, json={
-            "email": "dave.welcome@acme.example", "first_name": "Dave", "last_name": "Welcome",
-            "role_ids": [viewer_role], "department_id": platform_id, "send_invitation": True})
+        self.call(
+            "POST",
+            "/api/security/users",
+            token=admin,
+            json={
+                "email": "dave.welcome@acme.example",
+                "first_name": "Dave",
+                "last_name": "Welcome",
+                "role_ids": [viewer_role],
+                "department_id": platform_id,
+                "send_invitation": True,
+            },
+        )
         dave_password = self.welcome_password("dave.welcome@acme.example")
-        self.record("dave.welcome@acme.example", dave_password,
-                    note="created by an admin with a welcome e-mail (temporary password)")
+        self.record(
+            "dave.welcome@acme.example",
+            dave_password,
+            note="created by an admin with a welcome e-mail (temporary password)",
+        )
 
         # Group with members and roles
         bob_id = self.security_user("bob.builder@acme.example").id
         carol_id = (carol or {}).get("user", {}).get("id") or self.security_user("carol.creator@acme.example").id
-        self.call("POST", "/api/security/groups", token=admin, json={
-            "name": "On-call", "description": "Weekend rota", "user_ids": [bob_id, carol_id],
-            "role_ids": [senior_id] if senior_id else []})
-        self.call("POST", "/api/security/groups", token=admin, json={"name": "Auditors",
-                                                                     "role_ids": [auditor_id] if auditor_id else []})
+        self.call(
+            "POST",
+            "/api/security/groups",
+            token=admin,
+            json={
+                "name": "On-call",
+                "description": "Weekend rota",
+                "user_ids": [bob_id, carol_id],
+                "role_ids": [senior_id] if senior_id else [],
+            },
+        )
+        self.call(
+            "POST",
+            "/api/security/groups",
+            token=admin,
+            json={"name": "Auditors", "role_ids": [auditor_id] if auditor_id else []},
+        )
 
         # Admin edits: department, roles, profile fields
-        self.call("PUT", f"/api/security/users/{bob_id}", token=admin, json={
-            "department_id": eng_id, "role_ids": [user_role, senior_id] if senior_id else [user_role],
-            "job_title": "Site Reliability Engineer", "phone": "+44 20 7946 0000", "display_name": "Bob B."})
+        self.call(
+            "PUT",
+            f"/api/security/users/{bob_id}",
+            token=admin,
+            json={
+                "department_id": eng_id,
+                "role_ids": [user_role, senior_id] if senior_id else [user_role],
+                "job_title": "Site Reliability Engineer",
+                "phone": "+44 20 7946 0000",
+                "display_name": "Bob B.",
+            },
+        )
 
         # MFA: Bob enrols TOTP and keeps the backup codes; Ivan starts enrolling and never finishes
         bob = self.login("bob.builder@acme.example", "Bob!Builder-2026")
         enrol = self.call("POST", "/api/security/mfa/enable", token=bob, json={"method": "totp"}) or {}
         secret = enrol.get("secret") or self.security_user("bob.builder@acme.example").mfa.totp_secret
-        verified = self.call("POST", "/api/security/mfa/verify", token=bob, json={"code": pyotp.TOTP(secret).now()}) or {}
-        self.record("bob.builder@acme.example", "Bob!Builder-2026", totp_secret=secret,
-                    backup_codes=verified.get("backup_codes", []))
+        verified = (
+            self.call("POST", "/api/security/mfa/verify", token=bob, json={"code": pyotp.TOTP(secret).now()}) or {}
+        )
+        self.record(
+            "bob.builder@acme.example",
+            "Bob!Builder-2026",
+            totp_secret=secret,
+            backup_codes=verified.get("backup_codes", []),
+        )
         time.sleep(1)
         bob = self.login("bob.builder@acme.example", "Bob!Builder-2026", mfa_code=pyotp.TOTP(secret).now())
         ivan = self.login("ivan.ivanov@acme.example", "Ivan#Forge-77x")
@@ -335,15 +450,29 @@ class Driver:
 
         # Password change (Carol), forgotten password and reset (Ivan), failed sign-ins and lockout (Leo)
         carol_token = self.login("carol.creator@acme.example", "Carol^Temp-2026")
-        if self.call("POST", "/api/security/auth/change-password", token=carol_token, json={
-                "current_password": "Carol^Temp-2026", "new_password": "Carol*Changed-2027"}) is not None:
-            self.record("carol.creator@acme.example", "Carol*Changed-2027",
-                        previous_passwords=["Carol^Temp-2026"])
+        if (
+            self.call(
+                "POST",
+                "/api/security/auth/change-password",
+                token=carol_token,
+                json={"current_password": "Carol^Temp-2026", "new_password": "Carol*Changed-2027"},
+            )
+            is not None
+        ):
+            self.record("carol.creator@acme.example", "Carol*Changed-2027", previous_passwords=["Carol^Temp-2026"])
         self.call("POST", "/api/security/auth/forgot-password", json={"email": "ivan.ivanov@acme.example"})
-        reset_token = self.mail_token("ivan.ivanov@acme.example", r"token=([A-Za-z0-9_\-]+)") \
+        reset_token = (
+            self.mail_token("ivan.ivanov@acme.example", r"token=([A-Za-z0-9_\-]+)")
             or self.security_user("ivan.ivanov@acme.example").reset_password_token
-        if self.call("POST", "/api/security/auth/reset-password",
-                     json={"token": reset_token, "new_password": "Ivan@Reset-2027"}) is not None:
+        )
+        if (
+            self.call(
+                "POST",
+                "/api/security/auth/reset-password",
+                json={"token": reset_token, "new_password": "Ivan@Reset-2027"},
+            )
+            is not None
+        ):
             self.record("ivan.ivanov@acme.example", "Ivan@Reset-2027", previous_passwords=["Ivan#Forge-77x"])
         self.login("carol.creator@acme.example", "wrong-password", expect=(401,))
         for _ in range(5):
@@ -366,81 +495,183 @@ class Driver:
             ("grace.invited@acme.example", [viewer_role], None),
             ("henry.accepts@acme.example", [user_role], "Join us"),
         ]:
-            answer = self.call("POST", "/api/security/users/invite", token=admin, json={
-                "email": email, "role_ids": roles, "department_id": support_dept_id, "message": message})
+            answer = self.call(
+                "POST",
+                "/api/security/users/invite",
+                token=admin,
+                json={"email": email, "role_ids": roles, "department_id": support_dept_id, "message": message},
+            )
             if answer:
-                invitation = self.state.invitations[answer.get("invitation_id") or answer.get("invitation", {}).get("id")]
+                invitation = self.state.invitations[
+                    answer.get("invitation_id") or answer.get("invitation", {}).get("id")
+                ]
                 self.extra["invitations"][email] = {"id": invitation.id, "token": invitation.token}
         henry_token = self.extra["invitations"].get("henry.accepts@acme.example", {}).get("token")
         if henry_token:
-            accepted = self.call("POST", "/api/security/auth/accept-invitation", expect=(200, 404, 405), json={
-                "token": henry_token, "first_name": "Henry", "last_name": "Accepts", "password": "Henry+Joined-42"})
-            if accepted is None or "status" not in accepted and "user_id" not in accepted and "access_token" not in accepted:
-                self.register("henry.accepts@acme.example", "Henry+Joined-42", "Henry", "Accepts",
-                              invitation_token=henry_token)
+            accepted = self.call(
+                "POST",
+                "/api/security/auth/accept-invitation",
+                expect=(200, 404, 405),
+                json={
+                    "token": henry_token,
+                    "first_name": "Henry",
+                    "last_name": "Accepts",
+                    "password": "Henry+Joined-42",
+                },
+            )
+            if (
+                accepted is None
+                or "status" not in accepted
+                and "user_id" not in accepted
+                and "access_token" not in accepted
+            ):
+                self.register(
+                    "henry.accepts@acme.example", "Henry+Joined-42", "Henry", "Accepts", invitation_token=henry_token
+                )
                 if self.security_user("henry.accepts@acme.example").status.value == "pending":
                     self.verify_email("henry.accepts@acme.example")
             self.record("henry.accepts@acme.example", "Henry+Joined-42", note="joined through an invitation")
 
         # LDAP and OAuth configuration, then a Google sign-in (code exchange stubbed)
-        self.call("POST", "/api/security/ldap", token=admin, json={
-            "name": "Corporate AD", "server_url": "ldaps://ad.acme.example:636",
-            "bind_dn": "CN=svc-agentforge,OU=Service,DC=acme,DC=example", "bind_password": "LdapBind!Secret-1",
-            "base_dn": "DC=acme,DC=example", "use_ssl": True,
-            "attribute_mapping": {"email": "mail", "first_name": "givenName"},
-            "group_role_mapping": {"CN=Support,DC=acme,DC=example": support_id or user_role}})
-        self.call("POST", "/api/security/oauth/configure", token=admin, json={
-            "provider": "google", "client_id": "1234567890-fixture.apps.googleusercontent.com",
-            "client_secret": "GOCSPX-fixture-google-secret", "scopes": ["openid", "email", "profile"]})
-        self.call("POST", "/api/security/oauth/configure", token=admin, json={
-            "provider": "microsoft", "client_id": "00000000-0000-0000-0000-00000000f1c5",
-            "client_secret": "ms~fixture~secret", "tenant_id": "contoso.onmicrosoft.com", "enabled": False})
+        self.call(
+            "POST",
+            "/api/security/ldap",
+            token=admin,
+            json={
+                "name": "Corporate AD",
+                "server_url": "ldaps://ad.acme.example:636",
+                "bind_dn": "CN=svc-agentforge,OU=Service,DC=acme,DC=example",
+                "bind_password": "LdapBind!Secret-1",
+                "base_dn": "DC=acme,DC=example",
+                "use_ssl": True,
+                "attribute_mapping": {"email": "mail", "first_name": "givenName"},
+                "group_role_mapping": {"CN=Support,DC=acme,DC=example": support_id or user_role},
+            },
+        )
+        self.call(
+            "POST",
+            "/api/security/oauth/configure",
+            token=admin,
+            json={
+                "provider": "google",
+                "client_id": "1234567890-fixture.apps.googleusercontent.com",
+                "client_secret": "GOCSPX-fixture-google-secret",
+                "scopes": ["openid", "email", "profile"],
+            },
+        )
+        self.call(
+            "POST",
+            "/api/security/oauth/configure",
+            token=admin,
+            json={
+                "provider": "microsoft",
+                "client_id": "00000000-0000-0000-0000-00000000f1c5",
+                "client_secret": "ms~fixture~secret",
+                "tenant_id": "contoso.onmicrosoft.com",
+                "enabled": False,
+            },
+        )
         login = self.call("GET", "/api/security/oauth/google/login", params={"org_id": "org_default"}) or {}
         state = parse_qs(urlparse(login.get("auth_url", "")).query).get("state", [""])[0]
-        self.call("GET", "/api/security/oauth/google/callback", params={"code": "stub-code", "state": state},
-                  expect=(200, 302, 307), follow_redirects=False)
-        self.users["gina.google@gmail.com"] = {"password": None, "note": "Google sign-in, no password",
-                                              "external_id": GOOGLE_USER["id"]}
+        self.call(
+            "GET",
+            "/api/security/oauth/google/callback",
+            params={"code": "stub-code", "state": state},
+            expect=(200, 302, 307),
+            follow_redirects=False,
+        )
+        self.users["gina.google@gmail.com"] = {
+            "password": None,
+            "note": "Google sign-in, no password",
+            "external_id": GOOGLE_USER["id"],
+        }
 
         # A policy (ABAC)
-        self.call("POST", "/api/security/policies", token=admin, json={
-            "name": "Office hours only", "description": "Agents may chat during office hours",
-            "resource_type": "agent", "actions": ["chat"], "role_ids": [support_id] if support_id else [],
-            "rules": [{"conditions": [{"attribute": "time.hour", "operator": "gte", "value": 8}], "logic": "AND"}],
-            "effect": "allow", "priority": 50})
+        self.call(
+            "POST",
+            "/api/security/policies",
+            token=admin,
+            json={
+                "name": "Office hours only",
+                "description": "Agents may chat during office hours",
+                "resource_type": "agent",
+                "actions": ["chat"],
+                "role_ids": [support_id] if support_id else [],
+                "rules": [{"conditions": [{"attribute": "time.hour", "operator": "gte", "value": 8}], "logic": "AND"}],
+                "effect": "allow",
+                "priority": 50,
+            },
+        )
 
         # Tools of every type, documents, scraping
         tools = self.create_tools()
         self.extra["tools"] = {name: tool_id for name, tool_id in tools.items()}
         docs_tool = tools.get("Policies KB (documents)")
         if docs_tool:
-            for name, content in [("travel-policy.txt", TEXT_DOCUMENT.encode("utf-8")),
-                                  ("holiday-calendar.pdf", tiny_pdf("Office closed on 25 December."))]:
+            for name, content in [
+                ("travel-policy.txt", TEXT_DOCUMENT.encode("utf-8")),
+                ("holiday-calendar.pdf", tiny_pdf("Office closed on 25 December.")),
+            ]:
                 self.call("POST", f"/api/tools/{docs_tool}/documents", files={"file": (name, content)})
             self.wait_for_documents()
         site_tool = tools.get("Help Centre (website)")
         if site_tool:
-            self.call("POST", f"/api/tools/{site_tool}/scrape", json={"url": "https://help.acme.example/",
-                                                                     "recursive": False, "max_pages": 1})
+            self.call(
+                "POST",
+                f"/api/tools/{site_tool}/scrape",
+                json={"url": "https://help.acme.example/", "recursive": False, "max_pages": 1},
+            )
 
         # Tool, knowledge-base and database permissions (the endpoint never sets tool_name)
         api_tool = tools.get("Weather API")
         if api_tool:
-            self.call("POST", "/api/security/permissions/tools", token=admin, json={
-                "tool_id": api_tool, "role_ids": [support_id] if support_id else [user_role],
-                "can_edit": False, "rate_limit": 100, "allowed_hours_start": 8, "allowed_hours_end": 18})
-            self.call("POST", "/api/security/permissions/tools", token=admin, json={
-                "tool_id": api_tool, "user_ids": [bob_id], "can_delete": True})
+            self.call(
+                "POST",
+                "/api/security/permissions/tools",
+                token=admin,
+                json={
+                    "tool_id": api_tool,
+                    "role_ids": [support_id] if support_id else [user_role],
+                    "can_edit": False,
+                    "rate_limit": 100,
+                    "allowed_hours_start": 8,
+                    "allowed_hours_end": 18,
+                },
+            )
+            self.call(
+                "POST",
+                "/api/security/permissions/tools",
+                token=admin,
+                json={"tool_id": api_tool, "user_ids": [bob_id], "can_delete": True},
+            )
         if docs_tool:
-            self.call("POST", "/api/security/permissions/kb", token=admin, json={
-                "kb_id": docs_tool, "role_ids": [user_role], "can_download": True, "max_classification": "internal"})
+            self.call(
+                "POST",
+                "/api/security/permissions/kb",
+                token=admin,
+                json={
+                    "kb_id": docs_tool,
+                    "role_ids": [user_role],
+                    "can_download": True,
+                    "max_classification": "internal",
+                },
+            )
         db_tool = tools.get("Orders DB")
         if db_tool:
-            self.call("POST", "/api/security/permissions/db", token=admin, json={
-                "tool_id": db_tool, "role_ids": [auditor_id] if auditor_id else [viewer_role],
-                "allowed_tables": ["orders"], "denied_tables": ["payments"],
-                "column_permissions": {"orders": {"card_number": False}}, "row_filters": {"orders": "region = 'EU'"},
-                "max_rows_returned": 200})
+            self.call(
+                "POST",
+                "/api/security/permissions/db",
+                token=admin,
+                json={
+                    "tool_id": db_tool,
+                    "role_ids": [auditor_id] if auditor_id else [viewer_role],
+                    "allowed_tables": ["orders"],
+                    "denied_tables": ["payments"],
+                    "column_permissions": {"orders": {"card_number": False}},
+                    "row_filters": {"orders": "region = 'EU'"},
+                    "max_rows_returned": 200,
+                },
+            )
 
         # Agents with tools, chat conversations
         agents = self.create_agents(tools)
@@ -448,16 +679,22 @@ class Driver:
         if helper:
             conversation = self.chat(helper, "What is the hotel cap per night?", timezone="Europe/Paris")
             if conversation:
-                self.chat(helper, "And meals? \U0001F37D\uFE0F", conversation_id=conversation)
+                self.chat(helper, "And meals? \U0001f37d\ufe0f", conversation_id=conversation)
             self.chat(helper, "Hello")
         desk = agents.get("Support Desk")
         if desk:
             self.chat(desk, "When is support open?")
 
         # System settings and integrations (app level)
-        self.call("POST", "/api/settings/integrations", json={
-            "provider": "google", "clientId": "1234567890-fixture.apps.googleusercontent.com",
-            "clientSecret": "GOCSPX-fixture-google-secret"})
+        self.call(
+            "POST",
+            "/api/settings/integrations",
+            json={
+                "provider": "google",
+                "clientId": "1234567890-fixture.apps.googleusercontent.com",
+                "clientSecret": "GOCSPX-fixture-google-secret",
+            },
+        )
 
         # Second organization: no endpoint creates one, so it is added with AgentForge's own model
         self.second_organization()
@@ -488,7 +725,8 @@ class Driver:
         """The first super admin: the late era ships one, the first era has to be given one."""
         for user in self.state.users.values():
             if "role_super_admin" in user.role_ids or any(
-                    getattr(self.state.roles.get(r), "name", "") == "Super Admin" for r in user.role_ids):
+                getattr(self.state.roles.get(r), "name", "") == "Super Admin" for r in user.role_ids
+            ):
                 if user.email == "admin@agentforge.app":
                     self.record(user.email, "Admin@123", note="default super admin the app creates on first start")
                     return user.email, "Admin@123"
@@ -505,8 +743,11 @@ class Driver:
         """One chat turn through the endpoint the era's UI uses; returns the conversation id."""
         paths = {route.path for route in self.main.app.routes}
         if "/api/agents/{agent_id}/chat/stream" in paths:
-            response = self.client.post(f"/api/agents/{agent_id}/chat/stream", json={"message": message, **body},
-                                        headers={"Authorization": f"Bearer {self.app_token}"})
+            response = self.client.post(
+                f"/api/agents/{agent_id}/chat/stream",
+                json={"message": message, **body},
+                headers={"Authorization": f"Bearer {self.app_token}"},
+            )
             found = re.findall(r'"conversation_id":\s*"([0-9a-f-]{36})"', response.text)
             if response.status_code != 200 or '"type": "error"' in response.text:
                 self.failures.append(f"chat/stream {agent_id}: {response.status_code} {response.text[-300:]}")
@@ -518,8 +759,18 @@ class Driver:
         for role in self.state.roles.values():
             if role.name.lower() == name.lower():
                 return role.id
-        return role_id(self.call("POST", "/api/security/roles", token=admin, json={
-            "name": name, "description": f"{name} (created by the administrator)", "permissions": permissions}))
+        return role_id(
+            self.call(
+                "POST",
+                "/api/security/roles",
+                token=admin,
+                json={
+                    "name": name,
+                    "description": f"{name} (created by the administrator)",
+                    "permissions": permissions,
+                },
+            )
+        )
 
     def welcome_password(self, email):
         """The temporary password from the welcome e-mail (or from the answer when none was sent)."""
@@ -528,22 +779,54 @@ class Driver:
     def create_tools(self):
         # Every type the tool wizard of the UI offers (its formTypes list).
         specs = [
-            {"type": "api", "name": "Weather API", "description": "Current weather by city",
-             "api_config": {"base_url": "https://api.weather.example", "http_method": "GET",
-                            "endpoint_path": "/v1/current", "auth_type": "api_key",
-                            "auth_value": "wx-fixture-key-123", "api_key_name": "X-API-Key",
-                            "input_parameters": [{"name": "city", "type": "string", "description": "City",
-                                                  "required": True, "location": "query"}]}},
-            {"type": "knowledge", "name": "Policies KB (documents)", "description": "HR policies",
-             "config": {"chunk_size": 500, "chunk_overlap": 50, "top_k": 3}},
-            {"type": "website", "name": "Help Centre (website)", "description": "Public help pages",
-             "config": {"url": "https://help.acme.example/"}},
+            {
+                "type": "api",
+                "name": "Weather API",
+                "description": "Current weather by city",
+                "api_config": {
+                    "base_url": "https://api.weather.example",
+                    "http_method": "GET",
+                    "endpoint_path": "/v1/current",
+                    "auth_type": "api_key",
+                    "auth_value": "wx-fixture-key-123",
+                    "api_key_name": "X-API-Key",
+                    "input_parameters": [
+                        {"name": "city", "type": "string", "description": "City", "required": True, "location": "query"}
+                    ],
+                },
+            },
+            {
+                "type": "knowledge",
+                "name": "Policies KB (documents)",
+                "description": "HR policies",
+                "config": {"chunk_size": 500, "chunk_overlap": 50, "top_k": 3},
+            },
+            {
+                "type": "website",
+                "name": "Help Centre (website)",
+                "description": "Public help pages",
+                "config": {"url": "https://help.acme.example/"},
+            },
             {"type": "document", "name": "Contracts", "description": ""},
-            {"type": "database", "name": "Orders DB", "description": "Read-only orders replica",
-             "config": {"db_type": "postgresql", "host": "db.acme.example", "port": 5432, "database": "orders",
-                        "username": "reader", "password": "Db!Reader-Secret"}},
-            {"type": "email", "name": "Notify by e-mail", "description": "Sends notifications",
-             "config": {"provider": "sendgrid", "from_email": "noreply@acme.example"}},
+            {
+                "type": "database",
+                "name": "Orders DB",
+                "description": "Read-only orders replica",
+                "config": {
+                    "db_type": "postgresql",
+                    "host": "db.acme.example",
+                    "port": 5432,
+                    "database": "orders",
+                    "username": "reader",
+                    "password": "Db!Reader-Secret",
+                },
+            },
+            {
+                "type": "email",
+                "name": "Notify by e-mail",
+                "description": "Sends notifications",
+                "config": {"provider": "sendgrid", "from_email": "noreply@acme.example"},
+            },
             {"type": "webhook", "name": "Slack webhook", "config": {"url": "https://hooks.slack.example/T000"}},
             {"type": "spreadsheet", "name": "Price list", "config": {"sheet_id": "1AbCfixture", "range": "A1:D50"}},
             {"type": "slack", "name": "Slack bot", "config": {"bot_token": "xoxb-fixture", "channel": "#support"}},
@@ -573,16 +856,29 @@ class Driver:
     def create_agents(self, tools):
         created = {}
         for spec in [
-            {"name": "Travel Helper", "goal": "Answer questions about the travel policy",
-             "personality": {"tone": "friendly", "voice": "concise"},
-             "guardrails": {"antiHallucination": True, "avoidTopics": "politics\nsalaries", "maxLength": "short"},
-             "tasks": [{"name": "Answer policy questions", "description": "Use the KB",
-                        "instructions": ["Cite the policy section", {"text": "Ask for the city when unclear"}]}],
-             "tool_ids": [t for t in (tools.get("Policies KB (documents)"), tools.get("Weather API")) if t],
-             "model_id": "gpt-4o", "status": "published"},
-            {"name": "Support Desk", "goal": "Help customers with orders",
-             "tool_ids": [t for t in (tools.get("Help Centre (website)"), tools.get("Orders DB")) if t],
-             "model_id": "gpt-4o-mini", "status": "draft"},
+            {
+                "name": "Travel Helper",
+                "goal": "Answer questions about the travel policy",
+                "personality": {"tone": "friendly", "voice": "concise"},
+                "guardrails": {"antiHallucination": True, "avoidTopics": "politics\nsalaries", "maxLength": "short"},
+                "tasks": [
+                    {
+                        "name": "Answer policy questions",
+                        "description": "Use the KB",
+                        "instructions": ["Cite the policy section", {"text": "Ask for the city when unclear"}],
+                    }
+                ],
+                "tool_ids": [t for t in (tools.get("Policies KB (documents)"), tools.get("Weather API")) if t],
+                "model_id": "gpt-4o",
+                "status": "published",
+            },
+            {
+                "name": "Support Desk",
+                "goal": "Help customers with orders",
+                "tool_ids": [t for t in (tools.get("Help Centre (website)"), tools.get("Orders DB")) if t],
+                "model_id": "gpt-4o-mini",
+                "status": "draft",
+            },
         ]:
             answer = self.call("POST", "/api/agents", json=spec)
             agent_id = (answer or {}).get("agent_id") or (answer or {}).get("agent", {}).get("id")
@@ -590,8 +886,12 @@ class Driver:
                 created[spec["name"]] = agent_id
         if "Support Desk" in created:
             # The late era checks the owner in its database; without one it answers 403.
-            self.call("PUT", f"/api/agents/{created['Support Desk']}", expect=(200, 403),
-                      json={"icon": "\U0001F6E0\uFE0F", "status": "published"})
+            self.call(
+                "PUT",
+                f"/api/agents/{created['Support Desk']}",
+                expect=(200, 403),
+                json={"icon": "\U0001f6e0\ufe0f", "status": "published"},
+            )
         self.extra["agents"] = created
         return created
 
@@ -606,8 +906,13 @@ class Driver:
 
     def second_organization(self):
         models = sys.modules["core.security"]
-        org = models.Organization(name="Globex Corporation", slug="globex", domain="globex.example",
-                                  allowed_auth_providers=[models.AuthProvider.LOCAL], max_users=25)
+        org = models.Organization(
+            name="Globex Corporation",
+            slug="globex",
+            domain="globex.example",
+            allowed_auth_providers=[models.AuthProvider.LOCAL],
+            max_users=25,
+        )
         self.state.organizations[org.id] = org
         if hasattr(self.state, "get_settings"):
             self.state.get_settings(org.id)
@@ -621,10 +926,12 @@ class Driver:
 
 def with_client_address(app):
     """The app logs ``request.client.host``; this TestClient leaves it unset, uvicorn would not."""
+
     async def asgi(scope, receive, send):
         if scope["type"] in ("http", "websocket") and not scope.get("client"):
             scope = dict(scope, client=("127.0.0.1", 50000))
         await app(scope, receive, send)
+
     return asgi
 
 
@@ -652,9 +959,17 @@ def main(argv=None):
     os.makedirs(out_dir)
 
     scratch = tempfile.mkdtemp(prefix="agentforge-writer-")
-    point_agentforge_at(checkout, out_dir, JWT_SECRET_KEY=JWT_SECRET, SQLITE_PATH=os.path.join(scratch, "unused.db"),
-                        OPENAI_API_KEY="sk-stub-not-a-key", ANTHROPIC_API_KEY="stub", SENDGRID_API_KEY="SG.stub",
-                        BASE_URL="http://agentforge.test", APP_URL="http://agentforge.test")
+    point_agentforge_at(
+        checkout,
+        out_dir,
+        JWT_SECRET_KEY=JWT_SECRET,
+        SQLITE_PATH=os.path.join(scratch, "unused.db"),
+        OPENAI_API_KEY="sk-stub-not-a-key",
+        ANTHROPIC_API_KEY="stub",
+        SENDGRID_API_KEY="SG.stub",
+        BASE_URL="http://agentforge.test",
+        APP_URL="http://agentforge.test",
+    )
     os.chdir(scratch)  # relative defaults of the app ("data/…") land in the scratch dir, not the checkout
 
     internet = FakeInternet()

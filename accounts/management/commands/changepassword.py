@@ -39,8 +39,12 @@ class Command(ChangePasswordCommand):
                 raise CommandError(str(exc)) from None
         found = list(users[:10])
         if not found:
-            raise CommandError(f"user '{normalize_email_address(email)}' does not exist" + (f" in {org}" if org else ""))
+            raise CommandError(
+                f"user '{normalize_email_address(email)}' does not exist" + (f" in {org}" if org else "")
+            )
         if len(found) > 1:
             orgs = ", ".join(sorted(u.org.legacy_id or str(u.org_id) for u in found))
-            raise CommandError(f"'{normalize_email_address(email)}' is a user of several organizations ({orgs}): add --org")
+            raise CommandError(
+                f"'{normalize_email_address(email)}' is a user of several organizations ({orgs}): add --org"
+            )
         return found[0]

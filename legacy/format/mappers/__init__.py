@@ -45,8 +45,8 @@ from __future__ import annotations
 from django.utils.module_loading import import_string
 
 from legacy.format.collections import LEGACY_COLLECTIONS
-from legacy.format.mappers.legacy_records import LabMapper
 from legacy.format.mappers.base import ChildSet, Context, Mapped, Mapper, Row  # noqa: F401
+from legacy.format.mappers.legacy_records import LabMapper
 
 registry: dict[str, Mapper] = {
     name: import_string(collection.mapper)(collection) for name, collection in LEGACY_COLLECTIONS.items()

@@ -21,6 +21,7 @@ from accounts.models import (
     UserRole,
     normalize_email_address,
 )
+from agentforge_core.crypto import sha256_hex
 from agentforge_core.models import legacy_uuid
 from legacy.format import passwords
 from legacy.format.mappers.base import (
@@ -51,7 +52,6 @@ from legacy.format.mappers.common import (
     set_timestamps,
     split_refs,
 )
-from agentforge_core.crypto import sha256_hex
 from security.models import LDAPConfig
 from settings_app.models import UserPreference
 
@@ -60,17 +60,29 @@ PROVIDERS = choices_of(AuthProvider)
 
 # --- organizations ---------------------------------------------------------------------------
 
+
 class OrganizationMapper(Mapper):
     model = Organization
-    DEFAULTS = {"directory_source": "internal", "hr_api_config": None, "max_users": 100, "max_agents": 50,
-                "max_tools": 100, "status": "active", "require_mfa": False, "settings": {}, "allowed_auth_providers": [],
-                "allowed_email_domains": []}
+    DEFAULTS = {
+        "directory_source": "internal",
+        "hr_api_config": None,
+        "max_users": 100,
+        "max_agents": 50,
+        "max_tools": 100,
+        "status": "active",
+        "require_mfa": False,
+        "settings": {},
+        "allowed_auth_providers": [],
+        "allowed_email_domains": [],
+    }
 
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         name = rec.str("name", max_length=255)
         v = {
-            "id": self.pk(lid), "legacy_id": lid, "name": name,
+            "id": self.pk(lid),
+            "legacy_id": lid,
+            "name": name,
             "slug": rec.str("slug", None, null=True, max_length=100),
             "domain": rec.str("domain", None, null=True, max_length=255),
             "logo_url": rec.str("logo_url", None, null=True),
@@ -83,7 +95,8 @@ class OrganizationMapper(Mapper):
             "microsoft_client_id": rec.str("microsoft_client_id", None, null=True, max_length=255),
             "microsoft_client_secret": rec.str("microsoft_client_secret", None, null=True),
             "microsoft_tenant_id": rec.str("microsoft_tenant_id", None, null=True, max_length=255),
-            "max_users": rec.int("max_users", 100), "max_agents": rec.int("max_agents", 50),
+            "max_users": rec.int("max_users", 100),
+            "max_agents": rec.int("max_agents", 50),
             "max_tools": rec.int("max_tools", 100),
             "status": rec.enum("status", Organization.Status.choices, "active"),
             "directory_source": rec.enum("directory_source", Organization.DirectorySource.choices, "internal"),
@@ -91,9 +104,11 @@ class OrganizationMapper(Mapper):
         }
         for provider in v["allowed_auth_providers"]:
             if provider not in PROVIDERS:
-                rec.fail("allowed_auth_providers", f"unknown value {provider!r} (expected one of {', '.join(PROVIDERS)})")
+                rec.fail(
+                    "allowed_auth_providers", f"unknown value {provider!r} (expected one of {', '.join(PROVIDERS)})"
+                )
         if v["slug"] is None:
-            v["slug"] = (slugify(name)[:100] or lid[:100])
+            v["slug"] = slugify(name)[:100] or lid[:100]
         set_timestamps(rec, v, "created_at", "updated_at")
         dangling = {}
         ldap_id = rec.str("ldap_config_id", None, null=True)
@@ -107,7 +122,9 @@ class OrganizationMapper(Mapper):
     def export_queryset(self):
         # The organization's directory, read with all organizations at once (not one query each).
         directories = LDAPConfig.all_orgs.filter(is_org_directory=True).order_by(*(LDAPConfig._meta.ordering or ["pk"]))
-        return super().export_queryset().prefetch_related(Prefetch("ldap_configs", directories, to_attr="org_directories"))
+        return (
+            super().export_queryset().prefetch_related(Prefetch("ldap_configs", directories, to_attr="org_directories"))
+        )
 
     def to_legacy(self, org, ctx=None):
         ctx = ctx or Context()
@@ -115,20 +132,36 @@ class OrganizationMapper(Mapper):
         if hasattr(org, "org_directories"):
             ldap = next(((cfg.legacy_id, cfg.pk) for cfg in org.org_directories), None)
         else:
-            ldap = LDAPConfig.all_orgs.filter(org_id=org.pk, is_org_directory=True).values_list("legacy_id", "pk").first()
+            ldap = (
+                LDAPConfig.all_orgs.filter(org_id=org.pk, is_org_directory=True).values_list("legacy_id", "pk").first()
+            )
         ldap_id = (extra.get(DANGLING) or {}).get("ldap_config_id")
         if ldap is not None:
             ldap_id = ldap[0] or str(ldap[1])
         out = {
-            "id": org.legacy_id or str(org.pk), "name": org.name, "slug": org.slug, "domain": org.domain,
-            "logo_url": org.logo_url, "settings": org.settings, "allowed_auth_providers": org.allowed_auth_providers,
-            "require_mfa": org.require_mfa, "allowed_email_domains": org.allowed_email_domains,
-            "google_client_id": org.google_client_id, "google_client_secret": org.google_client_secret,
-            "microsoft_client_id": org.microsoft_client_id, "microsoft_client_secret": org.microsoft_client_secret,
-            "microsoft_tenant_id": org.microsoft_tenant_id, "ldap_config_id": ldap_id,
-            "max_users": org.max_users, "max_agents": org.max_agents, "max_tools": org.max_tools,
-            "status": org.status, "created_at": ts_out(org.created_at), "updated_at": ts_out(org.updated_at),
-            "directory_source": org.directory_source, "hr_api_config": org.hr_api_config,
+            "id": org.legacy_id or str(org.pk),
+            "name": org.name,
+            "slug": org.slug,
+            "domain": org.domain,
+            "logo_url": org.logo_url,
+            "settings": org.settings,
+            "allowed_auth_providers": org.allowed_auth_providers,
+            "require_mfa": org.require_mfa,
+            "allowed_email_domains": org.allowed_email_domains,
+            "google_client_id": org.google_client_id,
+            "google_client_secret": org.google_client_secret,
+            "microsoft_client_id": org.microsoft_client_id,
+            "microsoft_client_secret": org.microsoft_client_secret,
+            "microsoft_tenant_id": org.microsoft_tenant_id,
+            "ldap_config_id": ldap_id,
+            "max_users": org.max_users,
+            "max_agents": org.max_agents,
+            "max_tools": org.max_tools,
+            "status": org.status,
+            "created_at": ts_out(org.created_at),
+            "updated_at": ts_out(org.updated_at),
+            "directory_source": org.directory_source,
+            "hr_api_config": org.hr_api_config,
         }
         out.update(extra_items(extra))
         return omit_missing(out, extra, self.DEFAULTS)
@@ -138,34 +171,64 @@ def default_organization_record(now) -> dict:
     """``org_default`` as AgentForge's SecurityState creates it on first start (both eras: the
     fields of its first Organization model, with their defaults)."""
     stamp = ts_out(now)
-    return {"id": "org_default", "name": "Default Organization", "slug": "default", "domain": None, "logo_url": None,
-            "settings": {}, "allowed_auth_providers": ["local", "google", "microsoft"], "require_mfa": False,
-            "allowed_email_domains": [], "google_client_id": None, "google_client_secret": None,
-            "microsoft_client_id": None, "microsoft_client_secret": None, "microsoft_tenant_id": None,
-            "ldap_config_id": None, "max_users": 100, "max_agents": 50, "max_tools": 100, "status": "active",
-            "created_at": stamp, "updated_at": stamp}
+    return {
+        "id": "org_default",
+        "name": "Default Organization",
+        "slug": "default",
+        "domain": None,
+        "logo_url": None,
+        "settings": {},
+        "allowed_auth_providers": ["local", "google", "microsoft"],
+        "require_mfa": False,
+        "allowed_email_domains": [],
+        "google_client_id": None,
+        "google_client_secret": None,
+        "microsoft_client_id": None,
+        "microsoft_client_secret": None,
+        "microsoft_tenant_id": None,
+        "ldap_config_id": None,
+        "max_users": 100,
+        "max_agents": 50,
+        "max_tools": 100,
+        "status": "active",
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
 
 
 # --- roles -------------------------------------------------------------------------------------
 
+
 class RoleMapper(Mapper):
     model = Role
     satellites = (("role_permissions", RolePermission),)
-    DEFAULTS = {"level": 100, "is_system": False, "permissions": [], "parent_id": None, "created_by": None,
-                "description": None}
+    DEFAULTS = {
+        "level": 100,
+        "is_system": False,
+        "permissions": [],
+        "parent_id": None,
+        "created_by": None,
+        "description": None,
+    }
 
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
         org_id = security_file_org(rec, ctx)
         v = {
-            "id": self.pk(lid), "legacy_id": lid, "org_id": org_id,
+            "id": self.pk(lid),
+            "legacy_id": lid,
+            "org_id": org_id,
             "name": rec.str("name", max_length=255),
             "description": rec.str("description", None, null=True),
             "level": rec.int("level", 100),
             "is_system": rec.bool("is_system", False),
-            "parent_id": ref_or_keep(ctx, Role, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where),
-            "created_by_id": ref_or_keep(ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where),
+            "parent_id": ref_or_keep(
+                ctx, Role, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where
+            ),
+            "created_by_id": ref_or_keep(
+                ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where
+            ),
         }
         set_timestamps(rec, v, "created_at", "updated_at")
         perms = rec.list("permissions", [], of=str)
@@ -173,11 +236,15 @@ class RoleMapper(Mapper):
         lists = {"permissions": perms} if codes != sorted(codes) or len(codes) != len(perms) else None
         v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None, LISTS: lists})
         mapped.rows.append(Row(Role, v))
-        mapped.children.append(ChildSet(
-            RolePermission, "role_id", v["id"],
-            [{"org_id": org_id, "role_id": v["id"], "permission_id": ctx.permission_id(code)} for code in codes],
-            ("permission_id",),
-        ))
+        mapped.children.append(
+            ChildSet(
+                RolePermission,
+                "role_id",
+                v["id"],
+                [{"org_id": org_id, "role_id": v["id"], "permission_id": ctx.permission_id(code)} for code in codes],
+                ("permission_id",),
+            )
+        )
         return mapped
 
     def export_queryset(self):
@@ -191,16 +258,24 @@ class RoleMapper(Mapper):
         if hasattr(role, "grants"):  # prefetched with every role (export_queryset)
             codes = sorted(grant.permission.codename for grant in role.grants)
         else:
-            codes = sorted(RolePermission.all_orgs.filter(role_id=role.pk).values_list("permission__codename", flat=True))
+            codes = sorted(
+                RolePermission.all_orgs.filter(role_id=role.pk).values_list("permission__codename", flat=True)
+            )
         original = (extra.get(LISTS) or {}).get("permissions")
         out = {
-            "id": role.legacy_id or str(role.pk), "org_id": org_legacy_id(ctx, role), "name": role.name,
+            "id": role.legacy_id or str(role.pk),
+            "org_id": org_legacy_id(ctx, role),
+            "name": role.name,
             "description": role.description,
             "permissions": original_or_current(original, set(original or ()), codes),
             "parent_id": ctx.legacy_id_of(Role, role.parent_id) if role.parent_id else dangling.get("parent_id"),
-            "level": role.level, "is_system": role.is_system,
-            "created_at": ts_out(role.created_at), "updated_at": ts_out(role.updated_at),
-            "created_by": ctx.legacy_id_of(User, role.created_by_id) if role.created_by_id else dangling.get("created_by"),
+            "level": role.level,
+            "is_system": role.is_system,
+            "created_at": ts_out(role.created_at),
+            "updated_at": ts_out(role.updated_at),
+            "created_by": ctx.legacy_id_of(User, role.created_by_id)
+            if role.created_by_id
+            else dangling.get("created_by"),
         }
         out.update(extra_items(extra))
         return omit_missing(out, extra, self.DEFAULTS)
@@ -221,6 +296,7 @@ def permission_codes(data) -> set[str]:
 
 # --- departments --------------------------------------------------------------------------------
 
+
 class DepartmentMapper(Mapper):
     model = Department
     DEFAULTS = {"description": None, "parent_id": None, "manager_id": None}
@@ -229,11 +305,17 @@ class DepartmentMapper(Mapper):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
         v = {
-            "id": self.pk(lid), "legacy_id": lid, "org_id": security_file_org(rec, ctx),
+            "id": self.pk(lid),
+            "legacy_id": lid,
+            "org_id": security_file_org(rec, ctx),
             "name": rec.str("name", max_length=255),
             "description": rec.str("description", None, null=True),
-            "parent_id": ref_or_keep(ctx, Department, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where),
-            "manager_id": ref_or_keep(ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where),
+            "parent_id": ref_or_keep(
+                ctx, Department, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where
+            ),
+            "manager_id": ref_or_keep(
+                ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where
+            ),
         }
         return finish_row(rec, v, Department, mapped, dangling)
 
@@ -242,17 +324,21 @@ class DepartmentMapper(Mapper):
         extra = dept.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
         out = {
-            "id": dept.legacy_id or str(dept.pk), "org_id": org_legacy_id(ctx, dept), "name": dept.name,
+            "id": dept.legacy_id or str(dept.pk),
+            "org_id": org_legacy_id(ctx, dept),
+            "name": dept.name,
             "description": dept.description,
             "parent_id": ctx.legacy_id_of(Department, dept.parent_id) if dept.parent_id else dangling.get("parent_id"),
             "manager_id": ctx.legacy_id_of(User, dept.manager_id) if dept.manager_id else dangling.get("manager_id"),
-            "created_at": ts_out(dept.created_at), "updated_at": ts_out(dept.updated_at),
+            "created_at": ts_out(dept.created_at),
+            "updated_at": ts_out(dept.updated_at),
         }
         out.update(extra_items(extra))
         return omit_missing(out, extra, self.DEFAULTS)
 
 
 # --- users ---------------------------------------------------------------------------------------
+
 
 def _hash_in(value, salts: set):
     """A legacy hash → Django form; an unusable one is kept verbatim (never matches)."""
@@ -269,21 +355,70 @@ def _hash_out(value, salts) -> str:
     return passwords.to_legacy(value, salts) or value
 
 
-PROFILE_USER_FIELDS = {"first_name": 150, "last_name": 150, "display_name": 255, "avatar_url": None, "phone": 50,
-                       "job_title": 255, "location": 255, "bio": None}
-USER_DEFAULTS = {"has_admin_access": False, "has_enduser_access": True, "manager_id": None, "employee_id": None,
-                 "direct_permissions": [], "group_ids": [], "role_ids": [], "password_history": [],
-                 "failed_login_attempts": 0, "must_change_password": False, "created_by": None, "last_login_ip": None,
-                 "external_id": None, "department_id": None, "verification_token": None,
-                 "verification_token_expires": None, "reset_password_token": None, "reset_password_expires": None,
-                 "locked_until": None, "password_changed_at": None, "last_login": None, "last_active": None,
-                 "status": "active", "email_verified": False, "auth_provider": "local"}
-MFA_DEFAULTS = {"enabled": False, "methods": [], "totp_secret": None, "totp_verified": False, "backup_codes": [],
-                "backup_codes_generated_at": None, "phone_number": None, "phone_verified": False, "email_code": None,
-                "email_code_expires": None, "sms_code": None, "sms_code_expires": None, "last_used": None,
-                "recovery_email": None}
-PROFILE_DEFAULTS = {"display_name": None, "avatar_url": None, "phone": None, "job_title": None, "location": None,
-                    "bio": None, "timezone": "UTC", "language": "en", "custom_attributes": {}}
+PROFILE_USER_FIELDS = {
+    "first_name": 150,
+    "last_name": 150,
+    "display_name": 255,
+    "avatar_url": None,
+    "phone": 50,
+    "job_title": 255,
+    "location": 255,
+    "bio": None,
+}
+USER_DEFAULTS = {
+    "has_admin_access": False,
+    "has_enduser_access": True,
+    "manager_id": None,
+    "employee_id": None,
+    "direct_permissions": [],
+    "group_ids": [],
+    "role_ids": [],
+    "password_history": [],
+    "failed_login_attempts": 0,
+    "must_change_password": False,
+    "created_by": None,
+    "last_login_ip": None,
+    "external_id": None,
+    "department_id": None,
+    "verification_token": None,
+    "verification_token_expires": None,
+    "reset_password_token": None,
+    "reset_password_expires": None,
+    "locked_until": None,
+    "password_changed_at": None,
+    "last_login": None,
+    "last_active": None,
+    "status": "active",
+    "email_verified": False,
+    "auth_provider": "local",
+}
+MFA_DEFAULTS = {
+    "enabled": False,
+    "methods": [],
+    "totp_secret": None,
+    "totp_verified": False,
+    "backup_codes": [],
+    "backup_codes_generated_at": None,
+    "phone_number": None,
+    "phone_verified": False,
+    "email_code": None,
+    "email_code_expires": None,
+    "sms_code": None,
+    "sms_code_expires": None,
+    "last_used": None,
+    "recovery_email": None,
+}
+PROFILE_DEFAULTS = {
+    "display_name": None,
+    "avatar_url": None,
+    "phone": None,
+    "job_title": None,
+    "location": None,
+    "bio": None,
+    "timezone": "UTC",
+    "language": "en",
+    "custom_attributes": {},
+}
 SALTS = "__two_part_salts__"
 RAW_PASSWORD = "__password_hash__"
 PROFILE = "__profile__"
@@ -292,8 +427,12 @@ MFA = "__mfa__"
 
 class UserMapper(Mapper):
     model = User
-    satellites = (("mfa_settings", MFASettings), ("user_preferences", "settings_app.UserPreference"), ("user_roles", UserRole),
-                  ("password_history", PasswordHistory))
+    satellites = (
+        ("mfa_settings", MFASettings),
+        ("user_preferences", "settings_app.UserPreference"),
+        ("user_roles", UserRole),
+        ("password_history", PasswordHistory),
+    )
 
     def map_record(self, record, ctx):
         """One user → its User row, MFA settings, preferences, ordered roles and password history.
@@ -312,9 +451,21 @@ class UserMapper(Mapper):
         v["external_id"] = rec.str("external_id", None, null=True, max_length=255)
         name_columns, preferences = self._profile(rec, record, bookkeeping)
         v.update(name_columns)
-        v["department_id"] = ref_or_keep(ctx, Department, rec.str("department_id", None, null=True), "department_id", dangling, mapped.warnings, where)
-        v["manager_id"] = ref_or_keep(ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where)
-        v["created_by_id"] = ref_or_keep(ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where)
+        v["department_id"] = ref_or_keep(
+            ctx,
+            Department,
+            rec.str("department_id", None, null=True),
+            "department_id",
+            dangling,
+            mapped.warnings,
+            where,
+        )
+        v["manager_id"] = ref_or_keep(
+            ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where
+        )
+        v["created_by_id"] = ref_or_keep(
+            ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where
+        )
         v["employee_id"] = rec.str("employee_id", None, null=True, max_length=100)
         v["direct_permissions"] = rec.list("direct_permissions", [], of=str)
         v["status"] = rec.enum("status", User.Status.choices, "active")
@@ -334,7 +485,9 @@ class UserMapper(Mapper):
         v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None}, **bookkeeping)
         mapped.rows.append(Row(User, v))
         mapped.rows.append(Row(MFASettings, mfa))
-        mapped.rows.append(Row(UserPreference, {"org_id": org_id, "user_id": pk, **preferences}, key_fields=("user_id",)))
+        mapped.rows.append(
+            Row(UserPreference, {"org_id": org_id, "user_id": pk, **preferences}, key_fields=("user_id",))
+        )
         mapped.children.append(ChildSet(UserRole, "user_id", pk, role_links, ("role_id", "position")))
         mapped.children.append(ChildSet(PasswordHistory, "user_id", pk, history_rows, ("password_hash", "position")))
         return mapped
@@ -457,15 +610,21 @@ class UserMapper(Mapper):
     @staticmethod
     def _password_history(rec: Rec, pk, org_id, salts: set) -> list:
         """``password_history`` (oldest first) → password_history rows in Django's hash form."""
-        return [{"org_id": org_id, "user_id": pk, "password_hash": _hash_in(entry, salts)[0], "position": position}
-                for position, entry in enumerate(rec.list("password_history", [], of=str))]
+        return [
+            {"org_id": org_id, "user_id": pk, "password_hash": _hash_in(entry, salts)[0], "position": position}
+            for position, entry in enumerate(rec.list("password_history", [], of=str))
+        ]
 
-    def _mfa(self, rec: Rec, record: dict, lid: str, pk, org_id, now, salts: set, bookkeeping: dict, mapped: Mapped) -> dict:
+    def _mfa(
+        self, rec: Rec, record: dict, lid: str, pk, org_id, now, salts: set, bookkeeping: dict, mapped: Mapped
+    ) -> dict:
         """``mfa`` → the MFA settings row: backup codes in Django's hash form, one-time codes
         kept as SHA-256 while still valid."""
         mfa_rec = Rec(rec.dict("mfa", {}), "mfa.")
         mfa = {
-            "id": legacy_uuid("mfa_settings", lid), "org_id": org_id, "user_id": pk,
+            "id": legacy_uuid("mfa_settings", lid),
+            "org_id": org_id,
+            "user_id": pk,
             "enabled": mfa_rec.bool("enabled", False),
             "methods": mfa_rec.list("methods", [], of=str),
             "totp_secret": mfa_rec.str("totp_secret", None, null=True),
@@ -497,7 +656,8 @@ class UserMapper(Mapper):
     def export_queryset(self):
         # Everything to_legacy reads of a user, for all users in a fixed number of queries.
         return (
-            super().export_queryset()
+            super()
+            .export_queryset()
             .select_related("preferences", "mfa")
             .prefetch_related(
                 Prefetch("user_roles", UserRole.all_orgs.order_by("position"), to_attr="role_links"),
@@ -516,15 +676,24 @@ class UserMapper(Mapper):
         if hasattr(user, "role_links"):
             prefs = getattr(user, "preferences", None) if hasattr(user, "preferences") else None
             mfa = user.mfa if hasattr(user, "mfa") else None
-            return (prefs, mfa, [link.role_id for link in user.role_links], [link.group for link in user.group_links],
-                    [entry.password_hash for entry in user.history_rows])
+            return (
+                prefs,
+                mfa,
+                [link.role_id for link in user.role_links],
+                [link.group for link in user.group_links],
+                [entry.password_hash for entry in user.history_rows],
+            )
         groups = list(Group.all_orgs.filter(memberships__user_id=user.pk).order_by("created_at", "legacy_id"))
         return (
             UserPreference.all_orgs.filter(user_id=user.pk).first(),
             MFASettings.all_orgs.filter(user_id=user.pk).first(),
             list(UserRole.all_orgs.filter(user_id=user.pk).order_by("position").values_list("role_id", flat=True)),
             groups,
-            list(PasswordHistory.all_orgs.filter(user_id=user.pk).order_by("position").values_list("password_hash", flat=True)),
+            list(
+                PasswordHistory.all_orgs.filter(user_id=user.pk)
+                .order_by("position")
+                .values_list("password_hash", flat=True)
+            ),
         )
 
     def to_legacy(self, user, ctx=None):
@@ -537,11 +706,19 @@ class UserMapper(Mapper):
         else:
             password_hash = _hash_out(user.password, salts)
         prefs, mfa_row, roles, groups, hashes = self._related(user)
-        profile = {"first_name": user.first_name, "last_name": user.last_name, "display_name": user.display_name,
-                   "avatar_url": user.avatar_url, "phone": user.phone,
-                   "timezone": prefs.timezone if prefs else "UTC", "language": prefs.language if prefs else "en",
-                   "job_title": user.job_title, "location": user.location, "bio": user.bio,
-                   "custom_attributes": prefs.custom_attributes if prefs else {}}
+        profile = {
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "display_name": user.display_name,
+            "avatar_url": user.avatar_url,
+            "phone": user.phone,
+            "timezone": prefs.timezone if prefs else "UTC",
+            "language": prefs.language if prefs else "en",
+            "job_title": user.job_title,
+            "location": user.location,
+            "bio": user.bio,
+            "custom_attributes": prefs.custom_attributes if prefs else {},
+        }
         profile_book = extra.get(PROFILE) or {}
         profile.update(extra_items(profile_book))
         omit_missing(profile, profile_book, PROFILE_DEFAULTS)
@@ -549,14 +726,22 @@ class UserMapper(Mapper):
         mfa_book = extra.get(MFA) or {}
         mfa = {}
         if mfa_row is not None:
-            mfa = {"enabled": mfa_row.enabled, "methods": mfa_row.methods, "totp_secret": mfa_row.totp_secret,
-                   "totp_verified": mfa_row.totp_verified,
-                   "backup_codes": [_hash_out(code, salts) for code in mfa_row.backup_codes],
-                   "backup_codes_generated_at": ts_out(mfa_row.backup_codes_generated_at),
-                   "phone_number": mfa_row.phone_number, "phone_verified": mfa_row.phone_verified,
-                   "email_code": None, "email_code_expires": ts_out(mfa_row.email_code_expires),
-                   "sms_code": None, "sms_code_expires": ts_out(mfa_row.sms_code_expires),
-                   "last_used": ts_out(mfa_row.last_used), "recovery_email": mfa_row.recovery_email}
+            mfa = {
+                "enabled": mfa_row.enabled,
+                "methods": mfa_row.methods,
+                "totp_secret": mfa_row.totp_secret,
+                "totp_verified": mfa_row.totp_verified,
+                "backup_codes": [_hash_out(code, salts) for code in mfa_row.backup_codes],
+                "backup_codes_generated_at": ts_out(mfa_row.backup_codes_generated_at),
+                "phone_number": mfa_row.phone_number,
+                "phone_verified": mfa_row.phone_verified,
+                "email_code": None,
+                "email_code_expires": ts_out(mfa_row.email_code_expires),
+                "sms_code": None,
+                "sms_code_expires": ts_out(mfa_row.sms_code_expires),
+                "last_used": ts_out(mfa_row.last_used),
+                "recovery_email": mfa_row.recovery_email,
+            }
             mfa.update(extra_items(mfa_book))
             omit_missing(mfa, mfa_book, MFA_DEFAULTS)
 
@@ -577,21 +762,41 @@ class UserMapper(Mapper):
         history = [_hash_out(h, salts) for h in hashes]
 
         out = {
-            "id": user.legacy_id or str(user.pk), "org_id": org_legacy_id(ctx, user), "email": user.email,
-            "password_hash": password_hash, "auth_provider": user.auth_provider, "external_id": user.external_id,
-            "profile": profile, "mfa": mfa,
-            "department_id": ctx.legacy_id_of(Department, user.department_id) if user.department_id else dangling.get("department_id"),
-            "group_ids": group_ids, "role_ids": role_ids, "direct_permissions": user.direct_permissions,
-            "status": user.status, "email_verified": user.email_verified,
-            "verification_token": None, "verification_token_expires": ts_out(user.verification_token_expires),
-            "reset_password_token": None, "reset_password_expires": ts_out(user.reset_password_expires),
-            "password_history": history, "failed_login_attempts": user.failed_login_attempts,
-            "locked_until": ts_out(user.locked_until), "password_changed_at": ts_out(user.password_changed_at),
-            "must_change_password": user.must_change_password, "last_login": ts_out(user.last_login),
-            "last_active": ts_out(user.last_active), "last_login_ip": user.last_login_ip or dangling.get("last_login_ip"),
-            "created_at": ts_out(user.created_at), "updated_at": ts_out(user.updated_at),
-            "created_by": ctx.legacy_id_of(User, user.created_by_id) if user.created_by_id else dangling.get("created_by"),
-            "has_admin_access": user.has_admin_access, "has_enduser_access": user.has_enduser_access,
+            "id": user.legacy_id or str(user.pk),
+            "org_id": org_legacy_id(ctx, user),
+            "email": user.email,
+            "password_hash": password_hash,
+            "auth_provider": user.auth_provider,
+            "external_id": user.external_id,
+            "profile": profile,
+            "mfa": mfa,
+            "department_id": ctx.legacy_id_of(Department, user.department_id)
+            if user.department_id
+            else dangling.get("department_id"),
+            "group_ids": group_ids,
+            "role_ids": role_ids,
+            "direct_permissions": user.direct_permissions,
+            "status": user.status,
+            "email_verified": user.email_verified,
+            "verification_token": None,
+            "verification_token_expires": ts_out(user.verification_token_expires),
+            "reset_password_token": None,
+            "reset_password_expires": ts_out(user.reset_password_expires),
+            "password_history": history,
+            "failed_login_attempts": user.failed_login_attempts,
+            "locked_until": ts_out(user.locked_until),
+            "password_changed_at": ts_out(user.password_changed_at),
+            "must_change_password": user.must_change_password,
+            "last_login": ts_out(user.last_login),
+            "last_active": ts_out(user.last_active),
+            "last_login_ip": user.last_login_ip or dangling.get("last_login_ip"),
+            "created_at": ts_out(user.created_at),
+            "updated_at": ts_out(user.updated_at),
+            "created_by": ctx.legacy_id_of(User, user.created_by_id)
+            if user.created_by_id
+            else dangling.get("created_by"),
+            "has_admin_access": user.has_admin_access,
+            "has_enduser_access": user.has_enduser_access,
             "manager_id": ctx.legacy_id_of(User, user.manager_id) if user.manager_id else dangling.get("manager_id"),
             "employee_id": user.employee_id,
         }
@@ -605,6 +810,7 @@ class UserMapper(Mapper):
 
 # --- groups ----------------------------------------------------------------------------------------
 
+
 class GroupMapper(Mapper):
     model = Group
     satellites = (("group_members", GroupMembership), ("group_roles", GroupRole))
@@ -615,8 +821,13 @@ class GroupMapper(Mapper):
         dangling = {}
         org_id = security_file_org(rec, ctx)
         pk = self.pk(lid)
-        v = {"id": pk, "legacy_id": lid, "org_id": org_id, "name": rec.str("name", max_length=255),
-             "description": rec.str("description", None, null=True)}
+        v = {
+            "id": pk,
+            "legacy_id": lid,
+            "org_id": org_id,
+            "name": rec.str("name", max_length=255),
+            "description": rec.str("description", None, null=True),
+        }
         set_timestamps(rec, v, "created_at", "updated_at")
         user_ids = rec.list("user_ids", [], of=str)
         member_ids = rec.list("member_ids", [], of=str)
@@ -636,17 +847,39 @@ class GroupMapper(Mapper):
         lists = {"user_ids": user_ids, "member_ids": member_ids, "role_ids": role_ids}
         v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None, LISTS: lists})
         mapped.rows.append(Row(Group, v))
-        mapped.children.append(ChildSet(GroupMembership, "group_id", pk,
-                                        [{"org_id": org_id, "group_id": pk, "user_id": u} for u in members], ("user_id",)))
-        mapped.children.append(ChildSet(GroupRole, "group_id", pk,
-                                        [{"org_id": org_id, "group_id": pk, "role_id": r} for _, _, r in roles], ("role_id",)))
+        mapped.children.append(
+            ChildSet(
+                GroupMembership,
+                "group_id",
+                pk,
+                [{"org_id": org_id, "group_id": pk, "user_id": u} for u in members],
+                ("user_id",),
+            )
+        )
+        mapped.children.append(
+            ChildSet(
+                GroupRole,
+                "group_id",
+                pk,
+                [{"org_id": org_id, "group_id": pk, "role_id": r} for _, _, r in roles],
+                ("role_id",),
+            )
+        )
         return mapped
 
     def export_queryset(self):
         # Members (with their rows) and roles of every group in a fixed number of queries.
-        return super().export_queryset().prefetch_related(
-            Prefetch("memberships", GroupMembership.all_orgs.select_related("user").order_by("user__email"), to_attr="member_links"),
-            Prefetch("group_roles", GroupRole.all_orgs.order_by("pk"), to_attr="role_links"),
+        return (
+            super()
+            .export_queryset()
+            .prefetch_related(
+                Prefetch(
+                    "memberships",
+                    GroupMembership.all_orgs.select_related("user").order_by("user__email"),
+                    to_attr="member_links",
+                ),
+                Prefetch("group_roles", GroupRole.all_orgs.order_by("pk"), to_attr="role_links"),
+            )
         )
 
     def to_legacy(self, group, ctx=None):
@@ -657,8 +890,15 @@ class GroupMapper(Mapper):
             member_users = [link.user for link in group.member_links]
             role_pks = [link.role_id for link in group.role_links]
         else:
-            member_users = [link.user for link in GroupMembership.all_orgs.filter(group_id=group.pk).select_related("user").order_by("user__email")]
-            role_pks = list(GroupRole.all_orgs.filter(group_id=group.pk).order_by("pk").values_list("role_id", flat=True))
+            member_users = [
+                link.user
+                for link in GroupMembership.all_orgs.filter(group_id=group.pk)
+                .select_related("user")
+                .order_by("user__email")
+            ]
+            role_pks = list(
+                GroupRole.all_orgs.filter(group_id=group.pk).order_by("pk").values_list("role_id", flat=True)
+            )
         members = [ctx.legacy_id_of(User, u.pk) for u in member_users]
         roles = [ctx.legacy_id_of(Role, r) for r in role_pks]
         user_ids, member_ids = lists.get("user_ids"), lists.get("member_ids")
@@ -675,10 +915,14 @@ class GroupMapper(Mapper):
             out_users, out_members = members, (members if member_ids else [])
         role_original = lists.get("role_ids")
         out = {
-            "id": group.legacy_id or str(group.pk), "org_id": org_legacy_id(ctx, group), "name": group.name,
-            "description": group.description, "user_ids": out_users,
+            "id": group.legacy_id or str(group.pk),
+            "org_id": org_legacy_id(ctx, group),
+            "name": group.name,
+            "description": group.description,
+            "user_ids": out_users,
             "role_ids": original_or_current(role_original, {r for r in role_original or () if ctx.ref(Role, r)}, roles),
-            "created_at": ts_out(group.created_at), "updated_at": ts_out(group.updated_at),
+            "created_at": ts_out(group.created_at),
+            "updated_at": ts_out(group.updated_at),
             "member_ids": out_members,
         }
         out.update(extra_items(extra))

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 from django.utils import timezone
 
 from agentforge_core.models import legacy_uuid
-from legacy.format.errors import LegacyDataError, LegacyFieldError, describe
 from legacy.format.collections import LegacyCollection, file_label
+from legacy.format.errors import LegacyDataError, LegacyFieldError, describe
 from legacy.format.jsonio import format_timestamp, parse_timestamp
 
 MISSING_KEY = "__missing__"  # legacy_extra: keys absent in the source (older era); export omits them
@@ -23,6 +23,7 @@ IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 
 
 # --- rows ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -64,6 +65,7 @@ class Mapped:
 
 
 # --- context --------------------------------------------------------------------------------
+
 
 class Context:
     """What a mapper needs to know beyond one record: which referenced ids exist, the
@@ -139,8 +141,11 @@ class Context:
 
         pk = self.ref(Organization, "org_default")
         if pk is None:
-            raise LegacyFieldError("org_id", "none given, and the default organization 'org_default' is neither "
-                                             "in security/organizations.json nor in the database")
+            raise LegacyFieldError(
+                "org_id",
+                "none given, and the default organization 'org_default' is neither "
+                "in security/organizations.json nor in the database",
+            )
         return pk
 
     def note_org(self, model, pk, org_id) -> None:
@@ -177,6 +182,7 @@ class Context:
 
 
 # --- record reader with validation ------------------------------------------------------------
+
 
 class Rec:
     """Typed, lenient access to one legacy record; remembers which keys were used."""
@@ -342,6 +348,7 @@ def choices_of(enum_cls):
 
 # --- mapper base -------------------------------------------------------------------------------
 
+
 class Mapper:
     """One legacy collection ↔ one (main) model and its satellites.
 
@@ -375,7 +382,11 @@ class Mapper:
         return legacy_uuid(self.table, legacy_id)
 
     def record_id(self, outer_key, record):
-        if isinstance(record, dict) and isinstance(record.get("id"), (str, int)) and not isinstance(record.get("id"), bool):
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("id"), (str, int))
+            and not isinstance(record.get("id"), bool)
+        ):
             return record["id"]
         return outer_key
 

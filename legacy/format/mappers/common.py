@@ -75,7 +75,7 @@ def security_file_org(rec: Rec, ctx: Context):
 def referenced_org(ctx: Context, model, legacy_id: str, pk):
     """The organization (primary key) of the role or user ``legacy_id``: from the files being
     imported (``ctx.raw``), else from the database."""
-    book = (ctx.raw.get({Role: "role_orgs", User: "user_orgs"}[model]) or {})
+    book = ctx.raw.get({Role: "role_orgs", User: "user_orgs"}[model]) or {}
     if legacy_id in book:
         return ctx.ref(Organization, book[legacy_id])
     return model._base_manager.filter(pk=pk).values_list("org_id", flat=True).first()
@@ -102,7 +102,9 @@ def own_org_refs(ctx: Context, model, resolved: list, org_pk, field: str, dangli
             kept.append((position, legacy_id, pk))
             continue
         dangling.setdefault(field, []).append([position, legacy_id])
-        warnings.append(f"{where}: {field}: {legacy_id!r} belongs to another organization (kept as a dangling reference)")
+        warnings.append(
+            f"{where}: {field}: {legacy_id!r} belongs to another organization (kept as a dangling reference)"
+        )
     if field in dangling:
         dangling[field].sort(key=lambda item: item[0])
     return kept

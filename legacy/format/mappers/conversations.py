@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 
-from agentforge_core.models import legacy_uuid
 from agentforge_agents.models import Agent
+from agentforge_core.models import legacy_uuid
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp
 from legacy.format.mappers.base import Context, Mapper, Rec, Row, extra_items, legacy_extra, omit_missing, ts_out
 from legacy.format.mappers.common import DANGLING, app_file_org, app_file_org_book, app_file_org_out, user_out, user_ref
-
 
 MESSAGE_ROLES = tuple(Message.Role.values)
 CONV_DEFAULTS = {"user_id": None, "title": "New Conversation", "messages": [], "access_cache": None}
@@ -29,18 +28,33 @@ def _plain_message(message, org_id, conversation_id, position):
         return None
     mid, role, content, stamp = message["id"], message["role"], message["content"], message["timestamp"]
     tool_calls, sources = message["tool_calls"], message["sources"]
-    if (type(mid) is not str or len(mid) > 128 or type(role) is not str or role not in MESSAGE_ROLES
-            or type(content) is not str or type(tool_calls) is not list or type(sources) is not list
-            or type(stamp) is not str):
+    if (
+        type(mid) is not str
+        or len(mid) > 128
+        or type(role) is not str
+        or role not in MESSAGE_ROLES
+        or type(content) is not str
+        or type(tool_calls) is not list
+        or type(sources) is not list
+        or type(stamp) is not str
+    ):
         return None
     try:
         created_at = parse_timestamp(stamp)
     except ValueError:
         return None
     return {
-        "id": legacy_uuid("messages", mid), "legacy_id": mid, "org_id": org_id, "conversation_id": conversation_id,
-        "role": role, "content": content, "tool_calls": tool_calls, "sources": sources, "position": position,
-        "created_at": created_at, "legacy_extra": {},
+        "id": legacy_uuid("messages", mid),
+        "legacy_id": mid,
+        "org_id": org_id,
+        "conversation_id": conversation_id,
+        "role": role,
+        "content": content,
+        "tool_calls": tool_calls,
+        "sources": sources,
+        "position": position,
+        "created_at": created_at,
+        "legacy_extra": {},
     }
 
 
@@ -58,9 +72,14 @@ class ConversationMapper(Mapper):
         agent_id = ctx.ref(Agent, agent_lid) if agent_lid else None
         if agent_lid is not None and agent_id is None:
             dangling["agent_id"] = agent_lid
-            mapped.warnings.append(f"{where}: agent_id: {agent_lid!r} refers to no agent (conversation of a deleted agent)")
+            mapped.warnings.append(
+                f"{where}: agent_id: {agent_lid!r} refers to no agent (conversation of a deleted agent)"
+            )
         v = {
-            "id": pk, "legacy_id": lid, "org_id": org_id, "agent_id": agent_id,
+            "id": pk,
+            "legacy_id": lid,
+            "org_id": org_id,
+            "agent_id": agent_id,
             "user_id": user_ref(ctx, rec, "user_id", dangling, mapped, where),
             "title": rec.str("title", "New Conversation", max_length=500),
             "access_cache": rec.json("access_cache", None),
@@ -84,9 +103,15 @@ class ConversationMapper(Mapper):
             if mid is None:
                 mid = f"{lid}:{position}"
             values = {
-                "id": legacy_uuid("messages", mid), "legacy_id": mid, "org_id": org_id, "conversation_id": pk,
-                "role": mrec.enum("role", MESSAGE_ROLES), "content": mrec.str("content", ""),
-                "tool_calls": mrec.list("tool_calls", []), "sources": mrec.list("sources", []), "position": position,
+                "id": legacy_uuid("messages", mid),
+                "legacy_id": mid,
+                "org_id": org_id,
+                "conversation_id": pk,
+                "role": mrec.enum("role", MESSAGE_ROLES),
+                "content": mrec.str("content", ""),
+                "tool_calls": mrec.list("tool_calls", []),
+                "sources": mrec.list("sources", []),
+                "position": position,
             }
             stamp = mrec.ts("timestamp", None)
             if stamp is not None:
@@ -110,9 +135,12 @@ class ConversationMapper(Mapper):
         out = {
             "id": conv.legacy_id or str(conv.pk),
             "agent_id": ctx.legacy_id_of(Agent, conv.agent_id) if conv.agent_id else dangling.get("agent_id"),
-            "user_id": user_out(ctx, conv.user_id, dangling, "user_id"), "title": conv.title,
+            "user_id": user_out(ctx, conv.user_id, dangling, "user_id"),
+            "title": conv.title,
             "messages": [self.message_out(m) for m in messages],
-            "created_at": ts_out(conv.created_at), "updated_at": ts_out(conv.updated_at), "access_cache": conv.access_cache,
+            "created_at": ts_out(conv.created_at),
+            "updated_at": ts_out(conv.updated_at),
+            "access_cache": conv.access_cache,
         }
         out.update(app_file_org_out(ctx, conv, extra))
         out.update(extra_items(extra))
@@ -121,7 +149,13 @@ class ConversationMapper(Mapper):
     @staticmethod
     def message_out(message) -> dict:
         extra = message.legacy_extra or {}
-        out = {"id": message.legacy_id or str(message.pk), "role": message.role, "content": message.content,
-               "timestamp": ts_out(message.created_at), "tool_calls": message.tool_calls, "sources": message.sources}
+        out = {
+            "id": message.legacy_id or str(message.pk),
+            "role": message.role,
+            "content": message.content,
+            "timestamp": ts_out(message.created_at),
+            "tool_calls": message.tool_calls,
+            "sources": message.sources,
+        }
         out.update(extra_items(extra))
         return omit_missing(out, extra, MESSAGE_DEFAULTS)

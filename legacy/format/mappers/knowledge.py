@@ -7,16 +7,35 @@ import hashlib
 
 from django.db.models import Prefetch
 
-from agentforge_core.models import legacy_uuid
 from agentforge_agents.models import Tool
+from agentforge_core.models import legacy_uuid
 from knowledge.models import Document, DocumentChunk
 from legacy.format.errors import LegacyDataError, LegacyFieldError
-from legacy.format.mappers.base import Context, Mapped, Mapper, Rec, Row, extra_items, legacy_extra, omit_missing, ts_out
+from legacy.format.mappers.base import (
+    Context,
+    Mapped,
+    Mapper,
+    Rec,
+    Row,
+    extra_items,
+    legacy_extra,
+    omit_missing,
+    ts_out,
+)
 from legacy.format.mappers.common import DANGLING, app_file_org, app_file_org_book, app_file_org_out, ref_or_keep
 
-
 EMBEDDED = "__embedded__"
-INDEX_OWNED = ("text", "source", "chunk_type", "table_data", "is_table", "rows_count", "in_index", "index_position", "tool_id")
+INDEX_OWNED = (
+    "text",
+    "source",
+    "chunk_type",
+    "table_data",
+    "is_table",
+    "rows_count",
+    "in_index",
+    "index_position",
+    "tool_id",
+)
 EMBEDDED_LAYOUT = ["id", "text", "start", "end"]
 
 
@@ -73,8 +92,19 @@ def merge_from_index(existing: dict, new: dict) -> dict:
     return out
 
 
-DOC_DEFAULTS = {"filename": "", "original_name": "", "file_type": "", "file_size": 0, "content": "", "chunks": [],
-                "status": "pending", "error_message": "", "tool_id": None, "url": "", "title": ""}
+DOC_DEFAULTS = {
+    "filename": "",
+    "original_name": "",
+    "file_type": "",
+    "file_size": 0,
+    "content": "",
+    "chunks": [],
+    "status": "pending",
+    "error_message": "",
+    "tool_id": None,
+    "url": "",
+    "title": "",
+}
 
 
 class DocumentMapper(Mapper):
@@ -89,18 +119,27 @@ class DocumentMapper(Mapper):
         pk = self.pk(lid)
         org_id = app_file_org(rec, ctx)
         ctx.note_org(Document, pk, org_id)
-        tool_id = ref_or_keep(ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where)
+        tool_id = ref_or_keep(
+            ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where
+        )
         v = {"id": pk, "legacy_id": lid, "org_id": org_id, "tool_id": tool_id, "source": self.source}
         if self.source == Document.Source.UPLOAD:
-            v.update(filename=rec.str("filename", "", max_length=500), original_name=rec.str("original_name", "", max_length=500),
-                     file_type=rec.str("file_type", "", max_length=20), file_size=rec.int("file_size", 0))
+            v.update(
+                filename=rec.str("filename", "", max_length=500),
+                original_name=rec.str("original_name", "", max_length=500),
+                file_type=rec.str("file_type", "", max_length=20),
+                file_size=rec.int("file_size", 0),
+            )
         else:
             v.update(url=rec.str("url", ""), title=rec.str("title", "", null=True))
             if v["title"] is None:
                 v["title"] = ""
                 dangling["title"] = None
-        v.update(content=rec.str("content", ""), status=rec.enum("status", Document._meta.get_field("status").choices, "pending"),
-                 error_message=rec.str("error_message", "", null=True))
+        v.update(
+            content=rec.str("content", ""),
+            status=rec.enum("status", Document._meta.get_field("status").choices, "pending"),
+            error_message=rec.str("error_message", "", null=True),
+        )
         if v["error_message"] is None:
             v["error_message"] = ""
             dangling["error_message"] = None
@@ -127,27 +166,52 @@ class DocumentMapper(Mapper):
             if isinstance(cid, str) and cid.lstrip("-").isdigit():
                 embedded["str_id"] = True
             chunk_lid = chunk_legacy_id(self.prefix, lid, cid)
-            mapped.rows.append(Row(DocumentChunk, {
-                "id": legacy_uuid("document_chunks", chunk_lid), "legacy_id": chunk_lid, "org_id": org_id,
-                "tool_id": tool_id, "document_id": pk, "chunk_id": str(cid), "chunk_number": _chunk_number(cid),
-                "text": text, "start_offset": start, "end_offset": end, "in_index": False,
-                "legacy_extra": {EMBEDDED: embedded},
-            }, merge=merge_from_document))
+            mapped.rows.append(
+                Row(
+                    DocumentChunk,
+                    {
+                        "id": legacy_uuid("document_chunks", chunk_lid),
+                        "legacy_id": chunk_lid,
+                        "org_id": org_id,
+                        "tool_id": tool_id,
+                        "document_id": pk,
+                        "chunk_id": str(cid),
+                        "chunk_number": _chunk_number(cid),
+                        "text": text,
+                        "start_offset": start,
+                        "end_offset": end,
+                        "in_index": False,
+                        "legacy_extra": {EMBEDDED: embedded},
+                    },
+                    merge=merge_from_document,
+                )
+            )
         return mapped
 
     def embedded_chunks(self, document) -> list:
         out = []
         rows = getattr(document, "ordered_chunks", None)  # prefetched by store_queryset
         if rows is None:
-            rows = DocumentChunk.all_orgs.filter(document_id=document.pk).order_by("index_position", "id").iterator(chunk_size=2000)
+            rows = (
+                DocumentChunk.all_orgs.filter(document_id=document.pk)
+                .order_by("index_position", "id")
+                .iterator(chunk_size=2000)
+            )
         items = []
         for chunk in rows:
             embedded = (chunk.legacy_extra or {}).get(EMBEDDED)
             if embedded is not None:
                 items.append((embedded.get("pos", 0), chunk, embedded))
         for _, chunk, embedded in sorted(items, key=lambda item: item[0]):
-            cid = chunk.chunk_number if chunk.chunk_number is not None and not embedded.get("str_id") else chunk.chunk_id
-            values = {"id": cid, "text": embedded.get("text", chunk.text), "start": chunk.start_offset, "end": chunk.end_offset}
+            cid = (
+                chunk.chunk_number if chunk.chunk_number is not None and not embedded.get("str_id") else chunk.chunk_id
+            )
+            values = {
+                "id": cid,
+                "text": embedded.get("text", chunk.text),
+                "start": chunk.start_offset,
+                "end": chunk.end_offset,
+            }
             entry = {key: values[key] for key in embedded.get("keys", EMBEDDED_LAYOUT)}
             entry.update(embedded.get("extra") or {})
             out.append(entry)
@@ -157,15 +221,23 @@ class DocumentMapper(Mapper):
         ctx = ctx or Context()
         extra = doc.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
-        out = {"id": doc.legacy_id or str(doc.pk),
-               "tool_id": ctx.legacy_id_of(Tool, doc.tool_id) if doc.tool_id else dangling.get("tool_id")}
+        out = {
+            "id": doc.legacy_id or str(doc.pk),
+            "tool_id": ctx.legacy_id_of(Tool, doc.tool_id) if doc.tool_id else dangling.get("tool_id"),
+        }
         if self.source == Document.Source.UPLOAD:
-            out.update(filename=doc.filename, original_name=doc.original_name, file_type=doc.file_type, file_size=doc.file_size)
+            out.update(
+                filename=doc.filename, original_name=doc.original_name, file_type=doc.file_type, file_size=doc.file_size
+            )
         else:
             out.update(url=doc.url, title=None if "title" in dangling else doc.title)
-        out.update(content=doc.content, chunks=self.embedded_chunks(doc), status=doc.status,
-                   error_message=None if "error_message" in dangling else doc.error_message,
-                   created_at=ts_out(doc.created_at))
+        out.update(
+            content=doc.content,
+            chunks=self.embedded_chunks(doc),
+            status=doc.status,
+            error_message=None if "error_message" in dangling else doc.error_message,
+            created_at=ts_out(doc.created_at),
+        )
         out.update(app_file_org_out(ctx, doc, extra))
         out.update(extra_items(extra))
         return omit_missing(out, extra, DOC_DEFAULTS)
@@ -189,7 +261,18 @@ INDEX_LAYOUTS = [
     ["chunk_id", "text", "source", "type", "tool_id"],
     ["chunk_id", "text", "source", "type", "tool_id", "table_data", "is_table", "rows_count"],
 ]
-INDEX_KEYS = {"tool_id", "doc_id", "page_id", "chunk_id", "text", "source", "type", "table_data", "is_table", "rows_count"}
+INDEX_KEYS = {
+    "tool_id",
+    "doc_id",
+    "page_id",
+    "chunk_id",
+    "text",
+    "source",
+    "type",
+    "table_data",
+    "is_table",
+    "rows_count",
+}
 
 
 class ChunkIndexMapper(Mapper):
@@ -226,7 +309,9 @@ class ChunkIndexMapper(Mapper):
             document_id = ctx.ref(Document, parent)
             if document_id is None:
                 dangling[f"{kind}_id"] = parent
-                warnings.append(f"{where}: {kind}_id: {parent!r} refers to no {'document' if kind == 'doc' else 'scraped page'}")
+                warnings.append(
+                    f"{where}: {kind}_id: {parent!r} refers to no {'document' if kind == 'doc' else 'scraped page'}"
+                )
         tool_id = ref_or_keep(ctx, Tool, tool_lid, "tool_id", dangling, warnings, where) if tool_lid else None
         table_data = rec.json("table_data", None)
         is_table = rec.bool("is_table", False, null=True)
@@ -255,11 +340,22 @@ class ChunkIndexMapper(Mapper):
         # without one, its tool's), so an organization's chunks never move to the default one.
         org_id = ctx.org_of(Document, document_id) or ctx.org_of(Tool, tool_id) or ctx.default_org_id()
         v = {
-            "id": legacy_uuid("document_chunks", chunk_lid), "legacy_id": chunk_lid, "org_id": org_id,
-            "tool_id": tool_id, "document_id": document_id, "chunk_id": str(cid), "chunk_number": _chunk_number(cid),
-            "text": text, "source": source or "", "chunk_type": rec.str("type", "document", null=True, max_length=50) or "",
-            "table_data": table_data, "is_table": bool(is_table), "rows_count": rows_count, "in_index": True,
-            "index_position": position, "legacy_extra": extra,
+            "id": legacy_uuid("document_chunks", chunk_lid),
+            "legacy_id": chunk_lid,
+            "org_id": org_id,
+            "tool_id": tool_id,
+            "document_id": document_id,
+            "chunk_id": str(cid),
+            "chunk_number": _chunk_number(cid),
+            "text": text,
+            "source": source or "",
+            "chunk_type": rec.str("type", "document", null=True, max_length=50) or "",
+            "table_data": table_data,
+            "is_table": bool(is_table),
+            "rows_count": rows_count,
+            "in_index": True,
+            "index_position": position,
+            "legacy_extra": extra,
         }
         if record.get("type", "") is None:
             extra.setdefault(DANGLING, {})["type"] = None
@@ -295,10 +391,14 @@ class ChunkIndexMapper(Mapper):
         cid = chunk.chunk_number if chunk.chunk_number is not None and not extra.get("__str_id__") else chunk.chunk_id
         values = {
             "tool_id": ctx.legacy_id_of(Tool, chunk.tool_id) if chunk.tool_id else dangling.get("tool_id"),
-            "doc_id": doc_value, "page_id": doc_value, "chunk_id": cid, "text": chunk.text,
+            "doc_id": doc_value,
+            "page_id": doc_value,
+            "chunk_id": cid,
+            "text": chunk.text,
             "source": None if "source" in dangling else chunk.source,
             "type": None if "type" in dangling else chunk.chunk_type,
-            "table_data": chunk.table_data, "is_table": None if "is_table" in dangling else chunk.is_table,
+            "table_data": chunk.table_data,
+            "is_table": None if "is_table" in dangling else chunk.is_table,
             "rows_count": chunk.rows_count,
         }
         if "__keys__" in extra:

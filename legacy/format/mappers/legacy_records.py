@@ -7,11 +7,10 @@ import hashlib
 import hmac
 
 from accounts.models import Organization
+from agentforge_core.crypto import sha256_hex
 from legacy.format.errors import LegacyDataError, LegacyFieldError
 from legacy.format.mappers.base import Mapped, Mapper, Row
 from legacy.models import LegacyRecord
-from agentforge_core.crypto import sha256_hex
-
 
 INVITATIONS = "security/invitations"
 
@@ -41,7 +40,9 @@ class LegacyRecordMapper(Mapper):
         org_id = ctx.ref(Organization, org_legacy) if isinstance(org_legacy, str) else None
         if org_id is None:
             if org_legacy is not None:
-                mapped.warnings.append(f"{where}: org_id: {org_legacy!r} refers to no organization (kept under org_default)")
+                mapped.warnings.append(
+                    f"{where}: org_id: {org_legacy!r} refers to no organization (kept under org_default)"
+                )
             org_id = ctx.default_org_id()
         data, secret = dict(record), None
         if self.collection == INVITATIONS and isinstance(data.get("token"), str):
@@ -49,9 +50,13 @@ class LegacyRecordMapper(Mapper):
             data["token_sha256"] = sha256_hex(secret)
             data["token"] = None
             mapped.notes.append("invitation token kept encrypted (its SHA-256 beside it)")
-        mapped.rows.append(Row(LegacyRecord, {"org_id": org_id, "collection": self.collection, "legacy_id": lid,
-                                              "data": data, "secret": secret},
-                               key_fields=("collection", "legacy_id")))
+        mapped.rows.append(
+            Row(
+                LegacyRecord,
+                {"org_id": org_id, "collection": self.collection, "legacy_id": lid, "data": data, "secret": secret},
+                key_fields=("collection", "legacy_id"),
+            )
+        )
         return mapped
 
     def to_legacy(self, row, ctx=None):
@@ -90,8 +95,13 @@ class LabMapper(Mapper):
                 org_id = ctx.default_org_id()
             except LegacyFieldError as exc:
                 raise LegacyDataError(f"lab/{name}", exc.message, None, exc.field) from None
-        mapped.rows.append(Row(LegacyRecord, {"org_id": org_id, "collection": "lab", "legacy_id": name, "data": data},
-                               key_fields=("collection", "legacy_id")))
+        mapped.rows.append(
+            Row(
+                LegacyRecord,
+                {"org_id": org_id, "collection": "lab", "legacy_id": name, "data": data},
+                key_fields=("collection", "legacy_id"),
+            )
+        )
         return mapped
 
     def to_legacy(self, row, ctx=None):

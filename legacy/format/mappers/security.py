@@ -19,20 +19,29 @@ from legacy.format.mappers.base import (
 from legacy.format.mappers.common import DANGLING, finish_row, org_legacy_id, own_org_role, security_file_org
 from security.models import AuditLog, LDAPConfig, OAuthConfig
 
-
 # --- identity providers --------------------------------------------------------------------------
+
 
 class OAuthConfigMapper(Mapper):
     model = OAuthConfig
-    DEFAULTS = {"tenant_id": None, "scopes": [], "enabled": True, "auto_create_users": True,
-                "update_profile_on_login": True, "default_role_id": "role_user", "allowed_domains": [],
-                "client_secret": None}
+    DEFAULTS = {
+        "tenant_id": None,
+        "scopes": [],
+        "enabled": True,
+        "auto_create_users": True,
+        "update_profile_on_login": True,
+        "default_role_id": "role_user",
+        "allowed_domains": [],
+        "client_secret": None,
+    }
 
     def map_record(self, record, ctx):
         rec, lid, mapped, _ = self.begin(record)
         dangling = {}
         v = {
-            "id": self.pk(lid), "legacy_id": lid, "org_id": security_file_org(rec, ctx),
+            "id": self.pk(lid),
+            "legacy_id": lid,
+            "org_id": security_file_org(rec, ctx),
             "provider": rec.enum("provider", AuthProvider.choices),
             "client_id": rec.str("client_id", "", max_length=255),
             "client_secret": rec.str("client_secret", None, null=True),
@@ -54,13 +63,22 @@ class OAuthConfigMapper(Mapper):
         extra = cfg.legacy_extra or {}
         dangling = extra.get(DANGLING) or {}
         out = {
-            "id": cfg.legacy_id or str(cfg.pk), "org_id": org_legacy_id(ctx, cfg), "provider": cfg.provider,
-            "client_id": cfg.client_id, "client_secret": cfg.client_secret, "tenant_id": cfg.tenant_id,
-            "scopes": cfg.scopes, "enabled": cfg.enabled, "auto_create_users": cfg.auto_create_users,
+            "id": cfg.legacy_id or str(cfg.pk),
+            "org_id": org_legacy_id(ctx, cfg),
+            "provider": cfg.provider,
+            "client_id": cfg.client_id,
+            "client_secret": cfg.client_secret,
+            "tenant_id": cfg.tenant_id,
+            "scopes": cfg.scopes,
+            "enabled": cfg.enabled,
+            "auto_create_users": cfg.auto_create_users,
             "update_profile_on_login": cfg.update_profile_on_login,
-            "default_role_id": ctx.legacy_id_of(Role, cfg.default_role_id) if cfg.default_role_id else dangling.get("default_role_id"),
+            "default_role_id": ctx.legacy_id_of(Role, cfg.default_role_id)
+            if cfg.default_role_id
+            else dangling.get("default_role_id"),
             "allowed_domains": cfg.allowed_domains,
-            "created_at": ts_out(cfg.created_at), "updated_at": ts_out(cfg.updated_at),
+            "created_at": ts_out(cfg.created_at),
+            "updated_at": ts_out(cfg.updated_at),
         }
         out.update(extra_items(extra))
         return omit_missing(out, extra, self.DEFAULTS)
@@ -68,19 +86,32 @@ class OAuthConfigMapper(Mapper):
 
 LDAP_FIELDS = [
     # (legacy key, attname, kind, default)
-    ("name", "name", "str", "LDAP"), ("server_url", "server_url", "str", ""), ("use_ssl", "use_ssl", "bool", False),
-    ("use_tls", "use_tls", "bool", False), ("verify_ssl", "verify_ssl", "bool", True),
-    ("connection_timeout", "connection_timeout", "int", 10), ("bind_dn", "bind_dn", "str", ""),
-    ("bind_password", "bind_password", "ostr", None), ("base_dn", "base_dn", "str", ""),
+    ("name", "name", "str", "LDAP"),
+    ("server_url", "server_url", "str", ""),
+    ("use_ssl", "use_ssl", "bool", False),
+    ("use_tls", "use_tls", "bool", False),
+    ("verify_ssl", "verify_ssl", "bool", True),
+    ("connection_timeout", "connection_timeout", "int", 10),
+    ("bind_dn", "bind_dn", "str", ""),
+    ("bind_password", "bind_password", "ostr", None),
+    ("base_dn", "base_dn", "str", ""),
     ("user_search_filter", "user_search_filter", "str", "(uid={username})"),
-    ("user_search_base", "user_search_base", "ostr", None), ("user_object_class", "user_object_class", "str", ""),
-    ("group_search_filter", "group_search_filter", "ostr", None), ("group_search_base", "group_search_base", "ostr", None),
-    ("group_object_class", "group_object_class", "str", ""), ("attribute_mapping", "attribute_mapping", "dict", {}),
-    ("group_role_mapping", "group_role_mapping", "dict", {}), ("sync_enabled", "sync_enabled", "bool", False),
-    ("sync_interval_hours", "sync_interval_hours", "int", 24), ("sync_delete_removed", "sync_delete_removed", "bool", False),
-    ("sync_update_existing", "sync_update_existing", "bool", True), ("last_sync", "last_sync", "ts", None),
-    ("last_sync_status", "last_sync_status", "ostr", None), ("last_sync_users_synced", "last_sync_users_synced", "int", 0),
-    ("is_active", "is_active", "bool", True), ("last_connection_test", "last_connection_test", "ts", None),
+    ("user_search_base", "user_search_base", "ostr", None),
+    ("user_object_class", "user_object_class", "str", ""),
+    ("group_search_filter", "group_search_filter", "ostr", None),
+    ("group_search_base", "group_search_base", "ostr", None),
+    ("group_object_class", "group_object_class", "str", ""),
+    ("attribute_mapping", "attribute_mapping", "dict", {}),
+    ("group_role_mapping", "group_role_mapping", "dict", {}),
+    ("sync_enabled", "sync_enabled", "bool", False),
+    ("sync_interval_hours", "sync_interval_hours", "int", 24),
+    ("sync_delete_removed", "sync_delete_removed", "bool", False),
+    ("sync_update_existing", "sync_update_existing", "bool", True),
+    ("last_sync", "last_sync", "ts", None),
+    ("last_sync_status", "last_sync_status", "ostr", None),
+    ("last_sync_users_synced", "last_sync_users_synced", "int", 0),
+    ("is_active", "is_active", "bool", True),
+    ("last_connection_test", "last_connection_test", "ts", None),
     ("last_error", "last_error", "ostr", None),
 ]
 
@@ -128,7 +159,9 @@ class LDAPConfigMapper(Mapper):
             out[key] = ts_out(value) if kind == "ts" else value
             defaults[key] = default
         out["connection_status"] = cfg.connection_status
-        out["default_role_id"] = ctx.legacy_id_of(Role, cfg.default_role_id) if cfg.default_role_id else dangling.get("default_role_id")
+        out["default_role_id"] = (
+            ctx.legacy_id_of(Role, cfg.default_role_id) if cfg.default_role_id else dangling.get("default_role_id")
+        )
         out["created_at"], out["updated_at"] = ts_out(cfg.created_at), ts_out(cfg.updated_at)
         defaults.update(connection_status="unknown", default_role_id="role_user")
         out.update(extra_items(extra))
@@ -137,22 +170,79 @@ class LDAPConfigMapper(Mapper):
 
 # --- audit logs -------------------------------------------------------------------------------------
 
-AUDIT_ACTIONS = {"login", "logout", "login_failed", "password_change", "password_reset", "mfa_enabled", "mfa_disabled",
-                 "create", "read", "update", "delete", "execute", "export", "import", "share", "publish", "invite",
-                 "settings_change"}
+AUDIT_ACTIONS = {
+    "login",
+    "logout",
+    "login_failed",
+    "password_change",
+    "password_reset",
+    "mfa_enabled",
+    "mfa_disabled",
+    "create",
+    "read",
+    "update",
+    "delete",
+    "execute",
+    "export",
+    "import",
+    "share",
+    "publish",
+    "invite",
+    "settings_change",
+}
 AUDITLOG_ACTION = {"create": 0, "update": 1, "delete": 2}
-AUDIT_DEFAULTS = {"session_id": None, "resource_id": None, "resource_name": None, "details": {}, "changes": None,
-                  "ip_address": None, "user_agent": None, "request_id": None, "request_path": None,
-                  "request_method": None, "success": True, "error_message": None, "user_email": "", "user_name": "",
-                  "org_id": None}
+AUDIT_DEFAULTS = {
+    "session_id": None,
+    "resource_id": None,
+    "resource_name": None,
+    "details": {},
+    "changes": None,
+    "ip_address": None,
+    "user_agent": None,
+    "request_id": None,
+    "request_path": None,
+    "request_method": None,
+    "success": True,
+    "error_message": None,
+    "user_email": "",
+    "user_name": "",
+    "org_id": None,
+}
 AUDIT_KEYS = frozenset(AUDIT_DEFAULTS) | {"id", "user_id", "action", "resource_type", "timestamp"}
 # AgentForge's ResourceType; an entry written here about another table is exported under its parent.
-AGENTFORGE_RESOURCE_TYPES = {"user", "role", "policy", "agent", "tool", "knowledge_base", "database", "document",
-                             "conversation", "settings", "organization", "department", "group", "invitation", "session"}
-RESOURCE_PARENTS = {"passwordhistory": "user", "mfasettings": "user", "userrole": "user", "userpreference": "user",
-                    "groupmembership": "group", "grouprole": "group", "rolepermission": "role", "permission": "role",
-                    "toolpermission": "tool", "agenttool": "agent", "agentversion": "agent", "documentchunk": "document",
-                    "message": "conversation", "attachment": "conversation"}
+AGENTFORGE_RESOURCE_TYPES = {
+    "user",
+    "role",
+    "policy",
+    "agent",
+    "tool",
+    "knowledge_base",
+    "database",
+    "document",
+    "conversation",
+    "settings",
+    "organization",
+    "department",
+    "group",
+    "invitation",
+    "session",
+}
+RESOURCE_PARENTS = {
+    "passwordhistory": "user",
+    "mfasettings": "user",
+    "userrole": "user",
+    "userpreference": "user",
+    "groupmembership": "group",
+    "grouprole": "group",
+    "rolepermission": "role",
+    "permission": "role",
+    "toolpermission": "tool",
+    "agenttool": "agent",
+    "agentversion": "agent",
+    "documentchunk": "document",
+    "message": "conversation",
+    "attachment": "conversation",
+}
 
 
 def _agentforge_shaped(out: dict) -> None:
@@ -199,17 +289,28 @@ class AuditLogMapper(Mapper):
         resource_id = rec.str("resource_id", None, null=True, max_length=255)
         resource_name = rec.str("resource_name", None, null=True)
         v = {
-            "legacy_id": lid, "org_id": org_id, "content_type_id": None,
-            "object_pk": resource_id or "", "object_id": None, "object_repr": resource_name or "",
-            "serialized_data": None, "action": AUDITLOG_ACTION.get(action, 3), "changes_text": "",
-            "changes": rec.json("changes", None), "actor_id": ctx.ref(User, user_legacy),
-            "cid": None, "remote_addr": ip, "remote_port": None,
+            "legacy_id": lid,
+            "org_id": org_id,
+            "content_type_id": None,
+            "object_pk": resource_id or "",
+            "object_id": None,
+            "object_repr": resource_name or "",
+            "serialized_data": None,
+            "action": AUDITLOG_ACTION.get(action, 3),
+            "changes_text": "",
+            "changes": rec.json("changes", None),
+            "actor_id": ctx.ref(User, user_legacy),
+            "cid": None,
+            "remote_addr": ip,
+            "remote_port": None,
             "timestamp": rec.ts("timestamp"),
             "additional_data": rec.json("details", {}),
             "actor_email": rec.str("user_email", "", null=True, max_length=254),
-            "legacy_user_id": user_legacy, "legacy_action": action,
+            "legacy_user_id": user_legacy,
+            "legacy_action": action,
             "resource_type": rec.str("resource_type", "", max_length=40),
-            "resource_id": resource_id, "resource_name": resource_name,
+            "resource_id": resource_id,
+            "resource_name": resource_name,
             "user_name": rec.str("user_name", "", null=True, max_length=255),
             "user_agent": rec.str("user_agent", None, null=True),
             "session_id": rec.str("session_id", None, null=True, max_length=128),
@@ -242,14 +343,30 @@ class AuditLogMapper(Mapper):
         org_legacy, user_legacy, action = g("org_id"), g("user_id"), g("action")
         resource_id, resource_name, ip = g("resource_id"), g("resource_name"), g("ip_address")
         user_email, user_name, stamp, success = g("user_email"), g("user_name"), g("timestamp"), g("success")
-        if (type(action) is not str or action not in AUDIT_ACTIONS or type(g("resource_type")) is not str or len(g("resource_type")) > 40
-                or type(user_name) is not str or len(user_name) > 255 or type(success) is not bool
-                or type(stamp) is not str):
+        if (
+            type(action) is not str
+            or action not in AUDIT_ACTIONS
+            or type(g("resource_type")) is not str
+            or len(g("resource_type")) > 40
+            or type(user_name) is not str
+            or len(user_name) > 255
+            or type(success) is not bool
+            or type(stamp) is not str
+        ):
             return None
         # optional strings: (value, max length or 0)
-        for value, limit in ((user_legacy, 128), (resource_id, 255), (resource_name, 0), (user_email, 254),
-                             (g("user_agent"), 0), (g("session_id"), 128), (g("request_id"), 128),
-                             (g("request_path"), 0), (g("request_method"), 10), (g("error_message"), 0)):
+        for value, limit in (
+            (user_legacy, 128),
+            (resource_id, 255),
+            (resource_name, 0),
+            (user_email, 254),
+            (g("user_agent"), 0),
+            (g("session_id"), 128),
+            (g("request_id"), 128),
+            (g("request_path"), 0),
+            (g("request_method"), 10),
+            (g("error_message"), 0),
+        ):
             if value is not None and (type(value) is not str or (limit and len(value) > limit)):
                 return None
         if ip is not None and (type(ip) is not str or not IPV4.fullmatch(ip)):
@@ -267,17 +384,28 @@ class AuditLogMapper(Mapper):
             return None
         # same keys in the same order as the generic path (warnings list fields in this order)
         v = {
-            "legacy_id": lid, "org_id": org_id, "content_type_id": None,
-            "object_pk": resource_id or "", "object_id": None, "object_repr": resource_name or "",
-            "serialized_data": None, "action": AUDITLOG_ACTION.get(action, 3), "changes_text": "",
-            "changes": record["changes"], "actor_id": actor_id,
-            "cid": None, "remote_addr": ip, "remote_port": None,
+            "legacy_id": lid,
+            "org_id": org_id,
+            "content_type_id": None,
+            "object_pk": resource_id or "",
+            "object_id": None,
+            "object_repr": resource_name or "",
+            "serialized_data": None,
+            "action": AUDITLOG_ACTION.get(action, 3),
+            "changes_text": "",
+            "changes": record["changes"],
+            "actor_id": actor_id,
+            "cid": None,
+            "remote_addr": ip,
+            "remote_port": None,
             "timestamp": timestamp,
             "additional_data": record["details"],
             "actor_email": user_email,
-            "legacy_user_id": user_legacy, "legacy_action": action,
+            "legacy_user_id": user_legacy,
+            "legacy_action": action,
             "resource_type": record["resource_type"],
-            "resource_id": resource_id, "resource_name": resource_name,
+            "resource_id": resource_id,
+            "resource_name": resource_name,
             "user_name": user_name,
             "user_agent": record["user_agent"],
             "session_id": record["session_id"],
@@ -296,16 +424,26 @@ class AuditLogMapper(Mapper):
         out = {
             "id": entry.legacy_id or str(entry.pk),
             "org_id": ctx.legacy_id_of(Organization, entry.org_id) if entry.org_id else dangling.get("org_id"),
-            "user_id": entry.legacy_user_id if entry.legacy_user_id is not None else
-            (ctx.legacy_id_of(User, entry.actor_id) if entry.actor_id else None),
+            "user_id": entry.legacy_user_id
+            if entry.legacy_user_id is not None
+            else (ctx.legacy_id_of(User, entry.actor_id) if entry.actor_id else None),
             "user_email": entry.actor_email,
             "user_name": None if "user_name" in dangling else entry.user_name,
-            "session_id": entry.session_id, "action": entry.legacy_action or {0: "create", 1: "update", 2: "delete"}.get(entry.action, "read"),
-            "resource_type": entry.resource_type, "resource_id": entry.resource_id, "resource_name": entry.resource_name,
-            "details": entry.additional_data, "changes": entry.changes,
-            "ip_address": entry.remote_addr or dangling.get("ip_address"), "user_agent": entry.user_agent,
-            "request_id": entry.request_id, "request_path": entry.request_path, "request_method": entry.request_method,
-            "success": entry.success, "error_message": entry.error_message, "timestamp": ts_out(entry.timestamp),
+            "session_id": entry.session_id,
+            "action": entry.legacy_action or {0: "create", 1: "update", 2: "delete"}.get(entry.action, "read"),
+            "resource_type": entry.resource_type,
+            "resource_id": entry.resource_id,
+            "resource_name": entry.resource_name,
+            "details": entry.additional_data,
+            "changes": entry.changes,
+            "ip_address": entry.remote_addr or dangling.get("ip_address"),
+            "user_agent": entry.user_agent,
+            "request_id": entry.request_id,
+            "request_path": entry.request_path,
+            "request_method": entry.request_method,
+            "success": entry.success,
+            "error_message": entry.error_message,
+            "timestamp": ts_out(entry.timestamp),
         }
         if entry.legacy_id is None:
             _agentforge_shaped(out)

@@ -8,7 +8,6 @@ from legacy.format.errors import LegacyFieldError
 from legacy.format.mappers.base import Mapped, Mapper, Rec, Row
 from settings_app.models import OrgSetting, SystemSetting, infer_value_type
 
-
 # --- security/settings.json ------------------------------------------------------------------------
 
 SECURITY_PREFIX = "security."
@@ -41,7 +40,9 @@ class SecuritySettingsMapper(Mapper):
             if not isinstance(org_legacy, str):
                 rec.fail(f"settings.{outer}.org_id", "expected a string")
             if org_legacy != outer:
-                mapped.warnings.append(f"{self.file}: settings {outer!r}: org_id {org_legacy!r} differs from the key; using org_id")
+                mapped.warnings.append(
+                    f"{self.file}: settings {outer!r}: org_id {org_legacy!r} differs from the key; using org_id"
+                )
             org_id = ctx.ref(Organization, org_legacy)
             if org_id is None:
                 rec.fail(f"settings.{outer}.org_id", f"{org_legacy!r} refers to no organization")
@@ -50,25 +51,53 @@ class SecuritySettingsMapper(Mapper):
                     continue
                 row = OrgSetting(org_id=org_id, key=SECURITY_PREFIX + key)
                 row.set_value(value, secret=False)
-                mapped.rows.append(Row(OrgSetting, {"org_id": org_id, "key": row.key, "value_type": row.value_type,
-                                                    "value": value, "is_secret": False, "secret_value": None},
-                                       key_fields=("org_id", "key")))
+                mapped.rows.append(
+                    Row(
+                        OrgSetting,
+                        {
+                            "org_id": org_id,
+                            "key": row.key,
+                            "value_type": row.value_type,
+                            "value": value,
+                            "is_secret": False,
+                            "secret_value": None,
+                        },
+                        key_fields=("org_id", "key"),
+                    )
+                )
             if "id" not in settings:
-                mapped.rows.append(Row(OrgSetting, {"org_id": org_id, "key": SECURITY_PREFIX + "__no_id__",
-                                                    "value_type": "boolean", "value": True, "is_secret": False,
-                                                    "secret_value": None}, key_fields=("org_id", "key")))
+                mapped.rows.append(
+                    Row(
+                        OrgSetting,
+                        {
+                            "org_id": org_id,
+                            "key": SECURITY_PREFIX + "__no_id__",
+                            "value_type": "boolean",
+                            "value": True,
+                            "is_secret": False,
+                            "secret_value": None,
+                        },
+                        key_fields=("org_id", "key"),
+                    )
+                )
         return mapped
 
     def export(self, ctx) -> dict:
         out = {}
-        for key, value in SystemSetting.objects.filter(key__startswith=SECURITY_PREFIX).order_by("id").values_list("key", "value"):
-            out[key[len(SECURITY_PREFIX):]] = value
+        for key, value in (
+            SystemSetting.objects.filter(key__startswith=SECURITY_PREFIX).order_by("id").values_list("key", "value")
+        ):
+            out[key[len(SECURITY_PREFIX) :]] = value
         settings = {}
-        rows = OrgSetting.all_orgs.filter(key__startswith=SECURITY_PREFIX).order_by("org_id", "id").values_list("org_id", "key", "value")
+        rows = (
+            OrgSetting.all_orgs.filter(key__startswith=SECURITY_PREFIX)
+            .order_by("org_id", "id")
+            .values_list("org_id", "key", "value")
+        )
         for org_id, key, value in rows:
             org_legacy = ctx.legacy_id_of(Organization, org_id)
             entry = settings.setdefault(org_legacy, {"id": SECURITY_SETTINGS_ID, "org_id": org_legacy})
-            entry[key[len(SECURITY_PREFIX):]] = value
+            entry[key[len(SECURITY_PREFIX) :]] = value
         for entry in settings.values():
             if entry.pop("__no_id__", None):
                 entry.pop("id", None)
@@ -80,16 +109,39 @@ class SecuritySettingsMapper(Mapper):
 
 def _system_row(key, value, secret=False) -> Row:
     if secret:
-        return Row(SystemSetting, {"key": key, "value_type": "secret", "value": None, "is_secret": True,
-                                   "secret_value": "" if value is None else str(value)}, key_fields=("key",))
-    return Row(SystemSetting, {"key": key, "value_type": infer_value_type(value), "value": value, "is_secret": False,
-                               "secret_value": None}, key_fields=("key",))
+        return Row(
+            SystemSetting,
+            {
+                "key": key,
+                "value_type": "secret",
+                "value": None,
+                "is_secret": True,
+                "secret_value": "" if value is None else str(value),
+            },
+            key_fields=("key",),
+        )
+    return Row(
+        SystemSetting,
+        {"key": key, "value_type": infer_value_type(value), "value": value, "is_secret": False, "secret_value": None},
+        key_fields=("key",),
+    )
 
 
 # --- top-level settings.json and integrations.json ----------------------------------------------
 
-SETTINGS_SECRET_KEYS = {"api_key", "aws_access_key", "aws_secret_key", "gemini_key", "cloud_key", "pinecone_api_key",
-                        "qdrant_api_key", "client_secret", "secret", "password", "token"}
+SETTINGS_SECRET_KEYS = {
+    "api_key",
+    "aws_access_key",
+    "aws_secret_key",
+    "gemini_key",
+    "cloud_key",
+    "pinecone_api_key",
+    "qdrant_api_key",
+    "client_secret",
+    "secret",
+    "password",
+    "token",
+}
 SETTINGS_GROUP = "__group__"  # a row "<key>" with this marker: the key holds an object (maybe empty)
 
 
@@ -171,8 +223,10 @@ class SystemSettingsMapper(Mapper):
             rebuilt = []
             for index, item in enumerate(value):
                 if isinstance(item, dict):
-                    item = {sub: rows.get(f"{key}.{index}.{sub}", "") if isinstance(v, dict) and v.get("__secret__") else v
-                            for sub, v in item.items()}
+                    item = {
+                        sub: rows.get(f"{key}.{index}.{sub}", "") if isinstance(v, dict) and v.get("__secret__") else v
+                        for sub, v in item.items()
+                    }
                 rebuilt.append(item)
             return rebuilt
         return value

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from agentforge_site.management import AgentForgeCommand
-from agentforge_core.tenancy import unscoped
-from legacy.migration.exporter import export_directory, passwords_agentforge_cannot_verify
 from agentforge_core.crypto import DecryptionError
+from agentforge_core.tenancy import unscoped
+from agentforge_site.management import AgentForgeCommand
+from legacy.migration.exporter import export_directory, passwords_agentforge_cannot_verify
 
 
 class Command(AgentForgeCommand):

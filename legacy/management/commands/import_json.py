@@ -21,18 +21,27 @@ class Command(AgentForgeCommand):
         parser.add_argument("data_dir", nargs="?", help="Legacy data directory (default: LEGACY_DATA_DIR, else data/).")
         parser.add_argument("--dry-run", action="store_true", help="Read, validate and map everything; write nothing.")
         parser.add_argument("--backup", action="store_true", help="Back the database up first and print where.")
-        parser.add_argument("--skip-existing", action="store_true",
-                            help="Leave rows whose legacy id already exists as they are.")
-        parser.add_argument("--check", action="store_true",
-                            help="Report conflicts without writing; exit non-zero if any would block an import.")
+        parser.add_argument(
+            "--skip-existing", action="store_true", help="Leave rows whose legacy id already exists as they are."
+        )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="Report conflicts without writing; exit non-zero if any would block an import.",
+        )
 
     def handle(self, *args, **options):
         data_dir = options["data_dir"] or getattr(settings, "LEGACY_DATA_DIR", "") or "data"
         verbosity = options["verbosity"]
         progress = self._progress if verbosity > 0 and sys.stderr.isatty() else None
         self._last = 0.0
-        opts = ImportOptions(dry_run=options["dry_run"], skip_existing=options["skip_existing"],
-                             check=options["check"], backup=options["backup"], progress=progress)
+        opts = ImportOptions(
+            dry_run=options["dry_run"],
+            skip_existing=options["skip_existing"],
+            check=options["check"],
+            backup=options["backup"],
+            progress=progress,
+        )
         if not Path(data_dir).is_dir():
             raise CommandError(f"{data_dir}: not a directory")
         try:
@@ -75,7 +84,9 @@ class Command(AgentForgeCommand):
         out.write(line)
         out.write("-" * len(line))
         for row in rows:
-            out.write("  ".join(str(v).ljust(widths[0]) if i == 0 else f"{v:,}".rjust(widths[i]) for i, v in enumerate(row)))
+            out.write(
+                "  ".join(str(v).ljust(widths[0]) if i == 0 else f"{v:,}".rjust(widths[i]) for i, v in enumerate(row))
+            )
         if opts.dry_run or opts.check:
             out.write("(counts are what an import would do)")
         if report.total_warnings:

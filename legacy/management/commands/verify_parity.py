@@ -32,12 +32,17 @@ class Command(AgentForgeCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--collection", action="append", dest="collections", metavar="NAME",
+            "--collection",
+            action="append",
+            dest="collections",
+            metavar="NAME",
             help='Only this collection (repeatable), e.g. "agents" or "security/users". Default: all.',
         )
         parser.add_argument("--fix-from", choices=("json", "db"), help="Repair the drift from this side.")
         parser.add_argument("--data-dir", help="Legacy data directory (default LEGACY_DATA_DIR, else data/).")
-        parser.add_argument("--limit", type=int, default=1000, help="Print at most this many differences (default 1000).")
+        parser.add_argument(
+            "--limit", type=int, default=1000, help="Print at most this many differences (default 1000)."
+        )
 
     def handle(self, *args, **options):
         known = parity_collections()

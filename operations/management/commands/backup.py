@@ -16,8 +16,12 @@ class Command(AgentForgeCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--output", "-o", help="File or directory to write (default: BACKUP_DIR).")
-        parser.add_argument("--format", choices=("native", "portable"), default=None,
-                            help="native (default where the backend has a tool) or portable.")
+        parser.add_argument(
+            "--format",
+            choices=("native", "portable"),
+            default=None,
+            help="native (default where the backend has a tool) or portable.",
+        )
         self.add_database_argument(parser)
 
     def handle(self, *args, **options):

@@ -13,8 +13,11 @@ class Command(AgentForgeCommand):
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
         parser.add_argument("--fail-on-pending", action="store_true", help="Exit non-zero when migrations are pending.")
-        parser.add_argument("--quiet-migrations", action="store_true",
-                            help="Print the number of pending migrations, not their names (scripts/test).")
+        parser.add_argument(
+            "--quiet-migrations",
+            action="store_true",
+            help="Print the number of pending migrations, not their names (scripts/test).",
+        )
 
     def handle(self, *args, **options):
         report = check_connection()
@@ -31,7 +34,9 @@ class Command(AgentForgeCommand):
             self.stdout.write(f"database:    {report.database} ({report.host})")
             self.stdout.write(f"latency:     {report.latency_ms} ms")
             self.stdout.write(f"pool:        {pool}")
-            self.stdout.write(f"migrations:  {report.applied_migrations} applied, {len(report.pending_migrations)} pending")
+            self.stdout.write(
+                f"migrations:  {report.applied_migrations} applied, {len(report.pending_migrations)} pending"
+            )
             for name in [] if options["quiet_migrations"] else report.pending_migrations:
                 self.stdout.write(f"  pending: {name}")
             self.stdout.write(self.style.SUCCESS("OK"))

@@ -29,9 +29,15 @@ class Command(AgentForgeCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
-        parser.add_argument("--tables", type=int, default=10, help="How many of the largest tables to list (default 10).")
-        parser.add_argument("--big-rows", type=int, default=BIG_TABLE_ROWS,
-                            help=f"Rows from which a table counts as big for sequential scans (default {BIG_TABLE_ROWS}).")
+        parser.add_argument(
+            "--tables", type=int, default=10, help="How many of the largest tables to list (default 10)."
+        )
+        parser.add_argument(
+            "--big-rows",
+            type=int,
+            default=BIG_TABLE_ROWS,
+            help=f"Rows from which a table counts as big for sequential scans (default {BIG_TABLE_ROWS}).",
+        )
         self.add_database_argument(parser)
 
     def handle(self, *args, **options):
@@ -65,8 +71,13 @@ class Command(AgentForgeCommand):
             check = {"ok": False, "problems": [one_line_error(exc)]}
         report["checks"]["vector_index"] = check
         if not check["ok"]:
-            report["alerts"].append({"check": "vector_index", "level": "warning",
-                                     "message": "; ".join(check["problems"][:3]) + " (run manage.py rebuild_vector_index)"})
+            report["alerts"].append(
+                {
+                    "check": "vector_index",
+                    "level": "warning",
+                    "message": "; ".join(check["problems"][:3]) + " (run manage.py rebuild_vector_index)",
+                }
+            )
             if report["status"] == "ok":
                 report["status"] = "degraded"
 
@@ -75,23 +86,36 @@ class Command(AgentForgeCommand):
         checks = report["checks"]
         db = checks["database"]
         name, host = describe_target(alias)
-        status_style = {"ok": self.style.SUCCESS, "degraded": self.style.WARNING}.get(report["status"], self.style.ERROR)
-        out(f"status:       {status_style(report['status'].upper())}  (checked {report['checked_at']} in {report['duration_ms']} ms)")
+        status_style = {"ok": self.style.SUCCESS, "degraded": self.style.WARNING}.get(
+            report["status"], self.style.ERROR
+        )
+        out(
+            f"status:       {status_style(report['status'].upper())}  (checked {report['checked_at']} in {report['duration_ms']} ms)"
+        )
         out(f"database:     {db['vendor']} {db.get('server_version', '')}  {name} ({host})")
         connect = f", new connection {db['connect_ms']} ms" if "connect_ms" in db else ""
         out(f"latency:      {db.get('latency_ms')} ms (SELECT 1){connect}")
         pool = {k: v for k, v in checks["pool"].items() if k != "ok"}
         out("pool:         " + ", ".join(f"{k}={v}" for k, v in pool.items()))
         mig = checks.get("migrations", {})
-        out(f"migrations:   {mig.get('pending', '?')} pending" + "".join(f"\n  pending: {m}" for m in mig.get("pending_names", [])))
+        out(
+            f"migrations:   {mig.get('pending', '?')} pending"
+            + "".join(f"\n  pending: {m}" for m in mig.get("pending_names", []))
+        )
         st = checks.get("storage", {})
         if "error" in st:
             out(f"storage:      unknown ({st['error']})")
         else:
-            quota = f" of {st['quota_mb']:g} MB quota ({st['used_pct']}%, alert at {st['alert_at_pct']:g}%)" if st.get("quota_mb") else " (no DB_STORAGE_QUOTA_MB set)"
+            quota = (
+                f" of {st['quota_mb']:g} MB quota ({st['used_pct']}%, alert at {st['alert_at_pct']:g}%)"
+                if st.get("quota_mb")
+                else " (no DB_STORAGE_QUOTA_MB set)"
+            )
             out(f"storage:      {st.get('used_mb')} MB{quota}  [{st.get('method')}]")
         q = checks["queries"]
-        out(f"slow queries: {q['slow_queries']} over {q['slow_query_threshold_ms']:g} ms in this process since {q['since']}")
+        out(
+            f"slow queries: {q['slow_queries']} over {q['slow_query_threshold_ms']:g} ms in this process since {q['since']}"
+        )
         out(f"failed tx:    {q['failed_transactions']} {q['failed_by_class'] or ''}".rstrip())
         out(f"dual-write:   {checks['dual_write']['failures']} failures")
         for replica in checks.get("replicas", []):
@@ -115,7 +139,10 @@ class Command(AgentForgeCommand):
                 if idx.get("server_counters"):
                     out("  server counters: " + ", ".join(f"{k}={v}" for k, v in idx["server_counters"].items()))
             else:
-                out(f"indexes:      source {idx['source']}" + (f", statistics since {idx['stats_since']}" if idx.get("stats_since") else ""))
+                out(
+                    f"indexes:      source {idx['source']}"
+                    + (f", statistics since {idx['stats_since']}" if idx.get("stats_since") else "")
+                )
                 unused = idx["unused_indexes"]
                 out(f"  unused indexes: {len(unused)}")
                 for u in unused[:30]:
@@ -129,8 +156,10 @@ class Command(AgentForgeCommand):
                     out("    " + s["table"] + ": " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "table"))
         vec = checks.get("vector_index", {})
         if "sets" in vec:
-            out(f"vector index: {vec['sets']} sets, {vec['files']} cache files in {vec['directory']}, "
-                f"{vec['unversioned_vectors']} unversioned vectors")
+            out(
+                f"vector index: {vec['sets']} sets, {vec['files']} cache files in {vec['directory']}, "
+                f"{vec['unversioned_vectors']} unversioned vectors"
+            )
         if report["alerts"]:
             out("alerts:")
             for a in report["alerts"]:

@@ -33,6 +33,8 @@ class Command(AgentForgeCommand):
         for app_label, name, sql in render_schema(db_type, server_version, apps):
             self.stdout.write(f"\n-- {app_label}.{name}")
             for statement in sql:
-                self.stdout.write(statement if statement.rstrip().endswith(";") or statement.startswith("--") else statement + ";")
+                self.stdout.write(
+                    statement if statement.rstrip().endswith(";") or statement.startswith("--") else statement + ";"
+                )
                 statements += 1
         self.stdout.write(f"\n-- {statements} statements")

@@ -4,10 +4,10 @@ import base64
 
 from django.core.management.base import CommandError
 
+from agentforge_core.crypto import public_key_text
 from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, AuditChainError, chain_keys, checkpoint_chain
 from security.checkpoints import CheckpointError
-from agentforge_core.crypto import public_key_text
 
 
 class Command(AgentForgeCommand):
@@ -18,8 +18,11 @@ class Command(AgentForgeCommand):
 
     def add_arguments(self, parser):
         self.add_org_argument(parser, many=True, also=(SYSTEM_CHAIN,))
-        parser.add_argument("--new-key", action="store_true",
-                            help="print a new AUDIT_SIGNING_KEY and its AUDIT_VERIFY_KEY, sign nothing")
+        parser.add_argument(
+            "--new-key",
+            action="store_true",
+            help="print a new AUDIT_SIGNING_KEY and its AUDIT_VERIFY_KEY, sign nothing",
+        )
 
     def handle(self, *args, org, new_key, **options):
         if new_key:

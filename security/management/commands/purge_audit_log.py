@@ -2,8 +2,8 @@
 
 from django.core.management.base import CommandError
 
-from agentforge_site.management import AgentForgeCommand
 from accounts.models import Organization
+from agentforge_site.management import AgentForgeCommand
 from security.audit import AuditChainError, purge_expired, retention_days
 from security.checkpoints import CheckpointError
 

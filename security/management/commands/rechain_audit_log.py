@@ -14,8 +14,14 @@ class Command(AgentForgeCommand):
 
     def add_arguments(self, parser):
         self.add_org_argument(parser, also=(SYSTEM_CHAIN,), help="one chain; default: every chain")
-        parser.add_argument("--accept", type=int, action="append", default=[], metavar="ID",
-                            help="id of an entry without a hash to adopt; repeatable")
+        parser.add_argument(
+            "--accept",
+            type=int,
+            action="append",
+            default=[],
+            metavar="ID",
+            help="id of an entry without a hash to adopt; repeatable",
+        )
 
     def handle(self, *args, org, accept, **options):
         try:

@@ -2,8 +2,8 @@
 
 from django.core.management.base import CommandError
 
-from agentforge_site.management import AgentForgeCommand
 from agentforge_core import crypto
+from agentforge_site.management import AgentForgeCommand
 from security.rotation import rotate_all
 
 
@@ -31,7 +31,9 @@ class Command(AgentForgeCommand):
                 self.stderr.write(f"  {message}")
             errors += len(r.errors)
         total = sum(r.rotated + r.encrypted_plaintext for r in reports)
-        self.stdout.write(f"{'would re-encrypt' if dry_run else 're-encrypted'} {total} value(s) in {len(reports)} table(s)")
+        self.stdout.write(
+            f"{'would re-encrypt' if dry_run else 're-encrypted'} {total} value(s) in {len(reports)} table(s)"
+        )
         if errors:
             raise CommandError(f"{errors} value(s) could not be decrypted with the configured keys (see above)")
         if any(r.changed_concurrently for r in reports):

@@ -11,7 +11,9 @@ class Command(AgentForgeCommand):
     help = "Verify the hash chains of the audit log; exits non-zero at the first broken link."
 
     def add_arguments(self, parser):
-        self.add_org_argument(parser, many=True, also=(SYSTEM_CHAIN,), help=f"'{SYSTEM_CHAIN}' is the entries without one")
+        self.add_org_argument(
+            parser, many=True, also=(SYSTEM_CHAIN,), help=f"'{SYSTEM_CHAIN}' is the entries without one"
+        )
         self.add_database_argument(parser)
 
     def handle(self, *args, org, **options):

@@ -77,6 +77,12 @@ class EmailBackend(ModelBackend):
             login_refusal.set(refusal.message)
             failure_recorded.set(True)
             return None
+        try:
+            return self._authenticate_counted(request, email, password, org, throttle)
+        finally:
+            throttle.release()  # also when the database fails mid-way
+
+    def _authenticate_counted(self, request, email, password, org, throttle):
         candidates = User.all_orgs.by_email(email).select_related("org")
         if org is not None:
             candidates = candidates.for_org(org)

@@ -16,7 +16,10 @@ many accounts from one address), and it lets anyone lock anyone out. Two counter
   ``SIGNIN_THROTTLE_MAX_BLOCK`` (1 h).
 
 An attempt is counted before its password is checked (an atomic increment), so parallel
-requests cannot slip past the limit; a success takes its count back. A refused attempt
+requests cannot slip past the limit; a success takes its count back. Attempts of one address +
+account take turns (a lock in the cache, waited for up to ``SIGNIN_THROTTLE_WAIT`` seconds):
+several tabs or clients signing in to one account at once would otherwise count each other's
+unfinished attempts as failures and be refused with the right password. A refused attempt
 checks no password and counts nothing. The client address is ``client_ip()``
 (X-Forwarded-For only from ``TRUSTED_PROXIES``); an IPv6 client is counted by its /64, which
 one host usually holds whole. Without a request (a sign-in from code) nothing is throttled.
@@ -38,6 +41,7 @@ from security.middleware import client_ip
 
 PREFIX = "signin-throttle"
 STRIKE_MEMORY = 24 * 3600  # how long earlier address blocks make the next one longer
+LOCK_TTL = 60  # an attempt that died holding its pair's turn gives it up after this
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,9 @@ class SigninThrottle:
         self._address_strikes = f"{PREFIX}:as:{self.address}"
         self._pair_count = f"{PREFIX}:p:{self.address}:{account}"
         self._pair_block = f"{PREFIX}:pb:{self.address}:{account}"
+        self._pair_turn = f"{PREFIX}:pt:{self.address}:{account}"
         self._counted = False
+        self._has_turn = False
         self.started: Refusal | None = None  # a block this attempt's failure started
 
     @property
@@ -96,6 +102,8 @@ class SigninThrottle:
         until = cache.get(self._pair_block)
         if until is not None and until > time.time():
             return Refusal("address_account", int(until - time.time()) + 1)
+        if not self._take_turn():
+            return Refusal("address_account", _limit("SIGNIN_THROTTLE_WAIT"))
         # Count now, before the password is checked: parallel attempts each see their own number.
         pair = self._increment(self._pair_count, _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
         address = self._increment(self._address_count, _limit("SIGNIN_THROTTLE_ADDRESS_WINDOW"))
@@ -103,11 +111,28 @@ class SigninThrottle:
         # Over a limit here: attempts counted in parallel took the last ones.
         address_limit = _limit("SIGNIN_THROTTLE_ADDRESS_FAILURES")
         if address_limit and address > address_limit:
+            self.release()
             return Refusal("address", _limit("SIGNIN_THROTTLE_BLOCK"))
         pair_limit = _limit("SIGNIN_THROTTLE_ACCOUNT_FAILURES")
         if pair_limit and pair > pair_limit:
+            self.release()
             return Refusal("address_account", _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
         return None
+
+    def _take_turn(self) -> bool:
+        deadline = time.monotonic() + _limit("SIGNIN_THROTTLE_WAIT")
+        while not cache.add(self._pair_turn, 1, LOCK_TTL):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        self._has_turn = True
+        return True
+
+    def release(self) -> None:
+        """End this attempt's turn (idempotent; succeeded() and failed() call it too)."""
+        if self._has_turn:
+            cache.delete(self._pair_turn)
+            self._has_turn = False
 
     def succeeded(self) -> None:
         """The password was right: the pair starts again and the address gets its attempt back."""
@@ -117,11 +142,18 @@ class SigninThrottle:
                 cache.decr(self._address_count)
             except ValueError:  # expired meanwhile
                 pass
+        self.release()
 
     def failed(self) -> None:
         """Record the failure; sets ``started`` when it starts a block."""
         if not self._counted:
             return
+        try:
+            self._record_failure()
+        finally:
+            self.release()
+
+    def _record_failure(self) -> None:
         window = _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW")
         # The pair's quiet time runs from its last failure, now (after the account recorded its own).
         cache.touch(self._pair_count, window)

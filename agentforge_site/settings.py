@@ -198,6 +198,7 @@ SIGNIN_THROTTLE_ADDRESS_FAILURES = read_int(os.environ, "SIGNIN_THROTTLE_ADDRESS
 SIGNIN_THROTTLE_ADDRESS_WINDOW = read_int(os.environ, "SIGNIN_THROTTLE_ADDRESS_WINDOW", 900, minimum=1)
 SIGNIN_THROTTLE_BLOCK = read_int(os.environ, "SIGNIN_THROTTLE_BLOCK", 60, minimum=1)
 SIGNIN_THROTTLE_MAX_BLOCK = read_int(os.environ, "SIGNIN_THROTTLE_MAX_BLOCK", 3600, minimum=1)
+SIGNIN_THROTTLE_WAIT = read_int(os.environ, "SIGNIN_THROTTLE_WAIT", 10, minimum=1)
 
 # The user model's email is unique per organization, not globally; EmailBackend handles it.
 SILENCED_SYSTEM_CHECKS = ["auth.W004"]

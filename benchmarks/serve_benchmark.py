@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -419,6 +420,7 @@ def load_run(port: int, agents: list[str], clients: int, rounds: int, seconds: f
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
         "errors": sum(not r.ok for r in results),
+        "failed": Counter((r.kind, r.status) for r in results if not r.ok),
         "edits": sum(len(c.acknowledged) for c in crowd),
         "by_kind": {
             kind: (len(ms), percentile(ms, 50), percentile(ms, 99))
@@ -591,6 +593,11 @@ def main():
                     f"{figures['p99']:>9.0f}{figures['errors']:>8}{figures['edits']:>7}  {waits}",
                     flush=True,
                 )
+                if figures["failed"]:
+                    print(
+                        "    failed: "
+                        + ", ".join(f"{kind} {status} x{n}" for (kind, status), n in sorted(figures["failed"].items()))
+                    )
                 if args.by_page:
                     for kind, (n, p50, p99) in figures["by_kind"].items():
                         print(f"    {kind:<28}{n:>6} ok   p50 {p50:>7.0f} ms   p99 {p99:>7.0f} ms")

@@ -195,3 +195,45 @@ def test_attempts_in_parallel_get_no_more_password_checks_than_the_limit(staff, 
     assert {r.scope for r in refusals if r is not None} == {"address"}
     pair = [SigninThrottle(request, staff.email) for _ in range(2)]
     assert [throttle.refusal() for throttle in pair] == [refusals[-1]] * 2  # the address is spent
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_sign_ins_of_one_account_from_one_address_all_succeed(org, make_user, monkeypatch):
+    """Eight clients signing in to one account at once (tabs, a script, the serve benchmark):
+    counted before their passwords were checked, the fourth and later were refused with the
+    right password. They take turns now, and every one gets in."""
+    import threading
+
+    from django.contrib.auth import authenticate
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from accounts.backends import EmailBackend
+
+    make_user(org, email="busy@example.com", password=PASSWORD)
+    verify = EmailBackend.verify_password
+
+    def slow_verify(user, password):  # as long as a real hash, so the attempts overlap
+        time.sleep(0.15)
+        return verify(user, password)
+
+    monkeypatch.setattr(EmailBackend, "verify_password", staticmethod(slow_verify))
+    start = threading.Barrier(8)
+    signed_in = []
+
+    def sign_in_once():
+        try:
+            start.wait(10)
+            request = RequestFactory().post("/admin/login/", REMOTE_ADDR="198.51.100.7")
+            signed_in.append(authenticate(request, username="busy@example.com", password=PASSWORD) is not None)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sign_in_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert signed_in == [True] * 8
+    # A wrong password in parallel is still counted: the pair's limit holds.
+    assert sign_in("198.51.100.7", "busy@example.com", "wrong").status_code == 200

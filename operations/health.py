@@ -421,7 +421,8 @@ def build_report(alias: str = DEFAULT_DB_ALIAS, tables: int = 0) -> dict:
     exhausted = _pool_exhausted(pool)
     pool["ok"] = not exhausted
     if exhausted:
-        reasons.append("connection pool exhausted")
+        # An alert, not a 503: requests still get answered (they wait DB_POOL_TIMEOUT at most),
+        # and a load balancer taking a busy server out of rotation would only load the others.
         alerts.append(
             {
                 "check": "pool",

@@ -240,6 +240,18 @@ def test_a_request_during_another_threads_probe_takes_its_answer_instead_of_a_50
     assert first == [False] and switch.down_since is None
 
 
+def test_a_saturated_pool_is_a_critical_alert_and_not_a_503(client, db, monkeypatch):
+    """Under load every connection can be in use with requests queueing for one: they are still
+    answered, so /health/ stays 200 (degraded) instead of taking the server out of rotation."""
+    busy = {"size": 6, "max_size": 6, "available": 0, "waiting": 9, "in_use": 6}
+    monkeypatch.setattr(health, "pool_status", lambda conn: dict(busy))
+    report = build_report()
+    assert report["healthy"] is True and report["status"] == "degraded" and report["reasons"] == []
+    assert report["checks"]["pool"]["ok"] is False
+    assert [a["check"] for a in report["alerts"] if a["level"] == "critical"] == ["pool"]
+    assert client.get("/health/").status_code == 200
+
+
 def test_a_failed_health_probe_marks_the_process_down(db, monkeypatch):
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has no server to probe")

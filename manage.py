@@ -10,6 +10,7 @@ def main():
     from django.conf import settings
     from django.core.management import execute_from_command_line
     from django.core.management.base import CommandError, CommandParser, handle_default_options
+    from django.db import OperationalError
 
     from agentforge_site.dbconfig import ConfigurationError
 
@@ -32,6 +33,23 @@ def main():
         # One line naming the variable, never a traceback.
         sys.stderr.write(f"configuration error: {exc}\n")
         sys.exit(2)
+    except OperationalError as exc:
+        # A wrong database name, role or password reaches a pooled command only as the pool's
+        # "couldn't get a connection after 30 s": one direct connection names the real reason.
+        sys.stderr.write(f"database error: {database_error_reason(exc)}\n")
+        sys.exit(1)
+
+
+def database_error_reason(exc) -> str:
+    from django.db import connections
+
+    from operations.connection import one_line_error, probe
+
+    try:
+        probe(connections["default"], timeout=5)
+    except Exception as reason:
+        return one_line_error(reason)
+    return one_line_error(exc)
 
 
 if __name__ == "__main__":

@@ -408,6 +408,17 @@ def _on_connection_created(sender, connection, **kwargs):
 
 
 def pool_timeout_message(conn, waited_s: float) -> str:
+    try:
+        stats = conn.pool.get_stats() if getattr(conn, "pool", None) is not None else {}
+    except Exception:
+        stats = {}
+    errors = stats.get("connections_errors", 0)
+    if errors and errors >= stats.get("connections_num", 0):
+        # Not a busy pool: it never opened a connection (a wrong name or password, a server
+        # down). Raising the pool's size would not help; the connection errors say why.
+        return (
+            f"database unreachable: the pool opened no connection in {waited_s:.1f} s ({errors} attempts, all failed)"
+        )
     pool = conn.settings_dict.get("OPTIONS", {}).get("pool") or {}
     size = pool.get("min_size", pool.get("min", "?")) if isinstance(pool, dict) else "?"
     maximum = pool.get("max_size", pool.get("max")) if isinstance(pool, dict) else None

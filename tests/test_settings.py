@@ -258,3 +258,41 @@ def test_env_file_is_read(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "oracle ora.example.com"
+
+
+@pytest.mark.parametrize("command", ["migrate", "import_json"])
+def test_a_database_that_does_not_exist_is_one_line_naming_the_reason(command, settings):
+    """A wrong database name reached a pooled command as the pool's "couldn't get a connection
+    after 30 s" traceback; manage.py now names the server's reason in one line."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL", "SQLITE_"))}
+    env.update(
+        ENV_FILE="",
+        SECRET_KEY="x",
+        ENCRYPTION_KEY=GOOD["ENCRYPTION_KEY"],
+        DB_TYPE=settings.DB_TYPE,
+        DB_POOL_TIMEOUT="2",
+        DJANGO_SETTINGS_MODULE="agentforge_site.settings",
+    )
+    expected = {
+        "sqlite": "unable to open database file",
+        "postgresql": 'database "agentforge_missing_db" does not exist',
+        "mysql": "Unknown database 'agentforge_missing_db'",
+    }[settings.DB_TYPE]
+    if settings.DB_TYPE == "sqlite":
+        env["SQLITE_PATH"] = "/nonexistent-agentforge-dir/x.sqlite3"
+    else:
+        db = settings.DATABASES["default"]
+        env.update(
+            DB_HOST=db["HOST"],
+            DB_PORT=str(db["PORT"]),
+            DB_USER=db["USER"],
+            DB_PASSWORD=db["PASSWORD"] or "",
+            DB_NAME="agentforge_missing_db",
+        )
+    args = [command] + (["sample-data"] if command == "import_json" else [])
+    result = subprocess.run(
+        [sys.executable, str(BASE / "manage.py"), *args], env=env, cwd=BASE, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"database error: {expected}"
+    assert "Traceback" not in result.stderr and "pool exhausted" not in result.stderr

@@ -79,6 +79,8 @@ def pool_status(conn) -> dict:
             "available": available,
             "waiting": stats.get("requests_waiting", 0),
             "timeouts": stats.get("requests_errors", 0),
+            "connection_attempts": stats.get("connections_num", 0),
+            "connection_failures": stats.get("connections_errors", 0),
         }
     if conn.vendor == "oracle" and conn.settings_dict.get("OPTIONS", {}).get("pool"):
         pool = getattr(conn, "pool", None)

@@ -42,6 +42,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, ProgrammingError
 
 from agentforge_site import caching
+from operations.connection import pool_status
 
 slow_logger = logging.getLogger("agentforge.slow_query")
 pool_logger = logging.getLogger("agentforge.db_pool")
@@ -408,12 +409,9 @@ def _on_connection_created(sender, connection, **kwargs):
 
 
 def pool_timeout_message(conn, waited_s: float) -> str:
-    try:
-        stats = conn.pool.get_stats() if getattr(conn, "pool", None) is not None else {}
-    except Exception:
-        stats = {}
-    errors = stats.get("connections_errors", 0)
-    if errors and errors >= stats.get("connections_num", 0):
+    status = pool_status(conn)
+    errors = status.get("connection_failures", 0)
+    if errors and errors >= status.get("connection_attempts", 0):
         # Not a busy pool: it never opened a connection (a wrong name or password, a server
         # down). Raising the pool's size would not help; the connection errors say why.
         return (

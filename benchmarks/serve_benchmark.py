@@ -401,6 +401,11 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+def describe_failures(failed: Counter) -> str:
+    """Failed requests as "kind status xN, ..." (status 0: no answer), or "none"."""
+    return ", ".join(f"{kind} {status} x{n}" for (kind, status), n in sorted(failed.items())) or "none"
+
+
 def load_run(port: int, agents: list[str], clients: int, rounds: int, seconds: float) -> dict:
     crowd = [Client(port, i, agents[i % len(agents)]) for i in range(clients)]
     deadline = time.monotonic() + seconds
@@ -518,7 +523,7 @@ def outage_run(args, cluster: Cluster, env: dict, base: Path, agents: list[str])
         ),
         "requests_during": len(during),
         "status_counts": {s: sum(r.status == s for r in failed) for s in sorted({r.status for r in failed})},
-        "failed_kinds": sorted({(r.kind, r.status) for r in failed}),
+        "failed": Counter((r.kind, r.status) for r in failed),
         "slowest_failure_ms": max((r.ms for r in failed), default=0),
         "failure_p50_ms": percentile(failed_during, 50),
         "failure_p99_ms": percentile(failed_during, 99),
@@ -594,10 +599,7 @@ def main():
                     flush=True,
                 )
                 if figures["failed"]:
-                    print(
-                        "    failed: "
-                        + ", ".join(f"{kind} {status} x{n}" for (kind, status), n in sorted(figures["failed"].items()))
-                    )
+                    print(f"    failed: {describe_failures(figures['failed'])}")
                 if args.by_page:
                     for kind, (n, p50, p99) in figures["by_kind"].items():
                         print(f"    {kind:<28}{n:>6} ok   p50 {p50:>7.0f} ms   p99 {p99:>7.0f} ms")
@@ -617,10 +619,7 @@ def main():
                 f"  client requests sent while the server was down: {o['requests_during']}, {o['failed_during']} failed, "
                 f"in p50 {o['failure_p50_ms']:.0f} ms / p99 {o['failure_p99_ms']:.0f} ms"
             )
-            print(
-                "  failed requests by kind and status: "
-                + (", ".join(f"{kind} {status}" for kind, status in o["failed_kinds"]) or "none")
-            )
+            print(f"  failed requests by kind and status: {describe_failures(o['failed'])}")
             print(
                 f"  all failed requests by status: {o['status_counts']} (0 = no answer); slowest "
                 f"{o['slowest_failure_ms']:.0f} ms (a request in flight when the server went away)"

@@ -20,10 +20,9 @@ from django.utils.html import format_html, format_html_join
 from accounts.models import User
 from agentforge_core import crypto
 from agentforge_core.fields import encrypted_fields
-from agentforge_core.tenancy import org_scope, unscoped
 from agentforge_site.admin.display import json_block, masked, truncate
 from agentforge_site.admin.mixins import ReadOnlyAdminMixin, SecretFieldsMixin
-from agentforge_site.admin.scoping import OrgScopedAdmin, UserCredentialsAdminMixin, is_superuser
+from agentforge_site.admin.scoping import OrgScopedAdmin, UserCredentialsAdminMixin, is_superuser, request_scope
 from agentforge_site.paginator import EstimatedCountPaginator
 from security.models import APIKey, AuditLog, LDAPConfig, OAuthConfig, SecurityEvent
 from security.models.audit import AuditChainHead
@@ -261,7 +260,7 @@ class AuditLogAdmin(ReadOnlyAdminMixin, OrgScopedAdmin):
         rows = queryset.select_related("org", "actor", "content_type").order_by("-timestamp", "-pk")
         # The rows stream after the view has returned and the request's organization scope
         # has closed: every fetch runs inside that scope again.
-        scope = unscoped if is_superuser(request) else functools.partial(org_scope, request.user.org_id)
+        scope = functools.partial(request_scope, request)
 
         def generate():
             writer = csv.writer(_Echo())

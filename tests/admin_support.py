@@ -152,13 +152,12 @@ def grant_all_model_permissions(user) -> None:
 
 
 def request_scope(response):
-    """The organization scope the admin view behind ``response`` ran in: the signed-in user's
-    organization (the middleware's), lifted for a superuser. Querysets kept in ``response.context``
-    come from the scoped managers, so they are read (or their fetched rows reused) inside it."""
-    from agentforge_core.tenancy import org_scope, unscoped
+    """The organization scope the admin view behind ``response`` ran in. Querysets kept in
+    ``response.context`` come from the scoped managers, so they are read (or their fetched
+    rows reused) inside it."""
+    from agentforge_site.admin.scoping import request_scope as admin_request_scope
 
-    user = response.wsgi_request.user
-    return unscoped() if user.is_superuser else org_scope(user.org_id)
+    return admin_request_scope(response.wsgi_request)
 
 
 def form_data(response) -> dict:

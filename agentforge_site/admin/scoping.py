@@ -23,7 +23,7 @@ from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern
 from django.utils.functional import cached_property
 
-from agentforge_core.tenancy import unscoped
+from agentforge_core.tenancy import org_scope, unscoped
 
 
 def model_has_org(model) -> bool:
@@ -39,6 +39,13 @@ def model_has_org(model) -> bool:
 def is_superuser(request) -> bool:
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_active and user.is_superuser)
+
+
+def request_scope(request):
+    """The organization scope an admin view of ``request`` runs in: the signed-in user's
+    organization (the middleware's), lifted for a superuser (``superuser_unscoped``). For work
+    that runs after the view has returned, such as a streamed response's rows."""
+    return unscoped() if is_superuser(request) else org_scope(request.user.org_id)
 
 
 def superuser_unscoped(view):

@@ -11,6 +11,13 @@ conversations, plus the organization, users and agent they refer to) under
 2. ``dumpdata`` of the imported rows (not timed), ``flush`` + ``loaddata`` (timed).
 
 Each contender runs in its own child process; its peak RSS comes from ``os.wait4``.
+``--raw-floor`` also times the bare driver re-inserting the same rows.
+
+CPU seconds are printed beside wall time: the contender's own (with the import's reader
+process) plus, when the database server runs on this machine and its pid file is readable
+(PostgreSQL's ``data_directory`` needs a superuser or ``pg_read_all_settings``), the server's,
+from ``/proc``. Wall time needs a free core for each of the import's two processes; CPU
+time per row does not, which makes it the figure to compare between machines and runs.
 THE DATABASE NAMED BY DB_NAME IS EMPTIED (flush). Use a scratch database.
 """
 
@@ -178,7 +185,8 @@ def _children(pid: int) -> list[int]:
 
 def timed(*args, env=None):
     """Run manage.py in a child; return (seconds, peak RSS in MiB of the largest process,
-    peak memory in MiB of the child and its own children together, sampled every 20 ms)."""
+    peak memory in MiB of the child and its own children together, sampled every 20 ms,
+    CPU seconds of the child and the children it waited for: import_json's reader process)."""
     cmd = [sys.executable, str(ROOT / "manage.py"), *args]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -195,7 +203,7 @@ def timed(*args, env=None):
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{err.decode(errors='replace')[-3000:]}")
-    return elapsed, usage.ru_maxrss / 1024, peak_total / 1024
+    return elapsed, usage.ru_maxrss / 1024, peak_total / 1024, usage.ru_utime + usage.ru_stime
 
 
 def reset(env) -> None:
@@ -229,76 +237,132 @@ def count_rows(env) -> int:
 
 
 RAW_TABLES = ("conversations", "messages", "audit_logs")  # the bulk of the rows
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def raw_floor(env) -> tuple[float, int]:
+def server_pid(env) -> int | None:
+    """The database server's main process (PostgreSQL's postmaster, mariadbd) when it runs on
+    this machine and this user may read its pid file; None for SQLite or a remote server."""
+    code = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as c:\n"
+        "    if connection.vendor == 'postgresql':\n"
+        "        c.execute('SHOW data_directory'); print(c.fetchone()[0] + '/postmaster.pid')\n"
+        "    elif connection.vendor == 'mysql':\n"
+        "        c.execute('SELECT @@pid_file'); print(c.fetchone()[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    try:
+        with open(out.stdout.decode().strip()) as fh:
+            pid = int(fh.readline())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds the server has used so far: its processes (PostgreSQL: the postmaster and
+    every child) and the children it has reaped (a finished session's backend)."""
+    if pid is None:
+        return 0.0
+    ticks = 0
+    for number, p in enumerate([pid, *_children(pid)]):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a backend that ended meanwhile: its time is in the postmaster's cutime
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        if number == 0:
+            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / TICK
+
+
+def raw_floor_child(tables: list[str], pid: int | None) -> None:
+    """(child) Re-insert the imported rows of ``tables`` with the bare driver; print the
+    seconds, rows, this process's CPU seconds and the server's, for the inserts alone."""
+    import io
+
+    sys.path.insert(0, str(ROOT))  # run as a script: its own directory is on the path, not the project
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    connection.ensure_connection()
+    raw = connection.connection
+    vendor = connection.vendor
+    data, rows = {}, 0
+    cur = raw.cursor()
+    for t in tables:
+        if vendor == "postgresql":
+            buf = io.BytesIO()
+            with cur.copy(f'COPY "{t}" TO STDOUT') as copy:
+                for block in copy:
+                    buf.write(block)
+            data[t] = buf.getvalue()
+            cur.execute(f'SELECT count(*) FROM "{t}"')
+            rows += cur.fetchone()[0]
+        else:
+            cur.execute(f"SELECT * FROM {t}")
+            data[t] = [tuple(r) for r in cur.fetchall()]
+            rows += len(data[t])
+    columns = {}
+    for t in tables:
+        cur.execute(f"SELECT * FROM {connection.ops.quote_name(t)} WHERE 1 = 0")
+        columns[t] = [d[0] for d in cur.description]
+    if vendor == "postgresql":
+        cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")  # attachments: empty here
+    else:
+        if vendor == "mysql":
+            cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        for t in reversed(tables):
+            cur.execute(f"DELETE FROM {connection.ops.quote_name(t)}")
+    raw.commit()
+    if vendor == "sqlite":
+        cur.execute("PRAGMA cache_size = -16384")  # what import_json sets for its session
+    started, cpu, server = time.perf_counter(), time.process_time(), server_cpu(pid)
+    # Django's connections run in autocommit mode: one explicit transaction, as import_json has.
+    cur.execute("START TRANSACTION" if vendor == "mysql" else "BEGIN")
+    for t in tables:
+        cols = ", ".join(connection.ops.quote_name(c) for c in columns[t])
+        if vendor == "postgresql":
+            with cur.copy(f'COPY "{t}" ({cols}) FROM STDIN') as copy:
+                copy.write(data[t])
+        else:
+            marks = ", ".join(["%s" if vendor == "mysql" else "?"] * len(columns[t]))
+            cur.executemany(f"INSERT INTO {connection.ops.quote_name(t)} ({cols}) VALUES ({marks})", data[t])
+    cur.execute("COMMIT")
+    print(time.perf_counter() - started, rows, time.process_time() - cpu, server_cpu(pid) - server)
+
+
+def raw_floor(env, pid) -> tuple[float, int, float, float]:
     """Time re-inserting the imported rows of RAW_TABLES with the bare driver (no Django, no
     mapping), as the issue's raw floor: PostgreSQL COPY, MariaDB multi-row INSERT, SQLite
-    executemany. Runs in a child process; returns (seconds, rows)."""
-    code = r"""
-import io, sys, time, django
-django.setup()
-from django.db import connection
-tables = sys.argv[1].split(",")
-connection.ensure_connection()
-raw = connection.connection
-vendor = connection.vendor
-data, rows = {}, 0
-cur = raw.cursor()
-for t in tables:
-    if vendor == "postgresql":
-        buf = io.BytesIO()
-        with cur.copy(f'COPY "{t}" TO STDOUT') as copy:
-            for block in copy:
-                buf.write(block)
-        data[t] = buf.getvalue()
-        cur.execute(f'SELECT count(*) FROM "{t}"')
-        rows += cur.fetchone()[0]
-    else:
-        cur.execute(f"SELECT * FROM {t}")
-        data[t] = [tuple(r) for r in cur.fetchall()]
-        rows += len(data[t])
-columns = {}
-for t in tables:
-    cur.execute(f"SELECT * FROM {connection.ops.quote_name(t)} WHERE 1 = 0")
-    columns[t] = [d[0] for d in cur.description]
-if vendor == "postgresql":
-    cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")  # attachments: empty here
-else:
-    if vendor == "mysql":
-        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-    for t in reversed(tables):
-        cur.execute(f"DELETE FROM {connection.ops.quote_name(t)}")
-raw.commit()
-if vendor == "sqlite":
-    cur.execute("PRAGMA cache_size = -16384")  # what import_json sets for its session
-started = time.perf_counter()
-# Django's connections run in autocommit mode: one explicit transaction, as import_json has.
-cur.execute("START TRANSACTION" if vendor == "mysql" else "BEGIN")
-for t in tables:
-    cols = ", ".join(connection.ops.quote_name(c) for c in columns[t])
-    if vendor == "postgresql":
-        with cur.copy(f'COPY "{t}" ({cols}) FROM STDIN') as copy:
-            copy.write(data[t])
-    else:
-        marks = ", ".join(["%s" if vendor == "mysql" else "?"] * len(columns[t]))
-        cur.executemany(f"INSERT INTO {connection.ops.quote_name(t)} ({cols}) VALUES ({marks})", data[t])
-cur.execute("COMMIT")
-print(time.perf_counter() - started, rows)
-"""
-    out = subprocess.run([sys.executable, "-c", code, ",".join(RAW_TABLES)], cwd=ROOT, env=env, capture_output=True)
+    executemany. Runs in a child process; returns (seconds, rows, its CPU s, the server's CPU s)."""
+    cmd = [sys.executable, __file__, "--raw-floor-child", ",".join(RAW_TABLES), str(pid or 0)]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True)
     if out.returncode != 0:
         raise SystemExit(f"raw floor failed:\n{out.stderr.decode(errors='replace')[-3000:]}")
-    seconds, rows = out.stdout.split()
-    return float(seconds), int(rows)
+    seconds, rows, cpu, server = out.stdout.split()
+    return float(seconds), int(rows), float(cpu), float(server)
 
 
-def print_raw_floor(env, rows: int, seconds: float) -> None:
-    raw_seconds, raw_rows = raw_floor(env)
+def describe_cpu(cpu: float, server: float, rows: int, pid) -> str:
+    where = f"{cpu:.1f} here + {server:.1f} server" if pid else f"{cpu:.1f}, in process"
+    return f"CPU {cpu + server:5.1f} s ({where}), {(cpu + server) / rows * 1e6:5.1f} us/row"
+
+
+def print_raw_floor(env, pid, rows: int, seconds: float, cpu_per_row: float) -> None:
+    raw_seconds, raw_rows, raw_cpu, raw_server = raw_floor(env, pid)
     print(
         f"raw floor:   {raw_seconds:7.1f} s  {raw_rows / raw_seconds:9,.0f} rows/s  "
-        f"(the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver; "
-        f"import_json reaches {rows / seconds / (raw_rows / raw_seconds):.0%} of it)"
+        f"{describe_cpu(raw_cpu, raw_server, raw_rows, pid)}\n"
+        f"             (the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver)\n"
+        f"import_json / floor: {rows / seconds / (raw_rows / raw_seconds):.0%} of its rows/s, "
+        f"{cpu_per_row / ((raw_cpu + raw_server) / raw_rows):.2f}x its CPU per row"
     )
 
 
@@ -321,17 +385,21 @@ def main():
     size = sum(p.stat().st_size for p in out.rglob("*.json")) / 2**20
     manage("migrate", "-v0", env=env)
     reset(env)
-    seconds, rss, total = timed("import_json", str(out), "-v0", env=env)
+    pid = server_pid(env)
+    server = server_cpu(pid)
+    seconds, rss, total, cpu = timed("import_json", str(out), "-v0", env=env)
+    server = server_cpu(pid) - server
     rows = count_rows(env)
     db = os.environ.get("DB_TYPE", "sqlite")
     print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
     print(
-        f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  peak RSS {rss:6.0f} MiB"
-        f"  (with its reader process: {total:.0f} MiB)"
+        f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  {describe_cpu(cpu, server, rows, pid)}\n"
+        f"             (start-up included; with its reader process); peak RSS {rss:.0f} MiB ({total:.0f} with the reader)"
     )
+    cpu_per_row = (cpu + server) / rows
     if args.skip_loaddata:
         if args.raw_floor:
-            print_raw_floor(env, rows, seconds)
+            print_raw_floor(env, pid, rows, seconds, cpu_per_row)
         return
     fixture = out.parent / f"fixture-{args.rows}-{db}.json"
     manage(
@@ -361,13 +429,21 @@ def main():
         json.dump(objects, fh)
     del objects
     if args.raw_floor:  # after the fixture: it re-inserts the same rows
-        print_raw_floor(env, rows, seconds)
+        print_raw_floor(env, pid, rows, seconds, cpu_per_row)
     reset(env)
-    seconds_ld, rss_ld, _total = timed("loaddata", str(fixture), "-v0", env=env)
-    print(f"loaddata:    {seconds_ld:7.1f} s  {rows / seconds_ld:9,.0f} rows/s  peak RSS {rss_ld:6.0f} MiB")
+    server = server_cpu(pid)
+    seconds_ld, rss_ld, _total, cpu_ld = timed("loaddata", str(fixture), "-v0", env=env)
+    server = server_cpu(pid) - server
+    print(
+        f"loaddata:    {seconds_ld:7.1f} s  {rows / seconds_ld:9,.0f} rows/s  {describe_cpu(cpu_ld, server, rows, pid)}"
+        f"  peak RSS {rss_ld:.0f} MiB"
+    )
     print(f"speed-up: {seconds_ld / seconds:.1f}x")
     fixture.unlink()
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--raw-floor-child"]:
+        raw_floor_child(sys.argv[2].split(","), int(sys.argv[3]) or None)
+    else:
+        main()

@@ -254,41 +254,93 @@ def compute_hash(entry, prev_hash: str) -> str:
     return hashlib.sha256(canonical_bytes(entry, prev_hash)).hexdigest()
 
 
-# What json.dumps(ensure_ascii=False) writes for a str, and for anything nested (sorted keys).
+# What canonical_bytes writes, as one C encoder call.
 _json_str = json.encoder.encode_basestring
 _json_sorted = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain_json(value) -> bool:
+    """True when ``json.loads(json.dumps(value))`` is ``value`` itself: only JSON's own types,
+    string keys (an int key would come back as a string, and sort differently)."""
+    t = type(value)
+    if t in _JSON_SCALARS:
+        return True
+    if t is dict:
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    if t is list:
+        return all(_plain_json(v) for v in value)
+    return False
+
+
+def _utc_text(value) -> str | None:
+    """A DateTimeField's canonical text (UTC, microseconds, "Z")."""
+    if value is None:
+        return None
+    if value.tzinfo is not dt.timezone.utc:
+        value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    if value.year < 1000:  # strftime does not pad the year everywhere
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class EntryHasher:
     """:func:`compute_hash` for entries given as dicts of plain values (the importer's bulk path).
 
-    The same text as :func:`canonical_bytes`, written member by member in sorted key order
-    from :func:`_canonical_value`, without a model instance or a dict per entry; the common
-    kinds (text, times, UUIDs) take a shortcut that writes the same characters. The text
-    before and after ``prev_hash`` does not depend on the chain, so the import pipeline
-    builds it in its reader process and only :meth:`seal` runs in chain order.
-    ``values`` must hold every hashed attribute (the writer fills in the defaults).
+    The same text as :func:`canonical_bytes`: one function, compiled once, builds the dict
+    of canonical values with the common kinds (text, times, UUIDs, numbers, plain JSON)
+    written inline and anything else through :func:`_canonical_value`, and one C encoder
+    call writes it. The text before and after ``prev_hash`` does not depend on the chain,
+    so the import pipeline builds it in its reader process and only :meth:`seal` runs in
+    chain order. ``values`` must hold every hashed attribute (the writer fills in the defaults).
     """
 
     def __init__(self):
-        members = [("v", None), ("prev_hash", None)] + [(f.column, f) for f in _hashed_fields()]
-        self.attnames = [f.attname for _key, f in members if f is not None]
-        self._head, self._tail = [], []
-        side = self._head
-        for key, f in sorted(members, key=lambda m: m[0]):
-            prefix = _json_str(key) + ":"
-            if key == "prev_hash":
-                self._head_text, side = prefix, self._tail
-            elif key == "v":
-                side.append((None, prefix + json.dumps(HASH_VERSION)))
-            else:
-                side.append((f.attname, _member(prefix, f)))
+        fields = _hashed_fields()
+        self.attnames = [f.attname for f in fields]
+        self._marker = self._quoted = None
+        self._new_marker()
+        slow = [lambda value, f=f: _canonical_value(f, value) for f in fields]
+        entries = [f"{json.dumps('v')}: {HASH_VERSION!r}", f"{json.dumps('prev_hash')}: marker"]
+        for i, f in enumerate(fields):
+            get, fallback = f"v[{f.attname!r}]", f"slow[{i}](x)"
+            if isinstance(f, models.DateTimeField):
+                expr = f"utc_text({get})"
+            elif isinstance(f, models.JSONField):
+                expr = f"(x if plain_json(x := {get}) else {fallback})"
+            elif isinstance(f, models.GenericIPAddressField):  # IPv4 text is its own canonical form
+                expr = f'(x if type(x := {get}) is str and x and ":" not in x else {fallback})'
+            elif isinstance(f, models.BooleanField):
+                expr = f"(x if type(x := {get}) is bool else {fallback})"
+            elif f.is_relation and f.name != "content_type":
+                expr = f"(str(x) if type(x := {get}) is UUID else {fallback})"
+            elif isinstance(f, models.IntegerField) and not f.is_relation:
+                expr = f"(x if type(x := {get}) is int else {fallback})"
+            elif f.is_relation:  # content types: their natural key
+                expr = f"slow[{i}]({get})"
+            else:  # text; "" is hashed as null
+                expr = f"(x if type(x := {get}) is str and x else {fallback})"
+            entries.append(f"{json.dumps(f.column)}: {expr}")
+        source = "def canonical(v, marker):\n    return {" + ", ".join(entries) + "}\n"
+        namespace = {"utc_text": _utc_text, "plain_json": _plain_json, "slow": slow, "UUID": uuid.UUID}
+        exec(compile(source, "<audit canonical>", "exec"), namespace)
+        self._canonical = namespace["canonical"]
+
+    def _new_marker(self) -> None:
+        # Stands for prev_hash in the encoded text. Random, so that a value holding it is all
+        # but impossible (and only makes parts() draw another); ASCII, so that the text of
+        # an ASCII entry stays one byte per character.
+        self._marker = uuid.uuid4().hex
+        self._quoted = _json_str(self._marker)
 
     def parts(self, values: dict) -> tuple[str, str]:
         """The canonical JSON of an entry around its ``prev_hash`` value: (text before, text after)."""
-        head = [m if a is None else m(values[a]) for a, m in self._head]
-        tail = [m if a is None else m(values[a]) for a, m in self._tail]
-        return "{" + ",".join([*head, self._head_text]), ("," + ",".join(tail) if tail else "") + "}"
+        while True:
+            text = _json_sorted(self._canonical(values, self._marker))
+            head, found, tail = text.partition(self._quoted)
+            if found and self._quoted not in tail:
+                return head, tail
+            self._new_marker()  # a value holds the marker: draw another
 
     @staticmethod
     def seal(head: str, tail: str, prev_hash: str) -> str:
@@ -296,47 +348,6 @@ class EntryHasher:
 
     def hash(self, values: dict, prev_hash: str) -> str:
         return self.seal(*self.parts(values), prev_hash)
-
-
-def _member(prefix: str, f):
-    """value -> '"column":<canonical JSON of value>', as canonical_bytes writes it."""
-    null = prefix + "null"
-
-    def member(value):
-        value = _canonical_value(f, value)
-        return null if value is None else prefix + _json_sorted(value)
-
-    if isinstance(f, models.DateTimeField):
-
-        def member_dt(value):
-            if value is None:
-                return null
-            if value.tzinfo is not dt.timezone.utc:
-                value = (
-                    value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-                )
-            if value.year < 1000:  # strftime does not pad the year everywhere
-                return prefix + '"' + value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") + '"'
-            return prefix + '"' + value.replace(tzinfo=None).isoformat(timespec="microseconds") + 'Z"'
-
-        return member_dt
-    if f.is_relation and f.name != "content_type":
-
-        def member_rel(value):
-            if type(value) is uuid.UUID:
-                return prefix + '"' + str(value) + '"'
-            return member(value)
-
-        return member_rel
-    if type(f) in (models.CharField, models.TextField):
-
-        def member_str(value):
-            if type(value) is not str:
-                return member(value)
-            return prefix + _json_str(value) if value else null  # "" is hashed as null
-
-        return member_str
-    return member
 
 
 def chain_key(org_id) -> str:

@@ -24,3 +24,19 @@ def change_password(user, new_password: str, actor=None, *, action: str = "passw
     if save:
         user.save()
     return user
+
+
+def ensure_superuser(email: str, password: str, org=None):
+    """The superuser ``email`` of ``org`` (default: the default organization) with ``password``:
+    created when missing, else made staff and superuser again with the new password.
+    Returns ``(user, created)``. What ``scripts/quickstart`` runs on every start."""
+    from accounts.models import Organization, User
+
+    org = org or Organization.get_default()
+    user = User.all_orgs.for_org(org).by_email(email).first()
+    if user is None:
+        return User.all_orgs.create_superuser(email, password, org=org), True
+    user.is_staff = user.is_superuser = True
+    user.set_password(password)
+    user.save()
+    return user, False

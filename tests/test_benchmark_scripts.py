@@ -45,9 +45,12 @@ def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
     # 1 organization, 20 users with their preferences and MFA rows, 1 agent, 300 entries, 30 chats, 300 messages
     assert "rows=692" in out, out
     for contender in ("import_json:", "raw floor:", "loaddata:"):
-        assert re.search(rf"^{contender}\s+[\d.]+ s\s+[\d,]+ rows/s", out, re.M), out
+        # wall time, rows/s, and CPU seconds per row (in process: SQLite has no server)
+        line = rf"^{contender}\s+[\d.]+ s\s+[\d,]+ rows/s\s+CPU\s+[\d.]+ s \([\d.]+, in process\),\s+[\d.]+ us/row"
+        assert re.search(line, out, re.M), out
     assert "the 630 rows of conversations, messages, audit_logs" in out, out
-    assert re.search(r"with its reader process: \d+ MiB", out), out
+    assert re.search(r"peak RSS \d+ MiB \(\d+ with the reader\)", out), out
+    assert re.search(r"^import_json / floor: \d+% of its rows/s, [\d.]+x its CPU per row$", out, re.M), out
 
 
 @pytest.mark.backends("sqlite")  # it starts its own PostgreSQL cluster: once per suite run is enough

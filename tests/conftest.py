@@ -1,4 +1,5 @@
 import itertools
+import os
 import shutil
 from pathlib import Path
 
@@ -10,12 +11,17 @@ _counter = itertools.count(1)
 
 
 def pytest_collection_modifyitems(config, items):
+    # scripts/test names the one backend whose run takes the tests marked "once" (they do not
+    # depend on the backend); a plain pytest run takes them all.
+    once = os.environ.get("TEST_ONCE_BACKEND")
     for item in items:
         marker = item.get_closest_marker("backends")
         if marker and settings.DB_TYPE not in marker.args:
             item.add_marker(
                 pytest.mark.skip(reason=f"runs on {', '.join(marker.args)} only (DB_TYPE={settings.DB_TYPE})")
             )
+        elif once and once != settings.DB_TYPE and item.get_closest_marker("once"):
+            item.add_marker(pytest.mark.skip(reason=f"does not depend on the backend: runs with DB_TYPE={once}"))
 
 
 def _postgresql_connections():

@@ -22,6 +22,8 @@ from tests.agentforge_real import (
     totp,
 )
 
+pytestmark = pytest.mark.once  # reads the fixture files, no database
+
 SECURITY_DICTS = [
     "organizations",
     "users",

@@ -53,7 +53,7 @@ def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
     assert re.search(r"^import_json / floor: \d+% of its rows/s, [\d.]+x its CPU per row$", out, re.M), out
 
 
-@pytest.mark.backends("sqlite")  # it starts its own PostgreSQL cluster: once per suite run is enough
+@pytest.mark.once  # it starts its own PostgreSQL cluster
 @pytest.mark.skipif(
     not Path("/usr/lib/postgresql/15/bin/initdb").exists(), reason="needs PostgreSQL 15's server binaries"
 )

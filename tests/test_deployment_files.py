@@ -3,7 +3,10 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.once  # reads the deployment files, no database
 
 BASE = Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from legacy.format import jsonio
 
+pytestmark = pytest.mark.once  # reads files, no database
+
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 VALUES = st.recursive(
     st.none()

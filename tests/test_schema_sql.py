@@ -13,6 +13,8 @@ from django.db import models
 
 from operations.schema import offline_connection, render_schema
 
+pytestmark = pytest.mark.once  # renders DDL without connecting
+
 BASE = Path(__file__).resolve().parent.parent
 
 GUIDE_TABLES = [

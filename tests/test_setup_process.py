@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.once  # its processes use their own SQLite files
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 MIGRATE = """

@@ -13,6 +13,8 @@ import pytest
 
 from legacy.store import JsonStore, UnknownCollection, get_store, jsonfiles
 
+pytestmark = pytest.mark.once  # the JSON store alone, no database
+
 PROJECT_SAMPLE = Path(__file__).resolve().parent.parent / "sample-data"
 SAMPLE = PROJECT_SAMPLE
 PROJECT = Path(__file__).resolve().parent.parent

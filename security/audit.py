@@ -215,46 +215,7 @@ def _hashed_fields():
     return [f for f in AuditLog._meta.concrete_fields if f.name not in ("id", "prev_hash", "entry_hash")]
 
 
-def _canonical_value(f, value):
-    if value is None:
-        return None
-    if isinstance(f, models.DateTimeField):
-        if timezone.is_naive(value):
-            value = timezone.make_aware(value, dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(f, models.JSONField):
-        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
-    if isinstance(f, models.GenericIPAddressField):
-        return f.get_prep_value(value) or None
-    if isinstance(f, models.BooleanField):
-        return bool(value)
-    if isinstance(f, (models.IntegerField, models.BigIntegerField, models.SmallIntegerField)) and not f.is_relation:
-        return int(value)
-    if f.is_relation:
-        if f.name == "content_type":
-            ct = ContentType.objects.get_for_id(value)
-            return f"{ct.app_label}.{ct.model}"
-        try:
-            return str(uuid.UUID(str(value)))
-        except ValueError:
-            return str(value)
-    value = str(value)
-    return value or None  # Oracle stores "" as NULL
-
-
-def canonical_bytes(entry, prev_hash: str) -> bytes:
-    """The serialisation the hash covers: every stored column but id and the hashes."""
-    data = {"v": HASH_VERSION, "prev_hash": prev_hash or ""}
-    for f in _hashed_fields():
-        data[f.column] = _canonical_value(f, getattr(entry, f.attname))
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def compute_hash(entry, prev_hash: str) -> str:
-    return hashlib.sha256(canonical_bytes(entry, prev_hash)).hexdigest()
-
-
-# What canonical_bytes writes, as one C encoder call.
+# The canonical text's encoder (sorted keys, no spaces, UTF-8 as is), and its encoding of one string.
 _json_str = json.encoder.encode_basestring
 _json_sorted = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -282,6 +243,43 @@ def _utc_text(value) -> str | None:
     if value.year < 1000:  # strftime does not pad the year everywhere
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _canonical_value(f, value):
+    if value is None:
+        return None
+    if isinstance(f, models.DateTimeField):
+        return _utc_text(value)
+    if isinstance(f, models.JSONField):
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    if isinstance(f, models.GenericIPAddressField):
+        return f.get_prep_value(value) or None
+    if isinstance(f, models.BooleanField):
+        return bool(value)
+    if isinstance(f, (models.IntegerField, models.BigIntegerField, models.SmallIntegerField)) and not f.is_relation:
+        return int(value)
+    if f.is_relation:
+        if f.name == "content_type":
+            ct = ContentType.objects.get_for_id(value)
+            return f"{ct.app_label}.{ct.model}"
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            return str(value)
+    value = str(value)
+    return value or None  # Oracle stores "" as NULL
+
+
+def canonical_bytes(entry, prev_hash: str) -> bytes:
+    """The serialisation the hash covers: every stored column but id and the hashes."""
+    data = {"v": HASH_VERSION, "prev_hash": prev_hash or ""}
+    for f in _hashed_fields():
+        data[f.column] = _canonical_value(f, getattr(entry, f.attname))
+    return _json_sorted(data).encode("utf-8")
+
+
+def compute_hash(entry, prev_hash: str) -> str:
+    return hashlib.sha256(canonical_bytes(entry, prev_hash)).hexdigest()
 
 
 class EntryHasher:

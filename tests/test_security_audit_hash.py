@@ -71,6 +71,18 @@ def test_fast_path_equals_compute_hash(values, prev):
     assert audit.EntryHasher().hash(dict(values), prev) == expected
 
 
+def test_times_are_hashed_as_utc_text_with_microseconds():
+    """The one canonical text of a time, which both hash paths use (stored hashes depend on it)."""
+    field = AuditLog._meta.get_field("timestamp")
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert audit._canonical_value(field, dt.datetime(2026, 3, 1, 12, 30, 15, 123456, plus_two)) == (
+        "2026-03-01T10:30:15.123456Z"
+    )
+    assert audit._canonical_value(field, dt.datetime(2026, 3, 1, 12, 30)) == "2026-03-01T12:30:00.000000Z"  # naive: UTC
+    early = dt.datetime(999, 1, 2, 3, 4, 5, 6)
+    assert audit._canonical_value(field, early) == early.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 @pytest.mark.django_db
 def test_a_value_holding_the_marker_for_prev_hash_changes_nothing():
     """The fast path writes a marker where prev_hash goes and splits the text there; an

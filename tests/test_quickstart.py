@@ -52,11 +52,19 @@ def _copy_project(target: Path) -> None:
     (target / ".venv").symlink_to(Path(sys.prefix))
 
 
-def _quickstart(project: Path, **extra) -> str:
-    # A newcomer's shell: none of this test run's DB_* settings.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8", **extra}
+def _newcomer_env(**extra) -> dict:
+    """A newcomer's shell: none of this test run's DB_* settings."""
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8", **extra}
+
+
+def _quickstart(project: Path) -> str:
     run = subprocess.run(
-        ["scripts/quickstart", "--no-serve"], cwd=project, env=env, capture_output=True, text=True, timeout=600
+        ["scripts/quickstart", "--no-serve"],
+        cwd=project,
+        env=_newcomer_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
@@ -64,12 +72,10 @@ def _quickstart(project: Path, **extra) -> str:
 
 
 def _sign_in(project: Path, email: str, password: str) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
-    env["DJANGO_SETTINGS_MODULE"] = "agentforge_site.settings"
     return subprocess.run(
         [str(project / ".venv/bin/python"), "-c", SIGN_IN, email, password],
         cwd=project,
-        env=env,
+        env=_newcomer_env(DJANGO_SETTINGS_MODULE="agentforge_site.settings"),
         capture_output=True,
         text=True,
         timeout=120,

@@ -183,11 +183,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def timed(*args, env=None):
+def timed(*args, env=None, server_pid=None):
     """Run manage.py in a child; return (seconds, peak RSS in MiB of the largest process,
     peak memory in MiB of the child and its own children together, sampled every 20 ms,
-    CPU seconds of the child and the children it waited for: import_json's reader process)."""
+    CPU seconds of the child and the children it waited for: import_json's reader process,
+    CPU seconds of the database server meanwhile: see server_cpu)."""
     cmd = [sys.executable, str(ROOT / "manage.py"), *args]
+    server = server_cpu(server_pid)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_total = 0
@@ -199,11 +201,12 @@ def timed(*args, env=None):
         peak_total = max(peak_total, _pss_kib(proc.pid) + sum(_pss_kib(c) for c in _children(proc.pid)))
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
+    server = server_cpu(server_pid) - server
     err = proc.stderr.read()  # small (errors only); read after wait4 to keep this child's rusage
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{err.decode(errors='replace')[-3000:]}")
-    return elapsed, usage.ru_maxrss / 1024, peak_total / 1024, usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_maxrss / 1024, peak_total / 1024, usage.ru_utime + usage.ru_stime, server
 
 
 def reset(env) -> None:
@@ -386,9 +389,7 @@ def main():
     manage("migrate", "-v0", env=env)
     reset(env)
     pid = server_pid(env)
-    server = server_cpu(pid)
-    seconds, rss, total, cpu = timed("import_json", str(out), "-v0", env=env)
-    server = server_cpu(pid) - server
+    seconds, rss, total, cpu, server = timed("import_json", str(out), "-v0", env=env, server_pid=pid)
     rows = count_rows(env)
     db = os.environ.get("DB_TYPE", "sqlite")
     print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
@@ -431,9 +432,7 @@ def main():
     if args.raw_floor:  # after the fixture: it re-inserts the same rows
         print_raw_floor(env, pid, rows, seconds, cpu_per_row)
     reset(env)
-    server = server_cpu(pid)
-    seconds_ld, rss_ld, _total, cpu_ld = timed("loaddata", str(fixture), "-v0", env=env)
-    server = server_cpu(pid) - server
+    seconds_ld, rss_ld, _total, cpu_ld, server = timed("loaddata", str(fixture), "-v0", env=env, server_pid=pid)
     print(
         f"loaddata:    {seconds_ld:7.1f} s  {rows / seconds_ld:9,.0f} rows/s  {describe_cpu(cpu_ld, server, rows, pid)}"
         f"  peak RSS {rss_ld:.0f} MiB"

@@ -80,7 +80,8 @@ class EmailBackend(ModelBackend):
         try:
             return self._authenticate_counted(request, email, password, org, throttle)
         finally:
-            throttle.release()  # also when the database fails mid-way
+            # Neither right nor wrong (the database failed mid-way): the attempt counts nothing.
+            throttle.abandon()
 
     def _authenticate_counted(self, request, email, password, org, throttle):
         candidates = User.all_orgs.by_email(email).select_related("org")
@@ -104,6 +105,7 @@ class EmailBackend(ModelBackend):
                 self._succeeded(user)
                 throttle.succeeded()
                 return user
+            throttle.wrong_password_seen = True
             tried.append(user)
         if not refused:
             # Unknown email, locked or inactive account, cheap or foreign hash: every failure

@@ -16,7 +16,8 @@ many accounts from one address), and it lets anyone lock anyone out. Two counter
   ``SIGNIN_THROTTLE_MAX_BLOCK`` (1 h).
 
 An attempt is counted before its password is checked (an atomic increment), so parallel
-requests cannot slip past the limit; a success takes its count back. Attempts of one address +
+requests cannot slip past the limit; a success takes its count back, and so does an attempt
+that ends with no answer on its password (the database failed mid-way). Attempts of one address +
 account take turns (a lock in the cache, waited for up to ``SIGNIN_THROTTLE_WAIT`` seconds):
 several tabs or clients signing in to one account at once would otherwise count each other's
 unfinished attempts as failures and be refused with the right password. A refused attempt
@@ -86,6 +87,9 @@ class SigninThrottle:
         self._pair_turn = f"{PREFIX}:pt:{self.address}:{account}"
         self._counted = False
         self._has_turn = False
+        # Set once a password was checked and was wrong: that attempt counts even if recording
+        # its failure breaks afterwards (else an error after the check would be a free guess).
+        self.wrong_password_seen = False
         self.started: Refusal | None = None  # a block this attempt's failure started
 
     @property
@@ -111,11 +115,11 @@ class SigninThrottle:
         # Over a limit here: attempts counted in parallel took the last ones.
         address_limit = _limit("SIGNIN_THROTTLE_ADDRESS_FAILURES")
         if address_limit and address > address_limit:
-            self.release()
+            self.abandon()
             return Refusal("address", _limit("SIGNIN_THROTTLE_BLOCK"))
         pair_limit = _limit("SIGNIN_THROTTLE_ACCOUNT_FAILURES")
         if pair_limit and pair > pair_limit:
-            self.release()
+            self.abandon()
             return Refusal("address_account", _limit("SIGNIN_THROTTLE_ACCOUNT_WINDOW"))
         return None
 
@@ -138,16 +142,26 @@ class SigninThrottle:
         """The password was right: the pair starts again and the address gets its attempt back."""
         if self._counted:
             cache.delete(self._pair_count)
-            try:
-                cache.decr(self._address_count)
-            except ValueError:  # expired meanwhile
-                pass
+            self._uncount(self._address_count)
+            self._counted = False
+        self.release()
+
+    def abandon(self) -> None:
+        """The attempt ended without an answer on its password (refused after counting, or the
+        database failed mid-way): it counts nothing. Without this, the sign-ins that met a
+        database outage were failures, and an office behind one address found its accounts
+        refused with the right password once the database was back. Idempotent."""
+        if self._counted and not self.wrong_password_seen:
+            self._uncount(self._pair_count)
+            self._uncount(self._address_count)
+        self._counted = False
         self.release()
 
     def failed(self) -> None:
         """Record the failure; sets ``started`` when it starts a block."""
         if not self._counted:
             return
+        self._counted = False  # answered: abandon() no longer takes the count back
         try:
             self._record_failure()
         finally:
@@ -168,6 +182,14 @@ class SigninThrottle:
             cache.set(self._address_block, time.time() + seconds, seconds)
             cache.delete(self._address_count)  # the next block takes as many failures again
             self.started = Refusal("address", seconds)
+
+    @staticmethod
+    def _uncount(key: str) -> None:
+        try:
+            if cache.decr(key) < 0:
+                cache.delete(key)
+        except ValueError:  # expired meanwhile
+            pass
 
     @staticmethod
     def _increment(key: str, timeout: int) -> int:

@@ -237,3 +237,49 @@ def test_parallel_sign_ins_of_one_account_from_one_address_all_succeed(org, make
     assert signed_in == [True] * 8
     # A wrong password in parallel is still counted: the pair's limit holds.
     assert sign_in("198.51.100.7", "busy@example.com", "wrong").status_code == 200
+
+
+def database_fails_in(monkeypatch, attribute: str) -> None:
+    """The database goes away in the middle of a sign-in, at ``EmailBackend.<attribute>``."""
+    from django.db import OperationalError
+
+    from accounts.backends import EmailBackend
+
+    def fail(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(EmailBackend, attribute, staticmethod(fail))
+
+
+@pytest.mark.django_db
+def test_sign_ins_that_met_a_database_outage_count_nothing(staff, monkeypatch):
+    # An office behind one address, the database down for a moment: every tab retries.
+    database_fails_in(monkeypatch, "verify_password")
+    for _ in range(5):
+        assert (
+            Client(REMOTE_ADDR="203.0.113.30", raise_request_exception=False)
+            .post("/admin/login/?next=/admin/", {"username": staff.email, "password": PASSWORD})
+            .status_code
+            == 503
+        )
+    monkeypatch.undo()
+    # Back up: the right password signs in, and the pair still has all its attempts.
+    assert signed_in(sign_in("203.0.113.30", staff.email, PASSWORD))
+    for _ in range(3):
+        assert not refused_as_throttled(sign_in("203.0.113.30", staff.email, "wrong"))
+    assert refused_as_throttled(sign_in("203.0.113.30", staff.email, PASSWORD))
+
+
+@pytest.mark.django_db
+def test_a_wrong_password_counts_even_when_recording_its_failure_breaks(staff, monkeypatch):
+    # Otherwise an error after the check (the failure's own write) would be a free guess.
+    database_fails_in(monkeypatch, "_failed")
+    for _ in range(3):
+        assert (
+            Client(REMOTE_ADDR="203.0.113.31", raise_request_exception=False)
+            .post("/admin/login/?next=/admin/", {"username": staff.email, "password": "wrong"})
+            .status_code
+            == 503
+        )
+    monkeypatch.undo()
+    assert refused_as_throttled(sign_in("203.0.113.31", staff.email, PASSWORD))

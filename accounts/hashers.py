@@ -60,15 +60,17 @@ def _cpu_seconds(run) -> float:
 
 
 def _measure(hasher, encoded: str) -> float:
-    """The work of verifying ``encoded``, in PBKDF2 iterations: best of three, side by side."""
-    reference = other = float("inf")
-    for _ in range(3):
-        reference = min(
-            reference,
-            _cpu_seconds(lambda: hashlib.pbkdf2_hmac("sha256", PAD_PASSWORD, PAD_SALT, _REFERENCE_ITERATIONS)),
-        )
-        other = min(other, _cpu_seconds(lambda: hasher.verify(PAD_PASSWORD.decode(), encoded)))
-    return other / reference * _REFERENCE_ITERATIONS
+    """The work of verifying ``encoded``, in PBKDF2 iterations: the median of five ratios, each
+    of a reference and a verification timed back to back. A core shared with a busy neighbour
+    (SMT, a noisy VM) stretches both halves of a pair alike; the minimum of each side, taken
+    at different moments, can pair a quiet reference with a slowed verification and overstate
+    the work, which then pads every other failure past the one it was measured on."""
+    ratios = []
+    for _ in range(5):
+        reference = _cpu_seconds(lambda: hashlib.pbkdf2_hmac("sha256", PAD_PASSWORD, PAD_SALT, _REFERENCE_ITERATIONS))
+        other = _cpu_seconds(lambda: hasher.verify(PAD_PASSWORD.decode(), encoded))
+        ratios.append(other / max(reference, 1e-9))
+    return sorted(ratios)[len(ratios) // 2] * _REFERENCE_ITERATIONS
 
 
 def verification_work(encoded: str | None) -> float:

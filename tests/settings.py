@@ -25,3 +25,8 @@ from agentforge_site.settings import *  # noqa: E402,F401,F403
 
 # The tests render admin pages without running collectstatic first (production serves hashed names).
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+
+# Production's hashers, in production's order, at a fraction of the cost (tests/hashers.py).
+from tests.hashers import quick_password_hashers  # noqa: E402
+
+PASSWORD_HASHERS = quick_password_hashers(LEGACY_ROLLBACK_POSSIBLE)  # noqa: F405

@@ -10,20 +10,21 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import authenticate
+from django.contrib.auth.hashers import get_hasher
 from django.test import override_settings
 
-from accounts.hashers import password_hashers
 from accounts.models import Organization, User
 from accounts.services import change_password
 from accounts.tokens import issue_password_reset_token, reset_password
 from legacy.store.db_store import DatabaseStore
 from tests import legacy_corpus as C
 from tests.agentforge_real import agentforge_backup_code_matches, agentforge_verify
+from tests.hashers import quick_password_hashers
 from tests.legacy_helpers import load_dir, run_export, run_import
 
 pytestmark = pytest.mark.django_db
 
-FINAL = override_settings(LEGACY_ROLLBACK_POSSIBLE=False, PASSWORD_HASHERS=password_hashers(False))
+FINAL = override_settings(LEGACY_ROLLBACK_POSSIBLE=False, PASSWORD_HASHERS=quick_password_hashers(False))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_after_sign_in_the_exported_hash_still_verifies_in_agentforge(imported, 
     assert user is not None
     user.refresh_from_db()
     # the sign-in upgraded the 100,000-iteration legacy hash, and stayed PBKDF2
-    assert user.password.startswith("pbkdf2_sha256$1000000$")
+    assert user.password.startswith(f"pbkdf2_sha256${get_hasher('pbkdf2_sha256').iterations}$")
     exported = _exported_users(tmp_path)[C.U1]["password_hash"]
     assert agentforge_verify(password, exported)
     assert not agentforge_verify(password + "x", exported)

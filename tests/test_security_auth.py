@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from django.contrib.auth import authenticate
+from django.contrib.auth.hashers import get_hasher
 from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -183,7 +184,7 @@ def test_legacy_pbkdf2_hash_verified_and_upgraded_on_login(make_org, make_user):
     assert authenticate(None, username="legacy@example.com", password="pässword-legacy") is not None
     user.refresh_from_db()
     # re-hashed at Django's iteration count, still PBKDF2 while a rollback to AgentForge is possible
-    assert user.password.startswith("pbkdf2_sha256$1000000$")
+    assert user.password.startswith(f"pbkdf2_sha256${get_hasher('pbkdf2_sha256').iterations}$")
     # An upgrade is not a password change: no history row, no password_change entry.
     assert not PasswordHistory.all_orgs.filter(user=user).exists()
     assert not auth_entries(user, "password_change")

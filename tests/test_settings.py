@@ -296,3 +296,16 @@ def test_a_database_that_does_not_exist_is_one_line_naming_the_reason(command, s
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"database error: {expected}"
     assert "Traceback" not in result.stderr and "pool exhausted" not in result.stderr
+
+
+def test_production_hashes_passwords_at_djangos_full_cost():
+    # tests/settings.py swaps in quick twins; the real settings must not.
+    from django.contrib.auth.hashers import BCryptSHA256PasswordHasher, PBKDF2PasswordHasher
+
+    from agentforge_site import settings as production
+
+    assert production.PASSWORD_HASHERS[:2] == [
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    ]
+    assert PBKDF2PasswordHasher.iterations == 1_000_000 and BCryptSHA256PasswordHasher.rounds == 12

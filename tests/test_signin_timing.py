@@ -28,6 +28,12 @@ def imported_pbkdf2(password: str, iterations: int = 100_000) -> str:
     return f"pbkdf2_sha256${iterations}${salt}${base64.b64encode(key).decode()}"
 
 
+@pytest.fixture(autouse=True)
+def production_hashers(settings):
+    # The costs are the subject here: production's hashers, not the tests' quick twins.
+    settings.PASSWORD_HASHERS = hashers.password_hashers(True)
+
+
 @pytest.fixture
 def accounts(make_org, make_user):
     """One account per failure path; lockout off so the wrong passwords do not change the paths."""

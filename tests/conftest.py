@@ -1,3 +1,4 @@
+import contextlib
 import itertools
 import os
 import shutil
@@ -141,3 +142,23 @@ def unreachable_alias(db):
     finally:
         dead.close()
         del connections["unreachable"]
+
+
+@contextlib.contextmanager
+def shared_rows():
+    """A transaction around a module-scoped fixture's rows and the tests that use them.
+
+    Each test's own transaction (pytest-django's ``db``) becomes a savepoint inside it and is
+    rolled back after the test, so the rows are built once and every test still starts from
+    them as they were; at the end everything is rolled back. A module using it holds no
+    ``transactional_db`` test: pytest-django runs those after the others, while the module's
+    transaction would still be open."""
+    from django.db import transaction
+
+    atomic = transaction.atomic()
+    atomic.__enter__()
+    try:
+        yield
+    finally:
+        transaction.set_rollback(True)
+        atomic.__exit__(None, None, None)

@@ -13,6 +13,7 @@ from accounts.models import Organization, User
 from accounts.tenant_schema import POLICY, policy_tables, tenant_models
 from agentforge_agents.models import Agent
 from agentforge_core.tenancy import org_scope, unscoped
+from tests.conftest import shared_rows
 from tests.test_tenancy import make_row
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends("postgresql")]
@@ -62,14 +63,29 @@ def test_every_tenant_table_has_the_policy_enabled_and_forced(table):
     assert qual == expected and check == expected
 
 
-@pytest.fixture
-def three_orgs(db):
-    orgs = [Organization.objects.create(name=n, slug=f"rls-{n}") for n in "ABC"]
-    rows = {}
-    for model in tenant_models(apps):
-        for org in orgs:
-            rows[(model._meta.db_table, org.pk)] = make_row(model, org)
-    return orgs, rows
+def test_the_organization_is_transaction_local():
+    org = Organization.objects.create(name="local", slug="rls-local")
+    with org_scope(org):
+        assert _one("SELECT current_setting('app.current_org', true)")[0] == str(org.pk)
+    assert _one("SELECT NULLIF(current_setting('app.current_org', true), '')")[0] is None
+    with unscoped():
+        assert _one("SELECT current_user")[0] == rls.bypass_role(connection.settings_dict)
+    assert _one("SELECT current_user")[0] == rls.app_role(connection)
+
+
+# The tests below share one set of rows, built once in a transaction that stays open around
+# them (each test runs in a savepoint rolled back after it, as Django's setUpTestData does):
+# building a row of every tenant model for three organizations per test took a third of
+# PostgreSQL's run. Tests that need transactions of their own are in test_rls_autocommit.py.
+@pytest.fixture(scope="module")
+def three_orgs(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock(), shared_rows():
+        orgs = [Organization.objects.create(name=n, slug=f"rls-{n}") for n in "ABC"]
+        rows = {}
+        for model in tenant_models(apps):
+            for org in orgs:
+                rows[(model._meta.db_table, org.pk)] = make_row(model, org)
+        yield orgs, rows
 
 
 def test_hand_written_sql_inside_a_scope_sees_only_that_organization_on_every_table(three_orgs):
@@ -161,36 +177,6 @@ def test_with_no_organization_hand_written_sql_sees_no_tenant_row(three_orgs):
     assert set(Agent.all_orgs.values_list("org_id", flat=True)) == {o.pk for o in orgs}
     with unscoped():
         assert {orgs[0].pk, orgs[1].pk, orgs[2].pk} <= _org_ids("agents")
-
-
-def test_the_organization_is_transaction_local():
-    org = Organization.objects.create(name="local", slug="rls-local")
-    with org_scope(org):
-        assert _one("SELECT current_setting('app.current_org', true)")[0] == str(org.pk)
-    assert _one("SELECT NULLIF(current_setting('app.current_org', true), '')")[0] is None
-    with unscoped():
-        assert _one("SELECT current_user")[0] == rls.bypass_role(connection.settings_dict)
-    assert _one("SELECT current_user")[0] == rls.app_role(connection)
-
-
-def test_autocommit_statements_each_carry_their_own_organization(transactional_db):
-    """Outside atomic() every statement runs in its own transaction; nothing is left set on
-    the session between statements, which the next pooled user of the connection would see."""
-    a = Organization.objects.create(name="A", slug="rls-ac-a")
-    b = Organization.objects.create(name="B", slug="rls-ac-b")
-    agent_a = Agent.all_orgs.create(org=a, name="a")
-    agent_b = Agent.all_orgs.create(org=b, name="b")
-    assert connection.get_autocommit()
-    for _ in range(2):
-        with org_scope(a):
-            assert _all("SELECT id FROM agents") == [(agent_a.pk,)]
-        with org_scope(b):
-            assert _all("SELECT id FROM agents") == [(agent_b.pk,)]
-        assert _all("SELECT id FROM agents") == []
-        assert connection.connection.info.transaction_status == 0  # idle: nothing left open
-    # Maintenance that PostgreSQL refuses inside a transaction block is sent as it is.
-    with unscoped(), connection.cursor() as cursor:
-        cursor.execute("VACUUM agents")
 
 
 def test_switching_organizations_and_rolling_back_savepoints_inside_one_transaction(three_orgs):

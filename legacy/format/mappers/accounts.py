@@ -24,6 +24,7 @@ from accounts.models import (
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.models import legacy_uuid
 from legacy.format import passwords
+from legacy.format.errors import LegacyFieldError
 from legacy.format.mappers.base import (
     MISSING_KEY,
     ChildSet,
@@ -59,6 +60,38 @@ PROVIDERS = choices_of(AuthProvider)
 
 
 # --- organizations ---------------------------------------------------------------------------
+
+
+SLUG = "__slug__"  # legacy_extra: [slug as written, slug stored] when the written one was taken
+
+
+def free_slug(ctx: Context, slug: str, lid: str) -> tuple[str, str | None]:
+    """``slug``, or ``slug-2``, ``slug-3``, ... when another organization has it (in this run or
+    in the database; compared without case, as MariaDB's collation does), and who had it.
+
+    AgentForge never checked slugs: with its database up, the late era writes both its in-memory
+    ``org_default`` and the database's default organization (a UUID), each with the slug ``default``
+    (docs/legacy-format.md §3.1). The column is unique here; the export writes the slug back as
+    it was written."""
+    owner = None
+    for n in range(1, 10_000):
+        suffix = "" if n == 1 else f"-{n}"
+        candidate = slug[: 100 - len(suffix)] + suffix
+        key = candidate.casefold()
+        holder = ctx.org_slugs.get(key)
+        if holder is None or holder == lid:
+            row = (
+                Organization._base_manager.filter(slug__iexact=candidate)
+                .exclude(legacy_id=lid)
+                .values_list("legacy_id", "pk")
+                .first()
+            )
+            holder = None if row is None else (row[0] or str(row[1]))
+        if holder is None or holder == lid:
+            ctx.org_slugs[key] = lid
+            return candidate, owner
+        owner = owner or holder
+    raise LegacyFieldError("slug", f"{slug!r} and its numbered variants are all taken")
 
 
 class OrganizationMapper(Mapper):
@@ -109,13 +142,23 @@ class OrganizationMapper(Mapper):
                 )
         if v["slug"] is None:
             v["slug"] = slugify(name)[:100] or lid[:100]
+        given = rec.data.get("slug")
+        v["slug"], owner = free_slug(ctx, v["slug"], lid)
+        renamed = None
+        if owner is not None:
+            mapped.warnings.append(
+                f"{where}: slug: {given if given is not None else name!r} is taken by {owner!r}; "
+                f"stored as {v['slug']!r} (exported as written)"
+            )
+            if isinstance(given, str):
+                renamed = [given, v["slug"]]
         set_timestamps(rec, v, "created_at", "updated_at")
         dangling = {}
         ldap_id = rec.str("ldap_config_id", None, null=True)
         if ldap_id is not None and not ctx.exists(LDAPConfig, ldap_id):
             dangling["ldap_config_id"] = ldap_id
             mapped.warnings.append(f"{where}: ldap_config_id: {ldap_id!r} refers to no LDAP config")
-        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None})
+        v["legacy_extra"] = legacy_extra(rec, **{DANGLING: dangling or None, SLUG: renamed})
         mapped.rows.append(Row(Organization, v))
         return mapped
 
@@ -138,10 +181,11 @@ class OrganizationMapper(Mapper):
         ldap_id = (extra.get(DANGLING) or {}).get("ldap_config_id")
         if ldap is not None:
             ldap_id = ldap[0] or str(ldap[1])
+        renamed = extra.get(SLUG)
         out = {
             "id": org.legacy_id or str(org.pk),
             "name": org.name,
-            "slug": org.slug,
+            "slug": renamed[0] if renamed and renamed[1] == org.slug else org.slug,
             "domain": org.domain,
             "logo_url": org.logo_url,
             "settings": org.settings,

@@ -91,6 +91,8 @@ class Context:
         # Organization of rows mapped in this run (documents, tools), for the rows that
         # belong to them but carry no org_id of their own (chunks_index entries).
         self._row_orgs: dict[tuple, Any] = {}
+        # Organization slugs given out in this run (case-folded -> legacy id): the column is unique.
+        self.org_slugs: dict[str, str] = {}
 
     # import direction
     def add_source_ids(self, model, ids: Iterable[str]) -> None:

@@ -12,6 +12,7 @@ from settings_app.models import OrgSetting, SystemSetting, infer_value_type
 
 SECURITY_PREFIX = "security."
 SECURITY_SETTINGS_ID = "security_settings"
+KEY_BOOK = "__key__"  # the key of "settings" when it differs from the entry's org_id
 
 
 class SecuritySettingsMapper(Mapper):
@@ -40,8 +41,12 @@ class SecuritySettingsMapper(Mapper):
             if not isinstance(org_legacy, str):
                 rec.fail(f"settings.{outer}.org_id", "expected a string")
             if org_legacy != outer:
+                # AgentForge looks its settings up by the key (get_settings() reads "org_default"),
+                # and with its database up the late era writes the database organization's UUID as
+                # org_id under "org_default" (docs/legacy-format.md §3.13): the key is kept for the export.
                 mapped.warnings.append(
-                    f"{self.file}: settings {outer!r}: org_id {org_legacy!r} differs from the key; using org_id"
+                    f"{self.file}: settings {outer!r}: org_id {org_legacy!r} differs from the key; "
+                    "using org_id (the key is written back)"
                 )
             org_id = ctx.ref(Organization, org_legacy)
             if org_id is None:
@@ -65,6 +70,8 @@ class SecuritySettingsMapper(Mapper):
                         key_fields=("org_id", "key"),
                     )
                 )
+            if org_legacy != outer:
+                mapped.rows.append(_book_row(org_id, KEY_BOOK, outer))
             if "id" not in settings:
                 mapped.rows.append(
                     Row(
@@ -101,10 +108,27 @@ class SecuritySettingsMapper(Mapper):
         for entry in settings.values():
             if entry.pop("__no_id__", None):
                 entry.pop("id", None)
+        settings = {entry.pop(KEY_BOOK, None) or org: entry for org, entry in settings.items()}
         result = {"tenancy_mode": out.pop("tenancy_mode")} if "tenancy_mode" in out else {}
         result["settings"] = settings
         result.update(out)
         return result
+
+
+def _book_row(org_id, name, value) -> Row:
+    """An org setting ``security.<name>`` of our own bookkeeping (never a field of AgentForge's)."""
+    return Row(
+        OrgSetting,
+        {
+            "org_id": org_id,
+            "key": SECURITY_PREFIX + name,
+            "value_type": infer_value_type(value),
+            "value": value,
+            "is_secret": False,
+            "secret_value": None,
+        },
+        key_fields=("org_id", "key"),
+    )
 
 
 def _system_row(key, value, secret=False) -> Row:

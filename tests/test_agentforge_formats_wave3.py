@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from accounts.models import Organization, User
+from agentforge_agents.models import Tool
 from settings_app.models import OrgSetting
 from tests.legacy_helpers import load_dir, rerun_changes_nothing, run_export, run_import
 from tests.test_export_json import _normalise
@@ -235,3 +236,39 @@ def test_late_app_shapes_export_as_written(tmp_path):
     run_import(root, verbosity=0)
     run_export(tmp_path / "out")
     _assert_exported_as_written(root, tmp_path / "out")
+
+
+def test_a_tool_without_an_owner_is_not_a_dangling_reference(tmp_path):
+    """``ToolConfiguration.owner_id`` defaults to ``""`` (api/main.py, from 2026-01-18): the demo kit
+    and the tool endpoints of that era save tools without one. ``""`` is "no owner", not a user id."""
+    root = tmp_path / "tools"
+    root.mkdir()
+    tools = {
+        "demo-kb-1a2b3c4d": {
+            "id": "demo-kb-1a2b3c4d",
+            "type": "knowledge",
+            "name": "Demo KB",
+            "description": "",
+            "config": {"collection_id": "demo-kb-1a2b3c4d"},
+            "api_config": None,
+            "kb_config": None,
+            "documents": [],
+            "scraped_pages": [],
+            "created_at": "2026-02-01T10:00:00.000001",
+            "is_active": True,
+            "owner_id": "",
+            "access_type": "owner_only",
+            "allowed_user_ids": [],
+            "allowed_group_ids": [],
+            "can_edit_user_ids": [],
+            "can_delete_user_ids": [],
+            "can_execute_user_ids": [],
+        }
+    }
+    _write(root, "tools.json", tools, True)
+    output = run_import(root, verbosity=2)
+    assert "owner_id" not in output
+    tool = Tool.all_orgs.get(legacy_id="demo-kb-1a2b3c4d")
+    assert tool.owner_id is None and not tool.system_owned
+    run_export(tmp_path / "out")
+    assert _read(tmp_path / "out", "tools.json") == tools

@@ -186,9 +186,10 @@ class ToolMapper(Mapper):
             **configs,
             "credentials": creds,
             "is_active": rec.bool("is_active", True),
+            # "" is ToolConfiguration.owner_id's default (no owner): kept for the export, not a reference
             "owner_id": None
             if system_owned
-            else ref_or_keep(ctx, User, owner, "owner_id", dangling, mapped.warnings, where),
+            else ref_or_keep(ctx, User, owner, "owner_id", dangling, mapped.warnings, where, warn=owner != ""),
             "system_owned": system_owned,
             "access_type": rec.enum("access_type", Tool.AccessType.choices, "owner_only"),
         }

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from accounts.models import Organization, User
-from agentforge_agents.models import Tool
+from agentforge_agents.models import Agent, Tool
+from conversations.models import Conversation
 from settings_app.models import OrgSetting
 from tests.legacy_helpers import load_dir, rerun_changes_nothing, run_export, run_import
 from tests.test_export_json import _normalise
@@ -84,6 +85,12 @@ def _database_up(root: Path) -> None:
     settings = _read(root, "security/settings.json")
     settings["settings"]["org_default"]["org_id"] = DB_ORG
     _write(root, "security/settings.json", settings, False)
+    # The app files name no organization (org_default's), their users are the database's: the
+    # agent endpoints store the creator in owner_id/created_by (from 2026-01-17)
+    agents = _read(root, "agents.json")
+    for agent in agents.values():
+        agent["owner_id"] = agent["created_by"] = "user_super_admin"
+    _write(root, "agents.json", agents, True)
 
 
 def _assert_exported_as_written(root: Path, out: Path) -> None:
@@ -136,6 +143,24 @@ def test_security_settings_belong_to_their_org_id_and_keep_their_key(database_up
     assert owners == {DB_ORG, "org_1e950518df95"}
     run_export(tmp_path / "out")
     assert _read(tmp_path / "out", "security/settings.json") == _read(database_up, "security/settings.json")
+
+
+def test_links_into_another_organization_are_kept_as_dangling_references(database_up):
+    """Conversations and agents (org_default's) name users that now belong to the database's
+    organization. The database refuses a link across organizations (composite keys on PostgreSQL
+    and MariaDB): the id is kept as a dangling reference, as for roles, on every backend."""
+    output = run_import(database_up, verbosity=2)
+    conversations = _read(database_up, "conversations.json")
+    assert {c["user_id"] for c in conversations.values()} == {"user_super_admin"}
+    assert Conversation.all_orgs.count() == len(conversations)
+    assert not Conversation.all_orgs.filter(user__isnull=False).exists()
+    assert not Agent.all_orgs.filter(owner__isnull=False).exists()
+    assert not Agent.all_orgs.filter(created_by__isnull=False).exists()
+    first = next(iter(conversations))
+    assert (
+        f"conversations.json: record {first}: user_id: 'user_super_admin' belongs to another organization "
+        "(kept as a dangling reference)" in output
+    )
 
 
 def test_database_up_directory_exports_as_written_and_reimports_unchanged(database_up, tmp_path):

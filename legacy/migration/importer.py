@@ -157,7 +157,13 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
     ctx.raw["user_groups"] = _user_groups(loaded.get("security/users"))
     # Which organization each role and user belongs to: links to another organization's are
     # kept as dangling references (the database's composite keys refuse them).
-    for name, book in (("security/roles", "role_orgs"), ("security/users", "user_orgs")):
+    for name, book in (
+        ("security/roles", "role_orgs"),
+        ("security/users", "user_orgs"),
+        ("security/departments", "department_orgs"),
+        ("tools", "tool_orgs"),
+        ("agents", "agent_orgs"),
+    ):
         ctx.raw[book] = {
             r.get("id", key): r.get("org_id") or "org_default"
             for key, r in (loaded.get(name) or {}).items()

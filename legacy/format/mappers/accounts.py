@@ -268,10 +268,24 @@ class RoleMapper(Mapper):
             "level": rec.int("level", 100),
             "is_system": rec.bool("is_system", False),
             "parent_id": ref_or_keep(
-                ctx, Role, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where
+                ctx,
+                Role,
+                rec.str("parent_id", None, null=True),
+                "parent_id",
+                dangling,
+                mapped.warnings,
+                where,
+                org=org_id,
             ),
             "created_by_id": ref_or_keep(
-                ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where
+                ctx,
+                User,
+                rec.str("created_by", None, null=True),
+                "created_by",
+                dangling,
+                mapped.warnings,
+                where,
+                org=org_id,
             ),
         }
         set_timestamps(rec, v, "created_at", "updated_at")
@@ -348,17 +362,32 @@ class DepartmentMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
+        org_id = security_file_org(rec, ctx)
         v = {
             "id": self.pk(lid),
             "legacy_id": lid,
-            "org_id": security_file_org(rec, ctx),
+            "org_id": org_id,
             "name": rec.str("name", max_length=255),
             "description": rec.str("description", None, null=True),
             "parent_id": ref_or_keep(
-                ctx, Department, rec.str("parent_id", None, null=True), "parent_id", dangling, mapped.warnings, where
+                ctx,
+                Department,
+                rec.str("parent_id", None, null=True),
+                "parent_id",
+                dangling,
+                mapped.warnings,
+                where,
+                org=org_id,
             ),
             "manager_id": ref_or_keep(
-                ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where
+                ctx,
+                User,
+                rec.str("manager_id", None, null=True),
+                "manager_id",
+                dangling,
+                mapped.warnings,
+                where,
+                org=org_id,
             ),
         }
         return finish_row(rec, v, Department, mapped, dangling)
@@ -503,12 +532,27 @@ class UserMapper(Mapper):
             dangling,
             mapped.warnings,
             where,
+            org=org_id,
         )
         v["manager_id"] = ref_or_keep(
-            ctx, User, rec.str("manager_id", None, null=True), "manager_id", dangling, mapped.warnings, where
+            ctx,
+            User,
+            rec.str("manager_id", None, null=True),
+            "manager_id",
+            dangling,
+            mapped.warnings,
+            where,
+            org=org_id,
         )
         v["created_by_id"] = ref_or_keep(
-            ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where
+            ctx,
+            User,
+            rec.str("created_by", None, null=True),
+            "created_by",
+            dangling,
+            mapped.warnings,
+            where,
+            org=org_id,
         )
         v["employee_id"] = rec.str("employee_id", None, null=True, max_length=100)
         v["direct_permissions"] = rec.list("direct_permissions", [], of=str)

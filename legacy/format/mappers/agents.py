@@ -11,6 +11,7 @@ from accounts.models import User
 from agentforge_agents.models import Agent, AgentTool, Tool, ToolPermission, extract_secrets, merge_secrets
 from legacy.format.mappers.base import ChildSet, Context, Mapper, Row, extra_items, legacy_extra, omit_missing, ts_out
 from legacy.format.mappers.common import (
+    ANOTHER_ORG,
     DANGLING,
     app_file_org,
     app_file_org_book,
@@ -18,6 +19,7 @@ from legacy.format.mappers.common import (
     finish_row,
     org_legacy_id,
     ref_or_keep,
+    same_org,
     security_file_org,
     user_out,
     user_ref,
@@ -77,8 +79,8 @@ class AgentMapper(Mapper):
             "is_active": rec.bool("is_active", True),
             "memory": rec.list("memory", []),
             "memory_enabled": rec.bool("memory_enabled", False),
-            "owner_id": user_ref(ctx, rec, "owner_id", dangling, mapped, where),
-            "created_by_id": user_ref(ctx, rec, "created_by", dangling, mapped, where),
+            "owner_id": user_ref(ctx, rec, "owner_id", dangling, mapped, where, org=org_id),
+            "created_by_id": user_ref(ctx, rec, "created_by", dangling, mapped, where, org=org_id),
             "process_definition": rec.dict("process_definition", None, null=True),
             "process_settings": rec.dict("process_settings", None, null=True),
         }
@@ -93,6 +95,9 @@ class AgentMapper(Mapper):
             tool_pk = ctx.ref(Tool, strip_tool_prefix(ref))
             if tool_pk is None:
                 mapped.warnings.append(f"{where}: tool_ids: {ref!r} refers to no tool (kept as a dangling reference)")
+            elif not same_org(ctx, Tool, strip_tool_prefix(ref), tool_pk, org_id):
+                tool_pk = None
+                mapped.warnings.append(f"{where}: tool_ids: {ref!r} {ANOTHER_ORG}")
             tool_rows.append(
                 {"org_id": org_id, "agent_id": pk, "tool_id": tool_pk, "tool_ref": ref, "position": position}
             )
@@ -189,7 +194,9 @@ class ToolMapper(Mapper):
             # "" is ToolConfiguration.owner_id's default (no owner): kept for the export, not a reference
             "owner_id": None
             if system_owned
-            else ref_or_keep(ctx, User, owner, "owner_id", dangling, mapped.warnings, where, warn=owner != ""),
+            else ref_or_keep(
+                ctx, User, owner, "owner_id", dangling, mapped.warnings, where, warn=owner != "", org=org_id
+            ),
             "system_owned": system_owned,
             "access_type": rec.enum("access_type", Tool.AccessType.choices, "owner_only"),
         }
@@ -274,12 +281,13 @@ class ToolPermissionMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
+        org_id = security_file_org(rec, ctx)
         v = {
             "id": self.pk(lid),
             "legacy_id": lid,
-            "org_id": security_file_org(rec, ctx),
+            "org_id": org_id,
             "tool_id": ref_or_keep(
-                ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where
+                ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where, org=org_id
             ),
             "tool_name": rec.str("tool_name", None, null=True, max_length=255),
             "role_ids": rec.list("role_ids", [], of=str),
@@ -300,7 +308,14 @@ class ToolPermissionMapper(Mapper):
             "denied_ips": rec.list("denied_ips", []),
             "data_scope": rec.dict("data_scope", None, null=True),
             "created_by_id": ref_or_keep(
-                ctx, User, rec.str("created_by", None, null=True), "created_by", dangling, mapped.warnings, where
+                ctx,
+                User,
+                rec.str("created_by", None, null=True),
+                "created_by",
+                dangling,
+                mapped.warnings,
+                where,
+                org=org_id,
             ),
         }
         return finish_row(rec, v, ToolPermission, mapped, dangling)

@@ -7,15 +7,22 @@ their helpers live here."""
 
 from __future__ import annotations
 
-from accounts.models import Organization, Role, User
+from accounts.models import Department, Organization, Role, User
+from agentforge_agents.models import Agent, Tool
 from legacy.format.mappers.base import Context, Rec, Row, legacy_extra
 
 DANGLING = "__dangling__"  # legacy_extra: {"field": value or [[position, id], ...]}
 LISTS = "__lists__"  # legacy_extra: original id lists whose order/duplicates the tables lose
 
 
-def ref_or_keep(ctx: Context, model, legacy_id, field: str, dangling: dict, warnings: list, where: str, warn=True):
-    """The pk for a reference; a dangling one is kept in ``dangling[field]`` (and warned about)."""
+def ref_or_keep(
+    ctx: Context, model, legacy_id, field: str, dangling: dict, warnings: list, where: str, warn=True, org=None
+):
+    """The pk for a reference; a dangling one is kept in ``dangling[field]`` (and warned about).
+
+    With ``org`` (the referring row's organization), a row of another organization is kept the
+    same way: the database refuses a link across organizations (composite keys on PostgreSQL and
+    MariaDB), and AgentForge writes such links (docs/legacy-format.md §6)."""
     if legacy_id is None:
         return None
     pk = ctx.ref(model, legacy_id) if isinstance(legacy_id, str) else None
@@ -23,6 +30,10 @@ def ref_or_keep(ctx: Context, model, legacy_id, field: str, dangling: dict, warn
         dangling[field] = legacy_id
         if warn:
             warnings.append(f"{where}: {field}: {legacy_id!r} refers to no {model._meta.verbose_name}")
+    elif org is not None and not same_org(ctx, model, legacy_id, pk, org):
+        dangling[field] = legacy_id
+        warnings.append(f"{where}: {field}: {legacy_id!r} {ANOTHER_ORG}")
+        return None
     return pk
 
 
@@ -72,13 +83,29 @@ def security_file_org(rec: Rec, ctx: Context):
     return pk
 
 
+ANOTHER_ORG = "belongs to another organization (kept as a dangling reference)"
+# ctx.raw books (legacy.migration.importer): legacy id -> the organization's legacy id, per model
+ORG_BOOKS = {
+    Role: "role_orgs",
+    User: "user_orgs",
+    Department: "department_orgs",
+    Tool: "tool_orgs",
+    Agent: "agent_orgs",
+}
+
+
 def referenced_org(ctx: Context, model, legacy_id: str, pk):
-    """The organization (primary key) of the role or user ``legacy_id``: from the files being
-    imported (``ctx.raw``), else from the database."""
-    book = ctx.raw.get({Role: "role_orgs", User: "user_orgs"}[model]) or {}
+    """The organization (primary key) of row ``legacy_id`` of ``model`` (one of ORG_BOOKS): from
+    the files being imported (``ctx.raw``), else from the database."""
+    book = ctx.raw.get(ORG_BOOKS[model]) or {}
     if legacy_id in book:
         return ctx.ref(Organization, book[legacy_id])
-    return model._base_manager.filter(pk=pk).values_list("org_id", flat=True).first()
+    return ctx.org_of(model, pk)
+
+
+def same_org(ctx: Context, model, legacy_id: str, pk, org_pk) -> bool:
+    """Whether the referenced row belongs to ``org_pk`` (or its organization is unknown)."""
+    return referenced_org(ctx, model, legacy_id, pk) in (org_pk, None)
 
 
 def own_org_role(ctx: Context, legacy_id: str, org_pk):
@@ -102,9 +129,7 @@ def own_org_refs(ctx: Context, model, resolved: list, org_pk, field: str, dangli
             kept.append((position, legacy_id, pk))
             continue
         dangling.setdefault(field, []).append([position, legacy_id])
-        warnings.append(
-            f"{where}: {field}: {legacy_id!r} belongs to another organization (kept as a dangling reference)"
-        )
+        warnings.append(f"{where}: {field}: {legacy_id!r} {ANOTHER_ORG}")
     if field in dangling:
         dangling[field].sort(key=lambda item: item[0])
     return kept
@@ -150,8 +175,8 @@ def app_file_org_book(rec: Rec):
     return ["org_id"] if rec.has("org_id") else None
 
 
-def user_ref(ctx, rec, key, dangling, mapped, where):
-    return ref_or_keep(ctx, User, rec.str(key, None, null=True), key, dangling, mapped.warnings, where)
+def user_ref(ctx, rec, key, dangling, mapped, where, org=None):
+    return ref_or_keep(ctx, User, rec.str(key, None, null=True), key, dangling, mapped.warnings, where, org=org)
 
 
 def user_out(ctx, pk, dangling, key):

@@ -10,7 +10,16 @@ from agentforge_core.models import legacy_uuid
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp
 from legacy.format.mappers.base import Context, Mapper, Rec, Row, extra_items, legacy_extra, omit_missing, ts_out
-from legacy.format.mappers.common import DANGLING, app_file_org, app_file_org_book, app_file_org_out, user_out, user_ref
+from legacy.format.mappers.common import (
+    ANOTHER_ORG,
+    DANGLING,
+    app_file_org,
+    app_file_org_book,
+    app_file_org_out,
+    same_org,
+    user_out,
+    user_ref,
+)
 
 MESSAGE_ROLES = tuple(Message.Role.values)
 CONV_DEFAULTS = {"user_id": None, "title": "New Conversation", "messages": [], "access_cache": None}
@@ -75,12 +84,16 @@ class ConversationMapper(Mapper):
             mapped.warnings.append(
                 f"{where}: agent_id: {agent_lid!r} refers to no agent (conversation of a deleted agent)"
             )
+        elif agent_id is not None and not same_org(ctx, Agent, agent_lid, agent_id, org_id):
+            dangling["agent_id"] = agent_lid
+            agent_id = None
+            mapped.warnings.append(f"{where}: agent_id: {agent_lid!r} {ANOTHER_ORG}")
         v = {
             "id": pk,
             "legacy_id": lid,
             "org_id": org_id,
             "agent_id": agent_id,
-            "user_id": user_ref(ctx, rec, "user_id", dangling, mapped, where),
+            "user_id": user_ref(ctx, rec, "user_id", dangling, mapped, where, org=org_id),
             "title": rec.str("title", "New Conversation", max_length=500),
             "access_cache": rec.json("access_cache", None),
         }

@@ -22,7 +22,15 @@ from legacy.format.mappers.base import (
     omit_missing,
     ts_out,
 )
-from legacy.format.mappers.common import DANGLING, app_file_org, app_file_org_book, app_file_org_out, ref_or_keep
+from legacy.format.mappers.common import (
+    ANOTHER_ORG,
+    DANGLING,
+    app_file_org,
+    app_file_org_book,
+    app_file_org_out,
+    ref_or_keep,
+    same_org,
+)
 
 EMBEDDED = "__embedded__"
 INDEX_OWNED = (
@@ -120,7 +128,7 @@ class DocumentMapper(Mapper):
         org_id = app_file_org(rec, ctx)
         ctx.note_org(Document, pk, org_id)
         tool_id = ref_or_keep(
-            ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where
+            ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where, org=org_id
         )
         v = {"id": pk, "legacy_id": lid, "org_id": org_id, "tool_id": tool_id, "source": self.source}
         if self.source == Document.Source.UPLOAD:
@@ -332,13 +340,17 @@ class ChunkIndexMapper(Mapper):
             dangling["is_table"] = None
         if parent and document_id is None and tool_lid is None and not keys:
             pass
+        # An index entry names no organization: the chunk belongs to its document's (or,
+        # without one, its tool's), so an organization's chunks never move to the default one.
+        org_id = ctx.org_of(Document, document_id) or ctx.org_of(Tool, tool_id) or ctx.default_org_id()
+        if tool_id is not None and not same_org(ctx, Tool, tool_lid, tool_id, org_id):
+            dangling["tool_id"] = tool_lid  # the document's organization is not the tool's
+            tool_id = None
+            warnings.append(f"{where}: tool_id: {tool_lid!r} {ANOTHER_ORG}")
         extra = {k: v for k, v in record.items() if k not in INDEX_KEYS}
         if dangling:
             extra[DANGLING] = dangling
         extra.update(book)
-        # An index entry names no organization: the chunk belongs to its document's (or,
-        # without one, its tool's), so an organization's chunks never move to the default one.
-        org_id = ctx.org_of(Document, document_id) or ctx.org_of(Tool, tool_id) or ctx.default_org_id()
         v = {
             "id": legacy_uuid("document_chunks", chunk_lid),
             "legacy_id": chunk_lid,

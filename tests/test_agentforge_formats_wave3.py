@@ -33,7 +33,7 @@ from accounts.models import Organization, User
 from agentforge_agents.models import Agent, Tool
 from conversations.models import Conversation
 from settings_app.models import OrgSetting
-from tests.legacy_helpers import load_dir, rerun_changes_nothing, run_export, run_import
+from tests.legacy_helpers import load_dir, rerun_changes_nothing, run_export, run_import, run_parity
 from tests.test_export_json import _normalise
 
 pytestmark = pytest.mark.django_db
@@ -165,6 +165,7 @@ def test_links_into_another_organization_are_kept_as_dangling_references(databas
 
 def test_database_up_directory_exports_as_written_and_reimports_unchanged(database_up, tmp_path):
     run_import(database_up, verbosity=0)
+    assert run_parity(database_up)[0] == 0
     run_export(tmp_path / "out")
     _assert_exported_as_written(database_up, tmp_path / "out")
     rerun_changes_nothing(database_up)

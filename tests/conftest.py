@@ -150,7 +150,8 @@ def shared_rows():
 
     Each test's own transaction (pytest-django's ``db``) becomes a savepoint inside it and is
     rolled back after the test, so the rows are built once and every test still starts from
-    them as they were; at the end everything is rolled back. A module using it holds no
+    them as they were; at the end everything is rolled back. The rows stay for the rest of the
+    module: a test that does not ask for them sees them too. A module using it holds no
     ``transactional_db`` test: pytest-django runs those after the others, while the module's
     transaction would still be open."""
     from django.db import transaction

@@ -4,6 +4,8 @@ writes only A's rows. The tests connect as the application role (tests/conftest.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from django.apps import apps
 from django.db import DatabaseError, connection, models, transaction
@@ -77,8 +79,13 @@ def test_the_organization_is_transaction_local():
 # them (each test runs in a savepoint rolled back after it, as Django's setUpTestData does):
 # building a row of every tenant model for three organizations per test took a third of
 # PostgreSQL's run. Tests that need transactions of their own are in test_rls_autocommit.py.
+@pytest.fixture
+def three_orgs(three_orgs_once):
+    return copy.deepcopy(three_orgs_once)  # each test its own instances, as setUpTestData gives
+
+
 @pytest.fixture(scope="module")
-def three_orgs(django_db_setup, django_db_blocker):
+def three_orgs_once(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock(), shared_rows():
         orgs = [Organization.objects.create(name=n, slug=f"rls-{n}") for n in "ABC"]
         rows = {}

@@ -1,0 +1,166 @@
+"""Attacks of the third round on the organization scoping, with two organizations A and B.
+
+The first two rounds closed the querysets (joins, raw SQL, exclude(), prefetches) and the
+links between rows. These replay what reaches a row by its primary key without a queryset
+of ours: Django's instance paths (refresh_from_db, save's UPDATE, delete), an upsert, the user model's bulk writes and set operations (union,
+intersection, difference). From A's scope each must leave B's rows unread and unchanged,
+with the same outcome on every backend (on PostgreSQL row-level security is the second wall).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError, connection, transaction
+
+from accounts.models import Organization, User
+from agentforge_agents.models import Agent, Tool
+from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
+from tests.admin_support import populate
+
+pytestmark = pytest.mark.django_db
+
+# Rows of populate() that belong to no organization (the permission catalog) or are
+# append-only (the audit trail: no delete, no update, whoever asks).
+NOT_TENANT_ROWS = {"permission", "auditlog"}
+
+
+@pytest.fixture
+def two(make_org, make_user):
+    """A and B, each with a member and a row of every model (B's names end in ``-g``)."""
+    a, b = make_org("A"), make_org("B")
+    mine = populate(a, make_user(a, email="member@a.test"))
+    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
+    return a, b, mine, theirs
+
+
+def _tenant_rows(rows):
+    return {name: row for name, row in rows.items() if name not in NOT_TENANT_ROWS}
+
+
+def _stored(row):
+    """The row as the database holds it now (every column), read as system work."""
+    model = type(row)
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    with unscoped():
+        return manager.filter(pk=row.pk).values().first()
+
+
+def _snapshot(rows):
+    return {name: _stored(row) for name, row in rows.items()}
+
+
+# --- 1. instance paths: refresh_from_db, save's UPDATE, delete ---------------------------------
+
+
+def test_refresh_from_db_never_loads_another_organizations_row(two):
+    a, b, mine, theirs = two
+    # The instance names B's row by its key alone; refresh_from_db() reads through the
+    # base manager, which must not hand over B's columns (a tool's decrypted credentials).
+    for name, row in _tenant_rows(theirs).items():
+        with org_scope(a), pytest.raises(ObjectDoesNotExist):
+            type(row)(pk=row.pk).refresh_from_db()
+    with org_scope(a):  # A's own rows still refresh
+        tool = Tool(pk=mine["tool"].pk)
+        tool.refresh_from_db()
+        assert tool.name == mine["tool"].name
+    with org_scope(b):
+        tool = Tool(pk=theirs["tool"].pk)
+        tool.refresh_from_db()
+        assert tool.credentials == theirs["tool"].credentials
+
+
+def test_deleting_another_organizations_row_by_its_key_is_refused(two):
+    a, b, mine, theirs = two
+    before = _snapshot(theirs)
+    # Model(pk=...).delete(), the delete-without-loading idiom: the organization is filled
+    # in from the scope (A), and Django deletes by primary key whatever the row's is.
+    for name, row in _tenant_rows(theirs).items():
+        with org_scope(a), pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
+            type(row)(pk=row.pk).delete()
+    with org_scope(a), pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
+        loaded = Tool.objects.get(pk=mine["tool"].pk)
+        loaded.pk = theirs["tool"].pk  # a loaded instance pointed at B's row
+        loaded.delete()
+    assert _snapshot(theirs) == before
+    with org_scope(a):  # A's own rows still delete
+        Agent(pk=mine["agent"].pk).delete()
+    assert _stored(mine["agent"]) is None
+
+
+def test_saving_an_instance_keyed_to_another_organizations_row_updates_nothing(two):
+    a, b, mine, theirs = two
+    before = _snapshot(theirs)
+    attempts = {
+        "tool": lambda: Tool(pk=theirs["tool"].pk, name="pwned", type=Tool.Type.EMAIL).save(force_update=True),
+        "user": lambda: User(pk=theirs["user"].pk, email="pwned@a.test").save(force_update=True),
+        "organization": lambda: Organization(pk=b.pk, name="pwned", slug="pwned").save(force_update=True),
+    }
+    for name, attempt in attempts.items():
+        with org_scope(a), pytest.raises(DatabaseError, match="did not affect any rows"), transaction.atomic():
+            attempt()
+    with org_scope(a), pytest.raises(DatabaseError, match="did not affect any rows"), transaction.atomic():
+        agent = Agent.objects.get(pk=mine["agent"].pk)
+        agent.pk = theirs["agent"].pk
+        agent.name = "pwned"
+        agent.save(update_fields=["name"])
+    assert _snapshot(theirs) == before
+
+
+# --- 2. bulk writes: an upsert into another organization's row, the user model --------------
+
+
+def _upsert(model, objs, unique_fields):
+    kwargs = {"update_conflicts": True, "update_fields": ["name"]}
+    if connection.features.supports_update_conflicts_with_target:
+        kwargs["unique_fields"] = unique_fields
+    # MySQL/MariaDB take no conflict target: any unique key (the primary key here) decides.
+    return model.objects.bulk_create(objs, **kwargs)
+
+
+def test_an_upsert_never_overwrites_another_organizations_row(two):
+    a, b, mine, theirs = two
+    before = _snapshot(theirs)
+    with org_scope(a), pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
+        _upsert(Tool, [Tool(pk=theirs["tool"].pk, name="pwned", type=Tool.Type.EMAIL)], ["id"])
+    with org_scope(a), pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
+        _upsert(Agent, [Agent(pk=theirs["agent"].pk, name="pwned")], ["id"])
+    assert _snapshot(theirs) == before
+    with org_scope(a):  # an upsert inside the organization still works
+        _upsert(Tool, [Tool(pk=mine["tool"].pk, name="renamed", type=Tool.Type.EMAIL)], ["id"])
+    assert _stored(mine["tool"])["name"] == "renamed"
+
+
+def test_bulk_writes_of_users_check_the_organization(two):
+    a, b, mine, theirs = two
+    with org_scope(a), pytest.raises(OrgScopeError, match="belongs to organization"), transaction.atomic():
+        User.objects.bulk_create([User(org_id=b.pk, email="planted@b.test", email_normalized="planted@b.test")])
+    with org_scope(a), pytest.raises(OrgScopeError, match="belongs to organization"), transaction.atomic():
+        User.objects.bulk_update([User(pk=theirs["user"].pk, org_id=b.pk, first_name="pwned")], ["first_name"])
+    with org_scope(a), pytest.raises(OrgScopeError, match="created_by"), transaction.atomic():
+        User.objects.bulk_create(
+            [User(email="new@a.test", email_normalized="new@a.test", created_by_id=theirs["user"].pk)]
+        )
+    with unscoped():
+        assert not User.all_orgs.filter(email__in=["planted@b.test", "new@a.test"]).exists()
+        assert User.all_orgs.get(pk=theirs["user"].pk).first_name == theirs["user"].first_name
+    with org_scope(a):  # the organization is filled in, as by save()
+        (created,) = User.objects.bulk_create([User(email="new@a.test", email_normalized="new@a.test")])
+    assert created.org_id == a.pk
+
+
+# --- 3. set operations with an unscoped queryset --------------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["union", "intersection", "difference"])
+def test_a_scoped_queryset_cannot_be_combined_with_an_unscoped_one_by_set_operations(two, operation):
+    a, b, mine, theirs = two
+    with org_scope(a):
+        scoped = Agent.objects.order_by().values_list("name", flat=True)
+        everything = Agent.all_orgs.order_by().values_list("name", flat=True)
+        with pytest.raises(OrgScopeError, match="combined"):
+            getattr(scoped, operation)(everything)
+        with pytest.raises(OrgScopeError, match="combined"):
+            getattr(everything, operation)(scoped)
+        # Two scoped querysets combine: both read A's rows only.
+        assert set(scoped.union(Agent.objects.order_by().values_list("name", flat=True))) == {mine["agent"].name}

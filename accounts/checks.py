@@ -51,7 +51,7 @@ def tenant_model_errors(models) -> list:
                 )
             )
         queryset_class = model._default_manager._queryset_class
-        if not issubclass(queryset_class, OrgScopedQuerySet) and label not in UNCHECKED_WRITES:
+        if not issubclass(queryset_class, OrgScopedQuerySet):
             errors.append(
                 checks.Error(
                     f"{label}: bulk writes (update, delete, bulk_create) do not check the organization",
@@ -63,8 +63,9 @@ def tenant_model_errors(models) -> list:
     return errors
 
 
-# Tenant models that write their own way: the user model checks in User.save(); audit
-# entries are written by django-auditlog, unscoped, naming the organization of the change.
+# Tenant models whose save() is not OrgOwnedModel's: the user model checks in User.save();
+# audit entries are written by django-auditlog, unscoped, naming the organization of the
+# change. Their bulk writes are checked like every other (OrgScopedQuerySet).
 UNCHECKED_WRITES = {"accounts.User", "security.AuditLog"}
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
+import inspect
 import re
 import uuid
 
 from django.core.exceptions import FieldDoesNotExist, FullResultSet
 from django.db import models
-from django.db.models import BooleanField, F
+from django.db.models import BooleanField, F, Q
 from django.db.models.expressions import Expression, RawSQL
 from django.db.models.lookups import Exact, IsNull, Lookup
 from django.db.models.sql import Query, UpdateQuery
@@ -97,6 +99,23 @@ def check_org_for_write(obj) -> None:
         obj.org_id = active
     elif active is not None and _as_uuid(obj.org_id) != active:
         raise OrgScopeError(f"{type(obj).__name__}: row belongs to organization {obj.org_id}, active is {active}")
+
+
+def check_org_for_delete(obj) -> None:
+    """Refuse to delete, inside ``org_scope(A)``, a row the database holds for another organization.
+
+    Django deletes by primary key, whatever the instance in hand says: ``Agent(pk=x).delete()``
+    (the delete-without-loading idiom) takes its organization from the scope, so the row's own
+    is looked up. One query, only with an organization active.
+    """
+    active = current_org()
+    if active is None or active is ALL_ORGS or obj.pk is None:
+        return
+    stored = _org_of_target(type(obj), obj.pk)
+    if stored is not None and _as_uuid(stored) != active:
+        raise OrgScopeError(
+            f"{type(obj).__name__} {obj.pk} belongs to another organization: it cannot be deleted from {active}"
+        )
 
 
 def scope_field(model):
@@ -396,6 +415,51 @@ def cross_org_links(models_to_check=None):
                 yield model, field, pk, legacy_id, target_id
 
 
+def _unique_field_sets(model) -> list:
+    """Every set of columns a conflict of an upsert can be on (MySQL and MariaDB take no target:
+    any unique key of the table)."""
+    meta = model._meta
+    sets = [(meta.pk,)]
+    sets += [(f,) for f in meta.concrete_fields if f.unique and not f.primary_key]
+    sets += [tuple(meta.get_field(name) for name in names) for names in meta.unique_together]
+    sets += [tuple(meta.get_field(name) for name in c.fields) for c in meta.total_unique_constraints]
+    return sets
+
+
+def refuse_upserts_into_other_orgs(model, objs, unique_fields=None) -> None:
+    """Refuse ``bulk_create(update_conflicts=True)`` rows that conflict with another
+    organization's row: the database would update that row (ON CONFLICT DO UPDATE, ON DUPLICATE
+    KEY UPDATE) with this organization's values. A key that holds the organization only ever
+    conflicts inside it. One query per unique key and batch of rows."""
+    own = scope_field(model)
+    meta = model._meta
+    if unique_fields:
+        field_sets = [tuple(meta.pk if name == "pk" else meta.get_field(name) for name in unique_fields)]
+    else:
+        field_sets = _unique_field_sets(model)
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    owned = [obj for obj in objs if getattr(obj, own.attname) is not None]
+    for fields in field_sets:
+        if own in fields:
+            continue
+        for start in range(0, len(owned), 100):
+            clash = Q()
+            for obj in owned[start : start + 100]:
+                values = {f.attname: getattr(obj, f.attname) for f in fields}
+                if None not in values.values():
+                    clash |= Q(**values) & ~Q(**{own.attname: getattr(obj, own.attname)})
+            if not clash:
+                continue
+            with unscoped():  # PostgreSQL: past row-level security, which would hide the row
+                taken = manager.filter(clash).values_list("pk", flat=True).first()
+            if taken is not None:
+                names = ", ".join(f.name for f in fields)
+                raise OrgScopeError(
+                    f"{model.__name__}.bulk_create(update_conflicts=True): a row with the same {names} "
+                    f"({taken}) belongs to another organization"
+                )
+
+
 def _refuse_crossing(obj, field, target_id, target_org) -> None:
     if target_org is not None and _as_uuid(target_org) != _as_uuid(obj.org_id):
         raise OrgScopeError(
@@ -542,6 +606,15 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
         if is_org_scoped(self.query) != is_org_scoped(other.query):
             raise OrgScopeError(f"{self.model.__name__}: a scoped queryset cannot be combined with an unscoped one")
 
+    def _combinator_query(self, combinator, *other_qs, all=False):
+        # union(), intersection(), difference(): the siblings of | and &, over any tenant tables.
+        for other in other_qs:
+            if scope_field(other.model) is not None and is_org_scoped(self.query) != is_org_scoped(other.query):
+                raise OrgScopeError(
+                    f"{self.model.__name__}.{combinator}(): a scoped queryset cannot be combined with an unscoped one"
+                )
+        return super()._combinator_query(combinator, *other_qs, all=all)
+
     def _drop_stale_results(self) -> None:
         if (
             self._result_cache is not None
@@ -580,6 +653,9 @@ class OrgScopedQuerySet(ScopedQuerySet):
         for obj in objs:
             check_org_for_write(obj)
         check_org_links(objs)
+        options = inspect.signature(models.QuerySet.bulk_create).bind(self, objs, *args, **kwargs).arguments
+        if options.get("update_conflicts"):
+            refuse_upserts_into_other_orgs(self.model, objs, options.get("unique_fields"))
         return super().bulk_create(objs, *args, **kwargs)
 
     def bulk_update(self, objs, fields, *args, **kwargs):
@@ -650,6 +726,45 @@ def scope_relation_accessors() -> None:
             descriptor.__class__ = _scoped_accessor_class(type(descriptor))
 
 
+class _ScopedBaseManagerMixin:
+    """A base manager held to the active organization when one is active (see below)."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        field = scope_field(self.model)
+        return apply_org_scope(queryset, "pk" if field.primary_key else field.name, ActiveOrgIfAnyLookup)
+
+
+@functools.cache
+def _scoped_base_manager_class(manager_class):
+    return type(f"OrgScoped{manager_class.__name__}", (_ScopedBaseManagerMixin, manager_class), {})
+
+
+def scope_base_managers() -> None:
+    """Hold Django's instance paths to the active organization: ``refresh_from_db()``, the
+    UPDATE of ``save()``, deletion cascades, forward relations, foreign-key validation.
+
+    Django runs them through the model's base manager by primary key, trusting the instance
+    in hand, so inside ``org_scope(A)`` an instance keyed to B's row read it (a tool's
+    credentials) or overwrote it. The base manager of every tenant model (Organization
+    included) now finds the active organization's rows only, what row-level security makes
+    of it on PostgreSQL; with no organization active, or inside ``unscoped()``, every row
+    as before. ``Model.all_orgs`` itself is unchanged. Called once from
+    ``AgentforgeCoreConfig.ready()``.
+    """
+    from django.apps import apps
+
+    for model in apps.get_models():
+        if scope_field(model) is None:
+            continue
+        base = model._meta.base_manager
+        if isinstance(base, _ScopedBaseManagerMixin):
+            continue
+        manager = copy.copy(base)  # the base manager may be all_orgs itself: leave that one alone
+        manager.__class__ = _scoped_base_manager_class(type(base))
+        model._meta.base_manager = manager  # a cached_property of Options: set once here
+
+
 class OrgScopedManager(_OrgQuerySetManagerMixin, models.Manager.from_queryset(OrgScopedQuerySet)):
     """``Model.objects``: only the active organization's rows; raises when none is active.
 
@@ -689,6 +804,7 @@ class OrgOwnedModel(models.Model):
 
     def delete(self, *args, **kwargs):
         check_org_for_write(self)
+        check_org_for_delete(self)
         return super().delete(*args, **kwargs)
 
     def validate_unique(self, exclude=None):

@@ -2,8 +2,8 @@
 
 The first two rounds closed the querysets (joins, raw SQL, exclude(), prefetches) and the
 links between rows. These replay what reaches a row by its primary key without a queryset
-of ours: Django's instance paths (refresh_from_db, save's UPDATE, delete), an upsert, the user model's bulk writes and set operations (union,
-intersection, difference). From A's scope each must leave B's rows unread and unchanged,
+of ours: Django's instance paths (refresh_from_db, save's UPDATE, delete), an upsert, the
+user model's bulk writes and set operations (union, intersection, difference). From A's scope each must leave B's rows unread and unchanged,
 with the same outcome on every backend (on PostgreSQL row-level security is the second wall).
 """
 

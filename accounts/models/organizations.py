@@ -4,7 +4,14 @@ from django.db import models
 from django.utils.text import slugify
 
 from agentforge_core.fields import EncryptedTextField
-from agentforge_core.models import LegacyRecordModel, ScopedQuerySet, TimestampedModel, apply_org_scope, legacy_uuid
+from agentforge_core.models import (
+    LegacyRecordModel,
+    ScopedQuerySet,
+    TimestampedModel,
+    apply_org_scope,
+    check_org_for_delete,
+    legacy_uuid,
+)
 
 
 class AuthProvider(models.TextChoices):
@@ -77,6 +84,10 @@ class Organization(LegacyRecordModel, TimestampedModel):
         if not self.slug:
             self.slug = slugify(self.name)[:100] or str(self.pk)[:8]
         super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        check_org_for_delete(self)  # inside org_scope(A), never B and everything of B's
+        return super().delete(*args, **kwargs)
 
     @classmethod
     def get_default(cls) -> "Organization":

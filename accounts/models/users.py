@@ -17,9 +17,10 @@ from agentforge_core.fields import EncryptedTextField
 from agentforge_core.models import (
     LegacyRecordModel,
     OrgOwnedModel,
-    ScopedQuerySet,
+    OrgScopedQuerySet,
     TimestampedModel,
     apply_org_scope,
+    check_org_for_delete,
     check_org_for_write,
     check_org_links,
     org_foreign_key,
@@ -33,7 +34,9 @@ def normalize_email_address(email: str) -> str:
     return (email or "").strip().lower()
 
 
-class UserQuerySet(ScopedQuerySet):
+class UserQuerySet(OrgScopedQuerySet):
+    """Bulk writes check the organization of each user and its links, as User.save() does."""
+
     def for_org(self, org):
         """One organization's users (object, UUID or legacy id)."""
         return self.filter(org_id=resolve_org(org))
@@ -197,6 +200,10 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
             kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}
         super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        check_org_for_delete(self)
+        return super().delete(*args, **kwargs)
 
     def natural_key(self):
         return (self.email, str(self.org_id))

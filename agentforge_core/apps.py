@@ -11,8 +11,6 @@ class AgentforgeCoreConfig(AppConfig):
     verbose_name = "AgentForge core"
 
     def ready(self):
-        from agentforge_core.models import scope_base_managers, scope_relation_accessors
+        from agentforge_core.models import scope_relation_accessors
 
-        # Every app's models are loaded by now, the domain apps' included.
-        scope_relation_accessors()
-        scope_base_managers()
+        scope_relation_accessors()  # every app's models are loaded by now, the domain apps' included

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import copy
 import functools
 import inspect
 import re
@@ -726,43 +725,17 @@ def scope_relation_accessors() -> None:
             descriptor.__class__ = _scoped_accessor_class(type(descriptor))
 
 
-class _ScopedBaseManagerMixin:
-    """A base manager held to the active organization when one is active (see below)."""
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        field = scope_field(self.model)
-        return apply_org_scope(queryset, "pk" if field.primary_key else field.name, ActiveOrgIfAnyLookup)
+def held_to_active_org(queryset):
+    """``queryset`` restricted to the active organization when one is active (every row with
+    none active, or inside ``unscoped()``): what row-level security makes of it on PostgreSQL."""
+    field = scope_field(queryset.model)
+    return apply_org_scope(queryset, "pk" if field.primary_key else field.name, ActiveOrgIfAnyLookup)
 
 
-@functools.cache
-def _scoped_base_manager_class(manager_class):
-    return type(f"OrgScoped{manager_class.__name__}", (_ScopedBaseManagerMixin, manager_class), {})
-
-
-def scope_base_managers() -> None:
-    """Hold Django's instance paths to the active organization: ``refresh_from_db()``, the
-    UPDATE of ``save()``, deletion cascades, forward relations, foreign-key validation.
-
-    Django runs them through the model's base manager by primary key, trusting the instance
-    in hand, so inside ``org_scope(A)`` an instance keyed to B's row read it (a tool's
-    credentials) or overwrote it. The base manager of every tenant model (Organization
-    included) now finds the active organization's rows only, what row-level security makes
-    of it on PostgreSQL; with no organization active, or inside ``unscoped()``, every row
-    as before. ``Model.all_orgs`` itself is unchanged. Called once from
-    ``AgentforgeCoreConfig.ready()``.
-    """
-    from django.apps import apps
-
-    for model in apps.get_models():
-        if scope_field(model) is None:
-            continue
-        base = model._meta.base_manager
-        if isinstance(base, _ScopedBaseManagerMixin):
-            continue
-        manager = copy.copy(base)  # the base manager may be all_orgs itself: leave that one alone
-        manager.__class__ = _scoped_base_manager_class(type(base))
-        model._meta.base_manager = manager  # a cached_property of Options: set once here
+def instance_queryset(obj, using=None):
+    """The queryset ``refresh_from_db()`` reads ``obj`` through: Django's (the base manager, by
+    primary key, whatever the instance in hand says) held to the active organization."""
+    return held_to_active_org(type(obj)._base_manager.db_manager(using, hints={"instance": obj}).all())
 
 
 class OrgScopedManager(_OrgQuerySetManagerMixin, models.Manager.from_queryset(OrgScopedQuerySet)):
@@ -806,6 +779,16 @@ class OrgOwnedModel(models.Model):
         check_org_for_write(self)
         check_org_for_delete(self)
         return super().delete(*args, **kwargs)
+
+    # Django's instance paths go by primary key through the unscoped base manager: inside
+    # org_scope(A), an instance keyed to B's row must neither read nor update it.
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        super().refresh_from_db(
+            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
+        )
+
+    def _do_update(self, base_qs, *args, **kwargs):
+        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
     def validate_unique(self, exclude=None):
         # Uniqueness is global in the database, so check it across organizations.

@@ -10,6 +10,8 @@ from agentforge_core.models import (
     TimestampedModel,
     apply_org_scope,
     check_org_for_delete,
+    held_to_active_org,
+    instance_queryset,
     legacy_uuid,
 )
 
@@ -88,6 +90,15 @@ class Organization(LegacyRecordModel, TimestampedModel):
     def delete(self, *args, **kwargs):
         check_org_for_delete(self)  # inside org_scope(A), never B and everything of B's
         return super().delete(*args, **kwargs)
+
+    # As OrgOwnedModel's: by primary key, held to the active organization.
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        super().refresh_from_db(
+            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
+        )
+
+    def _do_update(self, base_qs, *args, **kwargs):
+        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
     @classmethod
     def get_default(cls) -> "Organization":

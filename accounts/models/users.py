@@ -23,6 +23,8 @@ from agentforge_core.models import (
     check_org_for_delete,
     check_org_for_write,
     check_org_links,
+    held_to_active_org,
+    instance_queryset,
     org_foreign_key,
     org_index,
 )
@@ -204,6 +206,15 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
     def delete(self, *args, **kwargs):
         check_org_for_delete(self)
         return super().delete(*args, **kwargs)
+
+    # As OrgOwnedModel's: by primary key, held to the active organization.
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        super().refresh_from_db(
+            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
+        )
+
+    def _do_update(self, base_qs, *args, **kwargs):
+        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
     def natural_key(self):
         return (self.email, str(self.org_id))

@@ -2,12 +2,15 @@
 
 The first two rounds closed the querysets (joins, raw SQL, exclude(), prefetches) and the
 links between rows. These replay what reaches a row by its primary key without a queryset
-of ours: Django's instance paths (refresh_from_db, save's UPDATE, delete), an upsert, the
-user model's bulk writes and set operations (union, intersection, difference). From A's scope each must leave B's rows unread and unchanged,
+of ours: Django's instance paths (refresh_from_db, save's UPDATE, delete, the audit trail's
+read of the old row), an upsert, the user model's bulk writes and set operations (union,
+intersection, difference). From A's scope each must leave B's rows unread and unchanged,
 with the same outcome on every backend (on PostgreSQL row-level security is the second wall).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from django.core.exceptions import ObjectDoesNotExist
@@ -16,6 +19,7 @@ from django.db import DatabaseError, connection, transaction
 from accounts.models import Organization, User
 from agentforge_agents.models import Agent, Tool
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
+from security.models import AuditLog
 from tests.admin_support import populate
 
 pytestmark = pytest.mark.django_db
@@ -105,6 +109,26 @@ def test_saving_an_instance_keyed_to_another_organizations_row_updates_nothing(t
         agent.name = "pwned"
         agent.save(update_fields=["name"])
     assert _snapshot(theirs) == before
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as in a request: the entry outlives the failed save
+def test_the_audit_trail_never_records_another_organizations_row(two):
+    a, b, mine, theirs = two
+    marker = "their-description-XYZZY-10"
+    with unscoped():
+        Tool.all_orgs.filter(pk=theirs["tool"].pk).update(description=marker)
+    # django-auditlog diffs an update against the stored row, read through the base manager
+    # by primary key before the UPDATE runs: a loaded instance pointed at B's row wrote B's
+    # columns into A's (append-only) audit trail, though the UPDATE itself changed nothing.
+    with org_scope(a), pytest.raises(DatabaseError, match="did not affect any rows"):
+        tool = Tool.objects.get(pk=mine["tool"].pk)
+        tool.pk = theirs["tool"].pk
+        tool.description = "changed"
+        tool.save(update_fields=["description"])
+    with unscoped():
+        entries = list(AuditLog.all_orgs.filter(action=AuditLog.Action.UPDATE).values_list("org_id", "changes"))
+    assert [org_id for org_id, changes in entries if marker in json.dumps(changes)] == []
+    assert _stored(theirs["tool"])["description"] == marker
 
 
 # --- 2. bulk writes: an upsert into another organization's row, the user model --------------

@@ -7,6 +7,7 @@ class SecurityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from security.audit import register_models
+        from security.audit import hold_auditlog_reads_to_active_org, register_models
 
         register_models()
+        hold_auditlog_reads_to_active_org()

@@ -34,6 +34,7 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import encrypted_fields
+from agentforge_core.models import held_to_active_org, scope_field
 from agentforge_core.tenancy import ALL_ORGS, current_org, resolve_org, unscoped
 from security import checkpoints
 from security.middleware import client_ip, request_context
@@ -142,6 +143,26 @@ def register_models() -> None:
         if auditlog.contains(model):
             auditlog.unregister(model)
         auditlog.register(model, exclude_fields=excluded_fields(model))
+
+
+def _rows_for_auditlog(model):
+    """The rows django-auditlog reads ``model`` through (the stored version of a row it diffs
+    before an update, a foreign key it displays): the base manager, as
+    AUDITLOG_USE_BASE_MANAGER asks, held to the active organization when one is active. The
+    base manager goes by primary key whatever the instance says, so inside ``org_scope(A)``
+    an instance pointed at B's row wrote B's columns into A's audit trail."""
+    rows = model._meta.base_manager.all()
+    return rows if scope_field(model) is None else held_to_active_org(rows)
+
+
+def hold_auditlog_reads_to_active_org() -> None:
+    """Route django-auditlog's one reader of rows (bound in two of its modules) through
+    :func:`_rows_for_auditlog` (called from SecurityConfig.ready)."""
+    import auditlog.models
+    import auditlog.receivers
+
+    auditlog.models._get_manager_from_settings = _rows_for_auditlog
+    auditlog.receivers._get_manager_from_settings = _rows_for_auditlog
 
 
 def org_id_of(instance):

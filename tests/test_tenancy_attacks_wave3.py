@@ -149,6 +149,10 @@ def test_an_upsert_never_overwrites_another_organizations_row(two):
         _upsert(Tool, [Tool(pk=theirs["tool"].pk, name="pwned", type=Tool.Type.EMAIL)], ["id"])
     with org_scope(a), pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
         _upsert(Agent, [Agent(pk=theirs["agent"].pk, name="pwned")], ["id"])
+    # The organization row itself, by its key or by its unique slug.
+    for twin in (Organization(pk=b.pk, name="pwned", slug="pwned"), Organization(name="pwned", slug=b.slug)):
+        with org_scope(a), pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
+            _upsert(Organization, [twin], ["id"] if twin.pk == b.pk else ["slug"])
     assert _snapshot(theirs) == before
     with org_scope(a):  # an upsert inside the organization still works
         _upsert(Tool, [Tool(pk=mine["tool"].pk, name="renamed", type=Tool.Type.EMAIL)], ["id"])

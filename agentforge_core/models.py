@@ -429,24 +429,32 @@ def refuse_upserts_into_other_orgs(model, objs, unique_fields=None) -> None:
     """Refuse ``bulk_create(update_conflicts=True)`` rows that conflict with another
     organization's row: the database would update that row (ON CONFLICT DO UPDATE, ON DUPLICATE
     KEY UPDATE) with this organization's values. A key that holds the organization only ever
-    conflicts inside it. One query per unique key and batch of rows."""
+    conflicts inside it. For Organization rows, another organization is any but the active one
+    (unscoped system work creates and renames organizations). One query per unique key and
+    batch of rows."""
     own = scope_field(model)
     meta = model._meta
+    if own.primary_key:
+        active = current_org()
+        if active is None or active is ALL_ORGS:
+            return
+        owners = [(obj, active) for obj in objs]
+    else:
+        owners = [(obj, getattr(obj, own.attname)) for obj in objs if getattr(obj, own.attname) is not None]
     if unique_fields:
         field_sets = [tuple(meta.pk if name == "pk" else meta.get_field(name) for name in unique_fields)]
     else:
         field_sets = _unique_field_sets(model)
     manager = getattr(model, "all_orgs", None) or model._base_manager
-    owned = [obj for obj in objs if getattr(obj, own.attname) is not None]
     for fields in field_sets:
-        if own in fields:
+        if own in fields and not own.primary_key:
             continue
-        for start in range(0, len(owned), 100):
+        for start in range(0, len(owners), 100):
             clash = Q()
-            for obj in owned[start : start + 100]:
+            for obj, owner in owners[start : start + 100]:
                 values = {f.attname: getattr(obj, f.attname) for f in fields}
                 if None not in values.values():
-                    clash |= Q(**values) & ~Q(**{own.attname: getattr(obj, own.attname)})
+                    clash |= Q(**values) & ~Q(**{own.attname: owner})
             if not clash:
                 continue
             with unscoped():  # PostgreSQL: past row-level security, which would hide the row
@@ -535,7 +543,10 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
       itself.
     * ``update()`` that moves rows to another organization, or links them to another
       organization's rows.
-    * Combining (``|``, ``&``, ``^``) a scoped queryset with an unscoped one.
+    * Combining (``|``, ``&``, ``^``, ``union()``, ``intersection()``, ``difference()``) a
+      scoped queryset with an unscoped one.
+    * An upsert (``bulk_create(update_conflicts=True)``) that would update another
+      organization's row (:func:`refuse_upserts_into_other_orgs`).
     * ``RawSQL`` expressions in a scoped statement (:func:`refuse_raw_sql`, when it runs).
     * Results fetched under one organization and read again under another (a queryset
       kept in a variable, a cache, a pickle, or filled by ``prefetch_related``, as in
@@ -549,6 +560,13 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
         # The organization a prefetch fills this queryset's results under (it sets
         # _result_cache directly, without _fetch_all).
         self._results_org = current_org()
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        options = inspect.signature(models.QuerySet.bulk_create).bind(self, objs, *args, **kwargs).arguments
+        if options.get("update_conflicts") and scope_field(self.model) is not None:
+            refuse_upserts_into_other_orgs(self.model, objs, options.get("unique_fields"))
+        return super().bulk_create(objs, *args, **kwargs)
 
     def raw(self, raw_query, params=(), translations=None, using=None):
         if is_org_scoped(self.query):
@@ -652,9 +670,6 @@ class OrgScopedQuerySet(ScopedQuerySet):
         for obj in objs:
             check_org_for_write(obj)
         check_org_links(objs)
-        options = inspect.signature(models.QuerySet.bulk_create).bind(self, objs, *args, **kwargs).arguments
-        if options.get("update_conflicts"):
-            refuse_upserts_into_other_orgs(self.model, objs, options.get("unique_fields"))
         return super().bulk_create(objs, *args, **kwargs)
 
     def bulk_update(self, objs, fields, *args, **kwargs):

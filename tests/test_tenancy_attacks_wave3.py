@@ -177,7 +177,32 @@ def test_bulk_writes_of_users_check_the_organization(two):
     assert created.org_id == a.pk
 
 
-# --- 3. set operations with an unscoped queryset --------------------------------------------
+# --- 3. the parallel-run store --------------------------------------------------------------
+
+
+def test_the_store_never_takes_over_another_organizations_row_by_its_id(make_org, make_user, default_org):
+    from legacy.store import DatabaseStore
+    from tests.test_store_modes import agent
+
+    b = make_org("B")
+    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
+    # A row nobody links to: the composite tenant keys (PostgreSQL, MariaDB) cannot refuse its move.
+    theirs["lonely"] = Agent.all_orgs.create(org=b, name="Lonely-g")
+    before = _snapshot(theirs)
+    store = DatabaseStore()
+    # The store checked a record's legacy id only; the writer matches rows by key, and a record
+    # id that is a UUID is kept as the primary key: a record named by the id of B's agent (made
+    # through the ORM, no legacy id) updated that agent, its organization included.
+    for name in ("agent", "lonely"):
+        with org_scope(default_org), pytest.raises(OrgScopeError, match="another organization"):
+            store.save("agents", agent(agent_id=str(theirs[name].pk), name="Hijack"))
+    assert _snapshot(theirs) == before
+    with org_scope(default_org):  # a record of the active organization still saves
+        store.save("agents", agent(name="Helper"))
+        assert store.get("agents", agent()["id"])["name"] == "Helper"
+
+
+# --- 4. set operations with an unscoped queryset --------------------------------------------
 
 
 @pytest.mark.parametrize("operation", ["union", "intersection", "difference"])

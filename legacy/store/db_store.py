@@ -53,6 +53,34 @@ def check_mapped_links(mapped) -> None:
         check_org_links(instances(child.model, child.rows))
 
 
+def check_mapped_owners(mapped, active) -> None:
+    """Refuse a record whose rows the writer would find in another organization.
+
+    The writer matches each row by its key (the primary key for most: a record id that is a
+    UUID is kept as the key, docs/import.md) and updates what it finds, the organization
+    included; a child set replaces the children of its parent. A legacy id alone does not
+    name the row: one made through the ORM has none. One query per row and child set.
+    """
+    from agentforge_core.models import scope_field
+
+    def owners(model, lookup):
+        field = scope_field(model)
+        if field is None:
+            return set()
+        manager = getattr(model, "all_orgs", None) or model._base_manager
+        return set(manager.filter(**lookup).values_list(field.attname, flat=True))
+
+    found = set()
+    for row in mapped.rows:
+        if None not in row.key:  # no key: a new row
+            found |= owners(row.model, dict(zip(row.key_fields, row.key)))
+    for child in mapped.children:
+        parent = next(f for f in child.model._meta.concrete_fields if f.attname == child.parent_field)
+        found |= owners(parent.related_model, {"pk": child.parent_value})
+    if any(owner != active for owner in found):
+        raise OrgScopeError(f"{mapped.legacy_id}: a row of this record belongs to another organization")
+
+
 def add_missing_permissions(collection: str, record: dict) -> None:
     """Before a role is saved: the permission catalog rows its permission strings need,
     created as the importer creates them (through its writer, no audit entries)."""
@@ -217,6 +245,9 @@ class DatabaseStore:
                 other = other.first()
                 if other is not None and self._org_of_instance(other) != active:
                     raise OrgScopeError(f"{collection}: record {mapped.legacy_id} belongs to another organization")
+                # Nor finds, under the record's id, a row of another organization (made
+                # through the ORM, it has no legacy id for the check above).
+                check_mapped_owners(mapped, active)
                 # An organization's code never links its rows to another organization's
                 # (unscoped system work mirrors the JSON files as import_json does).
                 check_mapped_links(mapped)

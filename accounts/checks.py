@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.db.models import Model
 
 from accounts.passwords import DEFAULT_POLICY
 from agentforge_core.models import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
@@ -58,6 +59,16 @@ def tenant_model_errors(models) -> list:
                     hint="give the managers an OrgScopedQuerySet (OrgScopedManager.from_queryset)",
                     obj=model,
                     id="accounts.E004",
+                )
+            )
+        if model.refresh_from_db is Model.refresh_from_db or model._do_update is Model._do_update:
+            errors.append(
+                checks.Error(
+                    f"{label}: refresh_from_db() and save's UPDATE reach another organization's row by its key",
+                    hint="derive the model from agentforge_core.models.OrgOwnedModel, or override both as it does "
+                    "(instance_queryset, held_to_active_org)",
+                    obj=model,
+                    id="accounts.E005",
                 )
             )
     return errors

@@ -91,6 +91,7 @@ def test_the_system_check_refuses_a_new_model_that_forgets_scoping():
         (Forgetful, "accounts.E002"),
         (Forgetful, "accounts.E003"),
         (Forgetful, "accounts.E004"),
+        (Forgetful, "accounts.E005"),
     ]
 
 

@@ -300,7 +300,7 @@ def test_a_database_that_does_not_exist_is_one_line_naming_the_reason(command, s
 
 def test_production_hashes_passwords_at_djangos_full_cost():
     # tests/settings.py swaps in quick twins; the real settings must not.
-    from django.contrib.auth.hashers import BCryptSHA256PasswordHasher, PBKDF2PasswordHasher
+    from django.contrib.auth.hashers import BCryptSHA256PasswordHasher, PBKDF2PasswordHasher, ScryptPasswordHasher
 
     from agentforge_site import settings as production
 
@@ -308,4 +308,6 @@ def test_production_hashes_passwords_at_djangos_full_cost():
         "django.contrib.auth.hashers.PBKDF2PasswordHasher",
         "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
     ]
+    assert "django.contrib.auth.hashers.ScryptPasswordHasher" in production.PASSWORD_HASHERS
     assert PBKDF2PasswordHasher.iterations == 1_000_000 and BCryptSHA256PasswordHasher.rounds == 12
+    assert ScryptPasswordHasher.work_factor == 2**14

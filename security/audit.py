@@ -378,6 +378,9 @@ def _chain_queryset(key: str):
     return base.filter(org_id__isnull=True) if key == SYSTEM_CHAIN else base.filter(org_id=uuid.UUID(key))
 
 
+HEAD_MOVES = ["last_id", "last_hash", "updated_at"]  # what appending to a chain changes in its head
+
+
 def _lock_head(key: str, using: str):
     heads = AuditChainHead.objects.using(using).select_for_update()
     head = heads.filter(chain_key=key).first()
@@ -481,7 +484,7 @@ def append_to_chain(entry, using: str | None = None):
     entry.entry_hash = compute_hash(entry, entry.prev_hash)
     yield
     head.last_id, head.last_hash, head.updated_at = entry.pk, entry.entry_hash, timezone.now()
-    head.save(using=using)
+    head.save(using=using, update_fields=HEAD_MOVES)  # one UPDATE of what moved, per entry
     transaction.on_commit(lambda key=head.chain_key: _checkpoint_if_due(key, using), using=using)
 
 

@@ -42,12 +42,12 @@ from legacy.format.mappers.base import (
 from legacy.format.mappers.common import (
     DANGLING,
     LISTS,
+    field_ref,
     finish_row,
     org_legacy_id,
     original_or_current,
     own_org_refs,
     rebuild_list,
-    ref_or_keep,
     referenced_org,
     security_file_org,
     set_timestamps,
@@ -267,26 +267,8 @@ class RoleMapper(Mapper):
             "description": rec.str("description", None, null=True),
             "level": rec.int("level", 100),
             "is_system": rec.bool("is_system", False),
-            "parent_id": ref_or_keep(
-                ctx,
-                Role,
-                rec.str("parent_id", None, null=True),
-                "parent_id",
-                dangling,
-                mapped.warnings,
-                where,
-                org=org_id,
-            ),
-            "created_by_id": ref_or_keep(
-                ctx,
-                User,
-                rec.str("created_by", None, null=True),
-                "created_by",
-                dangling,
-                mapped.warnings,
-                where,
-                org=org_id,
-            ),
+            "parent_id": field_ref(ctx, rec, Role, "parent_id", dangling, mapped, where, org=org_id),
+            "created_by_id": field_ref(ctx, rec, User, "created_by", dangling, mapped, where, org=org_id),
         }
         set_timestamps(rec, v, "created_at", "updated_at")
         perms = rec.list("permissions", [], of=str)
@@ -369,26 +351,8 @@ class DepartmentMapper(Mapper):
             "org_id": org_id,
             "name": rec.str("name", max_length=255),
             "description": rec.str("description", None, null=True),
-            "parent_id": ref_or_keep(
-                ctx,
-                Department,
-                rec.str("parent_id", None, null=True),
-                "parent_id",
-                dangling,
-                mapped.warnings,
-                where,
-                org=org_id,
-            ),
-            "manager_id": ref_or_keep(
-                ctx,
-                User,
-                rec.str("manager_id", None, null=True),
-                "manager_id",
-                dangling,
-                mapped.warnings,
-                where,
-                org=org_id,
-            ),
+            "parent_id": field_ref(ctx, rec, Department, "parent_id", dangling, mapped, where, org=org_id),
+            "manager_id": field_ref(ctx, rec, User, "manager_id", dangling, mapped, where, org=org_id),
         }
         return finish_row(rec, v, Department, mapped, dangling)
 
@@ -524,36 +488,9 @@ class UserMapper(Mapper):
         v["external_id"] = rec.str("external_id", None, null=True, max_length=255)
         name_columns, preferences = self._profile(rec, record, bookkeeping)
         v.update(name_columns)
-        v["department_id"] = ref_or_keep(
-            ctx,
-            Department,
-            rec.str("department_id", None, null=True),
-            "department_id",
-            dangling,
-            mapped.warnings,
-            where,
-            org=org_id,
-        )
-        v["manager_id"] = ref_or_keep(
-            ctx,
-            User,
-            rec.str("manager_id", None, null=True),
-            "manager_id",
-            dangling,
-            mapped.warnings,
-            where,
-            org=org_id,
-        )
-        v["created_by_id"] = ref_or_keep(
-            ctx,
-            User,
-            rec.str("created_by", None, null=True),
-            "created_by",
-            dangling,
-            mapped.warnings,
-            where,
-            org=org_id,
-        )
+        v["department_id"] = field_ref(ctx, rec, Department, "department_id", dangling, mapped, where, org=org_id)
+        v["manager_id"] = field_ref(ctx, rec, User, "manager_id", dangling, mapped, where, org=org_id)
+        v["created_by_id"] = field_ref(ctx, rec, User, "created_by", dangling, mapped, where, org=org_id)
         v["employee_id"] = rec.str("employee_id", None, null=True, max_length=100)
         v["direct_permissions"] = rec.list("direct_permissions", [], of=str)
         v["status"] = rec.enum("status", User.Status.choices, "active")

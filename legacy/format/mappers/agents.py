@@ -16,13 +16,13 @@ from legacy.format.mappers.common import (
     app_file_org,
     app_file_org_book,
     app_file_org_out,
+    field_ref,
     finish_row,
     org_legacy_id,
     ref_or_keep,
     same_org,
     security_file_org,
     user_out,
-    user_ref,
 )
 
 # --- agents -------------------------------------------------------------------------------------
@@ -79,8 +79,8 @@ class AgentMapper(Mapper):
             "is_active": rec.bool("is_active", True),
             "memory": rec.list("memory", []),
             "memory_enabled": rec.bool("memory_enabled", False),
-            "owner_id": user_ref(ctx, rec, "owner_id", dangling, mapped, where, org=org_id),
-            "created_by_id": user_ref(ctx, rec, "created_by", dangling, mapped, where, org=org_id),
+            "owner_id": field_ref(ctx, rec, User, "owner_id", dangling, mapped, where, org=org_id),
+            "created_by_id": field_ref(ctx, rec, User, "created_by", dangling, mapped, where, org=org_id),
             "process_definition": rec.dict("process_definition", None, null=True),
             "process_settings": rec.dict("process_settings", None, null=True),
         }
@@ -286,9 +286,7 @@ class ToolPermissionMapper(Mapper):
             "id": self.pk(lid),
             "legacy_id": lid,
             "org_id": org_id,
-            "tool_id": ref_or_keep(
-                ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where, org=org_id
-            ),
+            "tool_id": field_ref(ctx, rec, Tool, "tool_id", dangling, mapped, where, org=org_id),
             "tool_name": rec.str("tool_name", None, null=True, max_length=255),
             "role_ids": rec.list("role_ids", [], of=str),
             "user_ids": rec.list("user_ids", [], of=str),
@@ -307,16 +305,7 @@ class ToolPermissionMapper(Mapper):
             "allowed_ips": rec.list("allowed_ips", []),
             "denied_ips": rec.list("denied_ips", []),
             "data_scope": rec.dict("data_scope", None, null=True),
-            "created_by_id": ref_or_keep(
-                ctx,
-                User,
-                rec.str("created_by", None, null=True),
-                "created_by",
-                dangling,
-                mapped.warnings,
-                where,
-                org=org_id,
-            ),
+            "created_by_id": field_ref(ctx, rec, User, "created_by", dangling, mapped, where, org=org_id),
         }
         return finish_row(rec, v, ToolPermission, mapped, dangling)
 

@@ -175,8 +175,9 @@ def app_file_org_book(rec: Rec):
     return ["org_id"] if rec.has("org_id") else None
 
 
-def user_ref(ctx, rec, key, dangling, mapped, where, org=None):
-    return ref_or_keep(ctx, User, rec.str(key, None, null=True), key, dangling, mapped.warnings, where, org=org)
+def field_ref(ctx, rec, model, key, dangling, mapped, where, org=None):
+    """:func:`ref_or_keep` for the record's field ``key`` (an id or null), kept under its own name."""
+    return ref_or_keep(ctx, model, rec.str(key, None, null=True), key, dangling, mapped.warnings, where, org=org)
 
 
 def user_out(ctx, pk, dangling, key):

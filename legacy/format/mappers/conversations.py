@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 
+from accounts.models import User
 from agentforge_agents.models import Agent
 from agentforge_core.models import legacy_uuid
 from conversations.models import Conversation, Message
@@ -16,9 +17,9 @@ from legacy.format.mappers.common import (
     app_file_org,
     app_file_org_book,
     app_file_org_out,
+    field_ref,
     same_org,
     user_out,
-    user_ref,
 )
 
 MESSAGE_ROLES = tuple(Message.Role.values)
@@ -93,7 +94,7 @@ class ConversationMapper(Mapper):
             "legacy_id": lid,
             "org_id": org_id,
             "agent_id": agent_id,
-            "user_id": user_ref(ctx, rec, "user_id", dangling, mapped, where, org=org_id),
+            "user_id": field_ref(ctx, rec, User, "user_id", dangling, mapped, where, org=org_id),
             "title": rec.str("title", "New Conversation", max_length=500),
             "access_cache": rec.json("access_cache", None),
         }

@@ -28,6 +28,7 @@ from legacy.format.mappers.common import (
     app_file_org,
     app_file_org_book,
     app_file_org_out,
+    field_ref,
     ref_or_keep,
     same_org,
 )
@@ -127,9 +128,7 @@ class DocumentMapper(Mapper):
         pk = self.pk(lid)
         org_id = app_file_org(rec, ctx)
         ctx.note_org(Document, pk, org_id)
-        tool_id = ref_or_keep(
-            ctx, Tool, rec.str("tool_id", None, null=True), "tool_id", dangling, mapped.warnings, where, org=org_id
-        )
+        tool_id = field_ref(ctx, rec, Tool, "tool_id", dangling, mapped, where, org=org_id)
         v = {"id": pk, "legacy_id": lid, "org_id": org_id, "tool_id": tool_id, "source": self.source}
         if self.source == Document.Source.UPLOAD:
             v.update(

@@ -10,10 +10,9 @@ from __future__ import annotations
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.db.models import Model
 
 from accounts.passwords import DEFAULT_POLICY
-from agentforge_core.models import OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
+from agentforge_core.models import HeldToActiveOrg, OrgOwnedModel, OrgScopedQuerySet, is_org_scoped, scope_field
 
 
 @checks.register(checks.Tags.models)
@@ -61,12 +60,12 @@ def tenant_model_errors(models) -> list:
                     id="accounts.E004",
                 )
             )
-        if model.refresh_from_db is Model.refresh_from_db or model._do_update is Model._do_update:
+        if not issubclass(model, HeldToActiveOrg):
             errors.append(
                 checks.Error(
-                    f"{label}: refresh_from_db() and save's UPDATE reach another organization's row by its key",
-                    hint="derive the model from agentforge_core.models.OrgOwnedModel, or override both as it does "
-                    "(instance_queryset, held_to_active_org)",
+                    f"{label}: refresh_from_db(), save's UPDATE and delete() reach another organization's row by its key",
+                    hint="derive the model from agentforge_core.models.OrgOwnedModel, or put "
+                    "agentforge_core.models.HeldToActiveOrg first among its bases",
                     obj=model,
                     id="accounts.E005",
                 )

@@ -768,7 +768,28 @@ class AllOrgsManager(_OrgQuerySetManagerMixin, models.Manager.from_queryset(OrgS
     """``Model.all_orgs``: every organization's rows, for system work."""
 
 
-class OrgOwnedModel(models.Model):
+class HeldToActiveOrg:
+    """Django's instance paths held to the active organization (a mixin before the model base).
+
+    They go by primary key through the unscoped base manager: inside org_scope(A), an instance
+    keyed to B's row must neither read it (``refresh_from_db``) nor update it (the save's
+    UPDATE), nor delete it. OrgOwnedModel, User, Organization and AuditLog take it; the system
+    check accounts.E005 refuses a tenant model without it."""
+
+    def delete(self, *args, **kwargs):
+        check_org_for_delete(self)
+        return super().delete(*args, **kwargs)
+
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        super().refresh_from_db(
+            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
+        )
+
+    def _do_update(self, base_qs, *args, **kwargs):
+        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
+
+
+class OrgOwnedModel(HeldToActiveOrg, models.Model):
     """A tenant row. Subclasses declare ``org = org_foreign_key(related_name=...)``."""
 
     objects = OrgScopedManager()
@@ -792,18 +813,7 @@ class OrgOwnedModel(models.Model):
 
     def delete(self, *args, **kwargs):
         check_org_for_write(self)
-        check_org_for_delete(self)
-        return super().delete(*args, **kwargs)
-
-    # Django's instance paths go by primary key through the unscoped base manager: inside
-    # org_scope(A), an instance keyed to B's row must neither read nor update it.
-    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
-        super().refresh_from_db(
-            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
-        )
-
-    def _do_update(self, base_qs, *args, **kwargs):
-        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
+        return super().delete(*args, **kwargs)  # HeldToActiveOrg: the stored row's organization too
 
     def validate_unique(self, exclude=None):
         # Uniqueness is global in the database, so check it across organizations.

@@ -5,13 +5,11 @@ from django.utils.text import slugify
 
 from agentforge_core.fields import EncryptedTextField
 from agentforge_core.models import (
+    HeldToActiveOrg,
     LegacyRecordModel,
     ScopedQuerySet,
     TimestampedModel,
     apply_org_scope,
-    check_org_for_delete,
-    held_to_active_org,
-    instance_queryset,
     legacy_uuid,
 )
 
@@ -36,7 +34,7 @@ class OrganizationManager(models.Manager.from_queryset(ScopedQuerySet)):
         return apply_org_scope(super().get_queryset(), "pk")
 
 
-class Organization(LegacyRecordModel, TimestampedModel):
+class Organization(HeldToActiveOrg, LegacyRecordModel, TimestampedModel):
     """The tenant. Every scoped row points here; ``objects`` shows the active one only."""
 
     class Status(models.TextChoices):
@@ -86,19 +84,6 @@ class Organization(LegacyRecordModel, TimestampedModel):
         if not self.slug:
             self.slug = slugify(self.name)[:100] or str(self.pk)[:8]
         super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        check_org_for_delete(self)  # inside org_scope(A), never B and everything of B's
-        return super().delete(*args, **kwargs)
-
-    # As OrgOwnedModel's: by primary key, held to the active organization.
-    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
-        super().refresh_from_db(
-            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
-        )
-
-    def _do_update(self, base_qs, *args, **kwargs):
-        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
     @classmethod
     def get_default(cls) -> "Organization":

@@ -15,16 +15,14 @@ from accounts.models.organizations import AuthProvider, Organization
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import EncryptedTextField
 from agentforge_core.models import (
+    HeldToActiveOrg,
     LegacyRecordModel,
     OrgOwnedModel,
     OrgScopedQuerySet,
     TimestampedModel,
     apply_org_scope,
-    check_org_for_delete,
     check_org_for_write,
     check_org_links,
-    held_to_active_org,
-    instance_queryset,
     org_foreign_key,
     org_index,
 )
@@ -115,7 +113,7 @@ class ScopedUserManager(UserManager):
         return apply_org_scope(super().get_queryset())
 
 
-class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedModel):
+class User(HeldToActiveOrg, LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedModel):
     class Status(models.TextChoices):
         ACTIVE = "active"
         INACTIVE = "inactive"
@@ -202,19 +200,6 @@ class User(LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedMod
         if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
             kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}
         super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        check_org_for_delete(self)
-        return super().delete(*args, **kwargs)
-
-    # As OrgOwnedModel's: by primary key, held to the active organization.
-    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
-        super().refresh_from_db(
-            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
-        )
-
-    def _do_update(self, base_qs, *args, **kwargs):
-        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
     def natural_key(self):
         return (self.email, str(self.org_id))

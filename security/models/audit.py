@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from agentforge_core.models import OrgScopedQuerySet, apply_org_scope, held_to_active_org, instance_queryset
+from agentforge_core.models import HeldToActiveOrg, OrgScopedQuerySet, apply_org_scope
 from agentforge_core.tenancy import unscoped
 
 
@@ -77,7 +77,7 @@ class AllOrgsAuditLogManager(LogEntryManager.from_queryset(AuditLogQuerySet)):
     """Every organization's entries (system work, verification, the importer)."""
 
 
-class AuditLog(AbstractLogEntry):
+class AuditLog(HeldToActiveOrg, AbstractLogEntry):
     """Legacy entries, authentication events and model changes, append-only and hash-chained."""
 
     # Not real foreign-key constraints: entries outlive the users and organizations they
@@ -188,15 +188,6 @@ class AuditLog(AbstractLogEntry):
 
     def delete(self, *args, **kwargs):
         raise AuditLogImmutableError("audit log entries cannot be deleted (retention: security.audit.purge_expired)")
-
-    # As OrgOwnedModel's: by primary key, held to the active organization.
-    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
-        super().refresh_from_db(
-            using, fields, instance_queryset(self, using) if from_queryset is None else from_queryset
-        )
-
-    def _do_update(self, base_qs, *args, **kwargs):
-        return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
 
 class AuditChainHead(models.Model):

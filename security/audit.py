@@ -306,60 +306,59 @@ def compute_hash(entry, prev_hash: str) -> str:
 class EntryHasher:
     """:func:`compute_hash` for entries given as dicts of plain values (the importer's bulk path).
 
-    The same text as :func:`canonical_bytes`: one function, compiled once, builds the dict
-    of canonical values with the common kinds (text, times, UUIDs, numbers, plain JSON)
-    written inline and anything else through :func:`_canonical_value`, and one C encoder
-    call writes it. The text before and after ``prev_hash`` does not depend on the chain,
-    so the import pipeline builds it in its reader process and only :meth:`seal` runs in
-    chain order. ``values`` must hold every hashed attribute (the writer fills in the defaults).
+    The same text as :func:`canonical_bytes`, written directly: one function, compiled once,
+    concatenates the columns' JSON in sorted order, with the common kinds (text, times, UUIDs,
+    numbers, plain JSON) encoded inline and anything else through :func:`_canonical_value` and
+    the canonical encoder. No dict is built and sorted per entry. The text before and after
+    ``prev_hash`` does not depend on the chain, so the import pipeline builds it in its reader
+    process and only :meth:`seal` runs in chain order. ``values`` must hold every hashed
+    attribute (the writer fills in the defaults).
     """
 
     def __init__(self):
         fields = _hashed_fields()
         self.attnames = [f.attname for f in fields]
-        self._marker = self._quoted = None
-        self._new_marker()
-        slow = [lambda value, f=f: _canonical_value(f, value) for f in fields]
-        entries = [f"{json.dumps('v')}: {HASH_VERSION!r}", f"{json.dumps('prev_hash')}: marker"]
+        slow = [lambda value, f=f: _json_sorted(_canonical_value(f, value)) for f in fields]
+        columns = {"v": repr(json.dumps(HASH_VERSION))}
         for i, f in enumerate(fields):
             get, fallback = f"v[{f.attname!r}]", f"slow[{i}](x)"
             if isinstance(f, models.DateTimeField):
-                expr = f"utc_text({get})"
+                expr = f'("null" if (x := {get}) is None else \'"\' + utc_text(x) + \'"\')'
             elif isinstance(f, models.JSONField):
-                expr = f"(x if plain_json(x := {get}) else {fallback})"
+                expr = f"(encode(x) if plain_json(x := {get}) else {fallback})"
             elif isinstance(f, models.GenericIPAddressField):  # IPv4 text is its own canonical form
-                expr = f'(x if type(x := {get}) is str and x and ":" not in x else {fallback})'
+                expr = f'(string(x) if type(x := {get}) is str and x and ":" not in x else {fallback})'
             elif isinstance(f, models.BooleanField):
-                expr = f"(x if type(x := {get}) is bool else {fallback})"
+                expr = f'("true" if (x := {get}) is True else "false" if x is False else {fallback})'
             elif f.is_relation and f.name != "content_type":
-                expr = f"(str(x) if type(x := {get}) is UUID else {fallback})"
+                expr = f"""('"' + str(x) + '"' if type(x := {get}) is UUID else {fallback})"""
             elif isinstance(f, models.IntegerField) and not f.is_relation:
-                expr = f"(x if type(x := {get}) is int else {fallback})"
+                expr = f"(str(x) if type(x := {get}) is int else {fallback})"
             elif f.is_relation:  # content types: their natural key
                 expr = f"slow[{i}]({get})"
             else:  # text; "" is hashed as null
-                expr = f"(x if type(x := {get}) is str and x else {fallback})"
-            entries.append(f"{json.dumps(f.column)}: {expr}")
-        source = "def canonical(v, marker):\n    return {" + ", ".join(entries) + "}\n"
-        namespace = {"utc_text": _utc_text, "plain_json": _plain_json, "slow": slow, "UUID": uuid.UUID}
+                expr = f'(string(x) if type(x := {get}) is str and x else "null" if x is None else {fallback})'
+            columns[f.column] = expr
+        texts = []
+        for n, name in enumerate(sorted([*columns, "prev_hash"])):  # json's sort_keys order
+            texts.append(repr(("{" if n == 0 else ",") + json.dumps(name) + ":"))
+            if name == "prev_hash":  # its value is the chain's: the text splits here
+                head, texts = texts, []
+            else:
+                texts.append(columns[name])
+        source = f"def parts(v):\n    return join(({', '.join(head)},)), join(({', '.join(texts)}, '}}'))\n"
+        namespace = {
+            "utc_text": _utc_text,
+            "plain_json": _plain_json,
+            "encode": _json_sorted,
+            "string": _json_str,
+            "slow": slow,
+            "UUID": uuid.UUID,
+            "join": "".join,
+        }
         exec(compile(source, "<audit canonical>", "exec"), namespace)
-        self._canonical = namespace["canonical"]
-
-    def _new_marker(self) -> None:
-        # Stands for prev_hash in the encoded text. Random, so that a value holding it is all
-        # but impossible (and only makes parts() draw another); ASCII, so that the text of
-        # an ASCII entry stays one byte per character.
-        self._marker = uuid.uuid4().hex
-        self._quoted = _json_str(self._marker)
-
-    def parts(self, values: dict) -> tuple[str, str]:
-        """The canonical JSON of an entry around its ``prev_hash`` value: (text before, text after)."""
-        while True:
-            text = _json_sorted(self._canonical(values, self._marker))
-            head, found, tail = text.partition(self._quoted)
-            if found and self._quoted not in tail:
-                return head, tail
-            self._new_marker()  # a value holds the marker: draw another
+        # parts(values): the canonical JSON of an entry around its prev_hash value (before, after)
+        self.parts = namespace["parts"]
 
     @staticmethod
     def seal(head: str, tail: str, prev_hash: str) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from django.apps import apps
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
@@ -161,8 +162,15 @@ def hold_auditlog_reads_to_active_org() -> None:
     import auditlog.models
     import auditlog.receivers
 
-    auditlog.models._get_manager_from_settings = _rows_for_auditlog
-    auditlog.receivers._get_manager_from_settings = _rows_for_auditlog
+    for module in (auditlog.models, auditlog.receivers):
+        # A private name: if a django-auditlog upgrade renames it, stop here rather than
+        # set an attribute nothing reads and lose the hold silently.
+        if not callable(getattr(module, "_get_manager_from_settings", None)):
+            raise ImproperlyConfigured(
+                f"{module.__name__}._get_manager_from_settings is gone: django-auditlog changed how it "
+                "reads rows; security.audit.hold_auditlog_reads_to_active_org needs updating"
+            )
+        module._get_manager_from_settings = _rows_for_auditlog
 
 
 def org_id_of(instance):
@@ -323,7 +331,7 @@ class EntryHasher:
         for i, f in enumerate(fields):
             get, fallback = f"v[{f.attname!r}]", f"slow[{i}](x)"
             if isinstance(f, models.DateTimeField):
-                expr = f'("null" if (x := {get}) is None else \'"\' + utc_text(x) + \'"\')'
+                expr = f"""("null" if (x := {get}) is None else '"' + utc_text(x) + '"')"""
             elif isinstance(f, models.JSONField):
                 expr = f"(encode(x) if plain_json(x := {get}) else {fallback})"
             elif isinstance(f, models.GenericIPAddressField):  # IPv4 text is its own canonical form

@@ -342,3 +342,15 @@ def test_concurrent_appends_keep_one_chain(make_org):
     assert AuditLog.all_orgs.filter(org_id=org.pk, resource_type="agent").count() == 20
     report = audit.verify_chain(org)
     assert report.ok, report
+
+
+@pytest.mark.once
+def test_holding_auditlog_reads_refuses_a_django_auditlog_without_its_reader(monkeypatch):
+    """The hold replaces a private django-auditlog function: an upgrade that renames it must stop
+    start-up, not leave auditlog reading other organizations' rows through the base manager."""
+    import auditlog.receivers
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.delattr(auditlog.receivers, "_get_manager_from_settings")
+    with pytest.raises(ImproperlyConfigured, match="auditlog.receivers._get_manager_from_settings is gone"):
+        audit.hold_auditlog_reads_to_active_org()

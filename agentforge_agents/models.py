@@ -262,7 +262,7 @@ class AgentVersion(OrgOwnedModel):
     """A snapshot of an agent's definition (no legacy source: the JSON era had no versions)."""
 
     org = org_foreign_key("+")
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="versions", db_index=False)
     version = models.PositiveIntegerField()
     snapshot = models.JSONField(default=dict)
     comment = models.TextField(blank=True, default="")
@@ -286,8 +286,10 @@ class AgentTool(OrgOwnedModel):
     """
 
     org = org_foreign_key("+")
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="agent_tools")
-    tool = models.ForeignKey(Tool, on_delete=models.CASCADE, null=True, blank=True, related_name="agent_tools")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="agent_tools", db_index=False)
+    tool = models.ForeignKey(
+        Tool, on_delete=models.CASCADE, null=True, blank=True, related_name="agent_tools", db_index=False
+    )
     tool_ref = models.CharField(max_length=160)
     position = models.PositiveIntegerField(default=0)
 

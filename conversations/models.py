@@ -45,8 +45,8 @@ class Message(LegacyRecordModel, OrgOwnedModel):
         SYSTEM = "system"
         TOOL = "tool"
 
-    # Both lead a composite index below; single-column ones would only slow the writes.
-    org = org_foreign_key("messages", db_index=False)
+    org = org_foreign_key("messages")
+    # Leads (conversation, created_at) below; a single-column index would only slow the writes.
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False)
     role = models.CharField(max_length=20, choices=Role.choices)
     content = models.TextField(blank=True, default="")

@@ -36,6 +36,26 @@ FALLBACK_CANDIDATES = 2000
 # d<hex>"), so that the index itself narrows a search and ranks only the rows in scope.
 _SQLITE_SCOPE = "'o' || {row}.org_id || coalesce(' t' || {row}.tool_id, '') || coalesce(' d' || {row}.document_id, '')"
 
+# Keep the FTS5 table in step with document_chunks (SQLite).
+_SQLITE_TRIGGERS = [
+    "CREATE TRIGGER IF NOT EXISTS document_chunks_fts_ai AFTER INSERT ON document_chunks BEGIN "
+    "INSERT INTO document_chunks_fts_ids (chunk_id) VALUES (new.id); "
+    "INSERT INTO document_chunks_fts (rowid, text, scope) "
+    f"VALUES (last_insert_rowid(), new.text, {_SQLITE_SCOPE.format(row='new')}); "
+    "END",
+    "CREATE TRIGGER IF NOT EXISTS document_chunks_fts_ad AFTER DELETE ON document_chunks BEGIN "
+    "DELETE FROM document_chunks_fts WHERE rowid = "
+    "(SELECT rowid FROM document_chunks_fts_ids WHERE chunk_id = old.id); "
+    "DELETE FROM document_chunks_fts_ids WHERE chunk_id = old.id; "
+    "END",
+    "CREATE TRIGGER IF NOT EXISTS document_chunks_fts_au "
+    "AFTER UPDATE OF id, text, org_id, tool_id, document_id ON document_chunks BEGIN "
+    "UPDATE document_chunks_fts_ids SET chunk_id = new.id WHERE chunk_id = old.id; "
+    f"UPDATE document_chunks_fts SET text = new.text, scope = {_SQLITE_SCOPE.format(row='new')} WHERE rowid = "
+    "(SELECT rowid FROM document_chunks_fts_ids WHERE chunk_id = new.id); "
+    "END",
+]
+
 _SQL = {
     "postgresql": (
         [
@@ -56,22 +76,7 @@ _SQL = {
             "INSERT INTO document_chunks_fts_ids (chunk_id) SELECT id FROM document_chunks",
             f"INSERT INTO document_chunks_fts (rowid, text, scope) SELECT i.rowid, c.text, {_SQLITE_SCOPE.format(row='c')} "
             "FROM document_chunks_fts_ids i JOIN document_chunks c ON c.id = i.chunk_id",
-            "CREATE TRIGGER document_chunks_fts_ai AFTER INSERT ON document_chunks BEGIN "
-            "INSERT INTO document_chunks_fts_ids (chunk_id) VALUES (new.id); "
-            "INSERT INTO document_chunks_fts (rowid, text, scope) "
-            f"VALUES (last_insert_rowid(), new.text, {_SQLITE_SCOPE.format(row='new')}); "
-            "END",
-            "CREATE TRIGGER document_chunks_fts_ad AFTER DELETE ON document_chunks BEGIN "
-            "DELETE FROM document_chunks_fts WHERE rowid = "
-            "(SELECT rowid FROM document_chunks_fts_ids WHERE chunk_id = old.id); "
-            "DELETE FROM document_chunks_fts_ids WHERE chunk_id = old.id; "
-            "END",
-            "CREATE TRIGGER document_chunks_fts_au "
-            "AFTER UPDATE OF id, text, org_id, tool_id, document_id ON document_chunks BEGIN "
-            "UPDATE document_chunks_fts_ids SET chunk_id = new.id WHERE chunk_id = old.id; "
-            f"UPDATE document_chunks_fts SET text = new.text, scope = {_SQLITE_SCOPE.format(row='new')} WHERE rowid = "
-            "(SELECT rowid FROM document_chunks_fts_ids WHERE chunk_id = new.id); "
-            "END",
+            *_SQLITE_TRIGGERS,
         ],
         [
             "DROP TRIGGER IF EXISTS document_chunks_fts_au",
@@ -103,6 +108,30 @@ class CreateChunkFullText(Operation):
 
     def describe(self):
         return "Full-text index on document_chunks.text (PostgreSQL, MariaDB/MySQL, SQLite FTS5)"
+
+
+class RestoreChunkFullTextTriggers(Operation):
+    """Put the SQLite FTS triggers back around a migration that alters ``document_chunks``:
+    SQLite alters a column by copying the table into a new one, and the triggers, which
+    Django's model state does not know, stay behind with the old table. Place one before
+    and one after such operations (the first restores them when the migration is reversed)."""
+
+    reduces_to_sql = True
+    reversible = True
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "sqlite":
+            for statement in _SQLITE_TRIGGERS:
+                schema_editor.execute(statement, params=None)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        self.database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def describe(self):
+        return "Restore the SQLite full-text triggers of document_chunks"
 
 
 def query_terms(query: str) -> list[str]:

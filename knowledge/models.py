@@ -80,7 +80,9 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
     """One retrieval chunk: the chunks_index.json entry merged with the document's own copy."""
 
     org = org_foreign_key("document_chunks")
-    tool = models.ForeignKey("agents.Tool", on_delete=models.SET_NULL, null=True, blank=True, related_name="chunks")
+    tool = models.ForeignKey(
+        "agents.Tool", on_delete=models.SET_NULL, null=True, blank=True, related_name="chunks", db_index=False
+    )
     document = models.ForeignKey(Document, on_delete=models.CASCADE, null=True, blank=True, related_name="chunks")
     chunk_id = models.CharField(max_length=64, help_text="Legacy chunk id as text (int or chunk-/table-xxxx).")
     chunk_number = models.IntegerField(null=True, blank=True, help_text="Set when the legacy chunk id is an int.")
@@ -112,8 +114,7 @@ class DocumentChunk(LegacyRecordModel, OrgOwnedModel):
         ordering = ["index_position"]
         indexes = [
             models.Index(fields=["tool", "document", "chunk_id"], name="doc_chunks_tool_doc_idx"),
-            org_index("document_chunks", "tool"),
-            # The search caches' delta: the rows of one set newer than a version.
+            # The search caches' delta (and, by its first two columns, the chunks of one tool): the rows of one set newer than a version.
             org_index("document_chunks", "tool", "vector_version"),
         ]
 
@@ -168,7 +169,7 @@ class VectorSet(OrgOwnedModel):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    org = org_foreign_key("vector_sets", db_index=False)
+    org = org_foreign_key("vector_sets")
     tool_key = models.CharField(max_length=36, blank=True, default="", help_text="Tool UUID, or empty for no tool.")
     embedding_model = models.CharField(max_length=100, blank=True, default="")
     dimension = models.PositiveIntegerField()

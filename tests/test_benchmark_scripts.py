@@ -239,3 +239,23 @@ def test_rls_benchmark_times_every_statement_with_and_without_the_policies():
         "audit changelist, superuser",
     ]
     assert all(r["with_rls"]["median_ms"] > 0 and r["without_rls"]["median_ms"] > 0 for r in summary["results"])
+
+
+@pytest.mark.backends("postgresql")  # the pattern_ops copies it measures were PostgreSQL's
+@pytest.mark.django_db
+def test_index_benchmark_fills_each_table_with_and_without_the_dropped_indexes():
+    from django.db import connection
+
+    env = dict(os.environ, DB_NAME=connection.settings_dict["NAME"], DEBUG="1")  # the test database: its tables
+    result = subprocess.run(
+        [sys.executable, "benchmarks/index_benchmark.py", "--rows", "300", "--rounds", "2"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for table, now, before in (("messages", 5, 6), ("conversations", 7, 9), ("audit_logs", 17, 18)):
+        line = rf"^{table}\s+{now} idx\s+[\d.]+ s\s+[\d.]+ us/row\s+{before} idx\s+[\d.]+ s\s+[\d.]+ us/row  "
+        assert re.search(line, result.stdout, re.M), result.stdout

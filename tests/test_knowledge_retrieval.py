@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
-from django.db import connections
+from django.db import connection, connections
 from django.test import override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -499,3 +499,14 @@ def test_the_postgresql_full_text_index_takes_entries_directly_without_a_pending
     with connection.cursor() as cursor:
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'document_chunks_fts'")
         assert cursor.fetchone()[0] == ["fastupdate=off"]
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.django_db
+def test_the_fts_triggers_survive_the_migrations_that_copy_document_chunks():
+    """SQLite alters a column by copying the table, which leaves triggers behind: every such
+    migration of document_chunks must put the full-text triggers back (RestoreChunkFullTextTriggers)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'document_chunks'")
+        names = sorted(name for (name,) in cursor.fetchall())
+    assert names == ["document_chunks_fts_ad", "document_chunks_fts_ai", "document_chunks_fts_au"]

@@ -7,6 +7,7 @@ import math
 import random
 import struct
 import uuid
+from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -114,6 +115,49 @@ def test_every_tenant_table_has_an_index_leading_with_org_id(model):
     indexes = _indexes(table)
     for name in declared:
         assert indexes.get(name, [None])[0] == "org_id", (name, indexes)
+
+
+# Redundant on PostgreSQL and MariaDB only, where the composite (org_id, id) key duplicates it;
+# SQLite has no composite keys and walks each organization's audit chain by this index.
+DUPLICATED_BY_THE_COMPOSITE_KEY = {"audit_logs_org_id_idx"}
+
+
+def _project_tables():
+    """The tables of this project's apps (not Django's or django-auditlog's)."""
+    from django.conf import settings
+
+    ours = [c for c in apps.get_app_configs() if Path(c.path).parent == settings.BASE_DIR]
+    return sorted({m._meta.db_table for c in ours for m in c.get_models() if m._meta.managed})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("table", _project_tables())
+def test_no_index_is_redundant(table):
+    """Every index costs every write: none may only repeat the lookups of another, which the
+    other serves as well (its columns leading the other's, or a unique key of the same ones)."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    indexes = {
+        name: (tuple(info["columns"]), info["unique"] or info["primary_key"])
+        for name, info in constraints.items()
+        if (info["index"] or info["unique"] or info["primary_key"]) and info["columns"] and not info["foreign_key"]
+    }
+    redundant = []
+    for name, (columns, unique) in indexes.items():
+        if unique or (name in DUPLICATED_BY_THE_COMPOSITE_KEY and connection.vendor != "sqlite"):
+            continue
+        for other, (other_columns, other_unique) in indexes.items():
+            if other != name and other_columns[: len(columns)] == columns:
+                if len(other_columns) > len(columns) or other_unique or other < name:
+                    redundant.append(f"{name} {columns} repeats {other} {other_columns}")
+                    break
+    if connection.vendor == "postgresql":  # Django's varchar_pattern_ops copies: LIKE 'x%' only
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef LIKE '%%pattern_ops%%'", [table]
+            )
+            redundant += [f"{name}: a pattern_ops copy" for (name,) in cursor.fetchall()]
+    assert redundant == []
 
 
 # --- embeddings ----------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class Role(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
 
 class RolePermission(OrgOwnedModel):
     org = org_foreign_key("+")
-    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="role_permissions")
+    role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="role_permissions", db_index=False)
     permission = models.ForeignKey(Permission, on_delete=models.CASCADE, related_name="role_permissions")
 
     class Meta:
@@ -134,7 +134,7 @@ class GroupMembership(OrgOwnedModel):
     """Membership, the union of users[].group_ids and groups[].user_ids/member_ids."""
 
     org = org_foreign_key("+")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="memberships")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="memberships", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="group_memberships")
 
     class Meta:
@@ -147,7 +147,7 @@ class GroupRole(OrgOwnedModel):
     """Roles a group's members inherit (legacy ``groups[].role_ids``)."""
 
     org = org_foreign_key("+")
-    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="group_roles")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="group_roles", db_index=False)
     role = models.ForeignKey(Role, on_delete=models.CASCADE, related_name="group_roles")
 
     class Meta:

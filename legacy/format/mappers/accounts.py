@@ -258,7 +258,7 @@ class RoleMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
-        org_id = security_file_org(rec, ctx)
+        org_id = security_file_org(rec, ctx, dangling)
         v = {
             "id": self.pk(lid),
             "legacy_id": lid,
@@ -344,7 +344,7 @@ class DepartmentMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
-        org_id = security_file_org(rec, ctx)
+        org_id = security_file_org(rec, ctx, dangling)
         v = {
             "id": self.pk(lid),
             "legacy_id": lid,
@@ -481,7 +481,7 @@ class UserMapper(Mapper):
         # back as it was; salts: of the two-part legacy hashes (their export form needs them).
         dangling, salts, bookkeeping = {}, set(), {}
         pk = self.pk(lid)
-        org_id = security_file_org(rec, ctx)
+        org_id = security_file_org(rec, ctx, dangling)
         v = {"id": pk, "legacy_id": lid, "org_id": org_id, **self._email(rec)}
         v["password"] = self._password(rec, salts, bookkeeping, mapped, where)
         v["auth_provider"] = rec.enum("auth_provider", AuthProvider.choices, "local")
@@ -844,7 +844,7 @@ class GroupMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
-        org_id = security_file_org(rec, ctx)
+        org_id = security_file_org(rec, ctx, dangling)
         pk = self.pk(lid)
         v = {
             "id": pk,

@@ -281,7 +281,7 @@ class ToolPermissionMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, where = self.begin(record)
         dangling = {}
-        org_id = security_file_org(rec, ctx)
+        org_id = security_file_org(rec, ctx, dangling)
         v = {
             "id": self.pk(lid),
             "legacy_id": lid,

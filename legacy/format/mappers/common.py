@@ -71,15 +71,20 @@ def original_or_current(original, resolvable: set, current: list) -> list:
     return list(current)
 
 
-def security_file_org(rec: Rec, ctx: Context):
+def security_file_org(rec: Rec, ctx: Context, dangling: dict):
     """The organization a security-file record names in ``org_id`` (``org_default`` when the
-    key is absent); it must exist."""
+    key is absent or ``""``); it must exist.
+
+    ``""`` is what AgentForge's database converters write for a row without an organization
+    (``str(org_id) if org_id else ""``, docs/legacy-format.md §3.1); AgentForge still finds and
+    signs in such a user, so the record goes to ``org_default`` like one without the key, and the
+    ``""`` is kept in ``dangling`` for the export (:func:`org_legacy_id`)."""
     org_legacy = rec.str("org_id", None)
-    if org_legacy is None:
-        org_legacy = "org_default"
-    pk = ctx.ref(Organization, org_legacy)
+    if org_legacy == "":
+        dangling["org_id"] = ""
+    pk = ctx.ref(Organization, org_legacy or "org_default")
     if pk is None:
-        rec.fail("org_id", f"{org_legacy!r} refers to no organization")
+        rec.fail("org_id", f"{org_legacy!r} refers to no organization" + ("" if org_legacy else " (nor org_default)"))
     return pk
 
 
@@ -136,6 +141,9 @@ def own_org_refs(ctx: Context, model, resolved: list, org_pk, field: str, dangli
 
 
 def org_legacy_id(ctx: Context, instance) -> str:
+    """The ``org_id`` to export: the organization's legacy id, or the ``""`` the record had."""
+    if ((getattr(instance, "legacy_extra", None) or {}).get(DANGLING) or {}).get("org_id") == "":
+        return ""
     return ctx.legacy_id_of(Organization, instance.org_id)
 
 

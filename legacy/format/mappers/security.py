@@ -41,7 +41,7 @@ class OAuthConfigMapper(Mapper):
         v = {
             "id": self.pk(lid),
             "legacy_id": lid,
-            "org_id": security_file_org(rec, ctx),
+            "org_id": security_file_org(rec, ctx, dangling),
             "provider": rec.enum("provider", AuthProvider.choices),
             "client_id": rec.str("client_id", "", max_length=255),
             "client_secret": rec.str("client_secret", None, null=True),
@@ -122,7 +122,7 @@ class LDAPConfigMapper(Mapper):
     def map_record(self, record, ctx):
         rec, lid, mapped, _ = self.begin(record)
         dangling = {}
-        v = {"id": self.pk(lid), "legacy_id": lid, "org_id": security_file_org(rec, ctx)}
+        v = {"id": self.pk(lid), "legacy_id": lid, "org_id": security_file_org(rec, ctx, dangling)}
         for key, attname, kind, default in LDAP_FIELDS:
             field = LDAPConfig._meta.get_field(attname)
             max_length = getattr(field, "max_length", None)

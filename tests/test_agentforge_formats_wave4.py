@@ -27,6 +27,7 @@ from django.contrib.auth import authenticate
 from django.core.management.base import CommandError
 
 from accounts.models import MFASettings, Organization, Role, User
+from agentforge_agents.models import Agent
 from security.models import AuditLog
 from tests.agentforge_real import agentforge_verify, credentials
 from tests.legacy_helpers import rerun_changes_nothing, run_export, run_import
@@ -223,3 +224,31 @@ def test_org_id_empty_without_org_default_is_one_clear_error(restarted, tmp_path
         f"security/users.json: record {olga['id']}: org_id: '' refers to no organization (nor org_default)"
     )
     assert not Organization.all_orgs.exists() and not User.all_orgs.exists()
+
+
+# --- agents as the database gives them back -------------------------------------------------------
+
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def test_agents_from_the_database_without_an_owner(restarted, tmp_path):
+    """``AgentService._db_to_agent_dict`` writes ``owner_id``/``created_by`` ``""`` for a NULL
+    column, and ``save_to_disk`` (api/main.py) saves an agent without an owner under the nil UUID
+    (``agent_owner_id or "0000…"``), which comes back as that text. ``""`` is "no owner", as for
+    tools: no dangling reference; the nil UUID names no user and is kept as one."""
+    agents = _read(restarted, "agents.json")
+    first, second = list(agents.values())[:2]
+    first.update(owner_id="", created_by="")
+    second.update(owner_id=NIL, created_by=NIL)
+    _write(restarted, "agents.json", agents, True)
+    output = run_import(restarted, verbosity=2)
+    assert f"agents.json: record {first['id']}: owner_id" not in output
+    assert f"agents.json: record {first['id']}: created_by" not in output
+    assert f"agents.json: record {second['id']}: owner_id: '{NIL}' refers to no user" in output
+    row = Agent.all_orgs.get(legacy_id=first["id"])
+    assert row.owner_id is None and row.created_by_id is None
+    run_export(tmp_path / "out")
+    exported = _read(tmp_path / "out", "agents.json")
+    assert exported[first["id"]] == first
+    assert exported[second["id"]] == second
+    rerun_changes_nothing(restarted)

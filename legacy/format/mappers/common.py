@@ -22,8 +22,14 @@ def ref_or_keep(
 
     With ``org`` (the referring row's organization), a row of another organization is kept the
     same way: the database refuses a link across organizations (composite keys on PostgreSQL and
-    MariaDB), and AgentForge writes such links (docs/legacy-format.md §6)."""
+    MariaDB), and AgentForge writes such links (docs/legacy-format.md §6).
+
+    ``""`` is no reference (AgentForge's database converters write it for a NULL id column,
+    ``str(x) if x else ""``): kept for the export, without a warning."""
     if legacy_id is None:
+        return None
+    if legacy_id == "":
+        dangling[field] = ""
         return None
     pk = ctx.ref(model, legacy_id) if isinstance(legacy_id, str) else None
     if pk is None:

@@ -299,7 +299,7 @@ class AuditLogMapper(Mapper):
             "action": AUDITLOG_ACTION.get(action, 3),
             "changes_text": "",
             "changes": rec.json("changes", None),
-            "actor_id": ctx.ref(User, user_legacy),
+            "actor_id": ctx.ref(User, user_legacy) if user_legacy else None,
             "cid": None,
             "remote_addr": ip,
             "remote_port": None,
@@ -323,7 +323,7 @@ class AuditLogMapper(Mapper):
         if v["user_name"] is None:
             v["user_name"] = ""
             dangling["user_name"] = None
-        if user_legacy is not None and v["actor_id"] is None:
+        if user_legacy and v["actor_id"] is None:  # "": no user (AuditService._db_to_core_log)
             mapped.warnings.append(f"{where}: user_id: {user_legacy!r} refers to no user")
         extra = legacy_extra(rec, **{DANGLING: dangling or None})
         v["serialized_data"] = {"legacy_extra": extra} if extra else None
@@ -375,8 +375,8 @@ class AuditLogMapper(Mapper):
             org_id = None
         elif type(org_legacy) is not str or not org_legacy or (org_id := ctx.ref(Organization, org_legacy)) is None:
             return None
-        actor_id = ctx.ref(User, user_legacy)
-        if user_legacy is not None and actor_id is None:
+        actor_id = ctx.ref(User, user_legacy) if user_legacy else None
+        if user_legacy and actor_id is None:
             return None
         try:
             timestamp = parse_timestamp(stamp)

@@ -333,7 +333,8 @@ class AuditLogMapper(Mapper):
     def _map_plain(self, record, ctx):
         """The hot path: an entry with exactly the usual keys, well-typed, resolving references,
         canonical IPv4 or none, nothing to warn about. Returns the same Mapped as the generic
-        code below, or None for anything else (the generic code then validates and reports)."""
+        code below, or None for anything else (the generic code then validates and reports);
+        tests/test_import_fast_paths.py holds the two equal."""
         if record.keys() != AUDIT_KEYS:
             return None
         g = record.get
@@ -369,7 +370,10 @@ class AuditLogMapper(Mapper):
         ):
             if value is not None and (type(value) is not str or (limit and len(value) > limit)):
                 return None
-        if ip is not None and (type(ip) is not str or not IPV4.fullmatch(ip)):
+        serialized = None
+        if ip == "":  # no address, as AgentForge's database converter writes it: kept for the export
+            ip, serialized = None, {"legacy_extra": {DANGLING: {"ip_address": ""}}}
+        elif ip is not None and (type(ip) is not str or not IPV4.fullmatch(ip)):
             return None
         if org_legacy is None:
             org_id = None
@@ -390,7 +394,7 @@ class AuditLogMapper(Mapper):
             "object_pk": resource_id or "",
             "object_id": None,
             "object_repr": resource_name or "",
-            "serialized_data": None,
+            "serialized_data": serialized,
             "action": AUDITLOG_ACTION.get(action, 3),
             "changes_text": "",
             "changes": record["changes"],

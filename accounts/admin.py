@@ -241,7 +241,7 @@ class GroupAdmin(OrgScopedAdmin):
             super()
             .get_queryset(request)
             .annotate(_members=count_subquery(GroupMembership, "group"))
-            .prefetch_related(Prefetch("roles", queryset=Role.all_orgs.only("id", "name")))
+            .prefetch_related(Prefetch("roles", queryset=Role.objects.only("id", "name")))
         )
 
     @admin.display(description="members", ordering="_members")
@@ -421,7 +421,7 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
 
     def get_queryset(self, request):
         return (
-            super().get_queryset(request).prefetch_related(Prefetch("roles", queryset=Role.all_orgs.only("id", "name")))
+            super().get_queryset(request).prefetch_related(Prefetch("roles", queryset=Role.objects.only("id", "name")))
         )
 
     def get_fieldsets(self, request, obj=None):

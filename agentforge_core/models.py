@@ -8,8 +8,8 @@ import inspect
 import re
 import uuid
 
-from django.core.exceptions import FieldDoesNotExist, FullResultSet
-from django.db import models
+from django.core.exceptions import FieldDoesNotExist, FullResultSet, ValidationError
+from django.db import models, router
 from django.db.models import BooleanField, F, Q
 from django.db.models.expressions import Expression, RawSQL
 from django.db.models.lookups import Exact, IsNull, Lookup
@@ -181,8 +181,9 @@ def _joined_tables_condition(compiler, base_alias, active):
 
 
 def _expressions_of(query):
-    """Every expression of ``query`` the SQL is built from, nested ones included (not the
-    inner statements of subqueries: a scoped one checks itself when it is compiled)."""
+    """Every expression of ``query`` the SQL is built from, nested ones included, and the
+    ``Query`` of each subquery (not what is inside it: a scoped one checks itself when it is
+    compiled)."""
     stack = [query.where, *query.annotations.values(), *query.select]
     stack += [e for e in query.order_by if hasattr(e, "get_source_expressions")]
     if isinstance(query.group_by, tuple):
@@ -190,15 +191,19 @@ def _expressions_of(query):
     stack += [value for _field, _model, value in getattr(query, "values", ())]  # UPDATE ... SET
     while stack:
         node = stack.pop()
-        if not hasattr(node, "get_source_expressions") or isinstance(node, Query):
+        if isinstance(node, Query):
+            yield node  # the subquery's statement itself, not what is inside it
+            continue
+        if not hasattr(node, "get_source_expressions"):
             continue
         yield node
         stack.extend(e for e in node.get_source_expressions() if e is not None)
 
 
-def refuse_raw_sql(query) -> None:
+def refuse_raw_sql(query, subqueries: bool = False) -> None:
     """A ``RawSQL`` expression in a scoped statement is refused like ``raw()`` and ``extra()``:
-    its SQL text can read any table, and the scoping cannot see into it."""
+    its SQL text can read any table, and the scoping cannot see into it. With ``subqueries``,
+    so is an unscoped subquery of tenant tables (:func:`refuse_unscoped_subquery`), in the same walk."""
     model_name = query.model.__name__ if query.model is not None else "a tenant table"
     for node in _expressions_of(query):
         if isinstance(node, RawSQL):
@@ -206,6 +211,43 @@ def refuse_raw_sql(query) -> None:
                 f"{model_name}.objects with RawSQL(): raw SQL is not organization-scoped; "
                 "use expressions, or all_orgs for system work"
             )
+        if subqueries and isinstance(node, Query):
+            refuse_unscoped_subquery(model_name, node)
+
+
+def carries_org_condition(query) -> bool:
+    """Whether ``query`` is held to the active organization when it runs: a scoped manager's
+    condition, a relation accessor's, or the one of an ``exclude()`` subquery."""
+    stack = [query.where]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ActiveOrgLookup, ActiveOrgTables)):
+            return True
+        stack.extend(getattr(node, "children", ()))
+    return False
+
+
+def reads_tenant_tables(query) -> bool:
+    """Whether ``query`` reads a tenant table: its own, or one it joins."""
+    tables = _scoped_tables()
+    model_table = query.model._meta.db_table if query.model is not None else None
+    return model_table in tables or any(
+        join.table_name in tables for alias, join in query.alias_map.items() if query.alias_refcount.get(alias)
+    )
+
+
+def refuse_unscoped_subquery(model_name: str, subquery) -> None:
+    """A subquery over tenant tables that is not itself scoped (``Subquery(Tool.all_orgs...)``,
+    ``Exists(...)``, ``pk__in=Model.all_orgs...``) is refused in a scoped statement, as
+    combining a scoped queryset with an unscoped one is: it would read every organization's
+    rows into the active one's results on SQLite and MariaDB, and only the active one's on
+    PostgreSQL (row-level security)."""
+    if reads_tenant_tables(subquery) and not carries_org_condition(subquery):
+        name = subquery.model.__name__
+        raise OrgScopeError(
+            f"{model_name}.objects with a subquery of {name} that is not organization-scoped "
+            f"(all_orgs or a base manager): use {name}.objects in a scoped statement"
+        )
 
 
 class ActiveOrgLookup(Lookup):
@@ -232,7 +274,7 @@ class ActiveOrgLookup(Lookup):
         )
 
     def as_sql(self, compiler, connection):
-        refuse_raw_sql(compiler.query)
+        refuse_raw_sql(compiler.query, subqueries=True)
         active = current_org()
         if active is None:
             self.no_active_org(compiler)
@@ -544,7 +586,8 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
     * ``update()`` that moves rows to another organization, or links them to another
       organization's rows.
     * Combining (``|``, ``&``, ``^``, ``union()``, ``intersection()``, ``difference()``) a
-      scoped queryset with an unscoped one.
+      scoped queryset with an unscoped one, or holding one: an unscoped subquery of tenant tables
+      (:func:`refuse_unscoped_subquery`, when it runs) or ``Prefetch(queryset=...)``.
     * An upsert (``bulk_create(update_conflicts=True)``) that would update another
       organization's row (:func:`refuse_upserts_into_other_orgs`).
     * ``RawSQL`` expressions in a scoped statement (:func:`refuse_raw_sql`, when it runs).
@@ -590,7 +633,7 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
             # touches: with none active that read fails first and hides why.
             statement = self.query.chain(UpdateQuery)
             statement.add_update_values(kwargs)
-            refuse_raw_sql(statement)
+            refuse_raw_sql(statement, subqueries=True)
             self._check_update(kwargs)
         return super().update(**kwargs)
 
@@ -617,6 +660,24 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
                     f"{self.model.__name__}.objects.update({name}=...): the "
                     f"{field.related_model.__name__} belongs to another organization"
                 )
+
+    def prefetch_related(self, *lookups):
+        # Prefetch(queryset=Tool.all_orgs...) onto a scoped queryset: the prefetched rows would be
+        # every organization's ones the join reaches (only the active one's on PostgreSQL).
+        if is_org_scoped(self.query):
+            for lookup in lookups:
+                queryset = getattr(lookup, "queryset", None)
+                if (
+                    queryset is not None
+                    and reads_tenant_tables(queryset.query)
+                    and not carries_org_condition(queryset.query)
+                ):
+                    raise OrgScopeError(
+                        f"{self.model.__name__}.objects.prefetch_related(Prefetch({lookup.prefetch_through!r}, "
+                        f"queryset=...)): the queryset of {queryset.model.__name__} is not organization-scoped; "
+                        f"use {queryset.model.__name__}.objects"
+                    )
+        return super().prefetch_related(*lookups)
 
     def _merge_sanity_check(self, other):
         super()._merge_sanity_check(other)
@@ -722,6 +783,7 @@ def scope_relation_accessors() -> None:
     ``org_scope(A)`` the accessors now find only A's rows, so a row of A linked to B's
     (or a B row obtained through ``all_orgs``) raises DoesNotExist instead of handing
     B's row over; with no organization active (authentication) they work as before.
+    The foreign keys' validation is held the same way (:class:`_HeldForeignKeyValidation`).
     Called once from ``AgentforgeCoreConfig.ready()``.
     """
     from django.apps import apps
@@ -733,11 +795,49 @@ def scope_relation_accessors() -> None:
             target = field.related_model
             if target is None or scope_field(target) is None:
                 continue
+            if field.concrete and not isinstance(field, _HeldForeignKeyValidation):
+                field.__class__ = _held_foreign_key_class(type(field))
             name = field.name if field.concrete else field.get_accessor_name()
             descriptor = model.__dict__.get(name)
             if descriptor is None or isinstance(descriptor, _ScopedAccessorMixin):
                 continue
             descriptor.__class__ = _scoped_accessor_class(type(descriptor))
+
+
+class _HeldForeignKeyValidation:
+    """``ForeignKey.validate()`` (``full_clean()``, a ModelForm that leaves the field out) held to
+    the active organization. Django looks the target up through the unscoped base manager: inside
+    org_scope(A) a key of B's row passed, where a key of no row failed, so validation told A
+    which of B's keys exist (PostgreSQL's row-level security hid the row: one answer everywhere)."""
+
+    def validate(self, value, model_instance):
+        if self.remote_field.parent_link or value is None:
+            return super().validate(value, model_instance)
+        super(models.ForeignKey, self).validate(value, model_instance)  # the field's own checks, no look-up
+        target = self.remote_field.model
+        using = router.db_for_read(target, instance=model_instance)
+        queryset = held_to_active_org(target._base_manager.using(using).filter(**{self.remote_field.field_name: value}))
+        if not queryset.complex_filter(self.get_limit_choices_to()).exists():
+            raise ValidationError(
+                self.error_messages["invalid"],
+                code="invalid",
+                params={
+                    "model": target._meta.verbose_name,
+                    "pk": value,
+                    "field": self.remote_field.field_name,
+                    "value": value,
+                },
+            )
+
+
+@functools.cache
+def _held_foreign_key_class(field_class):
+    # Same module and name: a field's deconstruct() (migrations) reads them from its class.
+    return type(
+        field_class.__name__,
+        (_HeldForeignKeyValidation, field_class),
+        {"__module__": field_class.__module__, "__qualname__": field_class.__qualname__},
+    )
 
 
 def held_to_active_org(queryset):

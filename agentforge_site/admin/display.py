@@ -37,9 +37,10 @@ def truncate(text, length: int = 80) -> str:
 
 def count_subquery(model, fk_name: str, **filters):
     """``Coalesce((SELECT COUNT(*) FROM model WHERE fk = outer.pk), 0)``: no GROUP BY on the list."""
-    manager = getattr(model, "all_orgs", None) or model._base_manager
+    # The default manager: in a scoped statement (an organization admin's list) a subquery must be
+    # scoped too; a superuser's list runs unscoped and counts every row.
     sub = (
-        manager.filter(**{fk_name: OuterRef("pk")}, **filters)
+        model._default_manager.filter(**{fk_name: OuterRef("pk")}, **filters)
         .order_by()
         .values(fk_name)
         .annotate(n=Count("*"))

@@ -1,0 +1,263 @@
+"""Attacks of the fourth round on the organization scoping, with two organizations A and B.
+
+The earlier rounds closed the querysets, the links between rows and the instance paths. These
+replay what an application bug or another organization's admin reaches around them: Django's
+foreign-key validation (through the unscoped base manager), subqueries and prefetches built from
+``all_orgs`` inside a scoped statement, get_or_create/update_or_create/in_bulk with B's keys,
+updates filtered across a planted link, iterators and scopes that outlive their block. From A's
+scope each must leave B's rows unread and unchanged, with the same outcome on every backend (on
+PostgreSQL row-level security is the second wall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.apps import apps
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Prefetch, Q, Subquery
+from django.urls import reverse
+
+from accounts.models import GroupRole, Organization, User
+from agentforge_agents.models import Agent, AgentTool, Tool
+from agentforge_core.models import scope_field
+from agentforge_core.tenancy import OrgScopeError, current_org, org_scope, unscoped
+from conversations.models import Conversation
+from tests.admin_support import admin_world, populate
+from tests.test_tenancy_attacks import _update_around_the_keys
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def two(make_org, make_user):
+    """A and B, each with a member and a row of every model (B's names end in ``-g``)."""
+    a, b = make_org("A"), make_org("B")
+    mine = populate(a, make_user(a, email="member@a.test"))
+    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
+    return a, b, mine, theirs
+
+
+@pytest.fixture
+def plant():
+    """A cross-organization link stored around the ORM's checks and the composite keys, as a bug
+    or an old writer would; taken back at the end of the test (tests/test_tenancy_attacks.py)."""
+    planted = []
+
+    def plant(model, row, **links):
+        planted.append((model, row.pk, model.all_orgs.filter(pk=row.pk).values(*links).get()))
+        _update_around_the_keys(model, row.pk, links)
+
+    yield plant
+    for model, pk, before in reversed(planted):
+        _update_around_the_keys(model, pk, before)
+
+
+def _stored(row):
+    """The row as the database holds it now (every column), read as system work."""
+    with unscoped():
+        return type(row).all_orgs.filter(pk=row.pk).values().first()
+
+
+def _validation_errors(instance):
+    try:
+        instance.full_clean()
+    except ValidationError as error:
+        return error.message_dict
+    return {}
+
+
+# --- 1. foreign-key validation (full_clean, a ModelForm without the field) ---------------------
+
+
+def test_validating_a_key_of_another_organizations_row_answers_as_for_a_missing_row(two):
+    a, b, mine, theirs = two
+    # ForeignKey.validate() looked the target up through the unscoped base manager: B's agent
+    # passed where a key of no row failed, so full_clean() (an API's validation) told A which of
+    # B's keys exist. On PostgreSQL row-level security hid the row.
+    with org_scope(a):
+        for key in (theirs["agent"].pk, uuid.uuid4()):
+            errors = _validation_errors(Conversation(org=a, agent_id=key, title="chat"))
+            assert errors == {"agent": [f"agent instance with id {key!r} is not a valid choice."]}
+        errors = _validation_errors(Conversation(org=a, user_id=theirs["user"].pk, title="chat"))
+        assert list(errors) == ["user"]
+        assert _validation_errors(Conversation(org=a, agent_id=mine["agent"].pk, user_id=mine["user"].pk)) == {}
+    with unscoped():  # system work validates against every organization
+        assert _validation_errors(Conversation(org=b, agent_id=theirs["agent"].pk, title="chat")) == {}
+
+
+def test_every_foreign_key_to_a_tenant_table_validates_inside_the_active_organization():
+    # The class, not the one field: a new model's foreign key gets the held validation too.
+    unheld = [
+        f"{model._meta.label}.{field.name}"
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if isinstance(field, models.ForeignKey)
+        and scope_field(field.related_model) is not None
+        and type(field).validate is models.ForeignKey.validate
+    ]
+    assert unheld == []
+
+
+# --- 2. all_orgs inside a scoped statement: subqueries and prefetches ---------------------------
+
+
+UNSCOPED_INSIDE_SCOPED = {
+    "Subquery": lambda b: Agent.objects.annotate(
+        leak=Subquery(Tool.all_orgs.filter(org=b).values("name")[:1])
+    ).values_list("leak", flat=True),
+    "Exists": lambda b: Agent.objects.filter(Exists(Tool.all_orgs.filter(org=b, name__startswith="Mailer"))),
+    "pk__in": lambda b: User.objects.filter(pk__in=User.all_orgs.filter(org=b).values("pk")),
+    "base manager": lambda b: Agent.objects.filter(
+        Exists(Conversation._base_manager.filter(agent=OuterRef("pk"), org=b))
+    ),
+    "update SET": lambda b: [Agent.objects.update(name=Subquery(Tool.all_orgs.filter(org=b).values("name")[:1]))],
+    "aggregate": lambda b: Agent.objects.values_list("pk").annotate(
+        n=Subquery(Tool.all_orgs.filter(org=b).values("org").annotate(n=Count("pk")).values("n"))
+    ),
+}
+
+
+@pytest.mark.parametrize("attempt", sorted(UNSCOPED_INSIDE_SCOPED))
+def test_an_unscoped_subquery_in_a_scoped_statement_is_refused_in_every_scope(two, attempt):
+    a, b, mine, theirs = two
+    # B's tool names read into A's results on SQLite and MariaDB; only A's rows on PostgreSQL.
+    for scope in (org_scope(a), unscoped()):
+        with scope, pytest.raises(OrgScopeError, match="not organization-scoped"):
+            list(UNSCOPED_INSIDE_SCOPED[attempt](b))
+
+
+def test_scoped_subqueries_stay_and_system_work_keeps_all_orgs_subqueries(two):
+    a, b, mine, theirs = two
+    with org_scope(a):
+        names = Agent.objects.annotate(tool=Subquery(Tool.objects.order_by("name").values("name")[:1]))
+        assert list(names.values_list("tool", flat=True)) == [mine["tool"].name]
+        assert list(User.objects.filter(pk__in=User.objects.values("pk"))) == [mine["user"]]
+    with unscoped():
+        everyone = Agent.all_orgs.filter(Exists(Tool.all_orgs.filter(org=OuterRef("org"))))
+        assert set(everyone.values_list("pk", flat=True)) == {mine["agent"].pk, theirs["agent"].pk}
+
+
+def test_a_prefetch_with_an_unscoped_queryset_is_refused_on_a_scoped_queryset(two, plant):
+    a, b, mine, theirs = two
+    plant(AgentTool, AgentTool.all_orgs.get(agent=mine["agent"]), tool_id=theirs["tool"].pk)
+    # Through a planted link A's agent reached B's tool (its credentials) on SQLite and MariaDB.
+    for lookup in (Prefetch("tools", queryset=Tool.all_orgs.all()), Prefetch("tools", Tool.all_orgs.all(), "t")):
+        with org_scope(a), pytest.raises(OrgScopeError, match="not organization-scoped"):
+            Agent.objects.prefetch_related(lookup)
+    with org_scope(a):
+        (agent,) = Agent.objects.prefetch_related(Prefetch("tools", queryset=Tool.objects.all(), to_attr="t"))
+        assert agent.t == []
+
+
+def test_an_org_admins_group_list_never_names_another_organizations_role(client, make_org, make_user, plant):
+    world = admin_world(make_org, make_user)
+    mine, theirs = world["mine"], world["theirs"]
+    with unscoped():
+        link = GroupRole.all_orgs.create(org=world["org"], group=mine["group"], role=mine["role"])
+    plant(GroupRole, link, role_id=theirs["role"].pk)
+    # The group list prefetched its roles through Role.all_orgs: a planted link showed B's role.
+    client.force_login(world["orgadmin"])
+    page = client.get(reverse("admin:accounts_group_changelist")).content.decode()
+    assert mine["group"].name in page
+    assert theirs["role"].name not in page
+
+
+# --- 3. get_or_create, update_or_create, in_bulk with B's keys --------------------------------
+
+
+@pytest.mark.parametrize("method", ["get_or_create", "update_or_create"])
+def test_get_or_create_with_another_organizations_key_changes_nothing(two, method):
+    a, b, mine, theirs = two
+    before = _stored(theirs["agent"])
+    # The scoped get finds nothing; the create collides with B's primary key: refused by the
+    # database, B's row neither read nor changed.
+    with org_scope(a), pytest.raises(IntegrityError), transaction.atomic():
+        getattr(Agent.objects, method)(pk=theirs["agent"].pk, defaults={"name": "pwned"})
+    assert _stored(theirs["agent"]) == before
+    with org_scope(a):
+        agent, created = getattr(Agent.objects, method)(pk=mine["agent"].pk, defaults={"name": "renamed"})
+    assert (agent.pk, created) == (mine["agent"].pk, False)
+
+
+def test_in_bulk_finds_only_the_active_organizations_rows(two):
+    a, b, mine, theirs = two
+    with org_scope(a):
+        assert Agent.objects.in_bulk([theirs["agent"].pk, mine["agent"].pk]) == {mine["agent"].pk: mine["agent"]}
+        assert Organization.objects.in_bulk([b.pk]) == {}
+        assert Organization.objects.in_bulk([b.slug, a.slug], field_name="slug") == {a.slug: a}
+
+
+# --- 4. expressions and updates across a planted link ----------------------------------------
+
+
+def test_expressions_across_a_planted_link_read_nothing_of_the_other_organization(two, plant):
+    a, b, mine, theirs = two
+    plant(AgentTool, AgentTool.all_orgs.get(agent=mine["agent"]), tool_id=theirs["tool"].pk)
+    with org_scope(a):
+        # (What a LEFT JOIN to the hidden row gives, NULL or no row, differs with row-level security.)
+        assert AgentTool.objects.annotate(name=F("tool__name")).filter(name=theirs["tool"].name).count() == 0
+        assert AgentTool.objects.aggregate(n=Count("tool__name")) == {"n": 0}
+        filtered = Agent.objects.annotate(t=FilteredRelation("tools", condition=Q(tools__name__endswith="-g")))
+        assert filtered.filter(t__name=theirs["tool"].name).count() == 0
+        assert Agent.objects.filter(Exists(Tool.objects.filter(agents=OuterRef("pk")))).count() == 0
+
+
+def test_an_update_filtered_across_a_planted_link_changes_nothing(two, plant):
+    a, b, mine, theirs = two
+    plant(AgentTool, AgentTool.all_orgs.get(agent=mine["agent"]), tool_id=theirs["tool"].pk)
+    with org_scope(a):
+        assert Agent.objects.filter(tools__name=theirs["tool"].name).update(name="found") == 0
+        assert Agent.objects.filter(tools__name=theirs["tool"].name).delete() == (0, {})
+    assert _stored(mine["agent"])["name"] == mine["agent"].name
+
+
+# --- 5. scopes: iterators, exceptions, async ---------------------------------------------------
+
+
+def test_an_iterator_made_in_a_scope_runs_in_the_scope_it_is_read_in(two):
+    a, b, mine, theirs = two
+    with org_scope(b):
+        rows = Agent.objects.values_list("name", flat=True).iterator()
+    with pytest.raises(OrgScopeError, match="no active organization"):
+        next(rows)
+    with org_scope(b):
+        later = Agent.objects.values_list("name", flat=True).iterator()
+    with org_scope(a):
+        assert list(later) == [mine["agent"].name]
+
+
+def test_an_exception_inside_a_scope_restores_the_outer_one(two):
+    a, b, mine, theirs = two
+    with org_scope(a):
+        with pytest.raises(ZeroDivisionError), org_scope(b):
+            1 / 0
+        assert current_org() == a.pk
+        with pytest.raises(OrgScopeError), org_scope("no-such-organization"):
+            pass
+        assert current_org() == a.pk
+    assert current_org() is None
+
+
+def test_async_code_carries_the_scope_and_tasks_do_not_share_it(two):
+    a, b, mine, theirs = two
+
+    @sync_to_async
+    def org_in_the_worker_thread():
+        return current_org()
+
+    async def in_scope(org):
+        async with org_scope(org):
+            await asyncio.sleep(0)  # the other task runs in between
+            return await org_in_the_worker_thread()
+
+    async def main():
+        return await asyncio.gather(in_scope(a), in_scope(b), org_in_the_worker_thread())
+
+    # The worker thread sees the awaiting task's scope, each task its own, no task none.
+    assert asyncio.run(main()) == [a.pk, b.pk, None]
+    assert current_org() is None

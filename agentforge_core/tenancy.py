@@ -33,6 +33,9 @@ class _AllOrganizations:
 ALL_ORGS = _AllOrganizations()
 
 _active_org: contextvars.ContextVar = contextvars.ContextVar("agentforge_active_org", default=None)
+# The scopes open in this context, innermost last: an exit out of that order (a generator that
+# yields inside its scope and is closed after its caller's block) is caught, see _Scope.__exit__.
+_open_scopes: contextvars.ContextVar = contextvars.ContextVar("agentforge_open_scopes", default=())
 
 
 def _resolve(org) -> uuid.UUID:
@@ -98,13 +101,35 @@ class _Scope(ContextDecorator):
         self._async_value_factory = async_value_factory
         self._tokens: list = []
 
+    def _open(self, value):
+        entry = object()
+        self._tokens.append((_active_org.set(value), entry))
+        _open_scopes.set((*_open_scopes.get(), entry))
+        return value
+
     def __enter__(self):
-        self._tokens.append(_active_org.set(self._value_factory()))
-        return _active_org.get()
+        return self._open(self._value_factory())
 
     def __exit__(self, *exc):
-        _active_org.reset(self._tokens.pop())
-        return False
+        token, entry = self._tokens.pop()
+        open_scopes = _open_scopes.get()
+        if open_scopes and open_scopes[-1] is entry:
+            _open_scopes.set(open_scopes[:-1])
+            _active_org.reset(token)
+            return False
+        # Out of order: a generator yielded inside its own scope, and the caller's code ran in
+        # it (and left the block) meanwhile. Resetting in the order of exits would leave an
+        # organization active after every block has closed (the caller's exit restores "none",
+        # the generator's closing then restores the caller's organization): fail closed instead.
+        if entry in open_scopes:
+            # The caller's block ends with a scope opened inside it still open: close both.
+            _open_scopes.set(open_scopes[: open_scopes.index(entry)])
+            _active_org.reset(token)
+            raise OrgScopeError(
+                "a scope opened inside this block is still open (a generator suspended inside "
+                "org_scope/unscoped?): it has been closed with this block"
+            )
+        return False  # already closed with the block it was opened in: restore nothing
 
     async def __aenter__(self):
         if self._async_value_factory is not None:
@@ -112,8 +137,7 @@ class _Scope(ContextDecorator):
         else:
             value = self._value_factory()
         # __aenter__ runs in the awaiting task's context, so the body sees the value.
-        self._tokens.append(_active_org.set(value))
-        return value
+        return self._open(value)
 
     async def __aexit__(self, *exc):
         return self.__exit__(*exc)

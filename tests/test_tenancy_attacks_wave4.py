@@ -261,3 +261,27 @@ def test_async_code_carries_the_scope_and_tasks_do_not_share_it(two):
     # The worker thread sees the awaiting task's scope, each task its own, no task none.
     assert asyncio.run(main()) == [a.pk, b.pk, None]
     assert current_org() is None
+
+
+def test_a_generator_suspended_inside_its_scope_leaves_no_organization_active(two):
+    a, b, mine, theirs = two
+
+    def their_agents():
+        with org_scope(b):
+            yield from Agent.objects.values_list("name", flat=True)
+            yield "done"
+
+    # The caller's code runs in B's scope while the generator is suspended (that much is the
+    # generator's doing); once the caller's block ends, the generator's closing restored A's
+    # scope with no block open: code after it (the thread's next request) read A's rows.
+    rows = their_agents()
+    with pytest.raises(OrgScopeError, match="still open"), org_scope(a):
+        assert next(rows) == theirs["agent"].name
+    assert current_org() is None
+    rows.close()
+    assert current_org() is None
+    with pytest.raises(OrgScopeError, match="no active organization"):
+        list(Agent.objects.all())
+    with org_scope(a):  # consumed inside the block, the generator's scope nests as any other
+        assert list(their_agents()) == [theirs["agent"].name, "done"]
+        assert current_org() == a.pk

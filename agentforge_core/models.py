@@ -265,6 +265,9 @@ class ActiveOrgLookup(Lookup):
 
     lookup_name = "active_org"
     prepare_rhs = False
+    # A scoped manager's statement holds scoped subqueries only; Django's own held reads
+    # (ActiveOrgIfAnyLookup: accessors, cascades) take the keys they are handed, all_orgs ones too.
+    refuses_unscoped_subqueries = True
 
     def no_active_org(self, compiler):
         model = getattr(compiler.query, "model", None)
@@ -274,7 +277,7 @@ class ActiveOrgLookup(Lookup):
         )
 
     def as_sql(self, compiler, connection):
-        refuse_raw_sql(compiler.query, subqueries=True)
+        refuse_raw_sql(compiler.query, subqueries=self.refuses_unscoped_subqueries)
         active = current_org()
         if active is None:
             self.no_active_org(compiler)
@@ -294,6 +297,7 @@ class ActiveOrgIfAnyLookup(ActiveOrgLookup):
     """
 
     lookup_name = "active_org_if_any"
+    refuses_unscoped_subqueries = False
 
     def no_active_org(self, compiler):
         raise FullResultSet
@@ -838,6 +842,28 @@ def _held_foreign_key_class(field_class):
         (_HeldForeignKeyValidation, field_class),
         {"__module__": field_class.__module__, "__qualname__": field_class.__qualname__},
     )
+
+
+def hold_deletion_cascades_to_active_org() -> None:
+    """Django's deletion collects the rows a cascade deletes or sets to NULL through the related
+    model's unscoped base manager: inside org_scope(A), a row of B linking to the deleted row of A
+    (a link the importer's bulk writer or an old writer left) was deleted or changed. The rows are
+    now collected inside the active organization, as row-level security does on PostgreSQL; a row
+    of B left pointing at the deleted one makes the database's foreign key refuse the delete.
+    Called once from ``AgentforgeCoreConfig.ready()``."""
+    from django.db.models.deletion import Collector
+
+    if getattr(Collector.related_objects, "held_to_active_org", False):
+        return
+    collect_related = Collector.related_objects
+
+    @functools.wraps(collect_related)
+    def related_objects(self, related_model, related_fields, objs):
+        queryset = collect_related(self, related_model, related_fields, objs)
+        return queryset if scope_field(related_model) is None else held_to_active_org(queryset)
+
+    related_objects.held_to_active_org = True
+    Collector.related_objects = related_objects
 
 
 def held_to_active_org(queryset):

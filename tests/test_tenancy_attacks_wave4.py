@@ -18,7 +18,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Prefetch, Q, Subquery
 from django.urls import reverse
 
@@ -26,7 +26,7 @@ from accounts.models import GroupRole, Organization, User
 from agentforge_agents.models import Agent, AgentTool, Tool
 from agentforge_core.models import scope_field
 from agentforge_core.tenancy import OrgScopeError, current_org, org_scope, unscoped
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from tests.admin_support import admin_world, populate
 from tests.test_tenancy_attacks import _update_around_the_keys
 
@@ -115,6 +115,10 @@ UNSCOPED_INSIDE_SCOPED = {
     "base manager": lambda b: Agent.objects.filter(
         Exists(Conversation._base_manager.filter(agent=OuterRef("pk"), org=b))
     ),
+    "alias": lambda b: Agent.objects.alias(their=Subquery(Tool.all_orgs.filter(org=b).values("name")[:1])).filter(
+        their__startswith="Mailer"
+    ),
+    "order_by": lambda b: Agent.objects.order_by(Subquery(Tool.all_orgs.filter(org=b).values("name")[:1])),
     "update SET": lambda b: [Agent.objects.update(name=Subquery(Tool.all_orgs.filter(org=b).values("name")[:1]))],
     "aggregate": lambda b: Agent.objects.values_list("pk").annotate(
         n=Subquery(Tool.all_orgs.filter(org=b).values("org").annotate(n=Count("pk")).values("n"))
@@ -165,6 +169,18 @@ def test_an_org_admins_group_list_never_names_another_organizations_role(client,
     page = client.get(reverse("admin:accounts_group_changelist")).content.decode()
     assert mine["group"].name in page
     assert theirs["role"].name not in page
+
+
+def test_neighbours_by_date_and_explain_stay_in_the_active_organization(two):
+    a, b, mine, theirs = two
+    # get_next_by_<date>() goes through the default manager: B's agent, made later, is no neighbour.
+    with org_scope(a), pytest.raises(Agent.DoesNotExist):
+        Agent.objects.get(pk=mine["agent"].pk).get_next_by_created_at()
+    with org_scope(b):
+        later = Agent.objects.create(name="Later-g")
+        assert Agent.objects.get(pk=theirs["agent"].pk).get_next_by_created_at() == later
+    with pytest.raises(OrgScopeError, match="no active organization"):
+        Agent.objects.explain()
 
 
 # --- 3. get_or_create, update_or_create, in_bulk with B's keys --------------------------------
@@ -285,3 +301,39 @@ def test_a_generator_suspended_inside_its_scope_leaves_no_organization_active(tw
     with org_scope(a):  # consumed inside the block, the generator's scope nests as any other
         assert list(their_agents()) == [theirs["agent"].name, "done"]
         assert current_org() == a.pk
+
+
+# --- 6. deletion cascades ----------------------------------------------------------------------
+
+
+def test_a_deletion_cascade_never_changes_or_deletes_another_organizations_rows(two, plant):
+    a, b, mine, theirs = two
+    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
+    # Links between organizations the importer's bulk writer or an old writer left (SQLite has no
+    # composite tenant keys): Django's deletion collects the rows to cascade into through the
+    # unscoped base manager, so deleting A's agent set B's conversation's agent to NULL and
+    # deleting A's conversation deleted B's message.
+    plant(Conversation, theirs["conversation"], agent_id=mine["agent"].pk)
+    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    before = {
+        name: _stored(row) for name, row in (("conversation", theirs["conversation"]), ("message", their_message))
+    }
+    for row in (mine["agent"], mine["conversation"]):
+        # The rows left pointing at the deleted one are refused by the database's foreign key
+        # (at COMMIT where it is deferred), as on PostgreSQL, whose row-level security hides them.
+        with org_scope(a), pytest.raises(IntegrityError), transaction.atomic():
+            type(row).objects.get(pk=row.pk).delete()
+            connection.check_constraints()
+    assert {
+        name: _stored(row) for name, row in (("conversation", theirs["conversation"]), ("message", their_message))
+    } == before
+
+
+def test_deleting_through_all_orgs_still_cascades_for_system_work(two):
+    a, b, mine, theirs = two
+    with unscoped():
+        assert Agent.all_orgs.filter(pk=theirs["agent"].pk).delete()[1]["agents.Agent"] == 1
+        assert Conversation.all_orgs.get(pk=theirs["conversation"].pk).agent_id is None
+    with org_scope(a):  # an all_orgs queryset's cascade inside a scope reaches the active organization's rows
+        assert Conversation.all_orgs.filter(pk=mine["conversation"].pk).delete()[1]["conversations.Message"] == 2
+    assert _stored(mine["conversation"]) is None

@@ -844,13 +844,20 @@ def _held_foreign_key_class(field_class):
     )
 
 
-def hold_deletion_cascades_to_active_org() -> None:
-    """Django's deletion collects the rows a cascade deletes or sets to NULL through the related
-    model's unscoped base manager: inside org_scope(A), a row of B linking to the deleted row of A
-    (a link the importer's bulk writer or an old writer left) was deleted or changed. The rows are
-    now collected inside the active organization, as row-level security does on PostgreSQL; a row
-    of B left pointing at the deleted one makes the database's foreign key refuse the delete.
+def hold_django_reads_to_active_org() -> None:
+    """Django's own reads through the unscoped base manager, held to the active organization as
+    row-level security holds them on PostgreSQL (the instance paths are held by HeldToActiveOrg):
+
+    * a deletion collects the rows it cascades into (deletes, sets to NULL) that way: inside
+      org_scope(A), a row of B linking to the deleted row of A (a link the importer's bulk writer
+      or an old writer left) was deleted or changed. Now B's row stays, and the database's
+      foreign key refuses the delete;
+    * ``ContentType.get_object_for_this_type()`` (a GenericForeignKey, the admin's "view on site"
+      shortcut, ``LogEntry.get_edited_object()``) and ``get_all_objects_for_this_type()``
+      handed over B's row by its key.
+
     Called once from ``AgentforgeCoreConfig.ready()``."""
+    from django.contrib.contenttypes.models import ContentType
     from django.db.models.deletion import Collector
 
     if getattr(Collector.related_objects, "held_to_active_org", False):
@@ -862,8 +869,21 @@ def hold_deletion_cascades_to_active_org() -> None:
         queryset = collect_related(self, related_model, related_fields, objs)
         return queryset if scope_field(related_model) is None else held_to_active_org(queryset)
 
+    def rows_of_type(content_type, using=None):
+        model = content_type.model_class()
+        queryset = model._base_manager.using(using).all()
+        return queryset if scope_field(model) is None else held_to_active_org(queryset)
+
+    def get_object_for_this_type(self, using=None, **kwargs):
+        return rows_of_type(self, using).get(**kwargs)
+
+    def get_all_objects_for_this_type(self, **kwargs):
+        return rows_of_type(self).filter(**kwargs)
+
     related_objects.held_to_active_org = True
     Collector.related_objects = related_objects
+    ContentType.get_object_for_this_type = get_object_for_this_type
+    ContentType.get_all_objects_for_this_type = get_all_objects_for_this_type
 
 
 def held_to_active_org(queryset):

@@ -17,6 +17,7 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Prefetch, Q, Subquery
@@ -337,3 +338,17 @@ def test_deleting_through_all_orgs_still_cascades_for_system_work(two):
     with org_scope(a):  # an all_orgs queryset's cascade inside a scope reaches the active organization's rows
         assert Conversation.all_orgs.filter(pk=mine["conversation"].pk).delete()[1]["conversations.Message"] == 2
     assert _stored(mine["conversation"]) is None
+
+
+def test_a_content_type_hands_over_no_row_of_another_organization_by_its_key(two):
+    a, b, mine, theirs = two
+    # What a GenericForeignKey, the admin's "view on site" shortcut and LogEntry.get_edited_object()
+    # read through: the model's base manager, by key.
+    content_type = ContentType.objects.get_for_model(Tool)
+    with org_scope(a):
+        with pytest.raises(Tool.DoesNotExist):
+            content_type.get_object_for_this_type(pk=theirs["tool"].pk)
+        assert content_type.get_object_for_this_type(pk=mine["tool"].pk) == mine["tool"]
+        assert list(content_type.get_all_objects_for_this_type(name__startswith="Mailer")) == [mine["tool"]]
+    with unscoped():
+        assert content_type.get_object_for_this_type(pk=theirs["tool"].pk) == theirs["tool"]

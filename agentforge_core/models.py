@@ -857,7 +857,7 @@ def hold_django_reads_to_active_org() -> None:
       handed over B's row by its key.
 
     Called once from ``AgentforgeCoreConfig.ready()``."""
-    from django.contrib.contenttypes.models import ContentType
+    from django.apps import apps
     from django.db.models.deletion import Collector
 
     if getattr(Collector.related_objects, "held_to_active_org", False):
@@ -882,8 +882,11 @@ def hold_django_reads_to_active_org() -> None:
 
     related_objects.held_to_active_org = True
     Collector.related_objects = related_objects
-    ContentType.get_object_for_this_type = get_object_for_this_type
-    ContentType.get_all_objects_for_this_type = get_all_objects_for_this_type
+    if apps.is_installed("django.contrib.contenttypes"):  # agentforge_core builds on no other app
+        from django.contrib.contenttypes.models import ContentType
+
+        ContentType.get_object_for_this_type = get_object_for_this_type
+        ContentType.get_all_objects_for_this_type = get_all_objects_for_this_type
 
 
 def held_to_active_org(queryset):

@@ -352,3 +352,29 @@ def test_a_content_type_hands_over_no_row_of_another_organization_by_its_key(two
         assert list(content_type.get_all_objects_for_this_type(name__startswith="Mailer")) == [mine["tool"]]
     with unscoped():
         assert content_type.get_object_for_this_type(pk=theirs["tool"].pk) == theirs["tool"]
+
+
+def test_an_org_admins_delete_page_never_lists_another_organizations_rows(client, make_org, make_user, plant):
+    world = admin_world(make_org, make_user)
+    mine, theirs = world["mine"], world["theirs"]
+    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
+    with unscoped():
+        Message.all_orgs.filter(pk=their_message.pk).update(content="their-words-XYZZY-11")
+    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    # The confirmation page lists what the delete cascades into, collected as the delete does:
+    # B's message linked to A's conversation was collected, and named as a row the admin may not delete.
+    client.force_login(world["orgadmin"])
+    url = reverse("admin:conversations_conversation_delete", args=[mine["conversation"].pk])
+    page = client.get(url).content.decode()
+    assert mine["conversation"].title in page
+    assert "<li>Messages: 2</li>" in page  # A's two
+    assert "their-words-XYZZY-11" not in page
+    assert "<li>message</li>" not in page
+
+
+def test_bulk_update_of_an_instance_keyed_to_another_organizations_row_updates_nothing(two):
+    a, b, mine, theirs = two
+    before = _stored(theirs["tool"])
+    with org_scope(a):  # the organization filled in is A's, the key is B's row
+        assert Tool.objects.bulk_update([Tool(pk=theirs["tool"].pk, org=a, name="pwned")], ["name"]) == 0
+    assert _stored(theirs["tool"]) == before

@@ -1,11 +1,12 @@
 """Attacks of the fourth round on the organization scoping, with two organizations A and B.
 
 The earlier rounds closed the querysets, the links between rows and the instance paths. These
-replay what an application bug or another organization's admin reaches around them: Django's
-foreign-key validation (through the unscoped base manager), subqueries and prefetches built from
-``all_orgs`` inside a scoped statement, get_or_create/update_or_create/in_bulk with B's keys,
-updates filtered across a planted link, iterators and scopes that outlive their block. From A's
-scope each must leave B's rows unread and unchanged, with the same outcome on every backend (on
+replay what an application bug or another organization's admin reaches around them: Django's own
+reads through the unscoped base manager (foreign-key validation, deletion cascades and the admin's
+delete page, content types), subqueries and prefetches built from ``all_orgs`` inside a scoped
+statement, get_or_create/update_or_create/in_bulk/bulk_update with B's keys, expressions and
+updates across a planted link, iterators, generators and tasks that outlive or share a scope. From
+A's scope each must leave B's rows unread and unchanged, with the same outcome on every backend (on
 PostgreSQL row-level security is the second wall).
 """
 

@@ -252,7 +252,9 @@ class User(HeldToActiveOrg, LegacyRecordModel, AbstractBaseUser, PermissionsMixi
 
 class UserRole(OrgOwnedModel):
     org = org_foreign_key("+")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="user_roles", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="user_roles", db_index=False
+    )
     role = models.ForeignKey("accounts.Role", on_delete=models.CASCADE, related_name="user_roles")
     position = models.PositiveIntegerField(default=0, help_text="Order in the legacy role_ids list.")
 

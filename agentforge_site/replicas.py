@@ -299,11 +299,30 @@ monitor = ReplicaMonitor()
 # --- the router --------------------------------------------------------------------------------
 
 
+# The rows that decide who is signed in, and as whom: read from the primary, whoever wrote them.
+# Read-your-writes pins only the client that wrote; a replica seconds behind would let
+# everyone else through with an API key just revoked, a session just signed out or ended, the
+# password just changed, or an account just disabled or locked (and its MFA state). Security
+# events hold the last failed sign-in, which decides whether the lockout's count starts again.
+CREDENTIAL_MODELS = frozenset(
+    {
+        "accounts.User",
+        "accounts.UserSession",
+        "accounts.HashedSession",
+        "accounts.MFASettings",
+        "security.APIKey",
+        "security.SecurityEvent",
+    }
+)
+
+
 class ReplicaRouter:
     """Installed by settings when DB_REPLICA_HOSTS or DATABASE_REPLICA_URLS is set."""
 
     def db_for_read(self, model, **hints):
         if _forced.get() or connections[PRIMARY].in_atomic_block or reads_pinned():
+            return PRIMARY
+        if model._meta.label in CREDENTIAL_MODELS:
             return PRIMARY
         healthy = monitor.healthy()
         if not healthy:

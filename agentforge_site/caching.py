@@ -28,6 +28,8 @@ from django.core.cache.backends.redis import RedisCache
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
 
+from agentforge_site.replicas import primary_only
+
 logger = logging.getLogger("agentforge.cache")
 
 # Sent by the scoped querysets after writes that send no per-row signals (update(),
@@ -304,7 +306,10 @@ def cached(name: str, org_id, compute, *parts, timeout=DEFAULT_TIMEOUT):
     key = ":".join([name, org_key, generation, *map(str, parts)])
     value = cache.get(key, _MISSING)
     if value is _MISSING:
-        value = compute()
+        # From the primary: a replica behind the write that bumped the generation would have
+        # its old rows (a revoked permission) stored under the new one, for CACHE_TIMEOUT.
+        with primary_only():
+            value = compute()
         cache.set(key, value, timeout)
     return value
 

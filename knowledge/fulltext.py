@@ -26,7 +26,7 @@ from django.db.migrations.operations.base import Operation
 from django.db.models import Q
 
 from agentforge_core.tenancy import current_org_id
-from knowledge.models import DocumentChunk, as_pk
+from knowledge.models import DocumentChunk, as_pk, result_limit
 
 MAX_TERMS = 32
 # The fallback ranks at most this many matching rows (it has no index to rank with).
@@ -161,6 +161,7 @@ def keyword_search(query: str, limit: int = 10, *, tool=None, document=None, usi
     """
     org_id = current_org_id()
     terms = query_terms(query)
+    limit = result_limit(limit)
     if not terms or limit <= 0:
         return []
     alias = using or router.db_for_read(DocumentChunk)

@@ -154,6 +154,17 @@ def as_pk(value) -> uuid.UUID:
     return uuid.UUID(str(value))
 
 
+# The most hits one search returns. A limit is a number from a caller or a tool's kb_config
+# (an imported file): 10**20 overflowed the SQL LIMIT (an error on every search of that tool),
+# and the approximate index allocates its candidate arrays from it.
+MAX_RESULTS = 1000
+
+
+def result_limit(limit) -> int:
+    """``limit`` as a whole number of hits from 0 to MAX_RESULTS."""
+    return max(0, min(int(limit), MAX_RESULTS))
+
+
 def tool_key(tool_id) -> str:
     """A vector set's tool as text: the tool's UUID, or "" for chunks of no tool."""
     return "" if tool_id is None else str(tool_id)

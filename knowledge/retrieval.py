@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from agentforge_agents.models import Tool
 from agentforge_core.tenancy import OrgScopeError, current_org_id
 from knowledge.fulltext import keyword_search
-from knowledge.models import as_pk
+from knowledge.models import as_pk, result_limit
 from knowledge.vectors import EmbeddingError, Hit, load_chunks, semantic_search
 
 SEARCH_TYPES = ("hybrid", "semantic", "keyword")
@@ -41,6 +41,7 @@ def hybrid_search(
 ) -> list[Hit]:
     """Semantic and keyword lists fused by reciprocal rank; ``threshold`` applies to the
     semantic list (keyword relevance has no absolute scale)."""
+    limit = result_limit(limit)
     depth = max(limit * FUSION_DEPTH, 20)
     semantic = semantic_search(vector, depth, model=model, tool=tool, document=document, threshold=threshold)
     # The keyword list is fused by id: only the chunks that make the result are loaded.

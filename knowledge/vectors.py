@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connections, router, transaction
 
 from agentforge_core.tenancy import current_org_id, org_scope, unscoped
-from knowledge.models import DocumentChunk, VectorSet, as_pk, tool_key
+from knowledge.models import DocumentChunk, VectorSet, as_pk, result_limit, tool_key
 
 
 def _faiss():
@@ -461,6 +461,7 @@ def semantic_search(
     org_id = current_org_id()
     query, unit = _query(vector)
     dimension = len(query)
+    limit = result_limit(limit)
     if limit <= 0 or not unit.any():
         return []
     sets = VectorSet.objects.filter(dimension=dimension)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts.models import User, UserSession
 from accounts.services import change_password
 from agentforge_core.crypto import sha256_hex
+from agentforge_core.tenancy import ALL_ORGS, current_org
 from security.audit import record_auth_event, record_security_event
 from security.middleware import request_context
 from security.models import SecurityEvent
@@ -31,6 +32,14 @@ def new_token() -> str:
 
 def _matches(stored: str | None, token: str) -> bool:
     return bool(stored) and hmac.compare_digest(stored, sha256_hex(token))
+
+
+def in_active_org(queryset):
+    """A credential lookup made while an organization is active finds only that organization's
+    rows. Row-level security does so on PostgreSQL; elsewhere another organization's token
+    was found and its use then failed half-way (OrgScopeError, the token not used up)."""
+    active = current_org()
+    return queryset if active is None or active is ALL_ORGS else queryset.filter(org_id=active)
 
 
 # --- password reset --------------------------------------------------------------------
@@ -58,7 +67,7 @@ def user_for_reset_token(token: str):
     """The user whose unexpired reset token this is, or None."""
     if not token:
         return None
-    user = User.all_orgs.filter(reset_password_token_hash=sha256_hex(token)).first()
+    user = in_active_org(User.all_orgs.filter(reset_password_token_hash=sha256_hex(token))).first()
     if user is None or not _matches(user.reset_password_token_hash, token):
         return None
     if user.reset_password_expires is None or user.reset_password_expires <= timezone.now():
@@ -104,7 +113,7 @@ def verify_email(token: str):
     """Mark the email of the token's user verified (pending -> active); None for a bad token."""
     if not token:
         return None
-    user = User.all_orgs.filter(verification_token_hash=sha256_hex(token)).first()
+    user = in_active_org(User.all_orgs.filter(verification_token_hash=sha256_hex(token))).first()
     if user is None or not _matches(user.verification_token_hash, token):
         return None
     if user.verification_token_expires is None or user.verification_token_expires <= timezone.now():
@@ -151,7 +160,9 @@ def get_session(token: str):
         return None
     now = timezone.now()
     session = (
-        UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True, expires_at__gt=now)
+        in_active_org(
+            UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True, expires_at__gt=now)
+        )
         .select_related("user")
         .first()
     )
@@ -194,7 +205,7 @@ def end_sessions(user, reason: str, *, actor=None) -> int:
 
 def revoke_session(token: str) -> bool:
     return bool(
-        UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True).update(
+        in_active_org(UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True)).update(
             revoked_at=timezone.now()
         )
     )

@@ -115,6 +115,11 @@ class APIKeyQuerySet(OrgScopedQuerySet):
         if not self.query.has_filters():
             # The unscoped system manager (APIKey.all_orgs), as authentication uses it.
             match, user_active, org_active = _find_by_prefix(self.db, prefix, digest)
+            active = current_org()
+            if match is not None and active is not None and active is not ALL_ORGS and match.org_id != active:
+                # Inside an organization another one's key is no key, as row-level security has
+                # it on PostgreSQL (where the SELECT finds nothing): not used, no event.
+                return None
         else:
             # A scoped (or filtered) queryset keeps the ORM, which compiles its org filter in.
             match = None

@@ -36,7 +36,7 @@ from accounts.models import Organization, User
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import encrypted_fields
 from agentforge_core.models import held_to_active_org, scope_field
-from agentforge_core.tenancy import ALL_ORGS, current_org, resolve_org, unscoped
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, resolve_org, unscoped
 from security import checkpoints
 from security.middleware import client_ip, request_context
 from security.models import AuditChainHead, AuditLog, SecurityEvent
@@ -479,12 +479,23 @@ def _rechain_locked(head, using: str, accept=frozenset(), batch_size: int = 500)
     return adopted, relinked
 
 
+def refuse_another_organizations_entry(entry) -> None:
+    """Inside an organization, entries go to its chain (or the system chain) only.
+
+    Row-level security refuses the INSERT on PostgreSQL; elsewhere code running for one
+    organization wrote an entry, in that organization's name, into another's trail."""
+    active = _active_org_id()
+    if active is not None and entry.org_id is not None and uuid.UUID(str(entry.org_id)) != active:
+        raise OrgScopeError(f"audit entry of organization {entry.org_id} written while {active} is active")
+
+
 @contextlib.contextmanager
 def append_to_chain(entry, using: str | None = None):
     """Around the INSERT of one entry: lock the chain, set the hashes, move the head.
 
     The entry follows the head, not whatever was inserted around the application since:
     such a row keeps its missing or wrong hash and ``verify_audit_log`` reports it."""
+    refuse_another_organizations_entry(entry)
     using = using or router.db_for_write(type(entry))
     head = _lock_head(chain_key(entry.org_id), using)
     entry.prev_hash = head.last_hash
@@ -499,6 +510,8 @@ def bulk_append(entries, insert, using: str):
     """``AuditLog.all_orgs.bulk_create``: hash ``entries`` in list order, chain by chain, then
     ``insert(entries)`` (ids follow the list order) and move each chain's head."""
     entries = list(entries)
+    for entry in entries:
+        refuse_another_organizations_entry(entry)
     with transaction.atomic(using=using):
         heads = {key: _lock_head(key, using) for key in sorted({chain_key(e.org_id) for e in entries})}
         last = {key: head.last_hash for key, head in heads.items()}

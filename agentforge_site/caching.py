@@ -226,6 +226,7 @@ def _generation_key(org_key: str) -> str:
 
 def _generations(org_key: str) -> str | None:
     """``"<global>.<organization>"``, or None when the cache cannot keep a counter."""
+    _redo_lost_bumps()
     keys = [_generation_key(GLOBAL), _generation_key(org_key)]
     found = cache.get_many(keys)
     for key in keys:
@@ -259,13 +260,34 @@ def _pending_bump(conn):
 
 
 def _incr(org_key: str) -> None:
+    _redo_lost_bumps()
     key = _generation_key(org_key)
     try:
         cache.incr(key)
     except ValueError:
         cache.set(key, time.time_ns(), None)
-    # While the cache is down there is nothing to bump: entries written before the outage
-    # may outlive it until their timeout (CACHE_TIMEOUT).
+    if status.down_since is not None:
+        # The bump never reached the cache (down, or a timeout): the entries it should have
+        # retired answer every process as soon as the cache is back, a revoked permission
+        # included, until CACHE_TIMEOUT. This process bumps everything once it can.
+        _lost_bumps.set()
+
+
+# Set when a bump failed; cleared by the first bump of everything that reaches the cache.
+_lost_bumps = threading.Event()
+
+
+def _redo_lost_bumps() -> None:
+    if not _lost_bumps.is_set() or status.skip():
+        return
+    _lost_bumps.clear()
+    key = _generation_key(GLOBAL)
+    try:
+        cache.incr(key)
+    except ValueError:
+        cache.set(key, time.time_ns(), None)
+    if status.down_since is not None:
+        _lost_bumps.set()
 
 
 def bump(org_id=None, *, everything: bool = False, using: str = DEFAULT_DB_ALIAS) -> None:

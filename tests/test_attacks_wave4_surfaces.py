@@ -108,6 +108,26 @@ def test_cache_redis_down_falls_back_to_each_organizations_own_rows(make_org):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_cache_a_bump_lost_while_redis_failed_is_made_up_when_it_answers_again(make_org):
+    # A permission revoked while Redis timed out must not come back with Redis for CACHE_TIMEOUT.
+    org = make_org()
+    setting = OrgSetting.all_orgs.create(org=org, key="security.password_min_length", value=12)
+    with override_settings(CACHES=caches_for(REDIS_URL)):
+        clear_own_keys()
+        caching.status.down_since = None
+        try:
+            assert org_setting_values(org.pk) == {"security.password_min_length": 12}  # cached
+            caching.status.failed(ConnectionError("Redis timed out"))  # skipped for a few seconds
+            setting.value = 16
+            setting.save()  # its bump cannot reach Redis
+            caching.status._retry_at = 0.0  # Redis answers again
+            assert org_setting_values(org.pk) == {"security.password_min_length": 16}
+        finally:
+            caching.status.down_since = None
+            clear_own_keys()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_cache_a_read_missing_the_cache_computes_on_the_primary_not_on_a_lagging_replica(routed, make_org):
     # Another client's write bumped the generation; this client's miss must not store what a
     # replica still holds (the permission before the revocation) under the new generation.

@@ -367,4 +367,3 @@ def test_audit_a_user_of_another_organization_is_audited_in_its_own_chain_from_s
     tokens.reset_password(tokens.issue_password_reset_token(user), NEW_PASSWORD)
     entry = AuditLog.all_orgs.filter(legacy_action="password_reset").get()
     assert entry.org_id == b.pk and entry.org_id != a.pk
-

@@ -80,7 +80,12 @@ def _record_password_change(sender, instance, created, raw=False, **kwargs):
     instance._agentforge_password_changed = False
     now = timezone.now()
     instance.password_changed_at = now
-    User.all_orgs.filter(pk=instance.pk).update(password_changed_at=now)
+    # A reset link mailed before the change must not undo it (say the mailbox was read by
+    # someone else, and the user changed the password to lock them out).
+    instance.reset_password_token_hash = instance.reset_password_expires = None
+    User.all_orgs.filter(pk=instance.pk).update(
+        password_changed_at=now, reset_password_token_hash=None, reset_password_expires=None
+    )
     if created:
         return
     previous = instance._agentforge_previous_hash

@@ -333,6 +333,17 @@ def test_tokens_are_used_once(make_org, make_user):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_tokens_a_reset_link_issued_before_a_password_change_no_longer_resets(make_org, make_user):
+    from accounts.services import change_password
+
+    user = make_user(make_org(), password=PASSWORD)
+    reset = tokens.issue_password_reset_token(user)
+    change_password(user, NEW_PASSWORD)
+    assert tokens.reset_password(reset, "Attacker-chosen-1!") is None
+    assert User.all_orgs.get(pk=user.pk).check_password(NEW_PASSWORD) is True
+
+
+@pytest.mark.django_db(transaction=True)
 def test_sessions_end_on_a_password_change_made_without_signals(make_org, make_user):
     user = make_user(make_org(), password=PASSWORD)
     _, token = tokens.create_session(user)

@@ -378,3 +378,21 @@ def test_audit_a_user_of_another_organization_is_audited_in_its_own_chain_from_s
     tokens.reset_password(tokens.issue_password_reset_token(user), NEW_PASSWORD)
     entry = AuditLog.all_orgs.filter(legacy_action="password_reset").get()
     assert entry.org_id == b.pk and entry.org_id != a.pk
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.backends("sqlite", "mysql")  # PostgreSQL's trigger refuses the UPDATE itself (test_security_audit)
+def test_audit_an_entry_moved_into_another_organizations_chain_breaks_both_chains(make_org):
+    from django.db import connection
+
+    a, b = make_org(), make_org()
+    for org in (a, b):
+        with org_scope(org):
+            for n in range(3):
+                Agent.objects.create(name=f"Agent {n}")
+    moved = AuditLog.all_orgs.filter(org=a).order_by("id")[1]
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_logs SET org_id = %s WHERE id = %s", [b.pk.hex, moved.pk])
+    with unscoped():
+        reports = [verify_chain(a), verify_chain(b)]
+    assert [report.ok for report in reports] == [False, False]

@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.models import User, UserSession
 from accounts.services import change_password
 from agentforge_core.crypto import sha256_hex
-from agentforge_core.tenancy import ALL_ORGS, current_org
+from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org
 from security.audit import record_auth_event, record_security_event
 from security.middleware import request_context
 from security.models import SecurityEvent
@@ -42,11 +42,21 @@ def in_active_org(queryset):
     return queryset if active is None or active is ALL_ORGS else queryset.filter(org_id=active)
 
 
+def refuse_another_organizations_user(user) -> None:
+    """Inside an organization, tokens are issued to its users only, as create_session does.
+    Row-level security on PostgreSQL stored nothing (a token that never works); elsewhere the
+    token was stored for a user of another organization."""
+    active = current_org()
+    if active is not None and active is not ALL_ORGS and user.org_id != active:
+        raise OrgScopeError(f"user {user.pk} belongs to organization {user.org_id}, active is {active}")
+
+
 # --- password reset --------------------------------------------------------------------
 
 
 def issue_password_reset_token(user, ttl: dt.timedelta = RESET_TOKEN_TTL, request=None) -> str:
     """A new reset token for ``user`` (replacing any earlier one); returns the plaintext."""
+    refuse_another_organizations_user(user)
     token = new_token()
     user.reset_password_token_hash = sha256_hex(token)
     user.reset_password_expires = timezone.now() + ttl
@@ -99,6 +109,7 @@ def reset_password(token: str, new_password: str):
 
 
 def issue_verification_token(user, ttl: dt.timedelta = VERIFICATION_TOKEN_TTL) -> str:
+    refuse_another_organizations_user(user)
     token = new_token()
     user.verification_token_hash = sha256_hex(token)
     user.verification_token_expires = timezone.now() + ttl

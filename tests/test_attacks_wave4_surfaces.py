@@ -320,6 +320,21 @@ def test_tokens_of_another_organization_are_not_found_while_one_is_active(make_o
 
 
 @pytest.mark.django_db(transaction=True)
+def test_tokens_are_issued_to_the_active_organizations_users_only(make_org, make_user):
+    a, b = make_org(), make_org()
+    user = make_user(a)
+    with org_scope(b):
+        for issue in (tokens.issue_password_reset_token, tokens.issue_verification_token, tokens.create_session):
+            with pytest.raises(OrgScopeError):
+                issue(user)
+    row = User.all_orgs.get(pk=user.pk)
+    assert (row.reset_password_token_hash, row.verification_token_hash) == (None, None)
+    assert UserSession.all_orgs.filter(user=user).count() == 0
+    with org_scope(a):
+        assert tokens.verify_email(tokens.issue_verification_token(user)) == user
+
+
+@pytest.mark.django_db(transaction=True)
 def test_tokens_are_used_once(make_org, make_user):
     org = make_org()
     user = make_user(org, password=PASSWORD)

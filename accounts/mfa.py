@@ -33,6 +33,7 @@ from django.utils import timezone
 from accounts.models import MFASettings, Organization
 from accounts.passwords import password_policy
 from agentforge_core.tenancy import unscoped
+from agentforge_site.replicas import primary_only
 
 TOTP_DIGITS = 6
 TOTP_STEP = 30
@@ -156,7 +157,9 @@ def org_requires_mfa(org_id) -> bool:
     if org_id is None:
         return False
 
-    with unscoped():
+    # From the primary: a replica seconds behind an admin who just required MFA would let the
+    # next sign-in skip enrolment.
+    with unscoped(), primary_only():
         org = Organization.all_orgs.filter(pk=org_id).values_list("require_mfa", flat=True).first()
     return bool(org) or password_policy(org_id).get("mfa_enforcement") in ENFORCING_VALUES
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts import tokens
 from accounts.backends import EmailBackend
-from accounts.models import HashedSession, MFASettings, User, UserSession
+from accounts.models import HashedSession, MFASettings, Organization, User, UserSession
 from agentforge_agents.models import Agent, AgentTool, Tool, agent_for_chat
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
 from agentforge_site import caching, replicas
@@ -188,6 +188,16 @@ def test_replica_a_signed_out_cookie_session_is_anonymous_for_the_next_client(ro
     SessionStore(key).flush()
     another_client()
     assert SessionStore(key).load() == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replica_an_organization_that_just_required_mfa_requires_it_at_the_next_sign_in(routed, make_org):
+    from accounts.mfa import org_requires_mfa
+
+    org = make_org()
+    Organization.all_orgs.filter(pk=org.pk).update(require_mfa=True)
+    another_client()
+    assert org_requires_mfa(org.pk) is True  # a read routed to the replica would have raised
 
 
 def test_replica_credential_tables_are_read_from_the_primary_and_others_from_the_replica(routed):

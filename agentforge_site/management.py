@@ -32,13 +32,23 @@ class AgentForgeCommand(BaseCommand):
 
     def get_org(self, value):
         """The organization id (UUID) ``value`` names, ``value`` itself when it is one of the ``also``
-        names, None when ``value`` is None."""
+        names, None when ``value`` is None. A UUID of no organization is refused (a typo must not
+        read as "done, nothing to do"), unless :meth:`org_outlives_itself` says it still counts."""
         if value is None or value in getattr(self, "_org_also", ()):
             return value
         try:
-            return resolve_org(value)
+            org_id = resolve_org(value)
         except OrgScopeError as exc:
             raise CommandError(f"--org {value}: {exc}") from None
+        from accounts.models import Organization
+
+        if not Organization.all_orgs.filter(pk=org_id).exists() and not self.org_outlives_itself(org_id):
+            raise CommandError(f"--org {value}: no organization with this id")
+        return org_id
+
+    def org_outlives_itself(self, org_id) -> bool:
+        """Whether the command still has work for a deleted organization (its audit chain does)."""
+        return False
 
     def get_orgs(self, values) -> list:
         return [self.get_org(v) for v in values or ()]

@@ -44,3 +44,27 @@ def test_the_system_chain_is_accepted_where_the_audit_log_has_one():
 def test_an_unknown_database_alias_is_one_line(command):
     with pytest.raises(CommandError, match=r"^--database elsewhere: no such database alias \(known: default"):
         call_command(command, "--database", "elsewhere", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    "command", ["verify_audit_log", "checkpoint_audit_log", "rechain_audit_log", "rebuild_vector_index"]
+)
+def test_a_uuid_of_no_organization_is_refused_not_done(command):
+    """A typo in a UUID must not read as success ("OK (0 entries)", "0 rebuilt")."""
+    missing = "5f0c1d2e-0000-4000-8000-00000000abcd"
+    with pytest.raises(CommandError) as caught:
+        call_command(command, "--org", missing, stdout=io.StringIO())
+    assert str(caught.value) == f"--org {missing}: no organization with this id"
+
+
+def test_the_audit_chain_of_a_deleted_organization_can_still_be_verified():
+    """Its entries outlive the organization: the audit commands accept the id while its chain exists."""
+    from security.models import AuditChainHead
+
+    gone = "5f0c1d2e-0000-4000-8000-00000000dead"
+    AuditChainHead.objects.create(chain_key=gone)
+    out = io.StringIO()
+    call_command("verify_audit_log", "--org", gone, stdout=out)
+    assert f"{gone}: OK (0 entries)" in out.getvalue()
+    with pytest.raises(CommandError, match="no organization with this id"):
+        call_command("rebuild_vector_index", "--org", gone, stdout=io.StringIO())

@@ -5,12 +5,12 @@ import base64
 from django.core.management.base import CommandError
 
 from agentforge_core.crypto import public_key_text
-from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, AuditChainError, chain_keys, checkpoint_chain
 from security.checkpoints import CheckpointError
+from security.management.base import AuditChainCommand
 
 
-class Command(AgentForgeCommand):
+class Command(AuditChainCommand):
     help = (
         "Sign a checkpoint of each audit chain (or one) into AUDIT_CHECKPOINT_DIR with AUDIT_SIGNING_KEY; "
         "--new-key prints a fresh key pair instead."

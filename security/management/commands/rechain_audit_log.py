@@ -2,11 +2,11 @@
 
 from django.core.management.base import CommandError
 
-from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, AuditChainError, rechain
+from security.management.base import AuditChainCommand
 
 
-class Command(AgentForgeCommand):
+class Command(AuditChainCommand):
     help = (
         "Adopt audit entries written without a hash (each named with --accept after checking it) and "
         "re-link the entries after them. Refuses altered entries and entries nobody named; audited."

@@ -2,12 +2,12 @@
 
 from django.core.management.base import CommandError
 
-from agentforge_site.management import AgentForgeCommand
 from security.audit import SYSTEM_CHAIN, verify_all, verify_chain
 from security.checkpoints import verify_key
+from security.management.base import AuditChainCommand
 
 
-class Command(AgentForgeCommand):
+class Command(AuditChainCommand):
     help = "Verify the hash chains of the audit log; exits non-zero at the first broken link."
 
     def add_arguments(self, parser):

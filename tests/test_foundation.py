@@ -60,13 +60,17 @@ def test_backend_session_settings_are_in_force():
 @pytest.mark.django_db
 def test_check_connection_fail_on_pending_exits_non_zero_only_when_a_migration_is_pending():
     from django.core.management import CommandError
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
     from django.db.migrations.recorder import MigrationRecorder
 
     call_command("check_connection", "--fail-on-pending", stdout=io.StringIO())  # nothing pending: no error
-    # Forget one applied migration (rolled back with the test's transaction): it is pending again.
-    MigrationRecorder.Migration.objects.filter(app="settings_app", name="0001_initial").delete()
+    # Forget one applied migration that nothing depends on (rolled back with the test's
+    # transaction): it alone is pending again.
+    app, name = MigrationLoader(connection).graph.leaf_nodes()[0]
+    MigrationRecorder.Migration.objects.filter(app=app, name=name).delete()
     out = io.StringIO()
     with pytest.raises(CommandError, match="^1 migrations pending: run python manage.py migrate$"):
         call_command("check_connection", "--fail-on-pending", stdout=out)
-    assert "  pending: settings_app.0001_initial" in out.getvalue()
+    assert f"  pending: {app}.{name}" in out.getvalue()
     call_command("check_connection", stdout=io.StringIO())  # without the flag: a report, no error

@@ -11,6 +11,7 @@ import datetime as dt
 import hmac
 import secrets
 
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User, UserSession
@@ -94,15 +95,25 @@ def reset_password(token: str, new_password: str):
     user = user_for_reset_token(token)
     if user is None:
         return None
-    change_password(user, new_password, actor=user, action="password_reset", save=False)
-    user.reset_password_token_hash = None
-    user.reset_password_expires = None
-    user.failed_login_attempts = 0
-    user.locked_until = None
-    if user.status == User.Status.LOCKED:
-        user.status = User.Status.ACTIVE
-    user.save()
+    with transaction.atomic():  # a refused password rolls the token's use back: it stays valid
+        if not _use_up(user, token, "reset_password_token_hash", "reset_password_expires"):
+            return None
+        change_password(user, new_password, actor=user, action="password_reset", save=False)
+        user.reset_password_token_hash = None
+        user.reset_password_expires = None
+        user.failed_login_attempts = 0
+        user.locked_until = None
+        if user.status == User.Status.LOCKED:
+            user.status = User.Status.ACTIVE
+        user.save()
     return user
+
+
+def _use_up(user, token: str, digest_field: str, expiry_field: str) -> bool:
+    """Withdraw ``user``'s token in one conditional UPDATE. Of two requests racing with the same
+    token, both found the user; only the one whose UPDATE still finds the digest goes on."""
+    held = User.all_orgs.filter(pk=user.pk, **{digest_field: sha256_hex(token)})
+    return held.update(**{digest_field: None, expiry_field: None}) == 1
 
 
 # --- email verification ----------------------------------------------------------------
@@ -120,8 +131,8 @@ def issue_verification_token(user, ttl: dt.timedelta = VERIFICATION_TOKEN_TTL) -
     return token
 
 
-def verify_email(token: str):
-    """Mark the email of the token's user verified (pending -> active); None for a bad token."""
+def user_for_verification_token(token: str):
+    """The user whose unexpired verification token this is, or None."""
     if not token:
         return None
     user = in_active_org(User.all_orgs.filter(verification_token_hash=sha256_hex(token))).first()
@@ -129,12 +140,23 @@ def verify_email(token: str):
         return None
     if user.verification_token_expires is None or user.verification_token_expires <= timezone.now():
         return None
-    user.email_verified = True
-    user.verification_token_hash = None
-    user.verification_token_expires = None
-    if user.status == User.Status.PENDING:
-        user.status = User.Status.ACTIVE
-    user.save()
+    return user
+
+
+def verify_email(token: str):
+    """Mark the email of the token's user verified (pending -> active); None for a bad token."""
+    user = user_for_verification_token(token)
+    if user is None:
+        return None
+    with transaction.atomic():
+        if not _use_up(user, token, "verification_token_hash", "verification_token_expires"):
+            return None
+        user.email_verified = True
+        user.verification_token_hash = None
+        user.verification_token_expires = None
+        if user.status == User.Status.PENDING:
+            user.status = User.Status.ACTIVE
+        user.save()
     return user
 
 

@@ -358,6 +358,26 @@ def test_tokens_are_used_once(make_org, make_user):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_tokens_two_requests_racing_with_one_token_use_it_once(make_org, make_user, monkeypatch):
+    """Both requests found the token's user before either used it: only the first resets or verifies."""
+    org = make_org()
+    user = make_user(org, password=PASSWORD)
+    reset = tokens.issue_password_reset_token(user)
+    found_by_both = tokens.user_for_reset_token(reset)
+    assert tokens.reset_password(reset, NEW_PASSWORD) == user
+    monkeypatch.setattr(tokens, "user_for_reset_token", lambda token: found_by_both)
+    assert tokens.reset_password(reset, "Another-pass-99#") is None
+    assert User.all_orgs.get(pk=user.pk).check_password(NEW_PASSWORD)
+
+    pending = make_user(org, status=User.Status.PENDING)
+    verify = tokens.issue_verification_token(pending)
+    found_by_both = tokens.user_for_verification_token(verify)
+    assert tokens.verify_email(verify) == pending
+    monkeypatch.setattr(tokens, "user_for_verification_token", lambda token: found_by_both)
+    assert tokens.verify_email(verify) is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_tokens_a_reset_link_issued_before_a_password_change_no_longer_resets(make_org, make_user):
     from accounts.services import change_password
 

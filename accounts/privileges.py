@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from django.db.models import Q
 
-from accounts.models import GroupRole, Role, User, UserRole
+from accounts.models import GroupRole, User, UserRole
+from accounts.models.directory import permission_codes_by_role
 
 
 def _django_permissions(user) -> set[str]:
@@ -43,15 +44,15 @@ def outranks(target, actor) -> bool:
 def outranking_user_ids(actor) -> set:
     """The users of ``actor``'s organization who outrank ``actor`` (none for a superuser).
 
-    Computed for the whole organization with a handful of queries: each role's
-    permissions once, then every user's direct permissions, roles and group roles.
+    Computed for the whole organization with a handful of queries, however many roles and
+    users: the roles' permissions, then every user's direct permissions, roles and group roles.
     """
     if actor.is_superuser:
         return set()
     users = User.all_orgs.filter(org_id=actor.org_id).exclude(pk=actor.pk)
     found = set(users.filter(is_superuser=True).values_list("pk", flat=True))
     mine = actor.effective_permissions()
-    role_codes = {role.pk: role.effective_permissions() for role in Role.all_orgs.filter(org_id=actor.org_id)}
+    role_codes = permission_codes_by_role(actor.org_id)
     codes: dict = {pk: set(direct or []) for pk, direct in users.values_list("pk", "direct_permissions")}
     links = list(UserRole.all_orgs.filter(org_id=actor.org_id).values_list("user_id", "role_id"))
     links += GroupRole.all_orgs.filter(org_id=actor.org_id).values_list("group__memberships__user_id", "role_id")

@@ -10,7 +10,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.utils import timezone
 
-from accounts.models.directory import GroupRole, Role
+from accounts.models.directory import GroupRole, role_permission_codes
 from accounts.models.organizations import AuthProvider, Organization
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import EncryptedTextField
@@ -240,10 +240,7 @@ class User(HeldToActiveOrg, LegacyRecordModel, AbstractBaseUser, PermissionsMixi
     def _role_permissions(self) -> frozenset[str]:
         role_ids = set(UserRole.all_orgs.filter(user=self).values_list("role_id", flat=True))
         role_ids |= set(GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True))
-        codes: set[str] = set()
-        for role in Role.all_orgs.filter(pk__in=role_ids):
-            codes |= role.effective_permissions()
-        return frozenset(codes)
+        return frozenset(role_permission_codes(role_ids))
 
     def has_agentforge_permission(self, codename: str) -> bool:
         codes = self.effective_permissions()

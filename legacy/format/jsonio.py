@@ -36,6 +36,28 @@ def confined(root: Path, path: Path, label: str) -> Path:
     return path
 
 
+def legacy_file(root: Path, path: Path, label: str) -> Path | None:
+    """``path`` when it is a regular file inside the data directory, None when nothing is there.
+
+    Anything else in a legacy file's place is refused rather than skipped: skipping a
+    directory, a broken link or a FIFO named ``agents.json`` would import no agents and
+    report success."""
+    for parent in reversed(path.relative_to(root).parents[:-1]):
+        folder = root / parent
+        if folder.exists() and not folder.is_dir():
+            raise LegacyDataError(label, f"{parent}/ is not a directory")
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink() and not path.exists():
+        raise LegacyDataError(label, f"a broken symbolic link (to {os.readlink(path)}); refused")
+    confined(root, path, label)
+    if path.is_dir():
+        raise LegacyDataError(label, "a directory where a file should be; refused")
+    if not path.is_file():
+        raise LegacyDataError(label, "not a regular file (a FIFO, socket or device); refused")
+    return path
+
+
 # --- timestamps -----------------------------------------------------------------------
 
 

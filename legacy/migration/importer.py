@@ -8,7 +8,10 @@ so memory stays flat whatever their size.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
+import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from agentforge_site.db_statistics import refresh_statistics
 from agentforge_site.replicas import primary_only
 from legacy.format.collections import LEGACY_COLLECTIONS, file_label
 from legacy.format.errors import LegacyDataError
-from legacy.format.jsonio import confined, read_records
+from legacy.format.jsonio import legacy_file, read_records
 from legacy.format.mappers import Context, lab, registry
 from legacy.format.mappers.accounts import permission_codes
 from legacy.migration import pipeline
@@ -130,14 +133,24 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
         else:
             raise ImportAborted(error, report)
 
+    # Which legacy files are there; one refused (a directory, a broken link) is reported once.
+    present: dict[str, Path] = {}
+    for collection, mapper in registry.items():
+        try:
+            file_path = legacy_file(root, root / mapper.file, mapper.file)
+        except LegacyDataError as exc:
+            fail(exc)
+            continue
+        if file_path is not None:
+            present[collection] = file_path
+
     # 1. small files, loaded whole: their ids are what references are checked against
     loaded: dict[str, object] = {}
     for collection, mapper in registry.items():
-        file_path = root / mapper.file
-        if mapper.stream or not file_path.is_file():
+        file_path = present.get(collection)
+        if mapper.stream or file_path is None:
             continue
         try:
-            confined(root, file_path, mapper.file)
             container = "dict" if mapper.container == "dict" else "list" if mapper.container == "list" else None
             if container:
                 data = dict(read_records(file_path, mapper.file, container, stream=False))
@@ -177,7 +190,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
     for error in _duplicate_emails(loaded.get("security/users"), ctx):
         fail(error)
 
-    with transaction.atomic():
+    with _one_import_at_a_time(skip=ctx.dry_run), transaction.atomic():
         # Every organization's cached reads start afresh once the import commits.
         bump(everything=True)
         if connection.vendor == "sqlite":
@@ -205,13 +218,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                     "security/organizations.json absent: created org_default as AgentForge does on first start"
                 ] += 1
             for collection, mapper in registry.items():
-                file_path = root / mapper.file
-                if not file_path.is_file():
-                    continue
-                try:
-                    confined(root, file_path, mapper.file)
-                except LegacyDataError as exc:
-                    fail(exc)
+                file_path = present.get(collection)
+                if file_path is None:
                     continue
                 report.files.append(mapper.file)
                 try:
@@ -359,6 +367,64 @@ class _Snapshot:
             writer.chain.heads, writer.chain.last = self.chain
 
 
+class ImportRunning(Exception):
+    """Another import holds the database's import lock (nothing was read or written)."""
+
+
+IMPORT_LOCK = "agentforge.import_json"
+
+
+@contextlib.contextmanager
+def _one_import_at_a_time(skip: bool = False):
+    """Hold the database's import lock for the whole transaction, or stop at once.
+
+    Two imports of one directory would insert the same keys side by side: the second
+    blocks on the first's rows and then dies on a duplicate key (PostgreSQL), a deadlock
+    (MariaDB) or the busy timeout (SQLite), with a traceback. A session lock that the server
+    drops with the connection (or, on SQLite, a lock on a file beside the database that the
+    kernel drops with the process) survives no crash. Dry runs write nothing and take none."""
+    if skip:
+        yield
+        return
+    busy = ImportRunning("another import_json is running against this database; wait for it to end, then run again")
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        name = str(connection.settings_dict["NAME"])
+        if name == ":memory:" or name.startswith("file:"):
+            yield
+            return
+        fd = os.open(name + ".import-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise busy from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+        return
+    if vendor == "postgresql":
+        take, give = "SELECT pg_try_advisory_lock(hashtext(%s))", "SELECT pg_advisory_unlock(hashtext(%s))"
+    elif vendor == "mysql":  # GET_LOCK names are server-wide: one per database
+        take, give = (
+            "SELECT GET_LOCK(CONCAT(DATABASE(), '.', %s), 0)",
+            "SELECT RELEASE_LOCK(CONCAT(DATABASE(), '.', %s))",
+        )
+    else:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(take, [IMPORT_LOCK])
+        if not cursor.fetchone()[0]:
+            raise busy
+    try:
+        yield
+    finally:
+        if connection.is_usable():
+            with connection.cursor() as cursor:
+                cursor.execute(give, [IMPORT_LOCK])
+
+
 def _report_cross_org_links(writer, report) -> None:
     """Warn about imported links between organizations (JSON-era identity configs naming
     the default organization's roles): the ORM refuses to write such links and scoped
@@ -380,18 +446,19 @@ def _report_cross_org_links(writer, report) -> None:
 def _import_lab(root: Path, ctx, writer, report, options, fail):
     folder = root / "lab"
     if not folder.is_dir():
+        if os.path.lexists(folder):
+            fail(LegacyDataError("lab/", "not a directory; refused"))
         return
     binaries = 0
     from legacy.format.jsonio import load_json
 
     for file_path in sorted(folder.iterdir()):
-        if not file_path.is_file():
-            continue
         if file_path.suffix != ".json":
-            binaries += 1
+            binaries += file_path.is_file()
             continue
         try:
-            confined(root, file_path, f"lab/{file_path.name}")
+            if legacy_file(root, file_path, f"lab/{file_path.name}") is None:
+                continue
             data = load_json(file_path, f"lab/{file_path.name}")
         except LegacyDataError as exc:
             fail(exc)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +13,15 @@ from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
 from legacy.format.errors import LegacyDataError
-from legacy.migration.importer import ImportAborted, ImportOptions, import_directory, summary_rows
+from legacy.migration.importer import ImportAborted, ImportOptions, ImportRunning, import_directory, summary_rows
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised where the import is, like KeyboardInterrupt (no ``except Exception`` stops it)."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted()
 
 
 class Command(AgentForgeCommand):
@@ -44,14 +54,28 @@ class Command(AgentForgeCommand):
         )
         if not Path(data_dir).is_dir():
             raise CommandError(f"{data_dir}: not a directory")
+        # SIGTERM (kill, systemd, docker stop) unwinds like Ctrl-C: the transaction is rolled
+        # back and the reader process stopped before exit, instead of dying mid-write.
+        in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be caught
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
         try:
             report = import_directory(data_dir, opts)
         except ImportAborted as exc:
             self._clear_progress(progress)
-            raise CommandError(f"{exc.error}\nNothing was imported (the transaction was rolled back).") from None
-        except LegacyDataError as exc:
+            raise CommandError(f"{exc.error} (nothing was imported: the transaction was rolled back)") from None
+        except (LegacyDataError, ImportRunning) as exc:
             self._clear_progress(progress)
             raise CommandError(str(exc)) from None
+        except (KeyboardInterrupt, Interrupted) as exc:
+            self._clear_progress(progress)
+            name, code = ("SIGTERM", 143) if isinstance(exc, Interrupted) else ("SIGINT", 130)
+            raise CommandError(
+                f"{data_dir}: interrupted by {name}; nothing was imported (the transaction was rolled back)",
+                returncode=code,
+            ) from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
         self._clear_progress(progress)
         if report.backup_path and verbosity > 0:
             self.stdout.write(f"Backup written to {report.backup_path}")

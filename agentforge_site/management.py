@@ -8,13 +8,28 @@ one-line ``CommandError`` naming what was wrong, never a traceback.
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from agentforge_core.tenancy import OrgScopeError, resolve_org
 
 
+class Interrupted(BaseException):
+    """SIGTERM, raised wherever the command is, as Ctrl-C raises KeyboardInterrupt: open
+    transactions roll back and ``finally`` blocks run (no ``except Exception`` stops it)."""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted()
+
+
 class AgentForgeCommand(BaseCommand):
+    # Appended to the one-line message when SIGINT/SIGTERM stops the command.
+    interrupted_note = "stopped before it finished"
+
     def add_database_argument(self, parser) -> None:
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
 
@@ -60,7 +75,17 @@ class AgentForgeCommand(BaseCommand):
         return alias
 
     def execute(self, *args, **options):
+        # SIGTERM (kill, systemd, docker stop) unwinds like Ctrl-C instead of ending the
+        # process mid-write; signals can only be caught in the main thread.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted) if in_main_thread else None
         try:
             return super().execute(*args, **options)
         except OrgScopeError as exc:  # a scoping refusal deep in the work: one line, like any CommandError
             raise CommandError(str(exc)) from None
+        except (KeyboardInterrupt, Interrupted) as exc:
+            name, code = ("SIGTERM", 143) if isinstance(exc, Interrupted) else ("SIGINT", 130)
+            raise CommandError(f"interrupted by {name}; {self.interrupted_note}", returncode=code) from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)

@@ -422,7 +422,11 @@ def _kind(value) -> str:
 
 
 class JSONWriter:
-    """Write one legacy file incrementally, formatted like ``json.dump(obj, indent=2)``."""
+    """Write one legacy file incrementally, formatted like ``json.dump(obj, indent=2)``.
+
+    The text goes to ``<file>.tmp``; :meth:`close` fsyncs it and renames it over the file, so
+    an export that fails (disk full, a secret it cannot decrypt, Ctrl-C) leaves the previous
+    file whole, never a truncated one. :meth:`abort` drops the temporary file."""
 
     def __init__(self, path: Path, container: str, ensure_ascii: bool, one_line: bool = False):
         private_dir(path.parent)  # exports hold decrypted secrets
@@ -456,11 +460,50 @@ class JSONWriter:
         else:
             close = "}" if self.container == "dict" else "]"
             self.fh.write(close if self.one_line else "\n" + close)
-        self.fh.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        _fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        except OSError:
+            pass  # ENOSPC again while flushing what is buffered: the file goes anyway
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_object(path: Path, obj, ensure_ascii: bool) -> None:
+    """One whole-object file, atomically (see JSONWriter)."""
     private_dir(path.parent)
-    with open_private(path) as fh:
-        fh.write(json.dumps(obj, ensure_ascii=ensure_ascii, indent=2))
+    text = json.dumps(obj, ensure_ascii=ensure_ascii, indent=2)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open_private(tmp) as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)

@@ -51,8 +51,10 @@ def export_directory(out_dir, progress=None) -> Counter:
                     writer.add(record, mapper.export_key(instance, record))
                     if progress and writer.count % 1000 == 0:
                         progress(collection, writer.count)
-        finally:
-            writer.close()
+        except BaseException:
+            writer.abort()  # the previous file stays whole: a half-written one must not look complete
+            raise
+        writer.close()
         counts[mapper.file] = writer.count
     for row in lab.export_queryset():
         write_object(root / "lab" / row.legacy_id, lab.to_legacy(row), ensure_ascii=False)

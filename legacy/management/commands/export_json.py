@@ -12,6 +12,7 @@ from legacy.migration.exporter import export_directory, passwords_agentforge_can
 
 class Command(AgentForgeCommand):
     help = "Export the database as AgentForge legacy JSON files (secrets decrypted)."
+    interrupted_note = "each file is the previous one or complete, never cut short; run export_json again"
 
     def add_arguments(self, parser):
         parser.add_argument("out_dir", help="Directory to write (created if missing; files are replaced).")
@@ -24,7 +25,8 @@ class Command(AgentForgeCommand):
         except DecryptionError as exc:
             raise CommandError(f"cannot decrypt a secret: {exc}") from None
         except OSError as exc:
-            raise CommandError(f"{options['out_dir']}: {exc.strerror or exc}") from None
+            # one line naming the file (disk full, read-only) or the directory
+            raise CommandError(f"{exc.filename or options['out_dir']}: {exc.strerror or exc}") from None
         if locked_out:
             self.stderr.write(
                 f"warning: {locked_out} user(s) have a password AgentForge cannot verify (bcrypt, written after "

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,16 +14,9 @@ from legacy.format.errors import LegacyDataError
 from legacy.migration.importer import ImportAborted, ImportOptions, ImportRunning, import_directory, summary_rows
 
 
-class Interrupted(BaseException):
-    """SIGTERM, raised where the import is, like KeyboardInterrupt (no ``except Exception`` stops it)."""
-
-
-def _interrupt(signum, frame):
-    raise Interrupted()
-
-
 class Command(AgentForgeCommand):
     help = "Import the legacy AgentForge JSON data directory (one transaction, all or nothing)."
+    interrupted_note = "nothing was imported (the transaction was rolled back)"
 
     def add_arguments(self, parser):
         parser.add_argument("data_dir", nargs="?", help="Legacy data directory (default: LEGACY_DATA_DIR, else data/).")
@@ -54,10 +45,6 @@ class Command(AgentForgeCommand):
         )
         if not Path(data_dir).is_dir():
             raise CommandError(f"{data_dir}: not a directory")
-        # SIGTERM (kill, systemd, docker stop) unwinds like Ctrl-C: the transaction is rolled
-        # back and the reader process stopped before exit, instead of dying mid-write.
-        in_main_thread = threading.current_thread() is threading.main_thread()  # where signals can be caught
-        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
         try:
             report = import_directory(data_dir, opts)
         except ImportAborted as exc:
@@ -66,16 +53,9 @@ class Command(AgentForgeCommand):
         except (LegacyDataError, ImportRunning) as exc:
             self._clear_progress(progress)
             raise CommandError(str(exc)) from None
-        except (KeyboardInterrupt, Interrupted) as exc:
+        except BaseException:  # SIGINT/SIGTERM: AgentForgeCommand reports them
             self._clear_progress(progress)
-            name, code = ("SIGTERM", 143) if isinstance(exc, Interrupted) else ("SIGINT", 130)
-            raise CommandError(
-                f"{data_dir}: interrupted by {name}; nothing was imported (the transaction was rolled back)",
-                returncode=code,
-            ) from None
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            raise
         self._clear_progress(progress)
         if report.backup_path and verbosity > 0:
             self.stdout.write(f"Backup written to {report.backup_path}")

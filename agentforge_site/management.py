@@ -30,6 +30,13 @@ class AgentForgeCommand(BaseCommand):
     # Appended to the one-line message when SIGINT/SIGTERM stops the command.
     interrupted_note = "stopped before it finished"
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # A wrong argument is one line on stderr (exit 2) like every other refusal, not the
+        # whole usage block first; --help still prints it.
+        parser.print_usage = lambda file=None: None
+        return parser
+
     def add_database_argument(self, parser) -> None:
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS, help="Database alias (default: default).")
 

@@ -7,6 +7,7 @@ on one line, no trailing newline). Big collections are streamed from the databas
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter, defaultdict
 
 from accounts.models import User
@@ -38,28 +39,43 @@ def export_directory(out_dir, progress=None) -> Counter:
             data = mapper.export(ctx)
             if data is None:
                 continue
-            write_object(path, data, ensure_ascii)
+            with _naming(path):
+                write_object(path, data, ensure_ascii)
             counts[mapper.file] = 1
             continue
-        writer = JSONWriter(path, mapper.container, ensure_ascii, one_line=legacy.one_line)
-        try:
-            if collection == "conversations":
-                _write_conversations(mapper, writer, ctx)
-            else:
-                for instance in mapper.export_queryset().iterator(chunk_size=2000):
-                    record = mapper.to_legacy(instance, ctx)
-                    writer.add(record, mapper.export_key(instance, record))
-                    if progress and writer.count % 1000 == 0:
-                        progress(collection, writer.count)
-        except BaseException:
-            writer.abort()  # the previous file stays whole: a half-written one must not look complete
-            raise
-        writer.close()
+        with _naming(path):
+            writer = JSONWriter(path, mapper.container, ensure_ascii, one_line=legacy.one_line)
+            try:
+                if collection == "conversations":
+                    _write_conversations(mapper, writer, ctx)
+                else:
+                    for instance in mapper.export_queryset().iterator(chunk_size=2000):
+                        record = mapper.to_legacy(instance, ctx)
+                        writer.add(record, mapper.export_key(instance, record))
+                        if progress and writer.count % 1000 == 0:
+                            progress(collection, writer.count)
+            except BaseException:
+                writer.abort()  # the previous file stays whole: a half-written one must not look complete
+                raise
+            writer.close()
         counts[mapper.file] = writer.count
     for row in lab.export_queryset():
-        write_object(root / "lab" / row.legacy_id, lab.to_legacy(row), ensure_ascii=False)
+        path = root / "lab" / row.legacy_id
+        with _naming(path):
+            write_object(path, lab.to_legacy(row), ensure_ascii=False)
         counts["lab/"] += 1
     return counts
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """An OSError of a write (disk full) carries no file name: give it the file's."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def passwords_agentforge_cannot_verify() -> int:

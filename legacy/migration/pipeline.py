@@ -48,6 +48,9 @@ PIPE_SIZE = 1 << 20  # Linux caps an unprivileged pipe at 1 MiB by default
 QUEUED_MESSAGES = 4  # messages read ahead while the database works (a few MiB)
 
 
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 class PipelineAbort(Exception):
     """The rows are not all plain new inserts: import the collection in one process."""
 
@@ -325,7 +328,6 @@ def _forbid_database() -> None:
 def _reader_main(mapper, file_path, ctx, encoders, complete, write_fd) -> None:
     status = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importing process's to handle
         _forbid_database()
         ctx.db_matches_source = complete
         out = os.fdopen(write_fd, "wb", buffering=PIPE_SIZE)
@@ -422,20 +424,33 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
         fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except (OSError, AttributeError):
         pass  # a smaller pipe only means more context switches
-    pid = os.fork()
+    # Signals wait until both sides are ready for them: a Ctrl-C between fork() and the
+    # ``try`` below would leave the reader running unreaped, and in the child it would unwind
+    # through the importer's own stack.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        raise
     if pid == 0:  # pragma: no cover - the reader; coverage cannot follow os._exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importing process's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the importer's handler: just end
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
         os.close(read_fd)
         _reader_main(mapper, file_path, ctx, encoders, complete, write_fd)
     os.close(write_fd)
-    # A thread empties the pipe while this one waits for the database, so the reader
-    # never stalls on a full pipe (1 MiB is a fraction of a second of its work).
-    messages: queue.Queue = queue.Queue(maxsize=QUEUED_MESSAGES)
-    stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
-    pump = threading.Thread(target=_pump, args=(stream, messages), name="import-pipeline", daemon=True)
-    pump.start()
-    sink = _Sink(writer, encoders)
+    stream = pump = None
     count = 0
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        # A thread empties the pipe while this one waits for the database, so the reader
+        # never stalls on a full pipe (1 MiB is a fraction of a second of its work).
+        messages: queue.Queue = queue.Queue(maxsize=QUEUED_MESSAGES)
+        stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
+        pump = threading.Thread(target=_pump, args=(stream, messages), name="import-pipeline", daemon=True)
+        pump.start()
+        sink = _Sink(writer, encoders)
         while True:
             message = messages.get()
             if message is None:
@@ -470,12 +485,15 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
         sink.flush_all()
     finally:
         _stop(pid)  # its end of the pipe closes, so the pump stops after at most one message
-        while pump.is_alive():
+        while pump is not None and pump.is_alive():
             try:
                 messages.get(timeout=0.05)
             except queue.Empty:
                 pass
-        stream.close()
+        if stream is not None:
+            stream.close()
+        else:
+            os.close(read_fd)
     return count
 
 

@@ -371,3 +371,55 @@ def test_a_second_import_while_one_runs_is_refused_at_once(big_dir):
 def test_wrong_arguments_are_one_line_and_a_non_zero_exit(args, code, line):
     done = _manage(*args)
     assert (done.returncode, done.stderr) == (code, line + "\n")
+
+
+# --- export while the application writes -------------------------------------------------------
+
+
+@pytest.fixture
+def second_connection(transactional_db):
+    """Another connection to the test database: the application (the dual-write store) writing
+    while export_json runs."""
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    other.alias = "application"
+    connections["application"] = other
+    try:
+        yield "application"
+    finally:
+        other.close()
+        if hasattr(other, "close_pool"):  # PostgreSQL's psycopg pool holds its own sessions
+            other.close_pool()
+        del connections["application"]
+
+
+def test_an_export_reads_every_table_as_of_one_moment(copy, tmp_path, monkeypatch, second_connection):
+    """The application renames every agent and adds a conversation right after tools.json is
+    written: the export shows the moment it began (the old names, the conversations then), not
+    tools of one moment beside agents of the next."""
+    from conversations.models import Conversation
+    from legacy.format import jsonio
+
+    run_import(copy, verbosity=0)
+    with unscoped():
+        names = dict(Agent.all_orgs.values_list("legacy_id", "name"))
+        conversations = set(Conversation.all_orgs.values_list("legacy_id", flat=True))
+    real_close = jsonio.JSONWriter.close
+
+    def close(writer):
+        real_close(writer)
+        if writer.path.name == "tools.json":  # update(): no signals, so nothing on this connection
+            with unscoped():
+                Agent.all_orgs.using(second_connection).update(name="renamed during the export")
+                Conversation.all_orgs.using(second_connection).update(title="retitled during the export")
+
+    monkeypatch.setattr(jsonio.JSONWriter, "close", close)
+    out = tmp_path / "export"
+    run_export(out)
+    exported = json.loads((out / "agents.json").read_text())
+    assert {agent["id"]: agent["name"] for agent in exported.values()} == names
+    titles = {c["title"] for c in json.loads((out / "conversations.json").read_text()).values()}
+    assert len(conversations) > 0 and "retitled during the export" not in titles
+    with unscoped():  # the application's writes are there, for the next export
+        assert set(Agent.all_orgs.values_list("name", flat=True)) == {"renamed during the export"}

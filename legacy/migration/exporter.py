@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections import Counter, defaultdict
 
+from django.db import connection, transaction
+
 from accounts.models import User
 from agentforge_site.files import private_dir
 from agentforge_site.replicas import primary_only
@@ -25,6 +27,41 @@ from legacy.format.mappers import Context, lab, registry
 def export_directory(out_dir, progress=None) -> Counter:
     """Write every legacy file under ``out_dir``; return records written per file."""
     root = private_dir(out_dir)  # decrypted secrets: 0700 directories, 0600 files
+    with _snapshot():
+        return _export(root, progress)
+
+
+@contextlib.contextmanager
+def _snapshot():
+    """Read every table as of one moment: an application (the dual-write store) writing during
+    the export must not leave agents.json naming a tool that tools.json, written a second
+    earlier, lacks. A transaction that only reads and blocks no writer, on every backend (not
+    READ ONLY: the slow-query monitor still records its events in it)."""
+    if connection.in_atomic_block:  # the caller's transaction is the view
+        yield
+        return
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        # Django's transactions take SQLite's write lock at BEGIN (IMMEDIATE), which would stop
+        # every writer for the length of the export; a deferred one reads a WAL snapshot.
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN DEFERRED")
+            try:
+                yield
+            finally:
+                cursor.execute("COMMIT")
+        return
+    if vendor == "mysql":  # for the next transaction (the connection's default is READ COMMITTED)
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with transaction.atomic():
+        if vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def _export(root, progress) -> Counter:
     ctx = Context()
     # Legacy ids of every row that records refer to, read once rather than row by row.
     for model in dict.fromkeys(registry[name].model for name, c in LEGACY_COLLECTIONS.items() if c.referenced):

@@ -56,6 +56,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         for connection in _postgresql_connections():
             rls.use_owner_role(connection)
+    from django.db import connections
+
+    for alias in connections:  # import_json's lock file beside a SQLite test database
+        if connections[alias].vendor == "sqlite":
+            with contextlib.suppress(OSError):
+                os.unlink(str(connections[alias].settings_dict["NAME"]) + ".import-lock")
 
 
 @pytest.fixture

@@ -334,11 +334,27 @@ def test_a_second_import_while_one_runs_is_refused_at_once(big_dir):
     second = _manage("import_json", str(big_dir), "-v0")
     assert (second.returncode, second.stderr) == (
         1,
-        "CommandError: another import_json is running against this database; wait for it to end, then run again\n",
+        f"CommandError: {BUSY}\n",
     )
     _, err = first.communicate(timeout=300)
     assert (first.returncode, err) == (0, "")
     assert _counts() == (29 + AUDIT_ENTRIES, 5)  # one import's rows, nothing twice or interleaved
+
+
+BUSY = (
+    "another import is writing to this database (import_json, or verify_parity --fix-from json); "
+    "wait for it to end, then run again"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_repair_from_the_files_is_refused_while_an_import_runs():
+    """verify_parity --fix-from json writes the database as an import does: it takes the same lock."""
+    from legacy.migration.importer import one_import_at_a_time
+
+    with one_import_at_a_time():  # held by this test's own session, as a running import holds it
+        repair = _manage("verify_parity", "--data-dir", str(SAMPLE), "--fix-from", "json", "-v0")
+    assert (repair.returncode, repair.stderr) == (1, f"CommandError: {BUSY}\n")
 
 
 @pytest.mark.once

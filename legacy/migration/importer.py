@@ -190,7 +190,7 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
     for error in _duplicate_emails(loaded.get("security/users"), ctx):
         fail(error)
 
-    with _one_import_at_a_time(skip=ctx.dry_run), transaction.atomic():
+    with one_import_at_a_time(skip=ctx.dry_run), transaction.atomic():
         # Every organization's cached reads start afresh once the import commits.
         bump(everything=True)
         if connection.vendor == "sqlite":
@@ -375,8 +375,9 @@ IMPORT_LOCK = "agentforge.import_json"
 
 
 @contextlib.contextmanager
-def _one_import_at_a_time(skip: bool = False):
-    """Hold the database's import lock for the whole transaction, or stop at once.
+def one_import_at_a_time(skip: bool = False):
+    """Hold the database's import lock for the whole transaction, or stop at once (import_json,
+    and verify_parity's repair from the files, which writes as an import does).
 
     Two imports of one directory would insert the same keys side by side: the second
     blocks on the first's rows and then dies on a duplicate key (PostgreSQL), a deadlock
@@ -386,7 +387,10 @@ def _one_import_at_a_time(skip: bool = False):
     if skip:
         yield
         return
-    busy = ImportRunning("another import_json is running against this database; wait for it to end, then run again")
+    busy = ImportRunning(
+        "another import is writing to this database (import_json, or verify_parity --fix-from json); "
+        "wait for it to end, then run again"
+    )
     vendor = connection.vendor
     if vendor == "sqlite":
         name = str(connection.settings_dict["NAME"])

@@ -19,6 +19,7 @@ from django.core.management.base import CommandError
 
 from agentforge_site.management import AgentForgeCommand
 from legacy.format.errors import LegacyDataError
+from legacy.migration.importer import ImportRunning, one_import_at_a_time
 from legacy.store import legacy_data_dir
 from legacy.store.parity import Parity, parity_collections
 
@@ -58,7 +59,15 @@ class Command(AgentForgeCommand):
         verbosity = options["verbosity"]
         limit = options["limit"]
         fix = options["fix_from"]
+        # Files win: the repair writes the database as an import does, so it waits for no import
+        # and no import runs beside it (the comparison included, so it fixes what it compared).
+        try:
+            with one_import_at_a_time(skip=fix != "json"):
+                self._compare_and_repair(parity, collections, fix, verbosity, limit)
+        except ImportRunning as exc:
+            raise CommandError(str(exc)) from None
 
+    def _compare_and_repair(self, parity, collections, fix, verbosity, limit) -> None:
         try:
             drift = self._report(parity, collections, verbosity, limit)
         except LegacyDataError as exc:

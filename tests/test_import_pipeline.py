@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 
 import pytest
 from django.core.management.base import CommandError
@@ -310,3 +311,32 @@ def test_small_files_and_dry_runs_stay_in_one_process(settings, corpus_dir):
     assert _import(corpus_dir).pipelined == []
     settings.LEGACY_IMPORT_PIPELINE_MIN_BYTES = 0
     assert _import(corpus_dir, dry_run=True).pipelined == []
+
+
+@pytest.mark.once
+def test_stopping_the_reader_reaps_it_even_when_an_interrupt_lands_in_the_wait(monkeypatch):
+    """Ctrl-C during the importer's wait for its killed reader used to leave the reader unreaped
+    (the handler raised out of waitpid): it is reaped first, then the interrupt unwinds."""
+    import signal
+
+    from legacy.migration import pipeline
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the stand-in reader: ends on its own, a little later
+        time.sleep(0.5)
+        os._exit(0)
+    monkeypatch.setattr(pipeline.os, "kill", lambda pid, sig: None)  # so the wait has to wait
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline._stop(pid)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(ChildProcessError):  # reaped: no such child any more
+        os.waitpid(pid, os.WNOHANG)

@@ -516,4 +516,16 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    os.waitpid(pid, 0)
+    # Reap it even when Ctrl-C or SIGTERM lands during the wait (its handler raises out of
+    # waitpid): otherwise the killed reader outlives the import, unreaped. Then unwind.
+    interrupted = None
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            break
+        except BaseException as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted

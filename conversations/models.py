@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from agentforge_core.models import LegacyRecordModel, OrgOwnedModel, TimestampedModel, org_foreign_key, org_index
@@ -36,6 +36,25 @@ class Conversation(LegacyRecordModel, OrgOwnedModel, TimestampedModel):
     def is_test(self) -> bool:
         """Test/sandbox chats are marked only by their title prefix."""
         return self.title.startswith(TEST_TITLE_PREFIX)
+
+    def add_message(self, role: str, content: str = "", **fields) -> Message:
+        """Append a message (AgentForge's ``ConversationService.add_message``) at the next position,
+        however many writers append at once, and move the conversation's ``updated_at``.
+
+        The conversation's row is updated before the last position is read: the UPDATE takes
+        its row lock (PostgreSQL, MariaDB) or the database's write lock (SQLite), so a second
+        writer reads the position only after the first has committed its message. Another
+        organization's conversation is not found (``Conversation.DoesNotExist``)."""
+        now = timezone.now()
+        with transaction.atomic():
+            if not Conversation.objects.filter(pk=self.pk).update(updated_at=now):
+                raise Conversation.DoesNotExist(f"no conversation {self.pk} in the active organization")
+            last = Message.objects.filter(conversation=self).aggregate(last=models.Max("position"))["last"]
+            message = Message.objects.create(
+                conversation=self, role=role, content=content, position=0 if last is None else last + 1, **fields
+            )
+        self.updated_at = now
+        return message
 
 
 class Message(LegacyRecordModel, OrgOwnedModel):

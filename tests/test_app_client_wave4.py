@@ -141,18 +141,6 @@ def make_conversation(org, agent, user, title, messages=0):
     return conversation
 
 
-def append_message(conversation, role, content):
-    """ConversationService.add_message: the next message, and the conversation's updated_at."""
-    now = timezone.now()
-    with transaction.atomic():
-        position = Message.objects.filter(conversation=conversation).aggregate(last=Max("position"))["last"]
-        message = Message.objects.create(
-            conversation=conversation, role=role, content=content, position=0 if position is None else position + 1
-        )
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
-    return message
-
-
 def test_appending_a_message_costs_the_same_however_long_the_conversation(make_org, make_user):
     org = make_org()
     user = make_user(org)
@@ -161,11 +149,51 @@ def test_appending_a_message_costs_the_same_however_long_the_conversation(make_o
     for total in (FEW, MANY):
         conversation = make_conversation(org, agent, user, f"c{total}", messages=total)
         with org_scope(org):
-            message, count = queries(lambda: append_message(conversation, "assistant", "hello"))
+            message, count = queries(lambda: conversation.add_message("assistant", "hello"))
             assert message.position == total
             assert list(conversation.messages.values_list("content", flat=True))[-2:] == [f"m{total - 1}", "hello"]
         counts.append(count)
     assert counts[0] == counts[1]
+
+
+@pytest.mark.django_db(transaction=True)  # each writer commits on its own connection
+def test_writers_appending_at_once_get_consecutive_positions(make_org, make_user):
+    """Two request threads answering in one conversation: no position twice, none skipped."""
+    import threading
+
+    org = make_org()
+    conversation = make_conversation(org, make_agent(org, "a"), make_user(org), "busy")
+    start = threading.Barrier(2)
+    failures = []
+
+    def writer(name):
+        try:
+            with org_scope(org):
+                start.wait()
+                for i in range(15):
+                    conversation.add_message("assistant", f"{name}{i}")
+        except Exception as exc:  # reported below: a thread's exception would be lost
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with org_scope(org):
+        assert sorted(conversation.messages.values_list("position", flat=True)) == list(range(30))
+
+
+def test_appending_to_another_organizations_conversation_finds_no_conversation(make_org, make_user):
+    mine, other = make_org(), make_org()
+    theirs = make_conversation(other, make_agent(other, "a"), make_user(other), "theirs")
+    with org_scope(mine), pytest.raises(Conversation.DoesNotExist):
+        theirs.add_message("user", "hello")
+    with org_scope(other):
+        assert theirs.messages.count() == 0
 
 
 def test_a_conversation_appended_through_the_store_keeps_its_messages_in_order(default_org, make_user):

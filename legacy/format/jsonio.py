@@ -460,33 +460,10 @@ class JSONWriter:
         else:
             close = "}" if self.container == "dict" else "]"
             self.fh.write(close if self.one_line else "\n" + close)
-        try:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
-            self.fh.close()
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        _fsync_dir(self.path.parent)
+        replace_atomically(self.fh, self.tmp, self.path)
 
     def abort(self) -> None:
-        try:
-            self.fh.close()
-        except OSError:
-            pass  # ENOSPC again while flushing what is buffered: the file goes anyway
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        discard_temporary(self.fh, self.tmp)
 
 
 def write_object(path: Path, obj, ensure_ascii: bool) -> None:
@@ -494,16 +471,47 @@ def write_object(path: Path, obj, ensure_ascii: bool) -> None:
     private_dir(path.parent)
     text = json.dumps(obj, ensure_ascii=ensure_ascii, indent=2)
     tmp = path.with_name(path.name + ".tmp")
+    fh = open_private(tmp)
     try:
-        with open_private(tmp) as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fh.write(text)
+    except BaseException:
+        discard_temporary(fh, tmp)
+        raise
+    replace_atomically(fh, tmp, path)
+
+
+# --- atomic files (these exports, and the parallel run's record files) ------------------------
+
+
+def replace_atomically(fh, tmp, path: Path) -> None:
+    """Make the temporary file ``tmp``, written through ``fh``, the file at ``path``: fsync it,
+    rename it over ``path``, fsync the directory. On any failure the temporary file goes and
+    ``path`` keeps its previous content whole."""
+    try:
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        discard_temporary(fh, tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
+
+
+def discard_temporary(fh, tmp) -> None:
+    try:
+        fh.close()
+    except OSError:
+        pass  # ENOSPC again while flushing what is buffered: the file goes anyway
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 from legacy.format.collections import LEGACY_COLLECTIONS, file_label
 from legacy.format.errors import LegacyDataError
+from legacy.format.jsonio import discard_temporary, replace_atomically
 
 # The record files of legacy.format.collections: objects keyed by record id, and lists whose
 # records are found by their key (see ``record_key``). Single-object files are no stores.
@@ -143,14 +144,6 @@ def _signature(path: Path):
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: temp file in the same dir, fsync, rename, fsync dir."""
     directory = path.parent
@@ -162,18 +155,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.umask(umask)
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    fh = os.fdopen(fd, "w", encoding="utf-8")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.fchmod(fd, mode)
+        fh.write(text)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        discard_temporary(fh, tmp)
         raise
-    fsync_dir(directory)
+    replace_atomically(fh, tmp, path)
 
 
 class LegacyFiles:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts.models import User, UserSession
 from accounts.services import change_password
 from agentforge_core.crypto import sha256_hex
-from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org
+from agentforge_core.models import check_org_for_write, held_to_active_org
 from security.audit import record_auth_event, record_security_event
 from security.middleware import request_context
 from security.models import SecurityEvent
@@ -35,21 +35,11 @@ def _matches(stored: str | None, token: str) -> bool:
     return bool(stored) and hmac.compare_digest(stored, sha256_hex(token))
 
 
-def in_active_org(queryset):
-    """A credential lookup made while an organization is active finds only that organization's
-    rows. Row-level security does so on PostgreSQL; elsewhere another organization's token
-    was found and its use then failed half-way (OrgScopeError, the token not used up)."""
-    active = current_org()
-    return queryset if active is None or active is ALL_ORGS else queryset.filter(org_id=active)
-
-
-def refuse_another_organizations_user(user) -> None:
-    """Inside an organization, tokens are issued to its users only, as create_session does.
-    Row-level security on PostgreSQL stored nothing (a token that never works); elsewhere the
-    token was stored for a user of another organization."""
-    active = current_org()
-    if active is not None and active is not ALL_ORGS and user.org_id != active:
-        raise OrgScopeError(f"user {user.pk} belongs to organization {user.org_id}, active is {active}")
+# Inside an organization, tokens and sessions are looked up among its rows only
+# (held_to_active_org: what row-level security does on PostgreSQL; elsewhere another
+# organization's token was found and its use failed half-way), and issued to its users only
+# (check_org_for_write, as create_session's row is checked: PostgreSQL stored nothing and
+# returned a token that never worked, the others stored it).
 
 
 # --- password reset --------------------------------------------------------------------
@@ -57,7 +47,7 @@ def refuse_another_organizations_user(user) -> None:
 
 def issue_password_reset_token(user, ttl: dt.timedelta = RESET_TOKEN_TTL, request=None) -> str:
     """A new reset token for ``user`` (replacing any earlier one); returns the plaintext."""
-    refuse_another_organizations_user(user)
+    check_org_for_write(user)
     token = new_token()
     user.reset_password_token_hash = sha256_hex(token)
     user.reset_password_expires = timezone.now() + ttl
@@ -78,7 +68,7 @@ def user_for_reset_token(token: str):
     """The user whose unexpired reset token this is, or None."""
     if not token:
         return None
-    user = in_active_org(User.all_orgs.filter(reset_password_token_hash=sha256_hex(token))).first()
+    user = held_to_active_org(User.all_orgs.filter(reset_password_token_hash=sha256_hex(token))).first()
     if user is None or not _matches(user.reset_password_token_hash, token):
         return None
     if user.reset_password_expires is None or user.reset_password_expires <= timezone.now():
@@ -120,7 +110,7 @@ def _use_up(user, token: str, digest_field: str, expiry_field: str) -> bool:
 
 
 def issue_verification_token(user, ttl: dt.timedelta = VERIFICATION_TOKEN_TTL) -> str:
-    refuse_another_organizations_user(user)
+    check_org_for_write(user)
     token = new_token()
     user.verification_token_hash = sha256_hex(token)
     user.verification_token_expires = timezone.now() + ttl
@@ -135,7 +125,7 @@ def user_for_verification_token(token: str):
     """The user whose unexpired verification token this is, or None."""
     if not token:
         return None
-    user = in_active_org(User.all_orgs.filter(verification_token_hash=sha256_hex(token))).first()
+    user = held_to_active_org(User.all_orgs.filter(verification_token_hash=sha256_hex(token))).first()
     if user is None or not _matches(user.verification_token_hash, token):
         return None
     if user.verification_token_expires is None or user.verification_token_expires <= timezone.now():
@@ -193,7 +183,7 @@ def get_session(token: str):
         return None
     now = timezone.now()
     session = (
-        in_active_org(
+        held_to_active_org(
             UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True, expires_at__gt=now)
         )
         .select_related("user")
@@ -238,7 +228,7 @@ def end_sessions(user, reason: str, *, actor=None) -> int:
 
 def revoke_session(token: str) -> bool:
     return bool(
-        in_active_org(UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True)).update(
+        held_to_active_org(UserSession.all_orgs.filter(token_hash=sha256_hex(token), revoked_at__isnull=True)).update(
             revoked_at=timezone.now()
         )
     )

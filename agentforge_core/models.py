@@ -236,13 +236,19 @@ def reads_tenant_tables(query) -> bool:
     )
 
 
+def reads_other_orgs(query) -> bool:
+    """Whether ``query`` reads tenant tables without being held to the active organization
+    (an ``all_orgs`` or base-manager queryset), so that every organization's rows come back."""
+    return reads_tenant_tables(query) and not carries_org_condition(query)
+
+
 def refuse_unscoped_subquery(model_name: str, subquery) -> None:
     """A subquery over tenant tables that is not itself scoped (``Subquery(Tool.all_orgs...)``,
     ``Exists(...)``, ``pk__in=Model.all_orgs...``) is refused in a scoped statement, as
     combining a scoped queryset with an unscoped one is: it would read every organization's
     rows into the active one's results on SQLite and MariaDB, and only the active one's on
     PostgreSQL (row-level security)."""
-    if reads_tenant_tables(subquery) and not carries_org_condition(subquery):
+    if reads_other_orgs(subquery):
         name = subquery.model.__name__
         raise OrgScopeError(
             f"{model_name}.objects with a subquery of {name} that is not organization-scoped "
@@ -671,11 +677,7 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
         if is_org_scoped(self.query):
             for lookup in lookups:
                 queryset = getattr(lookup, "queryset", None)
-                if (
-                    queryset is not None
-                    and reads_tenant_tables(queryset.query)
-                    and not carries_org_condition(queryset.query)
-                ):
+                if queryset is not None and reads_other_orgs(queryset.query):
                     raise OrgScopeError(
                         f"{self.model.__name__}.objects.prefetch_related(Prefetch({lookup.prefetch_through!r}, "
                         f"queryset=...)): the queryset of {queryset.model.__name__} is not organization-scoped; "
@@ -866,13 +868,10 @@ def hold_django_reads_to_active_org() -> None:
 
     @functools.wraps(collect_related)
     def related_objects(self, related_model, related_fields, objs):
-        queryset = collect_related(self, related_model, related_fields, objs)
-        return queryset if scope_field(related_model) is None else held_to_active_org(queryset)
+        return held_to_active_org(collect_related(self, related_model, related_fields, objs))
 
     def rows_of_type(content_type, using=None):
-        model = content_type.model_class()
-        queryset = model._base_manager.using(using).all()
-        return queryset if scope_field(model) is None else held_to_active_org(queryset)
+        return held_to_active_org(content_type.model_class()._base_manager.using(using).all())
 
     def get_object_for_this_type(self, using=None, **kwargs):
         return rows_of_type(self, using).get(**kwargs)
@@ -891,8 +890,11 @@ def hold_django_reads_to_active_org() -> None:
 
 def held_to_active_org(queryset):
     """``queryset`` restricted to the active organization when one is active (every row with
-    none active, or inside ``unscoped()``): what row-level security makes of it on PostgreSQL."""
+    none active, or inside ``unscoped()``): what row-level security makes of it on PostgreSQL,
+    where a global table (no organization column) is not restricted either."""
     field = scope_field(queryset.model)
+    if field is None:
+        return queryset
     return apply_org_scope(queryset, "pk" if field.primary_key else field.name, ActiveOrgIfAnyLookup)
 
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import encrypted_fields
-from agentforge_core.models import held_to_active_org, scope_field
+from agentforge_core.models import held_to_active_org
 from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, resolve_org, unscoped
 from security import checkpoints
 from security.middleware import client_ip, request_context
@@ -152,8 +152,7 @@ def _rows_for_auditlog(model):
     AUDITLOG_USE_BASE_MANAGER asks, held to the active organization when one is active. The
     base manager goes by primary key whatever the instance says, so inside ``org_scope(A)``
     an instance pointed at B's row wrote B's columns into A's audit trail."""
-    rows = model._meta.base_manager.all()
-    return rows if scope_field(model) is None else held_to_active_org(rows)
+    return held_to_active_org(model._meta.base_manager.all())
 
 
 def hold_auditlog_reads_to_active_org() -> None:

@@ -281,13 +281,7 @@ def _redo_lost_bumps() -> None:
     if not _lost_bumps.is_set() or status.skip():
         return
     _lost_bumps.clear()
-    key = _generation_key(GLOBAL)
-    try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, time.time_ns(), None)
-    if status.down_since is not None:
-        _lost_bumps.set()
+    _incr(GLOBAL)  # sets the flag again if this bump is lost too
 
 
 def bump(org_id=None, *, everything: bool = False, using: str = DEFAULT_DB_ALIAS) -> None:

@@ -169,3 +169,71 @@ def shared_rows():
     finally:
         transaction.set_rollback(True)
         atomic.__exit__(None, None, None)
+
+
+# --- tenancy attacks (tests/test_tenancy_attacks*.py) --------------------------------------
+
+
+@pytest.fixture
+def two(make_org, make_user):
+    """A and B, each with a member and a row of every model (B's names and secrets end in ``-g``)."""
+    from tests.admin_support import populate
+
+    a, b = make_org("A"), make_org("B")
+    mine = populate(a, make_user(a, email="member@a.test"))
+    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
+    return a, b, mine, theirs
+
+
+def update_around_the_keys(model, pk, values):
+    """``UPDATE`` a row past the composite tenant keys, as a bug or an old writer could."""
+    from django.db import connection
+
+    # MariaDB checks the composite tenant keys at each statement; PostgreSQL at COMMIT,
+    # which a test never reaches (the link is taken back before Django's end-of-test check).
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+        try:
+            model.all_orgs.filter(pk=pk).update(**values)
+        finally:
+            if connection.vendor == "mysql":
+                cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+
+
+@pytest.fixture
+def plant():
+    """Store a cross-organization link the way a bug or an old writer would: around the ORM's
+    checks and the database's composite keys; taken back at the end of the test."""
+    planted = []
+
+    def plant(model, row, **links):
+        planted.append((model, row.pk, model.all_orgs.filter(pk=row.pk).values(*links).get()))
+        update_around_the_keys(model, row.pk, links)
+
+    yield plant
+    for model, pk, before in reversed(planted):
+        update_around_the_keys(model, pk, before)
+
+
+# --- read replicas (tests/test_replicas.py, tests/test_attacks_wave4_surfaces.py) ----------
+
+
+@pytest.fixture
+def routed(monkeypatch):
+    """A replica reported healthy that does not exist ("replica1" is not in this run's
+    DATABASES): a read routed there raises ConnectionDoesNotExist, so a query that answers
+    went to the primary."""
+    from django.test import override_settings
+
+    from agentforge_site import replicas
+
+    monkeypatch.setattr(replicas.monitor, "healthy", lambda: ["replica1"])
+    token = replicas.new_read_state()
+    with override_settings(
+        DATABASE_REPLICAS=["replica1"],
+        DATABASE_ROUTERS=["agentforge_site.replicas.ReplicaRouter"],
+        DB_REPLICA_STICKY_SECONDS=30.0,
+    ):
+        yield
+    replicas.end_read_state(token)

@@ -47,21 +47,6 @@ def any_cache(request):
         clear_own_keys()
 
 
-@pytest.fixture
-def routed(monkeypatch):
-    """A replica reported healthy that does not exist: a read routed there raises
-    ConnectionDoesNotExist, so a read that answers went to the primary (as test_replicas)."""
-    monkeypatch.setattr(replicas.monitor, "healthy", lambda: ["replica1"])
-    token = replicas.new_read_state()
-    with override_settings(
-        DATABASE_REPLICAS=["replica1"],
-        DATABASE_ROUTERS=["agentforge_site.replicas.ReplicaRouter"],
-        DB_REPLICA_STICKY_SECONDS=30.0,
-    ):
-        yield
-    replicas.end_read_state(token)
-
-
 def another_client():
     """The next request comes from someone else: nothing pins its reads to the primary."""
     replicas.new_read_state()

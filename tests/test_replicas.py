@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import router, transaction
 from django.http import HttpResponse
-from django.test import RequestFactory, override_settings
+from django.test import RequestFactory
 from django.utils.connection import ConnectionDoesNotExist
 
 from agentforge_agents.models import Agent
@@ -188,19 +188,6 @@ def test_bad_replica_setting_stops_startup_with_one_line():
 #
 # "replica1" is not in this test run's DATABASES: a read routed there raises
 # ConnectionDoesNotExist, so a query that succeeds proves it went to the primary.
-
-
-@pytest.fixture
-def routed(monkeypatch):
-    monkeypatch.setattr(replicas.monitor, "healthy", lambda: ["replica1"])
-    token = replicas.new_read_state()
-    with override_settings(
-        DATABASE_REPLICAS=["replica1"],
-        DATABASE_ROUTERS=["agentforge_site.replicas.ReplicaRouter"],
-        DB_REPLICA_STICKY_SECONDS=30.0,
-    ):
-        yield
-    replicas.end_read_state(token)
 
 
 def test_reads_go_to_a_healthy_replica_and_writes_to_the_primary(routed):

@@ -20,46 +20,9 @@ from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
 from security.models import APIKey
-from tests.admin_support import SECRET_MARKERS, admin_world, form_data, populate
+from tests.admin_support import SECRET_MARKERS, admin_world, form_data
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def two(make_org, make_user):
-    """A and B, each with a member and a row of every model (B's secrets end in ``-g``)."""
-    a, b = make_org("A"), make_org("B")
-    mine = populate(a, make_user(a, email="member@a.test"))
-    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
-    return a, b, mine, theirs
-
-
-def _update_around_the_keys(model, pk, values):
-    # MariaDB checks the composite tenant keys at each statement; PostgreSQL at COMMIT,
-    # which a test never reaches (the link is taken back before Django's end-of-test check).
-    with connection.cursor() as cursor:
-        if connection.vendor == "mysql":
-            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-        try:
-            model.all_orgs.filter(pk=pk).update(**values)
-        finally:
-            if connection.vendor == "mysql":
-                cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
-
-
-@pytest.fixture
-def plant():
-    """Store a cross-organization link the way a bug or an old writer would: around the ORM's
-    checks and the database's composite keys; taken back at the end of the test."""
-    planted = []
-
-    def plant(model, row, **links):
-        planted.append((model, row.pk, model.all_orgs.filter(pk=row.pk).values(*links).get()))
-        _update_around_the_keys(model, row.pk, links)
-
-    yield plant
-    for model, pk, before in reversed(planted):
-        _update_around_the_keys(model, pk, before)
 
 
 # --- 1. joins from the user and organization managers ------------------------------------

@@ -29,15 +29,6 @@ pytestmark = pytest.mark.django_db
 NOT_TENANT_ROWS = {"permission", "auditlog"}
 
 
-@pytest.fixture
-def two(make_org, make_user):
-    """A and B, each with a member and a row of every model (B's names end in ``-g``)."""
-    a, b = make_org("A"), make_org("B")
-    mine = populate(a, make_user(a, email="member@a.test"))
-    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
-    return a, b, mine, theirs
-
-
 def _tenant_rows(rows):
     return {name: row for name, row in rows.items() if name not in NOT_TENANT_ROWS}
 

@@ -29,34 +29,9 @@ from agentforge_agents.models import Agent, AgentTool, Tool
 from agentforge_core.models import scope_field
 from agentforge_core.tenancy import OrgScopeError, current_org, org_scope, unscoped
 from conversations.models import Conversation, Message
-from tests.admin_support import admin_world, populate
-from tests.test_tenancy_attacks import _update_around_the_keys
+from tests.admin_support import admin_world
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def two(make_org, make_user):
-    """A and B, each with a member and a row of every model (B's names end in ``-g``)."""
-    a, b = make_org("A"), make_org("B")
-    mine = populate(a, make_user(a, email="member@a.test"))
-    theirs = populate(b, make_user(b, email="member@b.test"), suffix="-g")
-    return a, b, mine, theirs
-
-
-@pytest.fixture
-def plant():
-    """A cross-organization link stored around the ORM's checks and the composite keys, as a bug
-    or an old writer would; taken back at the end of the test (tests/test_tenancy_attacks.py)."""
-    planted = []
-
-    def plant(model, row, **links):
-        planted.append((model, row.pk, model.all_orgs.filter(pk=row.pk).values(*links).get()))
-        _update_around_the_keys(model, row.pk, links)
-
-    yield plant
-    for model, pk, before in reversed(planted):
-        _update_around_the_keys(model, pk, before)
 
 
 def _stored(row):

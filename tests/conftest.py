@@ -237,3 +237,22 @@ def routed(monkeypatch):
     ):
         yield
     replicas.end_read_state(token)
+
+
+# --- caching (tests/test_caching.py, tests/test_attacks_wave4_surfaces.py) ------------------
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def cache_backend(request):
+    """The default cache as locmem and as the real Redis on this machine, emptied."""
+    from django.test import override_settings
+
+    from agentforge_site import caching
+    from tests.test_caching import REDIS_TEST_URL, caches_for, clear_own_keys
+
+    url = "locmem://tests" if request.param == "locmem" else REDIS_TEST_URL
+    with override_settings(CACHES=caches_for(url)):
+        clear_own_keys()
+        caching.status.down_since = None
+        yield request.param
+        clear_own_keys()

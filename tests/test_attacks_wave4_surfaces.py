@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
 
 import pytest
 from django.db import router
@@ -28,23 +27,12 @@ from knowledge.vectors import semantic_search, set_embeddings
 from security.audit import verify_chain
 from security.models import APIKey, AuditLog, SecurityEvent
 from settings_app.models import OrgSetting, org_setting_values
-from tests.test_caching import CLOSED_PORT_URL, caches_for, clear_own_keys
+from tests.test_caching import CLOSED_PORT_URL, REDIS_TEST_URL, caches_for, clear_own_keys
 
 # Our own Redis database: other engineers' runs on this machine use others.
-REDIS_URL = os.environ.get("CACHE_WAVE4_REDIS_URL", "redis://127.0.0.1:6379/5")
 PASSWORD = "Correct-horse-42!"
 NEW_PASSWORD = "Battery-staple-77?"
 _seq = itertools.count(1)
-
-
-@pytest.fixture(params=["locmem", "redis"])
-def any_cache(request):
-    url = "locmem://wave4" if request.param == "locmem" else REDIS_URL
-    with override_settings(CACHES=caches_for(url)):
-        clear_own_keys()
-        caching.status.down_since = None
-        yield request.param
-        clear_own_keys()
 
 
 def another_client():
@@ -57,7 +45,7 @@ def another_client():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cache_an_agent_cached_for_one_organization_is_not_served_under_another(any_cache, make_org):
+def test_cache_an_agent_cached_for_one_organization_is_not_served_under_another(cache_backend, make_org):
     a, b = make_org(), make_org()
     theirs = Agent.all_orgs.create(org=b, name="Theirs")
     with org_scope(b):
@@ -67,7 +55,7 @@ def test_cache_an_agent_cached_for_one_organization_is_not_served_under_another(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cache_an_unlinked_tool_leaves_the_cached_agent_at_once(any_cache, make_org):
+def test_cache_an_unlinked_tool_leaves_the_cached_agent_at_once(cache_backend, make_org):
     org = make_org()
     agent = Agent.all_orgs.create(org=org, name="Helper")
     tool = Tool.all_orgs.create(org=org, name="Payments", type="api")
@@ -97,7 +85,7 @@ def test_cache_a_bump_lost_while_redis_failed_is_made_up_when_it_answers_again(m
     # A permission revoked while Redis timed out must not come back with Redis for CACHE_TIMEOUT.
     org = make_org()
     setting = OrgSetting.all_orgs.create(org=org, key="security.password_min_length", value=12)
-    with override_settings(CACHES=caches_for(REDIS_URL)):
+    with override_settings(CACHES=caches_for(REDIS_TEST_URL)):
         clear_own_keys()
         caching.status.down_since = None
         try:

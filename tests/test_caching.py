@@ -43,17 +43,6 @@ def clear_own_keys():
         client.delete(key)
 
 
-@pytest.fixture(params=["locmem", "redis"])
-def cache_backend(request):
-    """The default cache as locmem and as the real Redis on this machine, emptied."""
-    url = "locmem://tests" if request.param == "locmem" else REDIS_TEST_URL
-    with override_settings(CACHES=caches_for(url)):
-        clear_own_keys()
-        caching.status.down_since = None
-        yield request.param
-        clear_own_keys()
-
-
 def queries(func):
     with CaptureQueriesContext(connection) as captured:
         value = func()

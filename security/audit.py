@@ -245,7 +245,18 @@ def _hashed_fields():
 
 # The canonical text's encoder (sorted keys, no spaces, UTF-8 as is), and its encoding of one string.
 _json_str = json.encoder.encode_basestring
-_json_sorted = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_SORTED = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+if json.encoder.c_make_encoder is not None:
+    # What _SORTED.encode does, without building its C encoder again on every call (a third of
+    # the cost for the small values an audit entry holds). No circular check: the values are
+    # decoded JSON or went through json.dumps first (_canonical_value).
+    _sorted_chunks = json.encoder.c_make_encoder(None, _SORTED.default, _json_str, None, ":", ",", True, False, True)
+
+    def _json_sorted(value) -> str:
+        return "".join(_sorted_chunks(value, 0))
+
+else:  # pragma: no cover - interpreters without the C accelerator
+    _json_sorted = _SORTED.encode
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -268,9 +279,17 @@ def _utc_text(value) -> str | None:
         return None
     if value.tzinfo is not dt.timezone.utc:
         value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-    if value.year < 1000:  # strftime does not pad the year everywhere
+    if value.year < 1000:  # what stored hashes hold: strftime does not pad the year everywhere
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 def _canonical_value(f, value):
@@ -310,6 +329,28 @@ def compute_hash(entry, prev_hash: str) -> str:
     return hashlib.sha256(canonical_bytes(entry, prev_hash)).hexdigest()
 
 
+class _QuotedUUIDs:
+    """``'"' + str(u) + '"'``, remembered for the UUID objects met last: an import's entries
+    repeat a few organization and user keys, as the same objects (the mappers' reference cache),
+    and ``str(UUID)`` is Python code. Looked up by identity, the object kept beside its text so
+    its id cannot be reused while it is in here."""
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self.texts: dict[int, tuple] = {}
+
+    def text(self, value) -> str:
+        known = self.texts.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        if len(self.texts) >= self.LIMIT:
+            self.texts.clear()  # in place: the compiled function holds its get
+        quoted = '"' + str(value) + '"'
+        self.texts[id(value)] = (value, quoted)
+        return quoted
+
+
 class EntryHasher:
     """:func:`compute_hash` for entries given as dicts of plain values (the importer's bulk path).
 
@@ -328,23 +369,28 @@ class EntryHasher:
         slow = [lambda value, f=f: _json_sorted(_canonical_value(f, value)) for f in fields]
         columns = {"v": repr(json.dumps(HASH_VERSION))}
         for i, f in enumerate(fields):
+            # Each column's common kinds inline, None as null, anything else through slow[i].
             get, fallback = f"v[{f.attname!r}]", f"slow[{i}](x)"
             if isinstance(f, models.DateTimeField):
                 expr = f"""("null" if (x := {get}) is None else '"' + utc_text(x) + '"')"""
             elif isinstance(f, models.JSONField):
-                expr = f"(encode(x) if plain_json(x := {get}) else {fallback})"
+                expr = f'("null" if (x := {get}) is None else encode(x) if plain_json(x) else {fallback})'
             elif isinstance(f, models.GenericIPAddressField):  # IPv4 text is its own canonical form
-                expr = f'(string(x) if type(x := {get}) is str and x and ":" not in x else {fallback})'
+                expr = f'(string(x) if type(x := {get}) is str and x and ":" not in x else "null" if x is None else {fallback})'
             elif isinstance(f, models.BooleanField):
-                expr = f'("true" if (x := {get}) is True else "false" if x is False else {fallback})'
+                expr = f'("true" if (x := {get}) is True else "false" if x is False else "null" if x is None else {fallback})'
             elif f.is_relation and f.name != "content_type":
-                expr = f"""('"' + str(x) + '"' if type(x := {get}) is UUID else {fallback})"""
+                # the remembered text inline (no call), else _QuotedUUIDs.text
+                expr = (
+                    f"((k[1] if (k := known(id(x))) is not None and k[0] is x else uuid_text(x))"
+                    f' if type(x := {get}) is UUID else "null" if x is None else {fallback})'
+                )
             elif isinstance(f, models.IntegerField) and not f.is_relation:
-                expr = f"(str(x) if type(x := {get}) is int else {fallback})"
+                expr = f'(str(x) if type(x := {get}) is int else "null" if x is None else {fallback})'
             elif f.is_relation:  # content types: their natural key
-                expr = f"slow[{i}]({get})"
+                expr = f'("null" if (x := {get}) is None else {fallback})'
             else:  # text; "" is hashed as null
-                expr = f'(string(x) if type(x := {get}) is str and x else "null" if x is None else {fallback})'
+                expr = f'((string(x) if x else "null") if type(x := {get}) is str else "null" if x is None else {fallback})'
             columns[f.column] = expr
         texts = []
         for n, name in enumerate(sorted([*columns, "prev_hash"])):  # json's sort_keys order
@@ -354,6 +400,7 @@ class EntryHasher:
             else:
                 texts.append(columns[name])
         source = f"def parts(v):\n    return join(({', '.join(head)},)), join(({', '.join(texts)}, '}}'))\n"
+        uuids = _QuotedUUIDs()
         namespace = {
             "utc_text": _utc_text,
             "plain_json": _plain_json,
@@ -361,6 +408,8 @@ class EntryHasher:
             "string": _json_str,
             "slow": slow,
             "UUID": uuid.UUID,
+            "uuid_text": uuids.text,
+            "known": uuids.texts.get,
             "join": "".join,
         }
         exec(compile(source, "<audit canonical>", "exec"), namespace)

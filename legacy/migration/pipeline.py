@@ -191,12 +191,30 @@ _INTEGER_FIELDS = (
 )
 
 
+# A fast path compiled into the row builder (legacy.migration.writer._ModelPlan.tuple_builder):
+# {value} is the column's value, {slow} the encoder itself for what the fast path leaves.
+_INLINE_NAMES = {
+    "_esc_mysql": _mysql_escape,
+    "_UUID": uuid.UUID,
+    "_datetime": dt.datetime,
+}
+_PG_TEXT = """(x if type(x := {value}) is str and "\\\\" not in x and "\\t" not in x and "\\n" not in x
+ and "\\r" not in x else "\\\\N" if x is None else {slow}(x))"""
+
+
+def _inline(encoder, template: str):
+    encoder.inline = (template, _INLINE_NAMES)
+    return encoder
+
+
 def _column_encoder(field, prep, vendor: str):
     """value → its text in a COPY line (PostgreSQL) or a literal (MariaDB/MySQL).
 
     The common column types are written directly; anything else goes through the
     writer's converter (``prep``, what ``Writer`` binds as a parameter) and then the
-    generic encoder, so both paths store the same thing."""
+    generic encoder, so both paths store the same thing. Each direct encoder also carries
+    its common case as an expression (``inline``) that the row builder compiles in, which
+    saves a Python call per column of every row."""
     generic = _pg_text if vendor == "postgresql" else _mysql_literal
     null = "\\N" if vendor == "postgresql" else "NULL"
 
@@ -208,38 +226,73 @@ def _column_encoder(field, prep, vendor: str):
     kind = type(field.target_field if field.is_relation else field)
     if kind is models.UUIDField:
         if vendor == "postgresql":  # PostgreSQL reads the 32-digit form as well
-            return lambda v: v.hex if type(v) is uuid.UUID else through_prep(v)
-        return lambda v: "'" + v.hex + "'" if type(v) is uuid.UUID else through_prep(v)
+            return _inline(
+                lambda v: v.hex if type(v) is uuid.UUID else through_prep(v),
+                "(x.hex if type(x := {value}) is _UUID else {slow}(x))",
+            )
+        return _inline(
+            lambda v: "'" + v.hex + "'" if type(v) is uuid.UUID else through_prep(v),
+            '("\'" + x.hex + "\'" if type(x := {value}) is _UUID else {slow}(x))',
+        )
     if field.is_relation:
         return through_prep
     if kind in _PLAIN_TEXT_FIELDS:
         if vendor == "postgresql":
-            return lambda v: _pg_escape(v) if type(v) is str else null if v is None else through_prep(v)
-        return lambda v: "'" + _mysql_escape(v) + "'" if type(v) is str else null if v is None else through_prep(v)
+            return _inline(
+                lambda v: _pg_escape(v) if type(v) is str else null if v is None else through_prep(v), _PG_TEXT
+            )
+        return _inline(
+            lambda v: "'" + _mysql_escape(v) + "'" if type(v) is str else null if v is None else through_prep(v),
+            '("\'" + _esc_mysql(x) + "\'" if type(x := {value}) is str else "NULL" if x is None else {slow}(x))',
+        )
     if kind is models.DateTimeField and vendor == "postgresql":
-        return lambda v: v.isoformat() if type(v) is dt.datetime and v.tzinfo is not None else through_prep(v)
+        return _inline(
+            lambda v: v.isoformat() if type(v) is dt.datetime and v.tzinfo is not None else through_prep(v),
+            "(x.isoformat() if type(x := {value}) is _datetime and x.tzinfo is not None else {slow}(x))",
+        )
     if kind is models.JSONField:
         if vendor == "postgresql":  # jsonb keeps no formatting: any valid text will do
-            dumps = json.dumps
-
-            def jsonb(v):
-                if v is None:
-                    return null
-                if not v and type(v) in (list, dict):
-                    return "[]" if type(v) is list else "{}"
-                return _pg_escape(dumps(v))
-
-            return jsonb
+            return _jsonb
         return through_prep  # the text is stored as it is: keep the writer's
     if kind is models.BooleanField:
         true, false = ("t", "f") if vendor == "postgresql" else ("1", "0")
-        return lambda v: true if v is True else false if v is False else through_prep(v)
+        return _inline(
+            lambda v: true if v is True else false if v is False else through_prep(v),
+            f'("{true}" if (x := {{value}}) is True else "{false}" if x is False else {{slow}}(x))',
+        )
     if kind in _INTEGER_FIELDS:
-        return lambda v: str(v) if type(v) is int else null if v is None else through_prep(v)
+        return _inline(
+            lambda v: str(v) if type(v) is int else null if v is None else through_prep(v),
+            f"(str(x) if type(x := {{value}}) is int else {null!r} if x is None else {{slow}}(x))",
+        )
     if kind is models.GenericIPAddressField and vendor == "postgresql":
         # canonical IPv4 text as given; anything else normalised by the field first
-        return lambda v: v if type(v) is str and ":" not in v and v else _pg_text(field.get_db_prep_save(v, connection))
+        return _inline(
+            lambda v: v if type(v) is str and ":" not in v and v else _pg_text(field.get_db_prep_save(v, connection)),
+            '(x if type(x := {value}) is str and x and ":" not in x else {slow}(x))',
+        )
     return through_prep
+
+
+if json.encoder.c_make_encoder is not None:
+    # json.dumps builds its C encoder on every call; an audit entry has four JSON columns.
+    _json_chunks = json.encoder.c_make_encoder(  # no circular check: decoded JSON cannot be
+        None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+
+    def _json_text(value) -> str:
+        return "".join(_json_chunks(value, 0))
+
+else:  # pragma: no cover - interpreters without the C accelerator
+    _json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _jsonb(v):
+    if v is None:
+        return "\\N"
+    if not v and type(v) in (list, dict):
+        return "[]" if type(v) is list else "{}"
+    return _pg_escape(_json_text(v))
 
 
 class RowEncoder:
@@ -267,7 +320,7 @@ class RowEncoder:
             raise PipelineAbort(f"{self.plan.table}: rows merged by key")
         key = row.key[0]
         if type(key) is uuid.UUID:
-            key = str(key)  # a str pickles several times faster
+            key = key.int  # only compared for duplicates; pickles several times faster than a UUID
         values = row.values
         if self.chain is None:
             return key, self._payload(self.fields(values), closed=True), None, None, None, row.key_fields[0]

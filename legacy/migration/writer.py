@@ -95,7 +95,9 @@ class _ModelPlan:
 
     def _compile(self, shape: tuple, converters: dict):
         """``lambda v: (c0(v["a"]), d1, c2(d2()), ...)``: each given value converted, a static
-        default converted once here, a default factory called per row."""
+        default converted once here, a default factory called per row. A converter with an
+        ``inline`` expression (``legacy.migration.pipeline``) has it compiled in instead of
+        the call, falling back to the call for what the expression leaves."""
         given = set(shape)
         env, parts = {}, []
         for i, attname in enumerate(self.attnames):
@@ -112,7 +114,12 @@ class _ModelPlan:
                 expr = f"d{i}()"
             if convert is not None:
                 env[f"c{i}"] = convert
-                expr = f"c{i}({expr})"
+                inline = getattr(convert, "inline", None)  # (template, names): its common case
+                if inline is None:
+                    expr = f"c{i}({expr})"
+                else:
+                    env.update(inline[1])
+                    expr = inline[0].format(value=expr, slow=f"c{i}")
             parts.append(expr)
         if not parts:
             return lambda v: ()

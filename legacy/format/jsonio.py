@@ -65,7 +65,20 @@ def parse_timestamp(value) -> dt.datetime:
     """A naive legacy timestamp is UTC; an explicit offset is honoured."""
     parsed = dt.datetime.fromisoformat(value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        # Parsing again with "+00:00" is several times cheaper than replace(tzinfo=...), and
+        # this is every timestamp of an import; checked, as some forms do not take an offset.
+        try:
+            aware = dt.datetime.fromisoformat(value + "+00:00")
+        except ValueError:
+            aware = None
+        if (
+            aware is not None
+            and aware.tzinfo is UTC
+            and aware.time() == parsed.time()
+            and aware.date() == parsed.date()
+        ):
+            return aware
+        return parsed.replace(tzinfo=UTC)
     return parsed
 
 

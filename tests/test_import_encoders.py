@@ -1,0 +1,129 @@
+"""The import's encoders take shortcuts for speed; each must give exactly what the plain way
+gives, for any value: a legacy timestamp's parse, the COPY/VALUES fast paths compiled into the
+row builder, the JSON texts, and the audit hash's remembered UUID texts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conversations.models import Conversation, Message
+from legacy.format.jsonio import parse_timestamp
+from legacy.migration import pipeline
+from legacy.migration.writer import _ModelPlan
+from security import audit
+from security.models import AuditLog
+
+UTC = dt.timezone.utc
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _replaced(text: str) -> dt.datetime:
+    """What parse_timestamp did before its shortcut: a naive time is UTC."""
+    parsed = dt.datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    moment=st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)),
+    timespec=st.sampled_from(["auto", "hours", "minutes", "seconds", "milliseconds", "microseconds"]),
+    sep=st.sampled_from(["T", " "]),
+    offset=st.sampled_from([None, UTC, dt.timezone(dt.timedelta(hours=5, minutes=30))]),
+)
+def test_a_naive_timestamp_parses_as_utc_as_replace_does(moment, timespec, sep, offset):
+    text = moment.replace(tzinfo=offset).isoformat(sep=sep, timespec=timespec)
+    parsed, expected = parse_timestamp(text), _replaced(text)
+    assert parsed == expected and parsed.isoformat() == expected.isoformat()
+    assert parsed.tzinfo == expected.tzinfo and (parsed.tzinfo is UTC) == (expected.tzinfo is UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    # forms where appending "+00:00" is no offset: a date alone, ISO weeks, basic format
+    ["2026-01-05", "2026-W01-1", "2026-W01", "20260105", "20260105T090154", "2026-01-05T09", "2026-01-05T09:01:54,5"],
+)
+def test_timestamps_without_room_for_an_offset_still_parse_as_utc(text):
+    parsed = parse_timestamp(text)
+    assert parsed == _replaced(text) and parsed.tzinfo is UTC
+
+
+def _plain_builder(plan, converters: dict):
+    """The same converters, called one by one: the row builder without its compiled fast paths."""
+    return plan.tuple_builder({a: (lambda v, c=c: c(v)) for a, c in converters.items()})
+
+
+def _value_strategy(field):
+    kind = type(field.target_field if field.is_relation else field).__name__
+    special = st.sampled_from(["", "tab\there", "new\nline", "back\\slash", "cr\r", "quote'\"", "\x1a", "é ✓"])
+    if kind == "UUIDField":
+        value = st.uuids() | st.uuids().map(str)
+    elif kind == "DateTimeField":
+        value = st.datetimes(timezones=st.sampled_from([UTC, dt.timezone(dt.timedelta(hours=-3))])) | st.datetimes()
+    elif kind == "JSONField":
+        value = JSON
+    elif kind == "BooleanField":
+        value = st.booleans()
+    elif "Integer" in kind:
+        value = st.integers(0, 2**31 - 1)
+    elif kind == "GenericIPAddressField":
+        value = st.sampled_from(["10.0.0.1", "", "::1", "2001:DB8::1", "::ffff:10.0.0.1"])
+    else:
+        value = TEXT | special
+    return st.none() | value
+
+
+def _rows(model):
+    fields = [f for f in model._meta.concrete_fields if f.attname not in ("prev_hash", "entry_hash")]
+    return st.fixed_dictionaries({f.attname: _value_strategy(f) for f in fields})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("vendor", ["postgresql", "mysql"])
+@pytest.mark.parametrize("model", [AuditLog, Message, Conversation])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_compiled_fast_paths_encode_as_the_encoders_do(model, vendor, data):
+    plan = _ModelPlan(model, dt.datetime(2026, 1, 1, tzinfo=UTC))
+    converters = {a: pipeline._column_encoder(plan.by_attname[a], plan.prep[a], vendor) for a in plan.attnames}
+    assert any(hasattr(c, "inline") for c in converters.values())  # the fast paths are there to compare
+    values = data.draw(_rows(model))
+    try:
+        expected = _plain_builder(plan, converters)(dict(values))
+    except Exception as exc:  # a value the encoder refuses: the fast path refuses it the same way
+        with pytest.raises(type(exc)):
+            plan.tuple_builder(converters)(dict(values))
+        return
+    assert plan.tuple_builder(converters)(dict(values)) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=JSON | st.dictionaries(TEXT, JSON, max_size=4))
+def test_the_json_texts_are_the_standard_encoders(value):
+    assert audit._json_sorted(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert pipeline._json_text(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.mark.django_db
+def test_remembered_uuid_texts_follow_the_objects(monkeypatch):
+    """The hash's UUID texts are remembered by object identity: repeated objects, new objects,
+    and a full memory (emptied) all hash as compute_hash does."""
+    monkeypatch.setattr(audit._QuotedUUIDs, "LIMIT", 3)
+    hasher = audit.EntryHasher()
+    base = {f.attname: None for f in audit._hashed_fields()}
+    same = uuid.uuid4()
+    for n in range(12):
+        actor = same if n % 2 else uuid.UUID(int=n + 1)  # a new object each time, ids may be reused
+        values = {**base, "actor_id": actor, "org_id": same, "timestamp": dt.datetime(2026, 1, 1, tzinfo=UTC)}
+        assert hasher.hash(dict(values), "p") == audit.compute_hash(AuditLog(**values), "p")
+        del actor, values

@@ -16,7 +16,8 @@ Each contender runs in its own child process; its peak RSS comes from ``os.wait4
 CPU seconds are printed beside wall time: the contender's own (with the import's reader
 process) plus, when the database server runs on this machine and its pid file is readable
 (PostgreSQL's ``data_directory`` needs a superuser or ``pg_read_all_settings``), the server's,
-from ``/proc``. Wall time needs a free core for each of the import's two processes; CPU
+from ``/proc``; before each contender the server settles (no autovacuum running, a
+checkpoint), so one contender's after-effects are not counted in the next. Wall time needs a free core for each of the import's two processes; CPU
 time per row does not, which makes it the figure to compare between machines and runs.
 THE DATABASE NAMED BY DB_NAME IS EMPTIED (flush). Use a scratch database.
 """
@@ -189,6 +190,7 @@ def timed(*args, env=None, server_pid=None):
     CPU seconds of the child and the children it waited for: import_json's reader process,
     CPU seconds of the database server meanwhile: see server_cpu)."""
     cmd = [sys.executable, str(ROOT / "manage.py"), *args]
+    subprocess.run([sys.executable, __file__, "--settle-child"], cwd=ROOT, env=env, check=True)
     server = server_cpu(server_pid)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -283,6 +285,32 @@ def server_cpu(pid: int | None) -> float:
     return ticks / TICK
 
 
+def settle(cursor, vendor: str) -> None:
+    """Wait until the server is quiet before a contender's window opens: the autovacuum a
+    previous contender's rows set off, and its dirty pages, would be counted in the next
+    one's server CPU (PostgreSQL: up to 5 s seen moving between the import and the floor)."""
+    if vendor != "postgresql":
+        return
+    for _ in range(600):
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+        if cursor.fetchone()[0] == 0:
+            break
+        time.sleep(0.1)
+    cursor.execute("CHECKPOINT")  # needs a superuser or pg_checkpoint, as server_pid does
+
+
+def settle_child() -> None:
+    """(child) settle() on the configured database."""
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        settle(cursor, connection.vendor)
+
+
 def raw_floor_child(tables: list[str], pid: int | None) -> None:
     """(child) Re-insert the imported rows of ``tables`` with the bare driver; print the
     seconds, rows, this process's CPU seconds and the server's, for the inserts alone."""
@@ -326,6 +354,8 @@ def raw_floor_child(tables: list[str], pid: int | None) -> None:
     raw.commit()
     if vendor == "sqlite":
         cur.execute("PRAGMA cache_size = -16384")  # what import_json sets for its session
+    settle(cur, vendor)
+    raw.commit()
     started, cpu, server = time.perf_counter(), time.process_time(), server_cpu(pid)
     # Django's connections run in autocommit mode: one explicit transaction, as import_json has.
     cur.execute("START TRANSACTION" if vendor == "mysql" else "BEGIN")
@@ -444,5 +474,7 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--raw-floor-child"]:
         raw_floor_child(sys.argv[2].split(","), int(sys.argv[3]) or None)
+    elif sys.argv[1:2] == ["--settle-child"]:
+        settle_child()
     else:
         main()

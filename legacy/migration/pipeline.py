@@ -307,6 +307,7 @@ class RowEncoder:
         self.plan = plan
         self.vendor = vendor
         self.chain = chain if chain is not None and chain.model is plan.model else None
+        self.chain_keys = {}  # org_id -> its chain's key
         if self.chain is not None and not plan.chained:
             raise ValueError(f"{plan.table}: the chain columns must come last")
         if vendor in ("postgresql", "mysql"):
@@ -318,15 +319,20 @@ class RowEncoder:
     def encode(self, row) -> tuple:
         if row.merge is not None or len(row.key_fields) != 1:
             raise PipelineAbort(f"{self.plan.table}: rows merged by key")
-        key = row.key[0]
+        values = row.values
+        key = values[row.key_fields[0]]
         if type(key) is uuid.UUID:
             key = key.int  # only compared for duplicates; pickles several times faster than a UUID
-        values = row.values
         if self.chain is None:
             return key, self._payload(self.fields(values), closed=True), None, None, None, row.key_fields[0]
         head, tail = self.chain.hash_parts(values)  # first: it fills in the defaults the row is written with
         fields = self.fields(values)
-        chain_key = self.chain.audit.chain_key(values.get("org_id"))
+        org_id = values.get("org_id")
+        chain_key = self.chain_keys.get(org_id)  # str(UUID) is Python code; a few organizations repeat
+        if chain_key is None:
+            if len(self.chain_keys) > 1000:
+                self.chain_keys.clear()
+            chain_key = self.chain_keys[org_id] = self.chain.audit.chain_key(org_id)
         return key, self._payload(fields[:-2], closed=False), chain_key, head, tail, row.key_fields[0]
 
     def _payload(self, fields, closed: bool):

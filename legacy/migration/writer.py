@@ -514,16 +514,18 @@ class AuditChain:
         self.plan = writer.plan(AuditLog)
         self.hasher = audit.EntryHasher()
         self.seal = self.hasher.seal
+        self.hashed = frozenset(self.hasher.attnames)
         self.heads = {}
         self.last = {}
 
     def hash_parts(self, values: dict) -> tuple[str, str]:
         """The entry's canonical text around its ``prev_hash``; missing columns get their
         default here, once, so the row inserted is the row hashed."""
-        defaults = self.plan.defaults
-        for attname in self.hasher.attnames:
-            if attname not in values:
-                values[attname] = defaults[attname]()
+        if not values.keys() >= self.hashed:  # one set comparison in C for the usual full row
+            defaults = self.plan.defaults
+            for attname in self.hasher.attnames:
+                if attname not in values:
+                    values[attname] = defaults[attname]()
         return self.hasher.parts(values)
 
     def link(self, key: str, head: str, tail: str) -> tuple[str, str]:

@@ -295,12 +295,12 @@ class _Records:
                     self._skip(raw, decoder)
                 self.long_number = False
                 record, start, end = self._value(raw, decoder, index, outer_key)
-                text = self.buf[start:end]
+                buf = self.buf  # the record is buf[start:end]: searched in place, not copied
                 if (
                     self.long_number
-                    or len(text) > MAX_TEXT
-                    or text.count("{") + text.count("[") > MAX_DEPTH
-                    or ("\\u" in text and _ESCAPES.search(text))
+                    or end - start > MAX_TEXT
+                    or buf.count("{", start, end) + buf.count("[", start, end) > MAX_DEPTH
+                    or (buf.find("\\u", start, end) >= 0 and _ESCAPES.search(buf, start, end))
                 ):
                     found = _problem(record)
                     if found is not None:

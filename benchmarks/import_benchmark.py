@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -388,7 +389,8 @@ def describe_cpu(cpu: float, server: float, rows: int, pid) -> str:
     return f"CPU {cpu + server:5.1f} s ({where}), {(cpu + server) / rows * 1e6:5.1f} us/row"
 
 
-def print_raw_floor(env, pid, rows: int, seconds: float, cpu_per_row: float) -> None:
+def print_raw_floor(env, pid, rows: int, seconds: float, cpu_per_row: float) -> tuple[float, float]:
+    """Run and print the floor; return (its CPU seconds per row, the import's CPU ratio to it)."""
     raw_seconds, raw_rows, raw_cpu, raw_server = raw_floor(env, pid)
     print(
         f"raw floor:   {raw_seconds:7.1f} s  {raw_rows / raw_seconds:9,.0f} rows/s  "
@@ -397,6 +399,13 @@ def print_raw_floor(env, pid, rows: int, seconds: float, cpu_per_row: float) -> 
         f"import_json / floor: {rows / seconds / (raw_rows / raw_seconds):.0%} of its rows/s, "
         f"{cpu_per_row / ((raw_cpu + raw_server) / raw_rows):.2f}x its CPU per row"
     )
+    floor_per_row = (raw_cpu + raw_server) / raw_rows
+    return floor_per_row, cpu_per_row / floor_per_row
+
+
+def spread(values: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
+    scaled = [v * scale for v in values]
+    return f"median {statistics.median(scaled):{fmt}} ({min(scaled):{fmt}} – {max(scaled):{fmt}})"
 
 
 def main():
@@ -409,7 +418,15 @@ def main():
         action="store_true",
         help="also time the bare driver re-inserting the imported rows (COPY / multi-row INSERT / executemany)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --raw-floor --skip-loaddata: run import and floor alternately N times and print the medians",
+    )
     args = parser.parse_args()
+    if args.repeat > 1 and not (args.raw_floor and args.skip_loaddata):
+        parser.error("--repeat needs --raw-floor and --skip-loaddata")
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "DJANGO_SETTINGS_MODULE": "agentforge_site.settings"}
     out = Path(args.out) / f"legacy-{args.rows}"
     if not (out / "conversations.json").is_file():
@@ -417,20 +434,33 @@ def main():
         generate(out, args.rows)
     size = sum(p.stat().st_size for p in out.rglob("*.json")) / 2**20
     manage("migrate", "-v0", env=env)
-    reset(env)
-    pid = server_pid(env)
-    seconds, rss, total, cpu, server = timed("import_json", str(out), "-v0", env=env, server_pid=pid)
-    rows = count_rows(env)
     db = os.environ.get("DB_TYPE", "sqlite")
-    print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
-    print(
-        f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  {describe_cpu(cpu, server, rows, pid)}\n"
-        f"             (start-up included; with its reader process); peak RSS {rss:.0f} MiB ({total:.0f} with the reader)"
-    )
-    cpu_per_row = (cpu + server) / rows
+    pid = server_pid(env)
+    runs = []  # (import client CPU/row, import server CPU/row, floor CPU/row, ratio)
+    for run in range(args.repeat):
+        if args.repeat > 1:
+            print(f"--- run {run + 1} of {args.repeat}", flush=True)
+        reset(env)
+        seconds, rss, total, cpu, server = timed("import_json", str(out), "-v0", env=env, server_pid=pid)
+        rows = count_rows(env)
+        print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
+        print(
+            f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  {describe_cpu(cpu, server, rows, pid)}\n"
+            f"             (start-up included; with its reader process); peak RSS {rss:.0f} MiB ({total:.0f} with the reader)",
+            flush=True,
+        )
+        cpu_per_row = (cpu + server) / rows
+        if args.raw_floor and args.skip_loaddata:
+            floor_per_row, ratio = print_raw_floor(env, pid, rows, seconds, cpu_per_row)
+            runs.append((cpu / rows, server / rows, floor_per_row, ratio))
     if args.skip_loaddata:
-        if args.raw_floor:
-            print_raw_floor(env, pid, rows, seconds, cpu_per_row)
+        if len(runs) > 1:
+            split = f" (here {spread([r[0] for r in runs], 1e6)}, server {spread([r[1] for r in runs], 1e6)})"
+            print(
+                f"over {len(runs)} alternated runs, CPU us/row: import_json {spread([a + b for a, b, _, _ in runs], 1e6)}"
+                f"{split if pid else ''}, floor {spread([r[2] for r in runs], 1e6)};"
+                f" import / floor {spread([r[3] for r in runs], fmt='.2f')}x"
+            )
         return
     fixture = out.parent / f"fixture-{args.rows}-{db}.json"
     manage(

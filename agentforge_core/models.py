@@ -35,7 +35,7 @@ def legacy_uuid(table: str, legacy_id: str) -> uuid.UUID:
     the same on every run.
     """
     try:
-        return uuid.UUID(str(legacy_id))
+        return uuid.UUID(legacy_id if type(legacy_id) is str else str(legacy_id))  # str() costs a call per row
     except ValueError:
         return uuid.uuid5(LEGACY_NAMESPACE, f"{table}:{legacy_id}")
 

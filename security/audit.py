@@ -35,6 +35,7 @@ from django.utils import timezone
 from accounts.models import Organization, User
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import encrypted_fields
+from agentforge_core.jsontext import json_encoder
 from agentforge_core.models import held_to_active_org
 from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, resolve_org, unscoped
 from security import checkpoints
@@ -245,18 +246,7 @@ def _hashed_fields():
 
 # The canonical text's encoder (sorted keys, no spaces, UTF-8 as is), and its encoding of one string.
 _json_str = json.encoder.encode_basestring
-_SORTED = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-if json.encoder.c_make_encoder is not None:
-    # What _SORTED.encode does, without building its C encoder again on every call (a third of
-    # the cost for the small values an audit entry holds). No circular check: the values are
-    # decoded JSON or went through json.dumps first (_canonical_value).
-    _sorted_chunks = json.encoder.c_make_encoder(None, _SORTED.default, _json_str, None, ":", ",", True, False, True)
-
-    def _json_sorted(value) -> str:
-        return "".join(_sorted_chunks(value, 0))
-
-else:  # pragma: no cover - interpreters without the C accelerator
-    _json_sorted = _SORTED.encode
+_json_sorted = json_encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 

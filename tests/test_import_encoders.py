@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentforge_core.jsontext import json_encoder
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp
 from legacy.migration import pipeline
-from legacy.migration.writer import _ModelPlan
+from legacy.migration.writer import _converter, _ModelPlan
 from security import audit
 from security.models import AuditLog
 
@@ -107,11 +108,32 @@ def test_the_compiled_fast_paths_encode_as_the_encoders_do(model, vendor, data):
     assert plan.tuple_builder(converters)(dict(values)) == expected
 
 
+OPTIONS = [{}, {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}, {"separators": (",", ":")}]
+
+
 @settings(max_examples=500, deadline=None)
-@given(value=JSON | st.dictionaries(TEXT, JSON, max_size=4))
-def test_the_json_texts_are_the_standard_encoders(value):
+@given(value=JSON | st.dictionaries(TEXT, JSON, max_size=4), options=st.sampled_from(OPTIONS))
+def test_json_encoder_writes_what_json_dumps_writes(value, options):
+    assert json_encoder(**options)(value) == json.dumps(value, **options)
+
+
+def test_the_import_json_texts_are_json_dumps_with_their_options():
+    value = {"b": [1.5, None, "é"], "a": {"z": True}}
     assert audit._json_sorted(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert pipeline._json_text(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    with pytest.raises(TypeError):  # what json.dumps refuses, refused the same way
+        json_encoder()({"when": dt.date(2026, 1, 1)})
+
+
+@pytest.mark.django_db
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(moment=st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)))
+def test_sqlite_and_mariadb_times_are_django_s_text(moment):
+    """The writer's DateTimeField parameter for SQLite and MariaDB: the naive UTC time as
+    ``str()`` gives it (what Django binds), microseconds only when there are some."""
+    field = AuditLog._meta.get_field("timestamp")
+    for vendor in ("sqlite", "mysql"):
+        assert _converter(field, vendor)(moment.replace(tzinfo=UTC)) == str(moment)
 
 
 @pytest.mark.django_db

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import ipaddress
-import json
 import os
 import pickle
 import queue
@@ -39,6 +38,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, connection, models
 
+from agentforge_core.jsontext import json_encoder
 from legacy.format.errors import LegacyDataError
 from legacy.format.jsonio import read_records
 from legacy.migration.writer import BATCH
@@ -274,17 +274,8 @@ def _column_encoder(field, prep, vendor: str):
     return through_prep
 
 
-if json.encoder.c_make_encoder is not None:
-    # json.dumps builds its C encoder on every call; an audit entry has four JSON columns.
-    _json_chunks = json.encoder.c_make_encoder(  # no circular check: decoded JSON cannot be
-        None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", False, False, True
-    )
-
-    def _json_text(value) -> str:
-        return "".join(_json_chunks(value, 0))
-
-else:  # pragma: no cover - interpreters without the C accelerator
-    _json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# json.dumps builds its C encoder on every call; an audit entry has four JSON columns.
+_json_text = json_encoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _jsonb(v):

@@ -12,7 +12,6 @@ per parent when they differ. Nothing is executed in dry-run mode.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections import defaultdict
 
@@ -20,6 +19,7 @@ from django.db import connection, reset_queries
 from django.db.models import AutoField, BigAutoField
 
 from accounts import rls
+from agentforge_core.jsontext import json_encoder
 from agentforge_core.models import scope_field
 from agentforge_core.tenancy import unscoped
 from agentforge_site.caching import rows_changed
@@ -153,7 +153,7 @@ def _converter(field, vendor):
             from psycopg.types.json import Jsonb
 
             return lambda value: None if value is None else Jsonb(value)
-        dumps = json.dumps
+        dumps = json_encoder()  # json.dumps's text, as Django's JSONField writes it
 
         def to_json(value):
             if value is None:
@@ -177,8 +177,16 @@ def _converter(field, vendor):
             def naive_utc(value):
                 if value is None:
                     return None
-                if value.tzinfo is UTC:  # what the legacy timestamps parse to: skip the conversion
-                    return value.replace(tzinfo=None).isoformat(" ")
+                if value.tzinfo is UTC:  # what the legacy timestamps parse to: isoformat(" ") of the naive time
+                    text = "%04d-%02d-%02d %02d:%02d:%02d" % (
+                        value.year,
+                        value.month,
+                        value.day,
+                        value.hour,
+                        value.minute,
+                        value.second,
+                    )
+                    return text + ".%06d" % value.microsecond if value.microsecond else text
                 if value.tzinfo is not None:
                     value = value.astimezone(UTC).replace(tzinfo=None)
                 return str(value)

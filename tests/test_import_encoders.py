@@ -20,6 +20,8 @@ from legacy.migration.writer import _converter, _ModelPlan
 from security import audit
 from security.models import AuditLog
 
+pytestmark = pytest.mark.once  # pure encoders: the same on every backend
+
 UTC = dt.timezone.utc
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 JSON = st.recursive(

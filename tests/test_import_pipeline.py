@@ -340,3 +340,40 @@ def test_stopping_the_reader_reaps_it_even_when_an_interrupt_lands_in_the_wait(m
         signal.signal(signal.SIGALRM, previous)
     with pytest.raises(ChildProcessError):  # reaped: no such child any more
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_an_interrupt_as_the_pipe_is_opened_unwinds_as_itself(monkeypatch, corpus_dir):
+    """A signal landing right after fdopen() built the stream used to end the import in an
+    EBADF traceback (the half-built stream closed the descriptor, then the clean-up closed it
+    again), which CI caught once under load. The stream is opened while signals wait."""
+    import signal
+
+    from legacy.migration import pipeline
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    real_fdopen = os.fdopen
+
+    def fdopen_then_signal(*args, **kwargs):
+        stream = real_fdopen(*args, **kwargs)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here unless signals wait
+        except Interrupted:
+            stream.close()  # as io.open does with what it built when it fails half-way
+            raise
+        return stream
+
+    monkeypatch.setattr(pipeline.os, "fdopen", fdopen_then_signal)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        wipe()
+        with pytest.raises(Interrupted):
+            _import(corpus_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    with pytest.raises(ChildProcessError):  # the reader was reaped
+        os.waitpid(-1, os.WNOHANG)

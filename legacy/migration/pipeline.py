@@ -490,14 +490,22 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
         os.close(read_fd)
         _reader_main(mapper, file_path, ctx, encoders, complete, write_fd)
     os.close(write_fd)
-    stream = pump = None
+    pump = None
     count = 0
+    try:
+        # While signals still wait: an interrupt inside fdopen() would leave the descriptor
+        # closed by the half-built stream and then closed again here (EBADF instead of the
+        # interrupt's one line).
+        stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        _stop(pid)
+        raise
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
         # A thread empties the pipe while this one waits for the database, so the reader
         # never stalls on a full pipe (1 MiB is a fraction of a second of its work).
         messages: queue.Queue = queue.Queue(maxsize=QUEUED_MESSAGES)
-        stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
         pump = threading.Thread(target=_pump, args=(stream, messages), name="import-pipeline", daemon=True)
         pump.start()
         sink = _Sink(writer, encoders)
@@ -540,10 +548,7 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
                 messages.get(timeout=0.05)
             except queue.Empty:
                 pass
-        if stream is not None:
-            stream.close()
-        else:
-            os.close(read_fd)
+        stream.close()
     return count
 
 

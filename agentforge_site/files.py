@@ -39,10 +39,12 @@ def open_private(path, mode: str = "w"):
     fd = os.open(path, flags, PRIVATE_FILE)
     try:
         os.fchmod(fd, PRIVATE_FILE)  # an existing file keeps its mode through O_CREAT
-        return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
     except BaseException:
         os.close(fd)
         raise
+    # fdopen() owns the descriptor from here: if it fails half-way (an interrupt) it has closed
+    # it already, and closing it again here would end in EBADF instead of the interrupt.
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
 
 
 def private_sqlite_files(sender, connection, **kwargs) -> None:

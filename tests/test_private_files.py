@@ -66,3 +66,20 @@ def test_the_sqlite_database_and_its_wal_are_0600(tmp_path, open_umask):
         wrapper.close()
     assert found["agentforge.db"] == "0o600"
     assert found["agentforge.db-wal"] == "0o600" and found["agentforge.db-shm"] == "0o600"
+
+
+@pytest.mark.once
+def test_an_interrupt_inside_fdopen_is_the_interrupt_not_ebadf(tmp_path, monkeypatch):
+    """fdopen() closes the descriptor itself when it fails half-way; open_private used to close
+    it again, so an interrupt there ended in 'Bad file descriptor' instead of itself."""
+    from agentforge_site import files
+
+    real_fdopen = os.fdopen
+
+    def interrupted(fd, *args, **kwargs):
+        real_fdopen(fd, *args, **kwargs).close()  # what io.open does with what it built
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "fdopen", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        files.open_private(tmp_path / "secret")

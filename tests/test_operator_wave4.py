@@ -262,6 +262,9 @@ def _start_import(data_dir):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as an operator's terminal delivers it: a test run started in the background by
+        # a script (scripts/test runs the backends side by side) inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -134,6 +134,7 @@ def _pg_text(value) -> str:
     raise TypeError(f"cannot encode {t.__name__} for COPY")
 
 
+_PG_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))  # backslash first
 _MYSQL_ESCAPES = (
     ("\\", "\\\\"),
     ("\0", "\\0"),
@@ -162,14 +163,9 @@ def _mysql_literal(value) -> str:
 
 
 def _pg_escape(value: str) -> str:
-    if "\\" in value:
-        value = value.replace("\\", "\\\\")
-    if "\t" in value:
-        value = value.replace("\t", "\\t")
-    if "\n" in value:
-        value = value.replace("\n", "\\n")
-    if "\r" in value:
-        value = value.replace("\r", "\\r")
+    for char, escaped in _PG_ESCAPES:
+        if char in value:
+            value = value.replace(char, escaped)
     return value
 
 
@@ -198,8 +194,10 @@ _INLINE_NAMES = {
     "_UUID": uuid.UUID,
     "_datetime": dt.datetime,
 }
-_PG_TEXT = """(x if type(x := {value}) is str and "\\\\" not in x and "\\t" not in x and "\\n" not in x
- and "\\r" not in x else "\\\\N" if x is None else {slow}(x))"""
+_PG_TEXT = (  # a text with none of the characters COPY escapes is its own COPY text
+    f"(x if type(x := {{value}}) is str and {' and '.join(f'{c!r} not in x' for c, _ in _PG_ESCAPES)}"
+    f' else "\\\\N" if x is None else {{slow}}(x))'
+)
 
 
 def _inline(encoder, template: str):

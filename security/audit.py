@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import operator
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -263,6 +264,9 @@ def _plain_json(value) -> bool:
     return False
 
 
+_CLOCK = operator.attrgetter("year", "month", "day", "hour", "minute", "second", "microsecond")
+
+
 def _utc_text(value) -> str | None:
     """A DateTimeField's canonical text (UTC, microseconds, "Z")."""
     if value is None:
@@ -271,15 +275,7 @@ def _utc_text(value) -> str | None:
         value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
     if value.year < 1000:  # what stored hashes hold: strftime does not pad the year everywhere
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-    )
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % _CLOCK(value)
 
 
 def _canonical_value(f, value):

@@ -12,6 +12,7 @@ per parent when they differ. Nothing is executed in dry-run mode.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import uuid
 from collections import defaultdict
 
@@ -26,6 +27,7 @@ from agentforge_site.caching import rows_changed
 from legacy.format.mappers.base import ChildSet, Mapped, Row
 
 BATCH = 2000
+_CLOCK = operator.attrgetter("year", "month", "day", "hour", "minute", "second", "microsecond")
 CHAIN_COLUMNS = ("prev_hash", "entry_hash")
 UTC = dt.timezone.utc
 
@@ -178,15 +180,8 @@ def _converter(field, vendor):
                 if value is None:
                     return None
                 if value.tzinfo is UTC:  # what the legacy timestamps parse to: isoformat(" ") of the naive time
-                    text = "%04d-%02d-%02d %02d:%02d:%02d" % (
-                        value.year,
-                        value.month,
-                        value.day,
-                        value.hour,
-                        value.minute,
-                        value.second,
-                    )
-                    return text + ".%06d" % value.microsecond if value.microsecond else text
+                    text = "%04d-%02d-%02d %02d:%02d:%02d.%06d" % _CLOCK(value)
+                    return text if value.microsecond else text[:-7]  # no ".000000", as str() writes it
                 if value.tzinfo is not None:
                     value = value.astimezone(UTC).replace(tzinfo=None)
                 return str(value)

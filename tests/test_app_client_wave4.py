@@ -141,19 +141,29 @@ def make_conversation(org, agent, user, title, messages=0):
     return conversation
 
 
-def test_appending_a_message_costs_the_same_however_long_the_conversation(make_org, make_user):
+def counts_at_few_and_many_messages(make_org, make_user, operation) -> list:
+    """``operation(conversation, total)`` (it returns its query count) inside the organization,
+    on a conversation of FEW and then of MANY messages: the two counts."""
     org = make_org()
     user = make_user(org)
     agent = make_agent(org, "a")
     counts = []
     for total in (FEW, MANY):
-        conversation = make_conversation(org, agent, user, f"c{total}", messages=total)
+        conversation = make_conversation(org, agent, user, f"chat {total}", messages=total)
         with org_scope(org):
-            message, count = queries(lambda: conversation.add_message("assistant", "hello"))
-            assert message.position == total
-            assert list(conversation.messages.values_list("content", flat=True))[-2:] == [f"m{total - 1}", "hello"]
-        counts.append(count)
-    assert counts[0] == counts[1]
+            counts.append(operation(conversation, total))
+    return counts
+
+
+def test_appending_a_message_costs_the_same_however_long_the_conversation(make_org, make_user):
+    def append(conversation, total):
+        message, count = queries(lambda: conversation.add_message("assistant", "hello"))
+        assert message.position == total
+        assert list(conversation.messages.values_list("content", flat=True))[-2:] == [f"m{total - 1}", "hello"]
+        return count
+
+    few, many = counts_at_few_and_many_messages(make_org, make_user, append)
+    assert few == many
 
 
 @pytest.mark.django_db(transaction=True)  # each writer commits on its own connection
@@ -277,18 +287,15 @@ def test_reading_a_conversation_with_its_messages_and_the_stats(make_org, make_u
 
 def test_deleting_a_conversation_costs_the_same_however_many_messages(make_org, make_user):
     """ConversationManagementService.delete_conversation (its messages go with it)."""
-    org = make_org()
-    user = make_user(org)
-    agent = make_agent(org, "a")
-    counts = []
-    for total in (FEW, MANY):
-        chat = make_conversation(org, agent, user, f"chat {total}", messages=total)
-        with org_scope(org):
-            deleted, count = queries(lambda: Conversation.objects.get(pk=chat.pk).delete())  # noqa: B023
-            assert deleted[1]["conversations.Message"] == total
-            assert not Message.objects.filter(conversation_id=chat.pk).exists()
-        counts.append(count)
-    assert counts[0] == counts[1]
+
+    def delete(chat, total):
+        deleted, count = queries(lambda: Conversation.objects.get(pk=chat.pk).delete())
+        assert deleted[1]["conversations.Message"] == total
+        assert not Message.objects.filter(conversation_id=chat.pk).exists()
+        return count
+
+    few, many = counts_at_few_and_many_messages(make_org, make_user, delete)
+    assert few == many
 
 
 # --- knowledge: core/tools/builtin/rag.py (search a knowledge base) ----------------------------

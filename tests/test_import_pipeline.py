@@ -377,3 +377,52 @@ def test_an_interrupt_as_the_pipe_is_opened_unwinds_as_itself(monkeypatch, corpu
         signal.signal(signal.SIGTERM, previous)
     with pytest.raises(ChildProcessError):  # the reader was reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_an_interrupt_taken_by_another_thread_as_the_reader_forks_stops_the_reader(monkeypatch, corpus_dir):
+    """Blocking SIGINT in the importing thread does not hold it back when the process has other
+    threads (psycopg's pool workers on PostgreSQL): the kernel hands the signal to one of them and
+    Python raises it in the importing thread at its next instruction, before the reader's pid was
+    in reach of the clean-up. CI caught the reader outliving the import that way."""
+    import signal
+    import threading
+
+    go, sent = threading.Event(), threading.Event()
+
+    def send_sigint():  # started before the fork, so SIGINT is not blocked in this thread
+        go.wait()
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to this thread before kill() returns
+        sent.set()
+
+    other = threading.Thread(target=send_sigint, daemon=True)
+    other.start()
+    real_fork = os.fork
+    forked = []
+
+    def fork_then_signal():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+            go.set()
+            sent.wait()
+        return pid
+
+    monkeypatch.setattr(pipeline.os, "fork", fork_then_signal)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        wipe()
+        with pytest.raises(KeyboardInterrupt):
+            _import(corpus_dir)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        other.join()
+    assert len(forked) == 1
+    try:
+        with pytest.raises(ChildProcessError):  # stopped and reaped by the import
+            os.waitpid(forked[0], os.WNOHANG)
+    finally:
+        try:  # on failure: do not leave the orphan running
+            os.kill(forked[0], signal.SIGKILL)
+            os.waitpid(forked[0], 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass

@@ -48,7 +48,43 @@ PIPE_SIZE = 1 << 20  # Linux caps an unprivileged pipe at 1 MiB by default
 QUEUED_MESSAGES = 4  # messages read ahead while the database works (a few MiB)
 
 
-_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _HeldSignals:
+    """SIGINT and SIGTERM wait from here to :meth:`release`, which delivers them in this thread.
+
+    Blocking them (``pthread_sigmask``) holds them only for this thread: when the process has
+    other threads (psycopg's pool workers), the kernel hands the signal to one of them and
+    Python runs the handler in the main thread at its next instruction anyway. So, in the
+    main thread, the handlers are swapped for one that only notes the signal as well."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.previous: dict[int, object] = {}
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+        if threading.current_thread() is threading.main_thread():
+            for signum in _DEFERRED_SIGNALS:
+                handler = signal.getsignal(signum)
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    self.previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum, frame) -> None:
+        if signum not in self.received:
+            self.received.append(signum)
+
+    def release_in_reader(self) -> None:
+        """In the forked reader: Ctrl-C is the importing process's to handle; SIGTERM just ends it."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+
+    def release(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        for signum in self.received:  # its handler runs (and may raise) before this returns
+            signal.raise_signal(signum)
 
 
 class PipelineAbort(Exception):
@@ -475,32 +511,30 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
     # Signals wait until both sides are ready for them: a Ctrl-C between fork() and the
     # ``try`` below would leave the reader running unreaped, and in the child it would unwind
     # through the importer's own stack.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    held = _HeldSignals()
     try:
         pid = os.fork()
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        held.release()
         raise
     if pid == 0:  # pragma: no cover - the reader; coverage cannot follow os._exit
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the importing process's to handle
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the importer's handler: just end
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        held.release_in_reader()
         os.close(read_fd)
         _reader_main(mapper, file_path, ctx, encoders, complete, write_fd)
-    os.close(write_fd)
     pump = None
     count = 0
     try:
+        os.close(write_fd)
         # While signals still wait: an interrupt inside fdopen() would leave the descriptor
         # closed by the half-built stream and then closed again here (EBADF instead of the
         # interrupt's one line).
         stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        held.release()
         _stop(pid)
         raise
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+        held.release()  # a signal that came meanwhile unwinds from here, through the finally
         # A thread empties the pipe while this one waits for the database, so the reader
         # never stalls on a full pipe (1 MiB is a fraction of a second of its work).
         messages: queue.Queue = queue.Queue(maxsize=QUEUED_MESSAGES)

@@ -348,6 +348,49 @@ def test_an_org_admins_delete_page_never_lists_another_organizations_rows(client
     assert "<li>message</li>" not in page
 
 
+# PostgreSQL's composite tenant keys refuse the planted link itself at its COMMIT: no row holds one there.
+@pytest.mark.backends("sqlite", "mysql")
+@pytest.mark.django_db(transaction=True)  # SQLite's foreign key refuses at COMMIT
+def test_an_org_admins_delete_refused_by_another_organizations_link_is_a_message_not_a_server_error(
+    client, make_org, make_user, plant
+):
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.messages import get_messages
+
+    world = admin_world(make_org, make_user)
+    mine, theirs = world["mine"], world["theirs"]
+    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
+    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    before = _stored(their_message)
+    client.force_login(world["orgadmin"])
+    conversation = mine["conversation"]
+    delete = reverse("admin:conversations_conversation_delete", args=[conversation.pk])
+    changelist = reverse("admin:conversations_conversation_changelist")
+    attempts = [
+        (delete, {"post": "yes"}, reverse("admin:conversations_conversation_change", args=[conversation.pk]), "was"),
+        (
+            changelist,
+            {"action": "delete_selected", "_selected_action": [conversation.pk], "post": "yes"},
+            changelist,
+            "were",
+        ),
+    ]
+    for url, form, back_to, verb in attempts:
+        response = client.post(url, form, follow=True)
+        # It was a 500 (IntegrityError out of the view); now the page again, with why (and not
+        # the "deleted successfully" Django wrote before the COMMIT that refused).
+        assert (response.status_code, response.redirect_chain) == (200, [(back_to, 302)])
+        assert [str(m) for m in get_messages(response.wsgi_request)] == [
+            f"The conversation{'s' if verb == 'were' else ''} {verb} not deleted: rows outside your organization "
+            "still refer to " + ("it" if verb == "was" else "them") + " (links between organizations, which "
+            "import_json reports as \u201corganization links\u201d). Point those rows elsewhere first."
+        ]
+        assert _stored(conversation) is not None
+        assert Message.all_orgs.filter(conversation_id=conversation.pk).count() == 3  # A's two and the planted one
+        assert _stored(their_message) == before
+        assert not LogEntry.objects.filter(action_flag=3).exists()  # no deletion logged for what was kept
+
+
 def test_bulk_update_of_an_instance_keyed_to_another_organizations_row_updates_nothing(two):
     a, b, mine, theirs = two
     before = _stored(theirs["tool"])

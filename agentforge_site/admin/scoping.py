@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
-from django.http import Http404
+from django.db import IntegrityError, models, router, transaction
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import SimpleTemplateResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, reverse
 from django.utils.functional import cached_property
 
 from agentforge_core.tenancy import org_scope, unscoped
@@ -159,6 +160,64 @@ class OrgScopedAdmin(admin.ModelAdmin):
             if isinstance(pattern, URLPattern):
                 pattern.callback = superuser_unscoped(pattern.callback)
         return urls
+
+    # A deletion the database refuses: rows the admin cannot see still refer to the row (links
+    # between organizations an import or an older writer left; the cascade leaves other
+    # organizations' rows alone). A message and the page again, not a server error.
+    REFERRED_TO = (
+        "%(what)s not deleted: rows outside your organization still refer to %(them)s "
+        "(links between organizations, which import_json reports as “organization links”). "
+        "Point those rows elsewhere first."
+    )
+
+    def delete_view(self, request, object_id, extra_context=None):
+        opts = self.opts
+        change = reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_change",
+            args=[quote(object_id)],
+            current_app=self.admin_site.name,
+        )
+        return self._deleting(
+            request,
+            lambda: super(OrgScopedAdmin, self).delete_view(request, object_id, extra_context),
+            refused=self.REFERRED_TO % {"what": f"The {opts.verbose_name} was", "them": "it"},
+            back_to=change,
+        )
+
+    def response_action(self, request, queryset):
+        # One transaction per action, as delete_view has: a deletion's log entries go with it.
+        def action():
+            with transaction.atomic(using=router.db_for_write(self.model)):
+                return super(OrgScopedAdmin, self).response_action(request, queryset)
+
+        return self._deleting(
+            request,
+            action,
+            refused=self.REFERRED_TO % {"what": f"The {self.opts.verbose_name_plural} were", "them": "them"},
+            back_to=request.get_full_path(),
+        )
+
+    def _deleting(self, request, view, refused: str, back_to: str):
+        # The view's own messages ("deleted successfully") wait for its transaction: the foreign
+        # key refuses at COMMIT where it is deferred, after they were written.
+        request.held_admin_messages = held = []
+        try:
+            response = view()
+        except IntegrityError:
+            held = [((refused, messages.ERROR), {})]
+            response = HttpResponseRedirect(back_to)
+        finally:
+            del request.held_admin_messages
+        for args, kwargs in held:
+            self.message_user(request, *args, **kwargs)
+        return response
+
+    def message_user(self, request, *args, **kwargs):
+        held = getattr(request, "held_admin_messages", None)
+        if held is not None:
+            held.append((args, kwargs))
+        else:
+            super().message_user(request, *args, **kwargs)
 
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)

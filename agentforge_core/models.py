@@ -256,6 +256,19 @@ def refuse_unscoped_subquery(model_name: str, subquery) -> None:
         )
 
 
+def refuse_unscoped_prefetch(lookup, caller: str) -> None:
+    """``Prefetch(queryset=<all_orgs or a base manager>)`` in a scoped read, refused as an
+    unscoped subquery is: through a link between organizations the prefetch hands over the
+    other organization's rows (SQLite and MariaDB; only the active one's on PostgreSQL)."""
+    queryset = getattr(lookup, "queryset", None)
+    if queryset is not None and reads_other_orgs(queryset.query):
+        name = queryset.model.__name__
+        raise OrgScopeError(
+            f"{caller}(Prefetch({lookup.prefetch_through!r}, queryset=...)): the queryset of {name} "
+            f"is not organization-scoped; use {name}.objects"
+        )
+
+
 class ActiveOrgLookup(Lookup):
     """``org_id = <the organization active when the SQL is compiled>``; fails closed.
 
@@ -676,13 +689,7 @@ class ScopedQuerySet(WriteNotifyingQuerySet):
         # every organization's ones the join reaches (only the active one's on PostgreSQL).
         if is_org_scoped(self.query):
             for lookup in lookups:
-                queryset = getattr(lookup, "queryset", None)
-                if queryset is not None and reads_other_orgs(queryset.query):
-                    raise OrgScopeError(
-                        f"{self.model.__name__}.objects.prefetch_related(Prefetch({lookup.prefetch_through!r}, "
-                        f"queryset=...)): the queryset of {queryset.model.__name__} is not organization-scoped; "
-                        f"use {queryset.model.__name__}.objects"
-                    )
+                refuse_unscoped_prefetch(lookup, f"{self.model.__name__}.objects.prefetch_related")
         return super().prefetch_related(*lookups)
 
     def _merge_sanity_check(self, other):
@@ -860,6 +867,7 @@ def hold_django_reads_to_active_org() -> None:
 
     Called once from ``AgentforgeCoreConfig.ready()``."""
     from django.apps import apps
+    from django.db.models import Prefetch
     from django.db.models.deletion import Collector
 
     if getattr(Collector.related_objects, "held_to_active_org", False):
@@ -879,8 +887,19 @@ def hold_django_reads_to_active_org() -> None:
     def get_all_objects_for_this_type(self, **kwargs):
         return rows_of_type(self).filter(**kwargs)
 
+    # prefetch_related_objects() called directly (not through a scoped queryset's
+    # prefetch_related(), which refuses this when it is called): checked as each level runs.
+    current_querysets = Prefetch.get_current_querysets
+
+    def get_current_querysets(self, level):
+        querysets = current_querysets(self, level)
+        if querysets and current_org() not in (None, ALL_ORGS):
+            refuse_unscoped_prefetch(self, "prefetch_related_objects")
+        return querysets
+
     related_objects.held_to_active_org = True
     Collector.related_objects = related_objects
+    Prefetch.get_current_querysets = get_current_querysets
     if apps.is_installed("django.contrib.contenttypes"):  # agentforge_core builds on no other app
         from django.contrib.contenttypes.models import ContentType
 

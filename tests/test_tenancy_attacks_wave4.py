@@ -21,7 +21,17 @@ from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Prefetch, Q, Subquery
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    FilteredRelation,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+    prefetch_related_objects,
+)
 from django.urls import reverse
 
 from accounts.models import GroupRole, Organization, User
@@ -133,6 +143,31 @@ def test_a_prefetch_with_an_unscoped_queryset_is_refused_on_a_scoped_queryset(tw
     with org_scope(a):
         (agent,) = Agent.objects.prefetch_related(Prefetch("tools", queryset=Tool.objects.all(), to_attr="t"))
         assert agent.t == []
+
+
+def test_prefetch_related_objects_called_directly_refuses_an_unscoped_queryset_too(two, plant):
+    a, b, mine, theirs = two
+    plant(AgentTool, AgentTool.all_orgs.get(agent=mine["agent"]), tool_id=theirs["tool"].pk)
+    # The check above sits in QuerySet.prefetch_related(); prefetch_related_objects() on loaded
+    # instances went around it and handed A B's tool on SQLite and MariaDB.
+    lookups = (
+        Prefetch("tools", queryset=Tool.all_orgs.all()),
+        Prefetch("tools", Tool.all_orgs.all(), "t"),
+        Prefetch("agent_tools__tool", queryset=Tool.all_orgs.all()),  # the queryset at a deeper level
+    )
+    for lookup in lookups:
+        with org_scope(a):
+            agent = Agent.objects.get(pk=mine["agent"].pk)
+            with pytest.raises(OrgScopeError, match=r"^prefetch_related_objects\(Prefetch\(.*not organization-scoped"):
+                prefetch_related_objects([agent], lookup)
+    with org_scope(a):
+        agent = Agent.objects.get(pk=mine["agent"].pk)
+        prefetch_related_objects([agent], Prefetch("tools", queryset=Tool.objects.all(), to_attr="t"))
+        assert agent.t == []
+    with unscoped():  # system work: every organization, deliberately
+        agent = Agent.all_orgs.get(pk=mine["agent"].pk)
+        prefetch_related_objects([agent], Prefetch("tools", queryset=Tool.all_orgs.all(), to_attr="t"))
+        assert agent.t == [theirs["tool"]]
 
 
 def test_an_org_admins_group_list_never_names_another_organizations_role(client, make_org, make_user, plant):

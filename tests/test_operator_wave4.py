@@ -171,6 +171,32 @@ def test_dry_run_and_check_write_nothing_into_a_database_that_holds_an_import(co
     assert "(counts are what an import would do)" in output
 
 
+ANOTHER_INSTALL = (
+    "security/users.json: none of its users is one an earlier import wrote into this database: if this is "
+    "another AgentForge install, its records are merging into this database's organizations (org_default among them)"
+)
+
+
+@pytest.mark.django_db
+def test_importing_another_install_into_the_same_database_says_it_merges(tmp_path):
+    # Every install's default organization is org_default: a second install's files merged into the
+    # first one's organizations without a word. Its users are the tell: a re-run knows them.
+    first = run_import(SAMPLE, verbosity=2)
+    assert ANOTHER_INSTALL not in first
+    assert ANOTHER_INSTALL not in run_import(SAMPLE, verbosity=2)
+    other = tmp_path / "other-install"
+    shutil.copytree(SAMPLE, other)
+    users = json.loads((other / "security" / "users.json").read_text(encoding="utf-8"))
+    renames = {key: f"{i:08d}-0000-4000-8000-00000000000{i}" for i, key in enumerate(users)}
+    renames |= {user["email"]: f"other{i}@install.test" for i, user in enumerate(users.values())}
+    for path in other.rglob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        for old, new in renames.items():
+            text = text.replace(old, new)
+        path.write_text(text, encoding="utf-8")
+    assert ANOTHER_INSTALL in run_import(other, verbosity=2)
+
+
 # --- export_json: a failed export leaves every file whole ---------------------------------------
 
 
@@ -333,8 +359,14 @@ def test_an_import_interrupted_while_the_reader_runs_writes_nothing_and_a_rerun_
 @pytest.mark.django_db(transaction=True)
 def test_a_second_import_while_one_runs_is_refused_at_once(big_dir):
     first = _start_import(big_dir)
-    _reader_of(first)
-    second = _manage("import_json", str(big_dir), "-v0")
+    reader = _reader_of(first)
+    # Held inside its transaction (the importer waits for its stopped reader) while the second one
+    # starts: on a fast machine the first used to commit before the second reached the lock.
+    os.kill(reader, signal.SIGSTOP)
+    try:
+        second = _manage("import_json", str(big_dir), "-v0")
+    finally:
+        os.kill(reader, signal.SIGCONT)
     assert (second.returncode, second.stderr) == (
         1,
         f"CommandError: {BUSY}\n",

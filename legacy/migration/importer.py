@@ -206,6 +206,8 @@ def _import_directory(path, options: ImportOptions | None) -> ImportReport:
                 # References are checked by the mappers; rows arrive in file order.
                 cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
         try:
+            # Under the lock: on SQLite a read waits behind a running import's write.
+            _warn_of_another_install(loaded.get("security/users"), report)
             ctx.permission_ids = _permission_catalog(loaded, ctx.dry_run, writer)
             if not ctx.dry_run and (root / file_label("security/audit_logs")).is_file():
                 from legacy.migration.writer import AuditChain
@@ -427,6 +429,29 @@ def one_import_at_a_time(skip: bool = False):
         if connection.is_usable():
             with connection.cursor() as cursor:
                 cursor.execute(give, [IMPORT_LOCK])
+
+
+# Enough of the file's user ids to tell a re-run (most are known) from another install (none).
+INSTALL_SAMPLE = 500
+
+
+def _warn_of_another_install(users, report) -> None:
+    """Warn when the database holds users an earlier import wrote and this directory names none
+    of them: most likely another AgentForge install, whose records merge into this database's
+    organizations (``org_default`` is the same id in every install). A re-run of the same install
+    (the parallel run, a retry) finds its users again."""
+    if not users:
+        return
+    mapper = registry["security/users"]
+    ids = mapper.source_ids(users)[:INSTALL_SAMPLE]
+    imported = mapper.model.all_orgs.filter(legacy_id__isnull=False)
+    if imported.exists() and not imported.filter(legacy_id__in=ids).exists():
+        report.warn(
+            "security/users",
+            f"{mapper.file}: none of its users is one an earlier import wrote into this database: if this "
+            "is another AgentForge install, its records are merging into this database's organizations "
+            "(org_default among them)",
+        )
 
 
 def _report_cross_org_links(writer, report) -> None:

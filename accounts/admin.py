@@ -469,7 +469,7 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
     def mfa_status(self, obj):
         if obj is None or obj.pk is None:
             return "—"
-        mfa = MFASettings.all_orgs.filter(user=obj).first()
+        mfa = MFASettings.objects.filter(user=obj).first()  # this organization's only, as obj.mfa
         if mfa is None:
             return "not set up"
         methods = ", ".join(mfa.methods or []) or "no methods"

@@ -1,0 +1,57 @@
+"""Attacks of the fifth round on the admin, by another organization's admin with a browser.
+
+What the earlier rounds left: the admin's own code reading past the scoped managers. A page of
+A's row that lists rows linked to it (a conversation's transcript, a user's MFA status) and the
+edit of a many-to-many with its own through model (a user's or a group's roles) read
+``all_orgs``: a link between organizations planted around the checks (an import, an old
+writer) handed B's rows to A's admin, who read them and, by saving, deleted them. Each must
+leave B's rows unread and unchanged, with the same outcome on every backend (on PostgreSQL
+row-level security is the second wall).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import MFASettings
+from agentforge_core.tenancy import unscoped
+from conversations.models import Message
+from tests.admin_support import admin_world
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(make_org, make_user):
+    return admin_world(make_org, make_user)
+
+
+def _stored(row):
+    """The row as the database holds it now (every column), read as system work."""
+    with unscoped():
+        return type(row).all_orgs.filter(pk=row.pk).values().first()
+
+
+def test_a_conversations_transcript_never_shows_another_organizations_message(client, world, plant):
+    mine, theirs = world["mine"], world["theirs"]
+    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
+    with unscoped():
+        Message.all_orgs.filter(pk=their_message.pk).update(content="their-words-XYZZY-21")
+    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    client.force_login(world["orgadmin"])
+    page = client.get(reverse("admin:conversations_conversation_change", args=[mine["conversation"].pk]))
+    html = page.content.decode()
+    assert "Hi! How can I help?" in html  # A's own messages
+    assert "their-words-XYZZY-21" not in html
+
+
+def test_a_users_mfa_status_never_reads_another_organizations_mfa_settings(client, world, make_user, plant):
+    mine, theirs = world["mine"], world["theirs"]
+    newcomer = make_user(world["org"], email="newcomer@acme.test")  # no MFA of their own
+    plant(MFASettings, theirs["mfasettings"], user_id=newcomer.pk)
+    client.force_login(world["orgadmin"])
+    html = client.get(reverse("admin:accounts_user_change", args=[newcomer.pk])).content.decode()
+    assert "not set up" in html
+    assert "active (totp)" not in html
+    assert mine["user"].email  # A's member, with MFA, is another page

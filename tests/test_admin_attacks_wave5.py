@@ -14,10 +14,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from accounts.models import MFASettings
+from accounts.models import MFASettings, UserRole
 from agentforge_core.tenancy import unscoped
 from conversations.models import Message
-from tests.admin_support import admin_world
+from tests.admin_support import admin_world, form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -55,3 +55,18 @@ def test_a_users_mfa_status_never_reads_another_organizations_mfa_settings(clien
     assert "not set up" in html
     assert "active (totp)" not in html
     assert mine["user"].email  # A's member, with MFA, is another page
+
+
+def test_saving_a_users_roles_leaves_another_organizations_role_links_alone(client, world, plant):
+    mine, theirs = world["mine"], world["theirs"]
+    their_link = UserRole.all_orgs.get(user=theirs["user"])
+    plant(UserRole, their_link, user_id=mine["user"].pk)
+    before = _stored(their_link)
+    client.force_login(world["orgadmin"])
+    url = reverse("admin:accounts_user_change", args=[mine["user"].pk])
+    data = form_data(client.get(url))
+    assert data["roles"] == [str(mine["role"].pk)]  # B's role is not shown as one of A's user's
+    response = client.post(url, {**data, "roles": []})
+    assert response.status_code == 302
+    assert not UserRole.all_orgs.filter(org=world["org"], user=mine["user"]).exists()  # A's own link went
+    assert _stored(their_link) == before  # B's row: not deleted, not changed

@@ -434,7 +434,9 @@ def sync_through(obj, field_name: str, targets) -> None:
     through = field.remote_field.through
     source = field.m2m_field_name()
     target = field.m2m_reverse_field_name()
-    manager = getattr(through, "all_orgs", None) or through._base_manager
+    # The scoped manager: another organization's through rows naming ``obj`` (links planted
+    # around the checks) are neither counted as chosen nor deleted here.
+    manager = through._default_manager
     existing = set(manager.filter(**{source: obj}).values_list(f"{target}_id", flat=True))
     wanted = {t.pk for t in targets}
     if existing - wanted:

@@ -42,6 +42,7 @@ from agentforge_site.admin.mixins import (
     SuperuserWritesMixin,
 )
 from agentforge_site.admin.scoping import (
+    HeldHistoryMixin,
     OrgScopedAdmin,
     ScopedTabularInline,
     UserCredentialsAdminMixin,
@@ -161,7 +162,7 @@ class DepartmentAdmin(OrgScopedAdmin):
 
 
 @admin.register(Permission)
-class PermissionAdmin(SuperuserWritesMixin, admin.ModelAdmin):
+class PermissionAdmin(SuperuserWritesMixin, HeldHistoryMixin, admin.ModelAdmin):
     """The global permission catalog: readable by org admins, edited by superusers."""
 
     list_display = ("codename", "resource", "action", "description", "role_count")

@@ -17,7 +17,7 @@ from django.urls import reverse
 from accounts.models import MFASettings, UserRole
 from agentforge_core.tenancy import unscoped
 from conversations.models import Message
-from tests.admin_support import admin_world, form_data
+from tests.admin_support import admin_world, form_data, request_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -70,3 +70,30 @@ def test_saving_a_users_roles_leaves_another_organizations_role_links_alone(clie
     assert response.status_code == 302
     assert not UserRole.all_orgs.filter(org=world["org"], user=mine["user"]).exists()  # A's own link went
     assert _stored(their_link) == before  # B's row: not deleted, not changed
+
+
+@pytest.mark.parametrize("app, model, row", [("agents", "agent", "agent"), ("accounts", "permission", "permission")])
+def test_a_rows_history_never_names_another_organizations_user(client, world, make_user, app, model, row):
+    # A superuser of B changes A's row (or the global permission catalog), then A's admin does.
+    their_root = make_user(
+        world["other"], email="root@globex.test", first_name="Gloria", is_staff=True, is_superuser=True
+    )
+    pk = world["mine"][row].pk
+    change = reverse(f"admin:{app}_{model}_change", args=[pk])
+    client.force_login(their_root)
+    assert client.post(change, {**form_data(client.get(change)), "description": "by B's root"}).status_code == 302
+    client.force_login(world["superuser"])
+    assert client.post(change, {**form_data(client.get(change)), "description": "by A's root"}).status_code == 302
+    # Django's history lists the LogEntry rows (a global table) with their users joined, unscoped:
+    # B's superuser was named on SQLite and MariaDB; PostgreSQL's row-level security hid the entry.
+    client.force_login(world["orgadmin"])
+    response = client.get(reverse(f"admin:{app}_{model}_history", args=[pk]))
+    with request_scope(response):
+        assert [entry.user_id for entry in response.context["action_list"]] == [world["superuser"].pk]
+    html = response.content.decode()
+    assert "root@acme.test" in html
+    assert "root@globex.test" not in html and "Gloria" not in html
+    if model == "agent":  # a superuser's views of tenant rows run unscoped: every entry
+        client.force_login(world["superuser"])
+        response = client.get(reverse(f"admin:{app}_{model}_history", args=[pk]))
+        assert [entry.user_id for entry in response.context["action_list"]] == [their_root.pk, world["superuser"].pk]

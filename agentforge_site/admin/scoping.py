@@ -24,6 +24,7 @@ from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern, reverse
 from django.utils.functional import cached_property
 
+from agentforge_core.models import ActiveOrgTables, scope_field
 from agentforge_core.tenancy import org_scope, unscoped
 
 
@@ -131,7 +132,22 @@ def refuse_foreign_rows(form, org_id, skip=()) -> None:
                 break
 
 
-class OrgScopedAdmin(admin.ModelAdmin):
+class HeldHistoryMixin:
+    """The history page of an organization admin held to their organization.
+
+    Django lists the row's LogEntry rows (a global table, read unscoped) with their users
+    joined: an entry by another organization's user (a superuser) named that user on SQLite
+    and MariaDB, and was left out on PostgreSQL, whose row-level security holds the join. Every
+    tenant table joined into a global table's list is held here as row-level security holds it.
+    """
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if isinstance(queryset, models.QuerySet) and scope_field(queryset.model) is None and not is_superuser(request):
+            queryset = queryset.filter(ActiveOrgTables())
+        return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
+
+
+class OrgScopedAdmin(HeldHistoryMixin, admin.ModelAdmin):
     """A ModelAdmin for a tenant model (works for global models too).
 
     Non-superusers see and edit their organization's rows only and never choose the

@@ -42,7 +42,7 @@ from agentforge_site.admin.mixins import (
     SuperuserWritesMixin,
 )
 from agentforge_site.admin.scoping import (
-    HeldHistoryMixin,
+    HeldJoinsMixin,
     OrgScopedAdmin,
     ScopedTabularInline,
     UserCredentialsAdminMixin,
@@ -162,7 +162,7 @@ class DepartmentAdmin(OrgScopedAdmin):
 
 
 @admin.register(Permission)
-class PermissionAdmin(SuperuserWritesMixin, HeldHistoryMixin, admin.ModelAdmin):
+class PermissionAdmin(SuperuserWritesMixin, HeldJoinsMixin, admin.ModelAdmin):
     """The global permission catalog: readable by org admins, edited by superusers."""
 
     list_display = ("codename", "resource", "action", "description", "role_count")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from accounts.models import MFASettings, UserRole
+from accounts.models import MFASettings, RolePermission, UserRole
 from agentforge_core.tenancy import unscoped
 from conversations.models import Message
 from tests.admin_support import admin_world, form_data, request_scope
@@ -97,3 +97,24 @@ def test_a_rows_history_never_names_another_organizations_user(client, world, ma
         client.force_login(world["superuser"])
         response = client.get(reverse(f"admin:{app}_{model}_history", args=[pk]))
         assert [entry.user_id for entry in response.context["action_list"]] == [their_root.pk, world["superuser"].pk]
+
+
+@pytest.mark.parametrize("lookup", ["roles__id", "role_permissions__id"])
+def test_the_permission_catalogs_list_answers_nothing_about_another_organizations_roles(client, world, lookup):
+    # The catalog is global: a lookup across its relations to the roles joined B's rows unscoped,
+    # so the list told whether B's role (or role grant) of that key exists and what it grants.
+    mine, theirs = world["mine"], world["theirs"]
+    keys = {
+        "roles__id": (mine["role"].pk, theirs["role"].pk),
+        "role_permissions__id": tuple(RolePermission.all_orgs.get(role=side["role"]).pk for side in (mine, theirs)),
+    }[lookup]
+    client.force_login(world["orgadmin"])
+    listed = {}
+    for key in keys:
+        response = client.get(reverse("admin:accounts_permission_changelist"), {lookup: str(key)})
+        with request_scope(response):
+            listed[key] = (
+                [p.codename for p in response.context["cl"].result_list],
+                response.context["cl"].result_count,
+            )
+    assert listed == {keys[0]: (["agents:read"], 1), keys[1]: ([], 0)}

@@ -132,22 +132,30 @@ def refuse_foreign_rows(form, org_id, skip=()) -> None:
                 break
 
 
-class HeldHistoryMixin:
-    """The history page of an organization admin held to their organization.
+class HeldJoinsMixin:
+    """Tenant tables joined into the rows of a global table, held to an organization admin's
+    organization as PostgreSQL's row-level security holds them.
 
-    Django lists the row's LogEntry rows (a global table, read unscoped) with their users
-    joined: an entry by another organization's user (a superuser) named that user on SQLite
-    and MariaDB, and was left out on PostgreSQL, whose row-level security holds the join. Every
-    tenant table joined into a global table's list is held here as row-level security holds it.
+    A global table's queryset is not scoped, so what it joins was read unscoped on SQLite and
+    MariaDB: the history page's LogEntry rows named their users (another organization's
+    superuser who changed the row), and a changelist lookup across a relation of the permission
+    catalog (``?roles__id=``) answered for another organization's rows.
     """
 
-    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+    def _held(self, request, queryset):
         if isinstance(queryset, models.QuerySet) and scope_field(queryset.model) is None and not is_superuser(request):
-            queryset = queryset.filter(ActiveOrgTables())
-        return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
+            return queryset.filter(ActiveOrgTables())
+        return queryset
+
+    def get_queryset(self, request):
+        return self._held(request, super().get_queryset(request))
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        # The history page's LogEntry rows reach the view through here only.
+        return super().get_paginator(request, self._held(request, queryset), per_page, orphans, allow_empty_first_page)
 
 
-class OrgScopedAdmin(HeldHistoryMixin, admin.ModelAdmin):
+class OrgScopedAdmin(HeldJoinsMixin, admin.ModelAdmin):
     """A ModelAdmin for a tenant model (works for global models too).
 
     Non-superusers see and edit their organization's rows only and never choose the

@@ -7,12 +7,14 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import (
     ReadOnlyPasswordHashField,
     SetPasswordMixin,
     SetUnusablePasswordMixin,
 )
+from django.contrib.auth.models import Group as DjangoGroup
 from django.db.models import Prefetch
 from django.utils import timezone
 from django.utils.html import format_html
@@ -66,6 +68,17 @@ class AdminLoginForm(AdminAuthenticationForm):
 
 
 admin.site.login_form = AdminLoginForm
+
+# Django's groups (admin-console permissions) are global and reach the users: held like the
+# permission catalog for a staff user allowed to see them (``?user__id=`` of another organization).
+if admin.site.is_registered(DjangoGroup):
+    admin.site.unregister(DjangoGroup)
+
+
+@admin.register(DjangoGroup)
+class DjangoGroupAdminHeld(HeldJoinsMixin, DjangoGroupAdmin):
+    pass
+
 
 # --------------------------------------------------------------------------------------
 # Organizations

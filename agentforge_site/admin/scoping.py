@@ -17,8 +17,9 @@ import functools
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.db import IntegrityError, models, router, transaction
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern, reverse
@@ -132,27 +133,44 @@ def refuse_foreign_rows(form, org_id, skip=()) -> None:
                 break
 
 
+def reaches_tenant_table(model, lookup: str) -> bool:
+    """Whether ``lookup`` (``roles__id``, ``user__id``) crosses a relation from ``model`` into a tenant table."""
+    for part in lookup.split(LOOKUP_SEP):
+        try:
+            field = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            return False
+        if not field.is_relation:
+            return False
+        model = field.related_model
+        if scope_field(model) is not None:
+            return True
+    return False
+
+
 class HeldJoinsMixin:
-    """Tenant tables joined into the rows of a global table, held to an organization admin's
-    organization as PostgreSQL's row-level security holds them.
+    """The pages of a global table (and the history page of any row), for an organization admin,
+    reach no tenant row outside their organization.
 
     A global table's queryset is not scoped, so what it joins was read unscoped on SQLite and
-    MariaDB: the history page's LogEntry rows named their users (another organization's
-    superuser who changed the row), and a changelist lookup across a relation of the permission
-    catalog (``?roles__id=``) answered for another organization's rows.
+    MariaDB: the history page's LogEntry rows named their users (another organization's superuser
+    who changed the row; PostgreSQL's row-level security left the entry out), and a changelist
+    lookup across a relation into a tenant table (``?roles__id=`` on the permission catalog,
+    ``?user__id=`` on Django's groups, which Django allows for any relation one level deep)
+    answered for another organization's rows.
     """
 
-    def _held(self, request, queryset):
-        if isinstance(queryset, models.QuerySet) and scope_field(queryset.model) is None and not is_superuser(request):
-            return queryset.filter(ActiveOrgTables())
-        return queryset
-
-    def get_queryset(self, request):
-        return self._held(request, super().get_queryset(request))
+    def lookup_allowed(self, lookup, value, request=None):
+        if scope_field(self.model) is None and not is_superuser(request) and reaches_tenant_table(self.model, lookup):
+            return False  # a 400, as for a lookup Django does not offer
+        return super().lookup_allowed(lookup, value, request)
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        # The history page's LogEntry rows reach the view through here only.
-        return super().get_paginator(request, self._held(request, queryset), per_page, orphans, allow_empty_first_page)
+        # The history page's LogEntry rows reach the view through here only: every tenant table
+        # joined into them is held as row-level security holds it.
+        if isinstance(queryset, models.QuerySet) and scope_field(queryset.model) is None and not is_superuser(request):
+            queryset = queryset.filter(ActiveOrgTables())
+        return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
 
 
 class OrgScopedAdmin(HeldJoinsMixin, admin.ModelAdmin):

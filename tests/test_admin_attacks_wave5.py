@@ -1,17 +1,26 @@
 """Attacks of the fifth round on the admin, by another organization's admin with a browser.
 
-What the earlier rounds left: the admin's own code reading past the scoped managers. A page of
-A's row that lists rows linked to it (a conversation's transcript, a user's MFA status) and the
-edit of a many-to-many with its own through model (a user's or a group's roles) read
-``all_orgs``: a link between organizations planted around the checks (an import, an old
-writer) handed B's rows to A's admin, who read them and, by saving, deleted them. Each must
-leave B's rows unread and unchanged, with the same outcome on every backend (on PostgreSQL
-row-level security is the second wall).
+What the earlier rounds left: the admin's own code reading past the scoped managers, and the
+pages of global tables. A page of A's row that lists rows linked to it (a conversation's
+transcript, a user's MFA status) and the edit of a many-to-many with its own through model (a
+user's or a group's roles) read ``all_orgs``: a link between organizations planted around the
+checks (an import, an old writer) handed B's rows to A's admin, who read them and, by saving,
+deleted them. The history page (Django's LogEntry, a global table) named B's users, and a lookup
+across a relation of a global table (the permission catalog, Django's groups) answered about B's
+roles, grants and users. Each must leave B's rows unread and unchanged, with the same outcome on
+every backend (on PostgreSQL row-level security is the second wall). The last test pins what held:
+B's key and a key of no row get the same answer on every object URL, the "view on site" shortcut
+and every action of every model.
 """
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pytest
+from django.contrib import admin
+from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
 from accounts.models import MFASettings, RolePermission, UserRole
@@ -134,3 +143,49 @@ def test_a_global_tables_list_is_not_filtered_across_a_relation_into_tenant_rows
     assert statuses == [400, 400]
     client.force_login(world["superuser"])  # superusers filter as before
     assert [client.get(reverse(url), {lookup: str(row.pk)}).status_code for row in keys(world)] == [200, 200]
+
+
+def _answer(response) -> tuple:
+    """A response as a visitor compares it: status, redirect and page, less what varies anyway."""
+    body = b"".join(response.streaming_content) if response.streaming else response.content  # the CSV export
+    page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", body.decode())
+    return response.status_code, response.get("Location"), page
+
+
+def test_another_organizations_key_gets_the_answer_of_a_key_of_no_row_everywhere(client, world):
+    client.force_login(world["orgadmin"])
+    tried = 0
+    for name, row in world["theirs"].items():
+        model_admin = admin.site._registry.get(type(row))
+        if model_admin is None or name == "permission":  # the catalog is global
+            continue
+        opts = row._meta
+        base = f"admin:{opts.app_label}_{opts.model_name}"
+        no_row = uuid.uuid4() if isinstance(row.pk, uuid.UUID) else 10**9
+        content_type = ContentType.objects.get_for_model(row)
+        actions = ["delete_selected", *(model_admin.actions or ())]
+        attempts = [("get", reverse(f"{base}_{view}", args=["KEY"]), {}) for view in ("change", "history", "delete")]
+        attempts += [
+            ("post", reverse(f"{base}_change", args=["KEY"]), {"name": "taken"}),
+            ("post", reverse(f"{base}_delete", args=["KEY"]), {"post": "yes"}),
+            ("get", reverse(f"{base}_change", args=["KEY"]), {"_popup": "1", "_to_field": "id"}),
+            ("get", reverse("admin:view_on_site", args=[content_type.pk, "KEY"]), {}),
+            *[("post", reverse(f"{base}_changelist"), {"action": a, "_selected_action": "KEY"}) for a in actions],
+            *[
+                ("post", reverse(f"{base}_changelist"), {"action": a, "_selected_action": "KEY", "post": "yes"})
+                for a in actions
+            ],
+        ]
+        for method, url, data in attempts:
+            answers = []
+            for key in (row.pk, no_row):
+                response = getattr(client, method)(
+                    url.replace("KEY", str(key)), {k: str(key) if v == "KEY" else v for k, v in data.items()}
+                )
+                answers.append(_answer(response))
+                client.get(reverse("admin:index"))  # the messages the attempt left
+            assert answers[0] == answers[1], (name, method, url, data)
+            if "/change/" in url or "/history/" in url or "/delete/" in url:
+                assert answers[0][0] == 404, (name, url)
+            tried += 1
+    assert tried > 200

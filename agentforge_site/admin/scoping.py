@@ -25,7 +25,7 @@ from django.template.response import SimpleTemplateResponse
 from django.urls import URLPattern, reverse
 from django.utils.functional import cached_property
 
-from agentforge_core.models import ActiveOrgTables, scope_field
+from agentforge_core.models import scope_field
 from agentforge_core.tenancy import org_scope, unscoped
 
 
@@ -148,16 +148,31 @@ def reaches_tenant_table(model, lookup: str) -> bool:
     return False
 
 
+def without_other_orgs_links(queryset):
+    """``queryset`` of a global table without its rows that point to a tenant row outside the
+    active organization: what row-level security's joins leave out on PostgreSQL, here in the
+    count as well (a count does not join)."""
+    for field in queryset.model._meta.concrete_fields:
+        if field.many_to_one or field.one_to_one:
+            target = field.related_model
+            if scope_field(target) is not None:
+                keys = target._default_manager.values(field.remote_field.field_name)
+                queryset = queryset.filter(
+                    models.Q(**{f"{field.name}__isnull": True}) | models.Q(**{f"{field.name}__in": keys})
+                )
+    return queryset
+
+
 class HeldJoinsMixin:
     """The pages of a global table (and the history page of any row), for an organization admin,
     reach no tenant row outside their organization.
 
-    A global table's queryset is not scoped, so what it joins was read unscoped on SQLite and
+    A global table's queryset is not scoped, so what it reaches was read unscoped on SQLite and
     MariaDB: the history page's LogEntry rows named their users (another organization's superuser
-    who changed the row; PostgreSQL's row-level security left the entry out), and a changelist
-    lookup across a relation into a tenant table (``?roles__id=`` on the permission catalog,
-    ``?user__id=`` on Django's groups, which Django allows for any relation one level deep)
-    answered for another organization's rows.
+    who changed the row; PostgreSQL's row-level security left the entry out, and every backend
+    counted it), and a changelist lookup across a relation into a tenant table (``?roles__id=`` on
+    the permission catalog, ``?user__id=`` on Django's groups, which Django allows for any relation
+    one level deep) answered for another organization's rows.
     """
 
     def lookup_allowed(self, lookup, value, request=None):
@@ -166,10 +181,9 @@ class HeldJoinsMixin:
         return super().lookup_allowed(lookup, value, request)
 
     def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        # The history page's LogEntry rows reach the view through here only: every tenant table
-        # joined into them is held as row-level security holds it.
+        # The history page's LogEntry rows reach the view through here only.
         if isinstance(queryset, models.QuerySet) and scope_field(queryset.model) is None and not is_superuser(request):
-            queryset = queryset.filter(ActiveOrgTables())
+            queryset = without_other_orgs_links(queryset)
         return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
 
 

@@ -403,12 +403,16 @@ def _org_of_target(model, value):
 
 @functools.cache
 def tenant_links(model) -> tuple:
-    """The foreign keys of ``model`` that point at another tenant row (the org key aside)."""
+    """The foreign keys of ``model`` that point at another tenant row (the org key aside),
+    one-to-one keys (``MFASettings.user``) included, as the composite tenant keys take them."""
     own = scope_field(model)
     return tuple(
         f
         for f in model._meta.concrete_fields
-        if f.is_relation and f.many_to_one and f is not own and scope_field(f.related_model) is not None
+        if f.is_relation
+        and (f.many_to_one or f.one_to_one)
+        and f is not own
+        and scope_field(f.related_model) is not None
     )
 
 

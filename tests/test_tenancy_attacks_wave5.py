@@ -1,0 +1,54 @@
+"""Attacks of the fifth round on the organization scoping, with two organizations A and B.
+
+The model layer's write paths and relation managers, replayed from A's scope: one-to-one keys
+(a user's MFA settings and preferences), an instance loaded from A whose key is then pointed at
+B's row (``agent.pk = <B's>``) handed to a write as a link target, a reverse foreign key's
+``add()`` (one UPDATE through the unscoped base manager), and global tables (the permission
+catalog, content types) whose queries join tenant tables. Each must leave B's rows unread and
+unchanged and link nothing of A's to B's, with the same outcome on every backend (on PostgreSQL
+row-level security is the second wall; SQLite has no composite tenant keys).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from accounts.models import MFASettings
+from agentforge_core.models import cross_org_links
+from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
+from settings_app.models import UserPreference
+
+pytestmark = pytest.mark.django_db
+
+
+def _stored(row):
+    """The row as the database holds it now (every column), read as system work."""
+    with unscoped():
+        return type(row).all_orgs.filter(pk=row.pk).values().first()
+
+
+def test_a_one_to_one_key_never_links_a_row_to_another_organizations_row(two, make_user, plant):
+    a, b, mine, theirs = two
+    newcomer = make_user(b, email="newcomer@b.test")
+    # The link checks left one-to-one keys out: inside A's scope, A wrote an MFA row (with a TOTP
+    # secret of its choosing) for B's user, which B's user.mfa read at sign-in (no organization
+    # active yet). SQLite stored it; the composite tenant keys refused it on MariaDB and PostgreSQL.
+    writes = {
+        "create": lambda: MFASettings.objects.create(user=newcomer, totp_secret="CHOSEN-BY-A"),
+        "create by key": lambda: UserPreference.objects.create(user_id=newcomer.pk),
+        "update": lambda: MFASettings.objects.filter(pk=mine["mfasettings"].pk).update(user=newcomer),
+        "bulk_update": lambda: MFASettings.objects.bulk_update(
+            [MFASettings(pk=mine["mfasettings"].pk, org=a, user_id=newcomer.pk)], ["user"]
+        ),
+    }
+    for name, write in writes.items():
+        with org_scope(a), pytest.raises(OrgScopeError, match="organization"), transaction.atomic():
+            write()
+        assert MFASettings.all_orgs.filter(user=newcomer).count() == 0, name
+        assert UserPreference.all_orgs.filter(user=newcomer).count() == 0, name
+    # And cross_org_links() (import_json's report, audits) lists such a link stored around the checks.
+    plant(MFASettings, mine["mfasettings"], user_id=newcomer.pk)
+    assert [(field.name, pk, target) for _m, field, pk, _l, target in cross_org_links([MFASettings])] == [
+        ("user", mine["mfasettings"].pk, newcomer.pk)
+    ]

@@ -391,8 +391,8 @@ def _org_of_target(model, value):
     """The organization of the row ``value`` (an instance or a primary key) of ``model``."""
     field = scope_field(model)
     if isinstance(value, models.Model):
-        if not value._state.adding:  # loaded from the database: its org is known
-            return getattr(value, field.attname)
+        # By its key, never the instance's own organization: a loaded instance whose key was
+        # pointed at another row (``agent.pk = <B's>``) still says where it was loaded from.
         value = value.pk
     if field.primary_key:
         return _as_uuid(value)
@@ -430,16 +430,12 @@ def check_org_links(objs, fields=None) -> None:
     for field in tenant_links(model):
         if fields is not None and field.name not in fields and field.attname not in fields:
             continue
+        # Looked up by key even when the target instance is in hand: its organization is what
+        # it was loaded with, whatever its key has been pointed at since (see _org_of_target).
         pending = {}
         for obj in objs:
             target_id = getattr(obj, field.attname)
-            if target_id is None:
-                continue
-            cached = field.get_cached_value(obj, None) if field.is_cached(obj) else None
-            if cached is not None and not cached._state.adding and cached.pk == target_id:
-                target_org = getattr(cached, scope_field(field.related_model).attname)
-                _refuse_crossing(obj, field, target_id, target_org)
-            else:
+            if target_id is not None:
                 pending.setdefault(_as_uuid(target_id), []).append(obj)
         if not pending:
             continue

@@ -15,8 +15,10 @@ import pytest
 from django.db import transaction
 
 from accounts.models import MFASettings
+from agentforge_agents.models import Agent
 from agentforge_core.models import cross_org_links
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
+from conversations.models import Conversation
 from settings_app.models import UserPreference
 
 pytestmark = pytest.mark.django_db
@@ -52,3 +54,27 @@ def test_a_one_to_one_key_never_links_a_row_to_another_organizations_row(two, ma
     assert [(field.name, pk, target) for _m, field, pk, _l, target in cross_org_links([MFASettings])] == [
         ("user", mine["mfasettings"].pk, newcomer.pk)
     ]
+
+
+def test_an_instance_whose_key_names_another_organizations_row_is_no_link_target(two):
+    a, b, mine, theirs = two
+    # The link checks took a loaded target's organization from the instance in hand: A's agent
+    # with its key pointed at B's (``agent.pk = request_data["id"]``), or an instance made with
+    # from_db(), still said A, so A's conversations were linked to B's agent (SQLite; the
+    # composite tenant keys refused it on MariaDB, and on PostgreSQL at COMMIT).
+    with org_scope(a):
+        repointed = Agent.objects.get(pk=mine["agent"].pk)
+        repointed.pk = theirs["agent"].pk
+        made = Agent.from_db("default", ["id", "org_id"], [theirs["agent"].pk, a.pk])
+        conversation = Conversation.objects.get(pk=mine["conversation"].pk)
+    for agent in (repointed, made):
+        writes = {
+            "create": lambda: Conversation.objects.create(agent=agent, title="x"),
+            "bulk_create": lambda: Conversation.objects.bulk_create([Conversation(agent=agent, title="x")]),
+            "update": lambda: Conversation.objects.update(agent=agent),
+            "save": lambda: setattr(conversation, "agent", agent) or conversation.save(),
+        }
+        for name, write in writes.items():
+            with org_scope(a), pytest.raises(OrgScopeError, match="organization"), transaction.atomic():
+                write()
+            assert list(Conversation.all_orgs.filter(agent=theirs["agent"].pk)) == [theirs["conversation"]], name

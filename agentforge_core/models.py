@@ -540,6 +540,36 @@ def _refuse_crossing(obj, field, target_id, target_org) -> None:
         )
 
 
+def check_reverse_add(field, instance, objs) -> None:
+    """``instance.<reverse accessor>.add(*objs)`` (and ``set()``), which Django writes as one UPDATE
+    by key through the unscoped base manager, whatever the instances in hand say: inside
+    org_scope(A) every row it changes must be one A holds, as the UPDATE of save() is
+    (:class:`HeldToActiveOrg`), and the link it writes stays inside one organization, in system
+    work too (:func:`check_org_links`). ``org.agents.add(row)`` moves the row: only unscoped."""
+    model = field.model
+    own = scope_field(model)
+    objs = [obj for obj in objs if isinstance(obj, model) and obj.pk is not None]  # Django refuses the others
+    if own is None or own.primary_key or not objs:
+        return
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    with unscoped():  # the rows' own organizations (PostgreSQL: past row-level security)
+        stored = list(manager.filter(pk__in=[obj.pk for obj in objs]).values_list("pk", own.attname))
+        target_org = _as_uuid(_org_of_target(field.related_model, instance.pk))
+    scoped = current_org() not in (None, ALL_ORGS)
+    for pk, org in stored:
+        org = _as_uuid(org)
+        if scoped and org != current_org():
+            raise OrgScopeError(
+                f"{model.__name__} {pk} belongs to another organization: it cannot be changed from {current_org()}"
+            )
+        # A link between organizations; through the org key itself a move, left to system work.
+        if (field is not own or scoped) and None not in (org, target_org) and org != target_org:
+            raise OrgScopeError(
+                f"{model.__name__}.{field.name}: {field.related_model.__name__} {instance.pk} belongs to "
+                f"organization {target_org}, the row to organization {org}"
+            )
+
+
 # A quoted, table-qualified column: "agent_tools"."agent_id", `agent_tools`.`agent_id`.
 _COLUMN_REFERENCE = re.compile(r'^[`"\[]?\w+[`"\]]?\.[`"\[]?\w+[`"\]]?$')
 
@@ -863,12 +893,15 @@ def hold_django_reads_to_active_org() -> None:
       foreign key refuses the delete;
     * ``ContentType.get_object_for_this_type()`` (a GenericForeignKey, the admin's "view on site"
       shortcut, ``LogEntry.get_edited_object()``) and ``get_all_objects_for_this_type()``
-      handed over B's row by its key.
+      handed over B's row by its key;
+    * a reverse foreign key's ``add()`` (``set()`` too) updates the rows it is handed by key:
+      B's row in hand was linked to A's (:func:`check_reverse_add`).
 
     Called once from ``AgentforgeCoreConfig.ready()``."""
     from django.apps import apps
     from django.db.models import Prefetch
     from django.db.models.deletion import Collector
+    from django.db.models.fields import related_descriptors
 
     if getattr(Collector.related_objects, "held_to_active_org", False):
         return
@@ -897,8 +930,25 @@ def hold_django_reads_to_active_org() -> None:
             refuse_unscoped_prefetch(self, "prefetch_related_objects")
         return querysets
 
+    # agent.conversations.add(row): one UPDATE by key through the base manager (check_reverse_add).
+    create_reverse_manager = related_descriptors.create_reverse_many_to_one_manager
+
+    def create_reverse_many_to_one_manager(superclass, rel):
+        manager_class = create_reverse_manager(superclass, rel)
+
+        class CheckedRelatedManager(manager_class):
+            def add(self, *objs, bulk=True):
+                if bulk:
+                    check_reverse_add(self.field, self.instance, objs)
+                return super().add(*objs, bulk=bulk)
+
+            add.alters_data = True
+
+        return CheckedRelatedManager
+
     related_objects.held_to_active_org = True
     Collector.related_objects = related_objects
+    related_descriptors.create_reverse_many_to_one_manager = create_reverse_many_to_one_manager
     Prefetch.get_current_querysets = get_current_querysets
     if apps.is_installed("django.contrib.contenttypes"):  # agentforge_core builds on no other app
         from django.contrib.contenttypes.models import ContentType

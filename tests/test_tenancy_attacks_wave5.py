@@ -12,6 +12,7 @@ row-level security is the second wall; SQLite has no composite tenant keys).
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import transaction
 
 from accounts.models import MFASettings
@@ -78,3 +79,37 @@ def test_an_instance_whose_key_names_another_organizations_row_is_no_link_target
             with org_scope(a), pytest.raises(OrgScopeError, match="organization"), transaction.atomic():
                 write()
             assert list(Conversation.all_orgs.filter(agent=theirs["agent"].pk)) == [theirs["conversation"]], name
+
+
+def test_a_reverse_add_never_changes_or_links_another_organizations_row(two):
+    a, b, mine, theirs = two
+    before = {name: _stored(theirs[name]) for name in ("conversation", "agent")}
+    # agent.conversations.add(row) is one UPDATE by key through the unscoped base manager: B's
+    # conversation in hand (loaded by system work, or made with from_db()) was linked to A's agent, and a.agents.add(B's
+    # agent) moved it into A, on SQLite (the composite tenant keys refused the link on MariaDB;
+    # on PostgreSQL row-level security updated nothing, silently).
+    with org_scope(a):
+        agent = Agent.objects.get(pk=mine["agent"].pk)
+        their_conversation = Conversation.from_db("default", ["id", "org_id"], [theirs["conversation"].pk, a.pk])
+        their_agent = Agent.from_db("default", ["id", "org_id"], [theirs["agent"].pk, a.pk])
+        my_conversation = Conversation.objects.get(pk=mine["conversation"].pk)
+    changes = {
+        "add": lambda: agent.conversations.add(their_conversation),
+        "set": lambda: agent.conversations.set([their_conversation]),
+        "aadd": lambda: async_to_sync(agent.conversations.aadd)(their_conversation),
+        "add B's loaded row": lambda: agent.conversations.add(theirs["conversation"]),
+        "move into A": lambda: a.agents.add(theirs["agent"]),
+        "link to B's": lambda: their_agent.conversations.add(my_conversation),
+        "move to B": lambda: b.conversations.add(my_conversation),
+    }
+    for name, change in changes.items():
+        with org_scope(a), pytest.raises(OrgScopeError, match="organization"), transaction.atomic():
+            change()
+        assert {name: _stored(theirs[name]) for name in ("conversation", "agent")} == before, name
+        assert _stored(mine["conversation"])["agent_id"] == mine["agent"].pk, name
+    with unscoped(), pytest.raises(OrgScopeError, match="belongs to organization"), transaction.atomic():
+        theirs["agent"].conversations.add(my_conversation)  # system work links nothing either
+    with org_scope(a):  # A's own rows
+        new = Conversation.objects.create(title="new")
+        agent.conversations.add(new)
+    assert _stored(new)["agent_id"] == mine["agent"].pk

@@ -11,7 +11,12 @@ class AgentforgeCoreConfig(AppConfig):
     verbose_name = "AgentForge core"
 
     def ready(self):
-        from agentforge_core.models import hold_django_reads_to_active_org, scope_relation_accessors
+        from agentforge_core.models import (
+            hold_django_reads_to_active_org,
+            hold_global_joins_to_active_org,
+            scope_relation_accessors,
+        )
 
         scope_relation_accessors()  # every app's models are loaded by now, the domain apps' included
         hold_django_reads_to_active_org()
+        hold_global_joins_to_active_org()

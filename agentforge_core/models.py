@@ -345,6 +345,17 @@ class ActiveOrgTables(Expression):
         return " AND ".join(sqls), params
 
 
+class HeldTenantJoins(ActiveOrgTables):
+    """:class:`ActiveOrgTables` for a global table's queries (the permission catalogs): every
+    tenant table they join is held to the active organization, as row-level security holds it
+    on PostgreSQL; with no organization active (authentication) or inside ``unscoped()``, every row."""
+
+    def as_sql(self, compiler, connection):
+        if current_org() is None:
+            raise FullResultSet
+        return super().as_sql(compiler, connection)
+
+
 _building_scoped_subquery: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "agentforge_scoped_subquery", default=False
 )
@@ -839,12 +850,46 @@ def scope_relation_accessors() -> None:
             if target is None or scope_field(target) is None:
                 continue
             if field.concrete and not isinstance(field, _HeldForeignKeyValidation):
-                field.__class__ = _held_foreign_key_class(type(field))
+                field.__class__ = _held_class(_HeldForeignKeyValidation, type(field))
             name = field.name if field.concrete else field.get_accessor_name()
             descriptor = model.__dict__.get(name)
             if descriptor is None or isinstance(descriptor, _ScopedAccessorMixin):
                 continue
             descriptor.__class__ = _scoped_accessor_class(type(descriptor))
+
+
+class _HeldJoinsManagerMixin:
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        queryset.query.where.add(HeldTenantJoins(), AND)
+        return queryset
+
+    # Equal to the plain manager either way round: the migration autodetector compares a model's
+    # managers with the ones the migrations build from the plain class.
+    def __eq__(self, other):
+        return isinstance(other, self._unheld_class) and self._constructor_args == other._constructor_args
+
+    __hash__ = models.Manager.__hash__
+
+
+def hold_global_joins_to_active_org() -> None:
+    """The managers of global tables that relate to tenant tables (the permission catalogs, the
+    admin's log, the auto-created join tables of users), related managers included, hold the
+    tenant tables their queries join to the active organization (:class:`HeldTenantJoins`):
+    inside org_scope(A), ``Permission.objects.values("roles__name")`` read B's role names.
+    Called once from ``AgentforgeCoreConfig.ready()``."""
+    from django.apps import apps
+
+    for model in apps.get_models(include_auto_created=True):
+        if scope_field(model) is not None or not any(
+            f.is_relation and f.related_model is not None and scope_field(f.related_model) is not None
+            for f in model._meta.get_fields()
+        ):
+            continue
+        # The model's own managers too: _meta.managers copies them again when the cache expires.
+        for manager in (*model._meta.local_managers, *model._meta.managers):
+            if not isinstance(manager, _HeldJoinsManagerMixin):
+                manager.__class__ = _held_class(_HeldJoinsManagerMixin, type(manager))
 
 
 class _HeldForeignKeyValidation:
@@ -874,12 +919,12 @@ class _HeldForeignKeyValidation:
 
 
 @functools.cache
-def _held_foreign_key_class(field_class):
-    # Same module and name: a field's deconstruct() (migrations) reads them from its class.
+def _held_class(mixin, base):
+    # Same module and name: a field's or manager's deconstruct() (migrations) reads them from its class.
     return type(
-        field_class.__name__,
-        (_HeldForeignKeyValidation, field_class),
-        {"__module__": field_class.__module__, "__qualname__": field_class.__qualname__},
+        base.__name__,
+        (mixin, base),
+        {"__module__": base.__module__, "__qualname__": base.__qualname__, "_unheld_class": base},
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from accounts.models import MFASettings
+from accounts.models import MFASettings, Permission
 from agentforge_agents.models import Agent
 from agentforge_core.models import cross_org_links
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
@@ -113,3 +113,27 @@ def test_a_reverse_add_never_changes_or_links_another_organizations_row(two):
         new = Conversation.objects.create(title="new")
         agent.conversations.add(new)
     assert _stored(new)["agent_id"] == mine["agent"].pk
+
+
+def test_a_global_tables_joins_into_tenant_tables_stay_in_the_active_organization(two):
+    from django.contrib.auth.models import Permission as DjangoPermission
+
+    a, b, mine, theirs = two
+    change_tool = DjangoPermission.objects.get(codename="change_tool")
+    theirs["user"].user_permissions.add(change_tool)
+    # The permission catalogs are global tables, so their managers were not scoped and neither
+    # were the tenant tables their queries join: inside A's scope they read B's role names and
+    # told which of B's users hold a permission (SQLite, MariaDB; row-level security hid B's
+    # rows on PostgreSQL).
+    with org_scope(a):
+        assert list(Permission.objects.filter(pk=mine["permission"].pk).values_list("roles__name", flat=True)) == [
+            mine["role"].name
+        ]
+        assert not Permission.objects.filter(roles__name=theirs["role"].name).exists()
+        assert not DjangoPermission.objects.filter(user__email=theirs["user"].email).exists()
+        assert list(mine["role"].permissions.all()) == [mine["permission"]]
+    with unscoped():  # system work joins every organization's rows
+        assert Permission.objects.filter(roles__name=theirs["role"].name).exists()
+        assert DjangoPermission.objects.filter(user__email=theirs["user"].email).exists()
+    # With no organization active (authentication reads the catalogs), every row, as before.
+    assert DjangoPermission.objects.filter(user=theirs["user"]).get() == change_tool

@@ -11,7 +11,10 @@ class AgentforgeCoreConfig(AppConfig):
     verbose_name = "AgentForge core"
 
     def ready(self):
+        from django.db.models.signals import pre_save
+
         from agentforge_core.models import (
+            check_raw_save,
             hold_django_reads_to_active_org,
             hold_global_joins_to_active_org,
             scope_relation_accessors,
@@ -20,3 +23,4 @@ class AgentforgeCoreConfig(AppConfig):
         scope_relation_accessors()  # every app's models are loaded by now, the domain apps' included
         hold_django_reads_to_active_org()
         hold_global_joins_to_active_org()
+        pre_save.connect(check_raw_save, dispatch_uid="agentforge_core.check_raw_save")

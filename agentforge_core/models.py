@@ -1054,7 +1054,29 @@ class HeldToActiveOrg:
         return super()._do_update(held_to_active_org(base_qs), *args, **kwargs)
 
 
-class OrgOwnedModel(HeldToActiveOrg, models.Model):
+class OrgCheckedWrites:
+    """A tenant row's organization checks (:func:`check_org_for_write`, :func:`check_org_links`) on
+    every save: in ``save()``, before Django's own (whose refusal would mark an enclosing
+    transaction for rollback), and for a deserialized object, which loaddata and
+    ``serializers.deserialize()`` save through ``Model.save_base()`` directly, around the models'
+    ``save()`` (:func:`check_raw_save`). OrgOwnedModel and User take it."""
+
+    def save(self, *args, **kwargs):
+        check_org_for_write(self)
+        check_org_links([self], kwargs.get("update_fields"))
+        super().save(*args, **kwargs)
+
+
+def check_raw_save(sender, instance, raw=False, update_fields=None, **kwargs) -> None:
+    """pre_save: a deserialized object's organization checks, where ``save()`` made none. Inside
+    org_scope(A) one was written into B, or linked to B's rows. Connected in
+    ``AgentforgeCoreConfig.ready()``."""
+    if raw and isinstance(instance, OrgCheckedWrites):
+        check_org_for_write(instance)
+        check_org_links([instance], update_fields)
+
+
+class OrgOwnedModel(OrgCheckedWrites, HeldToActiveOrg, models.Model):
     """A tenant row. Subclasses declare ``org = org_foreign_key(related_name=...)``."""
 
     objects = OrgScopedManager()
@@ -1070,11 +1092,6 @@ class OrgOwnedModel(HeldToActiveOrg, models.Model):
         # declaration order gives the same result.
         default_manager_name = "objects"
         base_manager_name = "all_orgs"
-
-    def save(self, *args, **kwargs):
-        check_org_for_write(self)
-        check_org_links([self], kwargs.get("update_fields"))
-        super().save(*args, **kwargs)
 
     def delete(self, *args, **kwargs):
         check_org_for_write(self)

@@ -11,8 +11,11 @@ row-level security is the second wall; SQLite has no composite tenant keys).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from asgiref.sync import async_to_sync
+from django.core import serializers
 from django.db import transaction
 
 from accounts.models import MFASettings, Permission
@@ -137,3 +140,31 @@ def test_a_global_tables_joins_into_tenant_tables_stay_in_the_active_organizatio
         assert DjangoPermission.objects.filter(user__email=theirs["user"].email).exists()
     # With no organization active (authentication reads the catalogs), every row, as before.
     assert DjangoPermission.objects.filter(user=theirs["user"]).get() == change_tool
+
+
+def _loaded_conversation(org, user):
+    return json.dumps(
+        [
+            {
+                "model": "conversations.conversation",
+                "fields": {"org": str(org.pk), "user": str(user.pk), "title": "loaded"},
+            }
+        ]
+    )
+
+
+def test_deserializing_never_writes_into_another_organization_nor_links_to_it(two):
+    a, b, mine, theirs = two
+    # A deserialized object (loaddata, serializers.deserialize()) is saved through
+    # Model.save_base() directly, around the models' save() and its checks: inside A's scope a
+    # conversation was written into B (SQLite, MariaDB) and A's was linked to B's user (SQLite);
+    # row-level security and the composite tenant keys refused them on PostgreSQL.
+    for data in (_loaded_conversation(b, theirs["user"]), _loaded_conversation(a, theirs["user"])):
+        with org_scope(a), pytest.raises(OrgScopeError, match="organization"), transaction.atomic():
+            for loaded in serializers.deserialize("json", data):
+                loaded.save()
+        assert not Conversation.all_orgs.filter(title="loaded").exists()
+    with org_scope(a):
+        for loaded in serializers.deserialize("json", _loaded_conversation(a, mine["user"])):
+            loaded.save()
+    assert Conversation.all_orgs.get(title="loaded").org_id == a.pk

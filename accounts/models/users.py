@@ -17,12 +17,11 @@ from agentforge_core.fields import EncryptedTextField
 from agentforge_core.models import (
     HeldToActiveOrg,
     LegacyRecordModel,
+    OrgCheckedWrites,
     OrgOwnedModel,
     OrgScopedQuerySet,
     TimestampedModel,
     apply_org_scope,
-    check_org_for_write,
-    check_org_links,
     org_foreign_key,
     org_index,
 )
@@ -113,7 +112,7 @@ class ScopedUserManager(UserManager):
         return apply_org_scope(super().get_queryset())
 
 
-class User(HeldToActiveOrg, LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedModel):
+class User(OrgCheckedWrites, HeldToActiveOrg, LegacyRecordModel, AbstractBaseUser, PermissionsMixin, TimestampedModel):
     class Status(models.TextChoices):
         ACTIVE = "active"
         INACTIVE = "inactive"
@@ -193,9 +192,6 @@ class User(HeldToActiveOrg, LegacyRecordModel, AbstractBaseUser, PermissionsMixi
         return self.email
 
     def save(self, *args, **kwargs):
-        # The same organization checks as every tenant row (OrgOwnedModel.save).
-        check_org_for_write(self)
-        check_org_links([self], kwargs.get("update_fields"))
         self.email_normalized = normalize_email_address(self.email)
         if kwargs.get("update_fields") is not None and "email" in kwargs["update_fields"]:
             kwargs["update_fields"] = {*kwargs["update_fields"], "email_normalized"}

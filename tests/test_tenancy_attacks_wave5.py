@@ -18,7 +18,7 @@ from asgiref.sync import async_to_sync
 from django.core import serializers
 from django.db import transaction
 
-from accounts.models import MFASettings, Permission
+from accounts.models import MFASettings, Permission, User
 from agentforge_agents.models import Agent
 from agentforge_core.models import cross_org_links
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
@@ -168,3 +168,22 @@ def test_deserializing_never_writes_into_another_organization_nor_links_to_it(tw
         for loaded in serializers.deserialize("json", _loaded_conversation(a, mine["user"])):
             loaded.save()
     assert Conversation.all_orgs.get(title="loaded").org_id == a.pk
+
+
+def test_the_scoped_user_manager_names_no_user_of_another_organization_by_natural_key(two):
+    a, b, mine, theirs = two
+    # User.objects.get_by_natural_key(email, org) read through all_orgs: inside A's scope it
+    # handed over B's user (password hash included), and a natural key being deserialized
+    # resolved to B's user (SQLite, MariaDB; row-level security hid it on PostgreSQL).
+    key = [theirs["user"].email, str(b.pk)]
+    with org_scope(a):
+        with pytest.raises(User.DoesNotExist):
+            User.objects.get_by_natural_key(*key)
+        with pytest.raises(serializers.base.DeserializationError, match="does not exist"):
+            data = json.loads(_loaded_conversation(a, mine["user"]))
+            data[0]["fields"]["user"] = key
+            list(serializers.deserialize("json", json.dumps(data)))
+        assert User.objects.get_by_natural_key(mine["user"].email, a) == mine["user"]
+    with unscoped():
+        assert User.objects.get_by_natural_key(*key) == theirs["user"]
+    assert User.objects.get_by_natural_key(*key) == theirs["user"]  # no organization yet: sign-in

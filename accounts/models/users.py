@@ -22,6 +22,8 @@ from agentforge_core.models import (
     OrgScopedQuerySet,
     TimestampedModel,
     apply_org_scope,
+    held_to_active_org,
+    is_org_scoped,
     org_foreign_key,
     org_index,
 )
@@ -95,9 +97,12 @@ class UserManager(BaseUserManager.from_queryset(UserQuerySet)):
             org_id = current_org()
         else:  # looked up, not created: a read does not make the default organization
             org_id = Organization.all_orgs.filter(legacy_id="org_default").values_list("pk", flat=True).first()
-        return self.model.all_orgs.db_manager(self.db).get(
-            org_id=org_id, email_normalized=normalize_email_address(email)
-        )
+        users = self.model.all_orgs.db_manager(self.db).all()
+        if is_org_scoped(self.get_queryset().query):
+            # User.objects: inside an organization's scope another one's user is no user, as
+            # row-level security has it on PostgreSQL (with none active, sign-in: every user).
+            users = held_to_active_org(users)
+        return users.get(org_id=org_id, email_normalized=normalize_email_address(email))
 
 
 class ScopedUserManager(UserManager):

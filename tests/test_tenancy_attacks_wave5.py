@@ -18,7 +18,7 @@ from asgiref.sync import async_to_sync
 from django.core import serializers
 from django.db import transaction
 
-from accounts.models import MFASettings, Permission, User
+from accounts.models import MFASettings, Permission, Role, User
 from agentforge_agents.models import Agent
 from agentforge_core.models import cross_org_links
 from agentforge_core.tenancy import OrgScopeError, org_scope, unscoped
@@ -187,3 +187,19 @@ def test_the_scoped_user_manager_names_no_user_of_another_organization_by_natura
     with unscoped():
         assert User.objects.get_by_natural_key(*key) == theirs["user"]
     assert User.objects.get_by_natural_key(*key) == theirs["user"]  # no organization yet: sign-in
+
+
+def test_an_instance_keyed_to_another_organizations_row_reads_none_of_its_permissions(two):
+    a, b, mine, theirs = two
+    # The permission helpers read the grants through all_orgs by the instance's key: A's role or
+    # user pointed at B's (``role.pk = <B's>``) read the permission strings of B's role and of
+    # B's user's roles (SQLite, MariaDB; row-level security hid them on PostgreSQL).
+    with org_scope(a):
+        role = Role.objects.get(pk=mine["role"].pk)
+        user = User.objects.get(pk=mine["user"].pk)
+        assert role.effective_permissions() == user.effective_permissions() == {"agents:read"}
+        role.pk, user.pk = theirs["role"].pk, theirs["user"].pk
+        assert role.effective_permissions() == set()
+        assert user.effective_permissions() == set()
+    with org_scope(b):  # B's own
+        assert Role.objects.get(pk=theirs["role"].pk).effective_permissions() == {"agents:read"}

@@ -10,6 +10,7 @@ from agentforge_core.models import (
     OrgOwnedModel,
     TimestampedModel,
     WriteNotifyingQuerySet,
+    held_to_active_org,
     org_foreign_key,
     org_index,
 )
@@ -93,15 +94,17 @@ def role_permission_codes(role_ids) -> set[str]:
     One query per level of the role tree, not per role: a permission check for a user
     with twenty roles costs what it costs with two (a cycle of parents ends the walk).
     """
+    # Held to the active organization: a role keyed to another organization's row reads none of its grants.
     seen: set = set()
     level = set(role_ids)
     while level:
         seen |= level
-        parents = Role.all_orgs.filter(pk__in=level, parent__isnull=False).values_list("parent_id", flat=True)
-        level = set(parents) - seen
+        parents = held_to_active_org(Role.all_orgs.filter(pk__in=level, parent__isnull=False))
+        level = set(parents.values_list("parent_id", flat=True)) - seen
     if not seen:
         return set()
-    return set(RolePermission.all_orgs.filter(role_id__in=seen).values_list("permission__codename", flat=True))
+    grants = held_to_active_org(RolePermission.all_orgs.filter(role_id__in=seen))
+    return set(grants.values_list("permission__codename", flat=True))
 
 
 def permission_codes_by_role(org_id) -> dict:

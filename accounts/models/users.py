@@ -239,8 +239,10 @@ class User(OrgCheckedWrites, HeldToActiveOrg, LegacyRecordModel, AbstractBaseUse
         )
 
     def _role_permissions(self) -> frozenset[str]:
-        role_ids = set(UserRole.all_orgs.filter(user=self).values_list("role_id", flat=True))
-        role_ids |= set(GroupRole.all_orgs.filter(group__memberships__user=self).values_list("role_id", flat=True))
+        # Held to the active organization: a user keyed to another organization's row reads none of its roles.
+        roles = held_to_active_org(UserRole.all_orgs.filter(user=self))
+        group_roles = held_to_active_org(GroupRole.all_orgs.filter(group__memberships__user=self))
+        role_ids = set(roles.values_list("role_id", flat=True)) | set(group_roles.values_list("role_id", flat=True))
         return frozenset(role_permission_codes(role_ids))
 
     def has_agentforge_permission(self, codename: str) -> bool:

@@ -551,6 +551,39 @@ def _refuse_crossing(obj, field, target_id, target_org) -> None:
         )
 
 
+def _stored_orgs(model, pks) -> list:
+    """``(pk, organization)`` of the rows of ``model`` with these keys, as the database holds them."""
+    own = scope_field(model)
+    manager = getattr(model, "all_orgs", None) or model._base_manager
+    with unscoped():  # PostgreSQL: past row-level security
+        return [(pk, _as_uuid(org)) for pk, org in manager.filter(pk__in=list(pks)).values_list("pk", own.attname)]
+
+
+def _refuse_change_from_scope(model, pk, org) -> None:
+    """Inside org_scope(A), a row another organization holds is not A's to change."""
+    if current_org() not in (None, ALL_ORGS) and org != current_org():
+        raise OrgScopeError(
+            f"{model.__name__} {pk} belongs to another organization: it cannot be changed from {current_org()}"
+        )
+
+
+def check_global_join_table_write(manager, objs=()) -> None:
+    """``user.user_permissions.add()``/``remove()``/``clear()``/``set()`` and ``permission.user_set...``:
+    the join table of a tenant model and a global one holds no organization, so neither the link
+    checks nor row-level security see it. Inside org_scope(A) the tenant rows whose links change
+    (the instance, or the rows handed over) must be A's: B's user, by its key or an instance keyed
+    to it, was granted or stripped of Django permissions on every backend."""
+    if current_org() in (None, ALL_ORGS) or scope_field(manager.through) is not None:
+        return
+    for model, pks in (
+        (type(manager.instance), [manager.instance.pk]),
+        (manager.model, [getattr(o, "pk", o) for o in objs]),
+    ):
+        if scope_field(model) is not None and pks:
+            for pk, org in _stored_orgs(model, pks):
+                _refuse_change_from_scope(model, pk, org)
+
+
 def check_reverse_add(field, instance, objs) -> None:
     """``instance.<reverse accessor>.add(*objs)`` (and ``set()``), which Django writes as one UPDATE
     by key through the unscoped base manager, whatever the instances in hand say: inside
@@ -562,17 +595,10 @@ def check_reverse_add(field, instance, objs) -> None:
     objs = [obj for obj in objs if isinstance(obj, model) and obj.pk is not None]  # Django refuses the others
     if own is None or own.primary_key or not objs:
         return
-    manager = getattr(model, "all_orgs", None) or model._base_manager
-    with unscoped():  # the rows' own organizations (PostgreSQL: past row-level security)
-        stored = list(manager.filter(pk__in=[obj.pk for obj in objs]).values_list("pk", own.attname))
-        target_org = _as_uuid(_org_of_target(field.related_model, instance.pk))
+    target_org = _as_uuid(_org_of_target(field.related_model, instance.pk))
     scoped = current_org() not in (None, ALL_ORGS)
-    for pk, org in stored:
-        org = _as_uuid(org)
-        if scoped and org != current_org():
-            raise OrgScopeError(
-                f"{model.__name__} {pk} belongs to another organization: it cannot be changed from {current_org()}"
-            )
+    for pk, org in _stored_orgs(model, [obj.pk for obj in objs]):
+        _refuse_change_from_scope(model, pk, org)
         # A link between organizations; through the org key itself a move, left to system work.
         if (field is not own or scoped) and None not in (org, target_org) and org != target_org:
             raise OrgScopeError(
@@ -940,7 +966,9 @@ def hold_django_reads_to_active_org() -> None:
       shortcut, ``LogEntry.get_edited_object()``) and ``get_all_objects_for_this_type()``
       handed over B's row by its key;
     * a reverse foreign key's ``add()`` (``set()`` too) updates the rows it is handed by key:
-      B's row in hand was linked to A's (:func:`check_reverse_add`).
+      B's row in hand was linked to A's (:func:`check_reverse_add`);
+    * a join table with no organization (``user.user_permissions``) changed and read B's user's
+      links (:func:`check_global_join_table_write`).
 
     Called once from ``AgentforgeCoreConfig.ready()``."""
     from django.apps import apps
@@ -991,9 +1019,42 @@ def hold_django_reads_to_active_org() -> None:
 
         return CheckedRelatedManager
 
+    # user.user_permissions (a join table with no organization): check_global_join_table_write, and
+    # its reads held to the instance being the active organization's.
+    create_many_manager = related_descriptors.create_forward_many_to_many_manager
+
+    def create_forward_many_to_many_manager(superclass, rel, reverse):
+        manager_class = create_many_manager(superclass, rel, reverse)
+
+        class CheckedManyRelatedManager(manager_class):
+            def _apply_rel_filters(self, queryset):
+                queryset = super()._apply_rel_filters(queryset)
+                field = scope_field(type(self.instance))
+                if field is None or scope_field(self.through) is not None or scope_field(self.model) is not None:
+                    return queryset
+                name = "pk" if field.primary_key else field.name
+                return apply_org_scope(queryset, f"{self.query_field_name}__{name}", ActiveOrgIfAnyLookup)
+
+            def add(self, *objs, through_defaults=None):
+                check_global_join_table_write(self, objs)
+                return super().add(*objs, through_defaults=through_defaults)
+
+            def remove(self, *objs):
+                check_global_join_table_write(self, objs)
+                return super().remove(*objs)
+
+            def clear(self):
+                check_global_join_table_write(self)
+                return super().clear()
+
+            add.alters_data = remove.alters_data = clear.alters_data = True
+
+        return CheckedManyRelatedManager
+
     related_objects.held_to_active_org = True
     Collector.related_objects = related_objects
     related_descriptors.create_reverse_many_to_one_manager = create_reverse_many_to_one_manager
+    related_descriptors.create_forward_many_to_many_manager = create_forward_many_to_many_manager
     Prefetch.get_current_querysets = get_current_querysets
     if apps.is_installed("django.contrib.contenttypes"):  # agentforge_core builds on no other app
         from django.contrib.contenttypes.models import ContentType

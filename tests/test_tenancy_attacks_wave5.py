@@ -203,3 +203,41 @@ def test_an_instance_keyed_to_another_organizations_row_reads_none_of_its_permis
         assert user.effective_permissions() == set()
     with org_scope(b):  # B's own
         assert Role.objects.get(pk=theirs["role"].pk).effective_permissions() == {"agents:read"}
+
+
+def test_a_join_table_without_organization_never_changes_or_shows_another_organizations_links(two):
+    from django.contrib.auth.models import Permission as DjangoPermission
+
+    a, b, mine, theirs = two
+    change, delete = (DjangoPermission.objects.get(codename=f"{verb}_tool") for verb in ("change", "delete"))
+    with unscoped():
+        theirs["user"].user_permissions.add(delete)
+
+    def their_permissions():
+        with unscoped():
+            return set(User.all_orgs.get(pk=theirs["user"].pk).user_permissions.all())
+
+    # users.user_permissions is a join table with no organization: neither the link checks nor
+    # row-level security saw it. Inside A's scope, B's user was granted or stripped of admin
+    # permissions by its key or through A's user pointed at B's key, and that user's list read
+    # B's user's permissions, on every backend.
+    with org_scope(a):
+        repointed = User.objects.get(pk=mine["user"].pk)
+        repointed.pk = theirs["user"].pk
+        assert list(repointed.user_permissions.all()) == []
+        changes = {
+            "grant by key": lambda: change.user_set.add(theirs["user"].pk),
+            "strip by key": lambda: delete.user_set.remove(theirs["user"].pk),
+            "grant": lambda: repointed.user_permissions.add(change),
+            "strip": lambda: repointed.user_permissions.clear(),
+            "replace": lambda: repointed.user_permissions.set([change]),
+        }
+        for name, write in changes.items():
+            with pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
+                write()
+            assert their_permissions() == {delete}, name
+        mine["user"].user_permissions.add(change)  # A's own
+        assert list(change.user_set.all()) == [mine["user"]]
+    with unscoped():  # system work
+        change.user_set.add(theirs["user"].pk)
+    assert their_permissions() == {change, delete}

@@ -1027,13 +1027,19 @@ def hold_django_reads_to_active_org() -> None:
         manager_class = create_many_manager(superclass, rel, reverse)
 
         class CheckedManyRelatedManager(manager_class):
-            def _apply_rel_filters(self, queryset):
-                queryset = super()._apply_rel_filters(queryset)
+            def _held_to_instance_org(self, queryset):
                 field = scope_field(type(self.instance))
                 if field is None or scope_field(self.through) is not None or scope_field(self.model) is not None:
                     return queryset
                 name = "pk" if field.primary_key else field.name
                 return apply_org_scope(queryset, f"{self.query_field_name}__{name}", ActiveOrgIfAnyLookup)
+
+            def _apply_rel_filters(self, queryset):
+                return self._held_to_instance_org(super()._apply_rel_filters(queryset))
+
+            def get_prefetch_querysets(self, instances, querysets=None):
+                queryset, *rest = super().get_prefetch_querysets(instances, querysets)
+                return (self._held_to_instance_org(queryset), *rest)
 
             def add(self, *objs, through_defaults=None):
                 check_global_join_table_write(self, objs)

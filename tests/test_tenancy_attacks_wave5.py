@@ -17,6 +17,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core import serializers
 from django.db import transaction
+from django.db.models import prefetch_related_objects
 
 from accounts.models import MFASettings, Permission, Role, User
 from agentforge_agents.models import Agent
@@ -236,6 +237,8 @@ def test_a_join_table_without_organization_never_changes_or_shows_another_organi
             with pytest.raises(OrgScopeError, match="another organization"), transaction.atomic():
                 write()
             assert their_permissions() == {delete}, name
+        prefetch_related_objects([repointed], "user_permissions")
+        assert list(repointed.user_permissions.all()) == []
         mine["user"].user_permissions.add(change)  # A's own
         assert list(change.user_set.all()) == [mine["user"]]
     with unscoped():  # system work

@@ -968,7 +968,8 @@ def hold_django_reads_to_active_org() -> None:
     * a reverse foreign key's ``add()`` (``set()`` too) updates the rows it is handed by key:
       B's row in hand was linked to A's (:func:`check_reverse_add`);
     * a join table with no organization (``user.user_permissions``) changed and read B's user's
-      links (:func:`check_global_join_table_write`).
+      links (:func:`check_global_join_table_write`), and a global table's rows were read through a
+      tenant instance pointed at B's key (:func:`held_to_instance_org`).
 
     Called once from ``AgentforgeCoreConfig.ready()``."""
     from django.apps import apps
@@ -1010,6 +1011,13 @@ def hold_django_reads_to_active_org() -> None:
         manager_class = create_reverse_manager(superclass, rel)
 
         class CheckedRelatedManager(manager_class):
+            def _apply_rel_filters(self, queryset):
+                return held_to_instance_org(super()._apply_rel_filters(queryset), self.instance, self.field.name)
+
+            def get_prefetch_querysets(self, instances, querysets=None):
+                queryset, *rest = super().get_prefetch_querysets(instances, querysets)
+                return (held_to_instance_org(queryset, instances[0], self.field.name), *rest)
+
             def add(self, *objs, bulk=True):
                 if bulk:
                     check_reverse_add(self.field, self.instance, objs)
@@ -1027,19 +1035,13 @@ def hold_django_reads_to_active_org() -> None:
         manager_class = create_many_manager(superclass, rel, reverse)
 
         class CheckedManyRelatedManager(manager_class):
-            def _held_to_instance_org(self, queryset):
-                field = scope_field(type(self.instance))
-                if field is None or scope_field(self.through) is not None or scope_field(self.model) is not None:
-                    return queryset
-                name = "pk" if field.primary_key else field.name
-                return apply_org_scope(queryset, f"{self.query_field_name}__{name}", ActiveOrgIfAnyLookup)
-
             def _apply_rel_filters(self, queryset):
-                return self._held_to_instance_org(super()._apply_rel_filters(queryset))
+                queryset = super()._apply_rel_filters(queryset)
+                return held_to_instance_org(queryset, self.instance, self.query_field_name, self.through)
 
             def get_prefetch_querysets(self, instances, querysets=None):
                 queryset, *rest = super().get_prefetch_querysets(instances, querysets)
-                return (self._held_to_instance_org(queryset), *rest)
+                return (held_to_instance_org(queryset, instances[0], self.query_field_name, self.through), *rest)
 
             def add(self, *objs, through_defaults=None):
                 check_global_join_table_write(self, objs)
@@ -1067,6 +1069,22 @@ def hold_django_reads_to_active_org() -> None:
 
         ContentType.get_object_for_this_type = get_object_for_this_type
         ContentType.get_all_objects_for_this_type = get_all_objects_for_this_type
+
+
+def held_to_instance_org(queryset, instance, path, through=None):
+    """The rows of a global table reached from a tenant ``instance`` through a table with no
+    organization (``user.logentry_set``, ``user.user_permissions``) held to that instance being
+    the active organization's: one pointed at another organization's key reads none of its rows
+    (row-level security does not see these tables). A tenant join table is held already."""
+    field = scope_field(type(instance))
+    if (
+        field is None
+        or scope_field(queryset.model) is not None
+        or through is not None
+        and scope_field(through) is not None
+    ):
+        return queryset
+    return apply_org_scope(queryset, f"{path}__{'pk' if field.primary_key else field.name}", ActiveOrgIfAnyLookup)
 
 
 def held_to_active_org(queryset):

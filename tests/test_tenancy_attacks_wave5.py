@@ -244,3 +244,23 @@ def test_a_join_table_without_organization_never_changes_or_shows_another_organi
     with unscoped():  # system work
         change.user_set.add(theirs["user"].pk)
     assert their_permissions() == {change, delete}
+
+
+def test_a_global_tables_rows_are_not_reached_through_an_instance_pointed_at_another_organizations_row(two):
+    from django.contrib.admin.models import ADDITION, LogEntry
+
+    a, b, mine, theirs = two
+    with unscoped():
+        entry = LogEntry.objects.create(
+            user=theirs["user"], object_id="x", object_repr="their-change-XYZZY-12", action_flag=ADDITION
+        )
+    # The admin's log is a global table: its reverse accessor from a user (user.logentry_set),
+    # on A's user pointed at B's key, read B's user's entries on every backend.
+    with org_scope(a):
+        repointed = User.objects.get(pk=mine["user"].pk)
+        repointed.pk = theirs["user"].pk
+        assert list(repointed.logentry_set.all()) == []
+        prefetch_related_objects([repointed], "logentry_set")
+        assert list(repointed.logentry_set.all()) == []
+    with org_scope(b):
+        assert list(User.objects.get(pk=theirs["user"].pk).logentry_set.all()) == [entry]

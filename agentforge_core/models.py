@@ -356,22 +356,27 @@ class HeldTenantJoins(ActiveOrgTables):
         return super().as_sql(compiler, connection)
 
 
-_building_scoped_subquery: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "agentforge_scoped_subquery", default=False
-)
+# The condition the inner query of an exclude() being built takes (see TenantQuery), if any.
+_building_scoped_subquery: contextvars.ContextVar = contextvars.ContextVar("agentforge_scoped_subquery", default=None)
 
 
 class TenantQuery(Query):
-    """The SQL query of scoped querysets: ``exclude()`` across a relation builds its inner
-    query restricted to the active organization too (see :class:`ActiveOrgTables`)."""
+    """The SQL query of scoped querysets and of global tables' held ones: ``exclude()`` across a
+    relation builds its inner query restricted to the active organization too (see
+    :class:`ActiveOrgTables`; :class:`HeldTenantJoins` for a held query)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if _building_scoped_subquery.get():
-            self.where.add(ActiveOrgTables(), AND)
+        condition = _building_scoped_subquery.get()
+        if condition is not None:
+            self.where.add(condition(), AND)
 
     def split_exclude(self, filter_expr, can_reuse, names_with_path):
-        token = _building_scoped_subquery.set(is_org_scoped(self))
+        if is_org_scoped(self):
+            condition = ActiveOrgTables
+        else:
+            condition = HeldTenantJoins if carries_org_condition(self) else None
+        token = _building_scoped_subquery.set(condition)
         try:
             return super().split_exclude(filter_expr, can_reuse, names_with_path)
         finally:
@@ -887,6 +892,8 @@ def scope_relation_accessors() -> None:
 class _HeldJoinsManagerMixin:
     def get_queryset(self):
         queryset = super().get_queryset()
+        if type(queryset.query) is Query:
+            queryset.query.__class__ = TenantQuery  # exclude() across a relation: its inner query too
         queryset.query.where.add(HeldTenantJoins(), AND)
         return queryset
 

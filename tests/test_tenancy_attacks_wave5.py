@@ -134,10 +134,13 @@ def test_a_global_tables_joins_into_tenant_tables_stay_in_the_active_organizatio
             mine["role"].name
         ]
         assert not Permission.objects.filter(roles__name=theirs["role"].name).exists()
+        # exclude() across the relation runs a subquery of its own (NOT EXISTS ...): held too.
+        assert Permission.objects.filter(pk=mine["permission"].pk).exclude(roles__name=theirs["role"].name).exists()
         assert not DjangoPermission.objects.filter(user__email=theirs["user"].email).exists()
         assert list(mine["role"].permissions.all()) == [mine["permission"]]
     with unscoped():  # system work joins every organization's rows
         assert Permission.objects.filter(roles__name=theirs["role"].name).exists()
+        assert not Permission.objects.filter(pk=mine["permission"].pk).exclude(roles__name=theirs["role"].name).exists()
         assert DjangoPermission.objects.filter(user__email=theirs["user"].email).exists()
     # With no organization active (authentication reads the catalogs), every row, as before.
     assert DjangoPermission.objects.filter(user=theirs["user"]).get() == change_tool

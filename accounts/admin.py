@@ -15,6 +15,7 @@ from django.contrib.auth.forms import (
     SetUnusablePasswordMixin,
 )
 from django.contrib.auth.models import Group as DjangoGroup
+from django.db import models
 from django.db.models import Prefetch
 from django.utils import timezone
 from django.utils.html import format_html
@@ -24,6 +25,7 @@ from accounts.models import (
     Department,
     Group,
     GroupMembership,
+    GroupRole,
     MFASettings,
     Organization,
     PasswordHistory,
@@ -35,6 +37,8 @@ from accounts.models import (
     UserSession,
     normalize_email_address,
 )
+from accounts.models.directory import role_permission_codes
+from accounts.privileges import lacking
 from agentforge_agents.models import Agent
 from agentforge_site.admin.display import count_subquery, truncate
 from agentforge_site.admin.mixins import (
@@ -78,6 +82,78 @@ if admin.site.is_registered(DjangoGroup):
 @admin.register(DjangoGroup)
 class DjangoGroupAdminHeld(HeldJoinsMixin, DjangoGroupAdmin):
     pass
+
+
+# --------------------------------------------------------------------------------------
+# Grants: nobody grants what they do not hold
+# --------------------------------------------------------------------------------------
+
+
+def _role_codes(roles) -> set:
+    return role_permission_codes([role.pk for role in roles])  # ancestors included
+
+
+def _permission_codes(permissions) -> set:
+    return {permission.codename for permission in permissions}
+
+
+def _items(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, models.Model) else list(value)
+
+
+def _key(item):
+    return item.pk if isinstance(item, models.Model) else item
+
+
+class HeldGrantsFormMixin:
+    """Each field of ``grants`` (name -> the permission strings its chosen rows grant) takes, from
+    ``granting_user``, only additions whose permissions they hold; what was there may stay or go."""
+
+    granting_user = None
+    grants: dict = {}
+    REFUSED = "You cannot grant what you do not hold yourself: %s."
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, codes_of in self.grants.items():
+            if name not in cleaned:
+                continue  # not on the form, or already in error: nothing of it is saved
+            before = {_key(item) for item in _items(self.initial.get(name))}
+            added = [item for item in _items(cleaned[name]) if _key(item) not in before]
+            missing = lacking(self.granting_user, codes_of(added))
+            if missing:
+                self.add_error(name, self.REFUSED % ", ".join(sorted(missing)))
+        return cleaned
+
+
+class HeldGrantsAdminMixin:
+    """An organization admin grants only what they hold (Kubernetes' escalation prevention): the
+    form refuses adding what they lack, and a row above them (``above_admin``) is not theirs to
+    change or delete. Superusers grant anything."""
+
+    grants: dict = {}
+
+    def above_admin(self, request, obj) -> bool:
+        """Whether ``obj`` carries privileges the (non-superuser) admin of ``request`` lacks."""
+        raise NotImplementedError
+
+    def _refused(self, request, obj) -> bool:
+        return obj is not None and obj.pk is not None and not is_superuser(request) and self.above_admin(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return not self._refused(request, obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not self._refused(request, obj) and super().has_delete_permission(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if is_superuser(request):
+            return form
+        attrs = {"__module__": form.__module__, "granting_user": request.user, "grants": self.grants}
+        return type(form.__name__, (HeldGrantsFormMixin, form), attrs)
 
 
 # --------------------------------------------------------------------------------------
@@ -191,7 +267,7 @@ class PermissionAdmin(SuperuserWritesMixin, HeldJoinsMixin, admin.ModelAdmin):
 
 
 @admin.register(Role)
-class RoleAdmin(CreatedByAdminMixin, OrgScopedAdmin):
+class RoleAdmin(HeldGrantsAdminMixin, CreatedByAdminMixin, OrgScopedAdmin):
     list_display = ("name", "org", "level", "is_system", "parent", "permission_count", "user_count")
     list_select_related = ("org", "parent")
     list_filter = ("is_system",)
@@ -205,6 +281,10 @@ class RoleAdmin(CreatedByAdminMixin, OrgScopedAdmin):
     )
     # Through RolePermission: a checkbox per permission; rows are written on save.
     through_m2m = {"permissions": forms.CheckboxSelectMultiple}
+    grants = {"permissions": _permission_codes, "parent": _role_codes}
+
+    def above_admin(self, request, obj) -> bool:
+        return bool(lacking(request.user, obj.effective_permissions()))
 
     def get_queryset(self, request):
         return (
@@ -239,7 +319,7 @@ class GroupMembershipInline(ScopedTabularInline):
 
 
 @admin.register(Group)
-class GroupAdmin(OrgScopedAdmin):
+class GroupAdmin(HeldGrantsAdminMixin, OrgScopedAdmin):
     list_display = ("name", "org", "member_count", "role_names", "updated_at")
     list_select_related = ("org",)
     search_fields = ("name", "description")
@@ -249,6 +329,12 @@ class GroupAdmin(OrgScopedAdmin):
     )
     through_m2m = {"roles": admin.widgets.FilteredSelectMultiple}
     inlines = (GroupMembershipInline,)
+    # A member gets the group's roles: adding members is safe once the group is not above the admin.
+    grants = {"roles": _role_codes}
+
+    def above_admin(self, request, obj) -> bool:
+        role_ids = GroupRole.objects.filter(group=obj).values_list("role_id", flat=True)
+        return bool(lacking(request.user, role_permission_codes(role_ids)))
 
     def get_queryset(self, request):
         return (
@@ -355,7 +441,7 @@ class LockedFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
+class UserAdmin(HeldGrantsAdminMixin, OrgScopedAdmin, DjangoUserAdmin):
     form = UserChangeForm
     add_form = UserAddForm
     list_display = ("email", "full_name", "org", "role_names", "status_badge", "mfa_enabled", "is_staff", "last_login")
@@ -376,6 +462,7 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
     autocomplete_fields = ("department", "manager")
     filter_horizontal = ("groups", "user_permissions")
     through_m2m = {"roles": admin.widgets.FilteredSelectMultiple}
+    grants = {"direct_permissions": set, "roles": _role_codes}
     readonly_fields = (
         "last_login",
         "last_active",
@@ -491,20 +578,10 @@ class UserAdmin(OrgScopedAdmin, DjangoUserAdmin):
 
     # -- permissions -------------------------------------------------------------
 
-    def _outranks_admin(self, request, obj) -> bool:
+    def above_admin(self, request, obj) -> bool:
         # An org admin never edits (password included) a user with more privileges
         # than their own, a superuser above all: that would be an escalation path.
-        return obj is not None and not is_superuser(request) and obj.pk in outranking_ids(request)
-
-    def has_change_permission(self, request, obj=None):
-        if self._outranks_admin(request, obj):
-            return False
-        return super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        if self._outranks_admin(request, obj):
-            return False
-        return super().has_delete_permission(request, obj)
+        return obj.pk in outranking_ids(request)
 
     # -- actions -----------------------------------------------------------------
 

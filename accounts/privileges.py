@@ -41,6 +41,16 @@ def outranks(target, actor) -> bool:
     return not _covers(actor.effective_permissions(), target.effective_permissions())
 
 
+def lacking(actor, codes) -> set:
+    """The AgentForge permissions among ``codes`` that ``actor`` does not hold, hence may not grant
+    (none for a superuser, or a holder of system:admin)."""
+    codes = set(codes)
+    if actor.is_superuser or not codes:
+        return set()
+    held = actor.effective_permissions()
+    return set() if _covers(held, codes) else codes - held
+
+
 def outranking_user_ids(actor) -> set:
     """The users of ``actor``'s organization who outrank ``actor`` (none for a superuser).
 

@@ -423,6 +423,14 @@ class UserChangeForm(UniqueEmailInOrgMixin, forms.ModelForm):
         if permissions:
             permissions.queryset = permissions.queryset.select_related("content_type")
 
+    def clean_direct_permissions(self):
+        # What effective_permissions reads, and what the grants check compares: a list of strings
+        # (a dict's keys would count as permissions, a nested list would break both).
+        value = self.cleaned_data.get("direct_permissions")
+        if value is not None and not (isinstance(value, list) and all(isinstance(code, str) for code in value)):
+            raise forms.ValidationError("Direct permissions are a list of permission strings.")
+        return value
+
 
 class LockedFilter(admin.SimpleListFilter):
     title = "locked"

@@ -134,6 +134,15 @@ def test_an_org_admin_cannot_grant_system_admin_directly_to_another_user(client,
     assert _user(world, "member").direct_permissions == ["agents:read"]
 
 
+@pytest.mark.parametrize("value", ['{"system:admin": true}', '[["system:admin"]]'])
+def test_direct_permissions_are_a_list_of_strings(client, world, value):
+    # A dict's keys would count as permissions (effective_permissions takes set() of the value).
+    client.force_login(world["orgadmin"])
+    response = _post(client, _url("user", world["orgadmin"]), direct_permissions=value)
+    assert _errors(response) == {"direct_permissions": ["Direct permissions are a list of permission strings."]}
+    assert _user(world, "orgadmin").direct_permissions == ["agents:read", "users:manage"]
+
+
 @pytest.mark.parametrize("role", ["root", "heir"])
 def test_an_org_admin_cannot_give_themselves_a_role_carrying_system_admin(client, world, role):
     client.force_login(world["orgadmin"])

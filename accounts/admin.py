@@ -79,9 +79,48 @@ if admin.site.is_registered(DjangoGroup):
     admin.site.unregister(DjangoGroup)
 
 
+def _permission_names(permissions) -> set[str]:
+    """``app_label.codename`` of Django permissions, as ``User.get_all_permissions()`` names them."""
+    return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
+
+
 @admin.register(DjangoGroup)
 class DjangoGroupAdminHeld(HeldJoinsMixin, DjangoGroupAdmin):
-    pass
+    """A staff user who may change Django's groups grants them only admin-console permissions they
+    hold, and a group carrying more is read-only for them: otherwise a member of a group would add
+    any model permission to it (the rule AgentForge's roles and groups follow, above)."""
+
+    def _beyond_admin(self, request, group) -> bool:
+        held = request.user.get_all_permissions()
+        return bool(_permission_names(group.permissions.select_related("content_type")) - held)
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and not is_superuser(request) and self._beyond_admin(request, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not is_superuser(request) and self._beyond_admin(request, obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if is_superuser(request):
+            return form
+        held = request.user.get_all_permissions()
+
+        class HeldPermissionsForm(form):
+            def clean_permissions(self):
+                chosen = self.cleaned_data.get("permissions")
+                lacking = sorted(_permission_names(chosen.select_related("content_type")) - held) if chosen else []
+                if lacking:
+                    raise forms.ValidationError(
+                        f"You cannot grant what you do not hold yourself: {', '.join(lacking)}."
+                    )
+                return chosen
+
+        return HeldPermissionsForm
 
 
 # --------------------------------------------------------------------------------------

@@ -275,3 +275,75 @@ def test_a_superuser_grants_anything(client, world):
     assert _codes(world["reader"]) == {"agents:read", "system:admin"}
     assert _post(client, _url("group", world["readers"]), roles=[world["root"].pk]).status_code == 302
     assert _group_role_ids(world["readers"]) == {world["root"].pk}
+
+
+# --- Django's own groups (admin-console permissions) ---------------------------------------------
+
+
+@pytest.fixture
+def operators(world, make_user):
+    """A staff user who may manage Django's groups and view users, member of the Operators group
+    (which grants the group permissions); the Deleters group carries one they lack."""
+    from django.contrib.auth.models import Group as DjangoGroup
+    from django.contrib.auth.models import Permission as DjangoPermission
+
+    def perms(*names):
+        return [DjangoPermission.objects.get(content_type__app_label=app, codename=code) for app, code in names]
+
+    staff = make_user(world["org"], email="operator@acme.test", is_staff=True)
+    operators = DjangoGroup.objects.create(name="Operators")
+    operators.permissions.set(perms(("auth", "view_group"), ("auth", "change_group"), ("accounts", "view_user")))
+    staff.groups.add(operators)
+    deleters = DjangoGroup.objects.create(name="Deleters")
+    deleters.permissions.set(perms(("accounts", "delete_user")))
+    return {"staff": staff, "operators": operators, "deleters": deleters, "perms": perms}
+
+
+def _django_group_url(group):
+    return reverse("admin:auth_group_change", args=[group.pk])
+
+
+def _django_codes(group) -> set:
+    return set(group.permissions.values_list("codename", flat=True))
+
+
+def test_a_staff_user_cannot_add_a_django_permission_they_lack_to_their_own_group(client, operators):
+    client.force_login(operators["staff"])
+    group = operators["operators"]
+    (delete_user,) = operators["perms"](("accounts", "delete_user"))
+    wanted = [str(p.pk) for p in group.permissions.all()] + [str(delete_user.pk)]
+    response = _post(client, _django_group_url(group), permissions=wanted)
+    assert _errors(response) == {
+        "permissions": ["You cannot grant what you do not hold yourself: accounts.delete_user."]
+    }
+    assert _django_codes(group) == {"view_group", "change_group", "view_user"}
+
+
+def test_a_staff_user_may_remove_what_their_group_grants_and_re_add_it(client, operators):
+    client.force_login(operators["staff"])
+    group = operators["operators"]
+    keep = [str(p.pk) for p in group.permissions.exclude(codename="view_user")]
+    assert _post(client, _django_group_url(group), permissions=keep).status_code == 302
+    assert _django_codes(group) == {"view_group", "change_group"}
+    # view_user is no longer theirs through the group: adding it back is granting what they lack.
+    (view_user,) = operators["perms"](("accounts", "view_user"))
+    response = _post(client, _django_group_url(group), permissions=[*keep, str(view_user.pk)])
+    assert _errors(response) == {"permissions": ["You cannot grant what you do not hold yourself: accounts.view_user."]}
+
+
+def test_a_django_group_carrying_more_is_read_only_for_a_staff_user(client, operators):
+    client.force_login(operators["staff"])
+    deleters = operators["deleters"]
+    url = _django_group_url(deleters)
+    assert client.post(url, {"name": "Deleters", "permissions": []}).status_code == 403
+    assert client.post(reverse("admin:auth_group_delete", args=[deleters.pk]), {"post": "yes"}).status_code == 403
+    assert _django_codes(deleters) == {"delete_user"}
+
+
+def test_a_superuser_grants_any_django_permission(client, world, operators):
+    client.force_login(world["superuser"])
+    group = operators["operators"]
+    (delete_user,) = operators["perms"](("accounts", "delete_user"))
+    wanted = [str(p.pk) for p in group.permissions.all()] + [str(delete_user.pk)]
+    assert _post(client, _django_group_url(group), permissions=wanted).status_code == 302
+    assert "delete_user" in _django_codes(group)

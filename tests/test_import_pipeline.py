@@ -8,10 +8,13 @@ import stores (special characters included, on every backend), and that each way
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import shutil
+import signal
+import threading
 import time
 
 import pytest
@@ -313,14 +316,20 @@ def test_small_files_and_dry_runs_stay_in_one_process(settings, corpus_dir):
     assert _import(corpus_dir, dry_run=True).pipelined == []
 
 
+@contextlib.contextmanager
+def _handling(signum, handler):
+    """``handler`` for ``signum`` inside the block, the previous one after it."""
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
 @pytest.mark.once
 def test_stopping_the_reader_reaps_it_even_when_an_interrupt_lands_in_the_wait(monkeypatch):
     """Ctrl-C during the importer's wait for its killed reader used to leave the reader unreaped
     (the handler raised out of waitpid): it is reaped first, then the interrupt unwinds."""
-    import signal
-
-    from legacy.migration import pipeline
-
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the stand-in reader: ends on its own, a little later
         time.sleep(0.5)
@@ -330,25 +339,23 @@ def test_stopping_the_reader_reaps_it_even_when_an_interrupt_lands_in_the_wait(m
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(KeyboardInterrupt):
-            pipeline._stop(pid)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with _handling(signal.SIGALRM, interrupt):
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(KeyboardInterrupt):
+                pipeline._stop(pid)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     with pytest.raises(ChildProcessError):  # reaped: no such child any more
         os.waitpid(pid, os.WNOHANG)
 
 
-def test_an_interrupt_as_the_pipe_is_opened_unwinds_as_itself(monkeypatch, corpus_dir):
+@pytest.mark.parametrize("fails", [False, True], ids=["opened", "open-fails"])
+def test_an_interrupt_as_the_pipe_is_opened_unwinds_as_itself(monkeypatch, corpus_dir, fails):
     """A signal landing right after fdopen() built the stream used to end the import in an
     EBADF traceback (the half-built stream closed the descriptor, then the clean-up closed it
-    again), which CI caught once under load. The stream is opened while signals wait."""
-    import signal
-
-    from legacy.migration import pipeline
+    again), which CI caught once under load. The stream is opened while signals wait; when the
+    opening fails with a signal waiting, the reader is stopped before the signal is delivered."""
 
     class Interrupted(Exception):
         pass
@@ -365,16 +372,16 @@ def test_an_interrupt_as_the_pipe_is_opened_unwinds_as_itself(monkeypatch, corpu
         except Interrupted:
             stream.close()  # as io.open does with what it built when it fails half-way
             raise
+        if fails:
+            stream.close()
+            raise OSError("the stream could not be set up")
         return stream
 
     monkeypatch.setattr(pipeline.os, "fdopen", fdopen_then_signal)
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
+    with _handling(signal.SIGTERM, interrupt):
         wipe()
         with pytest.raises(Interrupted):
             _import(corpus_dir)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     with pytest.raises(ChildProcessError):  # the reader was reaped
         os.waitpid(-1, os.WNOHANG)
 
@@ -384,9 +391,6 @@ def test_an_interrupt_taken_by_another_thread_as_the_reader_forks_stops_the_read
     threads (psycopg's pool workers on PostgreSQL): the kernel hands the signal to one of them and
     Python raises it in the importing thread at its next instruction, before the reader's pid was
     in reach of the clean-up. CI caught the reader outliving the import that way."""
-    import signal
-    import threading
-
     go, sent = threading.Event(), threading.Event()
 
     def send_sigint():  # started before the fork, so SIGINT is not blocked in this thread
@@ -408,13 +412,12 @@ def test_an_interrupt_taken_by_another_thread_as_the_reader_forks_stops_the_read
         return pid
 
     monkeypatch.setattr(pipeline.os, "fork", fork_then_signal)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        wipe()
-        with pytest.raises(KeyboardInterrupt):
-            _import(corpus_dir)
+        with _handling(signal.SIGINT, signal.default_int_handler):
+            wipe()
+            with pytest.raises(KeyboardInterrupt):
+                _import(corpus_dir)
     finally:
-        signal.signal(signal.SIGINT, previous)
         other.join()
     assert len(forked) == 1
     try:

@@ -530,8 +530,8 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
         # interrupt's one line).
         stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
     except BaseException:
+        _stop(pid)  # first: release() delivers a held signal, which raises
         held.release()
-        _stop(pid)
         raise
     try:
         held.release()  # a signal that came meanwhile unwinds from here, through the finally

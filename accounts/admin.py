@@ -73,56 +73,6 @@ class AdminLoginForm(AdminAuthenticationForm):
 
 admin.site.login_form = AdminLoginForm
 
-# Django's groups (admin-console permissions) are global and reach the users: held like the
-# permission catalog for a staff user allowed to see them (``?user__id=`` of another organization).
-if admin.site.is_registered(DjangoGroup):
-    admin.site.unregister(DjangoGroup)
-
-
-def _permission_names(permissions) -> set[str]:
-    """``app_label.codename`` of Django permissions, as ``User.get_all_permissions()`` names them."""
-    return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
-
-
-@admin.register(DjangoGroup)
-class DjangoGroupAdminHeld(HeldJoinsMixin, DjangoGroupAdmin):
-    """A staff user who may change Django's groups grants them only admin-console permissions they
-    hold, and a group carrying more is read-only for them: otherwise a member of a group would add
-    any model permission to it (the rule AgentForge's roles and groups follow, above)."""
-
-    def _beyond_admin(self, request, group) -> bool:
-        held = request.user.get_all_permissions()
-        return bool(_permission_names(group.permissions.select_related("content_type")) - held)
-
-    def has_change_permission(self, request, obj=None):
-        if obj is not None and not is_superuser(request) and self._beyond_admin(request, obj):
-            return False
-        return super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        if obj is not None and not is_superuser(request) and self._beyond_admin(request, obj):
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        if is_superuser(request):
-            return form
-        held = request.user.get_all_permissions()
-
-        class HeldPermissionsForm(form):
-            def clean_permissions(self):
-                chosen = self.cleaned_data.get("permissions")
-                lacking = sorted(_permission_names(chosen.select_related("content_type")) - held) if chosen else []
-                if lacking:
-                    raise forms.ValidationError(
-                        f"You cannot grant what you do not hold yourself: {', '.join(lacking)}."
-                    )
-                return chosen
-
-        return HeldPermissionsForm
-
-
 # --------------------------------------------------------------------------------------
 # Grants: nobody grants what they do not hold
 # --------------------------------------------------------------------------------------
@@ -152,6 +102,7 @@ class HeldGrantsFormMixin:
 
     granting_user = None
     grants: dict = {}
+    lacking = None  # (user, permissions) -> those the user does not hold; set by HeldGrantsAdminMixin
     REFUSED = "You cannot grant what you do not hold yourself: %s."
 
     def clean(self):
@@ -161,7 +112,7 @@ class HeldGrantsFormMixin:
                 continue  # not on the form, or already in error: nothing of it is saved
             before = {_key(item) for item in _items(self.initial.get(name))}
             added = [item for item in _items(cleaned[name]) if _key(item) not in before]
-            missing = lacking(self.granting_user, codes_of(added))
+            missing = self.lacking(self.granting_user, codes_of(added))
             if missing:
                 self.add_error(name, self.REFUSED % ", ".join(sorted(missing)))
         return cleaned
@@ -173,6 +124,7 @@ class HeldGrantsAdminMixin:
     change or delete. Superusers grant anything."""
 
     grants: dict = {}
+    lacking = staticmethod(lacking)  # AgentForge's permissions; Django's groups compare their own
 
     def above_admin(self, request, obj) -> bool:
         """Whether ``obj`` carries privileges the (non-superuser) admin of ``request`` lacks."""
@@ -191,8 +143,41 @@ class HeldGrantsAdminMixin:
         form = super().get_form(request, obj, **kwargs)
         if is_superuser(request):
             return form
-        attrs = {"__module__": form.__module__, "granting_user": request.user, "grants": self.grants}
+        attrs = {
+            "__module__": form.__module__,
+            "granting_user": request.user,
+            "grants": self.grants,
+            "lacking": staticmethod(self.lacking),
+        }
         return type(form.__name__, (HeldGrantsFormMixin, form), attrs)
+
+
+# Django's groups (admin-console permissions) are global and reach the users: held like the
+# permission catalog for a staff user allowed to see them (``?user__id=`` of another organization).
+if admin.site.is_registered(DjangoGroup):
+    admin.site.unregister(DjangoGroup)
+
+
+def _permission_names(permissions) -> set[str]:
+    """``app_label.codename`` of Django permissions, as ``User.get_all_permissions()`` names them."""
+    return {f"{p.content_type.app_label}.{p.codename}" for p in permissions}
+
+
+def _lacking_admin_permissions(user, names) -> set[str]:
+    return set() if user.is_superuser else set(names) - user.get_all_permissions()
+
+
+@admin.register(DjangoGroup)
+class DjangoGroupAdminHeld(HeldGrantsAdminMixin, HeldJoinsMixin, DjangoGroupAdmin):
+    """Django's groups (admin-console permissions) under the same rule as AgentForge's roles and
+    groups, compared with ``User.get_all_permissions()``: otherwise a member of a group who may
+    change it would add any model permission to it."""
+
+    grants = {"permissions": _permission_names}
+    lacking = staticmethod(_lacking_admin_permissions)
+
+    def above_admin(self, request, obj) -> bool:
+        return bool(self.lacking(request.user, _permission_names(obj.permissions.select_related("content_type"))))
 
 
 # --------------------------------------------------------------------------------------

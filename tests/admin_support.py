@@ -221,3 +221,17 @@ def admin_world(make_org, make_user, rows: bool = True) -> dict:
         world["mine"] = populate(org, make_user(org, email="member@acme.test"))
         world["theirs"] = populate(other, make_user(other, email="member@globex.test"), suffix="-g")
     return world
+
+
+def plant_their_message(world, plant, content: str | None = None):
+    """Globex's first message linked to Acme's conversation around the checks (as an old writer
+    could leave it), with ``content`` to look for on Acme's pages when given; returns the message."""
+    from agentforge_core.tenancy import unscoped
+    from conversations.models import Message
+
+    message = Message.all_orgs.filter(conversation=world["theirs"]["conversation"]).first()
+    if content is not None:
+        with unscoped():
+            Message.all_orgs.filter(pk=message.pk).update(content=content)
+    plant(Message, message, conversation_id=world["mine"]["conversation"].pk)
+    return message

@@ -25,8 +25,7 @@ from django.urls import reverse
 
 from accounts.models import MFASettings, RolePermission, UserRole
 from agentforge_core.tenancy import unscoped
-from conversations.models import Message
-from tests.admin_support import admin_world, form_data, request_scope
+from tests.admin_support import admin_world, form_data, plant_their_message, request_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -43,13 +42,9 @@ def _stored(row):
 
 
 def test_a_conversations_transcript_never_shows_another_organizations_message(client, world, plant):
-    mine, theirs = world["mine"], world["theirs"]
-    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
-    with unscoped():
-        Message.all_orgs.filter(pk=their_message.pk).update(content="their-words-XYZZY-21")
-    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    plant_their_message(world, plant, "their-words-XYZZY-21")
     client.force_login(world["orgadmin"])
-    page = client.get(reverse("admin:conversations_conversation_change", args=[mine["conversation"].pk]))
+    page = client.get(reverse("admin:conversations_conversation_change", args=[world["mine"]["conversation"].pk]))
     html = page.content.decode()
     assert "Hi! How can I help?" in html  # A's own messages
     assert "their-words-XYZZY-21" not in html

@@ -39,7 +39,7 @@ from agentforge_agents.models import Agent, AgentTool, Tool
 from agentforge_core.models import scope_field
 from agentforge_core.tenancy import OrgScopeError, current_org, org_scope, unscoped
 from conversations.models import Conversation, Message
-from tests.admin_support import admin_world
+from tests.admin_support import admin_world, plant_their_message
 
 pytestmark = pytest.mark.django_db
 
@@ -367,11 +367,8 @@ def test_a_content_type_hands_over_no_row_of_another_organization_by_its_key(two
 
 def test_an_org_admins_delete_page_never_lists_another_organizations_rows(client, make_org, make_user, plant):
     world = admin_world(make_org, make_user)
-    mine, theirs = world["mine"], world["theirs"]
-    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
-    with unscoped():
-        Message.all_orgs.filter(pk=their_message.pk).update(content="their-words-XYZZY-11")
-    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    mine = world["mine"]
+    plant_their_message(world, plant, "their-words-XYZZY-11")
     # The confirmation page lists what the delete cascades into, collected as the delete does:
     # B's message linked to A's conversation was collected, and named as a row the admin may not delete.
     client.force_login(world["orgadmin"])
@@ -393,9 +390,8 @@ def test_an_org_admins_delete_refused_by_another_organizations_link_is_a_message
     from django.contrib.messages import get_messages
 
     world = admin_world(make_org, make_user)
-    mine, theirs = world["mine"], world["theirs"]
-    their_message = Message.all_orgs.filter(conversation=theirs["conversation"]).first()
-    plant(Message, their_message, conversation_id=mine["conversation"].pk)
+    mine = world["mine"]
+    their_message = plant_their_message(world, plant)
     before = _stored(their_message)
     client.force_login(world["orgadmin"])
     conversation = mine["conversation"]

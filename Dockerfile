@@ -1,5 +1,6 @@
 # AgentForge DB: the admin and /health/ on gunicorn (scripts/serve), Debian 12 slim, non-root.
-# Build stage: compilers for mysqlclient; the final image gets the virtualenv, not the compilers.
+# Build stage: compilers for mysqlclient and agentforge_core/_native.c; the final image gets the
+# virtualenv and the compiled module, not the compilers.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config default-libmysqlclient-dev \
@@ -8,6 +9,10 @@ COPY requirements.txt requirements.lock /tmp/
 # requirements.txt is what the application runs with, at the versions CI tested (the lock).
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/requirements.lock
+# The import's per-row text in C (docs/import.md), compiled here where the compilers are.
+COPY agentforge_core/_native.c /build/agentforge_core/_native.c
+COPY scripts/build-native /build/scripts/build-native
+RUN mkdir -p /build/.venv && cd /build && PYTHON=/opt/venv/bin/python scripts/build-native
 
 FROM python:3.11-slim-bookworm
 # Runtime libraries only: MariaDB's client library (mysqlclient), ODBC (SQL Server), and the
@@ -19,6 +24,7 @@ RUN apt-get update \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root . /app
+COPY --from=build /build/agentforge_core/_native.*.so /app/agentforge_core/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

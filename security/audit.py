@@ -34,6 +34,7 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 
 from accounts.models import Organization, User
+from agentforge_core import native
 from agentforge_core.crypto import sha256_hex
 from agentforge_core.fields import encrypted_fields
 from agentforge_core.jsontext import json_encoder
@@ -278,6 +279,10 @@ def _utc_text(value) -> str | None:
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % _CLOCK(value)
 
 
+def _quoted_utc_text(value) -> str:
+    return '"' + _utc_text(value) + '"'
+
+
 def _canonical_value(f, value):
     if value is None:
         return None
@@ -340,9 +345,10 @@ class _QuotedUUIDs:
 class EntryHasher:
     """:func:`compute_hash` for entries given as dicts of plain values (the importer's bulk path).
 
-    The same text as :func:`canonical_bytes`, written directly: one function, compiled once,
-    concatenates the columns' JSON in sorted order, with the common kinds (text, times, UUIDs,
-    numbers, plain JSON) encoded inline and anything else through :func:`_canonical_value` and
+    The same bytes as :func:`canonical_bytes`, written directly: the columns' JSON in sorted
+    order, the common kinds (text, times, UUIDs, numbers, plain JSON) written by
+    ``agentforge_core._native.CanonicalParts`` (or, when it is not built, by one Python function
+    compiled once with each kind inline) and anything else through :func:`_canonical_value` and
     the canonical encoder. No dict is built and sorted per entry. The text before and after
     ``prev_hash`` does not depend on the chain, so the import pipeline builds it in its reader
     process and only :meth:`seal` runs in chain order. ``values`` must hold every hashed
@@ -353,39 +359,56 @@ class EntryHasher:
         fields = _hashed_fields()
         self.attnames = [f.attname for f in fields]
         slow = [lambda value, f=f: _json_sorted(_canonical_value(f, value)) for f in fields]
-        columns = {"v": repr(json.dumps(HASH_VERSION))}
+        # column -> (its expression in the Python function, its native column)
+        columns = {"v": (repr(json.dumps(HASH_VERSION)), (None, native.CANON_LITERAL, None, json.dumps(HASH_VERSION)))}
         for i, f in enumerate(fields):
             # Each column's common kinds inline, None as null, anything else through slow[i].
-            get, fallback = f"v[{f.attname!r}]", f"slow[{i}](x)"
+            get, fallback, extra = f"v[{f.attname!r}]", f"slow[{i}](x)", None
             if isinstance(f, models.DateTimeField):
-                expr = f"""("null" if (x := {get}) is None else '"' + utc_text(x) + '"')"""
+                kind, expr = native.CANON_TIME, f"""("null" if (x := {get}) is None else '"' + utc_text(x) + '"')"""
             elif isinstance(f, models.JSONField):
+                kind, extra = native.CANON_JSON, _json_sorted
                 expr = f'("null" if (x := {get}) is None else encode(x) if plain_json(x) else {fallback})'
             elif isinstance(f, models.GenericIPAddressField):  # IPv4 text is its own canonical form
+                kind = native.CANON_IPV4
                 expr = f'(string(x) if type(x := {get}) is str and x and ":" not in x else "null" if x is None else {fallback})'
             elif isinstance(f, models.BooleanField):
+                kind = native.CANON_BOOL
                 expr = f'("true" if (x := {get}) is True else "false" if x is False else "null" if x is None else {fallback})'
             elif f.is_relation and f.name != "content_type":
                 # the remembered text inline (no call), else _QuotedUUIDs.text
+                kind = native.CANON_UUID
                 expr = (
                     f"((k[1] if (k := known(id(x))) is not None and k[0] is x else uuid_text(x))"
                     f' if type(x := {get}) is UUID else "null" if x is None else {fallback})'
                 )
             elif isinstance(f, models.IntegerField) and not f.is_relation:
+                kind = native.CANON_INT
                 expr = f'(str(x) if type(x := {get}) is int else "null" if x is None else {fallback})'
             elif f.is_relation:  # content types: their natural key
-                expr = f'("null" if (x := {get}) is None else {fallback})'
+                kind, expr = native.CANON_OPTIONAL, f'("null" if (x := {get}) is None else {fallback})'
             else:  # text; "" is hashed as null
+                kind = native.CANON_TEXT
                 expr = f'((string(x) if x else "null") if type(x := {get}) is str else "null" if x is None else {fallback})'
-            columns[f.column] = expr
-        texts = []
+            # the native times hand over only what is not UTC: the whole quoted text
+            native_slow = _quoted_utc_text if kind == native.CANON_TIME else slow[i]
+            columns[f.column] = (expr, (f.attname, kind, native_slow, extra))
+        texts, native_columns = [], []
         for n, name in enumerate(sorted([*columns, "prev_hash"])):  # json's sort_keys order
-            texts.append(repr(("{" if n == 0 else ",") + json.dumps(name) + ":"))
+            key = ("{" if n == 0 else ",") + json.dumps(name) + ":"
+            texts.append(repr(key))
+            native_columns.append((None, native.CANON_LITERAL, None, key))
             if name == "prev_hash":  # its value is the chain's: the text splits here
-                head, texts = texts, []
+                head, texts, split = texts, [], len(native_columns)
             else:
-                texts.append(columns[name])
-        source = f"def parts(v):\n    return join(({', '.join(head)},)), join(({', '.join(texts)}, '}}'))\n"
+                texts.append(columns[name][0])
+                native_columns.append(columns[name][1])
+        native_columns.append((None, native.CANON_LITERAL, None, "}"))
+        if native.CanonicalParts is not None:
+            # parts(values): an entry's canonical JSON (UTF-8) around its prev_hash value (before, after)
+            self.parts = native.CanonicalParts(native_columns, split)
+            return
+        source = f"def parts(v):\n    return join(({', '.join(head)},)).encode(), join(({', '.join(texts)}, '}}')).encode()\n"
         uuids = _QuotedUUIDs()
         namespace = {
             "utc_text": _utc_text,
@@ -399,12 +422,11 @@ class EntryHasher:
             "join": "".join,
         }
         exec(compile(source, "<audit canonical>", "exec"), namespace)
-        # parts(values): the canonical JSON of an entry around its prev_hash value (before, after)
         self.parts = namespace["parts"]
 
     @staticmethod
-    def seal(head: str, tail: str, prev_hash: str) -> str:
-        return hashlib.sha256((head + _json_str(prev_hash or "") + tail).encode("utf-8")).hexdigest()
+    def seal(head: bytes, tail: bytes, prev_hash: str) -> str:
+        return hashlib.sha256(head + _json_str(prev_hash or "").encode() + tail).hexdigest()
 
     def hash(self, values: dict, prev_hash: str) -> str:
         return self.seal(*self.parts(values), prev_hash)

@@ -1,6 +1,10 @@
 """docker-compose.yml and .env.example cannot be run here (no Docker engine); read them instead."""
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +149,33 @@ def test_the_image_installs_the_runtime_requirements_only():
     assert "pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/requirements.lock" in dockerfile
     ignored = (BASE / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env", "data"} <= set(ignored)
+
+
+def test_the_image_compiles_the_native_module_in_the_build_stage():
+    build, final = dockerfile_stages()[0][1], dockerfile_stages()[1][1]
+    assert any("scripts/build-native" in line for line in build if line.startswith("RUN "))
+    assert "COPY --from=build /build/agentforge_core/_native.*.so /app/agentforge_core/" in final
+    assert "**/*.so" in (BASE / ".dockerignore").read_text().split()  # never a module built for another Python
+
+
+@pytest.mark.once
+def test_build_native_compiles_the_module_in_a_fresh_tree(tmp_path):
+    """scripts/build-native from a clean copy: the module is built in place and imports; a second
+    run with nothing changed compiles nothing."""
+    (tmp_path / "agentforge_core").mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv").mkdir()
+    shutil.copy(BASE / "agentforge_core" / "_native.c", tmp_path / "agentforge_core")
+    shutil.copy(BASE / "scripts" / "build-native", tmp_path / "scripts")
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run(["scripts/build-native"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    built = list((tmp_path / "agentforge_core").glob("_native*.so"))
+    assert len(built) == 1
+    probe = (
+        "import agentforge_core._native as n, uuid; print(n.CopyRow([('u', 2, None, None)])({'u': uuid.UUID(int=255)}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "b'000000000000000000000000000000ff\\n'"
+    mtime = built[0].stat().st_mtime_ns
+    subprocess.run(["scripts/build-native"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert built[0].stat().st_mtime_ns == mtime

@@ -7,11 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentforge_core import native
 from agentforge_core.jsontext import json_encoder
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp
@@ -19,6 +21,7 @@ from legacy.migration import pipeline
 from legacy.migration.writer import _converter, _ModelPlan
 from security import audit
 from security.models import AuditLog
+from tests.test_security_audit_hash import HASHERS
 
 pytestmark = pytest.mark.once  # pure encoders: the same on every backend
 
@@ -108,6 +111,94 @@ def test_the_compiled_fast_paths_encode_as_the_encoders_do(model, vendor, data):
             plan.tuple_builder(converters)(dict(values))
         return
     assert plan.tuple_builder(converters)(dict(values)) == expected
+
+
+def _plan(model) -> _ModelPlan:
+    """The model's plan, its per-row default factories (uuid4 for keys) made to repeat one value."""
+    plan = _ModelPlan(model, dt.datetime(2026, 1, 1, tzinfo=UTC))
+    for attname, source, factory in plan.sources(()):
+        if source == "factory":
+            plan.defaults[attname] = lambda value=factory(): value
+    return plan
+
+
+def _encoders(model, chained: bool) -> dict:
+    """PostgreSQL's row encoders of one plan, with the COPY lines built in C
+    (agentforge_core._native) and in Python; ``chained``: an audit entry's line stops before the
+    chain's two columns."""
+    assert native.CopyRow is not None, "agentforge_core._native is not built: run scripts/build-native"
+    plan = _plan(model)
+    chain = SimpleNamespace(model=model) if chained else None
+    encoders = {"native": pipeline.RowEncoder(plan, "postgresql", chain)}
+    saved, native.CopyRow = native.CopyRow, None
+    try:
+        encoders["python"] = pipeline.RowEncoder(plan, "postgresql", chain)
+    finally:
+        native.CopyRow = saved
+    return encoders
+
+
+# non-plain JSON too: what the C writer leaves to the standard library's encoder (or its refusal)
+ODD_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT | st.uuids() | st.just(-0.0) | st.just(1e16),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(TEXT | st.integers(-5, 5) | st.booleans(), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "model, chained", [(AuditLog, True), (AuditLog, False), (Message, False), (Conversation, False)]
+)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_native_copy_lines_are_the_python_ones(model, chained, data):
+    """Any values, any missing columns (their defaults: static, or a factory called per row)."""
+    values = data.draw(_rows(model))
+    for attname in data.draw(st.sets(st.sampled_from(sorted(values)), max_size=4)):
+        del values[attname]
+    json_columns = [f.attname for f in model._meta.concrete_fields if type(f).__name__ == "JSONField"]
+    for attname in data.draw(st.sets(st.sampled_from(json_columns), max_size=2)):
+        values[attname] = data.draw(ODD_JSON)
+    encoders = _encoders(model, chained)
+    expected = _outcome(encoders["python"].payload, values)
+    assert _outcome(encoders["native"].payload, values) == expected  # the same bytes, or refused the same way
+    if type(expected) is bytes:
+        assert expected.endswith(b"\n") is not chained
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [1.5, -0.0, 1e16, 1e-07, 2**70, -(2**63)], "é": 'x\u0000\x1f\\"\t\n'},
+        [float("nan"), {"x": float("inf")}],
+        [float("nan"), uuid.UUID(int=1)],  # not plain, after a float that is not finite
+        {1: "int key"},
+        ("a", "tuple"),
+        "\ud83d\ude00 😀",
+        [[[[[]]]], {}, {"": {}}],
+    ],
+)
+def test_the_native_json_texts_are_json_dumps(value):
+    """Both C writers (a jsonb column's COPY text, the hash's sorted text) against the standard library."""
+    encoders = _encoders(Message, False)
+    row = {"tool_calls": value, "legacy_extra": None}
+    assert _outcome(encoders["native"].payload, row) == _outcome(encoders["python"].payload, row)
+    entry = {f.attname: None for f in audit._hashed_fields()} | {"additional_data": value}
+    assert _outcome(HASHERS["native"].parts, entry) == _outcome(HASHERS["python"].parts, entry)
+
+
+def _outcome(function, values: dict):
+    """What ``function(values)`` gives, or the type of what it raises (a lone surrogate has no
+    UTF-8; a UUID is no JSON)."""
+    try:
+        return function(dict(values))
+    except Exception as exc:
+        return type(exc)
 
 
 OPTIONS = [{}, {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}, {"separators": (",", ":")}]

@@ -11,6 +11,7 @@ from django.db import models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentforge_core import native
 from security import audit
 from security.models import AuditLog
 from tests.legacy_helpers import run_import
@@ -62,13 +63,29 @@ ENTRIES = st.fixed_dictionaries({f.attname: _strategy(f) for f in HASHED})
 PREV = st.sampled_from(["", "0" * 64, "é"])
 
 
+def _hasher(kind: str) -> audit.EntryHasher:
+    """The fast path in C (agentforge_core._native) or the pure-Python one it stands in for."""
+    if kind == "native":
+        assert native.CanonicalParts is not None, "agentforge_core._native is not built: run scripts/build-native"
+        return audit.EntryHasher()
+    saved, native.CanonicalParts = native.CanonicalParts, None
+    try:
+        return audit.EntryHasher()
+    finally:
+        native.CanonicalParts = saved
+
+
+HASHERS = {kind: _hasher(kind) for kind in ("native", "python")}
+
+
 @pytest.mark.django_db
-@pytest.mark.once  # two hash functions in Python; the stored-entry test below runs on every backend
+@pytest.mark.once  # hash functions in C and Python; the stored-entry test below runs on every backend
+@pytest.mark.parametrize("kind", ["native", "python"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=ENTRIES, prev=PREV)
-def test_fast_path_equals_compute_hash(values, prev):
+def test_fast_path_equals_compute_hash(kind, values, prev):
     expected = audit.compute_hash(AuditLog(**values), prev)
-    assert audit.EntryHasher().hash(dict(values), prev) == expected
+    assert HASHERS[kind].hash(dict(values), prev) == expected
 
 
 def test_times_are_hashed_as_utc_text_with_microseconds():
@@ -84,10 +101,11 @@ def test_times_are_hashed_as_utc_text_with_microseconds():
 
 
 @pytest.mark.django_db
-def test_a_value_holding_the_text_around_prev_hash_changes_nothing():
+@pytest.mark.parametrize("kind", ["native", "python"])
+def test_a_value_holding_the_text_around_prev_hash_changes_nothing(kind):
     """The fast path splits the text where prev_hash's value goes by column order, not by
     searching the text: an entry whose values spell that place out hashes as compute_hash does."""
-    hasher = audit.EntryHasher()
+    hasher = HASHERS[kind]
     values = {f.attname: None for f in HASHED}
     spelled = '"prev_hash":"'
     for place in (
@@ -97,7 +115,7 @@ def test_a_value_holding_the_text_around_prev_hash_changes_nothing():
     ):
         entry = {**values, **place}
         head, tail = hasher.parts(dict(entry))
-        assert head.endswith('"org_id":null,"prev_hash":') and tail.startswith(',"remote_addr":')
+        assert head.endswith(b'"org_id":null,"prev_hash":') and tail.startswith(b',"remote_addr":')
         assert hasher.hash(dict(entry), "0" * 64) == audit.compute_hash(AuditLog(**entry), "0" * 64)
 
 
@@ -118,7 +136,8 @@ def test_fast_path_matches_a_stored_entry_with_an_offset_and_ipv6(make_org):
     )
     stored = AuditLog.all_orgs.get(pk=entry.pk)
     values = {f.attname: getattr(stored, f.attname) for f in HASHED}
-    assert audit.EntryHasher().hash(values, stored.prev_hash) == stored.entry_hash
+    for hasher in HASHERS.values():
+        assert hasher.hash(dict(values), stored.prev_hash) == stored.entry_hash
     assert audit.compute_hash(stored, stored.prev_hash) == stored.entry_hash
 
 

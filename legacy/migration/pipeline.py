@@ -38,7 +38,19 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, connection, models
 
+from agentforge_core import native
 from agentforge_core.jsontext import json_encoder
+from agentforge_core.native import (
+    COPY_BOOL,
+    COPY_CALL,
+    COPY_CONST,
+    COPY_INT,
+    COPY_IPV4,
+    COPY_JSON,
+    COPY_TEXT,
+    COPY_TIME,
+    COPY_UUID,
+)
 from legacy.format.errors import LegacyDataError
 from legacy.format.jsonio import read_records
 from legacy.migration.writer import BATCH
@@ -236,8 +248,9 @@ _PG_TEXT = (  # a text with none of the characters COPY escapes is its own COPY 
 )
 
 
-def _inline(encoder, template: str):
+def _inline(encoder, template: str, native: int = COPY_CALL):
     encoder.inline = (template, _INLINE_NAMES)
+    encoder.native = native  # the same fast path in agentforge_core._native (PostgreSQL)
     return encoder
 
 
@@ -263,6 +276,7 @@ def _column_encoder(field, prep, vendor: str):
             return _inline(
                 lambda v: v.hex if type(v) is uuid.UUID else through_prep(v),
                 "(x.hex if type(x := {value}) is _UUID else {slow}(x))",
+                COPY_UUID,
             )
         return _inline(
             lambda v: "'" + v.hex + "'" if type(v) is uuid.UUID else through_prep(v),
@@ -273,7 +287,9 @@ def _column_encoder(field, prep, vendor: str):
     if kind in _PLAIN_TEXT_FIELDS:
         if vendor == "postgresql":
             return _inline(
-                lambda v: _pg_escape(v) if type(v) is str else null if v is None else through_prep(v), _PG_TEXT
+                lambda v: _pg_escape(v) if type(v) is str else null if v is None else through_prep(v),
+                _PG_TEXT,
+                COPY_TEXT,
             )
         return _inline(
             lambda v: "'" + _mysql_escape(v) + "'" if type(v) is str else null if v is None else through_prep(v),
@@ -283,6 +299,7 @@ def _column_encoder(field, prep, vendor: str):
         return _inline(
             lambda v: v.isoformat() if type(v) is dt.datetime and v.tzinfo is not None else through_prep(v),
             "(x.isoformat() if type(x := {value}) is _datetime and x.tzinfo is not None else {slow}(x))",
+            COPY_TIME,
         )
     if kind is models.JSONField:
         if vendor == "postgresql":  # jsonb keeps no formatting: any valid text will do
@@ -293,17 +310,20 @@ def _column_encoder(field, prep, vendor: str):
         return _inline(
             lambda v: true if v is True else false if v is False else through_prep(v),
             f'("{true}" if (x := {{value}}) is True else "{false}" if x is False else {{slow}}(x))',
+            COPY_BOOL if vendor == "postgresql" else COPY_CALL,
         )
     if kind in _INTEGER_FIELDS:
         return _inline(
             lambda v: str(v) if type(v) is int else null if v is None else through_prep(v),
             f"(str(x) if type(x := {{value}}) is int else {null!r} if x is None else {{slow}}(x))",
+            COPY_INT if vendor == "postgresql" else COPY_CALL,
         )
     if kind is models.GenericIPAddressField and vendor == "postgresql":
         # canonical IPv4 text as given; anything else normalised by the field first
         return _inline(
             lambda v: v if type(v) is str and ":" not in v and v else _pg_text(field.get_db_prep_save(v, connection)),
             '(x if type(x := {value}) is str and x and ":" not in x else {slow}(x))',
+            COPY_IPV4,
         )
     return through_prep
 
@@ -320,11 +340,14 @@ def _jsonb(v):
     return _pg_escape(_json_text(v))
 
 
+_jsonb.native = COPY_JSON
+
+
 class RowEncoder:
     """Rows of one model → ``(key, payload, chain key, hash head, hash tail, key attname)``.
 
-    The payload is a COPY text line (PostgreSQL), a ``(…)`` literal (MariaDB/MySQL) or the
-    parameter tuple (SQLite). An audit entry's payload stops before its two chain columns
+    The payload is a COPY text line (PostgreSQL, UTF-8 bytes), a ``(…)`` literal (MariaDB/MySQL)
+    or the parameter tuple (SQLite). An audit entry's payload stops before its two chain columns
     (always the last two, see ``legacy.migration.writer._ModelPlan``); :meth:`seal` appends them.
     """
 
@@ -336,10 +359,14 @@ class RowEncoder:
         if self.chain is not None and not plan.chained:
             raise ValueError(f"{plan.table}: the chain columns must come last")
         if vendor in ("postgresql", "mysql"):
-            converters = {a: _column_encoder(plan.by_attname[a], plan.prep[a], vendor) for a in plan.attnames}
-            self.fields = plan.tuple_builder(converters)
+            self.converters = {a: _column_encoder(plan.by_attname[a], plan.prep[a], vendor) for a in plan.attnames}
+            self.fields = plan.tuple_builder(self.converters)
         else:
             self.fields = plan.insert_tuple
+        self.payload = self._python_payload
+        if vendor == "postgresql" and native.CopyRow is not None:
+            self._lines = {}  # key shape -> its compiled native.CopyRow
+            self.payload = self._native_payload
 
     def encode(self, row) -> tuple:
         if row.merge is not None or len(row.key_fields) != 1:
@@ -349,21 +376,50 @@ class RowEncoder:
         if type(key) is uuid.UUID:
             key = key.int  # only compared for duplicates; pickles several times faster than a UUID
         if self.chain is None:
-            return key, self._payload(self.fields(values), closed=True), None, None, None, row.key_fields[0]
+            return key, self.payload(values), None, None, None, row.key_fields[0]
         head, tail = self.chain.hash_parts(values)  # first: it fills in the defaults the row is written with
-        fields = self.fields(values)
         org_id = values.get("org_id")
         chain_key = self.chain_keys.get(org_id)  # str(UUID) is Python code; a few organizations repeat
         if chain_key is None:
             if len(self.chain_keys) > 1000:
                 self.chain_keys.clear()
             chain_key = self.chain_keys[org_id] = self.chain.audit.chain_key(org_id)
-        return key, self._payload(fields[:-2], closed=False), chain_key, head, tail, row.key_fields[0]
+        return key, self.payload(values), chain_key, head, tail, row.key_fields[0]
+
+    def _python_payload(self, values):
+        fields = self.fields(values)
+        if self.chain is None:
+            return self._payload(fields, closed=True)
+        return self._payload(fields[:-2], closed=False)
+
+    def _native_payload(self, values):
+        """The COPY line from agentforge_core._native: the same text, built in C."""
+        shape = tuple(values)
+        line = self._lines.get(shape)
+        if line is None:
+            line = self._lines[shape] = self._native_line(shape)
+        return line(values)
+
+    def _native_line(self, shape: tuple):
+        sources = self.plan.sources(shape)
+        if self.chain is not None:
+            sources = sources[:-2]  # the chain's two columns: seal() appends them
+        columns = []
+        for attname, source, default in sources:
+            encode = self.converters[attname]
+            kind = getattr(encode, "native", COPY_CALL)
+            if source == "given":
+                columns.append((attname, kind, encode, _json_text if kind == COPY_JSON else None))
+            elif source == "static":
+                columns.append((None, COPY_CONST, None, encode(default)))
+            else:  # a default factory's value, through the column's encoder
+                columns.append((None, COPY_CALL if kind == COPY_JSON else kind, encode, default))
+        return native.CopyRow(columns, closed=self.chain is None)
 
     def _payload(self, fields, closed: bool):
-        if self.vendor == "postgresql":
+        if self.vendor == "postgresql":  # the bytes COPY sends
             text = "\t".join(fields)
-            return text + "\n" if closed else text
+            return (text + "\n" if closed else text).encode()
         if self.vendor == "mysql":
             text = "(" + ",".join(fields)
             return text + ")" if closed else text
@@ -371,7 +427,7 @@ class RowEncoder:
 
     def seal(self, payload, prev_hash, entry_hash):
         if self.vendor == "postgresql":
-            return f"{payload}\t{_pg_text(prev_hash)}\t{entry_hash}\n"
+            return b"%s\t%s\t%s\n" % (payload, _pg_text(prev_hash).encode(), entry_hash.encode())
         if self.vendor == "mysql":
             return f"{payload},{_mysql_literal(prev_hash)},'{entry_hash}')"
         return payload + (prev_hash, entry_hash)

@@ -95,24 +95,37 @@ class _ModelPlan:
         build.converters = converters  # keeps id(converters) from being reused
         return build
 
+    def sources(self, shape: tuple) -> list[tuple[str, str, object]]:
+        """Where each column's value comes from, in ``attnames`` order, for rows with the keys
+        ``shape``: ``(attname, "given", None)``, ``(attname, "static", the default)`` or
+        ``(attname, "factory", the default's factory, called per row)``."""
+        given = set(shape)
+        out = []
+        for attname in self.attnames:
+            if attname in given:
+                out.append((attname, "given", None))
+            elif attname in self._static:
+                out.append((attname, "static", self._static[attname]))
+            else:
+                out.append((attname, "factory", self.defaults[attname]))
+        return out
+
     def _compile(self, shape: tuple, converters: dict):
         """``lambda v: (c0(v["a"]), d1, c2(d2()), ...)``: each given value converted, a static
         default converted once here, a default factory called per row. A converter with an
         ``inline`` expression (``legacy.migration.pipeline``) has it compiled in instead of
         the call, falling back to the call for what the expression leaves."""
-        given = set(shape)
         env, parts = {}, []
-        for i, attname in enumerate(self.attnames):
+        for i, (attname, source, default) in enumerate(self.sources(shape)):
             convert = converters.get(attname)
-            if attname in given:
+            if source == "given":
                 expr = f"v[{attname!r}]"
-            elif attname in self._static:
-                value = self._static[attname]
-                env[f"d{i}"] = convert(value) if convert is not None else value
+            elif source == "static":
+                env[f"d{i}"] = convert(default) if convert is not None else default
                 parts.append(f"d{i}")
                 continue
             else:
-                env[f"d{i}"] = self.defaults[attname]
+                env[f"d{i}"] = default
                 expr = f"d{i}()"
             if convert is not None:
                 env[f"c{i}"] = convert
@@ -406,8 +419,8 @@ class Writer:
                 cursor.executemany(f"INSERT INTO {qn(plan.table)} ({columns}) VALUES ({marks})", tuples)
 
     def insert_encoded(self, plan, payloads) -> None:
-        """Insert rows encoded by ``legacy.migration.pipeline.RowEncoder``: COPY text lines on
-        PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameter tuples on SQLite."""
+        """Insert rows encoded by ``legacy.migration.pipeline.RowEncoder``: COPY text lines (UTF-8)
+        on PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameter tuples on SQLite."""
         if connection.vendor == "sqlite":
             self._insert(plan, payloads)
             return
@@ -418,7 +431,7 @@ class Writer:
             if connection.vendor == "postgresql":
                 rls.apply(connection)
                 with raw.copy(f"COPY {qn(plan.table)} ({columns}) FROM STDIN") as copy:
-                    copy.write("".join(payloads))
+                    copy.write(b"".join(payloads))
                 return
             prefix = f"INSERT INTO {qn(plan.table)} ({columns}) VALUES "
             limit = self._statement_chars()
@@ -521,7 +534,7 @@ class AuditChain:
         self.heads = {}
         self.last = {}
 
-    def hash_parts(self, values: dict) -> tuple[str, str]:
+    def hash_parts(self, values: dict) -> tuple[bytes, bytes]:
         """The entry's canonical text around its ``prev_hash``; missing columns get their
         default here, once, so the row inserted is the row hashed."""
         if not values.keys() >= self.hashed:  # one set comparison in C for the usual full row

@@ -1,0 +1,851 @@
+/* The import's per-row text in C: PostgreSQL COPY lines and the audit chain's canonical JSON.
+ *
+ * Each is a column program built once in Python (legacy.migration.pipeline.RowEncoder,
+ * security.audit.EntryHasher) and run here for every row, writing UTF-8 straight into one
+ * buffer (the bytes COPY sends and SHA-256 hashes). This file only takes the common case of
+ * each column kind; anything else goes to the column's Python encoder ("slow"), the one the
+ * pure-Python path uses, so both paths write the same bytes (tests/test_import_encoders.py
+ * holds them equal). Built in place by scripts/build-native; without it the pure-Python path
+ * runs. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <math.h>
+#include <string.h>
+
+/* COPY kinds (agentforge_core.native numbers them the same) */
+enum {
+    COPY_CALL = 0,  /* slow(x) always */
+    COPY_TEXT = 1,  /* str: COPY-escaped; None: \N */
+    COPY_UUID = 2,  /* uuid.UUID: 32 hex digits */
+    COPY_TIME = 3,  /* aware datetime: isoformat() */
+    COPY_BOOL = 4,  /* t / f */
+    COPY_INT = 5,   /* int: decimal; None: \N */
+    COPY_IPV4 = 6,  /* a non-empty str without ':' as it is */
+    COPY_CONST = 7, /* a fixed text (a static default) */
+    COPY_JSON = 8,  /* None: \N; plain JSON written here, anything else encode(x); COPY-escaped */
+};
+
+/* canonical JSON kinds */
+enum {
+    CANON_LITERAL = 0,  /* a fixed text: a key, a brace */
+    CANON_TIME = 1,     /* null; UTC datetime: "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
+    CANON_JSON = 2,     /* null; plain JSON, keys sorted */
+    CANON_IPV4 = 3,     /* null; a non-empty str without ':' as a JSON string */
+    CANON_BOOL = 4,     /* true / false / null */
+    CANON_UUID = 5,     /* null; uuid.UUID: its quoted 36-character text */
+    CANON_INT = 6,      /* null; int: decimal */
+    CANON_OPTIONAL = 7, /* null; anything else: slow(x) */
+    CANON_TEXT = 8,     /* null; "" as null; str as a JSON string */
+};
+
+static PyObject *UUID_type; /* uuid.UUID */
+static PyObject *s_int, *s_isoformat;
+
+static const char HEX[] = "0123456789abcdef";
+
+/* ---- an output buffer of UTF-8 ----------------------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    char small[2048];
+} Out;
+
+static void
+out_init(Out *o)
+{
+    o->buf = o->small;
+    o->len = 0;
+    o->cap = sizeof o->small;
+}
+
+static void
+out_free(Out *o)
+{
+    if (o->buf != o->small)
+        PyMem_Free(o->buf);
+}
+
+static int
+out_reserve(Out *o, Py_ssize_t more)
+{
+    if (o->len + more <= o->cap)
+        return 0;
+    Py_ssize_t cap = o->cap;
+    while (cap < o->len + more)
+        cap *= 2;
+    char *buf = o->buf == o->small ? PyMem_Malloc(cap) : PyMem_Realloc(o->buf, cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (o->buf == o->small)
+        memcpy(buf, o->small, o->len);
+    o->buf = buf;
+    o->cap = cap;
+    return 0;
+}
+
+static int
+out_write(Out *o, const char *text, Py_ssize_t n)
+{
+    if (out_reserve(o, n) < 0)
+        return -1;
+    memcpy(o->buf + o->len, text, n);
+    o->len += n;
+    return 0;
+}
+
+#define OUT_LITERAL(o, text) out_write((o), (text), (Py_ssize_t)(sizeof(text) - 1))
+
+static const char *
+utf8(PyObject *s, Py_ssize_t *n)
+{
+    return PyUnicode_AsUTF8AndSize(s, n); /* an ASCII str's own data: no copy */
+}
+
+static int
+out_str(Out *o, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *text = utf8(s, &n);
+    return text == NULL ? -1 : out_write(o, text, n);
+}
+
+/* bytes with COPY's escapes: backslash, tab, newline, carriage return (all ASCII, and no
+ * byte of a UTF-8 multi-byte sequence is ASCII, so escaping bytes escapes the characters) */
+static int
+out_copy_escaped(Out *o, const char *text, Py_ssize_t n)
+{
+    if (out_reserve(o, 2 * n) < 0)
+        return -1;
+    char *to = o->buf + o->len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = text[i];
+        switch (c) {
+        case '\\': *to++ = '\\'; *to++ = '\\'; break;
+        case '\t': *to++ = '\\'; *to++ = 't'; break;
+        case '\n': *to++ = '\\'; *to++ = 'n'; break;
+        case '\r': *to++ = '\\'; *to++ = 'r'; break;
+        default: *to++ = c;
+        }
+    }
+    o->len = to - o->buf;
+    return 0;
+}
+
+static int
+out_copy_str(Out *o, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *text = utf8(s, &n);
+    return text == NULL ? -1 : out_copy_escaped(o, text, n);
+}
+
+/* a str as a JSON string, as json.encoder.encode_basestring writes it (UTF-8 as is); with
+ * copy, every backslash doubled for COPY (a JSON text has no tab, newline or return) */
+static int
+out_json_string(Out *o, PyObject *s, int copy)
+{
+    Py_ssize_t n;
+    const char *text = utf8(s, &n);
+    if (text == NULL || out_reserve(o, 6 * 2 * n + 2) < 0)
+        return -1;
+    char *to = o->buf + o->len;
+    int slashes = copy ? 2 : 1;
+    *to++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        char short_form = 0;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *to++ = (char)c;
+            continue;
+        }
+        switch (c) {
+        case '\\': short_form = '\\'; break;
+        case '"': short_form = '"'; break;
+        case '\b': short_form = 'b'; break;
+        case '\f': short_form = 'f'; break;
+        case '\n': short_form = 'n'; break;
+        case '\r': short_form = 'r'; break;
+        case '\t': short_form = 't'; break;
+        }
+        for (int k = 0; k < slashes; k++)
+            *to++ = '\\';
+        if (short_form == '\\') {
+            for (int k = 0; k < slashes; k++)
+                *to++ = '\\';
+        }
+        else if (short_form) {
+            *to++ = short_form;
+        }
+        else {
+            *to++ = 'u';
+            *to++ = '0';
+            *to++ = '0';
+            *to++ = HEX[c >> 4];
+            *to++ = HEX[c & 15];
+        }
+    }
+    *to++ = '"';
+    o->len = to - o->buf;
+    return 0;
+}
+
+static int
+out_digits(Out *o, long long value, int width)
+{
+    char buf[24];
+    int n = 0, negative = value < 0;
+    unsigned long long v = negative ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        buf[sizeof buf - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v || n < width);
+    if (negative)
+        buf[sizeof buf - 1 - n++] = '-';
+    return out_write(o, buf + sizeof buf - n, n);
+}
+
+/* an exact int in decimal (str(x) and json.dumps agree) */
+static int
+out_int(Out *o, PyObject *x)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow)
+        return out_digits(o, v, 1);
+    PyObject *text = PyObject_Str(x);
+    if (text == NULL)
+        return -1;
+    int result = out_str(o, text);
+    Py_DECREF(text);
+    return result;
+}
+
+static int
+uuid_bytes(PyObject *u, unsigned char out[16])
+{
+    PyObject *number = PyObject_GetAttr(u, s_int);
+    if (number == NULL)
+        return -1;
+    if (!PyLong_CheckExact(number)) {
+        Py_DECREF(number);
+        PyErr_SetString(PyExc_TypeError, "UUID.int is not an int");
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t size = PyLong_AsNativeBytes(
+        number, out, 16,
+        Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE);
+    Py_DECREF(number);
+    if (size < 0)
+        return -1;
+    if (size > 16) {
+        PyErr_SetString(PyExc_OverflowError, "UUID.int out of range");
+        return -1;
+    }
+    return 0;
+#else
+    int result = _PyLong_AsByteArray((PyLongObject *)number, out, 16, 0, 0);
+    Py_DECREF(number);
+    return result;
+#endif
+}
+
+/* a uuid.UUID as u.hex, or with dashes and quotes as json.dumps(str(u)) */
+static int
+out_uuid(Out *o, PyObject *u, int canonical)
+{
+    unsigned char bytes[16];
+    if (uuid_bytes(u, bytes) < 0 || out_reserve(o, 40) < 0)
+        return -1;
+    char *to = o->buf + o->len;
+    if (canonical)
+        *to++ = '"';
+    for (int i = 0; i < 16; i++) {
+        if (canonical && (i == 4 || i == 6 || i == 8 || i == 10))
+            *to++ = '-';
+        *to++ = HEX[bytes[i] >> 4];
+        *to++ = HEX[bytes[i] & 15];
+    }
+    if (canonical)
+        *to++ = '"';
+    o->len = to - o->buf;
+    return 0;
+}
+
+/* YYYY-MM-DDTHH:MM:SS of a datetime */
+static int
+out_clock(Out *o, PyObject *x)
+{
+    if (out_digits(o, PyDateTime_GET_YEAR(x), 4) < 0 || OUT_LITERAL(o, "-") < 0 ||
+        out_digits(o, PyDateTime_GET_MONTH(x), 2) < 0 || OUT_LITERAL(o, "-") < 0 ||
+        out_digits(o, PyDateTime_GET_DAY(x), 2) < 0 || OUT_LITERAL(o, "T") < 0 ||
+        out_digits(o, PyDateTime_DATE_GET_HOUR(x), 2) < 0 || OUT_LITERAL(o, ":") < 0 ||
+        out_digits(o, PyDateTime_DATE_GET_MINUTE(x), 2) < 0 || OUT_LITERAL(o, ":") < 0 ||
+        out_digits(o, PyDateTime_DATE_GET_SECOND(x), 2) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+has_colon(PyObject *s)
+{
+    return PyUnicode_FindChar(s, ':', 0, PyUnicode_GET_LENGTH(s), 1) != -1;
+}
+
+/* ---- plain JSON --------------------------------------------------------------------------------- */
+
+/* What json_write leaves to Python: a value security.audit._plain_json refuses (not only JSON's
+ * own types, exactly, with string keys), or a plain one this does not write (a float that is not
+ * finite). */
+#define JSON_NOT_PLAIN 1
+#define JSON_ENCODER 2
+
+/* Plain JSON as json.dumps writes it with separators (",", ":") and ensure_ascii=False, keys
+ * sorted when asked. 0 when written, JSON_NOT_PLAIN / JSON_ENCODER when not (o is then left
+ * partly written: the caller rewinds), -1 on an error. A value that is not plain anywhere in
+ * it is JSON_NOT_PLAIN even after a float that is not finite. */
+static int
+json_value(Out *o, PyObject *x, int sort_keys, int copy, int *nonfinite)
+{
+    if (PyUnicode_CheckExact(x))
+        return out_json_string(o, x, copy);
+    if (x == Py_None)
+        return OUT_LITERAL(o, "null");
+    if (x == Py_True)
+        return OUT_LITERAL(o, "true");
+    if (x == Py_False)
+        return OUT_LITERAL(o, "false");
+    if (PyLong_CheckExact(x))
+        return out_int(o, x);
+    if (PyFloat_CheckExact(x)) {
+        if (!isfinite(PyFloat_AS_DOUBLE(x))) {
+            *nonfinite = 1; /* still plain: the rest decides between the encoder and slow */
+            return 0;
+        }
+        PyObject *text = PyObject_Repr(x);
+        if (text == NULL)
+            return -1;
+        int result = out_str(o, text);
+        Py_DECREF(text);
+        return result;
+    }
+    int list = PyList_CheckExact(x);
+    if (!list && !PyDict_CheckExact(x))
+        return JSON_NOT_PLAIN;
+    if (Py_EnterRecursiveCall(" while writing JSON"))
+        return -1;
+    int result = 0;
+    if (list) {
+        result = OUT_LITERAL(o, "[");
+        for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(x); i++) {
+            if (i && (result = OUT_LITERAL(o, ",")) != 0)
+                break;
+            PyObject *item = Py_NewRef(PyList_GET_ITEM(x, i));
+            result = json_value(o, item, sort_keys, copy, nonfinite);
+            Py_DECREF(item);
+        }
+        if (result == 0)
+            result = OUT_LITERAL(o, "]");
+        Py_LeaveRecursiveCall();
+        return result;
+    }
+    PyObject *keys = PyDict_Keys(x);
+    if (keys == NULL) {
+        Py_LeaveRecursiveCall();
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; result == 0 && i < n; i++) {
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(keys, i)))
+            result = JSON_NOT_PLAIN;
+    }
+    if (result == 0 && sort_keys && n > 1 && PyList_Sort(keys) < 0)
+        result = -1;
+    if (result == 0)
+        result = OUT_LITERAL(o, "{");
+    for (Py_ssize_t i = 0; result == 0 && i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (i && (result = OUT_LITERAL(o, ",")) != 0)
+            break;
+        if ((result = out_json_string(o, key, copy)) != 0 || (result = OUT_LITERAL(o, ":")) != 0)
+            break;
+        PyObject *member = PyDict_GetItemWithError(x, key);
+        if (member == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, key);
+            result = -1;
+            break;
+        }
+        Py_INCREF(member);
+        result = json_value(o, member, sort_keys, copy, nonfinite);
+        Py_DECREF(member);
+    }
+    if (result == 0)
+        result = OUT_LITERAL(o, "}");
+    Py_DECREF(keys);
+    Py_LeaveRecursiveCall();
+    return result;
+}
+
+static int
+json_write(Out *o, PyObject *x, int sort_keys, int copy)
+{
+    int nonfinite = 0;
+    int result = json_value(o, x, sort_keys, copy, &nonfinite);
+    return result == 0 && nonfinite ? JSON_ENCODER : result;
+}
+
+/* ---- column programs -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *key;   /* the values dict's key, or NULL (a constant or a default factory) */
+    int kind;
+    PyObject *slow;  /* the column's Python encoder, for what the kind's fast path leaves */
+    PyObject *extra; /* a constant's text; a factory (key NULL); a JSON kind's encoder */
+} Column;
+
+static void
+columns_free(Column *cols, Py_ssize_t n)
+{
+    if (cols == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(cols[i].key);
+        Py_XDECREF(cols[i].slow);
+        Py_XDECREF(cols[i].extra);
+    }
+    PyMem_Free(cols);
+}
+
+/* [(key or None, kind, slow or None, extra or None), ...] -> Column[] (copy: COPY kinds, else CANON) */
+static Column *
+columns_parse(PyObject *spec, Py_ssize_t *count, int copy)
+{
+    PyObject *seq = PySequence_Fast(spec, "columns must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Column *cols = PyMem_Calloc(n ? n : 1, sizeof(Column));
+    if (cols == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *key, *slow, *extra;
+        int kind;
+        if (!PyArg_ParseTuple(item, "OiOO;a column is (key, kind, slow, extra)", &key, &kind, &slow, &extra))
+            goto fail;
+        if (kind < 0 || kind > (copy ? COPY_JSON : CANON_TEXT)) {
+            PyErr_Format(PyExc_ValueError, "column %zd: unknown kind %d", i, kind);
+            goto fail;
+        }
+        if (key != Py_None && !PyUnicode_Check(key)) {
+            PyErr_Format(PyExc_TypeError, "column %zd: the key must be a str or None", i);
+            goto fail;
+        }
+        cols[i].key = key == Py_None ? NULL : Py_NewRef(key);
+        cols[i].kind = kind;
+        cols[i].slow = slow == Py_None ? NULL : Py_NewRef(slow);
+        cols[i].extra = extra == Py_None ? NULL : Py_NewRef(extra);
+        int constant = kind == (copy ? COPY_CONST : CANON_LITERAL);
+        int json = kind == (copy ? COPY_JSON : CANON_JSON);
+        int bad = constant ? cols[i].extra == NULL || !PyUnicode_Check(cols[i].extra)
+                           : (cols[i].key == NULL && cols[i].extra == NULL) ||
+                                 (json && (cols[i].key == NULL || cols[i].extra == NULL));
+        if (bad) {
+            PyErr_Format(PyExc_ValueError,
+                         "column %zd: a constant needs its text, a value its key or factory, JSON its key and encoder",
+                         i);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    *count = n;
+    return cols;
+fail:
+    columns_free(cols, n);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+/* The column's value: a new reference (values[key], or the factory's result). */
+static PyObject *
+column_value(Column *c, PyObject *values)
+{
+    if (c->key == NULL)
+        return PyObject_CallNoArgs(c->extra);
+    PyObject *value = PyDict_GetItemWithError(values, c->key);
+    if (value == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, c->key);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* Write what a Python encoder returns for x (its text is final). */
+static int
+out_call(Out *o, PyObject *encoder, PyObject *x)
+{
+    if (encoder == NULL) {
+        PyErr_Format(PyExc_TypeError, "no encoder for %.100s", Py_TYPE(x)->tp_name);
+        return -1;
+    }
+    PyObject *text = PyObject_CallOneArg(encoder, x);
+    if (text == NULL)
+        return -1;
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "an encoder returned %.100s, not str", Py_TYPE(text)->tp_name);
+        Py_DECREF(text);
+        return -1;
+    }
+    int result = out_str(o, text);
+    Py_DECREF(text);
+    return result;
+}
+
+static PyObject *
+values_of(PyObject *args, PyObject *kwargs, const char *name)
+{
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments", name);
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(args) != 1 || !PyDict_Check(PyTuple_GET_ITEM(args, 0))) {
+        PyErr_Format(PyExc_TypeError, "%s() takes one dict", name);
+        return NULL;
+    }
+    return PyTuple_GET_ITEM(args, 0);
+}
+
+/* ---- CopyRow: values dict -> one COPY text line, UTF-8 ------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    Column *cols;
+    int closed; /* end the line with "\n" */
+} CopyRow;
+
+static int
+copy_field(Out *o, Column *c, PyObject *values)
+{
+    if (c->kind == COPY_CONST)
+        return out_str(o, c->extra);
+    PyObject *x = column_value(c, values);
+    if (x == NULL)
+        return -1;
+    int result;
+    switch (c->kind) {
+    case COPY_TEXT:
+        result = PyUnicode_CheckExact(x) ? out_copy_str(o, x)
+                 : x == Py_None          ? OUT_LITERAL(o, "\\N")
+                                         : out_call(o, c->slow, x);
+        break;
+    case COPY_UUID:
+        result = Py_IS_TYPE(x, (PyTypeObject *)UUID_type) ? out_uuid(o, x, 0) : out_call(o, c->slow, x);
+        break;
+    case COPY_TIME:
+        if (!PyDateTime_CheckExact(x) || PyDateTime_DATE_GET_TZINFO(x) == Py_None) {
+            result = out_call(o, c->slow, x);
+        }
+        else if (PyDateTime_DATE_GET_TZINFO(x) == PyDateTime_TimeZone_UTC) {
+            int us = PyDateTime_DATE_GET_MICROSECOND(x);
+            result = out_clock(o, x);
+            if (result == 0 && us)
+                result = OUT_LITERAL(o, ".") < 0 ? -1 : out_digits(o, us, 6);
+            if (result == 0)
+                result = OUT_LITERAL(o, "+00:00");
+        }
+        else {
+            PyObject *text = PyObject_CallMethodNoArgs(x, s_isoformat);
+            result = text == NULL ? -1 : out_str(o, text);
+            Py_XDECREF(text);
+        }
+        break;
+    case COPY_BOOL:
+        result = x == Py_True ? OUT_LITERAL(o, "t") : x == Py_False ? OUT_LITERAL(o, "f") : out_call(o, c->slow, x);
+        break;
+    case COPY_INT:
+        result = PyLong_CheckExact(x) ? out_int(o, x) : x == Py_None ? OUT_LITERAL(o, "\\N") : out_call(o, c->slow, x);
+        break;
+    case COPY_IPV4:
+        if (PyUnicode_CheckExact(x) && PyUnicode_GET_LENGTH(x) > 0 && !has_colon(x))
+            result = out_str(o, x);
+        else
+            result = out_call(o, c->slow, x);
+        break;
+    case COPY_JSON: {
+        if (x == Py_None) {
+            result = OUT_LITERAL(o, "\\N");
+            break;
+        }
+        Py_ssize_t mark = o->len;
+        result = json_write(o, x, 0, 1);
+        if (result > 0) { /* the standard library's text of it, COPY-escaped */
+            o->len = mark;
+            PyObject *text = PyObject_CallOneArg(c->extra, x);
+            if (text != NULL && !PyUnicode_Check(text)) {
+                PyErr_SetString(PyExc_TypeError, "a JSON encoder did not return str");
+                Py_CLEAR(text);
+            }
+            result = text == NULL ? -1 : out_copy_str(o, text);
+            Py_XDECREF(text);
+        }
+        break;
+    }
+    default:
+        result = out_call(o, c->slow, x);
+    }
+    Py_DECREF(x);
+    return result;
+}
+
+static PyObject *
+CopyRow_call(CopyRow *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *values = values_of(args, kwargs, "CopyRow");
+    if (values == NULL)
+        return NULL;
+    Out o;
+    out_init(&o);
+    PyObject *line = NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        if ((i && OUT_LITERAL(&o, "\t") < 0) || copy_field(&o, &self->cols[i], values) < 0)
+            goto out;
+    }
+    if (self->closed && OUT_LITERAL(&o, "\n") < 0)
+        goto out;
+    line = PyBytes_FromStringAndSize(o.buf, o.len);
+out:
+    out_free(&o);
+    return line;
+}
+
+static PyObject *
+CopyRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"columns", "closed", NULL};
+    PyObject *spec;
+    int closed = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:CopyRow", names, &spec, &closed))
+        return NULL;
+    CopyRow *self = (CopyRow *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->cols = columns_parse(spec, &self->n, 1);
+    if (self->cols == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->closed = closed;
+    return (PyObject *)self;
+}
+
+static void
+CopyRow_dealloc(CopyRow *self)
+{
+    columns_free(self->cols, self->n);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject CopyRowType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agentforge_core._native.CopyRow",
+    .tp_basicsize = sizeof(CopyRow),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "CopyRow(columns, closed=True)(values) -> a PostgreSQL COPY text line, UTF-8",
+    .tp_new = CopyRow_new,
+    .tp_dealloc = (destructor)CopyRow_dealloc,
+    .tp_call = (ternaryfunc)CopyRow_call,
+};
+
+/* ---- CanonicalParts: values dict -> the canonical JSON around prev_hash, UTF-8 ------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    Column *cols;
+    Py_ssize_t split; /* cols[:split] make the head, the rest the tail */
+} CanonicalParts;
+
+static int
+canonical_field(Out *o, Column *c, PyObject *values)
+{
+    if (c->kind == CANON_LITERAL)
+        return out_str(o, c->extra);
+    PyObject *x = column_value(c, values);
+    if (x == NULL)
+        return -1;
+    int result;
+    if (x == Py_None) {
+        Py_DECREF(x);
+        return OUT_LITERAL(o, "null");
+    }
+    switch (c->kind) {
+    case CANON_TIME:
+        if (PyDateTime_CheckExact(x) && PyDateTime_DATE_GET_TZINFO(x) == PyDateTime_TimeZone_UTC &&
+            PyDateTime_GET_YEAR(x) >= 1000) {
+            result = OUT_LITERAL(o, "\"");
+            if (result == 0)
+                result = out_clock(o, x);
+            if (result == 0)
+                result = OUT_LITERAL(o, ".") < 0 ? -1 : out_digits(o, PyDateTime_DATE_GET_MICROSECOND(x), 6);
+            if (result == 0)
+                result = OUT_LITERAL(o, "Z\"");
+        }
+        else {
+            result = out_call(o, c->slow, x);
+        }
+        break;
+    case CANON_JSON: {
+        Py_ssize_t mark = o->len;
+        result = json_write(o, x, 1, 0);
+        if (result > 0) {
+            o->len = mark;
+            result = out_call(o, result == JSON_ENCODER ? c->extra : c->slow, x);
+        }
+        break;
+    }
+    case CANON_IPV4:
+        if (PyUnicode_CheckExact(x) && PyUnicode_GET_LENGTH(x) > 0 && !has_colon(x))
+            result = out_json_string(o, x, 0);
+        else
+            result = out_call(o, c->slow, x);
+        break;
+    case CANON_BOOL:
+        result = x == Py_True    ? OUT_LITERAL(o, "true")
+                 : x == Py_False ? OUT_LITERAL(o, "false")
+                                 : out_call(o, c->slow, x);
+        break;
+    case CANON_UUID:
+        result = Py_IS_TYPE(x, (PyTypeObject *)UUID_type) ? out_uuid(o, x, 1) : out_call(o, c->slow, x);
+        break;
+    case CANON_INT:
+        result = PyLong_CheckExact(x) ? out_int(o, x) : out_call(o, c->slow, x);
+        break;
+    case CANON_TEXT:
+        if (PyUnicode_CheckExact(x))
+            result = PyUnicode_GET_LENGTH(x) ? out_json_string(o, x, 0) : OUT_LITERAL(o, "null");
+        else
+            result = out_call(o, c->slow, x);
+        break;
+    default:
+        result = out_call(o, c->slow, x);
+    }
+    Py_DECREF(x);
+    return result;
+}
+
+static PyObject *
+CanonicalParts_call(CanonicalParts *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *values = values_of(args, kwargs, "CanonicalParts");
+    if (values == NULL)
+        return NULL;
+    Out o;
+    out_init(&o);
+    PyObject *result = NULL;
+    Py_ssize_t split = 0;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        if (i == self->split)
+            split = o.len;
+        if (canonical_field(&o, &self->cols[i], values) < 0)
+            goto out;
+    }
+    if (self->split == self->n)
+        split = o.len;
+    result = Py_BuildValue("(y#y#)", o.buf, split, o.buf + split, o.len - split);
+out:
+    out_free(&o);
+    return result;
+}
+
+static PyObject *
+CanonicalParts_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"columns", "split", NULL};
+    PyObject *spec;
+    Py_ssize_t split;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:CanonicalParts", names, &spec, &split))
+        return NULL;
+    CanonicalParts *self = (CanonicalParts *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->cols = columns_parse(spec, &self->n, 0);
+    if (self->cols == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (split < 0 || split > self->n) {
+        PyErr_SetString(PyExc_ValueError, "split out of range");
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->split = split;
+    return (PyObject *)self;
+}
+
+static void
+CanonicalParts_dealloc(CanonicalParts *self)
+{
+    columns_free(self->cols, self->n);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject CanonicalPartsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agentforge_core._native.CanonicalParts",
+    .tp_basicsize = sizeof(CanonicalParts),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "CanonicalParts(columns, split)(values) -> (head, tail): an audit entry's canonical JSON, UTF-8",
+    .tp_new = CanonicalParts_new,
+    .tp_dealloc = (destructor)CanonicalParts_dealloc,
+    .tp_call = (ternaryfunc)CanonicalParts_call,
+};
+
+/* ---- the module ---------------------------------------------------------------------------------- */
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "agentforge_core._native",
+    .m_doc = "The import's per-row text in C (COPY lines, the audit chain's canonical JSON).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
+    PyObject *uuid = PyImport_ImportModule("uuid");
+    if (uuid == NULL)
+        return NULL;
+    UUID_type = PyObject_GetAttrString(uuid, "UUID");
+    Py_DECREF(uuid);
+    if (UUID_type == NULL || !PyType_Check(UUID_type))
+        return NULL;
+    if (!(s_int = PyUnicode_InternFromString("int")) || !(s_isoformat = PyUnicode_InternFromString("isoformat")))
+        return NULL;
+    if (PyType_Ready(&CopyRowType) < 0 || PyType_Ready(&CanonicalPartsType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&native_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(module, "CopyRow", (PyObject *)&CopyRowType) < 0 ||
+        PyModule_AddObjectRef(module, "CanonicalParts", (PyObject *)&CanonicalPartsType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

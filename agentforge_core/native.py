@@ -1,0 +1,32 @@
+"""The import's per-row text in C (``agentforge_core/_native.c``), when it is built.
+
+``scripts/build-native`` compiles it in place (``scripts/bootstrap-venv`` runs it). Without it,
+or with ``AGENTFORGE_NATIVE=0`` in the environment, the pure-Python path runs: the same text,
+several times slower (docs/import.md). Both take their columns' kinds from here.
+"""
+
+from __future__ import annotations
+
+import os
+
+CopyRow = CanonicalParts = None
+if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
+    try:
+        from agentforge_core._native import CanonicalParts, CopyRow  # noqa: F401 - re-exported
+    except ImportError:  # not built: the pure-Python path
+        pass
+
+# Column kinds of a COPY line (_native.c numbers them the same)
+COPY_CALL, COPY_TEXT, COPY_UUID, COPY_TIME, COPY_BOOL, COPY_INT, COPY_IPV4, COPY_CONST, COPY_JSON = range(9)
+# Column kinds of the audit chain's canonical JSON
+(
+    CANON_LITERAL,
+    CANON_TIME,
+    CANON_JSON,
+    CANON_IPV4,
+    CANON_BOOL,
+    CANON_UUID,
+    CANON_INT,
+    CANON_OPTIONAL,
+    CANON_TEXT,
+) = range(9)

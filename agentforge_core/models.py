@@ -468,13 +468,14 @@ def check_org_links(objs, fields=None) -> None:
                 _refuse_crossing(obj, field, target_id, found[target_id])
 
 
-def cross_org_links(models_to_check=None):
+def cross_org_links(models_to_check=None, skip=frozenset()):
     """Yield ``(model, field, row pk, row legacy id, target pk)`` for every stored link
     from one organization's row to another's.
 
     Writes through the ORM are checked as they happen (:func:`check_org_links`); this
     looks at what is already in the database, for writers that bypass the ORM (the
-    importer's COPY / multi-row INSERT) and for audits. One query per foreign key.
+    importer's COPY / multi-row INSERT) and for audits. One query per foreign key, but for
+    the links in ``skip`` (``(table, column)``: ones the caller knows the database checks).
     """
     from django.apps import apps
 
@@ -485,11 +486,16 @@ def cross_org_links(models_to_check=None):
         manager = getattr(model, "all_orgs", None) or model._base_manager
         has_legacy = any(f.name == "legacy_id" for f in model._meta.concrete_fields)
         for field in tenant_links(model):
+            if (model._meta.db_table, field.column) in skip:
+                continue
             target_org = f"{field.name}__{scope_field(field.related_model).name}"
             rows = (
                 manager.filter(**{f"{own.attname}__isnull": False, f"{target_org}__isnull": False})
                 .exclude(**{target_org: F(own.attname)})
                 .values_list("pk", "legacy_id" if has_legacy else "pk", field.attname)
+                # No ordering: PostgreSQL plans a cursor for its first rows, and a sort by the
+                # default ordering made that a nested loop (4 times slower at 100,000 rows).
+                .order_by()
             )
             for pk, legacy_id, target_id in rows.iterator():
                 yield model, field, pk, legacy_id, target_id

@@ -389,18 +389,22 @@ def describe_cpu(cpu: float, server: float, rows: int, pid) -> str:
     return f"CPU {cpu + server:5.1f} s ({where}), {(cpu + server) / rows * 1e6:5.1f} us/row"
 
 
-def print_raw_floor(env, pid, rows: int, seconds: float, cpu_per_row: float) -> tuple[float, float]:
-    """Run and print the floor; return (its CPU seconds per row, the import's CPU ratio to it)."""
+def print_raw_floor(env, pid, measured: list) -> float:
+    """Run and print the floor, and each measured import ``(label, rows, seconds, CPU s, server
+    CPU s)`` against it; return the floor's CPU seconds per row."""
     raw_seconds, raw_rows, raw_cpu, raw_server = raw_floor(env, pid)
+    floor_per_row = (raw_cpu + raw_server) / raw_rows
     print(
         f"raw floor:   {raw_seconds:7.1f} s  {raw_rows / raw_seconds:9,.0f} rows/s  "
         f"{describe_cpu(raw_cpu, raw_server, raw_rows, pid)}\n"
-        f"             (the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver)\n"
-        f"import_json / floor: {rows / seconds / (raw_rows / raw_seconds):.0%} of its rows/s, "
-        f"{cpu_per_row / ((raw_cpu + raw_server) / raw_rows):.2f}x its CPU per row"
+        f"             (the {raw_rows:,} rows of {', '.join(RAW_TABLES)} re-inserted by the bare driver)"
     )
-    floor_per_row = (raw_cpu + raw_server) / raw_rows
-    return floor_per_row, cpu_per_row / floor_per_row
+    for label, rows, seconds, cpu, server in measured:
+        print(
+            f"{label} / floor: {rows / seconds / (raw_rows / raw_seconds):.0%} of its rows/s, "
+            f"{(cpu + server) / rows / floor_per_row:.2f}x its CPU per row"
+        )
+    return floor_per_row
 
 
 def spread(values: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
@@ -424,9 +428,14 @@ def main():
         default=1,
         help="with --raw-floor --skip-loaddata: run import and floor alternately N times and print the medians",
     )
+    parser.add_argument(
+        "--python-too",
+        action="store_true",
+        help="with --raw-floor --skip-loaddata: also run the import without its C module (AGENTFORGE_NATIVE=0)",
+    )
     args = parser.parse_args()
-    if args.repeat > 1 and not (args.raw_floor and args.skip_loaddata):
-        parser.error("--repeat needs --raw-floor and --skip-loaddata")
+    if (args.repeat > 1 or args.python_too) and not (args.raw_floor and args.skip_loaddata):
+        parser.error("--repeat and --python-too need --raw-floor and --skip-loaddata")
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1"), "DJANGO_SETTINGS_MODULE": "agentforge_site.settings"}
     out = Path(args.out) / f"legacy-{args.rows}"
     if not (out / "conversations.json").is_file():
@@ -436,30 +445,38 @@ def main():
     manage("migrate", "-v0", env=env)
     db = os.environ.get("DB_TYPE", "sqlite")
     pid = server_pid(env)
-    runs = []  # (import client CPU/row, import server CPU/row, floor CPU/row, ratio)
+    contenders = {"import_json": env}
+    if args.python_too:  # the same import with the pure-Python row encoders (agentforge_core.native)
+        contenders["import_json, pure Python"] = {**env, "AGENTFORGE_NATIVE": "0"}
+    runs = {label: [] for label in contenders}  # (client CPU/row, server CPU/row, floor CPU/row, ratio)
     for run in range(args.repeat):
         if args.repeat > 1:
             print(f"--- run {run + 1} of {args.repeat}", flush=True)
-        reset(env)
-        seconds, rss, total, cpu, server = timed("import_json", str(out), "-v0", env=env, server_pid=pid)
-        rows = count_rows(env)
-        print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
-        print(
-            f"import_json: {seconds:7.1f} s  {rows / seconds:9,.0f} rows/s  {describe_cpu(cpu, server, rows, pid)}\n"
-            f"             (start-up included; with its reader process); peak RSS {rss:.0f} MiB ({total:.0f} with the reader)",
-            flush=True,
-        )
-        cpu_per_row = (cpu + server) / rows
-        if args.raw_floor and args.skip_loaddata:
-            floor_per_row, ratio = print_raw_floor(env, pid, rows, seconds, cpu_per_row)
-            runs.append((cpu / rows, server / rows, floor_per_row, ratio))
-    if args.skip_loaddata:
-        if len(runs) > 1:
-            split = f" (here {spread([r[0] for r in runs], 1e6)}, server {spread([r[1] for r in runs], 1e6)})"
+        measured = []
+        for label, contender_env in contenders.items():
+            reset(env)
+            seconds, rss, total, cpu, server = timed("import_json", str(out), "-v0", env=contender_env, server_pid=pid)
+            rows = count_rows(env)
+            print(f"backend={db} input={size:.0f} MiB rows={rows:,}")
             print(
-                f"over {len(runs)} alternated runs, CPU us/row: import_json {spread([a + b for a, b, _, _ in runs], 1e6)}"
-                f"{split if pid else ''}, floor {spread([r[2] for r in runs], 1e6)};"
-                f" import / floor {spread([r[3] for r in runs], fmt='.2f')}x"
+                f"{label + ':':<26}{seconds:6.1f} s  {rows / seconds:9,.0f} rows/s  {describe_cpu(cpu, server, rows, pid)}\n"
+                f"             (start-up included; with its reader process); peak RSS {rss:.0f} MiB ({total:.0f} with the reader)",
+                flush=True,
+            )
+            measured.append((label, rows, seconds, cpu, server))
+        if args.raw_floor and args.skip_loaddata:
+            floor_per_row = print_raw_floor(env, pid, measured)
+            for label, rows, seconds, cpu, server in measured:
+                runs[label].append((cpu / rows, server / rows, floor_per_row, (cpu + server) / rows / floor_per_row))
+    if args.skip_loaddata:
+        for label, results in runs.items():
+            if len(results) < 2:
+                continue
+            split = f" (here {spread([r[0] for r in results], 1e6)}, server {spread([r[1] for r in results], 1e6)})"
+            print(
+                f"over {len(results)} alternated runs, CPU us/row: {label} {spread([a + b for a, b, _, _ in results], 1e6)}"
+                f"{split if pid else ''}, floor {spread([r[2] for r in results], 1e6)};"
+                f" {label} / floor {spread([r[3] for r in results], fmt='.2f')}x"
             )
         return
     fixture = out.parent / f"fixture-{args.rows}-{db}.json"
@@ -490,7 +507,7 @@ def main():
         json.dump(objects, fh)
     del objects
     if args.raw_floor:  # after the fixture: it re-inserts the same rows
-        print_raw_floor(env, pid, rows, seconds, cpu_per_row)
+        print_raw_floor(env, pid, measured)
     reset(env)
     seconds_ld, rss_ld, _total, cpu_ld, server = timed("loaddata", str(fixture), "-v0", env=env, server_pid=pid)
     print(

@@ -53,6 +53,31 @@ def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
     assert re.search(r"^import_json / floor: \d+% of its rows/s, [\d.]+x its CPU per row$", out, re.M), out
 
 
+@pytest.mark.backends("sqlite")
+def test_import_benchmark_alternates_the_import_with_and_without_its_c_module(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL"))}
+    env.update(
+        DB_TYPE="sqlite", SQLITE_PATH=str(tmp_path / "bench.db"), DEBUG="1", LEGACY_IMPORT_PIPELINE_MIN_BYTES="0"
+    )
+    arguments = ["--rows", "300", "--raw-floor", "--skip-loaddata", "--python-too", "--repeat", "2"]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/import_benchmark.py", *arguments, "--out", str(tmp_path / "out")],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for label in ("import_json", "import_json, pure Python"):
+        assert len(re.findall(rf"^{label}:\s+[\d.]+ s\s+[\d,]+ rows/s\s+CPU ", out, re.M)) == 2, out
+        assert len(re.findall(rf"^{label} / floor: \d+% of its rows/s, [\d.]+x its CPU per row$", out, re.M)) == 2, out
+        assert re.search(
+            rf"^over 2 alternated runs, CPU us/row: {label} median [\d.]+ .*; {label} / floor median ", out, re.M
+        )
+
+
 @pytest.mark.once  # it starts its own PostgreSQL cluster
 @pytest.mark.skipif(
     not Path("/usr/lib/postgresql/15/bin/initdb").exists(), reason="needs PostgreSQL 15's server binaries"

@@ -1,4 +1,5 @@
-/* The import's per-row text in C: PostgreSQL COPY lines and the audit chain's canonical JSON.
+/* The import's per-row text in C: PostgreSQL COPY lines and the audit chain's canonical JSON
+ * (and two facts about a decoded record that spare the JSON reader its Python hooks).
  *
  * Each is a column program built once in Python (legacy.migration.pipeline.RowEncoder,
  * security.audit.EntryHasher) and run here for every row, writing UTF-8 straight into one
@@ -813,6 +814,106 @@ static PyTypeObject CanonicalPartsType = {
     .tp_call = (ternaryfunc)CanonicalParts_call,
 };
 
+/* ---- facts about a decoded JSON record, for the reader (legacy.format.jsonio) ------------------- */
+
+/* json_text_facts(text, start, end) -> (pairs, long_number): in text[start:end] (valid JSON), the
+ * number of ':' outside strings (every one separates a key from its value) and whether a run of
+ * 19 or more of "-0123456789" stands outside strings (an integer the reader must range-check). */
+static PyObject *
+json_text_facts(PyObject *module, PyObject *args)
+{
+    PyObject *text;
+    Py_ssize_t start, end;
+    if (!PyArg_ParseTuple(args, "Unn:json_text_facts", &text, &start, &end))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (start < 0 || end > n || start > end) {
+        PyErr_SetString(PyExc_IndexError, "span out of range");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t pairs = 0, run = 0;
+    int in_string = 0, long_number = 0;
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (in_string) {
+            if (ch == '\\')
+                i++; /* the escaped character */
+            else if (ch == '"')
+                in_string = 0;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = 1;
+            run = 0;
+        }
+        else if (ch == ':') {
+            pairs++;
+            run = 0;
+        }
+        else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            if (++run >= 19)
+                long_number = 1;
+        }
+        else {
+            run = 0;
+        }
+    }
+    return Py_BuildValue("(nO)", pairs, long_number ? Py_True : Py_False);
+}
+
+static Py_ssize_t
+count_members(PyObject *value)
+{
+    Py_ssize_t total = 0;
+    if (PyDict_CheckExact(value)) {
+        if (Py_EnterRecursiveCall(" in member_count"))
+            return -1;
+        Py_ssize_t pos = 0;
+        PyObject *key, *member;
+        total = PyDict_GET_SIZE(value);
+        while (PyDict_Next(value, &pos, &key, &member)) {
+            Py_ssize_t inner = count_members(member);
+            if (inner < 0) {
+                Py_LeaveRecursiveCall();
+                return -1;
+            }
+            total += inner;
+        }
+        Py_LeaveRecursiveCall();
+    }
+    else if (PyList_CheckExact(value)) {
+        if (Py_EnterRecursiveCall(" in member_count"))
+            return -1;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            Py_ssize_t inner = count_members(PyList_GET_ITEM(value, i));
+            if (inner < 0) {
+                Py_LeaveRecursiveCall();
+                return -1;
+            }
+            total += inner;
+        }
+        Py_LeaveRecursiveCall();
+    }
+    return total;
+}
+
+/* member_count(value) -> the keys of every dict in a decoded JSON value */
+static PyObject *
+member_count(PyObject *module, PyObject *value)
+{
+    Py_ssize_t total = count_members(value);
+    return total < 0 ? NULL : PyLong_FromSsize_t(total);
+}
+
+static PyMethodDef native_functions[] = {
+    {"json_text_facts", json_text_facts, METH_VARARGS,
+     "json_text_facts(text, start, end) -> (':' outside strings, a run of 19+ digits outside strings)"},
+    {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- the module ---------------------------------------------------------------------------------- */
 
 static struct PyModuleDef native_module = {
@@ -820,6 +921,7 @@ static struct PyModuleDef native_module = {
     .m_name = "agentforge_core._native",
     .m_doc = "The import's per-row text in C (COPY lines, the audit chain's canonical JSON).",
     .m_size = -1,
+    .m_methods = native_functions,
 };
 
 PyMODINIT_FUNC

@@ -1,4 +1,4 @@
-"""The import's per-row text in C (``agentforge_core/_native.c``), when it is built.
+"""The import's per-row work in C (``agentforge_core/_native.c``), when it is built.
 
 ``scripts/build-native`` compiles it in place (``scripts/bootstrap-venv`` runs it). Without it,
 or with ``AGENTFORGE_NATIVE=0`` in the environment, the pure-Python path runs: the same text,
@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 
-CopyRow = CanonicalParts = None
+CopyRow = CanonicalParts = json_text_facts = member_count = None
 if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
     try:
-        from agentforge_core._native import CanonicalParts, CopyRow  # noqa: F401 - re-exported
+        from agentforge_core._native import (  # noqa: F401 - re-exported
+            CanonicalParts,
+            CopyRow,
+            json_text_facts,
+            member_count,
+        )
     except ImportError:  # not built: the pure-Python path
         pass
 

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentforge_core import native
 from legacy.format import jsonio
+from legacy.format.errors import LegacyDataError
 
 pytestmark = pytest.mark.once  # reads files, no database
 
@@ -67,3 +69,67 @@ def test_a_big_file_with_every_literal_at_every_cut(tmp_path, monkeypatch, chunk
     path = tmp_path / "big.json"
     path.write_text(json.dumps(records, indent=2, ensure_ascii=True), encoding="utf-8")
     assert [r for _k, r in jsonio.read_records(path, "big.json", "list", stream=True)] == records
+
+
+def _read(path, container: str, hooks: bool):
+    """Every record of ``path``, or the one-line error; ``hooks``: the reader's Python hooks
+    decide duplicate keys and long numbers (what it does without agentforge_core._native)."""
+    saved = native.json_text_facts
+    if hooks:
+        native.json_text_facts = None
+    else:
+        assert saved is not None, "agentforge_core._native is not built: run scripts/build-native"
+    try:
+        return list(jsonio.iter_container(path, "x.json", container))
+    except LegacyDataError as exc:
+        return str(exc)
+    finally:
+        native.json_text_facts = saved
+
+
+# keys that spell JSON's own punctuation, so a reader counting ':' in the text must skip strings
+AWKWARD_KEYS = st.sampled_from(["a", "a:b", '"', '\\":', "\\", "é:", "x"])
+FLAT = st.none() | st.booleans() | st.integers() | AWKWARD_KEYS | st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pairs=st.lists(
+        st.lists(st.tuples(AWKWARD_KEYS, FLAT | st.lists(FLAT, max_size=2)), max_size=4), min_size=1, max_size=4
+    ),
+    nest=st.booleans(),
+    container=st.sampled_from(["list", "dict"]),
+)
+def test_without_the_hooks_the_reader_finds_what_they_find(tmp_path_factory, pairs, nest, container):
+    """Duplicate keys (written as text, at any depth), keys holding ':' and quotes, integers of
+    any length: the C facts and the Python hooks give the same records or the same error."""
+    records = []
+    for n, members in enumerate(pairs):  # each object's text as written, duplicates and all
+        body = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in members) + "}"
+        records.append('{"id": "r%d", "inner": [%s]}' % (n, body) if nest else body)
+    if container == "list":
+        text = "[" + ",\n".join(records) + "]"
+    else:
+        text = "{" + ",\n".join(f'"k{n}": {record}' for n, record in enumerate(records)) + "}"
+    path = tmp_path_factory.mktemp("facts") / "x.json"
+    path.write_text(text)
+    assert _read(path, container, hooks=False) == _read(path, container, hooks=True)
+
+
+@pytest.mark.parametrize(
+    "number, refused",
+    [
+        ("9223372036854775807", False),
+        ("-9223372036854775808", False),
+        ("9223372036854775808", True),
+        ("-9223372036854775809", True),
+        ("-123456789012345678", False),  # 18 digits and a sign: checked, in range
+        ("1234567890123456789.5", False),  # a float: checked, nothing to refuse
+    ],
+)
+def test_long_integers_are_range_checked_without_the_hooks(tmp_path, number, refused):
+    path = tmp_path / "x.json"
+    path.write_text('[{"id": "a", "n": [%s]}]' % number)
+    got = _read(path, "list", hooks=False)
+    assert got == _read(path, "list", hooks=True)
+    assert ("out of the 64-bit range" in got) if refused else (got == [(None, json.loads(path.read_text())[0])])

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from agentforge_core import native
 from agentforge_site.files import open_private, private_dir
 from legacy.format.errors import LegacyDataError, describe
 
@@ -193,7 +194,14 @@ class _Records:
         self.keys = set() if unique_keys and container == "dict" else None
         self.buf, self.pos, self.offset, self.eof = "", 0, 0, False  # offset: characters before buf
         self.long_number = False  # the record being decoded has an integer of 19+ digits
-        self.scan = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant, parse_int=self._int).scan_once
+        # With the hooks, Python code runs for every object and integer; agentforge_core._native
+        # tells the same from the record's text instead: a duplicate key (fewer keys decoded
+        # than the text separates: decoded again with the hooks, which name it) and a long number.
+        self.checked_scan = json.JSONDecoder(
+            object_pairs_hook=_object, parse_constant=_constant, parse_int=self._int
+        ).scan_once
+        self.fast = native.json_text_facts is not None
+        self.scan = json.JSONDecoder(parse_constant=_constant).scan_once if self.fast else self.checked_scan
 
     def _int(self, digits: str) -> int:
         if len(digits) > 18:
@@ -233,6 +241,8 @@ class _Records:
             try:
                 try:
                     value, end = self.scan(self.buf, start)
+                    if self.fast and type(value) is not str and (end < len(self.buf) or self.eof):
+                        value = self._checked(value, start, end)
                 except StopIteration as stop:  # what raw_decode turns into "Expecting value"
                     raise json.JSONDecodeError("Expecting value", self.buf, stop.value) from None
             except json.JSONDecodeError as exc:
@@ -258,6 +268,14 @@ class _Records:
                 continue  # a number at the end of the buffer may go on in the next block
             self.pos = end
             return value, start, end
+
+    def _checked(self, value, start: int, end: int):
+        """``value``, or decoded again with the hooks when its text separates more keys than it
+        holds: a duplicate key, which the hooks refuse by name."""
+        pairs, self.long_number = native.json_text_facts(self.buf, start, end)
+        if pairs != native.member_count(value):
+            value, _end = self.checked_scan(self.buf, start)
+        return value
 
     def _lenient_name(self, start: int, outer_key, index: int):
         try:

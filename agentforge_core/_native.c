@@ -907,10 +907,116 @@ member_count(PyObject *module, PyObject *value)
     return total < 0 ? NULL : PyLong_FromSsize_t(total);
 }
 
+/* ---- the mappers' two parsers ---------------------------------------------------------------------- */
+
+static int
+digits(const char *text, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return -1;
+        v = v * 10 + (text[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* utc_timestamp(text) -> an aware UTC datetime for "YYYY-MM-DD[T ]HH:MM:SS[.ffffff][+00:00]"
+ * (the form AgentForge writes), else None: legacy.format.jsonio.parse_timestamp takes the rest. */
+static PyObject *
+utc_timestamp(PyObject *module, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg))
+        Py_RETURN_NONE;
+    Py_ssize_t n;
+    const char *t = PyUnicode_AsUTF8AndSize(arg, &n);
+    if (t == NULL)
+        return NULL;
+    int year, month, day, hour, minute, second, micro = 0;
+    if (n != 19 && n != 26 && n != 25 && n != 32)
+        Py_RETURN_NONE;
+    Py_ssize_t clock_end = (n == 26 || n == 32) ? 26 : 19;
+    if (t[4] != '-' || t[7] != '-' || (t[10] != 'T' && t[10] != ' ') || t[13] != ':' || t[16] != ':' ||
+        digits(t, 4, &year) || digits(t + 5, 2, &month) || digits(t + 8, 2, &day) || digits(t + 11, 2, &hour) ||
+        digits(t + 14, 2, &minute) || digits(t + 17, 2, &second))
+        Py_RETURN_NONE;
+    if (clock_end == 26 && (t[19] != '.' || digits(t + 20, 6, &micro)))
+        Py_RETURN_NONE;
+    if (n > clock_end && memcmp(t + clock_end, "+00:00", 6) != 0)
+        Py_RETURN_NONE;
+    PyObject *value = PyDateTimeAPI->DateTime_FromDateAndTime(year, month, day, hour, minute, second, micro,
+                                                              PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType);
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) { /* day 31 of April: Python says how */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return value;
+}
+
+static PyObject *UUID_new_args, *SafeUUID_unknown, *s_is_safe;
+
+static int
+hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* uuid_from_text(text) -> uuid.UUID(text) for 32 hex digits or the 8-4-4-4-12 form, else None
+ * (uuid.UUID takes the rest, and says what is wrong). */
+static PyObject *
+uuid_from_text(PyObject *module, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg))
+        Py_RETURN_NONE;
+    Py_ssize_t n;
+    const char *t = PyUnicode_AsUTF8AndSize(arg, &n);
+    if (t == NULL)
+        return NULL;
+    if (n != 32 && n != 36)
+        Py_RETURN_NONE;
+    unsigned char bytes[16];
+    int at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (n == 36 && (i == 8 || i == 13 || i == 18 || i == 23)) {
+            if (t[i] != '-')
+                Py_RETURN_NONE;
+            continue;
+        }
+        int v = hex_value(t[i]);
+        if (v < 0)
+            Py_RETURN_NONE;
+        if (at % 2 == 0)
+            bytes[at / 2] = (unsigned char)(v << 4);
+        else
+            bytes[at / 2] |= (unsigned char)v;
+        at++;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *number = PyLong_FromUnsignedNativeBytes(bytes, 16, Py_ASNATIVEBYTES_BIG_ENDIAN);
+#else
+    PyObject *number = _PyLong_FromByteArray(bytes, 16, 0, 0);
+#endif
+    if (number == NULL)
+        return NULL;
+    PyTypeObject *type = (PyTypeObject *)UUID_type;
+    PyObject *u = type->tp_new(type, UUID_new_args, NULL);
+    if (u == NULL || PyObject_GenericSetAttr(u, s_int, number) < 0 ||
+        PyObject_GenericSetAttr(u, s_is_safe, SafeUUID_unknown) < 0) {
+        Py_XDECREF(u);
+        Py_DECREF(number);
+        return NULL;
+    }
+    Py_DECREF(number);
+    return u;
+}
+
 static PyMethodDef native_functions[] = {
     {"json_text_facts", json_text_facts, METH_VARARGS,
      "json_text_facts(text, start, end) -> (':' outside strings, a run of 19+ digits outside strings)"},
     {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},
+    {"utc_timestamp", utc_timestamp, METH_O, "utc_timestamp(text) -> an aware UTC datetime for AgentForge's form, else None"},
+    {"uuid_from_text", uuid_from_text, METH_O, "uuid_from_text(text) -> uuid.UUID(text) for the plain forms, else None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -937,7 +1043,19 @@ PyInit__native(void)
     Py_DECREF(uuid);
     if (UUID_type == NULL || !PyType_Check(UUID_type))
         return NULL;
-    if (!(s_int = PyUnicode_InternFromString("int")) || !(s_isoformat = PyUnicode_InternFromString("isoformat")))
+    if (!(s_int = PyUnicode_InternFromString("int")) || !(s_isoformat = PyUnicode_InternFromString("isoformat")) ||
+        !(s_is_safe = PyUnicode_InternFromString("is_safe")) || !(UUID_new_args = PyTuple_New(0)))
+        return NULL;
+    PyObject *uuid_module = PyImport_ImportModule("uuid");
+    if (uuid_module == NULL)
+        return NULL;
+    PyObject *safe = PyObject_GetAttrString(uuid_module, "SafeUUID");
+    Py_DECREF(uuid_module);
+    if (safe == NULL)
+        return NULL;
+    SafeUUID_unknown = PyObject_GetAttrString(safe, "unknown");
+    Py_DECREF(safe);
+    if (SafeUUID_unknown == NULL)
         return NULL;
     if (PyType_Ready(&CopyRowType) < 0 || PyType_Ready(&CanonicalPartsType) < 0)
         return NULL;

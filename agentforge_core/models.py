@@ -19,6 +19,7 @@ from django.db.models.sql.datastructures import BaseTable
 from django.db.models.sql.where import AND
 from django.utils import timezone
 
+from agentforge_core import native
 from agentforge_core.tenancy import ALL_ORGS, OrgScopeError, current_org, resolve_org, unscoped
 from agentforge_site.caching import rows_changed
 
@@ -34,6 +35,10 @@ def legacy_uuid(table: str, legacy_id: str) -> uuid.UUID:
     (``org_default``, ``role_admin``, ``demo-kb-1a2b3c4d``) maps through uuid5 per table,
     the same on every run.
     """
+    if native.uuid_from_text is not None:  # the plain forms, in C
+        parsed = native.uuid_from_text(legacy_id)
+        if parsed is not None:
+            return parsed
     try:
         return uuid.UUID(legacy_id if type(legacy_id) is str else str(legacy_id))  # str() costs a call per row
     except ValueError:

@@ -242,3 +242,53 @@ def test_remembered_uuid_texts_follow_the_objects(monkeypatch):
         values = {**base, "actor_id": actor, "org_id": same, "timestamp": dt.datetime(2026, 1, 1, tzinfo=UTC)}
         assert hasher.hash(dict(values), "p") == audit.compute_hash(AuditLog(**values), "p")
         del actor, values
+
+
+def _python_parse(text):
+    saved, native.utc_timestamp = native.utc_timestamp, None
+    try:
+        return _outcome(lambda values: parse_timestamp(values["t"]), {"t": text})
+    finally:
+        native.utc_timestamp = saved
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    parts=st.tuples(
+        st.integers(1, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61)
+    ),
+    micro=st.none() | st.integers(0, 999_999),
+    sep=st.sampled_from(["T", " ", "t"]),
+    suffix=st.sampled_from(["", "+00:00", "Z", "+01:00", "-00:00", "+00:00:00"]),
+)
+def test_agentforge_s_timestamps_parse_in_c_as_in_python(parts, micro, sep, suffix):
+    """The C parser takes AgentForge's form and hands back anything else, invalid dates included."""
+    year, month, day, hour, second = parts
+    text = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:30:{second:02d}"
+    text += ("" if micro is None else f".{micro:06d}") + suffix
+    assert native.utc_timestamp is not None, "agentforge_core._native is not built: run scripts/build-native"
+    got, expected = _outcome(lambda values: parse_timestamp(values["t"]), {"t": text}), _python_parse(text)
+    assert got == expected
+    if isinstance(expected, dt.datetime):
+        assert (got.tzinfo is UTC) == (expected.tzinfo is UTC) and got.isoformat() == expected.isoformat()
+    if sep in "T " and suffix in ("", "+00:00") and isinstance(expected, dt.datetime):
+        assert native.utc_timestamp(text) is not None  # the form the import meets is the C one
+
+
+HEXISH = st.text(alphabet="0123456789abcdefABCDEF-_{}+: urnid", min_size=30, max_size=40)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.uuids().map(str) | st.uuids().map(lambda u: u.hex.upper()) | HEXISH)
+def test_legacy_ids_parse_in_c_as_uuid_does(text):
+    fast = native.uuid_from_text(text)
+    try:
+        expected = uuid.UUID(text)
+    except ValueError:
+        assert fast is None
+        return
+    if len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text):
+        assert fast is not None
+    if fast is not None:
+        assert type(fast) is uuid.UUID and fast == expected and fast.int == expected.int
+        assert fast.is_safe is expected.is_safe and str(fast) == str(expected) and hash(fast) == hash(expected)

@@ -64,6 +64,10 @@ def legacy_file(root: Path, path: Path, label: str) -> Path | None:
 
 def parse_timestamp(value) -> dt.datetime:
     """A naive legacy timestamp is UTC; an explicit offset is honoured."""
+    if native.utc_timestamp is not None:  # AgentForge's own form, in C
+        parsed = native.utc_timestamp(value)
+        if parsed is not None:
+            return parsed
     parsed = dt.datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         # Parsing again with "+00:00" is several times cheaper than replace(tzinfo=...), and

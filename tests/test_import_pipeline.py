@@ -237,11 +237,13 @@ def test_a_rerun_takes_the_ordinary_path_and_changes_nothing(corpus_dir):
     assert dump() == before
 
 
-def test_an_id_repeated_beyond_a_batch_falls_back_and_imports_like_one_process(settings, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "BATCH", 4)  # batches of four: the repeat lands in a later one
+@pytest.mark.parametrize("where", ["beyond a batch", "within a batch"])
+def test_a_repeated_id_falls_back_and_imports_like_one_process(settings, tmp_path, monkeypatch, where):
+    # batches of four: the repeat lands in a later one, or right after the first copy
+    monkeypatch.setattr(pipeline, "BATCH", 4)
     root = _awkward_dir(tmp_path)
     entries = json.loads((root / "security/audit_logs.json").read_text())
-    entries.append(dict(entries[0], user_agent="the later copy"))
+    entries.insert(len(entries) if where == "beyond a batch" else 1, dict(entries[0], user_agent="the later copy"))
     _write(root, "security/audit_logs.json", entries)
     piped, piped_rows, single, single_rows = _both_ways(settings, root)
     assert "security/audit_logs.json" in piped.pipeline_fallbacks

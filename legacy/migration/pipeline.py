@@ -344,7 +344,7 @@ _jsonb.native = COPY_JSON
 
 
 class RowEncoder:
-    """Rows of one model → ``(key, payload, chain key, hash head, hash tail, key attname)``.
+    """Rows of one model → their payloads (audit entries: with their chain's key and hash text).
 
     The payload is a COPY text line (PostgreSQL, UTF-8 bytes), a ``(…)`` literal (MariaDB/MySQL)
     or the parameter tuple (SQLite). An audit entry's payload stops before its two chain columns
@@ -356,6 +356,7 @@ class RowEncoder:
         self.vendor = vendor
         self.chain = chain if chain is not None and chain.model is plan.model else None
         self.chain_keys = {}  # org_id -> its chain's key
+        self.unique_keys = set()  # key columns found unique in the database
         if self.chain is not None and not plan.chained:
             raise ValueError(f"{plan.table}: the chain columns must come last")
         if vendor in ("postgresql", "mysql"):
@@ -368,15 +369,21 @@ class RowEncoder:
             self._lines = {}  # key shape -> its compiled native.CopyRow
             self.payload = self._native_payload
 
-    def encode(self, row) -> tuple:
+    def encode(self, row):
+        """The row's payload, or for an audit entry ``(payload, chain key, hash head, hash tail)``.
+
+        Its key must be unique in the database: a row that exists already or comes twice (a
+        re-run, a repeated id) then fails the insert, and the lane falls back to the ordinary
+        path, which compares and merges. No key travels with the row."""
         if row.merge is not None or len(row.key_fields) != 1:
             raise PipelineAbort(f"{self.plan.table}: rows merged by key")
+        if row.key_fields[0] not in self.unique_keys:
+            if not self.plan.by_attname[row.key_fields[0]].unique:
+                raise PipelineAbort(f"{self.plan.table}: rows keyed by a column that is not unique")
+            self.unique_keys.add(row.key_fields[0])
         values = row.values
-        key = values[row.key_fields[0]]
-        if type(key) is uuid.UUID:
-            key = key.int  # only compared for duplicates; pickles several times faster than a UUID
         if self.chain is None:
-            return key, self.payload(values), None, None, None, row.key_fields[0]
+            return self.payload(values)
         head, tail = self.chain.hash_parts(values)  # first: it fills in the defaults the row is written with
         org_id = values.get("org_id")
         chain_key = self.chain_keys.get(org_id)  # str(UUID) is Python code; a few organizations repeat
@@ -384,7 +391,7 @@ class RowEncoder:
             if len(self.chain_keys) > 1000:
                 self.chain_keys.clear()
             chain_key = self.chain_keys[org_id] = self.chain.audit.chain_key(org_id)
-        return key, self.payload(values), chain_key, head, tail, row.key_fields[0]
+        return self.payload(values), chain_key, head, tail
 
     def _python_payload(self, values):
         fields = self.fields(values)
@@ -528,20 +535,15 @@ class _Sink:
             return
         writer = self.writer
         plan = writer.plan(model)
-        keys = [item[0] for item in items]
-        if len(set(keys)) != len(keys):
-            raise PipelineAbort(f"{plan.table}: an id occurs twice")
-        if not plan.by_attname[items[0][5]].unique:
-            raise PipelineAbort(f"{plan.table}: rows keyed by a column that is not unique")
         encoder = self.encoders[model]
         if encoder.chain is not None:
             link, seal = encoder.chain.link, encoder.seal
-            payloads = [seal(item[1], *link(item[2], item[3], item[4])) for item in items]
+            payloads = [seal(payload, *link(key, head, tail)) for payload, key, head, tail in items]
         else:
-            payloads = [item[1] for item in items]
-        # The key is unique in the database: a row that exists already (a re-run, an id
-        # repeated further apart than a batch) fails the insert, the lane is abandoned and
-        # the ordinary path compares and updates. No lookup per batch needed.
+            payloads = items
+        # Each row's key is unique in the database (RowEncoder.encode): a row that exists
+        # already or comes twice fails the insert, the lane is abandoned and the ordinary
+        # path compares and updates. No lookup per batch needed.
         try:
             writer.insert_encoded(plan, payloads)
         except (IntegrityError, connection.Database.IntegrityError) as exc:

@@ -927,7 +927,7 @@ digits(const char *text, int n, int *out)
 static PyObject *
 utc_timestamp(PyObject *module, PyObject *arg)
 {
-    if (!PyUnicode_Check(arg))
+    if (!PyUnicode_Check(arg) || !PyUnicode_IS_ASCII(arg)) /* the form is ASCII; anything else is Python's */
         Py_RETURN_NONE;
     Py_ssize_t n;
     const char *t = PyUnicode_AsUTF8AndSize(arg, &n);
@@ -967,7 +967,7 @@ hex_value(char c)
 static PyObject *
 uuid_from_text(PyObject *module, PyObject *arg)
 {
-    if (!PyUnicode_Check(arg))
+    if (!PyUnicode_Check(arg) || !PyUnicode_IS_ASCII(arg))
         Py_RETURN_NONE;
     Py_ssize_t n;
     const char *t = PyUnicode_AsUTF8AndSize(arg, &n);

@@ -258,7 +258,7 @@ def _python_parse(text):
         st.integers(1, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25), st.integers(0, 61)
     ),
     micro=st.none() | st.integers(0, 999_999),
-    sep=st.sampled_from(["T", " ", "t"]),
+    sep=st.sampled_from(["T", " ", "t", "\ud800", "é"]),
     suffix=st.sampled_from(["", "+00:00", "Z", "+01:00", "-00:00", "+00:00:00"]),
 )
 def test_agentforge_s_timestamps_parse_in_c_as_in_python(parts, micro, sep, suffix):
@@ -275,7 +275,7 @@ def test_agentforge_s_timestamps_parse_in_c_as_in_python(parts, micro, sep, suff
         assert native.utc_timestamp(text) is not None  # the form the import meets is the C one
 
 
-HEXISH = st.text(alphabet="0123456789abcdefABCDEF-_{}+: urnid", min_size=30, max_size=40)
+HEXISH = st.text(alphabet="0123456789abcdefABCDEF-_{}+: urnid\ud800é", min_size=30, max_size=40)
 
 
 @settings(max_examples=1000, deadline=None)

@@ -12,7 +12,7 @@ RUN python -m venv /opt/venv \
 # The import's per-row text in C (docs/import.md), compiled here where the compilers are.
 COPY agentforge_core/_native.c /build/agentforge_core/_native.c
 COPY scripts/build-native /build/scripts/build-native
-RUN mkdir -p /build/.venv && cd /build && PYTHON=/opt/venv/bin/python scripts/build-native
+RUN cd /build && PYTHON=/opt/venv/bin/python scripts/build-native
 
 FROM python:3.11-slim-bookworm
 # Runtime libraries only: MariaDB's client library (mysqlclient), ODBC (SQL Server), and the

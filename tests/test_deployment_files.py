@@ -164,7 +164,6 @@ def test_build_native_compiles_the_module_in_a_fresh_tree(tmp_path):
     run with nothing changed compiles nothing."""
     (tmp_path / "agentforge_core").mkdir()
     (tmp_path / "scripts").mkdir()
-    (tmp_path / ".venv").mkdir()
     shutil.copy(BASE / "agentforge_core" / "_native.c", tmp_path / "agentforge_core")
     shutil.copy(BASE / "scripts" / "build-native", tmp_path / "scripts")
     env = {**os.environ, "PYTHON": sys.executable}

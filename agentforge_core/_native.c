@@ -836,6 +836,14 @@ json_text_facts(PyObject *module, PyObject *args)
     Py_ssize_t pairs = 0, run = 0;
     int in_string = 0, long_number = 0;
     for (Py_ssize_t i = start; i < end; i++) {
+        if (in_string && kind == PyUnicode_1BYTE_KIND) {
+            /* most of a record is inside strings: skip to the next quote or backslash */
+            const Py_UCS1 *bytes = (const Py_UCS1 *)data;
+            while (i < end && bytes[i] != '"' && bytes[i] != '\\')
+                i++;
+            if (i == end)
+                break;
+        }
         Py_UCS4 ch = PyUnicode_READ(kind, data, i);
         if (in_string) {
             if (ch == '\\')

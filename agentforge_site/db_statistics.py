@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.operations.base import Operation
 
 # SQLite: rows sampled per index (its documented choice for a fast ANALYZE). Enough to
 # tell a conversation's hundreds of messages from an organization's millions.
@@ -67,3 +68,42 @@ def optimize_after_migrate(sender, app_config=None, using=DEFAULT_DB_ALIAS, **kw
     if app_config is last and connection.vendor == "sqlite":
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA optimize")
+
+
+class SkipColumnStatistics(Operation):
+    """PostgreSQL: no planner statistics for columns that no query filters, joins or sorts on.
+
+    Payloads (JSON, free text, the hash chain's hashes) and unique keys (whose unique index
+    already tells the planner one row per value) cost ``ANALYZE`` most of its time on wide
+    tables, the import's and autovacuum's alike, and no plan uses them. Elsewhere nothing: SQLite
+    and InnoDB keep index statistics only."""
+
+    reduces_to_sql = True
+    reversible = True
+
+    def __init__(self, table: str, columns: list[str]):
+        self.table, self.columns = table, list(columns)
+
+    def state_forwards(self, app_label, state):
+        pass
+
+    def _statements(self, schema_editor, target: int) -> list[str]:
+        if schema_editor.connection.vendor != "postgresql":
+            return []
+        quote = schema_editor.quote_name
+        changes = ", ".join(f"ALTER COLUMN {quote(column)} SET STATISTICS {target}" for column in self.columns)
+        return [f"ALTER TABLE {quote(self.table)} {changes}"]
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        for sql in self._statements(schema_editor, 0):
+            schema_editor.execute(sql)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        for sql in self._statements(schema_editor, -1):  # the server's default_statistics_target
+            schema_editor.execute(sql)
+
+    def describe(self):
+        return f"No planner statistics for {len(self.columns)} columns of {self.table} (PostgreSQL)"
+
+    def deconstruct(self):
+        return self.__class__.__name__, [self.table, self.columns], {}

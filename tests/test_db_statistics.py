@@ -81,6 +81,35 @@ def test_import_leaves_the_imported_tables_analysed(tmp_path):
             assert after[table] and after[table] != before[table], (table, before[table], after[table])
 
 
+@pytest.mark.backends("postgresql")
+@pytest.mark.parametrize(
+    "table, skipped",
+    [
+        ("messages", {"id", "tool_calls", "sources", "legacy_extra"}),
+        ("audit_logs", {"id", "legacy_id", "prev_hash", "entry_hash", "serialized_data", "changes"}),
+    ],
+)
+def test_postgresql_analyses_the_columns_queries_use_and_skips_the_payloads(table, skipped):
+    """SkipColumnStatistics (the migrations of security and conversations): ANALYZE computes what
+    the planner reads, not the JSON, hashes and keys no condition names (statistics target 0; the
+    rest keep the server's default, -1). pg_stats itself hides tables under row-level security."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, attstattarget FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped",
+            [table],
+        )
+        targets = dict(cursor.fetchall())
+    assert {column for column, target in targets.items() if target == 0} >= skipped
+    conditions = {"org_id", "created_at"} | (
+        {"conversation_id", "content", "legacy_id"} if table == "messages" else set()
+    )
+    conditions |= (
+        {"success", "action", "user_id", "remote_addr", "object_pk", "resource_id"} if table == "audit_logs" else set()
+    )
+    assert {column: targets[column] for column in conditions} == dict.fromkeys(conditions, -1)
+
+
 @pytest.mark.backends("sqlite")
 def test_sqlite_scoped_newest_messages_use_the_conversation_index(tmp_path):
     _write_chats(tmp_path)

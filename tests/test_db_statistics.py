@@ -86,7 +86,7 @@ def test_import_leaves_the_imported_tables_analysed(tmp_path):
     "table, skipped",
     [
         ("messages", {"id", "tool_calls", "sources", "legacy_extra"}),
-        ("audit_logs", {"id", "legacy_id", "prev_hash", "entry_hash", "serialized_data", "changes"}),
+        ("audit_logs", {"id", "legacy_id", "prev_hash", "entry_hash", "serialized_data", "changes", "user_name"}),
     ],
 )
 def test_postgresql_analyses_the_columns_queries_use_and_skips_the_payloads(table, skipped):
@@ -105,7 +105,9 @@ def test_postgresql_analyses_the_columns_queries_use_and_skips_the_payloads(tabl
         {"conversation_id", "content", "legacy_id"} if table == "messages" else set()
     )
     conditions |= (
-        {"success", "action", "user_id", "remote_addr", "object_pk", "resource_id"} if table == "audit_logs" else set()
+        {"success", "action", "user_id", "remote_addr", "object_pk", "resource_id", "legacy_action", "content_type_id"}
+        if table == "audit_logs"
+        else set()
     )
     assert {column: targets[column] for column in conditions} == dict.fromkeys(conditions, -1)
 

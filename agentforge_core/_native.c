@@ -528,14 +528,38 @@ values_of(PyObject *args, PyObject *kwargs, const char *name)
     return PyTuple_GET_ITEM(args, 0);
 }
 
-/* ---- CopyRow: values dict -> one COPY text line, UTF-8 ------------------------------------------ */
-
+/* A column program: CopyRow and CanonicalParts, each with its one option. */
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n;
     Column *cols;
-    int closed; /* end the line with "\n" */
-} CopyRow;
+    int closed;       /* CopyRow: end the line with "\n" */
+    Py_ssize_t split; /* CanonicalParts: cols[:split] make the head, the rest the tail */
+} Program;
+
+/* tp_alloc and the columns of spec (copy: COPY kinds, else CANON); NULL with an error set */
+static Program *
+program_new(PyTypeObject *type, PyObject *spec, int copy)
+{
+    Program *self = (Program *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->cols = columns_parse(spec, &self->n, copy);
+    if (self->cols == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return self;
+}
+
+static void
+program_dealloc(Program *self)
+{
+    columns_free(self->cols, self->n);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ---- CopyRow: values dict -> one COPY text line, UTF-8 ------------------------------------------ */
 
 static int
 copy_field(Out *o, Column *c, PyObject *values)
@@ -612,7 +636,7 @@ copy_field(Out *o, Column *c, PyObject *values)
 }
 
 static PyObject *
-CopyRow_call(CopyRow *self, PyObject *args, PyObject *kwargs)
+CopyRow_call(Program *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *values = values_of(args, kwargs, "CopyRow");
     if (values == NULL)
@@ -640,44 +664,24 @@ CopyRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     int closed = 1;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:CopyRow", names, &spec, &closed))
         return NULL;
-    CopyRow *self = (CopyRow *)type->tp_alloc(type, 0);
-    if (self == NULL)
-        return NULL;
-    self->cols = columns_parse(spec, &self->n, 1);
-    if (self->cols == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->closed = closed;
+    Program *self = program_new(type, spec, 1);
+    if (self != NULL)
+        self->closed = closed;
     return (PyObject *)self;
-}
-
-static void
-CopyRow_dealloc(CopyRow *self)
-{
-    columns_free(self->cols, self->n);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyTypeObject CopyRowType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "agentforge_core._native.CopyRow",
-    .tp_basicsize = sizeof(CopyRow),
+    .tp_basicsize = sizeof(Program),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "CopyRow(columns, closed=True)(values) -> a PostgreSQL COPY text line, UTF-8",
     .tp_new = CopyRow_new,
-    .tp_dealloc = (destructor)CopyRow_dealloc,
+    .tp_dealloc = (destructor)program_dealloc,
     .tp_call = (ternaryfunc)CopyRow_call,
 };
 
 /* ---- CanonicalParts: values dict -> the canonical JSON around prev_hash, UTF-8 ------------------ */
-
-typedef struct {
-    PyObject_HEAD
-    Py_ssize_t n;
-    Column *cols;
-    Py_ssize_t split; /* cols[:split] make the head, the rest the tail */
-} CanonicalParts;
 
 static int
 canonical_field(Out *o, Column *c, PyObject *values)
@@ -748,7 +752,7 @@ canonical_field(Out *o, Column *c, PyObject *values)
 }
 
 static PyObject *
-CanonicalParts_call(CanonicalParts *self, PyObject *args, PyObject *kwargs)
+CanonicalParts_call(Program *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *values = values_of(args, kwargs, "CanonicalParts");
     if (values == NULL)
@@ -779,14 +783,9 @@ CanonicalParts_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_ssize_t split;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:CanonicalParts", names, &spec, &split))
         return NULL;
-    CanonicalParts *self = (CanonicalParts *)type->tp_alloc(type, 0);
+    Program *self = program_new(type, spec, 0);
     if (self == NULL)
         return NULL;
-    self->cols = columns_parse(spec, &self->n, 0);
-    if (self->cols == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
     if (split < 0 || split > self->n) {
         PyErr_SetString(PyExc_ValueError, "split out of range");
         Py_DECREF(self);
@@ -796,21 +795,14 @@ CanonicalParts_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
-static void
-CanonicalParts_dealloc(CanonicalParts *self)
-{
-    columns_free(self->cols, self->n);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static PyTypeObject CanonicalPartsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "agentforge_core._native.CanonicalParts",
-    .tp_basicsize = sizeof(CanonicalParts),
+    .tp_basicsize = sizeof(Program),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "CanonicalParts(columns, split)(values) -> (head, tail): an audit entry's canonical JSON, UTF-8",
     .tp_new = CanonicalParts_new,
-    .tp_dealloc = (destructor)CanonicalParts_dealloc,
+    .tp_dealloc = (destructor)program_dealloc,
     .tp_call = (ternaryfunc)CanonicalParts_call,
 };
 
@@ -1048,19 +1040,17 @@ PyInit__native(void)
     if (uuid == NULL)
         return NULL;
     UUID_type = PyObject_GetAttrString(uuid, "UUID");
+    PyObject *safe = PyObject_GetAttrString(uuid, "SafeUUID");
     Py_DECREF(uuid);
-    if (UUID_type == NULL || !PyType_Check(UUID_type))
+    if (UUID_type == NULL || !PyType_Check(UUID_type) || safe == NULL) {
+        Py_XDECREF(safe);
         return NULL;
+    }
     if (!(s_int = PyUnicode_InternFromString("int")) || !(s_isoformat = PyUnicode_InternFromString("isoformat")) ||
-        !(s_is_safe = PyUnicode_InternFromString("is_safe")) || !(UUID_new_args = PyTuple_New(0)))
+        !(s_is_safe = PyUnicode_InternFromString("is_safe")) || !(UUID_new_args = PyTuple_New(0))) {
+        Py_DECREF(safe);
         return NULL;
-    PyObject *uuid_module = PyImport_ImportModule("uuid");
-    if (uuid_module == NULL)
-        return NULL;
-    PyObject *safe = PyObject_GetAttrString(uuid_module, "SafeUUID");
-    Py_DECREF(uuid_module);
-    if (safe == NULL)
-        return NULL;
+    }
     SafeUUID_unknown = PyObject_GetAttrString(safe, "unknown");
     Py_DECREF(safe);
     if (SafeUUID_unknown == NULL)

@@ -25,6 +25,7 @@ from accounts.models import (
     UserRole,
 )
 from agentforge_agents.models import Agent, AgentTool, Tool, ToolPermission
+from agentforge_core import native
 from agentforge_core.tenancy import unscoped
 from conversations.models import Conversation, Message
 from knowledge.models import Document, DocumentChunk
@@ -196,3 +197,16 @@ def run_store_child(tmp_path, data_dir, body: str, delay: str):
         SQLITE_PATH=name,
     )
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def without_native(name: str):
+    """``agentforge_core.native`` without its C ``name`` for the block: what runs where the module
+    is not built. Refuses when it is not built, so no test compares Python with itself."""
+    saved = getattr(native, name)
+    assert saved is not None, "agentforge_core._native is not built: run scripts/build-native"
+    setattr(native, name, None)
+    try:
+        yield
+    finally:
+        setattr(native, name, saved)

@@ -18,22 +18,14 @@ import pytest
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.backends("sqlite")  # it uses its own scratch SQLite file: once per suite run is enough
-def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
+def _import_benchmark(tmp_path, *arguments) -> str:
+    """Run benchmarks/import_benchmark.py on a scratch SQLite file with 300 rows; its output."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL"))}
     env.update(
         DB_TYPE="sqlite", SQLITE_PATH=str(tmp_path / "bench.db"), DEBUG="1", LEGACY_IMPORT_PIPELINE_MIN_BYTES="0"
     )  # the reader process runs even at this size
     result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/import_benchmark.py",
-            "--rows",
-            "300",
-            "--raw-floor",
-            "--out",
-            str(tmp_path / "out"),
-        ],
+        [sys.executable, "benchmarks/import_benchmark.py", "--rows", "300", *arguments, "--out", str(tmp_path / "out")],
         cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
@@ -41,7 +33,12 @@ def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+@pytest.mark.backends("sqlite")  # it uses its own scratch SQLite file: once per suite run is enough
+def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
+    out = _import_benchmark(tmp_path, "--raw-floor")
     # 1 organization, 20 users with their preferences and MFA rows, 1 agent, 300 entries, 30 chats, 300 messages
     assert "rows=692" in out, out
     for contender in ("import_json:", "raw floor:", "loaddata:"):
@@ -55,21 +52,7 @@ def test_import_benchmark_runs_every_contender_on_the_same_rows(tmp_path):
 
 @pytest.mark.backends("sqlite")
 def test_import_benchmark_alternates_the_import_with_and_without_its_c_module(tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "DATABASE_URL"))}
-    env.update(
-        DB_TYPE="sqlite", SQLITE_PATH=str(tmp_path / "bench.db"), DEBUG="1", LEGACY_IMPORT_PIPELINE_MIN_BYTES="0"
-    )
-    arguments = ["--rows", "300", "--raw-floor", "--skip-loaddata", "--python-too", "--repeat", "2"]
-    result = subprocess.run(
-        [sys.executable, "benchmarks/import_benchmark.py", *arguments, "--out", str(tmp_path / "out")],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = _import_benchmark(tmp_path, "--raw-floor", "--skip-loaddata", "--python-too", "--repeat", "2")
     for label in ("import_json", "import_json, pure Python"):
         assert len(re.findall(rf"^{label}:\s+[\d.]+ s\s+[\d,]+ rows/s\s+CPU ", out, re.M)) == 2, out
         assert len(re.findall(rf"^{label} / floor: \d+% of its rows/s, [\d.]+x its CPU per row$", out, re.M)) == 2, out

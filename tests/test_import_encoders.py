@@ -21,6 +21,7 @@ from legacy.migration import pipeline
 from legacy.migration.writer import _converter, _ModelPlan
 from security import audit
 from security.models import AuditLog
+from tests.legacy_helpers import without_native
 from tests.test_security_audit_hash import HASHERS
 
 pytestmark = pytest.mark.once  # pure encoders: the same on every backend
@@ -126,16 +127,11 @@ def _encoders(model, chained: bool) -> dict:
     """PostgreSQL's row encoders of one plan, with the COPY lines built in C
     (agentforge_core._native) and in Python; ``chained``: an audit entry's line stops before the
     chain's two columns."""
-    assert native.CopyRow is not None, "agentforge_core._native is not built: run scripts/build-native"
     plan = _plan(model)
     chain = SimpleNamespace(model=model) if chained else None
-    encoders = {"native": pipeline.RowEncoder(plan, "postgresql", chain)}
-    saved, native.CopyRow = native.CopyRow, None
-    try:
-        encoders["python"] = pipeline.RowEncoder(plan, "postgresql", chain)
-    finally:
-        native.CopyRow = saved
-    return encoders
+    with without_native("CopyRow"):
+        python = pipeline.RowEncoder(plan, "postgresql", chain)
+    return {"native": pipeline.RowEncoder(plan, "postgresql", chain), "python": python}
 
 
 # non-plain JSON too: what the C writer leaves to the standard library's encoder (or its refusal)
@@ -245,11 +241,8 @@ def test_remembered_uuid_texts_follow_the_objects(monkeypatch):
 
 
 def _python_parse(text):
-    saved, native.utc_timestamp = native.utc_timestamp, None
-    try:
+    with without_native("utc_timestamp"):
         return _outcome(lambda values: parse_timestamp(values["t"]), {"t": text})
-    finally:
-        native.utc_timestamp = saved
 
 
 @settings(max_examples=1000, deadline=None)
@@ -266,7 +259,6 @@ def test_agentforge_s_timestamps_parse_in_c_as_in_python(parts, micro, sep, suff
     year, month, day, hour, second = parts
     text = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:30:{second:02d}"
     text += ("" if micro is None else f".{micro:06d}") + suffix
-    assert native.utc_timestamp is not None, "agentforge_core._native is not built: run scripts/build-native"
     got, expected = _outcome(lambda values: parse_timestamp(values["t"]), {"t": text}), _python_parse(text)
     assert got == expected
     if isinstance(expected, dt.datetime):

@@ -3,15 +3,16 @@ blocks happen to cut the text (inside a literal, a number, an escape, a string).
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentforge_core import native
 from legacy.format import jsonio
 from legacy.format.errors import LegacyDataError
+from tests.legacy_helpers import without_native
 
 pytestmark = pytest.mark.once  # reads files, no database
 
@@ -74,17 +75,11 @@ def test_a_big_file_with_every_literal_at_every_cut(tmp_path, monkeypatch, chunk
 def _read(path, container: str, hooks: bool):
     """Every record of ``path``, or the one-line error; ``hooks``: the reader's Python hooks
     decide duplicate keys and long numbers (what it does without agentforge_core._native)."""
-    saved = native.json_text_facts
-    if hooks:
-        native.json_text_facts = None
-    else:
-        assert saved is not None, "agentforge_core._native is not built: run scripts/build-native"
-    try:
-        return list(jsonio.iter_container(path, "x.json", container))
-    except LegacyDataError as exc:
-        return str(exc)
-    finally:
-        native.json_text_facts = saved
+    with without_native("json_text_facts") if hooks else contextlib.nullcontext():
+        try:
+            return list(jsonio.iter_container(path, "x.json", container))
+        except LegacyDataError as exc:
+            return str(exc)
 
 
 # keys that spell JSON's own punctuation, so a reader counting ':' in the text must skip strings

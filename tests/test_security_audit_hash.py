@@ -11,10 +11,9 @@ from django.db import models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentforge_core import native
 from security import audit
 from security.models import AuditLog
-from tests.legacy_helpers import run_import
+from tests.legacy_helpers import run_import, without_native
 
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)  # "" and non-ASCII included
 OFFSETS = st.sampled_from(
@@ -63,19 +62,14 @@ ENTRIES = st.fixed_dictionaries({f.attname: _strategy(f) for f in HASHED})
 PREV = st.sampled_from(["", "0" * 64, "é"])
 
 
-def _hasher(kind: str) -> audit.EntryHasher:
-    """The fast path in C (agentforge_core._native) or the pure-Python one it stands in for."""
-    if kind == "native":
-        assert native.CanonicalParts is not None, "agentforge_core._native is not built: run scripts/build-native"
-        return audit.EntryHasher()
-    saved, native.CanonicalParts = native.CanonicalParts, None
-    try:
-        return audit.EntryHasher()
-    finally:
-        native.CanonicalParts = saved
+def _hashers() -> dict:
+    """The fast path in C (agentforge_core._native) and the pure-Python one it stands in for."""
+    with without_native("CanonicalParts"):
+        python = audit.EntryHasher()
+    return {"native": audit.EntryHasher(), "python": python}
 
 
-HASHERS = {kind: _hasher(kind) for kind in ("native", "python")}
+HASHERS = _hashers()
 
 
 @pytest.mark.django_db

@@ -248,9 +248,9 @@ _PG_TEXT = (  # a text with none of the characters COPY escapes is its own COPY 
 )
 
 
-def _inline(encoder, template: str, native: int = COPY_CALL):
+def _inline(encoder, template: str, native_kind: int = COPY_CALL):
     encoder.inline = (template, _INLINE_NAMES)
-    encoder.native = native  # the same fast path in agentforge_core._native (PostgreSQL)
+    encoder.native = native_kind  # the same fast path in agentforge_core._native (PostgreSQL)
     return encoder
 
 

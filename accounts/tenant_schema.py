@@ -176,8 +176,9 @@ def drop_policy_statements(table: str, quote) -> list[str]:
     ]
 
 
-class _SchemaOperation(Operation):
-    """Runs DDL computed from the migration state; changes no model state."""
+class SchemaOperation(Operation):
+    """Runs DDL computed from the migration state; changes no model state (also the base of
+    ``agentforge_site.db_statistics.SkipColumnStatistics``)."""
 
     reduces_to_sql = True
     reversible = True
@@ -203,7 +204,7 @@ class _SchemaOperation(Operation):
         return self.__class__.__name__, [], {}
 
 
-class AddTenantCompositeKeys(_SchemaOperation):
+class AddTenantCompositeKeys(SchemaOperation):
     """Unique (org_id, id) on every tenant table and composite foreign keys for every link."""
 
     def describe(self):
@@ -216,7 +217,7 @@ class AddTenantCompositeKeys(_SchemaOperation):
         return drop_composite_key_statements(apps, vendor, quote)
 
 
-class AddTenantLinkStatistics(_SchemaOperation):
+class AddTenantLinkStatistics(SchemaOperation):
     """Functional-dependency statistics on (link, org_id) for every tenant link (PostgreSQL)."""
 
     def describe(self):
@@ -229,7 +230,7 @@ class AddTenantLinkStatistics(_SchemaOperation):
         return drop_link_statistics_statements(apps, vendor, quote)
 
 
-class EnableRowLevelSecurity(_SchemaOperation):
+class EnableRowLevelSecurity(SchemaOperation):
     """The tenant_isolation policy, ENABLE and FORCE ROW LEVEL SECURITY on every tenant table
     (PostgreSQL only)."""
 

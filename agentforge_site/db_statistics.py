@@ -14,7 +14,8 @@ import contextlib
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.migrations.operations.base import Operation
+
+from accounts.tenant_schema import SchemaOperation
 
 # SQLite: rows sampled per index (its documented choice for a fast ANALYZE). Enough to
 # tell a conversation's hundreds of messages from an organization's millions.
@@ -70,7 +71,7 @@ def optimize_after_migrate(sender, app_config=None, using=DEFAULT_DB_ALIAS, **kw
             cursor.execute("PRAGMA optimize")
 
 
-class SkipColumnStatistics(Operation):
+class SkipColumnStatistics(SchemaOperation):
     """PostgreSQL: no planner statistics for columns that no query filters, joins or sorts on.
 
     Payloads (JSON, free text, the hash chain's hashes) and unique keys (whose unique index
@@ -78,29 +79,20 @@ class SkipColumnStatistics(Operation):
     tables, the import's and autovacuum's alike, and no plan uses them. Elsewhere nothing: SQLite
     and InnoDB keep index statistics only."""
 
-    reduces_to_sql = True
-    reversible = True
-
     def __init__(self, table: str, columns: list[str]):
         self.table, self.columns = table, list(columns)
 
-    def state_forwards(self, app_label, state):
-        pass
-
-    def _statements(self, schema_editor, target: int) -> list[str]:
-        if schema_editor.connection.vendor != "postgresql":
+    def _statements(self, vendor, quote, target: int) -> list[str]:
+        if vendor != "postgresql":
             return []
-        quote = schema_editor.quote_name
         changes = ", ".join(f"ALTER COLUMN {quote(column)} SET STATISTICS {target}" for column in self.columns)
         return [f"ALTER TABLE {quote(self.table)} {changes}"]
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        for sql in self._statements(schema_editor, 0):
-            schema_editor.execute(sql)
+    def forward_sql(self, apps, vendor, quote):
+        return self._statements(vendor, quote, 0)
 
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        for sql in self._statements(schema_editor, -1):  # the server's default_statistics_target
-            schema_editor.execute(sql)
+    def backward_sql(self, apps, vendor, quote):
+        return self._statements(vendor, quote, -1)  # the server's default_statistics_target
 
     def describe(self):
         return f"No planner statistics for {len(self.columns)} columns of {self.table} (PostgreSQL)"

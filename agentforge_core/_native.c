@@ -808,6 +808,80 @@ static PyTypeObject CanonicalPartsType = {
 
 /* ---- facts about a decoded JSON record, for the reader (legacy.format.jsonio) ------------------- */
 
+/* What the reader learns from a record's text, text[start:end] (valid JSON). */
+typedef struct {
+    Py_ssize_t pairs;    /* ':' outside strings: every one separates a key from its value */
+    Py_ssize_t brackets; /* '{' and '[' anywhere, in strings too (as str.count counts them) */
+    int long_number;     /* a run of 19 or more of "-0123456789" outside strings */
+    int escape;          /* "\u0000" or "\uD8.." - "\uDF.." at any backslash (jsonio._ESCAPES) */
+} Facts;
+
+/* "\u0000" or a surrogate's escape starting at a backslash at i */
+static int
+suspect_escape(int kind, const void *data, Py_ssize_t i, Py_ssize_t end)
+{
+    if (i + 3 >= end || PyUnicode_READ(kind, data, i + 1) != 'u')
+        return 0;
+    Py_UCS4 a = PyUnicode_READ(kind, data, i + 2), b = PyUnicode_READ(kind, data, i + 3);
+    if (a == 'd' || a == 'D')
+        return (b >= '8' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
+    return a == '0' && b == '0' && i + 5 < end && PyUnicode_READ(kind, data, i + 4) == '0' &&
+           PyUnicode_READ(kind, data, i + 5) == '0';
+}
+
+static void
+text_facts(PyObject *text, Py_ssize_t start, Py_ssize_t end, Facts *f)
+{
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t run = 0;
+    int in_string = 0;
+    memset(f, 0, sizeof *f);
+    for (Py_ssize_t i = start; i < end; i++) {
+        if (in_string && kind == PyUnicode_1BYTE_KIND) {
+            /* most of a record is inside strings: skip to the next quote, backslash or bracket */
+            const Py_UCS1 *bytes = (const Py_UCS1 *)data;
+            while (i < end && bytes[i] != '"' && bytes[i] != '\\') {
+                if (bytes[i] == '{' || bytes[i] == '[')
+                    f->brackets++;
+                i++;
+            }
+            if (i == end)
+                break;
+        }
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (ch == '{' || ch == '[')
+            f->brackets++;
+        if (in_string) {
+            if (ch == '\\') {
+                /* the regex looks at every backslash, an escaped one too */
+                if (suspect_escape(kind, data, i, end) ||
+                    (i + 1 < end && PyUnicode_READ(kind, data, i + 1) == '\\' && suspect_escape(kind, data, i + 1, end)))
+                    f->escape = 1;
+                i++; /* the escaped character */
+            }
+            else if (ch == '"')
+                in_string = 0;
+            continue;
+        }
+        if (ch == '"') {
+            in_string = 1;
+            run = 0;
+        }
+        else if (ch == ':') {
+            f->pairs++;
+            run = 0;
+        }
+        else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            if (++run >= 19)
+                f->long_number = 1;
+        }
+        else {
+            run = 0;
+        }
+    }
+}
+
 /* json_text_facts(text, start, end) -> (pairs, long_number): in text[start:end] (valid JSON), the
  * number of ':' outside strings (every one separates a key from its value) and whether a run of
  * 19 or more of "-0123456789" stands outside strings (an integer the reader must range-check). */
@@ -818,49 +892,13 @@ json_text_facts(PyObject *module, PyObject *args)
     Py_ssize_t start, end;
     if (!PyArg_ParseTuple(args, "Unn:json_text_facts", &text, &start, &end))
         return NULL;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    if (start < 0 || end > n || start > end) {
+    if (start < 0 || end > PyUnicode_GET_LENGTH(text) || start > end) {
         PyErr_SetString(PyExc_IndexError, "span out of range");
         return NULL;
     }
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    Py_ssize_t pairs = 0, run = 0;
-    int in_string = 0, long_number = 0;
-    for (Py_ssize_t i = start; i < end; i++) {
-        if (in_string && kind == PyUnicode_1BYTE_KIND) {
-            /* most of a record is inside strings: skip to the next quote or backslash */
-            const Py_UCS1 *bytes = (const Py_UCS1 *)data;
-            while (i < end && bytes[i] != '"' && bytes[i] != '\\')
-                i++;
-            if (i == end)
-                break;
-        }
-        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
-        if (in_string) {
-            if (ch == '\\')
-                i++; /* the escaped character */
-            else if (ch == '"')
-                in_string = 0;
-            continue;
-        }
-        if (ch == '"') {
-            in_string = 1;
-            run = 0;
-        }
-        else if (ch == ':') {
-            pairs++;
-            run = 0;
-        }
-        else if (ch == '-' || (ch >= '0' && ch <= '9')) {
-            if (++run >= 19)
-                long_number = 1;
-        }
-        else {
-            run = 0;
-        }
-    }
-    return Py_BuildValue("(nO)", pairs, long_number ? Py_True : Py_False);
+    Facts f;
+    text_facts(text, start, end, &f);
+    return Py_BuildValue("(nO)", f.pairs, f.long_number ? Py_True : Py_False);
 }
 
 static Py_ssize_t
@@ -905,6 +943,103 @@ member_count(PyObject *module, PyObject *value)
 {
     Py_ssize_t total = count_members(value);
     return total < 0 ? NULL : PyLong_FromSsize_t(total);
+}
+
+static Py_ssize_t
+skip_space(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
+{
+    while (i < n) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')
+            break;
+        i++;
+    }
+    return i;
+}
+
+/* scan_objects(scan, text, pos, max_depth, max_text, limit) -> (records, pos, done): the objects
+ * of a list file from text[pos:] (where a value is due), decoded by ``scan`` (the standard
+ * library's scan_once), at most ``limit`` of them. Only a record the reader's own loop
+ * (legacy.format.jsonio._Records) would hand on untouched is taken: an object, followed by ','
+ * or ']' in the text, as many keys decoded as the text separates (no duplicate key), and none
+ * of the signs that make the reader check its values (a long number, a suspect escape, more
+ * brackets than max_depth, more text than max_text). The first other one stops the batch
+ * before it, for the reader to take the slow way: a refill, a check, an error. ``pos`` ends
+ * after the last record's ',' (or the ']': ``done``). */
+static PyObject *
+scan_objects(PyObject *module, PyObject *args)
+{
+    PyObject *scan, *text;
+    Py_ssize_t pos, max_depth, max_text, limit;
+    if (!PyArg_ParseTuple(args, "OUnnnn:scan_objects", &scan, &text, &pos, &max_depth, &max_text, &limit))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (pos < 0 || pos > n) {
+        PyErr_SetString(PyExc_IndexError, "position out of range");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *records = PyList_New(0);
+    if (records == NULL)
+        return NULL;
+    int done = 0;
+    while (PyList_GET_SIZE(records) < limit) {
+        Py_ssize_t at = skip_space(kind, data, pos, n);
+        if (at >= n || PyUnicode_READ(kind, data, at) != '{')
+            break;
+        PyObject *result = PyObject_CallFunction(scan, "On", text, at);
+        if (result == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto error; /* KeyboardInterrupt and the like go on up */
+            PyErr_Clear();  /* cut or malformed: the reader decodes it again and reports */
+            break;
+        }
+        if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2) {
+            Py_DECREF(result);
+            PyErr_SetString(PyExc_TypeError, "scan() must return (value, end)");
+            goto error;
+        }
+        PyObject *value = PyTuple_GET_ITEM(result, 0);
+        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(result, 1));
+        if (end == -1 && PyErr_Occurred()) {
+            Py_DECREF(result);
+            goto error;
+        }
+        int plain = end > at && end <= n && PyDict_CheckExact(value);
+        if (plain) {
+            Facts f;
+            text_facts(text, at, end, &f);
+            plain = !f.long_number && !f.escape && end - at <= max_text && f.brackets <= max_depth;
+            if (plain) {
+                Py_ssize_t members = count_members(value);
+                if (members < 0) {
+                    Py_DECREF(result);
+                    goto error;
+                }
+                plain = members == f.pairs;
+            }
+        }
+        Py_ssize_t next = plain ? skip_space(kind, data, end, n) : n;
+        Py_UCS4 ch = next < n ? PyUnicode_READ(kind, data, next) : 0;
+        if (ch != ',' && ch != ']') {
+            Py_DECREF(result);
+            break;
+        }
+        int appended = PyList_Append(records, value);
+        Py_DECREF(result);
+        if (appended < 0)
+            goto error;
+        pos = next + 1;
+        if (ch == ']') {
+            done = 1;
+            break;
+        }
+    }
+    return Py_BuildValue("(NnO)", records, pos, done ? Py_True : Py_False);
+error:
+    Py_DECREF(records);
+    return NULL;
 }
 
 /* ---- the mappers' two parsers ---------------------------------------------------------------------- */
@@ -1014,6 +1149,8 @@ uuid_from_text(PyObject *module, PyObject *arg)
 static PyMethodDef native_functions[] = {
     {"json_text_facts", json_text_facts, METH_VARARGS,
      "json_text_facts(text, start, end) -> (':' outside strings, a run of 19+ digits outside strings)"},
+    {"scan_objects", scan_objects, METH_VARARGS,
+     "scan_objects(scan, text, pos, max_depth, max_text, limit) -> (the plain objects from pos, pos after them, ']' reached)"},
     {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},
     {"utc_timestamp", utc_timestamp, METH_O, "utc_timestamp(text) -> an aware UTC datetime for AgentForge's form, else None"},
     {"uuid_from_text", uuid_from_text, METH_O, "uuid_from_text(text) -> uuid.UUID(text) for the plain forms, else None"},

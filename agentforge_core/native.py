@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-CopyRow = CanonicalParts = json_text_facts = member_count = utc_timestamp = uuid_from_text = None
+CopyRow = CanonicalParts = json_text_facts = member_count = scan_objects = utc_timestamp = uuid_from_text = None
 if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
     try:
         from agentforge_core._native import (  # noqa: F401 - re-exported
@@ -17,6 +17,7 @@ if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
             CopyRow,
             json_text_facts,
             member_count,
+            scan_objects,
             utc_timestamp,
             uuid_from_text,
         )

@@ -128,3 +128,67 @@ def test_long_integers_are_range_checked_without_the_hooks(tmp_path, number, ref
     got = _read(path, "list", hooks=False)
     assert got == _read(path, "list", hooks=True)
     assert ("out of the 64-bit range" in got) if refused else (got == [(None, json.loads(path.read_text())[0])])
+
+
+# Items of a list file as text, each a reason for the reader to leave its C batch
+# (native.scan_objects) or none: the batch must stop before it and the reader take it its own way.
+ITEM_TEXTS = st.sampled_from(
+    [
+        '{"id": "a", "n": 1}',
+        '{"id": "b", "s": "x\\u00e9\\ud83d\\ude00"}',  # a surrogate pair: checked, taken
+        '{"id": "c", "s": "\\u0000"}',  # NUL: refused
+        '{"id": "d", "s": "\\ud800"}',  # a lone surrogate: refused
+        '{"id": "e", "s": "\\\\u0000"}',  # an escaped backslash, then text: taken
+        '{"id": "f", "n": 12345678901234567890}',  # out of range: refused
+        '{"id": "g", "a": 1, "a": 2}',  # a duplicate key: refused
+        '{"id": "h", "deep": ' + "[" * 70 + "]" * 70 + "}",  # too deep: refused
+        '{"id": "i", "s": "' + "[" * 70 + '"}',  # brackets in a string: checked, taken
+        '{"id": "j", "x": NaN}',
+        '{"id": "k", "f": 1e999}',
+        "[1, 2]",  # not an object: refused
+        '"text"',
+        "{}",
+        '{"id": "l" "m": 1}',  # malformed
+        '\n  {\t"id" :\r\n"n" }',
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    items=st.lists(ITEM_TEXTS, max_size=8),
+    separators=st.lists(st.sampled_from([",", ", ", "\n,\n", ",,", " "]), min_size=8, max_size=8),
+    end=st.sampled_from(["]", "\n]\n", "", ",]", "] x"]),
+    chunk=st.sampled_from([7, 64, 1024 * 1024]),
+    batch=st.sampled_from([1, 3, 256]),
+)
+def test_the_c_batch_of_a_list_file_reads_what_the_reader_reads(
+    tmp_path_factory, monkeypatch, items, separators, end, chunk, batch
+):
+    """Any mix of plain and refused items, any separators, cut anywhere, any batch size: the
+    same records, or the same error, as without agentforge_core._native."""
+    monkeypatch.setattr(jsonio, "STREAM_CHUNK", chunk)
+    monkeypatch.setattr(jsonio, "BATCH_RECORDS", batch)
+    text = "[" + "".join(item + (separators[i] if i < len(items) - 1 else "") for i, item in enumerate(items)) + end
+    path = tmp_path_factory.mktemp("batch") / "x.json"
+    path.write_text(text, encoding="utf-8")
+    assert _read(path, "list", hooks=False) == _read(path, "list", hooks=True)
+
+
+def test_the_c_batch_takes_plain_objects_and_stops_before_the_first_other(tmp_path):
+    """What native.scan_objects hands on: each plain object up to the one the reader must see."""
+    from agentforge_core import native
+
+    assert native.scan_objects is not None, "agentforge_core._native is not built: run scripts/build-native"
+    scan = json.JSONDecoder().scan_once
+    # "\\u0000" is text, but the reader's own test (jsonio._ESCAPES) looks at it: so does the batch
+    text = '[{"a": 1}, {"b": "\\\\u0000"} ,{"c": "\\u00e9"}, {"d": 2}]'
+    records, pos, done = native.scan_objects(scan, text, 1, 64, 1000, 100)
+    assert records == [{"a": 1}] and text[pos:].lstrip().startswith('{"b"') and not done
+    records, pos, done = native.scan_objects(scan, text, text.index('{"c"'), 64, 1000, 100)
+    assert records == [{"c": "é"}, {"d": 2}] and pos == len(text) and done
+    assert native.scan_objects(scan, text, 1, 64, 1000, 1)[0] == [{"a": 1}]  # at most ``limit``
+    assert native.scan_objects(scan, '[{"a": 1}', 1, 64, 1000, 100)[0] == []  # no delimiter yet: cut
+    assert native.scan_objects(scan, '[{"a": 1, "a": 2}]', 1, 64, 1000, 100)[0] == []
+    assert native.scan_objects(scan, '[{"a": [[[]]]}]', 1, 3, 1000, 100)[0] == []  # 4 brackets, at most 3
+    assert native.scan_objects(scan, '[{"a": "xxxxxx"}]', 1, 64, 10, 100)[0] == []  # 15 characters, at most 10

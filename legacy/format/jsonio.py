@@ -109,6 +109,7 @@ MAX_TEXT = 16 * 1024 * 1024  # characters in one string
 MAX_RECORD = 64 * 1024 * 1024  # characters of one record's JSON text
 INT_RANGE = (-(2**63), 2**63 - 1)  # what a BIGINT column or any JSON column of ours can hold
 STREAM_CHUNK = 1024 * 1024
+BATCH_RECORDS = 256  # records of a list file decoded per C call (native.scan_objects)
 
 
 class _Refused(ValueError):
@@ -296,11 +297,22 @@ class _Records:
                 raise self._malformed(self.pos, "not JSON")
             self.pos += 1
             index = 0
+            batch = native.scan_objects if self.fast and self.container == "list" else None
             while True:
                 char = self._skip(raw, decoder)
                 if char == closing and index == 0:
                     self.pos += 1
                     break
+                if batch:
+                    # A run of plain objects in one C call; the first other one comes here.
+                    records, self.pos, done = batch(self.scan, self.buf, self.pos, MAX_DEPTH, MAX_TEXT, BATCH_RECORDS)
+                    for record in records:
+                        index += 1
+                        yield None, record
+                    if done:
+                        break
+                    if records:
+                        char = self._skip(raw, decoder)
                 index += 1
                 outer_key = None
                 if self.container == "dict":

@@ -806,6 +806,155 @@ static PyTypeObject CanonicalPartsType = {
     .tp_call = (ternaryfunc)CanonicalParts_call,
 };
 
+/* ---- a record's shape, for the mappers' plain paths (legacy.format.mappers.base.record_shape) --- */
+
+enum {
+    SHAPE_ANY = 0,      /* any value */
+    SHAPE_TEXT = 1,     /* a str of at most limit characters (0: any length) */
+    SHAPE_ID = 2,       /* a non-empty str of at most limit characters */
+    SHAPE_OPT_TEXT = 3, /* None, or as SHAPE_TEXT */
+    SHAPE_BOOL = 4,     /* True or False */
+    SHAPE_LIST = 5,     /* a list */
+};
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    PyObject **keys;
+    int *kinds;
+    Py_ssize_t *limits;
+} RecordShape;
+
+static void
+RecordShape_dealloc(RecordShape *self)
+{
+    for (Py_ssize_t i = 0; self->keys != NULL && i < self->n; i++)
+        Py_XDECREF(self->keys[i]);
+    PyMem_Free(self->keys);
+    PyMem_Free(self->kinds);
+    PyMem_Free(self->limits);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+RecordShape_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"fields", NULL};
+    PyObject *fields;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:RecordShape", names, &PyTuple_Type, &fields))
+        return NULL;
+    RecordShape *self = (RecordShape *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(fields);
+    self->keys = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    self->kinds = PyMem_Calloc(n ? n : 1, sizeof(int));
+    self->limits = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    if (self->keys == NULL || self->kinds == NULL || self->limits == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->n = n;
+    PyObject *seen = PySet_New(NULL);
+    if (seen == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key;
+        int kind;
+        Py_ssize_t limit;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(fields, i), "Uin:field", &key, &kind, &limit))
+            goto error;
+        if (kind < SHAPE_ANY || kind > SHAPE_LIST || limit < 0) {
+            PyErr_Format(PyExc_ValueError, "field %R: no such kind or limit", key);
+            goto error;
+        }
+        int repeated = PySet_Contains(seen, key);
+        if (repeated != 0) { /* each key once: the size check then means the same keys */
+            if (repeated > 0)
+                PyErr_Format(PyExc_ValueError, "field %R twice", key);
+            goto error;
+        }
+        if (PySet_Add(seen, key) < 0)
+            goto error;
+        self->keys[i] = Py_NewRef(key);
+        self->kinds[i] = kind;
+        self->limits[i] = limit;
+    }
+    Py_DECREF(seen);
+    return (PyObject *)self;
+error:
+    Py_DECREF(seen);
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* shape(record) -> its values in the fields' order when record is a dict with exactly these keys,
+ * each value of its field's kind; else None */
+static PyObject *
+RecordShape_call(RecordShape *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *record;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "RecordShape() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "RecordShape", 1, 1, &record))
+        return NULL;
+    if (!PyDict_CheckExact(record) || PyDict_GET_SIZE(record) != self->n)
+        Py_RETURN_NONE;
+    PyObject *out = PyTuple_New(self->n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *value = PyDict_GetItemWithError(record, self->keys[i]);
+        if (value == NULL) {
+            Py_DECREF(out);
+            if (PyErr_Occurred())
+                return NULL;
+            Py_RETURN_NONE;
+        }
+        int kind = self->kinds[i], fits;
+        switch (kind) {
+        case SHAPE_ANY:
+            fits = 1;
+            break;
+        case SHAPE_BOOL:
+            fits = PyBool_Check(value);
+            break;
+        case SHAPE_LIST:
+            fits = PyList_CheckExact(value);
+            break;
+        default:
+            if (value == Py_None) {
+                fits = kind == SHAPE_OPT_TEXT;
+                break;
+            }
+            fits = PyUnicode_CheckExact(value) &&
+                   (self->limits[i] == 0 || PyUnicode_GET_LENGTH(value) <= self->limits[i]) &&
+                   (kind != SHAPE_ID || PyUnicode_GET_LENGTH(value) > 0);
+        }
+        if (!fits) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyTuple_SET_ITEM(out, i, Py_NewRef(value));
+    }
+    return out;
+}
+
+static PyTypeObject RecordShapeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agentforge_core._native.RecordShape",
+    .tp_basicsize = sizeof(RecordShape),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RecordShape(((key, kind, limit), ...))(record) -> its values in that order when it has that shape, else None",
+    .tp_new = RecordShape_new,
+    .tp_dealloc = (destructor)RecordShape_dealloc,
+    .tp_call = (ternaryfunc)RecordShape_call,
+};
+
 /* ---- facts about a decoded JSON record, for the reader (legacy.format.jsonio) ------------------- */
 
 /* What the reader learns from a record's text, text[start:end] (valid JSON). */
@@ -1192,13 +1341,14 @@ PyInit__native(void)
     Py_DECREF(safe);
     if (SafeUUID_unknown == NULL)
         return NULL;
-    if (PyType_Ready(&CopyRowType) < 0 || PyType_Ready(&CanonicalPartsType) < 0)
+    if (PyType_Ready(&CopyRowType) < 0 || PyType_Ready(&CanonicalPartsType) < 0 || PyType_Ready(&RecordShapeType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "CopyRow", (PyObject *)&CopyRowType) < 0 ||
-        PyModule_AddObjectRef(module, "CanonicalParts", (PyObject *)&CanonicalPartsType) < 0) {
+        PyModule_AddObjectRef(module, "CanonicalParts", (PyObject *)&CanonicalPartsType) < 0 ||
+        PyModule_AddObjectRef(module, "RecordShape", (PyObject *)&RecordShapeType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

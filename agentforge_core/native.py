@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 
-CopyRow = CanonicalParts = json_text_facts = member_count = scan_objects = utc_timestamp = uuid_from_text = None
+CopyRow = CanonicalParts = RecordShape = json_text_facts = member_count = scan_objects = utc_timestamp = (
+    uuid_from_text
+) = None
 if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
     try:
         from agentforge_core._native import (  # noqa: F401 - re-exported
             CanonicalParts,
             CopyRow,
+            RecordShape,
             json_text_facts,
             member_count,
             scan_objects,
@@ -38,3 +41,5 @@ COPY_CALL, COPY_TEXT, COPY_UUID, COPY_TIME, COPY_BOOL, COPY_INT, COPY_IPV4, COPY
     CANON_OPTIONAL,
     CANON_TEXT,
 ) = range(9)
+# Field kinds of a record's shape (legacy.format.mappers.base.record_shape)
+SHAPE_ANY, SHAPE_TEXT, SHAPE_ID, SHAPE_OPT_TEXT, SHAPE_BOOL, SHAPE_LIST = range(6)

@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Organization, User
+from agentforge_core import native
 from legacy.format.mappers import registry
-from legacy.format.mappers.base import Context
+from legacy.format.mappers.base import Context, record_shape
 from legacy.format.mappers.security import AUDIT_ACTIONS, AuditLogMapper
+from tests.legacy_helpers import without_native
 
 AUDIT = registry["security/audit_logs"]
 USERS = ["u-1", "00000000-0000-4000-8000-000000000001"]
@@ -81,6 +83,7 @@ UNUSUAL = {
     "request_method": ["PROPFIND-LONG", 5],
     "success": [None, 1, "yes"],
     "timestamp": ["not a time", "", "2026-01-10", 5],
+    "extra_key": ["kept"],
 }
 CHANGES = (
     st.none()
@@ -218,3 +221,49 @@ def test_the_message_fast_path_maps_as_the_generic_loop(message, change, monkeyp
         generic = CONVERSATIONS.map_record(_conversation([dict(message)]), _context())
     assert _rows(fast) == _rows(generic)
     assert (fast.warnings, fast.notes) == (generic.warnings, generic.notes)
+
+
+SHAPE_KINDS = st.sampled_from(
+    [native.SHAPE_ANY, native.SHAPE_TEXT, native.SHAPE_ID, native.SHAPE_OPT_TEXT, native.SHAPE_BOOL, native.SHAPE_LIST]
+)
+# every kind of value at each length limit's edges (0 - 3 characters; 4 is over every limit)
+SHAPE_VALUES = st.sampled_from([None, True, False, 0, 1, 1.0, "", "x", "xyz", "wxyz", [], [None], {}, {"k": None}])
+
+
+@pytest.mark.once
+@settings(max_examples=500, deadline=None)
+@given(data=st.data(), fields=st.dictionaries(st.sampled_from("abc"), st.tuples(SHAPE_KINDS, st.integers(0, 3))))
+def test_a_record_shape_in_c_takes_what_the_python_one_takes(data, fields):
+    """native.RecordShape against its pure-Python twin: the same values, or both None."""
+    spec = tuple((key, kind, limit) for key, (kind, limit) in fields.items())
+    with without_native("RecordShape"):
+        python = record_shape(spec)
+    assert type(python) is not native.RecordShape
+    # mostly records with the shape's keys (each value of any kind), else anything
+    record = data.draw(
+        st.fixed_dictionaries({key: SHAPE_VALUES for key in fields})
+        | st.dictionaries(st.sampled_from("abcd"), SHAPE_VALUES, max_size=4)
+        | SHAPE_VALUES
+    )
+    got = record_shape(spec)(record)
+    assert got == python(record)
+    if got is not None:  # and it is what it claims: the same keys, the values in order
+        assert type(record) is dict and set(record) == set(fields) and got == tuple(record[k] for k in fields)
+
+
+@pytest.mark.once
+def test_a_record_shape_refuses_a_key_twice_and_a_subclass():
+    with pytest.raises(AssertionError):
+        record_shape((("a", native.SHAPE_ANY, 0), ("a", native.SHAPE_ANY, 0)))
+    with pytest.raises(ValueError):
+        native.RecordShape((("a", native.SHAPE_ANY, 0), ("a", native.SHAPE_TEXT, 0)))
+    with pytest.raises(ValueError):
+        native.RecordShape((("a", 99, 0),))
+
+    class Record(dict):
+        pass
+
+    shape = record_shape((("a", native.SHAPE_TEXT, 2),))
+    assert shape({"a": "xy"}) == ("xy",)
+    assert shape(Record(a="xy")) is None  # only what the JSON decoder makes: a dict
+    assert shape({"a": "xyz"}) is None and shape({"a": None}) is None and shape({"a": "x", "b": 1}) is None

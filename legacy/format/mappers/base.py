@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from django.utils import timezone
 
+from agentforge_core import native
 from agentforge_core.models import legacy_uuid
 from legacy.format.collections import LegacyCollection, file_label
 from legacy.format.errors import LegacyDataError, LegacyFieldError, describe
@@ -62,6 +63,51 @@ class Mapped:
     children: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     notes: list = field(default_factory=list)  # normalisations (stale tokens dropped, ...)
+
+
+# --- a record's shape, for the plain paths ---------------------------------------------------
+
+
+class _PythonRecordShape:
+    """What ``native.RecordShape`` does, where it is not built: ``shape(record)`` is the
+    record's values in the fields' order when it is a dict with exactly these keys, each value
+    of its field's kind (``native.SHAPE_*``, with a length limit, 0 for none); else None."""
+
+    def __init__(self, fields: tuple):
+        self.fields = fields
+        self.keys = frozenset(key for key, _kind, _limit in fields)
+
+    def __call__(self, record):
+        if type(record) is not dict or record.keys() != self.keys:
+            return None
+        values = []
+        for key, kind, limit in self.fields:
+            value = record[key]
+            if kind == native.SHAPE_BOOL:
+                fits = type(value) is bool
+            elif kind == native.SHAPE_LIST:
+                fits = type(value) is list
+            elif kind == native.SHAPE_ANY:
+                fits = True
+            elif value is None:
+                fits = kind == native.SHAPE_OPT_TEXT
+            else:
+                fits = (
+                    type(value) is str
+                    and (not limit or len(value) <= limit)
+                    and (kind != native.SHAPE_ID or value != "")
+                )
+            if not fits:
+                return None
+            values.append(value)
+        return tuple(values)
+
+
+def record_shape(fields: tuple):
+    """A check of a record's keys and value types that hands back its values, for a mapper's
+    plain path: one C call per record when agentforge_core._native is built."""
+    assert len({key for key, _kind, _limit in fields}) == len(fields), "each key once"
+    return (native.RecordShape or _PythonRecordShape)(tuple(fields))
 
 
 # --- context --------------------------------------------------------------------------------

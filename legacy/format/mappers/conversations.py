@@ -7,10 +7,21 @@ from django.db.models import Prefetch
 
 from accounts.models import User
 from agentforge_agents.models import Agent
+from agentforge_core import native
 from agentforge_core.models import legacy_uuid
 from conversations.models import Conversation, Message
 from legacy.format.jsonio import parse_timestamp
-from legacy.format.mappers.base import Context, Mapper, Rec, Row, extra_items, legacy_extra, omit_missing, ts_out
+from legacy.format.mappers.base import (
+    Context,
+    Mapper,
+    Rec,
+    Row,
+    extra_items,
+    legacy_extra,
+    omit_missing,
+    record_shape,
+    ts_out,
+)
 from legacy.format.mappers.common import (
     ANOTHER_ORG,
     DANGLING,
@@ -27,27 +38,28 @@ CONV_DEFAULTS = {"user_id": None, "title": "New Conversation", "messages": [], "
 MESSAGE_DEFAULTS = {"tool_calls": [], "sources": [], "content": ""}
 
 
-MESSAGE_KEYS = frozenset(MESSAGE_DEFAULTS) | {"id", "role", "timestamp"}
+# The plain path's message: exactly the usual keys (MESSAGE_DEFAULTS, id, role, timestamp)
+PLAIN_MESSAGE = record_shape(
+    (
+        ("id", native.SHAPE_TEXT, 128),
+        ("role", native.SHAPE_TEXT, 0),
+        ("content", native.SHAPE_TEXT, 0),
+        ("tool_calls", native.SHAPE_LIST, 0),
+        ("sources", native.SHAPE_LIST, 0),
+        ("timestamp", native.SHAPE_TEXT, 0),
+    )
+)
 
 
 def _plain_message(message, org_id, conversation_id, position):
     """The hot path: a message with exactly the usual keys, well-typed. Returns the values the
     generic loop in ConversationMapper.map_record would build, or None for anything else (the
     generic loop then validates and names the field)."""
-    if type(message) is not dict or message.keys() != MESSAGE_KEYS:
+    values = PLAIN_MESSAGE(message)
+    if values is None:
         return None
-    mid, role, content, stamp = message["id"], message["role"], message["content"], message["timestamp"]
-    tool_calls, sources = message["tool_calls"], message["sources"]
-    if (
-        type(mid) is not str
-        or len(mid) > 128
-        or type(role) is not str
-        or role not in MESSAGE_ROLES
-        or type(content) is not str
-        or type(tool_calls) is not list
-        or type(sources) is not list
-        or type(stamp) is not str
-    ):
+    mid, role, content, tool_calls, sources, stamp = values
+    if role not in MESSAGE_ROLES:
         return None
     try:
         created_at = parse_timestamp(stamp)

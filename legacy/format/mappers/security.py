@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from accounts.models import AuthProvider, Organization, Role, User
+from agentforge_core import native
 from legacy.format.jsonio import parse_timestamp
 from legacy.format.mappers.base import (
     IPV4,
@@ -14,6 +15,7 @@ from legacy.format.mappers.base import (
     extra_items,
     legacy_extra,
     omit_missing,
+    record_shape,
     ts_out,
 )
 from legacy.format.mappers.common import DANGLING, finish_row, org_legacy_id, own_org_role, security_file_org
@@ -208,7 +210,32 @@ AUDIT_DEFAULTS = {
     "user_name": "",
     "org_id": None,
 }
-AUDIT_KEYS = frozenset(AUDIT_DEFAULTS) | {"id", "user_id", "action", "resource_type", "timestamp"}
+_TEXT, _OPTIONAL = native.SHAPE_TEXT, native.SHAPE_OPT_TEXT
+# The plain path's entry: exactly the usual keys; lengths are the columns' (AuditLogMapper._map_plain)
+PLAIN_AUDIT_ENTRY = record_shape(
+    (
+        ("id", native.SHAPE_ID, 128),
+        ("org_id", native.SHAPE_ANY, 0),
+        ("user_id", _OPTIONAL, 128),
+        ("action", _TEXT, 0),
+        ("resource_type", _TEXT, 40),
+        ("user_name", _TEXT, 255),
+        ("success", native.SHAPE_BOOL, 0),
+        ("timestamp", _TEXT, 0),
+        ("resource_id", _OPTIONAL, 255),
+        ("resource_name", _OPTIONAL, 0),
+        ("user_email", _OPTIONAL, 254),
+        ("user_agent", _OPTIONAL, 0),
+        ("session_id", _OPTIONAL, 128),
+        ("request_id", _OPTIONAL, 128),
+        ("request_path", _OPTIONAL, 0),
+        ("request_method", _OPTIONAL, 10),
+        ("error_message", _OPTIONAL, 0),
+        ("ip_address", native.SHAPE_ANY, 0),
+        ("details", native.SHAPE_ANY, 0),
+        ("changes", native.SHAPE_ANY, 0),
+    )
+)
 # AgentForge's ResourceType; an entry written here about another table is exported under its parent.
 AGENTFORGE_RESOURCE_TYPES = {
     "user",
@@ -335,41 +362,33 @@ class AuditLogMapper(Mapper):
         canonical IPv4 or none, nothing to warn about. Returns the same Mapped as the generic
         code below, or None for anything else (the generic code then validates and reports);
         tests/test_import_fast_paths.py holds the two equal."""
-        if record.keys() != AUDIT_KEYS:
+        values = PLAIN_AUDIT_ENTRY(record)
+        if values is None:
             return None
-        g = record.get
-        lid = g("id")
-        if type(lid) is not str or not lid or len(lid) > 128:
+        (
+            lid,
+            org_legacy,
+            user_legacy,
+            action,
+            resource_type,
+            user_name,
+            success,
+            stamp,
+            resource_id,
+            resource_name,
+            user_email,
+            user_agent,
+            session_id,
+            request_id,
+            request_path,
+            request_method,
+            error_message,
+            ip,
+            details,
+            changes,
+        ) = values
+        if action not in AUDIT_ACTIONS:
             return None
-        org_legacy, user_legacy, action = g("org_id"), g("user_id"), g("action")
-        resource_id, resource_name, ip = g("resource_id"), g("resource_name"), g("ip_address")
-        user_email, user_name, stamp, success = g("user_email"), g("user_name"), g("timestamp"), g("success")
-        if (
-            type(action) is not str
-            or action not in AUDIT_ACTIONS
-            or type(g("resource_type")) is not str
-            or len(g("resource_type")) > 40
-            or type(user_name) is not str
-            or len(user_name) > 255
-            or type(success) is not bool
-            or type(stamp) is not str
-        ):
-            return None
-        # optional strings: (value, max length or 0)
-        for value, limit in (
-            (user_legacy, 128),
-            (resource_id, 255),
-            (resource_name, 0),
-            (user_email, 254),
-            (g("user_agent"), 0),
-            (g("session_id"), 128),
-            (g("request_id"), 128),
-            (g("request_path"), 0),
-            (g("request_method"), 10),
-            (g("error_message"), 0),
-        ):
-            if value is not None and (type(value) is not str or (limit and len(value) > limit)):
-                return None
         serialized = None
         if ip == "":  # no address, as AgentForge's database converter writes it: kept for the export
             ip, serialized = None, {"legacy_extra": {DANGLING: {"ip_address": ""}}}
@@ -397,27 +416,27 @@ class AuditLogMapper(Mapper):
             "serialized_data": serialized,
             "action": AUDITLOG_ACTION.get(action, 3),
             "changes_text": "",
-            "changes": record["changes"],
+            "changes": changes,
             "actor_id": actor_id,
             "cid": None,
             "remote_addr": ip,
             "remote_port": None,
             "timestamp": timestamp,
-            "additional_data": record["details"],
+            "additional_data": details,
             "actor_email": user_email,
             "legacy_user_id": user_legacy,
             "legacy_action": action,
-            "resource_type": record["resource_type"],
+            "resource_type": resource_type,
             "resource_id": resource_id,
             "resource_name": resource_name,
             "user_name": user_name,
-            "user_agent": record["user_agent"],
-            "session_id": record["session_id"],
-            "request_id": record["request_id"],
-            "request_path": record["request_path"],
-            "request_method": record["request_method"],
+            "user_agent": user_agent,
+            "session_id": session_id,
+            "request_id": request_id,
+            "request_path": request_path,
+            "request_method": request_method,
             "success": success,
-            "error_message": record["error_message"],
+            "error_message": error_message,
         }
         return Mapped(lid, rows=[Row(AuditLog, v, key_fields=("legacy_id",))])
 

@@ -128,7 +128,7 @@ def _encoders(model, chained: bool) -> dict:
     (agentforge_core._native) and in Python; ``chained``: an audit entry's line stops before the
     chain's two columns."""
     plan = _plan(model)
-    chain = SimpleNamespace(model=model) if chained else None
+    chain = SimpleNamespace(model=model, hasher=SimpleNamespace(parts=None)) if chained else None
     with without_native("CopyRow"):
         python = pipeline.RowEncoder(plan, "postgresql", chain)
     return {"native": pipeline.RowEncoder(plan, "postgresql", chain), "python": python}

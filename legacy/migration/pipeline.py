@@ -224,6 +224,7 @@ def _mysql_escape(value: str) -> str:
     return value
 
 
+_NO_ORG = object()  # RowEncoder.last_org before the first audit entry
 _PLAIN_TEXT_FIELDS = (models.CharField, models.TextField, models.EmailField, models.SlugField, models.URLField)
 _INTEGER_FIELDS = (
     models.IntegerField,
@@ -232,6 +233,9 @@ _INTEGER_FIELDS = (
     models.PositiveIntegerField,
     models.PositiveSmallIntegerField,
     models.PositiveBigIntegerField,
+    models.AutoField,  # a reference to an integer key (auditlog's content type)
+    models.BigAutoField,
+    models.SmallAutoField,
 )
 
 
@@ -282,7 +286,7 @@ def _column_encoder(field, prep, vendor: str):
             lambda v: "'" + v.hex + "'" if type(v) is uuid.UUID else through_prep(v),
             '("\'" + x.hex + "\'" if type(x := {value}) is _UUID else {slow}(x))',
         )
-    if field.is_relation:
+    if field.is_relation and kind not in _INTEGER_FIELDS:
         return through_prep
     if kind in _PLAIN_TEXT_FIELDS:
         if vendor == "postgresql":
@@ -356,6 +360,9 @@ class RowEncoder:
         self.vendor = vendor
         self.chain = chain if chain is not None and chain.model is plan.model else None
         self.chain_keys = {}  # org_id -> its chain's key
+        self.last_org, self.last_key = _NO_ORG, None
+        if self.chain is not None:
+            self.hash_parts = self.chain.hasher.parts
         self.unique_keys = set()  # key columns found unique in the database
         if self.chain is not None and not plan.chained:
             raise ValueError(f"{plan.table}: the chain columns must come last")
@@ -384,14 +391,19 @@ class RowEncoder:
         values = row.values
         if self.chain is None:
             return self.payload(values)
-        head, tail = self.chain.hash_parts(values)  # first: it fills in the defaults the row is written with
+        try:
+            head, tail = self.hash_parts(values)
+        except KeyError:  # a column not given: the chain fills in its default, hashed and written
+            head, tail = self.chain.hash_parts(values)
         org_id = values.get("org_id")
-        chain_key = self.chain_keys.get(org_id)  # str(UUID) is Python code; a few organizations repeat
-        if chain_key is None:
-            if len(self.chain_keys) > 1000:
-                self.chain_keys.clear()
-            chain_key = self.chain_keys[org_id] = self.chain.audit.chain_key(org_id)
-        return self.payload(values), chain_key, head, tail
+        if org_id is not self.last_org:  # the mapper's cached UUID: one organization runs on
+            chain_key = self.chain_keys.get(org_id)  # str(UUID) is Python code; a few organizations repeat
+            if chain_key is None:
+                if len(self.chain_keys) > 1000:
+                    self.chain_keys.clear()
+                chain_key = self.chain_keys[org_id] = self.chain.audit.chain_key(org_id)
+            self.last_org, self.last_key = org_id, chain_key
+        return self.payload(values), self.last_key, head, tail
 
     def _python_payload(self, values):
         fields = self.fields(values)

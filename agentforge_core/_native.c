@@ -534,6 +534,7 @@ typedef struct {
     Py_ssize_t n;
     Column *cols;
     int closed;       /* CopyRow: end the line with "\n" */
+    Py_ssize_t exact; /* CopyRow: values of another size are not its rows (None); -1: no check */
     Py_ssize_t split; /* CanonicalParts: cols[:split] make the head, the rest the tail */
 } Program;
 
@@ -641,6 +642,8 @@ CopyRow_call(Program *self, PyObject *args, PyObject *kwargs)
     PyObject *values = values_of(args, kwargs, "CopyRow");
     if (values == NULL)
         return NULL;
+    if (self->exact >= 0 && PyDict_GET_SIZE(values) != self->exact)
+        Py_RETURN_NONE;
     Out o;
     out_init(&o);
     PyObject *line = NULL;
@@ -659,14 +662,21 @@ out:
 static PyObject *
 CopyRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"columns", "closed", NULL};
+    static char *names[] = {"columns", "closed", "exact", NULL};
     PyObject *spec;
-    int closed = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:CopyRow", names, &spec, &closed))
+    int closed = 1, exact = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:CopyRow", names, &spec, &closed, &exact))
         return NULL;
     Program *self = program_new(type, spec, 1);
-    if (self != NULL)
-        self->closed = closed;
+    if (self == NULL)
+        return NULL;
+    self->closed = closed;
+    self->exact = -1;
+    if (exact) { /* a row is a dict of exactly the columns given by key: so many keys */
+        self->exact = 0;
+        for (Py_ssize_t i = 0; i < self->n; i++)
+            self->exact += self->cols[i].key != NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -675,7 +685,8 @@ static PyTypeObject CopyRowType = {
     .tp_name = "agentforge_core._native.CopyRow",
     .tp_basicsize = sizeof(Program),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "CopyRow(columns, closed=True)(values) -> a PostgreSQL COPY text line, UTF-8",
+    .tp_doc = "CopyRow(columns, closed=True, exact=False)(values) -> a PostgreSQL COPY text line, UTF-8; "
+              "exact: None for values with more or fewer keys than the columns given by key",
     .tp_new = CopyRow_new,
     .tp_dealloc = (destructor)program_dealloc,
     .tp_call = (ternaryfunc)CopyRow_call,

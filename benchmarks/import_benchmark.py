@@ -25,6 +25,7 @@ THE DATABASE NAMED BY DB_NAME IS EMPTIED (flush). Use a scratch database.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -412,6 +413,16 @@ def spread(values: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
     return f"median {statistics.median(scaled):{fmt}} ({min(scaled):{fmt}} – {max(scaled):{fmt}})"
 
 
+def compile_project() -> None:
+    """Write the project's bytecode before anything is timed, as an installed copy has it (the
+    container image, a first run): with PYTHONDONTWRITEBYTECODE set, every import_json would
+    otherwise compile the project's own modules again (about 0.1 CPU s)."""
+    packages = [p for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name not in ("tests", "benchmarks")]
+    for package in packages:
+        compileall.compile_dir(package, quiet=1)
+    compileall.compile_file(ROOT / "manage.py", quiet=1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="audit-log entries, and as many messages")
@@ -442,6 +453,7 @@ def main():
         print(f"generating {out} ...", flush=True)
         generate(out, args.rows)
     size = sum(p.stat().st_size for p in out.rglob("*.json")) / 2**20
+    compile_project()
     manage("migrate", "-v0", env=env)
     db = os.environ.get("DB_TYPE", "sqlite")
     pid = server_pid(env)

@@ -373,7 +373,8 @@ class RowEncoder:
             self.fields = plan.insert_tuple
         self.payload = self._python_payload
         if vendor == "postgresql" and native.CopyRow is not None:
-            self._lines = {}  # key shape -> its compiled native.CopyRow
+            self._lines = {}  # key shape -> its compiled native.CopyRow, exact
+            self._line = None  # the last one, when it takes any row of its keys (exact)
             self.payload = self._native_payload
 
     def encode(self, row):
@@ -413,10 +414,20 @@ class RowEncoder:
 
     def _native_payload(self, values):
         """The COPY line from agentforge_core._native: the same text, built in C."""
+        line = self._line
+        if line is not None:  # the last key set's line: it takes rows of exactly those keys
+            try:
+                payload = line(values)
+            except KeyError:  # as many keys, another set
+                payload = None
+            if payload is not None:
+                return payload
         shape = tuple(values)
-        line = self._lines.get(shape)
-        if line is None:
-            line = self._lines[shape] = self._native_line(shape)
+        compiled = self._lines.get(shape)
+        if compiled is None:
+            compiled = self._lines[shape] = self._native_line(shape)
+        line, exact = compiled
+        self._line = line if exact else None
         return line(values)
 
     def _native_line(self, shape: tuple):
@@ -433,7 +444,9 @@ class RowEncoder:
                 columns.append((None, COPY_CONST, None, encode(default)))
             else:  # a default factory's value, through the column's encoder
                 columns.append((None, COPY_CALL if kind == COPY_JSON else kind, encode, default))
-        return native.CopyRow(columns, closed=self.chain is None)
+        # exact: every key of the shape is a column given (no other key a row could carry)
+        exact = sum(source == "given" for _a, source, _d in sources) == len(shape)
+        return native.CopyRow(columns, closed=self.chain is None, exact=exact), exact
 
     def _payload(self, fields, closed: bool):
         if self.vendor == "postgresql":  # the bytes COPY sends

@@ -23,6 +23,7 @@ from django.db import connection
 
 from accounts.models import User
 from legacy.migration import pipeline
+from legacy.migration import writer as migration_writer
 from legacy.migration.importer import ImportOptions, import_directory
 from security.audit import verify_all
 from security.models import AuditLog
@@ -37,9 +38,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def force_pipeline(settings):
+def force_pipeline(settings, monkeypatch):
     settings.LEGACY_IMPORT_PIPELINE = True
     settings.LEGACY_IMPORT_PIPELINE_MIN_BYTES = 0
+    monkeypatch.setattr(migration_writer, "COPY_ROWS_PER_WRITE", 3)  # a batch in several COPY writes
 
 
 def _chains_verify():

@@ -57,6 +57,9 @@ from legacy.migration.writer import BATCH
 
 ROWS_PER_MESSAGE = 1000  # rows per pickled message from the reader
 PIPE_SIZE = 1 << 20  # Linux caps an unprivileged pipe at 1 MiB by default
+# The importer's read buffer. pickle.load copies out all that is buffered (peek) for every
+# frame: with a 1 MiB buffer those copies were fresh pages from the kernel each time.
+READ_BUFFER = 64 << 10
 QUEUED_MESSAGES = 4  # messages read ahead while the database works (a few MiB)
 
 
@@ -611,7 +614,7 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
         # While signals still wait: an interrupt inside fdopen() would leave the descriptor
         # closed by the half-built stream and then closed again here (EBADF instead of the
         # interrupt's one line).
-        stream = os.fdopen(read_fd, "rb", buffering=PIPE_SIZE)
+        stream = os.fdopen(read_fd, "rb", buffering=READ_BUFFER)
     except BaseException:
         _stop(pid)  # first: release() delivers a held signal, which raises
         held.release()

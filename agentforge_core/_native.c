@@ -1117,21 +1117,63 @@ skip_space(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
     return i;
 }
 
-/* scan_objects(scan, text, pos, max_depth, max_text, limit) -> (records, pos, done): the objects
- * of a list file from text[pos:] (where a value is due), decoded by ``scan`` (the standard
- * library's scan_once), at most ``limit`` of them. Only a record the reader's own loop
- * (legacy.format.jsonio._Records) would hand on untouched is taken: an object, followed by ','
- * or ']' in the text, as many keys decoded as the text separates (no duplicate key), and none
- * of the signs that make the reader check its values (a long number, a suspect escape, more
- * brackets than max_depth, more text than max_text). The first other one stops the batch
+/* The end of the object or list at text[at] (one of '{', '['): the index after its closing
+ * bracket, or -1 when the text ends first. Its facts too, as text_facts gives them. */
+static Py_ssize_t
+value_end(PyObject *text, Py_ssize_t at, Facts *f)
+{
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), depth = 0;
+    for (Py_ssize_t i = at; i < n; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (ch == '"') { /* a string: to its closing quote */
+            for (i++; i < n; i++) {
+                if (kind == PyUnicode_1BYTE_KIND) {
+                    const Py_UCS1 *bytes = (const Py_UCS1 *)data;
+                    while (i < n && bytes[i] != '"' && bytes[i] != '\\')
+                        i++;
+                    if (i == n)
+                        return -1;
+                }
+                ch = PyUnicode_READ(kind, data, i);
+                if (ch == '"')
+                    break;
+                if (ch == '\\')
+                    i++; /* the escaped character */
+            }
+            if (i >= n)
+                return -1;
+        }
+        else if (ch == '{' || ch == '[')
+            depth++;
+        else if ((ch == '}' || ch == ']') && --depth == 0) {
+            text_facts(text, at, i + 1, f);
+            return i + 1;
+        }
+    }
+    return -1;
+}
+
+/* scan_objects(scan, loads, text, pos, max_depth, max_text, limit, keyed) -> (records, pos, done):
+ * the objects of a list file (keyed: the (key, object) pairs of a dict file) from text[pos:],
+ * where a value (keyed: a key) is due, at most ``limit`` of them. Each is decoded by
+ * ``loads(its text)`` (orjson's), or without it by ``scan(text, at)`` (the standard library's
+ * scan_once). Only a record the reader's own loop (legacy.format.jsonio._Records) would hand on
+ * untouched is taken: an object (after a key without escapes), its text complete and followed
+ * by ',' or the closing bracket, as many keys decoded as the text separates (no duplicate key),
+ * and none of the signs that make the reader check its values (a long number, a suspect escape,
+ * more brackets than max_depth, more text than max_text). The first other one stops the batch
  * before it, for the reader to take the slow way: a refill, a check, an error. ``pos`` ends
- * after the last record's ',' (or the ']': ``done``). */
+ * after the last record's ',' (or the closing bracket: ``done``). */
 static PyObject *
 scan_objects(PyObject *module, PyObject *args)
 {
-    PyObject *scan, *text;
+    PyObject *scan, *loads, *text;
     Py_ssize_t pos, max_depth, max_text, limit;
-    if (!PyArg_ParseTuple(args, "OUnnnn:scan_objects", &scan, &text, &pos, &max_depth, &max_text, &limit))
+    int keyed;
+    if (!PyArg_ParseTuple(args, "OOUnnnnp:scan_objects", &scan, &loads, &text, &pos, &max_depth, &max_text, &limit,
+                          &keyed))
         return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (pos < 0 || pos > n) {
@@ -1140,58 +1182,86 @@ scan_objects(PyObject *module, PyObject *args)
     }
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
+    Py_UCS4 closing = keyed ? '}' : ']';
     PyObject *records = PyList_New(0);
     if (records == NULL)
         return NULL;
     int done = 0;
     while (PyList_GET_SIZE(records) < limit) {
         Py_ssize_t at = skip_space(kind, data, pos, n);
-        if (at >= n || PyUnicode_READ(kind, data, at) != '{')
+        PyObject *key = NULL;
+        if (keyed) { /* "key" : */
+            if (at >= n || PyUnicode_READ(kind, data, at) != '"')
+                break;
+            Py_ssize_t close = at + 1;
+            Py_UCS4 ch = 0;
+            while (close < n && (ch = PyUnicode_READ(kind, data, close)) != '"' && ch != '\\' && ch >= 0x20)
+                close++;
+            if (close >= n || ch != '"')
+                break; /* an escape, a control character or the end: the reader decides */
+            Py_ssize_t colon = skip_space(kind, data, close + 1, n);
+            if (colon >= n || PyUnicode_READ(kind, data, colon) != ':')
+                break;
+            if ((key = PyUnicode_Substring(text, at + 1, close)) == NULL)
+                goto error;
+            at = skip_space(kind, data, colon + 1, n);
+        }
+        Facts f = {0};
+        Py_ssize_t end = at < n && PyUnicode_READ(kind, data, at) == '{' ? value_end(text, at, &f) : -1;
+        Py_ssize_t next = end < 0 ? n : skip_space(kind, data, end, n);
+        Py_UCS4 ch = next < n ? PyUnicode_READ(kind, data, next) : 0;
+        if ((ch != ',' && ch != closing) || f.long_number || f.escape || end - at > max_text ||
+            f.brackets > max_depth) {
+            Py_XDECREF(key);
             break;
-        PyObject *result = PyObject_CallFunction(scan, "On", text, at);
-        if (result == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception))
-                goto error; /* KeyboardInterrupt and the like go on up */
-            PyErr_Clear();  /* cut or malformed: the reader decodes it again and reports */
-            break;
         }
-        if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2) {
-            Py_DECREF(result);
-            PyErr_SetString(PyExc_TypeError, "scan() must return (value, end)");
-            goto error;
+        PyObject *value;
+        if (loads != Py_None) {
+            PyObject *slice = PyUnicode_Substring(text, at, end);
+            value = slice == NULL ? NULL : PyObject_CallOneArg(loads, slice);
+            Py_XDECREF(slice);
         }
-        PyObject *value = PyTuple_GET_ITEM(result, 0);
-        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(result, 1));
-        if (end == -1 && PyErr_Occurred()) {
-            Py_DECREF(result);
-            goto error;
-        }
-        int plain = end > at && end <= n && PyDict_CheckExact(value);
-        if (plain) {
-            Facts f;
-            text_facts(text, at, end, &f);
-            plain = !f.long_number && !f.escape && end - at <= max_text && f.brackets <= max_depth;
-            if (plain) {
-                Py_ssize_t members = count_members(value);
-                if (members < 0) {
-                    Py_DECREF(result);
-                    goto error;
-                }
-                plain = members == f.pairs;
+        else {
+            PyObject *result = PyObject_CallFunction(scan, "On", text, at);
+            value = NULL;
+            if (result != NULL) {
+                if (PyTuple_Check(result) && PyTuple_GET_SIZE(result) == 2 &&
+                    PyLong_AsSsize_t(PyTuple_GET_ITEM(result, 1)) == end)
+                    value = Py_NewRef(PyTuple_GET_ITEM(result, 0));
+                else if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "the scanner ended elsewhere");
+                Py_DECREF(result);
             }
         }
-        Py_ssize_t next = plain ? skip_space(kind, data, end, n) : n;
-        Py_UCS4 ch = next < n ? PyUnicode_READ(kind, data, next) : 0;
-        if (ch != ',' && ch != ']') {
-            Py_DECREF(result);
+        if (value == NULL) {
+            Py_XDECREF(key);
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto error; /* KeyboardInterrupt and the like go on up */
+            PyErr_Clear();  /* refused: the reader decodes it again and reports */
             break;
         }
-        int appended = PyList_Append(records, value);
-        Py_DECREF(result);
+        Py_ssize_t members = PyDict_CheckExact(value) ? count_members(value) : -2;
+        if (members != f.pairs) {
+            Py_XDECREF(key);
+            Py_DECREF(value);
+            if (members == -1)
+                goto error;
+            break;
+        }
+        PyObject *item = value;
+        if (keyed) {
+            item = PyTuple_Pack(2, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (item == NULL)
+                goto error;
+        }
+        int appended = PyList_Append(records, item);
+        Py_DECREF(item);
         if (appended < 0)
             goto error;
         pos = next + 1;
-        if (ch == ']') {
+        if (ch == closing) {
             done = 1;
             break;
         }
@@ -1310,7 +1380,8 @@ static PyMethodDef native_functions[] = {
     {"json_text_facts", json_text_facts, METH_VARARGS,
      "json_text_facts(text, start, end) -> (':' outside strings, a run of 19+ digits outside strings)"},
     {"scan_objects", scan_objects, METH_VARARGS,
-     "scan_objects(scan, text, pos, max_depth, max_text, limit) -> (the plain objects from pos, pos after them, ']' reached)"},
+     "scan_objects(scan, loads, text, pos, max_depth, max_text, limit, keyed) -> (the plain records from pos, pos after them, "
+     "the closing bracket reached)"},
     {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},
     {"utc_timestamp", utc_timestamp, METH_O, "utc_timestamp(text) -> an aware UTC datetime for AgentForge's form, else None"},
     {"uuid_from_text", uuid_from_text, METH_O, "uuid_from_text(text) -> uuid.UUID(text) for the plain forms, else None"},

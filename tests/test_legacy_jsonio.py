@@ -154,41 +154,67 @@ ITEM_TEXTS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("decoder", ["orjson", "scan_once"])
+@pytest.mark.parametrize("container", ["list", "dict"])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     items=st.lists(ITEM_TEXTS, max_size=8),
     separators=st.lists(st.sampled_from([",", ", ", "\n,\n", ",,", " "]), min_size=8, max_size=8),
-    end=st.sampled_from(["]", "\n]\n", "", ",]", "] x"]),
+    keys=st.lists(st.sampled_from(['"k"', '"k\\u00e9"', '"a:b"', '"k\\"', "k", '""']), min_size=8, max_size=8),
+    end=st.sampled_from(["]", "\n]\n", "", ",]", "] x", "}", "\n}"]),
     chunk=st.sampled_from([7, 64, 1024 * 1024]),
     batch=st.sampled_from([1, 3, 256]),
 )
-def test_the_c_batch_of_a_list_file_reads_what_the_reader_reads(
-    tmp_path_factory, monkeypatch, items, separators, end, chunk, batch
+def test_the_c_batch_reads_what_the_reader_reads(
+    tmp_path_factory, monkeypatch, decoder, container, items, separators, keys, end, chunk, batch
 ):
-    """Any mix of plain and refused items, any separators, cut anywhere, any batch size: the
-    same records, or the same error, as without agentforge_core._native."""
+    """Any mix of plain and refused items (keyed or not, any keys), any separators, cut
+    anywhere, any batch size, either decoder: the same records, or the same error, as without
+    agentforge_core._native."""
     monkeypatch.setattr(jsonio, "STREAM_CHUNK", chunk)
     monkeypatch.setattr(jsonio, "BATCH_RECORDS", batch)
-    text = "[" + "".join(item + (separators[i] if i < len(items) - 1 else "") for i, item in enumerate(items)) + end
+    if decoder == "scan_once":
+        monkeypatch.setattr(jsonio, "orjson", None)
+    else:
+        assert jsonio.orjson is not None, "orjson is not installed (requirements.txt)"
+    if container == "dict":  # each key made unique (a repeat is the writer's to find), unless it is not a string
+        items = [
+            (keys[i][:-1] + f'{i}"' if keys[i].endswith('"') else keys[i]) + ": " + item for i, item in enumerate(items)
+        ]
+    opening = "[" if container == "list" else "{"
+    text = opening + "".join(item + (separators[i] if i < len(items) - 1 else "") for i, item in enumerate(items)) + end
     path = tmp_path_factory.mktemp("batch") / "x.json"
     path.write_text(text, encoding="utf-8")
-    assert _read(path, "list", hooks=False) == _read(path, "list", hooks=True)
+    assert _read(path, container, hooks=False) == _read(path, container, hooks=True)
 
 
-def test_the_c_batch_takes_plain_objects_and_stops_before_the_first_other(tmp_path):
-    """What native.scan_objects hands on: each plain object up to the one the reader must see."""
+@pytest.mark.parametrize("decoder", ["orjson", "scan_once"])
+def test_the_c_batch_takes_plain_objects_and_stops_before_the_first_other(decoder):
+    """What native.scan_objects hands on: each plain object up to the one the reader must see,
+    decoded by orjson or by the standard library's scanner."""
     from agentforge_core import native
 
     assert native.scan_objects is not None, "agentforge_core._native is not built: run scripts/build-native"
-    scan = json.JSONDecoder().scan_once
+    assert jsonio.orjson is not None, "orjson is not installed (requirements.txt)"
+    scan, loads = json.JSONDecoder().scan_once, (jsonio.orjson.loads if decoder == "orjson" else None)
+
+    def batch(text, pos=1, max_depth=64, max_text=1000, limit=100, keyed=False):
+        return native.scan_objects(scan, loads, text, pos, max_depth, max_text, limit, keyed)
+
     # "\\u0000" is text, but the reader's own test (jsonio._ESCAPES) looks at it: so does the batch
     text = '[{"a": 1}, {"b": "\\\\u0000"} ,{"c": "\\u00e9"}, {"d": 2}]'
-    records, pos, done = native.scan_objects(scan, text, 1, 64, 1000, 100)
+    records, pos, done = batch(text)
     assert records == [{"a": 1}] and text[pos:].lstrip().startswith('{"b"') and not done
-    records, pos, done = native.scan_objects(scan, text, text.index('{"c"'), 64, 1000, 100)
+    records, pos, done = batch(text, text.index('{"c"'))
     assert records == [{"c": "é"}, {"d": 2}] and pos == len(text) and done
-    assert native.scan_objects(scan, text, 1, 64, 1000, 1)[0] == [{"a": 1}]  # at most ``limit``
-    assert native.scan_objects(scan, '[{"a": 1}', 1, 64, 1000, 100)[0] == []  # no delimiter yet: cut
-    assert native.scan_objects(scan, '[{"a": 1, "a": 2}]', 1, 64, 1000, 100)[0] == []
-    assert native.scan_objects(scan, '[{"a": [[[]]]}]', 1, 3, 1000, 100)[0] == []  # 4 brackets, at most 3
-    assert native.scan_objects(scan, '[{"a": "xxxxxx"}]', 1, 64, 10, 100)[0] == []  # 15 characters, at most 10
+    assert batch(text, limit=1)[0] == [{"a": 1}]  # at most ``limit``
+    assert batch('[{"a": 1}')[0] == []  # no delimiter yet: cut
+    assert batch('[{"a": "x]}')[0] == []  # the text ends in a string
+    assert batch('[{"a": 1, "a": 2}]')[0] == []
+    assert batch('[{"a": [[[]]]}]', max_depth=3)[0] == []  # 4 brackets, at most 3
+    assert batch('[{"a": "xxxxxx"}]', max_text=10)[0] == []  # 15 characters, at most 10
+    assert batch('[{"a": 1e400}]')[0] == ([] if decoder == "orjson" else [{"a": float("inf")}])
+    assert batch('[{"a": 1}, 5]') == ([{"a": 1}], 10, False)  # not an object: the reader's
+    keyed_text = '{"k1": {"a": "}"}, "k\\u00e9": {"b": 2}}'
+    assert batch(keyed_text, keyed=True) == ([("k1", {"a": "}"})], 18, False)  # a key with an escape: the reader's
+    assert batch('{"k": {"a": 1}}', keyed=True) == ([("k", {"a": 1})], 15, True)

@@ -22,6 +22,11 @@ from agentforge_core import native
 from agentforge_site.files import open_private, private_dir
 from legacy.format.errors import LegacyDataError, describe
 
+try:  # decodes a plain record about 3x as fast as the standard library (docs/import.md)
+    import orjson
+except ImportError:  # the standard library's decoder then, record by record
+    orjson = None
+
 UTC = dt.timezone.utc
 # Above this size a malformed streamed file gets an approximate position only.
 EXACT_ERROR_LIMIT = 64 * 1024 * 1024
@@ -300,18 +305,23 @@ class _Records:
                 raise self._malformed(self.pos, "not JSON")
             self.pos += 1
             index = 0
-            batch = native.scan_objects if self.fast and self.container == "list" else None
+            # (a small dict file's keys are checked for repeats: record by record, below)
+            batch = native.scan_objects if self.fast and self.keys is None else None
+            keyed = self.container == "dict"
+            loads = orjson.loads if orjson is not None else None
             while True:
                 char = self._skip(raw, decoder)
                 if char == closing and index == 0:
                     self.pos += 1
                     break
                 if batch:
-                    # A run of plain objects in one C call; the first other one comes here.
-                    records, self.pos, done = batch(self.scan, self.buf, self.pos, MAX_DEPTH, MAX_TEXT, BATCH_RECORDS)
+                    # A run of plain records in one C call; the first other one comes here.
+                    records, self.pos, done = batch(
+                        self.scan, loads, self.buf, self.pos, MAX_DEPTH, MAX_TEXT, BATCH_RECORDS, keyed
+                    )
                     for record in records:
                         index += 1
-                        yield None, record
+                        yield record if keyed else (None, record)
                     if done:
                         break
                     if records:

@@ -817,6 +817,117 @@ static PyTypeObject CanonicalPartsType = {
     .tp_call = (ternaryfunc)CanonicalParts_call,
 };
 
+/* ---- the audit chain's links, for the import's COPY lines (legacy.migration.pipeline) ---------- */
+
+/* A chain hash as it is: None, or printable ASCII that neither JSON nor COPY escapes. */
+static int
+plain_hash(PyObject *prev)
+{
+    if (prev == Py_None)
+        return 1;
+    if (!PyUnicode_CheckExact(prev) || !PyUnicode_IS_ASCII(prev))
+        return 0;
+    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(prev);
+    for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(prev); i++) {
+        if (c[i] < 0x20 || c[i] > 0x7e || c[i] == '"' || c[i] == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+/* seal_copy_lines(items, start, last, lines, sha256) -> the index it stopped at: each item
+ * (payload, chain key, head, tail) from ``start`` on, linked to its chain's last hash
+ * (``last[key]``, which becomes its own): its COPY line "payload\tprev_hash\tentry_hash\n"
+ * appended to ``lines``, where entry_hash is sha256(head + the JSON string of prev_hash ("" for
+ * None) + tail), as security.audit.EntryHasher.seal hashes. It stops at the end, or before an
+ * item whose chain is not in ``last`` (the caller locks its head) or whose last hash is not
+ * plain ASCII (the caller's Python escapes it). */
+static PyObject *
+seal_copy_lines(PyObject *module, PyObject *args)
+{
+    PyObject *items, *last, *lines, *sha256;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "O!nO!O!O:seal_copy_lines", &PyList_Type, &items, &start, &PyDict_Type, &last,
+                          &PyList_Type, &lines, &sha256))
+        return NULL;
+    Py_ssize_t i = start < 0 ? 0 : start;
+    for (; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
+            PyErr_SetString(PyExc_TypeError, "an item is (payload, key, head, tail)");
+            return NULL;
+        }
+        PyObject *payload = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
+        PyObject *head = PyTuple_GET_ITEM(item, 2), *tail = PyTuple_GET_ITEM(item, 3);
+        if (!PyBytes_CheckExact(payload) || !PyBytes_CheckExact(head) || !PyBytes_CheckExact(tail)) {
+            PyErr_SetString(PyExc_TypeError, "payload, head and tail are bytes");
+            return NULL;
+        }
+        PyObject *prev = PyDict_GetItemWithError(last, key);
+        if (prev == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            break; /* a chain new to this import */
+        }
+        if (!plain_hash(prev))
+            break;
+        Py_ssize_t prev_len = prev == Py_None ? 0 : PyUnicode_GET_LENGTH(prev);
+        const char *prev_text = prev == Py_None ? "" : (const char *)PyUnicode_1BYTE_DATA(prev);
+        Py_ssize_t head_len = PyBytes_GET_SIZE(head), tail_len = PyBytes_GET_SIZE(tail);
+        PyObject *canonical = PyBytes_FromStringAndSize(NULL, head_len + prev_len + 2 + tail_len);
+        if (canonical == NULL)
+            return NULL;
+        char *to = PyBytes_AS_STRING(canonical);
+        memcpy(to, PyBytes_AS_STRING(head), head_len);
+        to += head_len;
+        *to++ = '"';
+        memcpy(to, prev_text, prev_len);
+        to += prev_len;
+        *to++ = '"';
+        memcpy(to, PyBytes_AS_STRING(tail), tail_len);
+        PyObject *hash = PyObject_CallOneArg(sha256, canonical);
+        Py_DECREF(canonical);
+        PyObject *digest = hash == NULL ? NULL : PyObject_CallMethod(hash, "digest", NULL);
+        Py_XDECREF(hash);
+        if (digest == NULL)
+            return NULL;
+        if (!PyBytes_CheckExact(digest) || PyBytes_GET_SIZE(digest) != 32) {
+            Py_DECREF(digest);
+            PyErr_SetString(PyExc_ValueError, "not a SHA-256 digest");
+            return NULL;
+        }
+        char hex[64];
+        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(digest);
+        for (int b = 0; b < 32; b++) {
+            hex[2 * b] = HEX[d[b] >> 4];
+            hex[2 * b + 1] = HEX[d[b] & 15];
+        }
+        Py_DECREF(digest);
+        /* COPY writes None as \N, the empty hash as an empty field */
+        const char *prev_field = prev == Py_None ? "\\N" : prev_text;
+        Py_ssize_t prev_field_len = prev == Py_None ? 2 : prev_len, payload_len = PyBytes_GET_SIZE(payload);
+        PyObject *line = PyBytes_FromStringAndSize(NULL, payload_len + 1 + prev_field_len + 1 + 64 + 1);
+        if (line == NULL)
+            return NULL;
+        to = PyBytes_AS_STRING(line);
+        memcpy(to, PyBytes_AS_STRING(payload), payload_len);
+        to += payload_len;
+        *to++ = '\t';
+        memcpy(to, prev_field, prev_field_len);
+        to += prev_field_len;
+        *to++ = '\t';
+        memcpy(to, hex, 64);
+        to[64] = '\n';
+        PyObject *entry = PyUnicode_FromStringAndSize(hex, 64);
+        int failed = entry == NULL || PyDict_SetItem(last, key, entry) < 0 || PyList_Append(lines, line) < 0;
+        Py_XDECREF(entry);
+        Py_DECREF(line);
+        if (failed)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 /* ---- a record's shape, for the mappers' plain paths (legacy.format.mappers.base.record_shape) --- */
 
 enum {
@@ -1382,6 +1493,8 @@ static PyMethodDef native_functions[] = {
     {"scan_objects", scan_objects, METH_VARARGS,
      "scan_objects(scan, loads, text, pos, max_depth, max_text, limit, keyed) -> (the plain records from pos, pos after them, "
      "the closing bracket reached)"},
+    {"seal_copy_lines", seal_copy_lines, METH_VARARGS,
+     "seal_copy_lines(items, start, last, lines, sha256) -> where it stopped: audit entries' COPY lines, linked"},
     {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},
     {"utc_timestamp", utc_timestamp, METH_O, "utc_timestamp(text) -> an aware UTC datetime for AgentForge's form, else None"},
     {"uuid_from_text", uuid_from_text, METH_O, "uuid_from_text(text) -> uuid.UUID(text) for the plain forms, else None"},

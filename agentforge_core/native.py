@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 
-CopyRow = CanonicalParts = RecordShape = json_text_facts = member_count = scan_objects = utc_timestamp = (
-    uuid_from_text
-) = None
+CopyRow = CanonicalParts = RecordShape = None
+json_text_facts = member_count = scan_objects = seal_copy_lines = utc_timestamp = uuid_from_text = None
 if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
     try:
         from agentforge_core._native import (  # noqa: F401 - re-exported
@@ -21,6 +20,7 @@ if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
             json_text_facts,
             member_count,
             scan_objects,
+            seal_copy_lines,
             utc_timestamp,
             uuid_from_text,
         )

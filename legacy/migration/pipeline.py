@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import ipaddress
 import os
 import pickle
@@ -460,6 +461,21 @@ class RowEncoder:
             return text + ")" if closed else text
         return fields
 
+    def seal_all(self, items: list) -> list:
+        """Audit entries ``(payload, chain key, hash head, hash tail)`` in order, each linked to
+        its chain: their rows with the chain's two columns."""
+        link, seal, chain = self.chain.link, self.seal, self.chain
+        if self.vendor != "postgresql" or native.seal_copy_lines is None:
+            return [seal(payload, *link(key, head, tail)) for payload, key, head, tail in items]
+        lines, done = [], 0
+        while True:  # in C, but for an entry of a chain new to the import or an unusual last hash
+            done = native.seal_copy_lines(items, done, chain.last, lines, hashlib.sha256)
+            if done == len(items):
+                return lines
+            payload, key, head, tail = items[done]
+            lines.append(seal(payload, *link(key, head, tail)))
+            done += 1
+
     def seal(self, payload, prev_hash, entry_hash):
         if self.vendor == "postgresql":
             return b"%s\t%s\t%s\n" % (payload, _pg_text(prev_hash).encode(), entry_hash.encode())
@@ -564,11 +580,7 @@ class _Sink:
         writer = self.writer
         plan = writer.plan(model)
         encoder = self.encoders[model]
-        if encoder.chain is not None:
-            link, seal = encoder.chain.link, encoder.seal
-            payloads = [seal(payload, *link(key, head, tail)) for payload, key, head, tail in items]
-        else:
-            payloads = items
+        payloads = items if encoder.chain is None else encoder.seal_all(items)
         # Each row's key is unique in the database (RowEncoder.encode): a row that exists
         # already or comes twice fails the insert, the lane is abandoned and the ordinary
         # path compares and updates. No lookup per batch needed.

@@ -548,12 +548,16 @@ class AuditChain:
                     values[attname] = defaults[attname]()
         return self.hasher.parts(values)
 
-    def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
-        """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""
+    def open(self, key: str) -> None:
+        """Lock chain ``key``'s head, the first time this import extends it."""
         if key not in self.heads:
             locked = self.audit._lock_head(key, "default")
             self.heads[key] = locked
             self.last[key] = locked.last_hash
+
+    def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
+        """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""
+        self.open(key)
         prev = self.last[key]
         self.last[key] = entry_hash = self.seal(head, tail, prev)
         return prev, entry_hash

@@ -41,6 +41,20 @@ enum {
     CANON_TEXT = 8,     /* null; "" as null; str as a JSON string */
 };
 
+/* Parameter kinds: a SQLite row's parameters (agentforge_core.native numbers them the same) */
+enum {
+    PARAM_CALL = 0,  /* slow(x) always */
+    PARAM_SAME = 1,  /* x as it is */
+    PARAM_UUID = 2,  /* uuid.UUID: its 32 hex digits; None as it is */
+    PARAM_TIME = 3,  /* datetime in UTC: "YYYY-MM-DD HH:MM:SS[.ffffff]", naive; None as it is */
+    PARAM_BOOL = 4,  /* True, False, None as they are */
+    PARAM_JSON = 5,  /* None as it is; an empty list "[]", an empty dict "{}" */
+    PARAM_CONST = 6, /* a fixed value (a static default, converted) */
+};
+
+/* What a column program makes: the audit chain's canonical JSON, a COPY line, SQLite parameters */
+enum { MODE_CANON = 0, MODE_COPY = 1, MODE_PARAM = 2 };
+
 static PyObject *UUID_type; /* uuid.UUID */
 static PyObject *s_int, *s_isoformat;
 
@@ -425,9 +439,9 @@ columns_free(Column *cols, Py_ssize_t n)
     PyMem_Free(cols);
 }
 
-/* [(key or None, kind, slow or None, extra or None), ...] -> Column[] (copy: COPY kinds, else CANON) */
+/* [(key or None, kind, slow or None, extra or None), ...] -> Column[] of the mode's kinds */
 static Column *
-columns_parse(PyObject *spec, Py_ssize_t *count, int copy)
+columns_parse(PyObject *spec, Py_ssize_t *count, int mode)
 {
     PyObject *seq = PySequence_Fast(spec, "columns must be a sequence");
     if (seq == NULL)
@@ -445,7 +459,8 @@ columns_parse(PyObject *spec, Py_ssize_t *count, int copy)
         int kind;
         if (!PyArg_ParseTuple(item, "OiOO;a column is (key, kind, slow, extra)", &key, &kind, &slow, &extra))
             goto fail;
-        if (kind < 0 || kind > (copy ? COPY_JSON : CANON_TEXT)) {
+        int last = mode == MODE_COPY ? COPY_JSON : mode == MODE_PARAM ? PARAM_CONST : CANON_TEXT;
+        if (kind < 0 || kind > last) {
             PyErr_Format(PyExc_ValueError, "column %zd: unknown kind %d", i, kind);
             goto fail;
         }
@@ -457,6 +472,18 @@ columns_parse(PyObject *spec, Py_ssize_t *count, int copy)
         cols[i].kind = kind;
         cols[i].slow = slow == Py_None ? NULL : Py_NewRef(slow);
         cols[i].extra = extra == Py_None ? NULL : Py_NewRef(extra);
+        if (mode == MODE_PARAM) { /* a constant may be None; any other value needs its key or factory */
+            if (kind == PARAM_CONST) {
+                Py_XSETREF(cols[i].extra, Py_NewRef(extra));
+                continue;
+            }
+            if (cols[i].key == NULL && cols[i].extra == NULL) {
+                PyErr_Format(PyExc_ValueError, "column %zd: a value needs its key or factory", i);
+                goto fail;
+            }
+            continue;
+        }
+        int copy = mode == MODE_COPY;
         int constant = kind == (copy ? COPY_CONST : CANON_LITERAL);
         int json = kind == (copy ? COPY_JSON : CANON_JSON);
         int bad = constant ? cols[i].extra == NULL || !PyUnicode_Check(cols[i].extra)
@@ -540,12 +567,12 @@ typedef struct {
 
 /* tp_alloc and the columns of spec (copy: COPY kinds, else CANON); NULL with an error set */
 static Program *
-program_new(PyTypeObject *type, PyObject *spec, int copy)
+program_new(PyTypeObject *type, PyObject *spec, int mode)
 {
     Program *self = (Program *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->cols = columns_parse(spec, &self->n, copy);
+    self->cols = columns_parse(spec, &self->n, mode);
     if (self->cols == NULL) {
         Py_DECREF(self);
         return NULL;
@@ -667,7 +694,7 @@ CopyRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     int closed = 1, exact = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:CopyRow", names, &spec, &closed, &exact))
         return NULL;
-    Program *self = program_new(type, spec, 1);
+    Program *self = program_new(type, spec, MODE_COPY);
     if (self == NULL)
         return NULL;
     self->closed = closed;
@@ -690,6 +717,128 @@ static PyTypeObject CopyRowType = {
     .tp_new = CopyRow_new,
     .tp_dealloc = (destructor)program_dealloc,
     .tp_call = (ternaryfunc)CopyRow_call,
+};
+
+/* ---- ParamRow: values dict -> a SQLite row's parameters ----------------------------------------- */
+
+/* The column's parameter: a new reference. */
+static PyObject *
+param_value(Column *c, PyObject *values)
+{
+    if (c->kind == PARAM_CONST)
+        return Py_NewRef(c->extra);
+    PyObject *x = column_value(c, values);
+    if (x == NULL || c->kind == PARAM_SAME)
+        return x;
+    PyObject *out = NULL;
+    int handled = x == Py_None && c->kind != PARAM_CALL;
+    if (handled)
+        return x;
+    switch (c->kind) {
+    case PARAM_UUID:
+        if (Py_IS_TYPE(x, (PyTypeObject *)UUID_type)) {
+            unsigned char bytes[16];
+            char hex[32];
+            if (uuid_bytes(x, bytes) < 0)
+                break;
+            for (int i = 0; i < 16; i++) {
+                hex[2 * i] = HEX[bytes[i] >> 4];
+                hex[2 * i + 1] = HEX[bytes[i] & 15];
+            }
+            out = PyUnicode_FromStringAndSize(hex, 32);
+            handled = 1;
+        }
+        break;
+    case PARAM_TIME:
+        if (PyDateTime_CheckExact(x) && PyDateTime_DATE_GET_TZINFO(x) == PyDateTime_TimeZone_UTC) {
+            char text[32];
+            int micro = PyDateTime_DATE_GET_MICROSECOND(x);
+            int n = snprintf(text, sizeof text, "%04d-%02d-%02d %02d:%02d:%02d", PyDateTime_GET_YEAR(x),
+                             PyDateTime_GET_MONTH(x), PyDateTime_GET_DAY(x), PyDateTime_DATE_GET_HOUR(x),
+                             PyDateTime_DATE_GET_MINUTE(x), PyDateTime_DATE_GET_SECOND(x));
+            if (micro) /* no ".000000": as str() writes it */
+                n += snprintf(text + n, sizeof text - n, ".%06d", micro);
+            out = PyUnicode_FromStringAndSize(text, n);
+            handled = 1;
+        }
+        break;
+    case PARAM_BOOL:
+        if (x == Py_True || x == Py_False)
+            return x;
+        break;
+    case PARAM_JSON:
+        if (PyList_CheckExact(x) && PyList_GET_SIZE(x) == 0) {
+            out = PyUnicode_FromString("[]");
+            handled = 1;
+        }
+        else if (PyDict_CheckExact(x) && PyDict_GET_SIZE(x) == 0) {
+            out = PyUnicode_FromString("{}");
+            handled = 1;
+        }
+        break;
+    }
+    if (!handled && !PyErr_Occurred()) {
+        if (c->slow == NULL)
+            PyErr_Format(PyExc_TypeError, "no converter for %.100s", Py_TYPE(x)->tp_name);
+        else
+            out = PyObject_CallOneArg(c->slow, x);
+    }
+    Py_DECREF(x);
+    return out;
+}
+
+static PyObject *
+ParamRow_call(Program *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *values = values_of(args, kwargs, "ParamRow");
+    if (values == NULL)
+        return NULL;
+    if (self->exact >= 0 && PyDict_GET_SIZE(values) != self->exact)
+        Py_RETURN_NONE;
+    PyObject *row = PyTuple_New(self->n);
+    if (row == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *x = param_value(&self->cols[i], values);
+        if (x == NULL) {
+            Py_DECREF(row);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(row, i, x);
+    }
+    return row;
+}
+
+static PyObject *
+ParamRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"columns", "exact", NULL};
+    PyObject *spec;
+    int exact = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:ParamRow", names, &spec, &exact))
+        return NULL;
+    Program *self = program_new(type, spec, MODE_PARAM);
+    if (self == NULL)
+        return NULL;
+    self->exact = -1;
+    if (exact) {
+        self->exact = 0;
+        for (Py_ssize_t i = 0; i < self->n; i++)
+            self->exact += self->cols[i].key != NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyTypeObject ParamRowType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agentforge_core._native.ParamRow",
+    .tp_basicsize = sizeof(Program),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "ParamRow(columns, exact=False)(values) -> a SQLite row's parameters (a tuple); "
+              "exact: None for values with more or fewer keys than the columns given by key",
+    .tp_new = ParamRow_new,
+    .tp_dealloc = (destructor)program_dealloc,
+    .tp_call = (ternaryfunc)ParamRow_call,
 };
 
 /* ---- CanonicalParts: values dict -> the canonical JSON around prev_hash, UTF-8 ------------------ */
@@ -794,7 +943,7 @@ CanonicalParts_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_ssize_t split;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:CanonicalParts", names, &spec, &split))
         return NULL;
-    Program *self = program_new(type, spec, 0);
+    Program *self = program_new(type, spec, MODE_CANON);
     if (self == NULL)
         return NULL;
     if (split < 0 || split > self->n) {
@@ -835,19 +984,20 @@ plain_hash(PyObject *prev)
     return 1;
 }
 
-/* seal_copy_lines(items, start, last, lines, sha256) -> the index it stopped at: each item
- * (payload, chain key, head, tail) from ``start`` on, linked to its chain's last hash
- * (``last[key]``, which becomes its own): its COPY line "payload\tprev_hash\tentry_hash\n"
- * appended to ``lines``, where entry_hash is sha256(head + the JSON string of prev_hash ("" for
- * None) + tail), as security.audit.EntryHasher.seal hashes. It stops at the end, or before an
- * item whose chain is not in ``last`` (the caller locks its head) or whose last hash is not
- * plain ASCII (the caller's Python escapes it). */
+/* seal_rows(items, start, last, lines, sha256) -> the index it stopped at: each item (payload,
+ * chain key, head, tail) from ``start`` on, linked to its chain's last hash (``last[key]``, which
+ * becomes its own): its row appended to ``lines``, a COPY line "payload\tprev_hash\tentry_hash\n"
+ * for a payload of bytes, the parameters payload + (prev_hash, entry_hash) for a tuple. The
+ * entry_hash is sha256(head + the JSON string of prev_hash ("" for None) + tail), as
+ * security.audit.EntryHasher.seal hashes. It stops at the end, or before an item whose chain is
+ * not in ``last`` (the caller locks its head) or whose last hash is not plain ASCII (the caller's
+ * Python escapes it). */
 static PyObject *
-seal_copy_lines(PyObject *module, PyObject *args)
+seal_rows(PyObject *module, PyObject *args)
 {
     PyObject *items, *last, *lines, *sha256;
     Py_ssize_t start;
-    if (!PyArg_ParseTuple(args, "O!nO!O!O:seal_copy_lines", &PyList_Type, &items, &start, &PyDict_Type, &last,
+    if (!PyArg_ParseTuple(args, "O!nO!O!O:seal_rows", &PyList_Type, &items, &start, &PyDict_Type, &last,
                           &PyList_Type, &lines, &sha256))
         return NULL;
     Py_ssize_t i = start < 0 ? 0 : start;
@@ -859,8 +1009,9 @@ seal_copy_lines(PyObject *module, PyObject *args)
         }
         PyObject *payload = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
         PyObject *head = PyTuple_GET_ITEM(item, 2), *tail = PyTuple_GET_ITEM(item, 3);
-        if (!PyBytes_CheckExact(payload) || !PyBytes_CheckExact(head) || !PyBytes_CheckExact(tail)) {
-            PyErr_SetString(PyExc_TypeError, "payload, head and tail are bytes");
+        int params = PyTuple_CheckExact(payload);
+        if ((!params && !PyBytes_CheckExact(payload)) || !PyBytes_CheckExact(head) || !PyBytes_CheckExact(tail)) {
+            PyErr_SetString(PyExc_TypeError, "the payload is bytes or a tuple, head and tail bytes");
             return NULL;
         }
         PyObject *prev = PyDict_GetItemWithError(last, key);
@@ -903,24 +1054,41 @@ seal_copy_lines(PyObject *module, PyObject *args)
             hex[2 * b + 1] = HEX[d[b] & 15];
         }
         Py_DECREF(digest);
-        /* COPY writes None as \N, the empty hash as an empty field */
-        const char *prev_field = prev == Py_None ? "\\N" : prev_text;
-        Py_ssize_t prev_field_len = prev == Py_None ? 2 : prev_len, payload_len = PyBytes_GET_SIZE(payload);
-        PyObject *line = PyBytes_FromStringAndSize(NULL, payload_len + 1 + prev_field_len + 1 + 64 + 1);
-        if (line == NULL)
+        PyObject *entry = PyUnicode_FromStringAndSize(hex, 64), *line = NULL;
+        if (entry == NULL)
             return NULL;
-        to = PyBytes_AS_STRING(line);
-        memcpy(to, PyBytes_AS_STRING(payload), payload_len);
-        to += payload_len;
-        *to++ = '\t';
-        memcpy(to, prev_field, prev_field_len);
-        to += prev_field_len;
-        *to++ = '\t';
-        memcpy(to, hex, 64);
-        to[64] = '\n';
-        PyObject *entry = PyUnicode_FromStringAndSize(hex, 64);
-        int failed = entry == NULL || PyDict_SetItem(last, key, entry) < 0 || PyList_Append(lines, line) < 0;
-        Py_XDECREF(entry);
+        if (params) { /* SQLite: the parameters and the two hashes */
+            Py_ssize_t count = PyTuple_GET_SIZE(payload);
+            line = PyTuple_New(count + 2);
+            if (line != NULL) {
+                for (Py_ssize_t k = 0; k < count; k++)
+                    PyTuple_SET_ITEM(line, k, Py_NewRef(PyTuple_GET_ITEM(payload, k)));
+                PyTuple_SET_ITEM(line, count, Py_NewRef(prev));
+                PyTuple_SET_ITEM(line, count + 1, Py_NewRef(entry));
+            }
+        }
+        else { /* COPY writes None as \N, the empty hash as an empty field */
+            const char *prev_field = prev == Py_None ? "\\N" : prev_text;
+            Py_ssize_t prev_field_len = prev == Py_None ? 2 : prev_len, payload_len = PyBytes_GET_SIZE(payload);
+            line = PyBytes_FromStringAndSize(NULL, payload_len + 1 + prev_field_len + 1 + 64 + 1);
+            if (line != NULL) {
+                to = PyBytes_AS_STRING(line);
+                memcpy(to, PyBytes_AS_STRING(payload), payload_len);
+                to += payload_len;
+                *to++ = '\t';
+                memcpy(to, prev_field, prev_field_len);
+                to += prev_field_len;
+                *to++ = '\t';
+                memcpy(to, hex, 64);
+                to[64] = '\n';
+            }
+        }
+        if (line == NULL) {
+            Py_DECREF(entry);
+            return NULL;
+        }
+        int failed = PyDict_SetItem(last, key, entry) < 0 || PyList_Append(lines, line) < 0;
+        Py_DECREF(entry);
         Py_DECREF(line);
         if (failed)
             return NULL;
@@ -1493,8 +1661,8 @@ static PyMethodDef native_functions[] = {
     {"scan_objects", scan_objects, METH_VARARGS,
      "scan_objects(scan, loads, text, pos, max_depth, max_text, limit, keyed) -> (the plain records from pos, pos after them, "
      "the closing bracket reached)"},
-    {"seal_copy_lines", seal_copy_lines, METH_VARARGS,
-     "seal_copy_lines(items, start, last, lines, sha256) -> where it stopped: audit entries' COPY lines, linked"},
+    {"seal_rows", seal_rows, METH_VARARGS,
+     "seal_rows(items, start, last, rows, sha256) -> where it stopped: audit entries' rows, linked to their chains"},
     {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},
     {"utc_timestamp", utc_timestamp, METH_O, "utc_timestamp(text) -> an aware UTC datetime for AgentForge's form, else None"},
     {"uuid_from_text", uuid_from_text, METH_O, "uuid_from_text(text) -> uuid.UUID(text) for the plain forms, else None"},
@@ -1536,14 +1704,16 @@ PyInit__native(void)
     Py_DECREF(safe);
     if (SafeUUID_unknown == NULL)
         return NULL;
-    if (PyType_Ready(&CopyRowType) < 0 || PyType_Ready(&CanonicalPartsType) < 0 || PyType_Ready(&RecordShapeType) < 0)
+    if (PyType_Ready(&CopyRowType) < 0 || PyType_Ready(&CanonicalPartsType) < 0 || PyType_Ready(&RecordShapeType) < 0 ||
+        PyType_Ready(&ParamRowType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "CopyRow", (PyObject *)&CopyRowType) < 0 ||
         PyModule_AddObjectRef(module, "CanonicalParts", (PyObject *)&CanonicalPartsType) < 0 ||
-        PyModule_AddObjectRef(module, "RecordShape", (PyObject *)&RecordShapeType) < 0) {
+        PyModule_AddObjectRef(module, "RecordShape", (PyObject *)&RecordShapeType) < 0 ||
+        PyModule_AddObjectRef(module, "ParamRow", (PyObject *)&ParamRowType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

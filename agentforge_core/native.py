@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import os
 
-CopyRow = CanonicalParts = RecordShape = None
-json_text_facts = member_count = scan_objects = seal_copy_lines = utc_timestamp = uuid_from_text = None
+CopyRow = CanonicalParts = ParamRow = RecordShape = None
+json_text_facts = member_count = scan_objects = seal_rows = utc_timestamp = uuid_from_text = None
 if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
     try:
         from agentforge_core._native import (  # noqa: F401 - re-exported
             CanonicalParts,
             CopyRow,
+            ParamRow,
             RecordShape,
             json_text_facts,
             member_count,
             scan_objects,
-            seal_copy_lines,
+            seal_rows,
             utc_timestamp,
             uuid_from_text,
         )
@@ -29,6 +30,8 @@ if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
 
 # Column kinds of a COPY line (_native.c numbers them the same)
 COPY_CALL, COPY_TEXT, COPY_UUID, COPY_TIME, COPY_BOOL, COPY_INT, COPY_IPV4, COPY_CONST, COPY_JSON = range(9)
+# Column kinds of a SQLite row's parameters
+PARAM_CALL, PARAM_SAME, PARAM_UUID, PARAM_TIME, PARAM_BOOL, PARAM_JSON, PARAM_CONST = range(7)
 # Column kinds of the audit chain's canonical JSON
 (
     CANON_LITERAL,

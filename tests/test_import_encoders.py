@@ -124,15 +124,23 @@ def _plan(model) -> _ModelPlan:
     return plan
 
 
-def _encoders(model, chained: bool) -> dict:
-    """PostgreSQL's row encoders of one plan, with the COPY lines built in C
-    (agentforge_core._native) and in Python; ``chained``: an audit entry's line stops before the
+def _encoders(model, chained: bool, vendor: str = "postgresql") -> dict:
+    """Row encoders of one plan, with the COPY lines (PostgreSQL) or parameters (SQLite) built in
+    C (agentforge_core._native) and in Python; ``chained``: an audit entry's row stops before the
     chain's two columns."""
     plan = _plan(model)
     chain = SimpleNamespace(model=model, hasher=SimpleNamespace(parts=None)) if chained else None
-    with without_native("CopyRow"):
-        python = pipeline.RowEncoder(plan, "postgresql", chain)
-    return {"native": pipeline.RowEncoder(plan, "postgresql", chain), "python": python}
+    with without_native("CopyRow" if vendor == "postgresql" else "ParamRow"):
+        python = pipeline.RowEncoder(plan, vendor, chain)
+    return {"native": pipeline.RowEncoder(plan, vendor, chain), "python": python}
+
+
+def _skip_unless_sqlite(vendor: str) -> None:
+    """SQLite's parameters come from its own converters: they are the plan's on SQLite only."""
+    from django.db import connection
+
+    if vendor == "sqlite" and connection.vendor != "sqlite":
+        pytest.skip("SQLite's parameters: run on SQLite")
 
 
 # non-plain JSON too: what the C writer leaves to the standard library's encoder (or its refusal)
@@ -148,34 +156,38 @@ ODD_JSON = st.recursive(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
 @pytest.mark.parametrize(
     "model, chained", [(AuditLog, True), (AuditLog, False), (Message, False), (Conversation, False)]
 )
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_the_native_copy_lines_are_the_python_ones(model, chained, data):
+def test_the_native_rows_are_the_python_ones(model, chained, vendor, data):
     """Any values, any missing columns (their defaults: static, or a factory called per row)."""
+    _skip_unless_sqlite(vendor)
     values = data.draw(_rows(model))
     for attname in data.draw(st.sets(st.sampled_from(sorted(values)), max_size=4)):
         del values[attname]
     json_columns = [f.attname for f in model._meta.concrete_fields if type(f).__name__ == "JSONField"]
     for attname in data.draw(st.sets(st.sampled_from(json_columns), max_size=2)):
         values[attname] = data.draw(ODD_JSON)
-    encoders = _encoders(model, chained)
+    encoders = _encoders(model, chained, vendor)
     expected = _outcome(encoders["python"].payload, values)
-    assert _outcome(encoders["native"].payload, values) == expected  # the same bytes, or refused the same way
+    assert _outcome(encoders["native"].payload, values) == expected  # the same row, or refused the same way
     if type(expected) is bytes:
         assert expected.endswith(b"\n") is not chained
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
 @pytest.mark.parametrize("model", [AuditLog, Message])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_one_encoder_writes_rows_of_changing_keys_as_python_does(model, data):
+def test_one_encoder_writes_rows_of_changing_keys_as_python_does(model, vendor, data):
     """The C line kept for the last rows' keys must not take a row of other keys: as many keys
     but another set, a key that is no column, one column fewer or more."""
-    encoders = _encoders(model, model is AuditLog)
+    _skip_unless_sqlite(vendor)
+    encoders = _encoders(model, model is AuditLog, vendor)
     columns = sorted(data.draw(_rows(model)))
     for _ in range(data.draw(st.integers(2, 6))):
         values = data.draw(_rows(model))
@@ -211,9 +223,11 @@ def _outcome(function, values: dict):
     """What ``function(values)`` gives, or the type of what it raises (a lone surrogate has no
     UTF-8; a UUID is no JSON)."""
     try:
-        return function(dict(values))
+        result = function(dict(values))
     except Exception as exc:
         return type(exc)
+    # parameters: each with its type (False == 0, but a boolean column is no integer one)
+    return tuple((type(x), x) for x in result) if type(result) is tuple else result
 
 
 OPTIONS = [{}, {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False}, {"separators": (",", ":")}]
@@ -308,24 +322,26 @@ def test_legacy_ids_parse_in_c_as_uuid_does(text):
 HASH_TEXTS = st.sampled_from(["", "0" * 64, "ab" * 32, 'a"b', "back\\slash", "tab\there", "é", "\x00"]) | st.none()
 
 
+PAYLOADS = {
+    "postgresql": st.binary(max_size=20),  # a COPY line's start
+    "sqlite": st.tuples(st.none() | st.integers() | st.text(max_size=3)).map(tuple),  # parameters
+}
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    items=st.lists(
-        st.tuples(
-            st.binary(max_size=20), st.sampled_from(["k1", "k2", "k3"]), st.binary(max_size=30), st.binary(max_size=30)
-        ),
-        max_size=12,
-    ),
-    heads=st.dictionaries(st.sampled_from(["k1", "k2", "k3"]), HASH_TEXTS),
-)
-def test_the_native_chain_links_are_the_python_ones(items, heads):
-    """Audit entries linked to their chains in C (native.seal_copy_lines) against Python's
-    link() and seal(): the same COPY lines and last hashes, whatever the chains' last hashes
-    (None, empty, text COPY or JSON must escape) and with chains new to the import."""
+@given(data=st.data(), heads=st.dictionaries(st.sampled_from(["k1", "k2", "k3"]), HASH_TEXTS))
+def test_the_native_chain_links_are_the_python_ones(vendor, data, heads):
+    """Audit entries linked to their chains in C (native.seal_rows) against Python's link() and
+    seal(): the same rows (COPY lines, SQLite parameters) and last hashes, whatever the chains'
+    last hashes (None, empty, text COPY or JSON must escape) and with chains new to the import."""
     from django.utils import timezone
 
     from legacy.migration.writer import AuditChain, Writer
+
+    keys, parts = st.sampled_from(["k1", "k2", "k3"]), st.binary(max_size=30)
+    items = data.draw(st.lists(st.tuples(PAYLOADS[vendor], keys, parts, parts), max_size=12))
 
     def sealed(native_on: bool):
         writer = Writer(dry_run=True, now=timezone.now())
@@ -333,8 +349,8 @@ def test_the_native_chain_links_are_the_python_ones(items, heads):
         # a chain in ``heads`` was opened already; any other is locked on first use (here: no database)
         chain.heads, chain.last = dict.fromkeys(heads), dict(heads)
         chain.audit = SimpleNamespace(_lock_head=lambda key, using: SimpleNamespace(last_hash=f"head of {key}"))
-        encoder = pipeline.RowEncoder(writer.plan(AuditLog), "postgresql", chain)
-        with contextlib.nullcontext() if native_on else without_native("seal_copy_lines"):
-            return encoder.seal_all(list(items)), chain.last
+        encoder = pipeline.RowEncoder(writer.plan(AuditLog), vendor, chain)
+        with contextlib.nullcontext() if native_on else without_native("seal_rows"):
+            return _outcome(lambda _values: tuple(encoder.seal_all(list(items))), {}), chain.last
 
     assert sealed(True) == sealed(False)

@@ -376,8 +376,10 @@ class RowEncoder:
         else:
             self.fields = plan.insert_tuple
         self.payload = self._python_payload
-        if vendor == "postgresql" and native.CopyRow is not None:
-            self._lines = {}  # key shape -> its compiled native.CopyRow, exact
+        if (vendor == "postgresql" and native.CopyRow is not None) or (
+            vendor == "sqlite" and native.ParamRow is not None
+        ):
+            self._lines = {}  # key shape -> its compiled native.CopyRow or ParamRow, exact
             self._line = None  # the last one, when it takes any row of its keys (exact)
             self.payload = self._native_payload
 
@@ -417,7 +419,8 @@ class RowEncoder:
         return self._payload(fields[:-2], closed=False)
 
     def _native_payload(self, values):
-        """The COPY line from agentforge_core._native: the same text, built in C."""
+        """The COPY line (PostgreSQL) or parameters (SQLite) from agentforge_core._native: the
+        same as the Python path's, built in C."""
         line = self._line
         if line is not None:  # the last key set's line: it takes rows of exactly those keys
             try:
@@ -438,6 +441,10 @@ class RowEncoder:
         sources = self.plan.sources(shape)
         if self.chain is not None:
             sources = sources[:-2]  # the chain's two columns: seal() appends them
+        # exact: every key of the shape is a column given (no other key a row could carry)
+        exact = sum(source == "given" for _a, source, _d in sources) == len(shape)
+        if self.vendor == "sqlite":
+            return native.ParamRow([self._param_column(*source) for source in sources], exact=exact), exact
         columns = []
         for attname, source, default in sources:
             encode = self.converters[attname]
@@ -448,9 +455,17 @@ class RowEncoder:
                 columns.append((None, COPY_CONST, None, encode(default)))
             else:  # a default factory's value, through the column's encoder
                 columns.append((None, COPY_CALL if kind == COPY_JSON else kind, encode, default))
-        # exact: every key of the shape is a column given (no other key a row could carry)
-        exact = sum(source == "given" for _a, source, _d in sources) == len(shape)
         return native.CopyRow(columns, closed=self.chain is None, exact=exact), exact
+
+    def _param_column(self, attname: str, source: str, default) -> tuple:
+        """A SQLite column of native.ParamRow, as the writer's row builder converts it."""
+        convert = self.plan.prep.get(attname)
+        kind = native.PARAM_SAME if convert is None else getattr(convert, "param", native.PARAM_CALL)
+        if source == "given":
+            return (attname, kind, convert, None)
+        if source == "static":
+            return (None, native.PARAM_CONST, None, default if convert is None else convert(default))
+        return (None, kind, convert, default)  # a default factory's value, converted
 
     def _payload(self, fields, closed: bool):
         if self.vendor == "postgresql":  # the bytes COPY sends
@@ -465,15 +480,15 @@ class RowEncoder:
         """Audit entries ``(payload, chain key, hash head, hash tail)`` in order, each linked to
         its chain: their rows with the chain's two columns."""
         link, seal, chain = self.chain.link, self.seal, self.chain
-        if self.vendor != "postgresql" or native.seal_copy_lines is None:
+        if self.vendor not in ("postgresql", "sqlite") or native.seal_rows is None:
             return [seal(payload, *link(key, head, tail)) for payload, key, head, tail in items]
-        lines, done = [], 0
+        rows, done = [], 0
         while True:  # in C, but for an entry of a chain new to the import or an unusual last hash
-            done = native.seal_copy_lines(items, done, chain.last, lines, hashlib.sha256)
+            done = native.seal_rows(items, done, chain.last, rows, hashlib.sha256)
             if done == len(items):
-                return lines
+                return rows
             payload, key, head, tail = items[done]
-            lines.append(seal(payload, *link(key, head, tail)))
+            rows.append(seal(payload, *link(key, head, tail)))
             done += 1
 
     def seal(self, payload, prev_hash, entry_hash):

@@ -20,6 +20,7 @@ from django.db import connection, reset_queries
 from django.db.models import AutoField, BigAutoField
 
 from accounts import rls
+from agentforge_core import native
 from agentforge_core.jsontext import json_encoder
 from agentforge_core.models import scope_field
 from agentforge_core.tenancy import unscoped
@@ -147,6 +148,14 @@ def _identity(value):
 
 
 _identity.identity = True
+_identity.param = native.PARAM_SAME
+
+
+def _param(convert, kind: int):
+    """``convert``, tagged with the kind of agentforge_core._native's ParamRow that does its
+    common cases in C (legacy.migration.pipeline.RowEncoder, SQLite)."""
+    convert.param = kind
+    return convert
 
 
 def _converter(field, vendor):
@@ -178,12 +187,15 @@ def _converter(field, vendor):
                 return "[]" if isinstance(value, list) else "{}"
             return dumps(value)
 
-        return to_json
+        return _param(to_json, native.PARAM_JSON)
     if target_type == "UUIDField":
         if vendor == "postgresql":
             return _identity
-        return lambda value: (
-            None if value is None else (value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex)
+        return _param(
+            lambda value: (
+                None if value is None else (value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex)
+            ),
+            native.PARAM_UUID,
         )
     if internal == "DateTimeField":
         if vendor == "postgresql":
@@ -200,10 +212,10 @@ def _converter(field, vendor):
                     value = value.astimezone(UTC).replace(tzinfo=None)
                 return str(value)
 
-            return naive_utc
+            return _param(naive_utc, native.PARAM_TIME)
         return lambda value: field.get_db_prep_save(value, connection)
     if internal == "BooleanField" and vendor != "postgresql":
-        return lambda value: None if value is None else bool(value)
+        return _param(lambda value: None if value is None else bool(value), native.PARAM_BOOL)
     return _identity
 
 

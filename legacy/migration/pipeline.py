@@ -359,8 +359,9 @@ class RowEncoder:
     (always the last two, see ``legacy.migration.writer._ModelPlan``); :meth:`seal` appends them.
     """
 
-    def __init__(self, plan, vendor: str, chain=None):
+    def __init__(self, plan, vendor: str, chain=None, code: int = 0):
         self.plan = plan
+        self.code = code  # what names the model beside each row through the pipe (a class pickles slowly)
         self.vendor = vendor
         self.chain = chain if chain is not None and chain.model is plan.model else None
         self.chain_keys = {}  # org_id -> its chain's key
@@ -500,7 +501,7 @@ class RowEncoder:
 
 
 def encode_mapped(mapped, encoders: dict) -> list:
-    """``[(model, item)]`` for the rows of a Mapped; PipelineAbort when it is not plain rows."""
+    """``[(encoder code, item)]`` for the rows of a Mapped; PipelineAbort when it is not plain rows."""
     if mapped.children:
         raise PipelineAbort("child sets")
     out = []
@@ -508,7 +509,7 @@ def encode_mapped(mapped, encoders: dict) -> list:
         encoder = encoders.get(row.model)
         if encoder is None:
             raise PipelineAbort(f"no encoder for {row.model.__name__}")
-        out.append((row.model, encoder.encode(row)))
+        out.append((encoder.code, encoder.encode(row)))
     return out
 
 
@@ -571,30 +572,30 @@ def _reader_main(mapper, file_path, ctx, encoders, complete, write_fd) -> None:
 class _Sink:
     """Buffers encoded rows per model in input order and writes them in batches."""
 
-    def __init__(self, writer, encoders):
+    def __init__(self, writer, encoders: dict):
         self.writer = writer
-        self.encoders = encoders
+        self.encoders = list(encoders.values())  # by code
         self.buffers: dict = {}
 
-    def add(self, model, item) -> None:
-        buffer = self.buffers.get(model)
+    def add(self, code: int, item) -> None:
+        buffer = self.buffers.get(code)
         if buffer is None:
-            buffer = self.buffers[model] = []
+            buffer = self.buffers[code] = []
         buffer.append(item)
         if len(buffer) >= BATCH:
-            self.flush(model)
+            self.flush(code)
 
     def flush_all(self) -> None:
-        for model in list(self.buffers):
-            self.flush(model)
+        for code in list(self.buffers):
+            self.flush(code)
 
-    def flush(self, model) -> None:
-        items = self.buffers.pop(model, None)
+    def flush(self, code: int) -> None:
+        items = self.buffers.pop(code, None)
         if not items:
             return
         writer = self.writer
-        plan = writer.plan(model)
-        encoder = self.encoders[model]
+        encoder = self.encoders[code]
+        plan = encoder.plan
         payloads = items if encoder.chain is None else encoder.seal_all(items)
         # Each row's key is unique in the database (RowEncoder.encode): a row that exists
         # already or comes twice fails the insert, the lane is abandoned and the ordinary
@@ -614,7 +615,10 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
     caller rolls back to its savepoint and imports the collection the ordinary way.
     """
     vendor = connection.vendor
-    encoders = {model: RowEncoder(writer.plan(model), vendor, writer.chain) for model in models_of(mapper)}
+    encoders = {
+        model: RowEncoder(writer.plan(model), vendor, writer.chain, code)
+        for code, model in enumerate(models_of(mapper))
+    }
     complete = complete_models(ctx)
     read_fd, write_fd = os.pipe()
     try:
@@ -680,8 +684,8 @@ def import_pipelined(mapper, file_path, ctx, writer, *, on_messages, fail, progr
                     continue
                 else:
                     raise PipelineAbort(f"the reader process failed:\n{item[1]}")
-                for model, row in rows:
-                    sink.add(model, row)
+                for code, row in rows:
+                    sink.add(code, row)
                 count += 1
                 if progress is not None and count % 1000 == 0:
                     progress(mapper.collection, count)

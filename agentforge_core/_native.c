@@ -48,7 +48,7 @@ enum {
     PARAM_UUID = 2,  /* uuid.UUID: its 32 hex digits; None as it is */
     PARAM_TIME = 3,  /* datetime in UTC: "YYYY-MM-DD HH:MM:SS[.ffffff]", naive; None as it is */
     PARAM_BOOL = 4,  /* True, False, None as they are */
-    PARAM_JSON = 5,  /* None as it is; an empty list "[]", an empty dict "{}" */
+    PARAM_JSON = 5,  /* None as it is; plain JSON as json.dumps writes it ("[]" and "{}" at once) */
     PARAM_CONST = 6, /* a fixed value (a static default, converted) */
 };
 
@@ -159,17 +159,69 @@ out_copy_str(Out *o, PyObject *s)
     return text == NULL ? -1 : out_copy_escaped(o, text, n);
 }
 
+/* How json_value writes: JSON_COPY doubles every backslash for COPY (a JSON text has no tab,
+ * newline or return); JSON_ASCII writes as json.dumps does by default (", " and ": " between
+ * items, every character outside ' ' - '~' escaped), else (",", ":") and UTF-8 as is. */
+#define JSON_COPY 1
+#define JSON_ASCII 2
+
+/* a str as json.encoder.encode_basestring_ascii writes it */
+static int
+out_json_ascii_string(Out *o, PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (out_reserve(o, 12 * n + 2) < 0)
+        return -1;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    char *to = o->buf + o->len;
+    *to++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= ' ' && c <= '~' && c != '"' && c != '\\') {
+            *to++ = (char)c;
+            continue;
+        }
+        *to++ = '\\';
+        switch (c) {
+        case '\\': *to++ = '\\'; continue;
+        case '"': *to++ = '"'; continue;
+        case '\b': *to++ = 'b'; continue;
+        case '\f': *to++ = 'f'; continue;
+        case '\n': *to++ = 'n'; continue;
+        case '\r': *to++ = 'r'; continue;
+        case '\t': *to++ = 't'; continue;
+        }
+        if (c >= 0x10000) { /* a surrogate pair */
+            Py_UCS4 v = c - 0x10000, high = 0xd800 | (v >> 10), low = 0xdc00 | (v & 0x3ff);
+            *to++ = 'u';
+            for (int shift = 12; shift >= 0; shift -= 4)
+                *to++ = HEX[(high >> shift) & 15];
+            *to++ = '\\';
+            c = low;
+        }
+        *to++ = 'u';
+        for (int shift = 12; shift >= 0; shift -= 4)
+            *to++ = HEX[(c >> shift) & 15];
+    }
+    *to++ = '"';
+    o->len = to - o->buf;
+    return 0;
+}
+
 /* a str as a JSON string, as json.encoder.encode_basestring writes it (UTF-8 as is); with
- * copy, every backslash doubled for COPY (a JSON text has no tab, newline or return) */
+ * copy, every backslash doubled for COPY; with JSON_ASCII as encode_basestring_ascii */
 static int
 out_json_string(Out *o, PyObject *s, int copy)
 {
+    if (copy & JSON_ASCII)
+        return out_json_ascii_string(o, s);
     Py_ssize_t n;
     const char *text = utf8(s, &n);
     if (text == NULL || out_reserve(o, 6 * 2 * n + 2) < 0)
         return -1;
     char *to = o->buf + o->len;
-    int slashes = copy ? 2 : 1;
+    int slashes = copy & JSON_COPY ? 2 : 1;
     *to++ = '"';
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)text[i];
@@ -360,7 +412,7 @@ json_value(Out *o, PyObject *x, int sort_keys, int copy, int *nonfinite)
     if (list) {
         result = OUT_LITERAL(o, "[");
         for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(x); i++) {
-            if (i && (result = OUT_LITERAL(o, ",")) != 0)
+            if (i && (result = copy & JSON_ASCII ? OUT_LITERAL(o, ", ") : OUT_LITERAL(o, ",")) != 0)
                 break;
             PyObject *item = Py_NewRef(PyList_GET_ITEM(x, i));
             result = json_value(o, item, sort_keys, copy, nonfinite);
@@ -387,9 +439,10 @@ json_value(Out *o, PyObject *x, int sort_keys, int copy, int *nonfinite)
         result = OUT_LITERAL(o, "{");
     for (Py_ssize_t i = 0; result == 0 && i < n; i++) {
         PyObject *key = PyList_GET_ITEM(keys, i);
-        if (i && (result = OUT_LITERAL(o, ",")) != 0)
+        if (i && (result = copy & JSON_ASCII ? OUT_LITERAL(o, ", ") : OUT_LITERAL(o, ",")) != 0)
             break;
-        if ((result = out_json_string(o, key, copy)) != 0 || (result = OUT_LITERAL(o, ":")) != 0)
+        if ((result = out_json_string(o, key, copy)) != 0 ||
+            (result = copy & JSON_ASCII ? OUT_LITERAL(o, ": ") : OUT_LITERAL(o, ":")) != 0)
             break;
         PyObject *member = PyDict_GetItemWithError(x, key);
         if (member == NULL) {
@@ -643,7 +696,7 @@ copy_field(Out *o, Column *c, PyObject *values)
             break;
         }
         Py_ssize_t mark = o->len;
-        result = json_write(o, x, 0, 1);
+        result = json_write(o, x, 0, JSON_COPY);
         if (result > 0) { /* the standard library's text of it, COPY-escaped */
             o->len = mark;
             PyObject *text = PyObject_CallOneArg(c->extra, x);
@@ -774,6 +827,18 @@ param_value(Column *c, PyObject *values)
         else if (PyDict_CheckExact(x) && PyDict_GET_SIZE(x) == 0) {
             out = PyUnicode_FromString("{}");
             handled = 1;
+        }
+        else { /* plain JSON as json.dumps writes it; anything else to the converter */
+            Out o;
+            out_init(&o);
+            int written = json_write(&o, x, 0, JSON_ASCII);
+            if (written == 0) {
+                out = PyUnicode_DecodeASCII(o.buf, o.len, NULL);
+                handled = 1;
+            }
+            out_free(&o);
+            if (written < 0)
+                handled = 1; /* the error stands */
         }
         break;
     }

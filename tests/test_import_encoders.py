@@ -207,14 +207,19 @@ def test_one_encoder_writes_rows_of_changing_keys_as_python_does(model, vendor, 
         {1: "int key"},
         ("a", "tuple"),
         "\ud83d\ude00 😀",
+        ["\x7f é \u2028 \U0001f600 \ud800", {"é": "\x00\x1f"}],
         [[[[[]]]], {}, {"": {}}],
     ],
 )
 def test_the_native_json_texts_are_json_dumps(value):
-    """Both C writers (a jsonb column's COPY text, the hash's sorted text) against the standard library."""
-    encoders = _encoders(Message, False)
-    row = {"tool_calls": value, "legacy_extra": None}
-    assert _outcome(encoders["native"].payload, row) == _outcome(encoders["python"].payload, row)
+    """The C writers (a jsonb column's COPY text, a SQLite JSON parameter, the hash's sorted
+    text) against the standard library."""
+    from django.db import connection
+
+    for vendor in ["postgresql", "sqlite"] if connection.vendor == "sqlite" else ["postgresql"]:
+        encoders = _encoders(Message, False, vendor)
+        row = {"tool_calls": value, "legacy_extra": None}
+        assert _outcome(encoders["native"].payload, row) == _outcome(encoders["python"].payload, row)
     entry = {f.attname: None for f in audit._hashed_fields()} | {"additional_data": value}
     assert _outcome(HASHERS["native"].parts, entry) == _outcome(HASHERS["python"].parts, entry)
 

@@ -441,13 +441,14 @@ class Mapper:
     def to_rows(self, record, ctx: Context | None = None, outer_key=None) -> Mapped:
         """Map one legacy record; raise LegacyDataError naming file, record and field."""
         ctx = ctx or Context()
-        rid = self.record_id(outer_key, record)
         if not isinstance(record, dict):
-            raise LegacyDataError(self.file, f"expected an object, got {describe(record)}", rid)
+            raise LegacyDataError(
+                self.file, f"expected an object, got {describe(record)}", self.record_id(outer_key, record)
+            )
         try:
             mapped = self.map_record(record, ctx)
-        except LegacyFieldError as exc:
-            raise LegacyDataError(self.file, exc.message, rid, exc.field) from None
+        except LegacyFieldError as exc:  # the record's id, as it was given (mappers do not change it)
+            raise LegacyDataError(self.file, exc.message, self.record_id(outer_key, record), exc.field) from None
         if outer_key is not None and str(outer_key) != str(mapped.legacy_id):
             mapped.warnings.append(
                 f"{self.file}: record {mapped.legacy_id}: outer key {outer_key!r} differs from the id; using the id"

@@ -47,7 +47,7 @@ enum {
     PARAM_SAME = 1,  /* x as it is */
     PARAM_UUID = 2,  /* uuid.UUID: its 32 hex digits; None as it is */
     PARAM_TIME = 3,  /* datetime in UTC: "YYYY-MM-DD HH:MM:SS[.ffffff]", naive; None as it is */
-    PARAM_BOOL = 4,  /* True, False, None as they are */
+    PARAM_BOOL = 4,  /* True, False as 1, 0; None as it is */
     PARAM_JSON = 5,  /* None as it is; plain JSON as json.dumps writes it ("[]" and "{}" at once) */
     PARAM_CONST = 6, /* a fixed value (a static default, converted) */
 };
@@ -816,8 +816,10 @@ param_value(Column *c, PyObject *values)
         }
         break;
     case PARAM_BOOL:
-        if (x == Py_True || x == Py_False)
-            return x;
+        if (x == Py_True || x == Py_False) {
+            out = PyLong_FromLong(x == Py_True);
+            handled = 1;
+        }
         break;
     case PARAM_JSON:
         if (PyList_CheckExact(x) && PyList_GET_SIZE(x) == 0) {

@@ -215,7 +215,9 @@ def _converter(field, vendor):
             return _param(naive_utc, native.PARAM_TIME)
         return lambda value: field.get_db_prep_save(value, connection)
     if internal == "BooleanField" and vendor != "postgresql":
-        return _param(lambda value: None if value is None else bool(value), native.PARAM_BOOL)
+        # 1 or 0, as stored: sqlite3 binds a bool only after failing to find it an adapter (an
+        # AttributeError formatted per value), about a fifth of an audit entry's insert
+        return _param(lambda value: None if value is None else int(bool(value)), native.PARAM_BOOL)
     return _identity
 
 

@@ -13,6 +13,7 @@
 #include <Python.h>
 #include <datetime.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* COPY kinds (agentforge_core.native numbers them the same) */
@@ -614,7 +615,8 @@ typedef struct {
     Py_ssize_t n;
     Column *cols;
     int closed;       /* CopyRow: end the line with "\n" */
-    Py_ssize_t exact; /* CopyRow: values of another size are not its rows (None); -1: no check */
+    Py_ssize_t exact; /* CopyRow, ParamRow: values of another size are not its rows (None); -1: no check */
+    int packed;       /* ParamRow: the parameters packed into bytes (pack_values) when they can be */
     Py_ssize_t split; /* CanonicalParts: cols[:split] make the head, the rest the tail */
 } Program;
 
@@ -772,6 +774,184 @@ static PyTypeObject CopyRowType = {
     .tp_call = (ternaryfunc)CopyRow_call,
 };
 
+/* ---- packed parameters: a SQLite row as one bytes object through the pipe ---------------------- */
+
+/* A row of parameters packed as tagged values: 'N' None, 't'/'f' a bool, 'i' an int64, 'd' a float
+ * (8 bytes each, native order: the same machine unpacks), 's' a str and 'b' bytes (a 4-byte length,
+ * then UTF-8 or the bytes). One bytes object pickles in a few opcodes where a tuple of 32 values took
+ * an opcode and a memo entry each. */
+static int
+pack_value(Out *o, PyObject *x)
+{
+    if (x == Py_None)
+        return OUT_LITERAL(o, "N");
+    if (x == Py_True)
+        return OUT_LITERAL(o, "t");
+    if (x == Py_False)
+        return OUT_LITERAL(o, "f");
+    if (PyLong_CheckExact(x)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(x, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 1; /* sqlite3 refuses it itself: left as it is */
+        }
+        if (out_reserve(o, 9) < 0)
+            return -1;
+        o->buf[o->len++] = 'i';
+        memcpy(o->buf + o->len, &v, 8);
+        o->len += 8;
+        return 0;
+    }
+    if (PyFloat_CheckExact(x)) {
+        double v = PyFloat_AS_DOUBLE(x);
+        if (out_reserve(o, 9) < 0)
+            return -1;
+        o->buf[o->len++] = 'd';
+        memcpy(o->buf + o->len, &v, 8);
+        o->len += 8;
+        return 0;
+    }
+    const char *data;
+    Py_ssize_t n;
+    char tag;
+    if (PyUnicode_CheckExact(x)) {
+        data = PyUnicode_AsUTF8AndSize(x, &n);
+        if (data == NULL) { /* a lone surrogate: sqlite3 refuses it itself */
+            PyErr_Clear();
+            return 1;
+        }
+        tag = 's';
+    }
+    else if (PyBytes_CheckExact(x)) {
+        data = PyBytes_AS_STRING(x);
+        n = PyBytes_GET_SIZE(x);
+        tag = 'b';
+    }
+    else {
+        return 1; /* anything else (a Decimal for its adapter): left as it is */
+    }
+    if (n > 0x7fffffff)
+        return 1;
+    if (out_reserve(o, 5 + n) < 0)
+        return -1;
+    o->buf[o->len++] = tag;
+    uint32_t len = (uint32_t)n;
+    memcpy(o->buf + o->len, &len, 4);
+    memcpy(o->buf + o->len + 4, data, n);
+    o->len += 4 + n;
+    return 0;
+}
+
+/* bytes of the packed values, or a new reference to the tuple itself when a value does not pack */
+static PyObject *
+pack_row(PyObject *row)
+{
+    Out o;
+    out_init(&o);
+    PyObject *out = NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(row); i++) {
+        int packed = pack_value(&o, PyTuple_GET_ITEM(row, i));
+        if (packed < 0)
+            goto done;
+        if (packed > 0) {
+            out = Py_NewRef(row);
+            goto done;
+        }
+    }
+    out = PyBytes_FromStringAndSize(o.buf, o.len);
+done:
+    out_free(&o);
+    return out;
+}
+
+static PyObject *
+unpack_row(const char *p, Py_ssize_t n)
+{
+    PyObject *values = PyList_New(0);
+    if (values == NULL)
+        return NULL;
+    const char *end = p + n;
+    while (p < end) {
+        char tag = *p++;
+        PyObject *x = NULL;
+        if (tag == 'N')
+            x = Py_NewRef(Py_None);
+        else if (tag == 't')
+            x = Py_NewRef(Py_True);
+        else if (tag == 'f')
+            x = Py_NewRef(Py_False);
+        else if ((tag == 'i' || tag == 'd') && end - p >= 8) {
+            if (tag == 'i') {
+                long long v;
+                memcpy(&v, p, 8);
+                x = PyLong_FromLongLong(v);
+            }
+            else {
+                double v;
+                memcpy(&v, p, 8);
+                x = PyFloat_FromDouble(v);
+            }
+            p += 8;
+        }
+        else if ((tag == 's' || tag == 'b') && end - p >= 4) {
+            uint32_t len;
+            memcpy(&len, p, 4);
+            p += 4;
+            if ((Py_ssize_t)len <= end - p) {
+                x = tag == 's' ? PyUnicode_DecodeUTF8(p, len, NULL) : PyBytes_FromStringAndSize(p, len);
+                p += len;
+            }
+        }
+        if (x == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "not a packed row");
+            Py_DECREF(values);
+            return NULL;
+        }
+        int appended = PyList_Append(values, x);
+        Py_DECREF(x);
+        if (appended < 0) {
+            Py_DECREF(values);
+            return NULL;
+        }
+    }
+    PyObject *row = PyList_AsTuple(values);
+    Py_DECREF(values);
+    return row;
+}
+
+/* unpack_rows(rows) -> the rows as tuples: each bytes of packed values unpacked, a tuple as it is */
+static PyObject *
+unpack_rows(PyObject *module, PyObject *rows)
+{
+    if (!PyList_Check(rows)) {
+        PyErr_SetString(PyExc_TypeError, "unpack_rows() takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i), *x;
+        if (PyBytes_CheckExact(row))
+            x = unpack_row(PyBytes_AS_STRING(row), PyBytes_GET_SIZE(row));
+        else if (PyTuple_CheckExact(row))
+            x = Py_NewRef(row);
+        else {
+            PyErr_SetString(PyExc_TypeError, "a row is packed bytes or a tuple");
+            x = NULL;
+        }
+        if (x == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, x);
+    }
+    return out;
+}
+
 /* ---- ParamRow: values dict -> a SQLite row's parameters ----------------------------------------- */
 
 /* The column's parameter: a new reference. */
@@ -873,20 +1053,25 @@ ParamRow_call(Program *self, PyObject *args, PyObject *kwargs)
         }
         PyTuple_SET_ITEM(row, i, x);
     }
-    return row;
+    if (!self->packed)
+        return row;
+    PyObject *packed = pack_row(row);
+    Py_DECREF(row);
+    return packed;
 }
 
 static PyObject *
 ParamRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"columns", "exact", NULL};
+    static char *names[] = {"columns", "exact", "packed", NULL};
     PyObject *spec;
-    int exact = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p:ParamRow", names, &spec, &exact))
+    int exact = 0, packed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:ParamRow", names, &spec, &exact, &packed))
         return NULL;
     Program *self = program_new(type, spec, MODE_PARAM);
     if (self == NULL)
         return NULL;
+    self->packed = packed;
     self->exact = -1;
     if (exact) {
         self->exact = 0;
@@ -901,8 +1086,9 @@ static PyTypeObject ParamRowType = {
     .tp_name = "agentforge_core._native.ParamRow",
     .tp_basicsize = sizeof(Program),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "ParamRow(columns, exact=False)(values) -> a SQLite row's parameters (a tuple); "
-              "exact: None for values with more or fewer keys than the columns given by key",
+    .tp_doc = "ParamRow(columns, exact=False, packed=False)(values) -> a SQLite row's parameters (a tuple; "
+              "packed: bytes for unpack_rows, or the tuple when a value does not pack); exact: None for values "
+              "with more or fewer keys than the columns given by key",
     .tp_new = ParamRow_new,
     .tp_dealloc = (destructor)program_dealloc,
     .tp_call = (ternaryfunc)ParamRow_call,
@@ -1051,10 +1237,11 @@ plain_hash(PyObject *prev)
     return 1;
 }
 
-/* seal_rows(items, start, last, lines, sha256) -> the index it stopped at: each item (payload,
- * chain key, head, tail) from ``start`` on, linked to its chain's last hash (``last[key]``, which
- * becomes its own): its row appended to ``lines``, a COPY line "payload\tprev_hash\tentry_hash\n"
- * for a payload of bytes, the parameters payload + (prev_hash, entry_hash) for a tuple. The
+/* seal_rows(items, start, last, lines, sha256, packed=False) -> the index it stopped at: each item
+ * (payload, chain key, head, tail) from ``start`` on, linked to its chain's last hash (``last[key]``,
+ * which becomes its own): its row appended to ``lines``, a COPY line "payload\tprev_hash\tentry_hash\n"
+ * for a payload of bytes (packed: SQLite's packed parameters, the two hashes packed after them), the
+ * parameters payload + (prev_hash, entry_hash) for a tuple. The
  * entry_hash is sha256(head + the JSON string of prev_hash ("" for None) + tail), as
  * security.audit.EntryHasher.seal hashes. It stops at the end, or before an item whose chain is
  * not in ``last`` (the caller locks its head) or whose last hash is not plain ASCII (the caller's
@@ -1064,8 +1251,9 @@ seal_rows(PyObject *module, PyObject *args)
 {
     PyObject *items, *last, *lines, *sha256;
     Py_ssize_t start;
-    if (!PyArg_ParseTuple(args, "O!nO!O!O:seal_rows", &PyList_Type, &items, &start, &PyDict_Type, &last,
-                          &PyList_Type, &lines, &sha256))
+    int packed = 0;
+    if (!PyArg_ParseTuple(args, "O!nO!O!O|p:seal_rows", &PyList_Type, &items, &start, &PyDict_Type, &last,
+                          &PyList_Type, &lines, &sha256, &packed))
         return NULL;
     Py_ssize_t i = start < 0 ? 0 : start;
     for (; i < PyList_GET_SIZE(items); i++) {
@@ -1132,6 +1320,29 @@ seal_rows(PyObject *module, PyObject *args)
                     PyTuple_SET_ITEM(line, k, Py_NewRef(PyTuple_GET_ITEM(payload, k)));
                 PyTuple_SET_ITEM(line, count, Py_NewRef(prev));
                 PyTuple_SET_ITEM(line, count + 1, Py_NewRef(entry));
+            }
+        }
+        else if (packed) { /* SQLite's packed parameters: the two hashes packed after them */
+            Py_ssize_t payload_len = PyBytes_GET_SIZE(payload);
+            Py_ssize_t prev_packed = prev == Py_None ? 1 : 5 + prev_len;
+            line = PyBytes_FromStringAndSize(NULL, payload_len + prev_packed + 5 + 64);
+            if (line != NULL) {
+                to = PyBytes_AS_STRING(line);
+                memcpy(to, PyBytes_AS_STRING(payload), payload_len);
+                to += payload_len;
+                uint32_t len = (uint32_t)prev_len;
+                if (prev == Py_None)
+                    *to++ = 'N';
+                else {
+                    *to++ = 's';
+                    memcpy(to, &len, 4);
+                    memcpy(to + 4, prev_text, prev_len);
+                    to += 4 + prev_len;
+                }
+                len = 64;
+                *to++ = 's';
+                memcpy(to, &len, 4);
+                memcpy(to + 4, hex, 64);
             }
         }
         else { /* COPY writes None as \N, the empty hash as an empty field */
@@ -1728,6 +1939,7 @@ static PyMethodDef native_functions[] = {
     {"scan_objects", scan_objects, METH_VARARGS,
      "scan_objects(scan, loads, text, pos, max_depth, max_text, limit, keyed) -> (the plain records from pos, pos after them, "
      "the closing bracket reached)"},
+    {"unpack_rows", unpack_rows, METH_O, "unpack_rows(rows) -> each packed row (ParamRow(packed=True)) as its tuple"},
     {"seal_rows", seal_rows, METH_VARARGS,
      "seal_rows(items, start, last, rows, sha256) -> where it stopped: audit entries' rows, linked to their chains"},
     {"member_count", member_count, METH_O, "member_count(value) -> the keys of every dict in a decoded JSON value"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 CopyRow = CanonicalParts = ParamRow = RecordShape = None
-json_text_facts = member_count = scan_objects = seal_rows = utc_timestamp = uuid_from_text = None
+json_text_facts = member_count = scan_objects = seal_rows = unpack_rows = utc_timestamp = uuid_from_text = None
 if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
     try:
         from agentforge_core._native import (  # noqa: F401 - re-exported
@@ -22,6 +22,7 @@ if os.environ.get("AGENTFORGE_NATIVE", "1") != "0":
             member_count,
             scan_objects,
             seal_rows,
+            unpack_rows,
             utc_timestamp,
             uuid_from_text,
         )

@@ -444,8 +444,9 @@ class RowEncoder:
             sources = sources[:-2]  # the chain's two columns: seal() appends them
         # exact: every key of the shape is a column given (no other key a row could carry)
         exact = sum(source == "given" for _a, source, _d in sources) == len(shape)
-        if self.vendor == "sqlite":
-            return native.ParamRow([self._param_column(*source) for source in sources], exact=exact), exact
+        if self.vendor == "sqlite":  # packed: one bytes object through the pipe, unpacked by the writer
+            columns = [self._param_column(*source) for source in sources]
+            return native.ParamRow(columns, exact=exact, packed=native.unpack_rows is not None), exact
         columns = []
         for attname, source, default in sources:
             encode = self.converters[attname]
@@ -483,9 +484,9 @@ class RowEncoder:
         link, seal, chain = self.chain.link, self.seal, self.chain
         if self.vendor not in ("postgresql", "sqlite") or native.seal_rows is None:
             return [seal(payload, *link(key, head, tail)) for payload, key, head, tail in items]
-        rows, done = [], 0
+        rows, done, packed = [], 0, self.vendor == "sqlite"
         while True:  # in C, but for an entry of a chain new to the import or an unusual last hash
-            done = native.seal_rows(items, done, chain.last, rows, hashlib.sha256)
+            done = native.seal_rows(items, done, chain.last, rows, hashlib.sha256, packed)
             if done == len(items):
                 return rows
             payload, key, head, tail = items[done]
@@ -497,6 +498,8 @@ class RowEncoder:
             return b"%s\t%s\t%s\n" % (payload, _pg_text(prev_hash).encode(), entry_hash.encode())
         if self.vendor == "mysql":
             return f"{payload},{_mysql_literal(prev_hash)},'{entry_hash}')"
+        if type(payload) is bytes:  # SQLite's parameters packed by native.ParamRow
+            payload = native.unpack_rows([payload])[0]
         return payload + (prev_hash, entry_hash)
 
 

@@ -436,8 +436,8 @@ class Writer:
     def insert_encoded(self, plan, payloads) -> None:
         """Insert rows encoded by ``legacy.migration.pipeline.RowEncoder``: COPY text lines (UTF-8)
         on PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameter tuples on SQLite."""
-        if connection.vendor == "sqlite":
-            self._insert(plan, payloads)
+        if connection.vendor == "sqlite":  # parameters packed into bytes in the reader (native.ParamRow)
+            self._insert(plan, payloads if native.unpack_rows is None else native.unpack_rows(payloads))
             return
         qn = connection.ops.quote_name
         columns = ", ".join(qn(c) for c in plan.columns)

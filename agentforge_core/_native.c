@@ -1,13 +1,14 @@
-/* The import's per-row text in C: PostgreSQL COPY lines and the audit chain's canonical JSON
- * (and two facts about a decoded record that spare the JSON reader its Python hooks).
+/* The import's per-row work in C: PostgreSQL COPY lines, SQLite parameters and the audit chain's
+ * canonical JSON and links; the JSON reader's batches of plain records and the facts that spare it
+ * its Python hooks; the mappers' plain-record checks and their timestamp and UUID parsing.
  *
- * Each is a column program built once in Python (legacy.migration.pipeline.RowEncoder,
- * security.audit.EntryHasher) and run here for every row, writing UTF-8 straight into one
- * buffer (the bytes COPY sends and SHA-256 hashes). This file only takes the common case of
- * each column kind; anything else goes to the column's Python encoder ("slow"), the one the
- * pure-Python path uses, so both paths write the same bytes (tests/test_import_encoders.py
- * holds them equal). Built in place by scripts/build-native; without it the pure-Python path
- * runs. */
+ * The row writers are column programs built once in Python (legacy.migration.pipeline.RowEncoder,
+ * security.audit.EntryHasher) and run here for every row, writing UTF-8 straight into one buffer
+ * (the bytes COPY sends and SHA-256 hashes). This file only takes the common case of each column
+ * kind, and the reader only the records its own loop would hand on untouched; anything else goes
+ * to the Python code the pure-Python path runs, so both paths give the same rows
+ * (tests/test_import_encoders.py, tests/test_legacy_jsonio.py and tests/test_import_fast_paths.py
+ * hold them equal). Built in place by scripts/build-native; without it the pure-Python path runs. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -62,6 +62,16 @@ static PyObject *s_int, *s_isoformat;
 
 static const char HEX[] = "0123456789abcdef";
 
+/* n bytes as 2n lowercase hex digits at to */
+static void
+hex_digits(char *to, const unsigned char *bytes, int n)
+{
+    for (int i = 0; i < n; i++) {
+        to[2 * i] = HEX[bytes[i] >> 4];
+        to[2 * i + 1] = HEX[bytes[i] & 15];
+    }
+}
+
 /* ---- an output buffer of UTF-8 ----------------------------------------------------------------- */
 
 typedef struct {
@@ -623,7 +633,7 @@ typedef struct {
 
 /* tp_alloc and the columns of spec (copy: COPY kinds, else CANON); NULL with an error set */
 static Program *
-program_new(PyTypeObject *type, PyObject *spec, int mode)
+program_new(PyTypeObject *type, PyObject *spec, int mode, int exact)
 {
     Program *self = (Program *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -633,7 +643,20 @@ program_new(PyTypeObject *type, PyObject *spec, int mode)
         Py_DECREF(self);
         return NULL;
     }
+    self->exact = -1;
+    if (exact) { /* a row is a dict of exactly the columns given by key: so many keys */
+        self->exact = 0;
+        for (Py_ssize_t i = 0; i < self->n; i++)
+            self->exact += self->cols[i].key != NULL;
+    }
     return self;
+}
+
+/* Whether values can be a row of an exact program: as many keys as its columns given by key. */
+static int
+program_takes(Program *self, PyObject *values)
+{
+    return self->exact < 0 || PyDict_GET_SIZE(values) == self->exact;
 }
 
 static void
@@ -725,7 +748,7 @@ CopyRow_call(Program *self, PyObject *args, PyObject *kwargs)
     PyObject *values = values_of(args, kwargs, "CopyRow");
     if (values == NULL)
         return NULL;
-    if (self->exact >= 0 && PyDict_GET_SIZE(values) != self->exact)
+    if (!program_takes(self, values))
         Py_RETURN_NONE;
     Out o;
     out_init(&o);
@@ -750,16 +773,9 @@ CopyRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     int closed = 1, exact = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:CopyRow", names, &spec, &closed, &exact))
         return NULL;
-    Program *self = program_new(type, spec, MODE_COPY);
-    if (self == NULL)
-        return NULL;
-    self->closed = closed;
-    self->exact = -1;
-    if (exact) { /* a row is a dict of exactly the columns given by key: so many keys */
-        self->exact = 0;
-        for (Py_ssize_t i = 0; i < self->n; i++)
-            self->exact += self->cols[i].key != NULL;
-    }
+    Program *self = program_new(type, spec, MODE_COPY, exact);
+    if (self != NULL)
+        self->closed = closed;
     return (PyObject *)self;
 }
 
@@ -781,6 +797,32 @@ static PyTypeObject CopyRowType = {
  * (8 bytes each, native order: the same machine unpacks), 's' a str and 'b' bytes (a 4-byte length,
  * then UTF-8 or the bytes). One bytes object pickles in a few opcodes where a tuple of 32 values took
  * an opcode and a memo entry each. */
+/* tag, then the 8 bytes at v */
+static int
+out_packed_fixed(Out *o, char tag, const void *v)
+{
+    if (out_reserve(o, 9) < 0)
+        return -1;
+    o->buf[o->len++] = tag;
+    memcpy(o->buf + o->len, v, 8);
+    o->len += 8;
+    return 0;
+}
+
+/* tag, a 4-byte length, then n bytes of data (n < 2**31) */
+static int
+out_packed_text(Out *o, char tag, const char *data, Py_ssize_t n)
+{
+    if (out_reserve(o, 5 + n) < 0)
+        return -1;
+    o->buf[o->len++] = tag;
+    uint32_t len = (uint32_t)n;
+    memcpy(o->buf + o->len, &len, 4);
+    memcpy(o->buf + o->len + 4, data, n);
+    o->len += 4 + n;
+    return 0;
+}
+
 static int
 pack_value(Out *o, PyObject *x)
 {
@@ -797,21 +839,11 @@ pack_value(Out *o, PyObject *x)
             PyErr_Clear();
             return 1; /* sqlite3 refuses it itself: left as it is */
         }
-        if (out_reserve(o, 9) < 0)
-            return -1;
-        o->buf[o->len++] = 'i';
-        memcpy(o->buf + o->len, &v, 8);
-        o->len += 8;
-        return 0;
+        return out_packed_fixed(o, 'i', &v);
     }
     if (PyFloat_CheckExact(x)) {
         double v = PyFloat_AS_DOUBLE(x);
-        if (out_reserve(o, 9) < 0)
-            return -1;
-        o->buf[o->len++] = 'd';
-        memcpy(o->buf + o->len, &v, 8);
-        o->len += 8;
-        return 0;
+        return out_packed_fixed(o, 'd', &v);
     }
     const char *data;
     Py_ssize_t n;
@@ -834,14 +866,7 @@ pack_value(Out *o, PyObject *x)
     }
     if (n > 0x7fffffff)
         return 1;
-    if (out_reserve(o, 5 + n) < 0)
-        return -1;
-    o->buf[o->len++] = tag;
-    uint32_t len = (uint32_t)n;
-    memcpy(o->buf + o->len, &len, 4);
-    memcpy(o->buf + o->len + 4, data, n);
-    o->len += 4 + n;
-    return 0;
+    return out_packed_text(o, tag, data, n);
 }
 
 /* bytes of the packed values, or a new reference to the tuple itself when a value does not pack */
@@ -975,10 +1000,7 @@ param_value(Column *c, PyObject *values)
             char hex[32];
             if (uuid_bytes(x, bytes) < 0)
                 break;
-            for (int i = 0; i < 16; i++) {
-                hex[2 * i] = HEX[bytes[i] >> 4];
-                hex[2 * i + 1] = HEX[bytes[i] & 15];
-            }
+            hex_digits(hex, bytes, 16);
             out = PyUnicode_FromStringAndSize(hex, 32);
             handled = 1;
         }
@@ -1041,7 +1063,7 @@ ParamRow_call(Program *self, PyObject *args, PyObject *kwargs)
     PyObject *values = values_of(args, kwargs, "ParamRow");
     if (values == NULL)
         return NULL;
-    if (self->exact >= 0 && PyDict_GET_SIZE(values) != self->exact)
+    if (!program_takes(self, values))
         Py_RETURN_NONE;
     PyObject *row = PyTuple_New(self->n);
     if (row == NULL)
@@ -1069,16 +1091,9 @@ ParamRow_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     int exact = 0, packed = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pp:ParamRow", names, &spec, &exact, &packed))
         return NULL;
-    Program *self = program_new(type, spec, MODE_PARAM);
-    if (self == NULL)
-        return NULL;
-    self->packed = packed;
-    self->exact = -1;
-    if (exact) {
-        self->exact = 0;
-        for (Py_ssize_t i = 0; i < self->n; i++)
-            self->exact += self->cols[i].key != NULL;
-    }
+    Program *self = program_new(type, spec, MODE_PARAM, exact);
+    if (self != NULL)
+        self->packed = packed;
     return (PyObject *)self;
 }
 
@@ -1197,7 +1212,7 @@ CanonicalParts_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_ssize_t split;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:CanonicalParts", names, &spec, &split))
         return NULL;
-    Program *self = program_new(type, spec, MODE_CANON);
+    Program *self = program_new(type, spec, MODE_CANON, 0);
     if (self == NULL)
         return NULL;
     if (split < 0 || split > self->n) {
@@ -1304,11 +1319,7 @@ seal_rows(PyObject *module, PyObject *args)
             return NULL;
         }
         char hex[64];
-        const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(digest);
-        for (int b = 0; b < 32; b++) {
-            hex[2 * b] = HEX[d[b] >> 4];
-            hex[2 * b + 1] = HEX[d[b] & 15];
-        }
+        hex_digits(hex, (const unsigned char *)PyBytes_AS_STRING(digest), 32);
         Py_DECREF(digest);
         PyObject *entry = PyUnicode_FromStringAndSize(hex, 64), *line = NULL;
         if (entry == NULL)
@@ -1323,44 +1334,20 @@ seal_rows(PyObject *module, PyObject *args)
                 PyTuple_SET_ITEM(line, count + 1, Py_NewRef(entry));
             }
         }
-        else if (packed) { /* SQLite's packed parameters: the two hashes packed after them */
-            Py_ssize_t payload_len = PyBytes_GET_SIZE(payload);
-            Py_ssize_t prev_packed = prev == Py_None ? 1 : 5 + prev_len;
-            line = PyBytes_FromStringAndSize(NULL, payload_len + prev_packed + 5 + 64);
-            if (line != NULL) {
-                to = PyBytes_AS_STRING(line);
-                memcpy(to, PyBytes_AS_STRING(payload), payload_len);
-                to += payload_len;
-                uint32_t len = (uint32_t)prev_len;
-                if (prev == Py_None)
-                    *to++ = 'N';
-                else {
-                    *to++ = 's';
-                    memcpy(to, &len, 4);
-                    memcpy(to + 4, prev_text, prev_len);
-                    to += 4 + prev_len;
-                }
-                len = 64;
-                *to++ = 's';
-                memcpy(to, &len, 4);
-                memcpy(to + 4, hex, 64);
-            }
-        }
-        else { /* COPY writes None as \N, the empty hash as an empty field */
-            const char *prev_field = prev == Py_None ? "\\N" : prev_text;
-            Py_ssize_t prev_field_len = prev == Py_None ? 2 : prev_len, payload_len = PyBytes_GET_SIZE(payload);
-            line = PyBytes_FromStringAndSize(NULL, payload_len + 1 + prev_field_len + 1 + 64 + 1);
-            if (line != NULL) {
-                to = PyBytes_AS_STRING(line);
-                memcpy(to, PyBytes_AS_STRING(payload), payload_len);
-                to += payload_len;
-                *to++ = '\t';
-                memcpy(to, prev_field, prev_field_len);
-                to += prev_field_len;
-                *to++ = '\t';
-                memcpy(to, hex, 64);
-                to[64] = '\n';
-            }
+        else { /* bytes: the two hashes packed after SQLite's packed parameters, or a COPY line's fields */
+            Out o;
+            out_init(&o);
+            int failed = out_write(&o, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload)) < 0;
+            if (packed)
+                failed = failed ||
+                         (prev == Py_None ? OUT_LITERAL(&o, "N") : out_packed_text(&o, 's', prev_text, prev_len)) < 0 ||
+                         out_packed_text(&o, 's', hex, 64) < 0;
+            else /* COPY writes None as \N, the empty hash as an empty field */
+                failed = failed || OUT_LITERAL(&o, "\t") < 0 ||
+                         (prev == Py_None ? OUT_LITERAL(&o, "\\N") : out_write(&o, prev_text, prev_len)) < 0 ||
+                         OUT_LITERAL(&o, "\t") < 0 || out_write(&o, hex, 64) < 0 || OUT_LITERAL(&o, "\n") < 0;
+            line = failed ? NULL : PyBytes_FromStringAndSize(o.buf, o.len);
+            out_free(&o);
         }
         if (line == NULL) {
             Py_DECREF(entry);

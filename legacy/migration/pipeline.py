@@ -447,17 +447,18 @@ class RowEncoder:
         if self.vendor == "sqlite":  # packed: one bytes object through the pipe, unpacked by the writer
             columns = [self._param_column(*source) for source in sources]
             return native.ParamRow(columns, exact=exact, packed=native.unpack_rows is not None), exact
-        columns = []
-        for attname, source, default in sources:
-            encode = self.converters[attname]
-            kind = getattr(encode, "native", COPY_CALL)
-            if source == "given":
-                columns.append((attname, kind, encode, _json_text if kind == COPY_JSON else None))
-            elif source == "static":
-                columns.append((None, COPY_CONST, None, encode(default)))
-            else:  # a default factory's value, through the column's encoder
-                columns.append((None, COPY_CALL if kind == COPY_JSON else kind, encode, default))
+        columns = [self._copy_column(*source) for source in sources]
         return native.CopyRow(columns, closed=self.chain is None, exact=exact), exact
+
+    def _copy_column(self, attname: str, source: str, default) -> tuple:
+        """A PostgreSQL column of native.CopyRow, as the column's encoder writes it."""
+        encode = self.converters[attname]
+        kind = getattr(encode, "native", COPY_CALL)
+        if source == "given":
+            return (attname, kind, encode, _json_text if kind == COPY_JSON else None)
+        if source == "static":
+            return (None, COPY_CONST, None, encode(default))
+        return (None, COPY_CALL if kind == COPY_JSON else kind, encode, default)  # a default factory's value
 
     def _param_column(self, attname: str, source: str, default) -> tuple:
         """A SQLite column of native.ParamRow, as the writer's row builder converts it."""

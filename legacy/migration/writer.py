@@ -435,8 +435,9 @@ class Writer:
 
     def insert_encoded(self, plan, payloads) -> None:
         """Insert rows encoded by ``legacy.migration.pipeline.RowEncoder``: COPY text lines (UTF-8)
-        on PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameter tuples on SQLite."""
-        if connection.vendor == "sqlite":  # parameters packed into bytes in the reader (native.ParamRow)
+        on PostgreSQL, ``(…)`` literals on MariaDB/MySQL, parameters on SQLite (packed into bytes by
+        ``native.ParamRow`` and unpacked here, or tuples)."""
+        if connection.vendor == "sqlite":
             self._insert(plan, payloads if native.unpack_rows is None else native.unpack_rows(payloads))
             return
         qn = connection.ops.quote_name
@@ -562,16 +563,12 @@ class AuditChain:
                     values[attname] = defaults[attname]()
         return self.hasher.parts(values)
 
-    def open(self, key: str) -> None:
-        """Lock chain ``key``'s head, the first time this import extends it."""
+    def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
+        """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""
         if key not in self.heads:
             locked = self.audit._lock_head(key, "default")
             self.heads[key] = locked
             self.last[key] = locked.last_hash
-
-    def link(self, key: str, head: str, tail: str) -> tuple[str, str]:
-        """Extend chain ``key`` by one entry: its (prev_hash, entry_hash)."""
-        self.open(key)
         prev = self.last[key]
         self.last[key] = entry_hash = self.seal(head, tail, prev)
         return prev, entry_hash
